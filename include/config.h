@@ -1,0 +1,35 @@
+/*
+ * config: the server's settings, from environment variables overridden by
+ * command-line flags. Owns the defaults, the names, the --help text and
+ * range checks. Pure: reads only the arguments and the getenv callback.
+ */
+#ifndef CRM_CONFIG_H
+#define CRM_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct config {
+    char listen[64];        /* CRM_LISTEN, --listen: IPv4/IPv6 address */
+    int port;               /* CRM_PORT, --port */
+    char database_url[1024];/* CRM_DATABASE_URL, --db: libpq conninfo or URI */
+    int pool_size;          /* CRM_POOL_SIZE, --pool-size */
+    size_t body_limit;      /* CRM_BODY_LIMIT, --body-limit: bytes */
+    int max_connections;    /* CRM_MAX_CONNECTIONS, --max-connections */
+    int connection_timeout; /* CRM_CONNECTION_TIMEOUT, --connection-timeout: seconds idle */
+    int db_wait;            /* CRM_DB_WAIT, --db-wait: seconds to wait for the database at start */
+    int drain_timeout;      /* CRM_DRAIN_TIMEOUT, --drain-timeout: seconds to finish requests on SIGTERM */
+    bool migrate_only;      /* "migrate" subcommand */
+    bool no_migrate;        /* --no-migrate */
+    bool help;              /* --help */
+};
+
+typedef const char *(*getenv_fn)(const char *name);
+
+/* Fill cfg from defaults, env and argv. Returns false with a message in err. */
+bool config_load(struct config *cfg, int argc, char **argv, getenv_fn env, char *err,
+                 size_t errlen);
+
+const char *config_usage(void);
+
+#endif

@@ -1,0 +1,64 @@
+/*
+ * db: the PostgreSQL connection pool. Owns connections (created lazily up to
+ * the configured size, re-created after the server goes away), the prepared
+ * statements on each of them, and the retry policy: work is retried on lost
+ * connections and on serialization failures/deadlocks, so a PostgreSQL
+ * restart costs latency, not errors, as long as it comes back quickly.
+ * Everything the callers run is idempotent, which is what makes the retry safe.
+ */
+#ifndef CRM_DB_H
+#define CRM_DB_H
+
+#include <jansson.h>
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+struct db_statement {
+    const char *name;
+    const char *sql;
+};
+
+enum db_status {
+    DB_OK,
+    DB_UNAVAILABLE, /* could not reach the database (after retries) */
+    DB_ERROR,       /* the database rejected the statement: a bug or bad data */
+};
+
+struct db_pool;
+struct db_conn;
+
+/* statements must outlive the pool; they are prepared on every connection. */
+struct db_pool *db_pool_new(const char *conninfo, int size, const struct db_statement *statements,
+                            int statement_count);
+void db_pool_free(struct db_pool *pool);
+
+/* Borrow a connection, waiting up to timeout_ms for a free one. NULL when
+ * none could be had (pool exhausted or database unreachable). */
+struct db_conn *db_acquire(struct db_pool *pool, int timeout_ms);
+/* Give it back; broken = the connection's state is unknown, close it. */
+void db_release(struct db_pool *pool, struct db_conn *conn, bool broken);
+PGconn *db_pg(struct db_conn *conn);
+
+/* Connections in use / open, for diagnostics. */
+void db_pool_stats(struct db_pool *pool, int *in_use, int *open);
+
+/* True when the error means "try again": lost connection, server shutting
+ * down, serialization failure or deadlock. */
+bool db_error_is_transient(PGconn *conn, const PGresult *res);
+
+/*
+ * Run a prepared statement that returns at most one row with one json/jsonb
+ * column, with retries. *out is the parsed value, or NULL for no row or SQL
+ * NULL. params may contain NULLs (SQL NULL).
+ */
+enum db_status db_call_json(struct db_pool *pool, const char *statement, int nparams,
+                            const char *const *params, json_t **out, char *err, size_t errlen);
+
+/* Run a simple query (no parameters) once on a fresh connection; for migrations and checks. */
+PGconn *db_connect(const char *conninfo);
+
+/* Sleep for ms milliseconds (retry back-off). */
+void db_sleep_ms(int ms);
+
+#endif

@@ -1,0 +1,43 @@
+/*
+ * router: maps (method, path) to a route of the API. Owns the route table,
+ * the 404/405 distinction (with the Allow list for 405) and the parsing of
+ * the {id} path segment into a canonical UUID. Pure: no I/O.
+ */
+#ifndef CRM_ROUTER_H
+#define CRM_ROUTER_H
+
+#include "textutil.h"
+
+enum route {
+    ROUTE_HEALTH,
+    ROUTE_READY,
+    ROUTE_CUSTOMER_RESOLVE,
+    ROUTE_CUSTOMER_LOOKUP,
+    ROUTE_CUSTOMER_GET,
+    ROUTE_CUSTOMER_TRAITS,
+    ROUTE_CUSTOMER_TIMELINE,
+    ROUTE_INTERACTION_CREATE,
+    ROUTE_INTERACTION_BATCH,
+    ROUTE_COUNT
+};
+
+enum route_status {
+    ROUTE_MATCHED,
+    ROUTE_NOT_FOUND,
+    ROUTE_METHOD_NOT_ALLOWED, /* allow lists the methods the path accepts */
+    ROUTE_BAD_UUID,           /* the path has the shape of a route but {id} is no UUID */
+};
+
+struct route_match {
+    enum route_status status;
+    enum route route;
+    char id[UUID_TEXT_LEN + 1]; /* canonical {id} when the route has one */
+    char allow[32];
+};
+
+void route_request(const char *method, const char *path, struct route_match *out);
+
+/* Short stable name of a route ("customer_get"), for logs and metrics. */
+const char *route_name(enum route route);
+
+#endif

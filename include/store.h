@@ -1,0 +1,57 @@
+/*
+ * store: the service's queries. Owns the prepared-statement catalogue and
+ * turns validated requests into calls of the crm.* SQL functions (one
+ * round trip each) and their JSON results. No HTTP here: callers map
+ * db_status to responses.
+ */
+#ifndef CRM_STORE_H
+#define CRM_STORE_H
+
+#include <jansson.h>
+
+#include "db.h"
+#include "validate.h"
+
+extern const struct db_statement store_statements[];
+extern const int store_statement_count;
+
+struct timeline_query {
+    int limit;
+    const char *cursor_at; /* NULL for the first page */
+    const char *cursor_id;
+    const char *channel, *type, *since, *until; /* NULL when not filtered */
+};
+
+enum db_status store_ping(struct db_pool *pool, char *err, size_t errlen);
+
+/* {customer_id, created, merged_ids, customer} */
+enum db_status store_resolve(struct db_pool *pool, const struct resolve_request *req,
+                             json_t **out, char *err, size_t errlen);
+
+/* Profile or NULL (*out) when unknown. */
+enum db_status store_profile(struct db_pool *pool, const char *customer_id, json_t **out,
+                             char *err, size_t errlen);
+enum db_status store_lookup(struct db_pool *pool, const struct identifier *id, json_t **out,
+                            char *err, size_t errlen);
+enum db_status store_patch_traits(struct db_pool *pool, const char *customer_id,
+                                  const struct traits_request *req, json_t **out, char *err,
+                                  size_t errlen);
+
+/* {status: created|duplicate|not_found, interaction_id, customer_id} */
+enum db_status store_ingest(struct db_pool *pool, const struct interaction_request *req,
+                            json_t **out, char *err, size_t errlen);
+
+/*
+ * Store the valid items of a batch in one transaction, each under its own
+ * savepoint. results[i] receives the item's JSON result (as store_ingest)
+ * or stays NULL if the item could not be stored (item_err[i] says why).
+ */
+enum db_status store_ingest_batch(struct db_pool *pool, struct interaction_request *const *reqs,
+                                  int count, json_t **results, char *err, size_t errlen);
+
+/* {customer_id, items, next_cursor_at, next_cursor_id} or NULL when unknown. */
+enum db_status store_timeline(struct db_pool *pool, const char *customer_id,
+                              const struct timeline_query *q, json_t **out, char *err,
+                              size_t errlen);
+
+#endif

@@ -1,0 +1,41 @@
+/*
+ * textutil: small pure helpers for text that arrives from the network:
+ * UTF-8 validation, canonical UUID parsing and generation, RFC 3339
+ * timestamp and calendar-date checks, and base64url for opaque cursors.
+ * Nothing here allocates except where the name says so.
+ */
+#ifndef CRM_TEXTUTIL_H
+#define CRM_TEXTUTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#define UUID_TEXT_LEN 36
+
+/* True when buf[0..len) is well-formed UTF-8 (no overlongs, no surrogates, no NUL). */
+bool utf8_valid(const char *buf, size_t len);
+
+/* Shorten a NUL-terminated string until it is valid UTF-8 (drops a
+ * multi-byte sequence cut short by truncation). */
+void utf8_truncate(char *s);
+
+/* Parse a UUID in 8-4-4-4-12 hex form (any case); writes the lower-case
+ * canonical text (37 bytes with NUL) to out. */
+bool uuid_canonical(const char *text, char out[UUID_TEXT_LEN + 1]);
+
+/* A new random (version 4) UUID as lower-case text. */
+void uuid_new(char out[UUID_TEXT_LEN + 1]);
+
+/* True for YYYY-MM-DD naming a real calendar date with year in [min_year, max_year]. */
+bool date_valid(const char *text, int min_year, int max_year);
+
+/* True for an RFC 3339 date-time with 'T' (or 't'/space), optional fraction
+ * (1..9 digits) and a mandatory offset ('Z' or +hh:mm), year 1900..2999. */
+bool rfc3339_valid(const char *text);
+
+/* base64url without padding. Encode returns a malloc'd string. Decode writes
+ * at most outcap-1 bytes plus NUL and returns the decoded length, or -1. */
+char *base64url_encode(const unsigned char *data, size_t len);
+long base64url_decode(const char *text, unsigned char *out, size_t outcap);
+
+#endif

@@ -1,0 +1,83 @@
+/*
+ * validate: turns parsed JSON request bodies into checked C structs. Owns
+ * the field rules of every request (required fields, types, enums of
+ * channels and interaction types, lengths, number formats, unknown-field
+ * rejection) and reports every problem found as {pointer, detail} in an
+ * errors array, so a client can fix all of them at once. Pure: the
+ * structs borrow strings from the JSON document, which must outlive them.
+ */
+#ifndef CRM_VALIDATE_H
+#define CRM_VALIDATE_H
+
+#include <jansson.h>
+#include <stdbool.h>
+
+#include "normalize.h"
+#include "textutil.h"
+
+#define MAX_IDENTIFIERS 20
+#define MAX_TAGS 32
+#define MAX_BATCH_ITEMS 1000
+#define SOURCE_MAX 64
+#define EXTERNAL_ID_MAX 256
+
+struct identifier_list {
+    struct identifier items[MAX_IDENTIFIERS];
+    int count;
+};
+
+struct resolve_request {
+    struct identifier_list ids;
+    json_t *traits; /* borrowed; NULL when absent */
+    const char *source;
+};
+
+struct traits_request {
+    json_t *traits; /* borrowed */
+    const char *source;
+};
+
+struct interaction_request {
+    bool by_customer_id;
+    char customer_id[UUID_TEXT_LEN + 1];
+    struct identifier_list ids;
+    const char *source;
+    const char *external_id;
+    const char *channel;
+    const char *type;
+    const char *occurred_at;
+    bool has_amount, has_cost;
+    char amount[32]; /* decimal text with at most 4 fraction digits */
+    char cost[32];
+    char currency[4];
+    json_t *tags;    /* owned: normalised array of strings; free with interaction_request_clear */
+    json_t *payload; /* borrowed; NULL when absent */
+};
+
+bool channel_valid(const char *name);
+bool interaction_type_valid(const char *name);
+const char *channel_list(void);
+const char *interaction_type_list(void);
+
+/* Each returns true when the body is valid; otherwise appends to errors.
+ * prefix is the JSON pointer of the object being validated ("" for the body). */
+bool validate_resolve(json_t *body, struct resolve_request *out, json_t *errors);
+bool validate_traits_request(json_t *body, struct traits_request *out, json_t *errors);
+bool validate_interaction(json_t *obj, const char *prefix, struct interaction_request *out,
+                          json_t *errors);
+void interaction_request_clear(struct interaction_request *req);
+
+/* Batch envelope: items must be an array of 1..MAX_BATCH_ITEMS. */
+bool validate_batch_envelope(json_t *body, json_t **items, json_t *errors);
+
+/* Traits object rules (shared by resolve and PATCH). */
+bool validate_traits(json_t *traits, const char *prefix, json_t *errors);
+
+/* Decimal amount from a JSON number or string, >= 0 and < 1e12, at most 4
+ * fraction digits for strings; writes canonical text. */
+bool money_text(json_t *v, char *out, size_t cap, const char **why);
+
+/* [{kind, namespace?, value}] for the database (namespace omitted when ""). */
+json_t *identifiers_to_json(const struct identifier_list *ids);
+
+#endif

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Shared set-up for run.sh and test.sh: install missing Debian packages,
+# build with meson, and start a throw-away PostgreSQL cluster owned by this
+# checkout (under .run/). Sourced, not executed.
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+RUN_DIR=${CRM_RUN_DIR:-$ROOT/.run}
+PG_PORT=${CRM_PG_PORT:-54329}
+PG_DIR=$RUN_DIR/pg
+PG_DATA=$PG_DIR/data
+PG_SOCK=$PG_DIR/sock
+PG_USER=crm
+
+PACKAGES=(gcc meson ninja-build pkg-config libmicrohttpd-dev libpq-dev libjansson-dev
+          uuid-dev check postgresql postgresql-contrib python3 nodejs npm curl)
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+ensure_packages() {
+    local missing=() p
+    for p in "${PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    log "installing: ${missing[*]}"
+    local sudo=()
+    [ "$(id -u)" -ne 0 ] && sudo=(sudo)
+    export DEBIAN_FRONTEND=noninteractive
+    "${sudo[@]}" apt-get update -qq
+    "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+pg_bindir() {
+    local d
+    d=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+    [ -n "$d" ] || { echo "no PostgreSQL server binaries found" >&2; return 1; }
+    echo "$d"
+}
+
+# Run a command as the cluster owner: root cannot run initdb/postgres.
+as_pg_owner() {
+    if [ "$(id -u)" -eq 0 ]; then
+        runuser -u postgres -- "$@"
+    else
+        "$@"
+    fi
+}
+
+# build DIR [meson options...]
+build() {
+    local dir=$1; shift
+    if [ ! -f "$ROOT/$dir/build.ninja" ]; then
+        log "meson setup $dir $*"
+        meson setup "$ROOT/$dir" "$ROOT" "$@" >/dev/null
+    fi
+    log "building $dir"
+    ninja -C "$ROOT/$dir" >/dev/null
+}
+
+start_postgres() {
+    local bin
+    bin=$(pg_bindir)
+    mkdir -p "$PG_DIR" "$PG_SOCK"
+    if [ "$(id -u)" -eq 0 ]; then
+        chown -R postgres: "$PG_DIR"
+        # postgres must be able to reach its data directory.
+        local d=$PG_DIR
+        while [ "$d" != "/" ]; do d=$(dirname "$d"); chmod o+x "$d" 2>/dev/null || true; done
+    fi
+    if [ ! -f "$PG_DATA/PG_VERSION" ]; then
+        log "initdb $PG_DATA"
+        as_pg_owner "$bin/initdb" -D "$PG_DATA" -U "$PG_USER" --auth=trust -E UTF8 \
+            --locale=C.UTF-8 >/dev/null
+    fi
+    if as_pg_owner "$bin/pg_ctl" -D "$PG_DATA" status >/dev/null 2>&1; then
+        log "PostgreSQL already running on port $PG_PORT"
+    else
+        log "starting PostgreSQL on port $PG_PORT (socket $PG_SOCK)"
+        as_pg_owner "$bin/pg_ctl" -D "$PG_DATA" -l "$PG_DIR/postgres.log" -w -t 60 \
+            -o "-p $PG_PORT -k $PG_SOCK -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=${CRM_PG_FSYNC:-on}" start >/dev/null
+    fi
+}
+
+stop_postgres() {
+    as_pg_owner "$(pg_bindir)/pg_ctl" -D "$PG_DATA" -m fast stop >/dev/null 2>&1 || true
+}
+
+# create_database NAME [recreate]
+create_database() {
+    local name=$1 recreate=${2:-}
+    local psql=(psql -X -q -h "$PG_SOCK" -p "$PG_PORT" -U "$PG_USER" -d postgres -v ON_ERROR_STOP=1)
+    if [ -n "$recreate" ]; then
+        "${psql[@]}" -c "DROP DATABASE IF EXISTS $name WITH (FORCE)"
+    fi
+    if ! "${psql[@]}" -tAc "SELECT 1 FROM pg_database WHERE datname = '$name'" | grep -q 1; then
+        "${psql[@]}" -c "CREATE DATABASE $name"
+    fi
+}
+
+conninfo() { echo "host=$PG_SOCK port=$PG_PORT user=$PG_USER dbname=$1"; }

@@ -1,0 +1,496 @@
+-- 001_foundation: customers, identifiers, traits, interactions, aggregates, merges.
+--
+-- Every table that holds customer data is keyed by customer_id so the schema
+-- can later be distributed by it. Identity resolution and ingestion are SQL
+-- functions so that each API call is one database round trip and runs in one
+-- transaction (no partial writes).
+
+CREATE SCHEMA IF NOT EXISTS crm;
+
+CREATE TABLE crm.customers (
+    customer_id  uuid PRIMARY KEY,
+    created_at   timestamptz NOT NULL DEFAULT clock_timestamp(),
+    updated_at   timestamptz NOT NULL DEFAULT clock_timestamp(),
+    merged_into  uuid REFERENCES crm.customers (customer_id),
+    merged_at    timestamptz
+);
+CREATE INDEX customers_merged_into_idx ON crm.customers (merged_into) WHERE merged_into IS NOT NULL;
+
+-- (kind, namespace, value) belongs to exactly one customer: the primary key
+-- is what makes concurrent resolution produce one customer.
+CREATE TABLE crm.identifiers (
+    kind         text NOT NULL,
+    namespace    text NOT NULL DEFAULT '',
+    value        text NOT NULL,
+    customer_id  uuid NOT NULL REFERENCES crm.customers (customer_id),
+    source       text NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (kind, namespace, value)
+);
+CREATE INDEX identifiers_customer_idx ON crm.identifiers (customer_id);
+
+-- One row per field; attributes are stored as 'attributes.<key>'.
+CREATE TABLE crm.traits (
+    customer_id  uuid NOT NULL REFERENCES crm.customers (customer_id),
+    name         text NOT NULL,
+    value        jsonb NOT NULL,
+    source       text NOT NULL,
+    updated_at   timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (customer_id, name)
+);
+
+CREATE TABLE crm.interactions (
+    interaction_id uuid PRIMARY KEY,
+    customer_id    uuid NOT NULL REFERENCES crm.customers (customer_id),
+    source         text NOT NULL,
+    external_id    text NOT NULL,
+    channel        text NOT NULL,
+    type           text NOT NULL,
+    occurred_at    timestamptz NOT NULL,
+    received_at    timestamptz NOT NULL DEFAULT clock_timestamp(),
+    amount         numeric(18,4),
+    currency       char(3),
+    cost           numeric(18,4),
+    tags           text[] NOT NULL DEFAULT '{}',
+    payload        jsonb NOT NULL DEFAULT '{}',
+    UNIQUE (source, external_id)
+);
+CREATE INDEX interactions_timeline_idx
+    ON crm.interactions (customer_id, occurred_at DESC, interaction_id DESC);
+
+-- Running totals per customer, channel, type and currency ('' when none),
+-- maintained in the ingest transaction so a profile read never scans the
+-- timeline.
+CREATE TABLE crm.interaction_stats (
+    customer_id  uuid NOT NULL REFERENCES crm.customers (customer_id),
+    channel      text NOT NULL,
+    type         text NOT NULL,
+    currency     text NOT NULL,
+    n            bigint NOT NULL,
+    amount       numeric NOT NULL,
+    cost         numeric NOT NULL,
+    first_at     timestamptz NOT NULL,
+    last_at      timestamptz NOT NULL,
+    PRIMARY KEY (customer_id, channel, type, currency)
+);
+
+CREATE TABLE crm.merges (
+    merge_id     bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    survivor_id  uuid NOT NULL REFERENCES crm.customers (customer_id),
+    absorbed_id  uuid NOT NULL REFERENCES crm.customers (customer_id),
+    actor        text NOT NULL,
+    reason       text NOT NULL,
+    trigger_identifiers jsonb NOT NULL,
+    merged_at    timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE INDEX merges_survivor_idx ON crm.merges (survivor_id);
+CREATE INDEX merges_absorbed_idx ON crm.merges (absorbed_id);
+
+-- Follow merged_into to the surviving customer (merges flatten chains, so
+-- this is at most one hop; the loop is defensive).
+CREATE FUNCTION crm.survivor_of(p_id uuid) RETURNS uuid
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    cur uuid := p_id;
+    nxt uuid;
+    found_row boolean;
+BEGIN
+    FOR i IN 1..16 LOOP
+        SELECT merged_into, true INTO nxt, found_row FROM crm.customers WHERE customer_id = cur;
+        IF found_row IS NULL THEN
+            RETURN NULL;
+        END IF;
+        IF nxt IS NULL THEN
+            RETURN cur;
+        END IF;
+        cur := nxt;
+    END LOOP;
+    RETURN cur;
+END $$;
+
+CREATE FUNCTION crm.ts(t timestamptz) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+$$;
+
+-- Share-lock the surviving customer of p_id until commit, so no merge can
+-- absorb it while we write to it; if a merge wins the race, follow it.
+-- Returns NULL when the customer does not exist.
+CREATE FUNCTION crm.lock_survivor(p_id uuid) RETURNS uuid
+LANGUAGE plpgsql AS $$
+DECLARE
+    sid uuid;
+BEGIN
+    FOR attempt IN 1..5 LOOP
+        sid := crm.survivor_of(p_id);
+        IF sid IS NULL THEN
+            RETURN NULL;
+        END IF;
+        PERFORM 1 FROM crm.customers
+          WHERE customer_id = sid AND merged_into IS NULL FOR SHARE;
+        IF FOUND THEN
+            RETURN sid;
+        END IF;
+    END LOOP;
+    RAISE EXCEPTION 'customer % kept being merged', p_id USING ERRCODE = '40001';
+END $$;
+
+-- Set traits from a JSON object; null removes. attributes is merged per key.
+CREATE FUNCTION crm.apply_traits(p_customer uuid, p_traits jsonb, p_source text)
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    k text;
+    v jsonb;
+    ak text;
+    av jsonb;
+BEGIN
+    IF p_traits IS NULL OR jsonb_typeof(p_traits) <> 'object' THEN
+        RETURN;
+    END IF;
+    FOR k, v IN SELECT key, value FROM jsonb_each(p_traits) LOOP
+        IF k = 'attributes' AND jsonb_typeof(v) = 'object' THEN
+            FOR ak, av IN SELECT key, value FROM jsonb_each(v) LOOP
+                PERFORM crm.set_trait(p_customer, 'attributes.' || ak, av, p_source);
+            END LOOP;
+        ELSIF k = 'attributes' AND jsonb_typeof(v) = 'null' THEN
+            DELETE FROM crm.traits WHERE customer_id = p_customer AND name LIKE 'attributes.%';
+        ELSE
+            PERFORM crm.set_trait(p_customer, k, v, p_source);
+        END IF;
+    END LOOP;
+END $$;
+
+CREATE FUNCTION crm.set_trait(p_customer uuid, p_name text, p_value jsonb, p_source text)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF jsonb_typeof(p_value) = 'null' THEN
+        DELETE FROM crm.traits WHERE customer_id = p_customer AND name = p_name;
+    ELSE
+        INSERT INTO crm.traits (customer_id, name, value, source, updated_at)
+        VALUES (p_customer, p_name, p_value, p_source, clock_timestamp())
+        ON CONFLICT (customer_id, name) DO UPDATE
+            SET value = excluded.value, source = excluded.source, updated_at = excluded.updated_at;
+    END IF;
+END $$;
+
+-- Move everything of p_absorbed into p_survivor. Caller holds row locks on both.
+CREATE FUNCTION crm.merge_into(p_survivor uuid, p_absorbed uuid, p_actor text,
+                               p_reason text, p_trigger jsonb)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE crm.identifiers SET customer_id = p_survivor WHERE customer_id = p_absorbed;
+    UPDATE crm.interactions SET customer_id = p_survivor WHERE customer_id = p_absorbed;
+
+    -- Traits: the most recently written value of each field wins.
+    INSERT INTO crm.traits (customer_id, name, value, source, updated_at)
+    SELECT p_survivor, name, value, source, updated_at
+      FROM crm.traits WHERE customer_id = p_absorbed
+    ON CONFLICT (customer_id, name) DO UPDATE
+        SET value = excluded.value, source = excluded.source, updated_at = excluded.updated_at
+        WHERE excluded.updated_at > crm.traits.updated_at;
+    DELETE FROM crm.traits WHERE customer_id = p_absorbed;
+
+    INSERT INTO crm.interaction_stats AS s
+    SELECT p_survivor, channel, type, currency, n, amount, cost, first_at, last_at
+      FROM crm.interaction_stats WHERE customer_id = p_absorbed
+    ON CONFLICT (customer_id, channel, type, currency) DO UPDATE
+        SET n = s.n + excluded.n, amount = s.amount + excluded.amount,
+            cost = s.cost + excluded.cost,
+            first_at = least(s.first_at, excluded.first_at),
+            last_at = greatest(s.last_at, excluded.last_at);
+    DELETE FROM crm.interaction_stats WHERE customer_id = p_absorbed;
+
+    -- Earlier absorbed customers now point straight at the new survivor.
+    UPDATE crm.customers SET merged_into = p_survivor
+     WHERE merged_into = p_absorbed;
+    UPDATE crm.customers SET merged_into = p_survivor, merged_at = clock_timestamp(),
+                             updated_at = clock_timestamp()
+     WHERE customer_id = p_absorbed;
+    UPDATE crm.customers SET updated_at = clock_timestamp() WHERE customer_id = p_survivor;
+
+    INSERT INTO crm.merges (survivor_id, absorbed_id, actor, reason, trigger_identifiers)
+    VALUES (p_survivor, p_absorbed, p_actor, p_reason, p_trigger);
+END $$;
+
+-- Resolve normalised identifiers (JSON array of {kind, namespace, value}) to
+-- one customer, creating or merging as needed. Returns
+-- {customer_id, created, merged_ids}. p_new_id is the id to use if a customer
+-- is created (generated by the caller with libuuid).
+--
+-- Concurrency: a transaction-scoped advisory lock per identifier, taken in a
+-- fixed order, serialises requests that share an identifier; customer rows are
+-- then locked in id order and re-checked, so a concurrent merge is seen.
+CREATE FUNCTION crm.resolve(p_identifiers jsonb, p_source text, p_new_id uuid)
+RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+    ids uuid[];
+    locked_ids uuid[];
+    survivor uuid;
+    absorbed uuid;
+    merged uuid[] := '{}';
+    created boolean := false;
+    attempt int;
+BEGIN
+    PERFORM pg_advisory_xact_lock(h)
+       FROM (SELECT DISTINCT hashtextextended(i->>'kind' || chr(31) || coalesce(i->>'namespace', '')
+                                              || chr(31) || (i->>'value'), 0) AS h
+               FROM jsonb_array_elements(p_identifiers) AS i) AS keys
+      ORDER BY h;
+
+    FOR attempt IN 1..5 LOOP
+        SELECT array_agg(DISTINCT d.customer_id ORDER BY d.customer_id) INTO ids
+          FROM crm.identifiers d
+          JOIN jsonb_array_elements(p_identifiers) AS i
+            ON d.kind = i->>'kind' AND d.namespace = coalesce(i->>'namespace', '')
+           AND d.value = i->>'value';
+        IF ids IS NULL THEN
+            EXIT;
+        END IF;
+        SELECT array_agg(customer_id ORDER BY customer_id) INTO locked_ids
+          FROM (SELECT customer_id FROM crm.customers
+                 WHERE customer_id = ANY (ids) AND merged_into IS NULL
+                 ORDER BY customer_id FOR UPDATE) AS l;
+        -- A concurrent merge moved identifiers while we waited: look again.
+        IF locked_ids IS NOT DISTINCT FROM ids THEN
+            EXIT;
+        END IF;
+        IF attempt = 5 THEN
+            RAISE EXCEPTION 'identity graph kept changing during resolve'
+                USING ERRCODE = '40001';
+        END IF;
+    END LOOP;
+
+    IF ids IS NULL THEN
+        INSERT INTO crm.customers (customer_id) VALUES (p_new_id);
+        survivor := p_new_id;
+        created := true;
+    ELSE
+        SELECT customer_id INTO survivor FROM crm.customers
+         WHERE customer_id = ANY (ids) ORDER BY created_at, customer_id LIMIT 1;
+        FOREACH absorbed IN ARRAY ids LOOP
+            IF absorbed <> survivor THEN
+                PERFORM crm.merge_into(survivor, absorbed, p_source,
+                                       'identifiers matched more than one customer',
+                                       p_identifiers);
+                merged := merged || absorbed;
+            END IF;
+        END LOOP;
+    END IF;
+
+    INSERT INTO crm.identifiers (kind, namespace, value, customer_id, source)
+    SELECT DISTINCT i->>'kind', coalesce(i->>'namespace', ''), i->>'value', survivor, p_source
+      FROM jsonb_array_elements(p_identifiers) AS i
+    ON CONFLICT (kind, namespace, value) DO NOTHING;
+
+    RETURN jsonb_build_object('customer_id', survivor, 'created', created,
+                              'merged_ids', to_jsonb(merged));
+END $$;
+
+-- The single customer view as one JSON document. p_id may be an absorbed id.
+CREATE FUNCTION crm.profile(p_id uuid) RETURNS jsonb
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    sid uuid := crm.survivor_of(p_id);
+    doc jsonb;
+BEGIN
+    IF sid IS NULL THEN
+        RETURN NULL;
+    END IF;
+    SELECT jsonb_build_object(
+        'customer_id', c.customer_id,
+        'created_at', crm.ts(c.created_at),
+        'updated_at', crm.ts(greatest(c.updated_at,
+                                      (SELECT max(t.updated_at) FROM crm.traits t
+                                        WHERE t.customer_id = c.customer_id),
+                                      (SELECT max(d.created_at) FROM crm.identifiers d
+                                        WHERE d.customer_id = c.customer_id))),
+        'merged_ids', coalesce((SELECT jsonb_agg(m.customer_id ORDER BY m.merged_at, m.customer_id)
+                                  FROM crm.customers m WHERE m.merged_into = c.customer_id), '[]'),
+        'identifiers', coalesce((SELECT jsonb_agg(
+                                    jsonb_strip_nulls(jsonb_build_object(
+                                        'kind', d.kind,
+                                        'namespace', nullif(d.namespace, ''),
+                                        'value', d.value,
+                                        'source', d.source,
+                                        'created_at', crm.ts(d.created_at)))
+                                    ORDER BY d.kind, d.namespace, d.value)
+                                   FROM crm.identifiers d WHERE d.customer_id = c.customer_id), '[]'),
+        'traits', (SELECT coalesce(jsonb_object_agg(t.name, t.value)
+                                     FILTER (WHERE t.name NOT LIKE 'attributes.%'), '{}')
+                          || jsonb_build_object('attributes',
+                                 coalesce(jsonb_object_agg(substr(t.name, 12), t.value)
+                                            FILTER (WHERE t.name LIKE 'attributes.%'), '{}'))
+                     FROM crm.traits t WHERE t.customer_id = c.customer_id),
+        'trait_sources', coalesce((SELECT jsonb_object_agg(t.name, jsonb_build_object(
+                                        'source', t.source, 'updated_at', crm.ts(t.updated_at)))
+                                     FROM crm.traits t WHERE t.customer_id = c.customer_id), '{}'),
+        'aggregates', (SELECT jsonb_build_object(
+                'first_seen', crm.ts(min(s.first_at)),
+                'last_seen', crm.ts(max(s.last_at)),
+                'interaction_count', coalesce(sum(s.n), 0),
+                'by_channel', coalesce((SELECT jsonb_object_agg(channel, n) FROM (
+                        SELECT channel, sum(n) AS n FROM crm.interaction_stats
+                         WHERE customer_id = c.customer_id GROUP BY channel) x), '{}'),
+                'by_type', coalesce((SELECT jsonb_object_agg(type, n) FROM (
+                        SELECT type, sum(n) AS n FROM crm.interaction_stats
+                         WHERE customer_id = c.customer_id GROUP BY type) x), '{}'),
+                'revenue', coalesce((SELECT jsonb_object_agg(currency, amount) FROM (
+                        SELECT currency, trim_scale(sum(amount)) AS amount FROM crm.interaction_stats
+                         WHERE customer_id = c.customer_id AND type = 'purchase' AND currency <> ''
+                         GROUP BY currency) x), '{}'),
+                'returns', jsonb_build_object(
+                    'count', coalesce(sum(s.n) FILTER (WHERE s.type = 'return'), 0),
+                    'amount', coalesce((SELECT jsonb_object_agg(currency, amount) FROM (
+                        SELECT currency, trim_scale(sum(amount)) AS amount FROM crm.interaction_stats
+                         WHERE customer_id = c.customer_id AND type = 'return' AND currency <> ''
+                         GROUP BY currency) x), '{}')),
+                'complaints', coalesce(sum(s.n) FILTER (WHERE s.type = 'complaint'), 0),
+                'cost', coalesce((SELECT jsonb_object_agg(currency, cost) FROM (
+                        SELECT currency, trim_scale(sum(cost)) AS cost FROM crm.interaction_stats
+                         WHERE customer_id = c.customer_id AND currency <> ''
+                         GROUP BY currency HAVING sum(cost) <> 0) x), '{}'))
+              FROM crm.interaction_stats s WHERE s.customer_id = c.customer_id))
+      INTO doc
+      FROM crm.customers c WHERE c.customer_id = sid;
+    IF sid <> p_id THEN
+        doc := doc || jsonb_build_object('requested_id', p_id, 'merged_into', sid);
+    END IF;
+    RETURN doc;
+END $$;
+
+-- Resolve (optionally) and set traits; returns {customer_id, created, merged_ids, customer}.
+CREATE FUNCTION crm.resolve_customer(p_identifiers jsonb, p_traits jsonb, p_source text,
+                                     p_new_id uuid)
+RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+    r jsonb := crm.resolve(p_identifiers, p_source, p_new_id);
+    cid uuid := (r->>'customer_id')::uuid;
+BEGIN
+    PERFORM crm.apply_traits(cid, p_traits, p_source);
+    RETURN r || jsonb_build_object('customer', crm.profile(cid));
+END $$;
+
+-- Set traits on an existing customer (absorbed ids follow to the survivor).
+-- Returns the profile, or NULL when the customer does not exist.
+CREATE FUNCTION crm.patch_traits(p_id uuid, p_traits jsonb, p_source text)
+RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+    sid uuid;
+BEGIN
+    sid := crm.lock_survivor(p_id);
+    IF sid IS NULL THEN
+        RETURN NULL;
+    END IF;
+    PERFORM crm.apply_traits(sid, p_traits, p_source);
+    RETURN crm.profile(p_id);
+END $$;
+
+-- Store one interaction idempotently. The customer is given either by id
+-- (p_customer) or by identifiers (p_identifiers, resolved as crm.resolve).
+-- Returns {status: created|duplicate|not_found, interaction_id, customer_id}.
+CREATE FUNCTION crm.ingest(p_customer uuid, p_identifiers jsonb, p_new_customer uuid,
+                           p_interaction_id uuid, p_source text, p_external_id text,
+                           p_channel text, p_type text, p_occurred_at timestamptz,
+                           p_amount numeric, p_currency text, p_cost numeric,
+                           p_tags text[], p_payload jsonb)
+RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+    cid uuid;
+    existing record;
+    new_id uuid;
+BEGIN
+    -- Cheap duplicate check first: a redelivery must not create or merge customers.
+    SELECT interaction_id, customer_id INTO existing FROM crm.interactions
+     WHERE source = p_source AND external_id = p_external_id;
+    IF FOUND THEN
+        RETURN jsonb_build_object('status', 'duplicate', 'interaction_id', existing.interaction_id,
+                                  'customer_id', existing.customer_id);
+    END IF;
+
+    IF p_customer IS NOT NULL THEN
+        cid := crm.lock_survivor(p_customer);
+        IF cid IS NULL THEN
+            RETURN jsonb_build_object('status', 'not_found');
+        END IF;
+    ELSE
+        cid := (crm.resolve(p_identifiers, p_source, p_new_customer)->>'customer_id')::uuid;
+    END IF;
+
+    INSERT INTO crm.interactions (interaction_id, customer_id, source, external_id, channel, type,
+                                  occurred_at, amount, currency, cost, tags, payload)
+    VALUES (p_interaction_id, cid, p_source, p_external_id, p_channel, p_type, p_occurred_at,
+            p_amount, p_currency, p_cost, coalesce(p_tags, '{}'), coalesce(p_payload, '{}'))
+    ON CONFLICT (source, external_id) DO NOTHING
+    RETURNING interaction_id INTO new_id;
+
+    IF new_id IS NULL THEN
+        -- Lost a race with a concurrent delivery of the same key.
+        SELECT interaction_id, customer_id INTO existing FROM crm.interactions
+         WHERE source = p_source AND external_id = p_external_id;
+        RETURN jsonb_build_object('status', 'duplicate', 'interaction_id', existing.interaction_id,
+                                  'customer_id', existing.customer_id);
+    END IF;
+
+    INSERT INTO crm.interaction_stats AS s (customer_id, channel, type, currency, n, amount, cost,
+                                           first_at, last_at)
+    VALUES (cid, p_channel, p_type, coalesce(p_currency, ''), 1, coalesce(p_amount, 0),
+            coalesce(p_cost, 0), p_occurred_at, p_occurred_at)
+    ON CONFLICT (customer_id, channel, type, currency) DO UPDATE
+        SET n = s.n + 1, amount = s.amount + excluded.amount, cost = s.cost + excluded.cost,
+            first_at = least(s.first_at, excluded.first_at),
+            last_at = greatest(s.last_at, excluded.last_at);
+
+    RETURN jsonb_build_object('status', 'created', 'interaction_id', new_id, 'customer_id', cid);
+END $$;
+
+-- One page of a customer's timeline, newest first, keyset-paginated on
+-- (occurred_at, interaction_id). Returns {customer_id, items,
+-- next_cursor_at, next_cursor_id} (cursor fields null on the last page), or
+-- NULL when the customer does not exist.
+CREATE FUNCTION crm.timeline(p_id uuid, p_limit int, p_cursor_at timestamptz, p_cursor_id uuid,
+                             p_channel text, p_type text, p_since timestamptz,
+                             p_until timestamptz)
+RETURNS jsonb LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    sid uuid := crm.survivor_of(p_id);
+    doc jsonb;
+BEGIN
+    IF sid IS NULL THEN
+        RETURN NULL;
+    END IF;
+    WITH page AS (
+        SELECT i.*, row_number() OVER (ORDER BY i.occurred_at DESC, i.interaction_id DESC) AS rn
+          FROM (SELECT * FROM crm.interactions i
+                 WHERE i.customer_id = sid
+                   AND (p_cursor_at IS NULL
+                        OR (i.occurred_at, i.interaction_id) < (p_cursor_at, p_cursor_id))
+                   AND (p_channel IS NULL OR i.channel = p_channel)
+                   AND (p_type IS NULL OR i.type = p_type)
+                   AND (p_since IS NULL OR i.occurred_at >= p_since)
+                   AND (p_until IS NULL OR i.occurred_at < p_until)
+                 ORDER BY i.occurred_at DESC, i.interaction_id DESC
+                 LIMIT p_limit + 1) AS i)
+    SELECT jsonb_build_object(
+               'customer_id', sid,
+               'items', coalesce(jsonb_agg(jsonb_build_object(
+                        'interaction_id', interaction_id,
+                        'customer_id', customer_id,
+                        'source', source,
+                        'external_id', external_id,
+                        'channel', channel,
+                        'type', type,
+                        'occurred_at', crm.ts(occurred_at),
+                        'received_at', crm.ts(received_at),
+                        'amount', trim_scale(amount),
+                        'currency', currency,
+                        'cost', trim_scale(cost),
+                        'tags', to_jsonb(tags),
+                        'payload', payload) ORDER BY rn) FILTER (WHERE rn <= p_limit), '[]'),
+               'next_cursor_at', CASE WHEN count(*) > p_limit THEN
+                    (array_agg(crm.ts(occurred_at)) FILTER (WHERE rn = p_limit))[1] END,
+               'next_cursor_id', CASE WHEN count(*) > p_limit THEN
+                    (array_agg(interaction_id) FILTER (WHERE rn = p_limit))[1] END)
+      INTO doc
+      FROM page;
+    RETURN doc;
+END $$;

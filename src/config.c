@@ -1,0 +1,148 @@
+/*
+ * config: defaults < environment < flags. Every setting has one env name and
+ * one flag; values are range-checked so a typo fails at start-up, not later.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct setting {
+    const char *flag;
+    const char *env;
+    char kind; /* 's' string, 'i' int, 'z' size */
+    size_t offset;
+    size_t size;
+    long min, max;
+};
+
+static const struct setting SETTINGS[] = {
+    {"--listen", "CRM_LISTEN", 's', offsetof(struct config, listen), 64, 0, 0},
+    {"--port", "CRM_PORT", 'i', offsetof(struct config, port), 0, 1, 65535},
+    {"--db", "CRM_DATABASE_URL", 's', offsetof(struct config, database_url), 1024, 0, 0},
+    {"--pool-size", "CRM_POOL_SIZE", 'i', offsetof(struct config, pool_size), 0, 1, 256},
+    {"--body-limit", "CRM_BODY_LIMIT", 'z', offsetof(struct config, body_limit), 0, 1024,
+     64L * 1024 * 1024},
+    {"--max-connections", "CRM_MAX_CONNECTIONS", 'i', offsetof(struct config, max_connections), 0,
+     1, 100000},
+    {"--connection-timeout", "CRM_CONNECTION_TIMEOUT", 'i',
+     offsetof(struct config, connection_timeout), 0, 1, 3600},
+    {"--db-wait", "CRM_DB_WAIT", 'i', offsetof(struct config, db_wait), 0, 0, 3600},
+    {"--drain-timeout", "CRM_DRAIN_TIMEOUT", 'i', offsetof(struct config, drain_timeout), 0, 0, 3600},
+};
+
+#define SETTING_COUNT (sizeof(SETTINGS) / sizeof(SETTINGS[0]))
+
+const char *config_usage(void)
+{
+    return "usage: crm-server [migrate] [options]\n"
+           "\n"
+           "  migrate                    apply pending migrations and exit\n"
+           "  --listen ADDR              listen address (CRM_LISTEN, default 127.0.0.1)\n"
+           "  --port N                   TCP port (CRM_PORT, default 8080)\n"
+           "  --db CONNINFO              PostgreSQL conninfo or URI (CRM_DATABASE_URL,\n"
+           "                             default \"dbname=crm\")\n"
+           "  --pool-size N              database connections (CRM_POOL_SIZE, default 16)\n"
+           "  --body-limit BYTES         largest request body (CRM_BODY_LIMIT, default 1048576)\n"
+           "  --max-connections N        concurrent HTTP connections (CRM_MAX_CONNECTIONS,\n"
+           "                             default 1024)\n"
+           "  --connection-timeout SEC   idle HTTP connection timeout (CRM_CONNECTION_TIMEOUT,\n"
+           "                             default 30)\n"
+           "  --db-wait SEC              wait this long for the database at start (CRM_DB_WAIT,\n"
+           "                             default 30)\n"
+           "  --drain-timeout SEC        on SIGTERM, wait this long for in-flight requests\n"
+           "                             (CRM_DRAIN_TIMEOUT, default 30)\n"
+           "  --no-migrate               do not apply migrations at start\n"
+           "  --help                     this text\n";
+}
+
+static bool set_value(struct config *cfg, const struct setting *s, const char *value, char *err,
+                      size_t errlen)
+{
+    char *base = (char *)cfg + s->offset;
+    if (s->kind == 's') {
+        if (strlen(value) >= s->size) {
+            snprintf(err, errlen, "%s / %s is too long", s->flag, s->env);
+            return false;
+        }
+        strcpy(base, value);
+        return true;
+    } else {
+        char *end;
+        long v;
+        errno = 0;
+        v = strtol(value, &end, 10);
+        if (errno != 0 || end == value || *end != '\0' || v < s->min || v > s->max) {
+            snprintf(err, errlen, "%s / %s must be an integer from %ld to %ld, got '%s'", s->flag,
+                     s->env, s->min, s->max, value);
+            return false;
+        }
+        if (s->kind == 'i')
+            *(int *)(void *)base = (int)v;
+        else
+            *(size_t *)(void *)base = (size_t)v;
+        return true;
+    }
+}
+
+bool config_load(struct config *cfg, int argc, char **argv, getenv_fn env, char *err,
+                 size_t errlen)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    strcpy(cfg->listen, "127.0.0.1");
+    cfg->port = 8080;
+    strcpy(cfg->database_url, "dbname=crm");
+    cfg->pool_size = 16;
+    cfg->body_limit = 1024 * 1024;
+    cfg->max_connections = 1024;
+    cfg->connection_timeout = 30;
+    cfg->db_wait = 30;
+    cfg->drain_timeout = 30;
+
+    for (size_t i = 0; i < SETTING_COUNT; i++) {
+        const char *v = env(SETTINGS[i].env);
+        if (v != NULL && *v != '\0' && !set_value(cfg, &SETTINGS[i], v, err, errlen))
+            return false;
+    }
+    for (int a = 1; a < argc; a++) {
+        const char *arg = argv[a];
+        bool known = false;
+        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
+            cfg->help = true;
+            continue;
+        }
+        if (strcmp(arg, "--no-migrate") == 0) {
+            cfg->no_migrate = true;
+            continue;
+        }
+        if (a == 1 && strcmp(arg, "migrate") == 0) {
+            cfg->migrate_only = true;
+            continue;
+        }
+        for (size_t i = 0; i < SETTING_COUNT && !known; i++) {
+            size_t flen = strlen(SETTINGS[i].flag);
+            const char *value = NULL;
+            if (strcmp(arg, SETTINGS[i].flag) == 0) {
+                if (a + 1 >= argc) {
+                    snprintf(err, errlen, "%s needs a value", SETTINGS[i].flag);
+                    return false;
+                }
+                value = argv[++a];
+            } else if (strncmp(arg, SETTINGS[i].flag, flen) == 0 && arg[flen] == '=') {
+                value = arg + flen + 1;
+            } else {
+                continue;
+            }
+            known = true;
+            if (!set_value(cfg, &SETTINGS[i], value, err, errlen))
+                return false;
+        }
+        if (!known) {
+            snprintf(err, errlen, "unknown argument '%s' (try --help)", arg);
+            return false;
+        }
+    }
+    return true;
+}

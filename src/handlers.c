@@ -1,0 +1,444 @@
+/*
+ * handlers: one function per route, dispatched by handle_request. The
+ * pattern is always validate -> store -> shape the answer; database
+ * failures become 503 (unreachable, with Retry-After) or 500 (bug, logged).
+ */
+#include "handlers.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store.h"
+#include "textutil.h"
+#include "validate.h"
+
+#define DB_ERR_LEN 512
+
+void respond_problem(struct response *res, enum problem_kind kind, const char *detail,
+                     const char *instance)
+{
+    json_decref(res->body);
+    res->status = problem_status(kind);
+    res->body = problem_new(kind, detail, instance);
+    res->problem = true;
+    if (kind == PROBLEM_SERVICE_UNAVAILABLE)
+        res->retry_after = 1;
+}
+
+static void respond_json(struct response *res, int status, json_t *body)
+{
+    json_decref(res->body);
+    res->status = status;
+    res->body = body;
+    res->problem = false;
+}
+
+static void respond_validation(struct response *res, json_t *errors, const char *instance)
+{
+    json_decref(res->body);
+    res->status = 422;
+    res->body = problem_validation(errors, instance);
+    res->problem = true;
+}
+
+static void respond_db_failure(struct response *res, enum db_status st, const char *err,
+                               const char *instance)
+{
+    if (st == DB_UNAVAILABLE) {
+        respond_problem(res, PROBLEM_SERVICE_UNAVAILABLE, "the database is unreachable; retry",
+                        instance);
+    } else {
+        fprintf(stderr, "error: %s: %s\n", instance, err);
+        respond_problem(res, PROBLEM_INTERNAL, "the request could not be completed", instance);
+    }
+}
+
+/* A query parameter, checked for UTF-8. Returns false (and responds) if invalid. */
+static bool query_param(const struct request *req, struct response *res, const char *key,
+                        const char **value)
+{
+    const char *v = req->query(req->query_ctx, key);
+    *value = NULL;
+    if (v == NULL)
+        return true;
+    if (!utf8_valid(v, strlen(v))) {
+        char detail[96];
+        snprintf(detail, sizeof(detail), "query parameter '%s' is not valid UTF-8", key);
+        respond_problem(res, PROBLEM_INVALID_UTF8, detail, req->path);
+        return false;
+    }
+    *value = v;
+    return true;
+}
+
+static void handle_health(const struct request *req, struct response *res)
+{
+    respond_json(res, 200, json_pack("{s:s}", "status", "ok"));
+}
+
+static void handle_ready(struct app *app, const struct request *req, struct response *res)
+{
+    char err[DB_ERR_LEN];
+    if (store_ping(app->pool, err, sizeof(err)) == DB_OK)
+        respond_json(res, 200, json_pack("{s:s}", "status", "ready"));
+    else
+        respond_problem(res, PROBLEM_SERVICE_UNAVAILABLE, "the database is unreachable", req->path);
+}
+
+static void handle_resolve(struct app *app, const struct request *req, struct response *res)
+{
+    struct resolve_request rr;
+    json_t *errors = json_array(), *out = NULL;
+    char err[DB_ERR_LEN];
+    enum db_status st;
+    if (!validate_resolve(req->body, &rr, errors)) {
+        respond_validation(res, errors, req->path);
+        return;
+    }
+    json_decref(errors);
+    st = store_resolve(app->pool, &rr, &out, err, sizeof(err));
+    if (st != DB_OK || out == NULL) {
+        respond_db_failure(res, st == DB_OK ? DB_ERROR : st, err, req->path);
+        json_decref(out);
+        return;
+    }
+    respond_json(res, json_is_true(json_object_get(out, "created")) ? 201 : 200, out);
+}
+
+static void set_profile_response(struct response *res, json_t *profile)
+{
+    json_t *survivor = json_object_get(profile, "merged_into");
+    if (json_is_string(survivor))
+        snprintf(res->content_location, sizeof(res->content_location), "/v1/customers/%s",
+                 json_string_value(survivor));
+    respond_json(res, 200, profile);
+}
+
+static void handle_customer_get(struct app *app, const struct request *req, struct response *res)
+{
+    json_t *out = NULL;
+    char err[DB_ERR_LEN];
+    enum db_status st = store_profile(app->pool, req->match->id, &out, err, sizeof(err));
+    if (st != DB_OK)
+        respond_db_failure(res, st, err, req->path);
+    else if (out == NULL)
+        respond_problem(res, PROBLEM_NOT_FOUND, "no customer with this id", req->path);
+    else
+        set_profile_response(res, out);
+}
+
+static void handle_traits(struct app *app, const struct request *req, struct response *res)
+{
+    struct traits_request tr;
+    json_t *errors = json_array(), *out = NULL;
+    char err[DB_ERR_LEN];
+    enum db_status st;
+    if (!validate_traits_request(req->body, &tr, errors)) {
+        respond_validation(res, errors, req->path);
+        return;
+    }
+    json_decref(errors);
+    st = store_patch_traits(app->pool, req->match->id, &tr, &out, err, sizeof(err));
+    if (st != DB_OK)
+        respond_db_failure(res, st, err, req->path);
+    else if (out == NULL)
+        respond_problem(res, PROBLEM_NOT_FOUND, "no customer with this id", req->path);
+    else
+        set_profile_response(res, out);
+}
+
+static void handle_lookup(struct app *app, const struct request *req, struct response *res)
+{
+    static const char *const shortcuts[] = {"email", "phone", "device", "loyalty_card"};
+    const char *kind_name = NULL, *value = NULL, *ns = NULL, *v;
+    enum id_kind kind;
+    struct identifier id;
+    char why[160], detail[256];
+    json_t *out = NULL;
+    enum db_status st;
+    int given = 0;
+
+    for (size_t i = 0; i < sizeof(shortcuts) / sizeof(shortcuts[0]); i++) {
+        if (!query_param(req, res, shortcuts[i], &v))
+            return;
+        if (v != NULL) {
+            kind_name = shortcuts[i];
+            value = v;
+            given++;
+        }
+    }
+    if (!query_param(req, res, "kind", &v))
+        return;
+    if (v != NULL) {
+        kind_name = v;
+        given++;
+        if (!query_param(req, res, "value", &value))
+            return;
+    }
+    if (!query_param(req, res, "namespace", &ns))
+        return;
+    if (given != 1 || value == NULL) {
+        respond_problem(res, PROBLEM_INVALID_QUERY,
+                        "give exactly one identifier: kind=&value=[&namespace=], or one of "
+                        "email=, phone=, device=, loyalty_card=",
+                        req->path);
+        return;
+    }
+    if (!id_kind_parse(kind_name, &kind)) {
+        snprintf(detail, sizeof(detail), "unknown identifier kind '%.64s' (one of: %s)", kind_name,
+                 id_kind_list());
+        respond_problem(res, PROBLEM_INVALID_QUERY, detail, req->path);
+        return;
+    }
+    if (!identifier_normalize(kind, ns, value, &id, why, sizeof(why), NULL)) {
+        snprintf(detail, sizeof(detail), "invalid %s: %s", kind_name, why);
+        respond_problem(res, PROBLEM_INVALID_QUERY, detail, req->path);
+        return;
+    }
+    st = store_lookup(app->pool, &id, &out, why, sizeof(why));
+    if (st != DB_OK)
+        respond_db_failure(res, st, why, req->path);
+    else if (out == NULL)
+        respond_problem(res, PROBLEM_NOT_FOUND, "no customer has this identifier", req->path);
+    else
+        respond_json(res, 200, out);
+}
+
+/* Cursor = base64url("<occurred_at>|<interaction_id>"). */
+static bool cursor_decode(const char *text, char *at, size_t atcap, char *id)
+{
+    unsigned char buf[128];
+    long n = base64url_decode(text, buf, sizeof(buf));
+    char *bar;
+    if (n <= 0)
+        return false;
+    bar = strchr((char *)buf, '|');
+    if (bar == NULL || (size_t)(bar - (char *)buf) >= atcap)
+        return false;
+    *bar = '\0';
+    memcpy(at, buf, (size_t)(bar - (char *)buf) + 1);
+    return rfc3339_valid(at) && uuid_canonical(bar + 1, id);
+}
+
+static char *cursor_encode(const char *at, const char *id)
+{
+    char buf[128];
+    int n = snprintf(buf, sizeof(buf), "%s|%s", at, id);
+    return base64url_encode((const unsigned char *)buf, (size_t)n);
+}
+
+static void handle_timeline(struct app *app, const struct request *req, struct response *res)
+{
+    struct timeline_query q = {.limit = 50};
+    const char *limit, *cursor;
+    char cursor_at[64], cursor_id[UUID_TEXT_LEN + 1], err[DB_ERR_LEN];
+    json_t *out = NULL, *next_at, *next_id;
+    enum db_status st;
+
+    if (!query_param(req, res, "limit", &limit) || !query_param(req, res, "cursor", &cursor) ||
+        !query_param(req, res, "channel", &q.channel) ||
+        !query_param(req, res, "type", &q.type) || !query_param(req, res, "since", &q.since) ||
+        !query_param(req, res, "until", &q.until))
+        return;
+    if (limit != NULL) {
+        char *end;
+        long n = strtol(limit, &end, 10);
+        if (*limit == '\0' || *end != '\0' || n < 1 || n > 500) {
+            respond_problem(res, PROBLEM_INVALID_QUERY, "limit must be an integer from 1 to 500",
+                            req->path);
+            return;
+        }
+        q.limit = (int)n;
+    }
+    if (cursor != NULL) {
+        if (!cursor_decode(cursor, cursor_at, sizeof(cursor_at), cursor_id)) {
+            respond_problem(res, PROBLEM_INVALID_QUERY, "cursor is not one this server issued",
+                            req->path);
+            return;
+        }
+        q.cursor_at = cursor_at;
+        q.cursor_id = cursor_id;
+    }
+    if (q.channel != NULL && !channel_valid(q.channel)) {
+        respond_problem(res, PROBLEM_INVALID_QUERY, "unknown channel", req->path);
+        return;
+    }
+    if (q.type != NULL && !interaction_type_valid(q.type)) {
+        respond_problem(res, PROBLEM_INVALID_QUERY, "unknown interaction type", req->path);
+        return;
+    }
+    if ((q.since != NULL && !rfc3339_valid(q.since)) || (q.until != NULL && !rfc3339_valid(q.until))) {
+        respond_problem(res, PROBLEM_INVALID_QUERY,
+                        "since and until must be RFC 3339 timestamps with offset", req->path);
+        return;
+    }
+    st = store_timeline(app->pool, req->match->id, &q, &out, err, sizeof(err));
+    if (st != DB_OK) {
+        respond_db_failure(res, st, err, req->path);
+        return;
+    }
+    if (out == NULL) {
+        respond_problem(res, PROBLEM_NOT_FOUND, "no customer with this id", req->path);
+        return;
+    }
+    next_at = json_object_get(out, "next_cursor_at");
+    next_id = json_object_get(out, "next_cursor_id");
+    if (json_is_string(next_at) && json_is_string(next_id)) {
+        char *c = cursor_encode(json_string_value(next_at), json_string_value(next_id));
+        json_object_set_new(out, "next_cursor", json_string(c));
+        free(c);
+    } else {
+        json_object_set_new(out, "next_cursor", json_null());
+    }
+    json_object_del(out, "next_cursor_at");
+    json_object_del(out, "next_cursor_id");
+    respond_json(res, 200, out);
+}
+
+static void handle_interaction(struct app *app, const struct request *req, struct response *res)
+{
+    struct interaction_request ir;
+    json_t *errors = json_array(), *out = NULL;
+    char err[DB_ERR_LEN];
+    enum db_status st;
+    const char *status;
+
+    if (!validate_interaction(req->body, "", &ir, errors)) {
+        interaction_request_clear(&ir);
+        respond_validation(res, errors, req->path);
+        return;
+    }
+    json_decref(errors);
+    st = store_ingest(app->pool, &ir, &out, err, sizeof(err));
+    interaction_request_clear(&ir);
+    if (st != DB_OK || out == NULL) {
+        respond_db_failure(res, st == DB_OK ? DB_ERROR : st, err, req->path);
+        json_decref(out);
+        return;
+    }
+    status = json_string_value(json_object_get(out, "status"));
+    if (status != NULL && strcmp(status, "not_found") == 0) {
+        json_decref(out);
+        respond_problem(res, PROBLEM_NOT_FOUND, "no customer with this customer_id", req->path);
+        return;
+    }
+    respond_json(res, status != NULL && strcmp(status, "created") == 0 ? 201 : 200, out);
+}
+
+static void handle_batch(struct app *app, const struct request *req, struct response *res)
+{
+    json_t *errors = json_array(), *items = NULL, *item, *results, *out;
+    struct interaction_request *reqs, **valid;
+    json_t **stored;
+    size_t i, n;
+    int created = 0, duplicates = 0, failed = 0;
+    char err[DB_ERR_LEN];
+    enum db_status st;
+
+    if (!validate_batch_envelope(req->body, &items, errors)) {
+        respond_validation(res, errors, req->path);
+        return;
+    }
+    json_decref(errors);
+    n = json_array_size(items);
+    reqs = calloc(n, sizeof(*reqs));
+    valid = calloc(n, sizeof(*valid));
+    stored = calloc(n, sizeof(*stored));
+    results = json_array();
+    json_array_foreach(items, i, item) {
+        char prefix[32];
+        json_t *item_errors = json_array();
+        snprintf(prefix, sizeof(prefix), "/items/%zu", i);
+        if (validate_interaction(item, prefix, &reqs[i], item_errors)) {
+            valid[i] = &reqs[i];
+            json_array_append_new(results, json_null());
+            json_decref(item_errors);
+        } else {
+            json_array_append_new(results,
+                                  json_pack("{s:I, s:s, s:o}", "index", (json_int_t)i, "status",
+                                            "failed", "problem",
+                                            problem_validation(item_errors, req->path)));
+        }
+    }
+    st = store_ingest_batch(app->pool, valid, (int)n, stored, err, sizeof(err));
+    if (st != DB_OK) {
+        respond_db_failure(res, st, err, req->path);
+        json_decref(results);
+        goto done;
+    }
+    for (i = 0; i < n; i++) {
+        const char *status;
+        if (valid[i] == NULL) {
+            failed++;
+            continue;
+        }
+        status = stored[i] ? json_string_value(json_object_get(stored[i], "status")) : NULL;
+        if (status != NULL && strcmp(status, "created") == 0) {
+            created++;
+        } else if (status != NULL && strcmp(status, "duplicate") == 0) {
+            duplicates++;
+        } else {
+            enum problem_kind kind = status != NULL && strcmp(status, "not_found") == 0
+                                         ? PROBLEM_NOT_FOUND : PROBLEM_INTERNAL;
+            failed++;
+            json_array_set_new(results, i,
+                               json_pack("{s:I, s:s, s:o}", "index", (json_int_t)i, "status",
+                                         "failed", "problem",
+                                         problem_new(kind, kind == PROBLEM_NOT_FOUND
+                                                               ? "no customer with this customer_id"
+                                                               : "the item could not be stored",
+                                                     req->path)));
+            continue;
+        }
+        out = json_pack("{s:I}", "index", (json_int_t)i);
+        json_object_update(out, stored[i]);
+        json_array_set_new(results, i, out);
+    }
+    respond_json(res, 200,
+                 json_pack("{s:i, s:i, s:i, s:o}", "created", created, "duplicates", duplicates,
+                           "failed", failed, "results", results));
+done:
+    for (i = 0; i < n; i++) {
+        interaction_request_clear(&reqs[i]);
+        json_decref(stored[i]);
+    }
+    free(reqs);
+    free(valid);
+    free(stored);
+}
+
+void handle_request(struct app *app, const struct request *req, struct response *res)
+{
+    switch (req->match->route) {
+    case ROUTE_HEALTH:
+        handle_health(req, res);
+        break;
+    case ROUTE_READY:
+        handle_ready(app, req, res);
+        break;
+    case ROUTE_CUSTOMER_RESOLVE:
+        handle_resolve(app, req, res);
+        break;
+    case ROUTE_CUSTOMER_LOOKUP:
+        handle_lookup(app, req, res);
+        break;
+    case ROUTE_CUSTOMER_GET:
+        handle_customer_get(app, req, res);
+        break;
+    case ROUTE_CUSTOMER_TRAITS:
+        handle_traits(app, req, res);
+        break;
+    case ROUTE_CUSTOMER_TIMELINE:
+        handle_timeline(app, req, res);
+        break;
+    case ROUTE_INTERACTION_CREATE:
+        handle_interaction(app, req, res);
+        break;
+    case ROUTE_INTERACTION_BATCH:
+        handle_batch(app, req, res);
+        break;
+    default:
+        respond_problem(res, PROBLEM_NOT_FOUND, "no such route", req->path);
+    }
+}

@@ -1,0 +1,272 @@
+/*
+ * http: adapts libmicrohttpd's callback API to the handlers. One thread per
+ * connection (handlers block on the database, so a blocked request must
+ * not hold up others); bodies are collected up to the configured limit,
+ * rejected early when Content-Length is already too large, then checked
+ * for UTF-8 and parsed as a JSON object before any handler sees them.
+ */
+#include "http.h"
+
+#include <arpa/inet.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "db.h"
+#include "textutil.h"
+
+struct http_server {
+    struct MHD_Daemon *daemon;
+    struct app *app;
+    atomic_int in_flight;
+};
+
+struct request_ctx {
+    char *body;
+    size_t len, cap;
+    bool too_large;
+};
+
+static enum MHD_Result send_response(struct MHD_Connection *conn, struct response *res)
+{
+    char *text = json_dumps(res->body, JSON_COMPACT | JSON_REAL_PRECISION(15));
+    struct MHD_Response *r;
+    enum MHD_Result ret;
+    if (text == NULL) { /* cannot happen for objects we built; keep the connection sane */
+        text = strdup("{\"type\":\"urn:crm:problem:internal-error\",\"status\":500}");
+        res->status = 500;
+        res->problem = true;
+    }
+    r = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
+                            res->problem ? "application/problem+json"
+                                         : "application/json; charset=utf-8");
+    if (res->allow[0])
+        MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, res->allow);
+    if (res->content_location[0])
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_LOCATION, res->content_location);
+    if (res->retry_after > 0) {
+        char buf[16];
+        snprintf(buf, sizeof(buf), "%d", res->retry_after);
+        MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, buf);
+    }
+    ret = MHD_queue_response(conn, (unsigned int)res->status, r);
+    MHD_destroy_response(r);
+    json_decref(res->body);
+    res->body = NULL;
+    return ret;
+}
+
+static enum MHD_Result send_problem(struct MHD_Connection *conn, enum problem_kind kind,
+                                    const char *detail, const char *path)
+{
+    struct response res = {0};
+    respond_problem(&res, kind, detail, path);
+    return send_response(conn, &res);
+}
+
+static const char *query_lookup(void *ctx, const char *key)
+{
+    return MHD_lookup_connection_value((struct MHD_Connection *)ctx, MHD_GET_ARGUMENT_KIND, key);
+}
+
+static bool is_json_content_type(const char *ct)
+{
+    size_t n = strlen("application/json");
+    if (ct == NULL || strncasecmp(ct, "application/json", n) != 0)
+        return false;
+    return ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ';
+}
+
+static bool append_body(struct request_ctx *ctx, const char *data, size_t size, size_t limit)
+{
+    if (ctx->too_large || ctx->len + size > limit) {
+        ctx->too_large = true;
+        free(ctx->body);
+        ctx->body = NULL;
+        ctx->len = ctx->cap = 0;
+        return false;
+    }
+    if (ctx->len + size > ctx->cap) {
+        size_t cap = ctx->cap ? ctx->cap : 4096;
+        while (cap < ctx->len + size)
+            cap *= 2;
+        ctx->body = realloc(ctx->body, cap);
+        ctx->cap = cap;
+    }
+    memcpy(ctx->body + ctx->len, data, size);
+    ctx->len += size;
+    return true;
+}
+
+/* Everything after the body has arrived: checks, parse, route, handle. */
+static enum MHD_Result finish_request(struct http_server *srv, struct MHD_Connection *conn,
+                                      const char *method, const char *path,
+                                      struct request_ctx *ctx)
+{
+    struct route_match match;
+    struct request req = {.method = method, .path = path, .match = &match,
+                          .query = query_lookup, .query_ctx = conn};
+    struct response res = {0};
+    bool has_body = strcmp(method, "POST") == 0 || strcmp(method, "PATCH") == 0;
+    char detail[256];
+    enum MHD_Result ret;
+
+    if (!utf8_valid(path, strlen(path)))
+        return send_problem(conn, PROBLEM_INVALID_UTF8, "the request path is not valid UTF-8", NULL);
+    route_request(method, path, &match);
+    switch (match.status) {
+    case ROUTE_NOT_FOUND:
+        return send_problem(conn, PROBLEM_NOT_FOUND, "no such route", path);
+    case ROUTE_METHOD_NOT_ALLOWED:
+        respond_problem(&res, PROBLEM_METHOD_NOT_ALLOWED, "this route does not accept the method",
+                        path);
+        snprintf(res.allow, sizeof(res.allow), "%s", match.allow);
+        return send_response(conn, &res);
+    case ROUTE_BAD_UUID:
+        return send_problem(conn, PROBLEM_INVALID_UUID, "the customer id must be a UUID", path);
+    case ROUTE_MATCHED:
+        break;
+    }
+
+    if (ctx->too_large) {
+        snprintf(detail, sizeof(detail), "the body exceeds the limit of %zu bytes",
+                 srv->app->cfg->body_limit);
+        return send_problem(conn, PROBLEM_PAYLOAD_TOO_LARGE, detail, path);
+    }
+    if (has_body) {
+        const char *ct = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                     MHD_HTTP_HEADER_CONTENT_TYPE);
+        json_error_t jerr;
+        if (!is_json_content_type(ct))
+            return send_problem(conn, PROBLEM_UNSUPPORTED_MEDIA_TYPE,
+                                "send the body as Content-Type: application/json", path);
+        if (ctx->len == 0)
+            return send_problem(conn, PROBLEM_MALFORMED_JSON, "the request body is empty", path);
+        if (!utf8_valid(ctx->body, ctx->len))
+            return send_problem(conn, PROBLEM_INVALID_UTF8, "the request body is not valid UTF-8",
+                                path);
+        req.body = json_loadb(ctx->body, ctx->len, JSON_REJECT_DUPLICATES, &jerr);
+        if (req.body == NULL) {
+            snprintf(detail, sizeof(detail), "%s (line %d, column %d)", jerr.text, jerr.line,
+                     jerr.column);
+            utf8_truncate(detail);
+            return send_problem(conn, PROBLEM_MALFORMED_JSON, detail, path);
+        }
+        if (!json_is_object(req.body)) {
+            json_decref(req.body);
+            return send_problem(conn, PROBLEM_MALFORMED_JSON, "the body must be a JSON object",
+                                path);
+        }
+    }
+    handle_request(srv->app, &req, &res);
+    json_decref(req.body);
+    ret = send_response(conn, &res);
+    return ret;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls)
+{
+    struct http_server *srv = cls;
+    struct request_ctx *ctx = *con_cls;
+    size_t limit = srv->app->cfg->body_limit;
+
+    if (ctx == NULL) {
+        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                     MHD_HTTP_HEADER_CONTENT_LENGTH);
+        ctx = calloc(1, sizeof(*ctx));
+        *con_cls = ctx;
+        atomic_fetch_add(&srv->in_flight, 1);
+        if (cl != NULL && strtoull(cl, NULL, 10) > limit) {
+            char detail[96];
+            snprintf(detail, sizeof(detail), "the body exceeds the limit of %zu bytes", limit);
+            /* Answer before reading the body; MHD closes the connection after. */
+            return send_problem(conn, PROBLEM_PAYLOAD_TOO_LARGE, detail, url);
+        }
+        return MHD_YES;
+    }
+    if (*upload_data_size > 0) {
+        append_body(ctx, upload_data, *upload_data_size, limit);
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    return finish_request(srv, conn, method, url, ctx);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    struct http_server *srv = cls;
+    struct request_ctx *ctx = *con_cls;
+    if (ctx == NULL)
+        return;
+    free(ctx->body);
+    free(ctx);
+    *con_cls = NULL;
+    atomic_fetch_sub(&srv->in_flight, 1);
+}
+
+struct http_server *http_start(struct app *app)
+{
+    struct http_server *srv = calloc(1, sizeof(*srv));
+    struct sockaddr_in6 a6 = {0};
+    struct sockaddr_in a4 = {0};
+    const struct sockaddr *addr;
+    unsigned int flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
+                         MHD_USE_ITC | MHD_USE_ERROR_LOG;
+
+    srv->app = app;
+    if (inet_pton(AF_INET, app->cfg->listen, &a4.sin_addr) == 1) {
+        a4.sin_family = AF_INET;
+        a4.sin_port = htons((uint16_t)app->cfg->port);
+        addr = (const struct sockaddr *)&a4;
+    } else if (inet_pton(AF_INET6, app->cfg->listen, &a6.sin6_addr) == 1) {
+        a6.sin6_family = AF_INET6;
+        a6.sin6_port = htons((uint16_t)app->cfg->port);
+        addr = (const struct sockaddr *)&a6;
+        flags |= MHD_USE_IPv6;
+    } else {
+        fprintf(stderr, "http: --listen '%s' is not an IPv4 or IPv6 address\n", app->cfg->listen);
+        free(srv);
+        return NULL;
+    }
+    srv->daemon = MHD_start_daemon(
+        flags, (uint16_t)app->cfg->port, NULL, NULL, on_request, srv,
+        MHD_OPTION_SOCK_ADDR, addr,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned int)app->cfg->max_connections,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)app->cfg->connection_timeout,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)64 * 1024, /* caps header size */
+        MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
+        MHD_OPTION_END);
+    if (srv->daemon == NULL) {
+        fprintf(stderr, "http: cannot listen on %s port %d\n", app->cfg->listen, app->cfg->port);
+        free(srv);
+        return NULL;
+    }
+    return srv;
+}
+
+int http_drain_and_stop(struct http_server *srv, int timeout_s)
+{
+    MHD_socket listener = MHD_quiesce_daemon(srv->daemon);
+    int left;
+    if (listener != MHD_INVALID_SOCKET)
+        close(listener);
+    for (int waited_ms = 0; atomic_load(&srv->in_flight) > 0 && waited_ms < timeout_s * 1000;
+         waited_ms += 20)
+        db_sleep_ms(20);
+    left = atomic_load(&srv->in_flight);
+    MHD_stop_daemon(srv->daemon);
+    free(srv);
+    return left;
+}

@@ -1,0 +1,101 @@
+/*
+ * main: start-up and shutdown. Reads the configuration, waits for the
+ * database, applies migrations, opens the pool and the HTTP server, then
+ * waits for SIGTERM/SIGINT and drains in-flight requests before exiting.
+ */
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "config.h"
+#include "db.h"
+#include "handlers.h"
+#include "http.h"
+#include "migrate.h"
+#include "store.h"
+
+static const char *env_lookup(const char *name)
+{
+    return getenv(name);
+}
+
+/* Connect, retrying until the database answers or wait_s has passed. */
+static PGconn *connect_with_wait(const char *conninfo, int wait_s)
+{
+    time_t deadline = time(NULL) + wait_s;
+    for (;;) {
+        PGconn *pg = db_connect(conninfo);
+        if (pg != NULL)
+            return pg;
+        if (time(NULL) >= deadline)
+            return NULL;
+        db_sleep_ms(500);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    struct config cfg;
+    char err[256];
+    struct app app;
+    struct http_server *server;
+    sigset_t stop_signals;
+    int sig, left;
+
+    if (!config_load(&cfg, argc, argv, env_lookup, err, sizeof(err))) {
+        fprintf(stderr, "crm-server: %s\n", err);
+        return 2;
+    }
+    if (cfg.help) {
+        fputs(config_usage(), stdout);
+        return 0;
+    }
+    signal(SIGPIPE, SIG_IGN);
+
+    if (!cfg.no_migrate || cfg.migrate_only) {
+        PGconn *pg = connect_with_wait(cfg.database_url, cfg.db_wait);
+        bool ok;
+        if (pg == NULL) {
+            fprintf(stderr, "crm-server: database not reachable after %d s\n", cfg.db_wait);
+            return 1;
+        }
+        ok = migrate_apply(pg);
+        PQfinish(pg);
+        if (!ok)
+            return 1;
+        if (cfg.migrate_only)
+            return 0;
+    }
+
+    /* Block the stop signals before any thread starts, so only sigwait sees them. */
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGTERM);
+    sigaddset(&stop_signals, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
+
+    app.cfg = &cfg;
+    app.pool = db_pool_new(cfg.database_url, cfg.pool_size, store_statements,
+                           store_statement_count);
+    server = http_start(&app);
+    if (server == NULL) {
+        db_pool_free(app.pool);
+        return 1;
+    }
+    fprintf(stderr, "crm-server: listening on %s port %d (pool %d, body limit %zu)\n", cfg.listen,
+            cfg.port, cfg.pool_size, cfg.body_limit);
+
+    sigwait(&stop_signals, &sig);
+    fprintf(stderr, "crm-server: %s received, draining\n", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    left = http_drain_and_stop(server, cfg.drain_timeout);
+    db_pool_free(app.pool);
+    if (left > 0) {
+        fprintf(stderr, "crm-server: %d requests still running after %d s\n", left,
+                cfg.drain_timeout);
+        return 1;
+    }
+    fprintf(stderr, "crm-server: stopped cleanly\n");
+    return 0;
+}

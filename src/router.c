@@ -1,0 +1,96 @@
+/*
+ * router: the route table. A pattern is a path whose "{id}" segment matches
+ * any single non-empty segment; the segment is then checked to be a UUID,
+ * so "/v1/customers/xyz" is a 400 (bad id), not a 404 (no such route).
+ */
+#include "router.h"
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+
+struct route_def {
+    const char *method;
+    const char *pattern;
+    enum route route;
+    const char *name;
+};
+
+static const struct route_def ROUTES[] = {
+    {"GET", "/health", ROUTE_HEALTH, "health"},
+    {"GET", "/ready", ROUTE_READY, "ready"},
+    {"POST", "/v1/customers:resolve", ROUTE_CUSTOMER_RESOLVE, "customer_resolve"},
+    {"GET", "/v1/customers", ROUTE_CUSTOMER_LOOKUP, "customer_lookup"},
+    {"GET", "/v1/customers/{id}", ROUTE_CUSTOMER_GET, "customer_get"},
+    {"PATCH", "/v1/customers/{id}/traits", ROUTE_CUSTOMER_TRAITS, "customer_traits"},
+    {"GET", "/v1/customers/{id}/interactions", ROUTE_CUSTOMER_TIMELINE, "customer_timeline"},
+    {"POST", "/v1/interactions", ROUTE_INTERACTION_CREATE, "interaction_create"},
+    {"POST", "/v1/interactions:batch", ROUTE_INTERACTION_BATCH, "interaction_batch"},
+};
+
+#define ROUTE_TABLE_SIZE (sizeof(ROUTES) / sizeof(ROUTES[0]))
+
+/* Match path against pattern; on success copies the {id} segment (raw) to id. */
+static bool path_matches(const char *pattern, const char *path, char *id, size_t idcap,
+                         bool *has_id)
+{
+    const char *p = pattern, *s = path;
+    *has_id = false;
+    while (*p && *s) {
+        if (strncmp(p, "{id}", 4) == 0) {
+            const char *end = strchr(s, '/');
+            size_t n = end ? (size_t)(end - s) : strlen(s);
+            if (n == 0)
+                return false;
+            snprintf(id, idcap, "%.*s", (int)(n < idcap ? n : idcap - 1), s);
+            if (n >= idcap)
+                id[0] = '\0'; /* too long to be a UUID */
+            *has_id = true;
+            p += 4;
+            s += n;
+            continue;
+        }
+        if (*p != *s)
+            return false;
+        p++;
+        s++;
+    }
+    return *p == '\0' && *s == '\0';
+}
+
+void route_request(const char *method, const char *path, struct route_match *out)
+{
+    bool path_known = false;
+    char raw_id[64];
+    memset(out, 0, sizeof(*out));
+    out->status = ROUTE_NOT_FOUND;
+    for (size_t i = 0; i < ROUTE_TABLE_SIZE; i++) {
+        bool has_id;
+        if (!path_matches(ROUTES[i].pattern, path, raw_id, sizeof(raw_id), &has_id))
+            continue;
+        if (strcmp(ROUTES[i].method, method) != 0) {
+            size_t len = strlen(out->allow);
+            snprintf(out->allow + len, sizeof(out->allow) - len, "%s%s", len ? ", " : "",
+                     ROUTES[i].method);
+            path_known = true;
+            continue;
+        }
+        out->route = ROUTES[i].route;
+        if (has_id && !uuid_canonical(raw_id, out->id)) {
+            out->status = ROUTE_BAD_UUID;
+            return;
+        }
+        out->status = ROUTE_MATCHED;
+        return;
+    }
+    if (path_known)
+        out->status = ROUTE_METHOD_NOT_ALLOWED;
+}
+
+const char *route_name(enum route route)
+{
+    for (size_t i = 0; i < ROUTE_TABLE_SIZE; i++)
+        if (ROUTES[i].route == route)
+            return ROUTES[i].name;
+    return "unknown";
+}

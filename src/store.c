@@ -1,0 +1,239 @@
+/*
+ * store: each API operation is one prepared statement calling a crm.* SQL
+ * function that does the work in one transaction and answers with JSON.
+ * The batch path is the exception: it runs the ingest statement once per
+ * item inside one transaction, with a savepoint per item so that one
+ * failing item does not take the others with it.
+ */
+#include "store.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const struct db_statement store_statements[] = {
+    {"ping", "SELECT '1'::json"},
+    {"resolve", "SELECT crm.resolve_customer($1::jsonb, $2::jsonb, $3, $4::uuid)"},
+    {"profile", "SELECT crm.profile($1::uuid)"},
+    {"lookup", "SELECT crm.profile(customer_id) FROM crm.identifiers "
+               "WHERE kind = $1 AND namespace = $2 AND value = $3"},
+    {"patch_traits", "SELECT crm.patch_traits($1::uuid, $2::jsonb, $3)"},
+    {"ingest", "SELECT crm.ingest($1::uuid, $2::jsonb, $3::uuid, $4::uuid, $5, $6, $7, $8, "
+               "$9::timestamptz, $10::numeric, $11, $12::numeric, "
+               "ARRAY(SELECT jsonb_array_elements_text($13::jsonb)), $14::jsonb)"},
+    {"timeline", "SELECT crm.timeline($1::uuid, $2::int, $3::timestamptz, $4::uuid, $5, $6, "
+                 "$7::timestamptz, $8::timestamptz)"},
+};
+const int store_statement_count = sizeof(store_statements) / sizeof(store_statements[0]);
+
+enum db_status store_ping(struct db_pool *pool, char *err, size_t errlen)
+{
+    json_t *out = NULL;
+    enum db_status st = db_call_json(pool, "ping", 0, NULL, &out, err, errlen);
+    json_decref(out);
+    return st;
+}
+
+enum db_status store_resolve(struct db_pool *pool, const struct resolve_request *req,
+                             json_t **out, char *err, size_t errlen)
+{
+    char new_id[UUID_TEXT_LEN + 1];
+    json_t *ids = identifiers_to_json(&req->ids);
+    char *ids_text = json_dumps(ids, JSON_COMPACT);
+    char *traits_text = req->traits ? json_dumps(req->traits, JSON_COMPACT) : NULL;
+    const char *params[4];
+    enum db_status st;
+
+    uuid_new(new_id);
+    params[0] = ids_text;
+    params[1] = traits_text;
+    params[2] = req->source;
+    params[3] = new_id;
+    st = db_call_json(pool, "resolve", 4, params, out, err, errlen);
+    free(ids_text);
+    free(traits_text);
+    json_decref(ids);
+    return st;
+}
+
+enum db_status store_profile(struct db_pool *pool, const char *customer_id, json_t **out,
+                             char *err, size_t errlen)
+{
+    const char *params[1] = {customer_id};
+    return db_call_json(pool, "profile", 1, params, out, err, errlen);
+}
+
+enum db_status store_lookup(struct db_pool *pool, const struct identifier *id, json_t **out,
+                            char *err, size_t errlen)
+{
+    const char *params[3] = {id_kind_name(id->kind), id->namespace_, id->value};
+    return db_call_json(pool, "lookup", 3, params, out, err, errlen);
+}
+
+enum db_status store_patch_traits(struct db_pool *pool, const char *customer_id,
+                                  const struct traits_request *req, json_t **out, char *err,
+                                  size_t errlen)
+{
+    char *traits_text = json_dumps(req->traits, JSON_COMPACT);
+    const char *params[3] = {customer_id, traits_text, req->source};
+    enum db_status st = db_call_json(pool, "patch_traits", 3, params, out, err, errlen);
+    free(traits_text);
+    return st;
+}
+
+/* The 14 parameters of the ingest statement; free with ingest_params_free. */
+struct ingest_params {
+    char new_customer[UUID_TEXT_LEN + 1];
+    char interaction_id[UUID_TEXT_LEN + 1];
+    char *ids_text, *tags_text, *payload_text;
+    const char *values[14];
+};
+
+static void ingest_params_init(struct ingest_params *p, const struct interaction_request *req)
+{
+    json_t *ids = NULL;
+    memset(p, 0, sizeof(*p));
+    uuid_new(p->new_customer);
+    uuid_new(p->interaction_id);
+    if (!req->by_customer_id) {
+        ids = identifiers_to_json(&req->ids);
+        p->ids_text = json_dumps(ids, JSON_COMPACT);
+        json_decref(ids);
+    }
+    p->tags_text = json_dumps(req->tags, JSON_COMPACT);
+    p->payload_text = req->payload ? json_dumps(req->payload, JSON_COMPACT) : NULL;
+    p->values[0] = req->by_customer_id ? req->customer_id : NULL;
+    p->values[1] = p->ids_text;
+    p->values[2] = p->new_customer;
+    p->values[3] = p->interaction_id;
+    p->values[4] = req->source;
+    p->values[5] = req->external_id;
+    p->values[6] = req->channel;
+    p->values[7] = req->type;
+    p->values[8] = req->occurred_at;
+    p->values[9] = req->has_amount ? req->amount : NULL;
+    p->values[10] = req->currency[0] ? req->currency : NULL;
+    p->values[11] = req->has_cost ? req->cost : NULL;
+    p->values[12] = p->tags_text;
+    p->values[13] = p->payload_text;
+}
+
+static void ingest_params_free(struct ingest_params *p)
+{
+    free(p->ids_text);
+    free(p->tags_text);
+    free(p->payload_text);
+}
+
+enum db_status store_ingest(struct db_pool *pool, const struct interaction_request *req,
+                            json_t **out, char *err, size_t errlen)
+{
+    struct ingest_params p;
+    enum db_status st;
+    ingest_params_init(&p, req);
+    st = db_call_json(pool, "ingest", 14, p.values, out, err, errlen);
+    ingest_params_free(&p);
+    return st;
+}
+
+static bool run_simple(PGconn *pg, const char *sql)
+{
+    PGresult *res = PQexec(pg, sql);
+    bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+    PQclear(res);
+    return ok;
+}
+
+/* One attempt at the whole batch on one connection. Returns DB_OK when
+ * committed; *retry says whether a failure is worth another attempt. */
+static enum db_status batch_attempt(PGconn *pg, struct interaction_request *const *reqs, int count,
+                                    json_t **results, char *err, size_t errlen, bool *retry)
+{
+    *retry = false;
+    if (!run_simple(pg, "BEGIN")) {
+        *retry = true;
+        snprintf(err, errlen, "%s", PQerrorMessage(pg));
+        return DB_UNAVAILABLE;
+    }
+    for (int i = 0; i < count; i++) {
+        struct ingest_params p;
+        PGresult *res;
+        if (reqs[i] == NULL)
+            continue;
+        for (int attempt = 0; attempt < 3; attempt++) {
+            if (!run_simple(pg, "SAVEPOINT item"))
+                goto broken;
+            ingest_params_init(&p, reqs[i]);
+            res = PQexecPrepared(pg, "ingest", 14, p.values, NULL, NULL, 0);
+            ingest_params_free(&p);
+            if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
+                results[i] = json_loads(PQgetvalue(res, 0, 0), 0, NULL);
+                PQclear(res);
+                if (!run_simple(pg, "RELEASE SAVEPOINT item"))
+                    goto broken;
+                break;
+            }
+            if (PQstatus(pg) != CONNECTION_OK) {
+                PQclear(res);
+                goto broken;
+            }
+            fprintf(stderr, "store: batch item %d: %s", i, PQresultErrorMessage(res));
+            bool transient = db_error_is_transient(pg, res);
+            PQclear(res);
+            if (!run_simple(pg, "ROLLBACK TO SAVEPOINT item"))
+                goto broken;
+            if (!transient)
+                break; /* results[i] stays NULL: reported as an internal error */
+        }
+    }
+    if (run_simple(pg, "COMMIT"))
+        return DB_OK;
+broken:
+    snprintf(err, errlen, "%s", PQerrorMessage(pg));
+    run_simple(pg, "ROLLBACK");
+    for (int i = 0; i < count; i++) {
+        json_decref(results[i]);
+        results[i] = NULL;
+    }
+    *retry = true;
+    return DB_UNAVAILABLE;
+}
+
+enum db_status store_ingest_batch(struct db_pool *pool, struct interaction_request *const *reqs,
+                                  int count, json_t **results, char *err, size_t errlen)
+{
+    enum db_status st = DB_UNAVAILABLE;
+    snprintf(err, errlen, "database unavailable");
+    for (int attempt = 0; attempt < 6; attempt++) {
+        struct db_conn *conn;
+        bool retry;
+        if (attempt > 0)
+            db_sleep_ms(50 << attempt);
+        conn = db_acquire(pool, 5000);
+        if (conn == NULL)
+            continue;
+        st = batch_attempt(db_pg(conn), reqs, count, results, err, errlen, &retry);
+        db_release(pool, conn, st != DB_OK && PQstatus(db_pg(conn)) != CONNECTION_OK);
+        if (st == DB_OK || !retry)
+            return st;
+    }
+    return st;
+}
+
+enum db_status store_timeline(struct db_pool *pool, const char *customer_id,
+                              const struct timeline_query *q, json_t **out, char *err,
+                              size_t errlen)
+{
+    char limit[16];
+    const char *params[8];
+    snprintf(limit, sizeof(limit), "%d", q->limit);
+    params[0] = customer_id;
+    params[1] = limit;
+    params[2] = q->cursor_at;
+    params[3] = q->cursor_id;
+    params[4] = q->channel;
+    params[5] = q->type;
+    params[6] = q->since;
+    params[7] = q->until;
+    return db_call_json(pool, "timeline", 8, params, out, err, errlen);
+}
