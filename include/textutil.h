@@ -15,6 +15,9 @@
 /* True when buf[0..len) is well-formed UTF-8 (no overlongs, no surrogates, no NUL). */
 bool utf8_valid(const char *buf, size_t len);
 
+/* Number of code points in a valid UTF-8 string. */
+size_t utf8_length(const char *s);
+
 /* Shorten a NUL-terminated string until it is valid UTF-8 (drops a
  * multi-byte sequence cut short by truncation). */
 void utf8_truncate(char *s);

@@ -12,7 +12,10 @@ PG_SOCK=$PG_DIR/sock
 PG_USER=crm
 
 PACKAGES=(gcc meson ninja-build pkg-config libmicrohttpd-dev libpq-dev libjansson-dev
-          uuid-dev check postgresql postgresql-contrib python3 nodejs npm curl)
+          uuid-dev check postgresql postgresql-contrib curl)
+# Needed as commands, from whatever package provides them (e.g. a NodeSource
+# nodejs that bundles npm conflicts with Debian's npm package).
+COMMANDS=("python3:python3" "npm:nodejs npm")
 
 log() { printf '==> %s\n' "$*" >&2; }
 
@@ -20,6 +23,11 @@ ensure_packages() {
     local missing=() p
     for p in "${PACKAGES[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
+    done
+    local c
+    for c in "${COMMANDS[@]}"; do
+        # shellcheck disable=SC2206
+        command -v "${c%%:*}" >/dev/null 2>&1 || missing+=(${c#*:})
     done
     [ ${#missing[@]} -eq 0 ] && return 0
     log "installing: ${missing[*]}"

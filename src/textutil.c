@@ -51,6 +51,15 @@ bool utf8_valid(const char *buf, size_t len)
     return true;
 }
 
+size_t utf8_length(const char *s)
+{
+    size_t n = 0;
+    for (; *s; s++)
+        if (((unsigned char)*s & 0xC0) != 0x80)
+            n++;
+    return n;
+}
+
 void utf8_truncate(char *s)
 {
     size_t len = strlen(s);

@@ -83,7 +83,7 @@ static const char *string_field(json_t *obj, const char *key, bool required, siz
         return NULL;
     }
     len = json_string_length(v);
-    if (len == 0 || len > max || strlen(json_string_value(v)) != len) {
+    if (len == 0 || strlen(json_string_value(v)) != len || utf8_length(json_string_value(v)) > max) {
         verr_add(errors, prefix, key, "'%s' must be 1 to %zu characters without NUL", key, max);
         *ok = false;
         return NULL;
@@ -167,7 +167,7 @@ bool validate_traits(json_t *traits, const char *prefix, json_t *errors)
             strcmp(key, "gender") == 0) {
             size_t max = strcmp(key, "gender") == 0 ? 50 : 200;
             if (!json_is_null(v) && (!json_is_string(v) || json_string_length(v) == 0 ||
-                                     json_string_length(v) > max)) {
+                                     utf8_length(json_string_value(v)) > max)) {
                 verr_add(errors, ptr, key, "'%s' must be a string of 1 to %zu characters or null",
                          key, max);
                 ok = false;
@@ -194,7 +194,7 @@ bool validate_traits(json_t *traits, const char *prefix, json_t *errors)
                 continue;
             }
             json_object_foreach(v, akey, av) {
-                size_t len = strlen(akey);
+                size_t len = utf8_length(akey);
                 if (len == 0 || len > 64) {
                     char aptr[160];
                     snprintf(aptr, sizeof(aptr), "%s/attributes", ptr);
@@ -309,7 +309,7 @@ static bool validate_tags(json_t *tags, const char *prefix, struct interaction_r
         char idx[24];
         snprintf(idx, sizeof(idx), "%zu", i);
         if (!json_is_string(t) || (len = json_string_length(t)) == 0 || len > 64 ||
-            strlen(json_string_value(t)) != len) {
+            strlen(json_string_value(t)) != len) { /* tags: 1..64 bytes */
             verr_add(errors, ptr, idx, "each tag must be a string of 1 to 64 characters");
             ok = false;
             continue;

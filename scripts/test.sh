@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# One command to run the whole suite: install what is missing, build (plain
+# and with AddressSanitizer+UBSan), start a local PostgreSQL, then run the
+# Check unit tests and the end-to-end HTTP tests against the real server and
+# database under both builds, and lint openapi.yaml. Ends with one line
+# "N passed, N failed"; exits non-zero if anything failed.
+set -uo pipefail
+. "$(dirname "$0")/lib.sh"
+
+set -e
+ensure_packages
+build build --buildtype=debugoptimized
+build build-asan --buildtype=debug -Db_sanitize=address,undefined -Db_lundef=false
+start_postgres
+set +e
+
+LOG_DIR=$RUN_DIR/test-logs
+rm -rf "$LOG_DIR"
+mkdir -p "$LOG_DIR"
+passed=0
+failed=0
+
+# Check prints "NN%: Checks: N, Failures: F, Errors: E".
+run_unit() {
+    local bin=$1 out
+    out=$("$bin" 2>&1)
+    local rc=$?
+    echo "$out"
+    local line
+    line=$(echo "$out" | grep -E '^[0-9]+%: Checks: [0-9]+' | tail -n 1)
+    if [ -z "$line" ]; then
+        echo "!! $bin printed no Check summary (exit $rc)"
+        failed=$((failed + 1))
+        return
+    fi
+    local checks failures errors
+    checks=$(echo "$line" | sed -E 's/.*Checks: ([0-9]+).*/\1/')
+    failures=$(echo "$line" | sed -E 's/.*Failures: ([0-9]+).*/\1/')
+    errors=$(echo "$line" | sed -E 's/.*Errors: ([0-9]+).*/\1/')
+    passed=$((passed + checks - failures - errors))
+    failed=$((failed + failures + errors))
+    if [ "$rc" -ne 0 ] && [ $((failures + errors)) -eq 0 ]; then
+        echo "!! $bin exited $rc"
+        failed=$((failed + 1))
+    fi
+}
+
+# The e2e runner prints "e2e: N passed, N failed[, N skipped]".
+run_e2e() {
+    local label=$1 bin=$2 db=$3
+    create_database "$db" recreate
+    local out
+    out=$(CRM_BIN=$bin CRM_DATABASE_URL=$(conninfo "$db") CRM_E2E_LOGDIR=$LOG_DIR/$label \
+          python3 "$ROOT/tests/e2e/test_api.py" 2>&1)
+    local rc=$?
+    echo "$out"
+    local line
+    line=$(echo "$out" | grep -E '^e2e: [0-9]+ passed, [0-9]+ failed' | tail -n 1)
+    if [ -z "$line" ]; then
+        echo "!! e2e ($label) printed no summary (exit $rc)"
+        failed=$((failed + 1))
+        return
+    fi
+    local p f
+    p=$(echo "$line" | sed -E 's/e2e: ([0-9]+) passed.*/\1/')
+    f=$(echo "$line" | sed -E 's/.* ([0-9]+) failed.*/\1/')
+    passed=$((passed + p))
+    failed=$((failed + f))
+    if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+        echo "!! e2e ($label) exited $rc"
+        failed=$((failed + 1))
+    fi
+    # Sanitizer reports in the server log are failures even if every test passed.
+    if grep -rqE 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$LOG_DIR/$label" 2>/dev/null; then
+        echo "!! sanitizer report in $LOG_DIR/$label:"
+        grep -rE -A 20 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$LOG_DIR/$label" | head -60
+        failed=$((failed + 1))
+    fi
+}
+
+echo "== unit tests (plain build)"
+for t in "$ROOT"/build/test_*; do [ -f "$t" ] && [ -x "$t" ] && run_unit "$t"; done
+echo "== unit tests (ASan+UBSan build)"
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:exitcode=99}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1:exitcode=98}
+for t in "$ROOT"/build-asan/test_*; do [ -f "$t" ] && [ -x "$t" ] && CK_FORK=no run_unit "$t"; done
+
+echo "== end-to-end tests (plain build)"
+run_e2e plain "$ROOT/build/crm-server" crm_test
+echo "== end-to-end tests (ASan+UBSan build)"
+run_e2e asan "$ROOT/build-asan/crm-server" crm_test_asan
+
+if [ -x "$ROOT/tests/lint_openapi.sh" ]; then
+    echo "== openapi.yaml lint"
+    if "$ROOT/tests/lint_openapi.sh"; then
+        passed=$((passed + 1))
+    else
+        failed=$((failed + 1))
+    fi
+fi
+
+echo
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

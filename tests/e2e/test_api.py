@@ -1,0 +1,1266 @@
+#!/usr/bin/env python3
+"""End-to-end tests of the CRM HTTP API against docs/api.md.
+
+Run:  CRM_BIN=build/crm-server CRM_DATABASE_URL=postgresql:///crm \
+      python3 tests/e2e/test_api.py [TestClass[.test_method] ...]
+
+Every test uses fresh, uuid-based identifiers, so the tests do not need a clean
+database and can run in any order.
+"""
+
+import json
+import os
+import random
+import re
+import sys
+import threading
+import time
+import unittest
+import uuid
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+from harness import get, patch, post, query, request  # noqa: E402
+
+UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
+PROBLEM_CT = "application/problem+json"
+
+
+def setUpModule():
+    harness.start_server()
+
+
+def tearDownModule():
+    harness.stop_server()
+
+
+# ---------------------------------------------------------------------------
+# helpers
+
+def uid():
+    return uuid.uuid4().hex[:16]
+
+
+def new_email(prefix="e2e"):
+    return "%s-%s@example.com" % (prefix, uid())
+
+
+def random_digits(n):
+    return "".join(random.choice("0123456789") for _ in range(n))
+
+
+def new_phone():
+    """A fresh phone number, returned as (normalised E.164, 8 random digits)."""
+    d = random_digits(8)
+    return "+336" + d, d
+
+
+def email_id(value):
+    return {"kind": "email", "value": value}
+
+
+def phone_id(value):
+    return {"kind": "phone", "value": value}
+
+
+def ext_id(value, namespace="shopify"):
+    return {"kind": "external", "namespace": namespace, "value": value}
+
+
+def resolve(identifiers, source="e2e", traits=None, **kw):
+    body = {"identifiers": identifiers, "source": source}
+    if traits is not None:
+        body["traits"] = traits
+    return post("/v1/customers:resolve", body, **kw)
+
+
+def interaction(customer_id=None, identifiers=None, **fields):
+    body = {"source": "e2e", "external_id": "ext-" + uid(), "channel": "web",
+            "type": "page_view", "occurred_at": "2026-11-20T15:04:05Z"}
+    if customer_id is not None:
+        body["customer_id"] = customer_id
+    if identifiers is not None:
+        body["identifiers"] = identifiers
+    body.update(fields)
+    return body
+
+
+def ingest(customer_id=None, identifiers=None, **fields):
+    return post("/v1/interactions", interaction(customer_id, identifiers, **fields))
+
+
+def profile(customer_id):
+    return get("/v1/customers/%s" % customer_id)
+
+
+def timeline(customer_id, **params):
+    return get(query("/v1/customers/%s/interactions" % customer_id, params))
+
+
+def run_concurrently(n, fn):
+    """Run fn(i) in n threads released together by a barrier; return results by i."""
+    barrier = threading.Barrier(n)
+    results = [None] * n
+
+    def worker(i):
+        try:
+            barrier.wait(timeout=30)
+            results[i] = fn(i)
+        except BaseException as e:  # recorded and asserted by the caller
+            results[i] = e
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    return results
+
+
+class ApiTestCase(unittest.TestCase):
+    maxDiff = None
+
+    def desc(self, r):
+        return "HTTP %d %s: %r" % (r.status, r.content_type, r.body)
+
+    def assertStatus(self, r, status):
+        self.assertEqual(r.status, status, self.desc(r))
+
+    def assertJson(self, r, status):
+        self.assertStatus(r, status)
+        self.assertTrue(r.content_type.lower().startswith("application/json"),
+                        "Content-Type %r; %s" % (r.content_type, self.desc(r)))
+        self.assertIsInstance(r.body, dict, self.desc(r))
+        return r.body
+
+    def assertProblemDoc(self, doc, status, slug, ctx=""):
+        self.assertIsInstance(doc, dict, ctx)
+        self.assertEqual(doc.get("type"), "urn:crm:problem:" + slug, ctx or doc)
+        self.assertEqual(doc.get("status"), status, ctx or doc)
+        self.assertIsInstance(doc.get("title"), str, ctx or doc)
+        self.assertTrue(doc.get("title"), ctx or doc)
+        if slug == "validation-failed":
+            errors = doc.get("errors")
+            self.assertIsInstance(errors, list, ctx or doc)
+            self.assertTrue(errors, "validation-failed without errors: %r" % doc)
+            for e in errors:
+                self.assertIsInstance(e.get("pointer"), str, doc)
+                self.assertIsInstance(e.get("detail"), str, doc)
+                self.assertTrue(e["pointer"] == "" or e["pointer"].startswith("/"), doc)
+        else:
+            self.assertNotIn("errors", doc, "errors only for validation-failed: %r" % doc)
+
+    def assertProblem(self, r, status, slug, instance=None, pointers=()):
+        """Status, problem+json Content-Type, type urn:crm:problem:<slug>, and
+        (for validation-failed) that every pointer in `pointers` is reported."""
+        ctx = self.desc(r)
+        self.assertEqual(r.status, status, ctx)
+        self.assertTrue(r.content_type.lower().startswith(PROBLEM_CT),
+                        "Content-Type %r; %s" % (r.content_type, ctx))
+        self.assertProblemDoc(r.body, status, slug, ctx)
+        if instance is not None:
+            self.assertEqual(r.body.get("instance"), instance, ctx)
+        got = [e["pointer"] for e in r.body.get("errors", [])]
+        for p in pointers:
+            self.assertIn(p, got, ctx)
+        return r.body
+
+    def assertMoney(self, actual, expected, ctx=None):
+        """Per-currency sums: same currencies, values equal to 1e-6."""
+        self.assertIsInstance(actual, dict, ctx)
+        self.assertEqual(sorted(actual), sorted(expected), ctx or actual)
+        for cur, value in expected.items():
+            self.assertIsInstance(actual[cur], (int, float), actual)
+            self.assertAlmostEqual(actual[cur], value, places=6, msg="%s %r" % (cur, actual))
+
+    def assertTraits(self, actual, expected):
+        """Trait values equal. An empty `attributes` object is treated like an
+        absent one (the contract does not say which of the two is returned)."""
+        self.assertIsInstance(actual, dict)
+        if actual.get("attributes") == {}:
+            actual = {k: v for k, v in actual.items() if k != "attributes"}
+        self.assertEqual(actual, expected)
+
+    def assertTimestamp(self, value, ctx=None):
+        self.assertIsInstance(value, str, ctx)
+        self.assertRegex(value, TS_RE, ctx)
+
+    def create_customer(self, identifiers=None, source="e2e", traits=None):
+        identifiers = identifiers or [email_id(new_email())]
+        r = resolve(identifiers, source=source, traits=traits)
+        body = self.assertJson(r, 201)
+        self.assertIs(body["created"], True, body)
+        return body["customer_id"]
+
+    def get_profile(self, customer_id):
+        return self.assertJson(profile(customer_id), 200)
+
+    def ingest_ok(self, customer_id=None, identifiers=None, **fields):
+        r = ingest(customer_id, identifiers, **fields)
+        body = self.assertJson(r, 201)
+        self.assertEqual(body["status"], "created", body)
+        self.assertRegex(body["interaction_id"], UUID_RE)
+        if customer_id is not None:
+            self.assertEqual(body["customer_id"], customer_id, body)
+        return body
+
+    def all_items(self, customer_id, **params):
+        body = self.assertJson(timeline(customer_id, limit=500, **params), 200)
+        self.assertIsNone(body["next_cursor"], body)
+        return body["items"]
+
+
+# ---------------------------------------------------------------------------
+# 1. health / ready
+
+class HealthTests(ApiTestCase):
+    def test_health(self):
+        r = get("/health")
+        self.assertEqual(self.assertJson(r, 200), {"status": "ok"})
+
+    def test_ready(self):
+        r = get("/ready")
+        self.assertEqual(self.assertJson(r, 200), {"status": "ready"})
+
+
+# ---------------------------------------------------------------------------
+# 2. resolve
+
+class ResolveTests(ApiTestCase):
+    def test_create_then_find_same_customer(self):
+        u = uid()
+        r = resolve([email_id(" Ann-%s@Example.COM " % u)], source="web-shop",
+                    traits={"first_name": "Ann", "birthday": "1990-04-01",
+                            "address": {"city": "Lyon"},
+                            "attributes": {"segment_hint": "vip"}})
+        body = self.assertJson(r, 201)
+        cid = body["customer_id"]
+        self.assertRegex(cid, UUID_RE)
+        self.assertIs(body["created"], True)
+        self.assertEqual(body["merged_ids"], [])
+        cust = body["customer"]
+        self.assertEqual(cust["customer_id"], cid)
+        self.assertTimestamp(cust["created_at"])
+        self.assertTimestamp(cust["updated_at"])
+        self.assertEqual(cust["merged_ids"], [])
+        self.assertEqual(len(cust["identifiers"]), 1, cust)
+        ident = cust["identifiers"][0]
+        self.assertEqual(ident["kind"], "email")
+        self.assertEqual(ident["value"], "ann-%s@example.com" % u)
+        self.assertEqual(ident["source"], "web-shop")
+        self.assertNotIn("namespace", ident, "namespace only when non-empty")
+        self.assertTimestamp(ident["created_at"])
+        self.assertTraits(cust["traits"], {"first_name": "Ann", "birthday": "1990-04-01",
+                                          "address": {"city": "Lyon"},
+                                          "attributes": {"segment_hint": "vip"}})
+        for key in ("first_name", "birthday", "address", "attributes.segment_hint"):
+            self.assertEqual(cust["trait_sources"][key]["source"], "web-shop", key)
+            self.assertTimestamp(cust["trait_sources"][key]["updated_at"], key)
+        agg = cust["aggregates"]
+        self.assertIsNone(agg["first_seen"])
+        self.assertIsNone(agg["last_seen"])
+        self.assertEqual(agg["interaction_count"], 0)
+
+        # Same identifier (already normalised) -> 200, same customer.
+        r2 = resolve([email_id("ann-%s@example.com" % u)], source="other")
+        body2 = self.assertJson(r2, 200)
+        self.assertEqual(body2["customer_id"], cid)
+        self.assertIs(body2["created"], False)
+        self.assertEqual(body2["merged_ids"], [])
+        self.assertEqual(body2["customer"]["customer_id"], cid)
+
+        # Lookup with the normalised and with the raw spelling.
+        for v in ("ann-%s@example.com" % u, " ANN-%s@example.COM " % u):
+            r3 = get(query("/v1/customers", {"email": v}))
+            self.assertEqual(self.assertJson(r3, 200)["customer_id"], cid, v)
+
+    def test_new_identifier_attached_to_matched_customer(self):
+        email = new_email()
+        cid = self.create_customer([email_id(email)], source="src-1")
+        device = "Dev-" + uid()
+        r = resolve([email_id(email), {"kind": "device", "value": "  %s " % device}],
+                    source="src-2")
+        body = self.assertJson(r, 200)
+        self.assertEqual(body["customer_id"], cid)
+        self.assertIs(body["created"], False)
+        idents = {(i["kind"], i["value"]): i for i in body["customer"]["identifiers"]}
+        self.assertEqual(set(idents), {("email", email), ("device", device)})
+        self.assertEqual(idents[("email", email)]["source"], "src-1")
+        self.assertEqual(idents[("device", device)]["source"], "src-2")
+        r2 = get(query("/v1/customers", {"device": device}))
+        self.assertEqual(self.assertJson(r2, 200)["customer_id"], cid)
+
+    def test_phone_normalisation(self):
+        norm, d = new_phone()  # +336 + 8 digits
+        spaced = "+33 6 %s-%s-%s.%s" % (d[0:2], d[2:4], d[4:6], d[6:8])
+        r = resolve([phone_id(spaced)])
+        body = self.assertJson(r, 201)
+        cid = body["customer_id"]
+        self.assertEqual([(i["kind"], i["value"]) for i in body["customer"]["identifiers"]],
+                         [("phone", norm)])
+        r2 = resolve([phone_id("00336" + d)])
+        body2 = self.assertJson(r2, 200)
+        self.assertEqual(body2["customer_id"], cid)
+        self.assertIs(body2["created"], False)
+        r3 = resolve([phone_id("+33.6.%s-%s" % (d[:4], d[4:]))])
+        self.assertEqual(self.assertJson(r3, 200)["customer_id"], cid)
+        r4 = get(query("/v1/customers", {"phone": norm}))
+        self.assertEqual(self.assertJson(r4, 200)["customer_id"], cid)
+
+    def test_external_and_loyalty_normalisation(self):
+        value = "C-%s" % uid().upper()
+        card = uid()[:10]
+        r = resolve([ext_id("  %s " % value, namespace="Shopify"),
+                     {"kind": "loyalty_card", "namespace": "club", "value": " %s-%s %s " %
+                      (card[:4], card[4:7], card[7:])}])
+        body = self.assertJson(r, 201)
+        cid = body["customer_id"]
+        got = {(i["kind"], i.get("namespace"), i["value"]) for i in body["customer"]["identifiers"]}
+        self.assertEqual(got, {("external", "shopify", value),
+                               ("loyalty_card", "club", card.upper())})
+        # Same external value, different case -> a different identifier (case kept).
+        r2 = resolve([ext_id(value.lower(), namespace="shopify")])
+        body2 = self.assertJson(r2, 201)
+        self.assertNotEqual(body2["customer_id"], cid)
+        # Same value in another namespace -> a different identifier.
+        r3 = resolve([ext_id(value, namespace="magento")])
+        self.assertNotEqual(self.assertJson(r3, 201)["customer_id"], cid)
+        # Exact identifier again -> same customer.
+        r4 = resolve([ext_id(value, namespace="shopify")])
+        self.assertEqual(self.assertJson(r4, 200)["customer_id"], cid)
+
+    def test_identifiers_ordered_by_namespace_then_value(self):
+        u = uid()
+        r = resolve([email_id("zed-%s@example.com" % u), ext_id("a-" + u, "zeta"),
+                     email_id("abe-%s@example.com" % u), ext_id("z-" + u, "alpha"),
+                     ext_id("b-" + u, "alpha")])
+        body = self.assertJson(r, 201)
+        idents = body["customer"]["identifiers"]
+        emails = [i["value"] for i in idents if i["kind"] == "email"]
+        exts = [(i["namespace"], i["value"]) for i in idents if i["kind"] == "external"]
+        self.assertEqual(emails, ["abe-%s@example.com" % u, "zed-%s@example.com" % u])
+        self.assertEqual(exts, [("alpha", "b-" + u), ("alpha", "z-" + u), ("zeta", "a-" + u)])
+        kinds = [i["kind"] for i in idents]
+        # identifiers of one kind are contiguous (ordered by kind first)
+        self.assertEqual(kinds, sorted(kinds, key=kinds.index), kinds)
+
+    def test_external_requires_namespace(self):
+        value = "X-" + uid()
+        r = resolve([{"kind": "external", "value": value}])
+        doc = self.assertProblem(r, 422, "validation-failed", instance="/v1/customers:resolve")
+        self.assertTrue(any(e["pointer"].startswith("/identifiers/0") for e in doc["errors"]),
+                        doc)
+
+    def test_identifier_validation(self):
+        cases = [
+            ("email without @", [email_id("nobody.example.com")], "/identifiers/0"),
+            ("email two @", [email_id("a@b@example.com")], "/identifiers/0"),
+            ("email domain without dot", [email_id("a-%s@localhost" % uid())], "/identifiers/0"),
+            ("email with namespace", [{"kind": "email", "namespace": "x",
+                                       "value": new_email()}], "/identifiers/0"),
+            ("phone with letters", [phone_id("+33 6 12 AB 56 78")], "/identifiers/0"),
+            ("phone too short", [phone_id("+1234567")], "/identifiers/0"),
+            ("phone too long", [phone_id("+1234567890123456")], "/identifiers/0"),
+            ("bad namespace", [ext_id("v-" + uid(), "shop ify")], "/identifiers/0"),
+            ("unknown kind", [{"kind": "fax", "value": "123"}], "/identifiers/0"),
+            ("second one bad", [email_id(new_email()), {"kind": "device", "value": "  "}],
+             "/identifiers/1"),
+        ]
+        for name, idents, prefix in cases:
+            with self.subTest(name):
+                doc = self.assertProblem(resolve(idents), 422, "validation-failed")
+                self.assertTrue(any(e["pointer"].startswith(prefix) for e in doc["errors"]),
+                                doc)
+
+    def test_request_validation(self):
+        e = email_id(new_email())
+        cases = [
+            ("no identifiers", {"source": "e2e"}, "/identifiers"),
+            ("empty identifiers", {"identifiers": [], "source": "e2e"}, "/identifiers"),
+            ("21 identifiers", {"identifiers": [email_id(new_email()) for _ in range(21)],
+                                "source": "e2e"}, "/identifiers"),
+            ("no source", {"identifiers": [e]}, "/source"),
+            ("empty source", {"identifiers": [e], "source": ""}, "/source"),
+            ("source too long", {"identifiers": [e], "source": "s" * 65}, "/source"),
+            ("unknown top-level field", {"identifiers": [e], "source": "e2e", "trait": {}},
+             "/trait"),
+            ("traits not an object", {"identifiers": [e], "source": "e2e", "traits": []},
+             "/traits"),
+        ]
+        for name, body, pointer in cases:
+            with self.subTest(name):
+                doc = self.assertProblem(post("/v1/customers:resolve", body), 422,
+                                         "validation-failed")
+                self.assertTrue(any(x["pointer"].startswith(pointer) for x in doc["errors"]),
+                                doc)
+        # none of the identifiers above may have been stored
+        self.assertProblem(get(query("/v1/customers", {"email": e["value"]})), 404, "not-found")
+
+    def test_twenty_identifiers_allowed(self):
+        idents = [email_id(new_email()) for _ in range(20)]
+        body = self.assertJson(resolve(idents), 201)
+        self.assertEqual(len(body["customer"]["identifiers"]), 20)
+
+
+# ---------------------------------------------------------------------------
+# 3. concurrent resolve
+
+class ConcurrentResolveTests(ApiTestCase):
+    def test_64_concurrent_resolves_create_one_customer(self):
+        email = new_email("race")
+        n = 64
+        results = run_concurrently(n, lambda i: resolve([email_id(email)], source="race-%d" % i))
+        errors = [r for r in results if not isinstance(r, harness.Response)]
+        self.assertEqual(errors, [], "requests raised")
+        statuses = [r.status for r in results]
+        self.assertTrue(all(s in (200, 201) for s in statuses),
+                        [self.desc(r) for r in results if r.status not in (200, 201)][:3])
+        self.assertEqual(statuses.count(201), 1, sorted(statuses))
+        ids = {r.body["customer_id"] for r in results}
+        self.assertEqual(len(ids), 1, ids)
+        created = [r.body["created"] for r in results]
+        self.assertEqual(created.count(True), 1)
+        cid = ids.pop()
+        prof = self.get_profile(cid)
+        self.assertEqual([(i["kind"], i["value"]) for i in prof["identifiers"]],
+                         [("email", email)])
+        self.assertEqual(prof["merged_ids"], [])
+
+
+# ---------------------------------------------------------------------------
+# 4. merge
+
+class MergeTests(ApiTestCase):
+    def test_merge_two_customers(self):
+        email_a = new_email("a")
+        phone_b, _ = new_phone()
+        a = self.create_customer([email_id(email_a)], source="src-a",
+                                 traits={"first_name": "Alice", "last_name": "A-last",
+                                         "attributes": {"tier": "gold", "a_only": "yes"}})
+        time.sleep(0.02)
+        b = self.create_customer([phone_id(phone_b)], source="src-b",
+                                 traits={"last_name": "B-last", "gender": "b-gender",
+                                         "attributes": {"tier": "platinum", "b_only": 2}})
+        time.sleep(0.02)
+        # A's gender is written after B's -> A's value must win for gender.
+        r = patch("/v1/customers/%s/traits" % a, {"source": "src-a-patch",
+                                                   "traits": {"gender": "a-gender"}})
+        self.assertJson(r, 200)
+
+        ia = [self.ingest_ok(a, channel="web", type="purchase", amount=10.5, currency="EUR",
+                             occurred_at="2026-01-02T10:00:00Z")["interaction_id"],
+              self.ingest_ok(a, channel="store", type="visit",
+                             occurred_at="2026-01-05T10:00:00Z")["interaction_id"]]
+        ib = [self.ingest_ok(b, channel="web", type="purchase", amount=20.25, currency="EUR",
+                             occurred_at="2026-01-01T09:00:00Z")["interaction_id"],
+              self.ingest_ok(b, channel="app", type="purchase", amount=5, currency="USD",
+                             occurred_at="2026-01-03T10:00:00Z")["interaction_id"],
+              self.ingest_ok(b, channel="phone", type="complaint", cost=1.5, currency="EUR",
+                             occurred_at="2026-01-07T11:30:00Z")["interaction_id"]]
+
+        # B's identifier listed first: the survivor must still be the oldest (A).
+        r = resolve([phone_id(phone_b), email_id(email_a)], source="merge-src")
+        body = self.assertJson(r, 200)
+        self.assertEqual(body["customer_id"], a)
+        self.assertIs(body["created"], False)
+        self.assertEqual(body["merged_ids"], [b])
+
+        surv = body["customer"]
+        self.assertEqual(surv["customer_id"], a)
+        self.assertEqual(surv["merged_ids"], [b])
+        self.assertEqual({(i["kind"], i["value"]) for i in surv["identifiers"]},
+                         {("email", email_a), ("phone", phone_b)})
+        src = {i["kind"]: i["source"] for i in surv["identifiers"]}
+        self.assertEqual(src, {"email": "src-a", "phone": "src-b"})
+        self.assertTraits(surv["traits"], {
+            "first_name": "Alice", "last_name": "B-last", "gender": "a-gender",
+            "attributes": {"tier": "platinum", "a_only": "yes", "b_only": 2}})
+        ts = surv["trait_sources"]
+        self.assertEqual(ts["first_name"]["source"], "src-a")
+        self.assertEqual(ts["last_name"]["source"], "src-b")
+        self.assertEqual(ts["gender"]["source"], "src-a-patch")
+        self.assertEqual(ts["attributes.tier"]["source"], "src-b")
+        self.assertEqual(ts["attributes.a_only"]["source"], "src-a")
+        self.assertEqual(ts["attributes.b_only"]["source"], "src-b")
+
+        agg = surv["aggregates"]
+        self.assertEqual(agg["interaction_count"], 5)
+        self.assertMoney(agg["revenue"], {"EUR": 30.75, "USD": 5})
+        self.assertMoney(agg["cost"], {"EUR": 1.5})
+        self.assertEqual(agg["complaints"], 1)
+        self.assertEqual(agg["by_channel"], {"web": 2, "store": 1, "app": 1, "phone": 1})
+        self.assertEqual(agg["by_type"], {"purchase": 3, "visit": 1, "complaint": 1})
+        self.assertEqual(agg["first_seen"], "2026-01-01T09:00:00.000000Z")
+        self.assertEqual(agg["last_seen"], "2026-01-07T11:30:00.000000Z")
+
+        # The survivor's own profile: no redirect markers.
+        pa = self.get_profile(a)
+        self.assertEqual(pa["customer_id"], a)
+        self.assertIsNone(pa.get("requested_id"))
+        self.assertIsNone(pa.get("merged_into"))
+        self.assertEqual(pa["merged_ids"], [b])
+        self.assertEqual(pa["aggregates"]["interaction_count"], 5)
+
+        # The absorbed id resolves to the survivor.
+        rb = profile(b)
+        pb = self.assertJson(rb, 200)
+        self.assertEqual(pb["customer_id"], a)
+        self.assertEqual(pb["requested_id"], b)
+        self.assertEqual(pb["merged_into"], a)
+        self.assertEqual(rb.headers.get("Content-Location"), "/v1/customers/%s" % a)
+        self.assertEqual(pb["aggregates"]["interaction_count"], 5)
+
+        # Timeline holds all interactions of both, all owned by A; B's timeline follows.
+        items = self.all_items(a)
+        self.assertEqual(sorted(i["interaction_id"] for i in items), sorted(ia + ib))
+        self.assertTrue(all(i["customer_id"] == a for i in items), items)
+        tb = self.assertJson(timeline(b, limit=500), 200)
+        self.assertEqual(tb["customer_id"], a)
+        self.assertEqual(sorted(i["interaction_id"] for i in tb["items"]), sorted(ia + ib))
+
+        # Lookups by either identifier land on A.
+        for params in ({"email": email_a}, {"phone": phone_b}):
+            self.assertEqual(self.assertJson(get(query("/v1/customers", params)), 200)
+                             ["customer_id"], a, params)
+        # Resolving B's identifier alone: A, nothing merged any more.
+        body2 = self.assertJson(resolve([phone_id(phone_b)]), 200)
+        self.assertEqual((body2["customer_id"], body2["merged_ids"]), (a, []))
+
+        # An interaction posted to B's id lands on A.
+        late = self.assertJson(ingest(b, channel="sms", type="inquiry",
+                                      occurred_at="2026-01-08T00:00:00Z"), 201)
+        self.assertEqual(late["customer_id"], a)
+        items = self.all_items(a)
+        self.assertEqual(len(items), 6)
+        self.assertEqual(items[0]["interaction_id"], late["interaction_id"])
+        self.assertEqual(items[0]["customer_id"], a)
+        pa2 = self.get_profile(a)
+        self.assertEqual(pa2["aggregates"]["interaction_count"], 6)
+        self.assertEqual(pa2["aggregates"]["last_seen"], "2026-01-08T00:00:00.000000Z")
+
+        # Traits patched through B's id land on A.
+        rp = patch("/v1/customers/%s/traits" % b, {"source": "via-b",
+                                                   "traits": {"first_name": "Alicia"}})
+        self.assertEqual(self.assertJson(rp, 200)["customer_id"], a)
+        self.assertEqual(self.get_profile(a)["traits"]["first_name"], "Alicia")
+
+    def test_three_way_merge_into_oldest_via_interaction(self):
+        e1, e2, e3 = new_email("m1"), new_email("m2"), new_email("m3")
+        c1 = self.create_customer([email_id(e1)])
+        time.sleep(0.02)
+        c2 = self.create_customer([email_id(e2)])
+        time.sleep(0.02)
+        c3 = self.create_customer([email_id(e3)])
+        self.ingest_ok(c2, type="purchase", amount=1, currency="EUR")
+        self.ingest_ok(c3, type="purchase", amount=2, currency="EUR")
+        # Merge triggered by an interaction carrying identifiers.
+        body = self.assertJson(ingest(identifiers=[email_id(e3), email_id(e2), email_id(e1)],
+                                      type="purchase", amount=4, currency="EUR"), 201)
+        self.assertEqual(body["status"], "created")
+        self.assertEqual(body["customer_id"], c1)
+        prof = self.get_profile(c1)
+        self.assertEqual(sorted(prof["merged_ids"]), sorted([c2, c3]))
+        self.assertEqual(prof["aggregates"]["interaction_count"], 3)
+        self.assertMoney(prof["aggregates"]["revenue"], {"EUR": 7})
+        self.assertEqual({i["value"] for i in prof["identifiers"]}, {e1, e2, e3})
+        for absorbed in (c2, c3):
+            r = profile(absorbed)
+            p = self.assertJson(r, 200)
+            self.assertEqual((p["customer_id"], p["requested_id"], p["merged_into"]),
+                             (c1, absorbed, c1))
+            self.assertEqual(r.headers.get("Content-Location"), "/v1/customers/%s" % c1)
+
+
+# ---------------------------------------------------------------------------
+# 5. idempotent ingest
+
+class IngestTests(ApiTestCase):
+    def test_duplicate_is_stored_once(self):
+        cid = self.create_customer()
+        ext = "receipt-" + uid()
+        body = interaction(cid, source="pos-eu", external_id=ext, channel="store",
+                           type="purchase", amount=12.5, currency="EUR",
+                           occurred_at="2026-11-20T15:04:05Z")
+        first = self.assertJson(post("/v1/interactions", body), 201)
+        self.assertEqual(first["status"], "created")
+        self.assertEqual(first["customer_id"], cid)
+        iid = first["interaction_id"]
+        self.assertRegex(iid, UUID_RE)
+
+        again = self.assertJson(post("/v1/interactions", body), 200)
+        self.assertEqual(again, {"status": "duplicate", "interaction_id": iid,
+                                 "customer_id": cid})
+        # Same key with a different body: still a duplicate, nothing stored.
+        changed = dict(body, amount=999, channel="web")
+        again2 = self.assertJson(post("/v1/interactions", changed), 200)
+        self.assertEqual((again2["status"], again2["interaction_id"]), ("duplicate", iid))
+
+        agg = self.get_profile(cid)["aggregates"]
+        self.assertEqual(agg["interaction_count"], 1)
+        self.assertMoney(agg["revenue"], {"EUR": 12.5})
+        self.assertEqual(agg["by_channel"], {"store": 1})
+        items = self.all_items(cid)
+        self.assertEqual([i["interaction_id"] for i in items], [iid])
+        self.assertAlmostEqual(items[0]["amount"], 12.5)
+
+        # The key is the (source, external_id) pair: another source is a new interaction.
+        other = self.assertJson(post("/v1/interactions", dict(body, source="pos-us")), 201)
+        self.assertNotEqual(other["interaction_id"], iid)
+        self.assertEqual(self.get_profile(cid)["aggregates"]["interaction_count"], 2)
+
+    def test_concurrent_identical_posts_create_one(self):
+        cid = self.create_customer()
+        body = interaction(cid, external_id="conc-" + uid(), type="purchase", amount=3,
+                           currency="EUR")
+        results = run_concurrently(10, lambda i: post("/v1/interactions", body))
+        self.assertEqual([r for r in results if not isinstance(r, harness.Response)], [])
+        statuses = sorted(r.status for r in results)
+        self.assertEqual(statuses, [200] * 9 + [201], [self.desc(r) for r in results][:3])
+        self.assertEqual(sorted(r.body["status"] for r in results),
+                         ["created"] + ["duplicate"] * 9)
+        self.assertEqual(len({r.body["interaction_id"] for r in results}), 1)
+        agg = self.get_profile(cid)["aggregates"]
+        self.assertEqual(agg["interaction_count"], 1)
+        self.assertMoney(agg["revenue"], {"EUR": 3})
+        self.assertEqual(len(self.all_items(cid)), 1)
+
+    def test_ingest_by_identifiers(self):
+        email = new_email()
+        # Unknown identifier -> customer created in the same transaction.
+        b1 = self.assertJson(ingest(identifiers=[email_id(" %s " % email.upper())]), 201)
+        self.assertEqual(b1["status"], "created")
+        cid = b1["customer_id"]
+        self.assertRegex(cid, UUID_RE)
+        prof = self.get_profile(cid)
+        self.assertEqual([(i["kind"], i["value"]) for i in prof["identifiers"]],
+                         [("email", email)])
+        # Known identifier -> same customer.
+        b2 = self.assertJson(ingest(identifiers=[email_id(email)]), 201)
+        self.assertEqual(b2["customer_id"], cid)
+        self.assertEqual(self.get_profile(cid)["aggregates"]["interaction_count"], 2)
+
+    def test_content_type_with_charset_accepted(self):
+        cid = self.create_customer()
+        r = post("/v1/interactions", interaction(cid),
+                 content_type="application/json; charset=utf-8")
+        self.assertEqual(self.assertJson(r, 201)["status"], "created")
+
+    def test_interaction_item_fields(self):
+        cid = self.create_customer()
+        ext = "full-" + uid()
+        b = self.ingest_ok(cid, source="pos-eu", external_id=ext, channel="store",
+                           type="purchase", occurred_at="2026-11-20T16:04:05+01:00",
+                           amount="59.90", currency="EUR", cost=4.1,
+                           tags=["Premium_Support", "running", "RUNNING"],
+                           payload={"sku": "X1", "n": [1, 2, {"k": None}]})
+        bare = self.ingest_ok(cid, occurred_at="2026-11-19T00:00:00Z")
+        items = self.all_items(cid)
+        self.assertEqual([i["interaction_id"] for i in items],
+                         [b["interaction_id"], bare["interaction_id"]])
+        it = items[0]
+        self.assertEqual(it["customer_id"], cid)
+        self.assertEqual((it["source"], it["external_id"]), ("pos-eu", ext))
+        self.assertEqual((it["channel"], it["type"]), ("store", "purchase"))
+        self.assertEqual(it["occurred_at"], "2026-11-20T15:04:05.000000Z")
+        self.assertTimestamp(it["received_at"])
+        self.assertIsInstance(it["amount"], (int, float))
+        self.assertAlmostEqual(it["amount"], 59.9)
+        self.assertEqual(it["currency"], "EUR")
+        self.assertAlmostEqual(it["cost"], 4.1)
+        self.assertEqual(sorted(it["tags"]), ["premium_support", "running"])
+        self.assertEqual(it["payload"], {"sku": "X1", "n": [1, 2, {"k": None}]})
+        it2 = items[1]
+        self.assertIsNone(it2["amount"])
+        self.assertIsNone(it2["currency"])
+        self.assertIsNone(it2["cost"])
+        self.assertEqual(it2["tags"], [])
+        self.assertEqual(it2["payload"], {})
+        self.assertEqual(it2["occurred_at"], "2026-11-19T00:00:00.000000Z")
+
+
+# ---------------------------------------------------------------------------
+# 6. batch
+
+class BatchTests(ApiTestCase):
+    def test_partial_failure(self):
+        cid = self.create_customer()
+        new_mail = new_email("batch")
+        good = interaction(cid, external_id="b0-" + uid(), channel="web", type="page_view",
+                           occurred_at="2026-05-01T10:00:00Z")
+        bad = interaction(cid, channel="fax")
+        dup = dict(good)
+        good_ids = interaction(identifiers=[email_id(new_mail)], type="purchase",
+                               amount=7.5, currency="EUR", occurred_at="2026-05-02T10:00:00Z")
+        missing = interaction(str(uuid.uuid4()))
+        r = post("/v1/interactions:batch", {"items": [good, bad, dup, good_ids, missing]})
+        body = self.assertJson(r, 200)
+        self.assertEqual((body["created"], body["duplicates"], body["failed"]), (2, 1, 2), body)
+        res = body["results"]
+        self.assertEqual([x["index"] for x in res], [0, 1, 2, 3, 4])
+        self.assertEqual([x["status"] for x in res],
+                         ["created", "failed", "duplicate", "created", "failed"])
+        self.assertEqual(res[0]["customer_id"], cid)
+        self.assertRegex(res[0]["interaction_id"], UUID_RE)
+        self.assertEqual(res[2]["interaction_id"], res[0]["interaction_id"])
+        self.assertEqual(res[2]["customer_id"], cid)
+        p1 = res[1]["problem"]
+        self.assertProblemDoc(p1, 422, "validation-failed")
+        # pointers are into the whole batch body (openapi.yaml BatchItemFailed)
+        self.assertIn("/items/1/channel", [e["pointer"] for e in p1["errors"]], p1)
+        self.assertIsNone(res[1].get("interaction_id"))
+        self.assertProblemDoc(res[4]["problem"], 404, "not-found")
+
+        self.assertEqual([i["interaction_id"] for i in self.all_items(cid)],
+                         [res[0]["interaction_id"]])
+        new_cid = res[3]["customer_id"]
+        self.assertRegex(new_cid, UUID_RE)
+        self.assertNotEqual(new_cid, cid)
+        found = self.assertJson(get(query("/v1/customers", {"email": new_mail})), 200)
+        self.assertEqual(found["customer_id"], new_cid)
+        self.assertEqual([i["interaction_id"] for i in self.all_items(new_cid)],
+                         [res[3]["interaction_id"]])
+        self.assertMoney(found["aggregates"]["revenue"], {"EUR": 7.5})
+
+        # Re-sending the whole batch: the good ones are duplicates now.
+        body2 = self.assertJson(post("/v1/interactions:batch", {"items": [good, good_ids]}), 200)
+        self.assertEqual((body2["created"], body2["duplicates"], body2["failed"]), (0, 2, 0))
+        self.assertEqual([x["interaction_id"] for x in body2["results"]],
+                         [res[0]["interaction_id"], res[3]["interaction_id"]])
+
+    def test_bad_envelopes(self):
+        cases = [("empty items", {"items": []}, "/items"),
+                 ("missing items", {}, "/items"),
+                 ("items not an array", {"items": {"a": 1}}, "/items"),
+                 ("unknown field", {"items": [interaction(str(uuid.uuid4()))], "x": 1}, "/x")]
+        for name, body, pointer in cases:
+            with self.subTest(name):
+                self.assertProblem(post("/v1/interactions:batch", body), 422,
+                                   "validation-failed", instance="/v1/interactions:batch",
+                                   pointers=[pointer])
+        self.assertProblem(post("/v1/interactions:batch", raw=b"[1,2]"), 400, "malformed-json")
+
+
+# ---------------------------------------------------------------------------
+# 7. timeline pagination
+
+class TimelineTests(ApiTestCase):
+    @classmethod
+    def setUpClass(cls):
+        # 25 interactions: minutes 0..23 plus a second one at minute 14, so that
+        # newest-first positions 9 and 10 share an occurred_at (tie across the
+        # first page boundary with limit=10).
+        r = resolve([email_id(new_email("tl"))])
+        if r.status != 201:
+            raise AssertionError("setup resolve failed: %r" % (r,))
+        cls.cid = r.body["customer_id"]
+        cls.expected = []  # (occurred_at, interaction_id, channel, type)
+        minutes = list(range(24)) + [14]
+        for n, minute in enumerate(minutes):
+            channel = "web" if n % 2 == 0 else "store"
+            typ = "purchase" if n % 5 == 0 else "page_view"
+            occurred = "2026-06-01T10:%02d:00Z" % minute
+            body = interaction(cls.cid, channel=channel, type=typ, occurred_at=occurred)
+            if typ == "purchase":
+                body.update(amount=1, currency="EUR")
+            r = post("/v1/interactions", body)
+            if r.status != 201:
+                raise AssertionError("setup ingest failed: %r" % (r,))
+            cls.expected.append(("2026-06-01T10:%02d:00.000000Z" % minute,
+                                 r.body["interaction_id"], channel, typ))
+        # newest first by occurred_at, then interaction_id (both descending)
+        cls.expected.sort(key=lambda x: (x[0], x[1]), reverse=True)
+
+    def pages(self, limit, **params):
+        ids, pages, cursor = [], [], None
+        for _ in range(100):
+            q = dict(params, limit=limit)
+            if cursor is not None:
+                q["cursor"] = cursor
+            body = self.assertJson(timeline(self.cid, **q), 200)
+            self.assertEqual(body["customer_id"], self.cid)
+            pages.append(len(body["items"]))
+            ids.extend(i["interaction_id"] for i in body["items"])
+            cursor = body["next_cursor"]
+            if cursor is None:
+                return ids, pages
+            self.assertIsInstance(cursor, str)
+            self.assertTrue(cursor)
+        self.fail("pagination did not terminate")
+
+    def test_pages_of_ten(self):
+        self.assertEqual(self.expected[9][0], self.expected[10][0])  # tie across boundary
+        ids, pages = self.pages(10)
+        self.assertEqual(pages, [10, 10, 5])
+        self.assertEqual(len(ids), len(set(ids)), "duplicates across pages")
+        self.assertEqual(ids, [e[1] for e in self.expected])
+
+    def test_small_pages_and_default_limit(self):
+        ids, pages = self.pages(3)
+        self.assertEqual(pages, [3] * 8 + [1])
+        self.assertEqual(ids, [e[1] for e in self.expected])
+        body = self.assertJson(timeline(self.cid), 200)  # default limit 50
+        self.assertEqual([i["interaction_id"] for i in body["items"]],
+                         [e[1] for e in self.expected])
+        self.assertIsNone(body["next_cursor"])
+        self.assertEqual([i["occurred_at"] for i in body["items"]],
+                         [e[0] for e in self.expected])
+
+    def test_filters(self):
+        web = [e[1] for e in self.expected if e[2] == "web"]
+        self.assertEqual(self.all_items_ids(channel="web"), web)
+        ids, _ = self.pages(4, channel="web")
+        self.assertEqual(ids, web)
+        purchases = [e[1] for e in self.expected if e[3] == "purchase"]
+        self.assertEqual(self.all_items_ids(type="purchase"), purchases)
+        both = [e[1] for e in self.expected if e[2] == "store" and e[3] == "purchase"]
+        self.assertEqual(self.all_items_ids(channel="store", type="purchase"), both)
+        # since inclusive, until exclusive: minutes 5..9
+        window = [e[1] for e in self.expected
+                  if "2026-06-01T10:05:00" <= e[0] < "2026-06-01T10:10:00"]
+        self.assertEqual(len(window), 5)
+        self.assertEqual(self.all_items_ids(since="2026-06-01T10:05:00Z",
+                                            until="2026-06-01T10:10:00Z"), window)
+        # same window expressed with an offset
+        self.assertEqual(self.all_items_ids(since="2026-06-01T12:05:00+02:00",
+                                            until="2026-06-01T12:10:00+02:00"), window)
+        self.assertEqual(self.all_items_ids(since="2026-06-01T10:14:00Z",
+                                            until="2026-06-01T10:15:00Z"),
+                         [e[1] for e in self.expected if e[0].startswith("2026-06-01T10:14")])
+        self.assertEqual(len(self.all_items_ids(since="2026-06-01T10:14:00Z",
+                                                until="2026-06-01T10:15:00Z")), 2)
+        self.assertEqual(self.all_items_ids(since="2027-01-01T00:00:00Z"), [])
+
+    def all_items_ids(self, **params):
+        return [i["interaction_id"] for i in self.all_items(self.cid, **params)]
+
+    def test_bad_queries(self):
+        path = "/v1/customers/%s/interactions" % self.cid
+        cases = [{"cursor": "not-a-cursor"}, {"cursor": "!!!"},
+                 {"limit": "0"}, {"limit": "501"}, {"limit": "-1"}, {"limit": "abc"},
+                 {"since": "yesterday"}, {"until": "2026-13-01T00:00:00Z"},
+                 {"channel": "fax"}, {"type": "wave"}]
+        for params in cases:
+            with self.subTest(params):
+                self.assertProblem(get(query(path, params)), 400, "invalid-query")
+        for limit in ("1", "500"):
+            self.assertJson(get(query(path, {"limit": limit})), 200)
+
+    def test_unknown_customer(self):
+        self.assertProblem(timeline(str(uuid.uuid4())), 404, "not-found")
+        self.assertProblem(get("/v1/customers/not-a-uuid/interactions"), 400, "invalid-uuid")
+
+
+# ---------------------------------------------------------------------------
+# 8. profile aggregates
+
+class AggregateTests(ApiTestCase):
+    def test_aggregates(self):
+        cid = self.create_customer()
+        rows = [
+            dict(channel="store", type="purchase", amount=100.25, currency="EUR", cost=2.5,
+                 occurred_at="2026-03-01T10:00:00+01:00"),
+            dict(channel="web", type="purchase", amount=40, currency="USD",
+                 occurred_at="2026-03-05T12:00:00Z"),
+            dict(channel="web", type="purchase", amount="19.50", currency="EUR",
+                 occurred_at="2026-03-03T00:00:00Z"),
+            dict(channel="store", type="return", amount=30, currency="EUR",
+                 occurred_at="2026-03-06T08:00:00Z"),
+            dict(channel="phone", type="complaint", cost=7.25, currency="EUR",
+                 occurred_at="2026-03-07T09:30:00.123456Z"),
+            dict(channel="email", type="feedback",
+                 occurred_at="2026-02-28T23:59:59-01:00"),
+        ]
+        for row in rows:
+            self.ingest_ok(cid, **row)
+        agg = self.get_profile(cid)["aggregates"]
+        self.assertEqual(agg["interaction_count"], 6)
+        self.assertMoney(agg["revenue"], {"EUR": 119.75, "USD": 40})
+        self.assertEqual(agg["returns"]["count"], 1)
+        self.assertMoney(agg["returns"]["amount"], {"EUR": 30})
+        self.assertEqual(agg["complaints"], 1)
+        self.assertMoney(agg["cost"], {"EUR": 9.75})
+        self.assertEqual(agg["by_channel"], {"store": 2, "web": 2, "phone": 1, "email": 1})
+        self.assertEqual(agg["by_type"], {"purchase": 3, "return": 1, "complaint": 1,
+                                          "feedback": 1})
+        self.assertEqual(agg["first_seen"], "2026-03-01T00:59:59.000000Z")
+        self.assertEqual(agg["last_seen"], "2026-03-07T09:30:00.123456Z")
+
+    def test_empty_aggregates(self):
+        cid = self.create_customer()
+        agg = self.get_profile(cid)["aggregates"]
+        self.assertIsNone(agg["first_seen"])
+        self.assertIsNone(agg["last_seen"])
+        self.assertEqual(agg["interaction_count"], 0)
+        self.assertEqual(agg["complaints"], 0)
+        self.assertEqual(agg["returns"]["count"], 0)
+        for key in ("by_channel", "by_type", "revenue", "cost"):
+            self.assertEqual({k: v for k, v in agg[key].items() if v}, {}, key)
+
+
+# ---------------------------------------------------------------------------
+# 9. traits
+
+class TraitTests(ApiTestCase):
+    def path(self, cid):
+        return "/v1/customers/%s/traits" % cid
+
+    def test_set_and_remove(self):
+        cid = self.create_customer(source="src1", traits={
+            "first_name": "Ann", "last_name": "Lee", "address": {"city": "Lyon"},
+            "attributes": {"a": 1, "b": "x"}})
+        r = patch(self.path(cid), {"source": "crm-ui", "traits": {
+            "last_name": None, "gender": "f", "birthday": "2000-02-29",
+            "attributes": {"b": None, "c": [1, 2]}}})
+        prof = self.assertJson(r, 200)
+        self.assertEqual(prof["customer_id"], cid)
+        expected = {"first_name": "Ann", "gender": "f", "birthday": "2000-02-29",
+                    "address": {"city": "Lyon"}, "attributes": {"a": 1, "c": [1, 2]}}
+        self.assertTraits(prof["traits"], expected)
+        ts = prof["trait_sources"]
+        self.assertEqual(ts["first_name"]["source"], "src1")
+        self.assertEqual(ts["address"]["source"], "src1")
+        self.assertEqual(ts["attributes.a"]["source"], "src1")
+        self.assertEqual(ts["gender"]["source"], "crm-ui")
+        self.assertEqual(ts["birthday"]["source"], "crm-ui")
+        self.assertEqual(ts["attributes.c"]["source"], "crm-ui")
+        for v in ts.values():
+            self.assertTimestamp(v["updated_at"])
+        self.assertGreater(ts["gender"]["updated_at"], ts["first_name"]["updated_at"])
+        self.assertTraits(self.get_profile(cid)["traits"], expected)
+
+        # Last writer wins per field.
+        r2 = patch(self.path(cid), {"source": "crm-2", "traits": {"first_name": "Anne"}})
+        prof2 = self.assertJson(r2, 200)
+        self.assertTraits(prof2["traits"], dict(expected, first_name="Anne"))
+        self.assertEqual(prof2["trait_sources"]["first_name"]["source"], "crm-2")
+        self.assertEqual(prof2["trait_sources"]["gender"]["source"], "crm-ui")
+
+        # Resolve with traits also updates them.
+        email = prof2["identifiers"][0]["value"]
+        body = self.assertJson(resolve([email_id(email)], source="shop",
+                                       traits={"attributes": {"a": None}}), 200)
+        self.assertEqual(body["customer"]["traits"]["attributes"], {"c": [1, 2]})
+
+    def test_invalid_traits_change_nothing(self):
+        cid = self.create_customer(traits={"first_name": "Ann"})
+        cases = [
+            ("unknown key", {"favourite_colour": "red"}, "/traits/favourite_colour"),
+            ("impossible birthday", {"birthday": "1990-02-30"}, "/traits/birthday"),
+            ("birthday format", {"birthday": "01/04/1990"}, "/traits/birthday"),
+            ("first_name too long", {"first_name": "x" * 201}, "/traits/first_name"),
+            ("first_name not a string", {"first_name": 5}, "/traits/first_name"),
+            ("gender too long", {"gender": "g" * 51}, "/traits/gender"),
+            ("empty first_name", {"first_name": ""}, "/traits/first_name"),
+            ("empty gender", {"gender": ""}, "/traits/gender"),
+            ("birthday year 1899", {"birthday": "1899-12-31"}, "/traits/birthday"),
+            ("address not an object", {"address": "Lyon"}, "/traits/address"),
+            ("attributes not an object", {"attributes": [1]}, "/traits/attributes"),
+            ("valid + invalid", {"first_name": "Changed", "birthday": "1990-02-30"},
+             "/traits/birthday"),
+        ]
+        for name, traits, pointer in cases:
+            with self.subTest(name):
+                r = patch(self.path(cid), {"source": "crm-ui", "traits": traits})
+                self.assertProblem(r, 422, "validation-failed", instance=self.path(cid),
+                                   pointers=[pointer])
+        r = patch(self.path(cid), {"source": "crm-ui", "traits": {"attributes": {"k" * 65: 1}}})
+        doc = self.assertProblem(r, 422, "validation-failed")
+        self.assertTrue(any(e["pointer"].startswith("/traits/attributes") for e in doc["errors"]),
+                        doc)
+        self.assertTraits(self.get_profile(cid)["traits"], {"first_name": "Ann"})
+        self.assertProblem(patch(self.path(cid), {"traits": {"gender": "f"}}), 422,
+                           "validation-failed", pointers=["/source"])
+        self.assertTraits(self.get_profile(cid)["traits"], {"first_name": "Ann"})
+
+    def test_length_limits_count_characters(self):
+        cid = self.create_customer()
+        traits = {"first_name": "é" * 200, "gender": "ü" * 50, "birthday": "2999-12-31",
+                  "attributes": {"k" * 64: True}}
+        prof = self.assertJson(patch(self.path(cid), {"source": "s" * 64, "traits": traits}), 200)
+        self.assertTraits(prof["traits"], traits)
+        self.assertEqual(prof["trait_sources"]["first_name"]["source"], "s" * 64)
+
+    def test_unknown_and_bad_ids(self):
+        body = {"source": "crm-ui", "traits": {"gender": "f"}}
+        self.assertProblem(patch(self.path(uuid.uuid4()), body), 404, "not-found")
+        self.assertProblem(patch(self.path("1234"), body), 400, "invalid-uuid")
+
+
+# ---------------------------------------------------------------------------
+# 10. lookup
+
+class LookupTests(ApiTestCase):
+    def test_lookup_kinds(self):
+        ext = "Cust-" + uid()
+        email = new_email("lk")
+        device = "dev-" + uid()
+        card = uid()[:8]
+        cid = self.create_customer([ext_id(ext, "shopify"), email_id(email),
+                                    {"kind": "device", "value": device},
+                                    {"kind": "loyalty_card", "value": "lc-%s 99" % card}])
+        found = [
+            {"kind": "external", "namespace": "shopify", "value": ext},
+            {"kind": "external", "namespace": "SHOPIFY", "value": " %s " % ext},
+            {"kind": "email", "value": email},
+            {"email": email.upper()},
+            {"device": device},
+            {"loyalty_card": "LC%s99" % card.upper()},
+            {"loyalty_card": "lc %s-99" % card},
+            {"kind": "loyalty_card", "value": "LC%s99" % card.upper()},
+        ]
+        for params in found:
+            with self.subTest(params):
+                prof = self.assertJson(get(query("/v1/customers", params)), 200)
+                self.assertEqual(prof["customer_id"], cid)
+        prof = self.get_profile(cid)
+        by_kind = {i["kind"]: i for i in prof["identifiers"]}
+        self.assertEqual(by_kind["external"]["namespace"], "shopify")
+        self.assertEqual(by_kind["external"]["value"], ext)
+        self.assertNotIn("namespace", by_kind["email"])
+        self.assertNotIn("namespace", by_kind["loyalty_card"])
+        self.assertEqual(by_kind["loyalty_card"]["value"], "LC%s99" % card.upper())
+
+        not_found = [
+            {"kind": "external", "namespace": "shopify", "value": ext.lower()},
+            {"kind": "external", "namespace": "magento", "value": ext},
+            {"email": new_email("nobody")},
+            {"device": device.upper()},
+            {"phone": new_phone()[0]},
+        ]
+        for params in not_found:
+            with self.subTest(params):
+                self.assertProblem(get(query("/v1/customers", params)), 404, "not-found")
+
+    def test_bad_lookups(self):
+        cases = [
+            {"kind": "fax", "value": "123"},
+            {},
+            {"kind": "email"},
+            {"email": "not-an-email"},
+            {"phone": "call me"},
+            {"kind": "external", "value": "no-namespace"},
+        ]
+        for params in cases:
+            with self.subTest(params):
+                self.assertProblem(get(query("/v1/customers", params)), 400, "invalid-query")
+
+
+# ---------------------------------------------------------------------------
+# 11. errors
+
+class ErrorTests(ApiTestCase):
+    def test_malformed_json(self):
+        for raw in (b'{"source": ', b"{'a': 1}", b"", b'{"a": 1} trailing'):
+            with self.subTest(raw=raw):
+                self.assertProblem(post("/v1/interactions", raw=raw), 400, "malformed-json",
+                                   instance="/v1/interactions")
+
+    def test_non_object_json(self):
+        for raw in (b"[]", b'[{"source": "x"}]', b'"text"', b"42", b"null"):
+            with self.subTest(raw=raw):
+                self.assertProblem(post("/v1/interactions", raw=raw), 400, "malformed-json")
+        self.assertProblem(post("/v1/customers:resolve", raw=b"[]"), 400, "malformed-json")
+
+    def test_wrong_types(self):
+        cid = self.create_customer()
+        self.assertProblem(ingest(cid, amount="abc", currency="EUR"), 422,
+                           "validation-failed", pointers=["/amount"])
+        self.assertProblem(ingest(cid, channel=5), 422, "validation-failed",
+                           pointers=["/channel"])
+        self.assertProblem(ingest(cid, tags="running"), 422, "validation-failed",
+                           pointers=["/tags"])
+        self.assertProblem(ingest(cid, payload=[1]), 422, "validation-failed",
+                           pointers=["/payload"])
+        self.assertProblem(ingest(cid, occurred_at=1700000000), 422, "validation-failed",
+                           pointers=["/occurred_at"])
+
+    def test_all_field_errors_reported(self):
+        doc = self.assertProblem(ingest(self.create_customer(), amount="abc", currency="EUR",
+                                        channel=5), 422, "validation-failed",
+                                 pointers=["/amount", "/channel"])
+        self.assertEqual(len(doc["errors"]), 2, doc)
+
+    def test_field_validation(self):
+        cid = self.create_customer()
+        cases = [
+            ("unknown channel", dict(channel="fax"), "/channel"),
+            ("unknown type", dict(type="wave"), "/type"),
+            ("unknown field", dict(ocurred_at="2026-11-20T15:04:05Z"), "/ocurred_at"),
+            ("amount without currency", dict(amount=5), "/currency"),
+            ("cost without currency", dict(cost=5), "/currency"),
+            ("negative amount", dict(amount=-1, currency="EUR"), "/amount"),
+            ("amount too big", dict(amount=1e12, currency="EUR"), "/amount"),
+            ("lower-case currency", dict(amount=1, currency="eur"), "/currency"),
+            ("no offset", dict(occurred_at="2026-11-20T15:04:05"), "/occurred_at"),
+            ("year 1899", dict(occurred_at="1899-12-31T23:59:59Z"), "/occurred_at"),
+            ("year 3000", dict(occurred_at="3000-01-01T00:00:00Z"), "/occurred_at"),
+            ("bad date", dict(occurred_at="2026-02-30T00:00:00Z"), "/occurred_at"),
+            ("33 tags", dict(tags=["t%d" % i for i in range(33)]), "/tags"),
+            ("empty tag", dict(tags=["ok", ""]), "/tags/1"),
+            ("tag too long", dict(tags=["t" * 65]), "/tags/0"),
+            ("tag over 64 bytes", dict(tags=["ok", "é" * 33]), "/tags/1"),
+            ("amount 5 fraction digits", dict(amount="1.23456", currency="EUR"), "/amount"),
+            ("amount 13 integer digits", dict(amount="1000000000000", currency="EUR"),
+             "/amount"),
+            ("amount not decimal", dict(amount="1e3", currency="EUR"), "/amount"),
+            ("amount null, cost without currency", dict(amount=None, cost=1), "/currency"),
+            ("empty external_id", dict(external_id=""), "/external_id"),
+            ("external_id too long", dict(external_id="e" * 257), "/external_id"),
+            ("source too long", dict(source="s" * 65), "/source"),
+            ("customer_id not a uuid", dict(customer_id="abc"), "/customer_id"),
+        ]
+        for name, fields, pointer in cases:
+            with self.subTest(name):
+                body = dict(interaction(cid), **fields)
+                self.assertProblem(post("/v1/interactions", body), 422, "validation-failed",
+                                   instance="/v1/interactions", pointers=[pointer])
+        for field in ("occurred_at", "source", "external_id", "channel", "type"):
+            with self.subTest(missing=field):
+                body = interaction(cid)
+                del body[field]
+                self.assertProblem(post("/v1/interactions", body), 422, "validation-failed",
+                                   pointers=["/" + field])
+        self.assertEqual(self.get_profile(cid)["aggregates"]["interaction_count"], 0)
+        # Boundaries that are allowed.
+        self.ingest_ok(cid, tags=["t%d" % i for i in range(32)],
+                       occurred_at="1900-01-01T00:00:00Z", amount=0, currency="EUR")
+        self.ingest_ok(cid, occurred_at="2999-12-31T23:59:59Z", amount=999999999999.99,
+                       currency="EUR")
+        self.ingest_ok(cid, tags=["é" * 32], amount="999999999999.9999", currency="EUR")
+        # null means the same as leaving the field out
+        nulls = self.ingest_ok(cid, amount=None, cost=None, currency=None)
+        # numbers are stored rounded to 4 decimals
+        rounded = self.ingest_ok(cid, amount=1.23456, cost=0.00004, currency="USD")
+        items = {i["interaction_id"]: i for i in self.all_items(cid)}
+        it = items[nulls["interaction_id"]]
+        self.assertEqual((it["amount"], it["cost"], it["currency"]), (None, None, None))
+        it = items[rounded["interaction_id"]]
+        self.assertAlmostEqual(it["amount"], 1.2346, places=9)
+        self.assertAlmostEqual(it["cost"], 0.0, places=9)
+        self.assertEqual(it["currency"], "USD")
+
+    def test_customer_reference_rules(self):
+        cid = self.create_customer()
+        email = new_email()
+        both = interaction(cid, identifiers=[email_id(email)])
+        self.assertProblem(post("/v1/interactions", both), 422, "validation-failed")
+        self.assertProblem(ingest(), 422, "validation-failed")  # neither
+        self.assertProblem(get(query("/v1/customers", {"email": email})), 404, "not-found")
+
+    def test_oversized_body(self):
+        cid = str(uuid.uuid4())
+        body = interaction(cid, payload={"blob": "x" * 70000})
+        self.assertProblem(post("/v1/interactions", body), 413, "payload-too-large")
+        self.assertProblem(post("/v1/interactions:batch",
+                                {"items": [interaction(cid, payload={"b": "y" * 40000}),
+                                           interaction(cid, payload={"b": "y" * 40000})]}),
+                           413, "payload-too-large")
+        # server is still fine afterwards
+        self.assertJson(get("/health"), 200)
+
+    def test_body_limit_boundary(self):
+        cid = self.create_customer()
+
+        def sized(n):
+            body = interaction(cid, payload={"pad": ""})
+            base = len(json.dumps(body, ensure_ascii=False).encode())
+            body["payload"]["pad"] = "p" * (n - base)
+            raw = json.dumps(body, ensure_ascii=False).encode()
+            self.assertEqual(len(raw), n)
+            return raw
+
+        self.assertProblem(post("/v1/interactions", raw=sized(harness.BODY_LIMIT + 1)),
+                           413, "payload-too-large")
+        r = post("/v1/interactions", raw=sized(harness.BODY_LIMIT))
+        self.assertEqual(self.assertJson(r, 201)["status"], "created")
+
+    def test_unknown_customer(self):
+        unknown = str(uuid.uuid4())
+        self.assertProblem(profile(unknown), 404, "not-found",
+                           instance="/v1/customers/%s" % unknown)
+        self.assertProblem(ingest(unknown), 404, "not-found", instance="/v1/interactions")
+
+    def test_bad_uuid_in_path(self):
+        for bad in ("not-a-uuid", "1234", "0f8fad5b-d9cb-469f-a165-70867728950",
+                    "0f8fad5b-d9cb-469f-a165-70867728950ez"):
+            with self.subTest(bad):
+                self.assertProblem(get("/v1/customers/" + bad), 400, "invalid-uuid")
+
+    def test_invalid_utf8(self):
+        raw = b'{"identifiers": [{"kind": "email", "value": "a\xff\xfe@example.com"}], ' \
+              b'"source": "e2e"}'
+        self.assertProblem(post("/v1/customers:resolve", raw=raw), 400, "invalid-utf8")
+        cid = self.create_customer()
+        raw2 = ('{"customer_id": "%s", "source": "e2e", "external_id": "u-%s", '
+                '"channel": "web", "type": "visit", "occurred_at": "2026-01-01T00:00:00Z", '
+                '"payload": {"note": "' % (cid, uid())).encode() + b'caf\xc3' + b'"}}'
+        self.assertProblem(post("/v1/interactions", raw=raw2), 400, "invalid-utf8")
+        self.assertEqual(self.get_profile(cid)["aggregates"]["interaction_count"], 0)
+        self.assertProblem(get("/v1/customers?email=%FF%FE%40example.com"), 400,
+                           "invalid-utf8")
+
+    def test_valid_utf8_round_trip(self):
+        cid = self.create_customer(traits={"first_name": "Zoë", "last_name": "日本"})
+        self.assertTraits(self.get_profile(cid)["traits"], {"first_name": "Zoë",
+                                                           "last_name": "日本"})
+
+    def test_wrong_content_type(self):
+        cid = self.create_customer()
+        body = interaction(cid)
+        for ctype in ("text/plain", "application/x-www-form-urlencoded"):
+            with self.subTest(ctype):
+                r = post("/v1/interactions", body, content_type=ctype)
+                self.assertProblem(r, 415, "unsupported-media-type")
+        r = patch("/v1/customers/%s/traits" % cid, {"source": "x", "traits": {}},
+                  content_type="text/plain")
+        self.assertProblem(r, 415, "unsupported-media-type")
+        self.assertEqual(self.all_items(cid), [])
+
+    def test_unknown_route(self):
+        for method, path in (("GET", "/v1/nope"), ("GET", "/"), ("POST", "/v2/interactions"),
+                             ("GET", "/v1/customers/%s/nope" % uuid.uuid4())):
+            with self.subTest(path=path):
+                kw = {"json_body": {}} if method == "POST" else {}
+                self.assertProblem(request(method, path, **kw), 404, "not-found")
+
+    def test_method_not_allowed(self):
+        cid = str(uuid.uuid4())
+        cases = [("DELETE", "/v1/interactions", "POST"),
+                 ("GET", "/v1/interactions", "POST"),
+                 ("GET", "/v1/customers:resolve", "POST"),
+                 ("DELETE", "/v1/customers/%s" % cid, "GET"),
+                 ("POST", "/v1/customers/%s/interactions" % cid, "GET"),
+                 ("GET", "/v1/customers/%s/traits" % cid, "PATCH"),
+                 ("POST", "/health", "GET")]
+        for method, path, allowed in cases:
+            with self.subTest(method=method, path=path):
+                kw = {"json_body": {}} if method == "POST" else {}
+                r = request(method, path, **kw)
+                self.assertProblem(r, 405, "method-not-allowed")
+                allow = {m.strip().upper() for m in (r.headers.get("Allow") or "").split(",")}
+                self.assertIn(allowed, allow, "Allow: %r" % r.headers.get("Allow"))
+                self.assertNotIn(method, allow, "Allow: %r" % r.headers.get("Allow"))
+
+    def test_no_partial_writes_on_resolve(self):
+        good = new_email("partial")
+        device = "dev-" + uid()
+        r = resolve([email_id(good), {"kind": "device", "value": device},
+                     email_id("broken-%s" % uid())])
+        doc = self.assertProblem(r, 422, "validation-failed")
+        self.assertTrue(any(e["pointer"].startswith("/identifiers/2") for e in doc["errors"]),
+                        doc)
+        self.assertProblem(get(query("/v1/customers", {"email": good})), 404, "not-found")
+        self.assertProblem(get(query("/v1/customers", {"device": device})), 404, "not-found")
+        # Invalid traits also reject the whole request.
+        r2 = resolve([email_id(good)], traits={"birthday": "1990-02-30"})
+        self.assertProblem(r2, 422, "validation-failed", pointers=["/traits/birthday"])
+        self.assertProblem(get(query("/v1/customers", {"email": good})), 404, "not-found")
+        # ... and an invalid interaction does not create its customer.
+        self.assertProblem(ingest(identifiers=[email_id(good)], channel="fax"), 422,
+                           "validation-failed", pointers=["/channel"])
+        self.assertProblem(get(query("/v1/customers", {"email": good})), 404, "not-found")
+
+
+if __name__ == "__main__":
+    sys.exit(harness.main())

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Lint openapi.yaml with Redocly CLI (config: redocly.yaml).
+# Fails on any lint error or warning.
+#
+# @redocly/cli is installed with npm into a cache directory (once) so that
+# repeated runs do not hit the network:
+#   ${XDG_CACHE_HOME:-$HOME/.cache}/crm-openapi-lint
+set -euo pipefail
+
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cache_dir="${XDG_CACHE_HOME:-$HOME/.cache}/crm-openapi-lint"
+redocly="$cache_dir/node_modules/.bin/redocly"
+# Pinned within the 1.x line: plain "@redocly/cli@1" resolves to 1.34.21, whose
+# dependency @redocly/respect-core@1.34.21 is not published on the registry, so
+# that install fails (ETARGET). Bump deliberately, checking that it installs.
+redocly_version="1.34.20"
+
+if ! command -v npm >/dev/null 2>&1; then
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "npm not found; installing nodejs and npm with apt-get" >&2
+        apt-get install -y nodejs npm
+    else
+        echo "error: npm is not on PATH. Install Node.js and npm (e.g. 'sudo apt-get install -y nodejs npm') and re-run." >&2
+        exit 1
+    fi
+fi
+
+if [ ! -x "$redocly" ] || [ "$("$redocly" --version 2>/dev/null)" != "$redocly_version" ]; then
+    echo "installing @redocly/cli@$redocly_version into $cache_dir" >&2
+    mkdir -p "$cache_dir"
+    npm install --no-audit --no-fund --prefix "$cache_dir" "@redocly/cli@$redocly_version" >&2
+fi
+
+cd "$repo_root"
+status=0
+output="$("$redocly" lint openapi.yaml 2>&1)" || status=$?
+printf '%s\n' "$output"
+
+if [ "$status" -ne 0 ]; then
+    echo "openapi lint: FAILED (errors, exit status $status)" >&2
+    exit "$status"
+fi
+if printf '%s\n' "$output" | grep -Eq 'You have [0-9]+ warnings?'; then
+    echo "openapi lint: FAILED (warnings are not allowed)" >&2
+    exit 1
+fi
+echo "openapi lint: OK" >&2
