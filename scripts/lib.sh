@@ -5,10 +5,13 @@
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 RUN_DIR=${CRM_RUN_DIR:-$ROOT/.run}
-PG_PORT=${CRM_PG_PORT:-54329}
 PG_DIR=$RUN_DIR/pg
 PG_DATA=$PG_DIR/data
-PG_SOCK=$PG_DIR/sock
+# Unix socket paths are limited to ~107 bytes, so the socket lives in /tmp
+# under a name derived from this checkout's path.
+PG_SOCK=/tmp/crm-pg-$(printf '%s' "$ROOT" | md5sum | cut -c1-10)
+# The port is chosen once per cluster (first free one from 54329) and kept.
+PG_PORT=${CRM_PG_PORT:-$(cat "$PG_DIR/port" 2>/dev/null || echo 54329)}
 PG_USER=crm
 
 PACKAGES=(gcc meson ninja-build pkg-config libmicrohttpd-dev libpq-dev libjansson-dev
@@ -65,12 +68,16 @@ build() {
     ninja -C "$ROOT/$dir" >/dev/null
 }
 
+port_in_use() {
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
 start_postgres() {
     local bin
     bin=$(pg_bindir)
     mkdir -p "$PG_DIR" "$PG_SOCK"
     if [ "$(id -u)" -eq 0 ]; then
-        chown -R postgres: "$PG_DIR"
+        chown -R postgres: "$PG_DIR" "$PG_SOCK"
         # postgres must be able to reach its data directory.
         local d=$PG_DIR
         while [ "$d" != "/" ]; do d=$(dirname "$d"); chmod o+x "$d" 2>/dev/null || true; done
@@ -83,9 +90,17 @@ start_postgres() {
     if as_pg_owner "$bin/pg_ctl" -D "$PG_DATA" status >/dev/null 2>&1; then
         log "PostgreSQL already running on port $PG_PORT"
     else
+        if [ ! -f "$PG_DIR/port" ] && [ -z "${CRM_PG_PORT:-}" ]; then
+            while port_in_use "$PG_PORT"; do PG_PORT=$((PG_PORT + 1)); done
+        fi
+        echo "$PG_PORT" > "$PG_DIR/port"
         log "starting PostgreSQL on port $PG_PORT (socket $PG_SOCK)"
-        as_pg_owner "$bin/pg_ctl" -D "$PG_DATA" -l "$PG_DIR/postgres.log" -w -t 60 \
-            -o "-p $PG_PORT -k $PG_SOCK -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=${CRM_PG_FSYNC:-on}" start >/dev/null
+        if ! as_pg_owner "$bin/pg_ctl" -D "$PG_DATA" -l "$PG_DIR/postgres.log" -w -t 60 \
+            -o "-p $PG_PORT -k $PG_SOCK -c listen_addresses=127.0.0.1 -c max_connections=300" \
+            start >/dev/null; then
+            tail -n 20 "$PG_DIR/postgres.log" >&2
+            return 1
+        fi
     fi
 }
 

@@ -47,11 +47,11 @@ run_unit() {
 
 # The e2e runner prints "e2e: N passed, N failed[, N skipped]".
 run_e2e() {
-    local label=$1 bin=$2 db=$3
-    create_database "$db" recreate
+    local label=$1 bin=$2 db=$3 script=$4
+    create_database "$db"
     local out
     out=$(CRM_BIN=$bin CRM_DATABASE_URL=$(conninfo "$db") CRM_E2E_LOGDIR=$LOG_DIR/$label \
-          python3 "$ROOT/tests/e2e/test_api.py" 2>&1)
+          CRM_PG_CTL=$ROOT/scripts/pgctl.sh python3 "$ROOT/tests/e2e/$script" 2>&1)
     local rc=$?
     echo "$out"
     local line
@@ -85,10 +85,17 @@ export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:exitcode=99}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1:exitcode=98}
 for t in "$ROOT"/build-asan/test_*; do [ -f "$t" ] && [ -x "$t" ] && CK_FORK=no run_unit "$t"; done
 
+# Fresh databases: migrations are tested from scratch on every run.
+create_database crm_test recreate
+create_database crm_test_asan recreate
 echo "== end-to-end tests (plain build)"
-run_e2e plain "$ROOT/build/crm-server" crm_test
+run_e2e plain "$ROOT/build/crm-server" crm_test test_api.py
+echo "== fault tests: PostgreSQL restarts under load (plain build)"
+run_e2e plain-faults "$ROOT/build/crm-server" crm_test test_faults.py
 echo "== end-to-end tests (ASan+UBSan build)"
-run_e2e asan "$ROOT/build-asan/crm-server" crm_test_asan
+run_e2e asan "$ROOT/build-asan/crm-server" crm_test_asan test_api.py
+echo "== fault tests (ASan+UBSan build)"
+run_e2e asan-faults "$ROOT/build-asan/crm-server" crm_test_asan test_faults.py
 
 if [ -x "$ROOT/tests/lint_openapi.sh" ]; then
     echo "== openapi.yaml lint"
