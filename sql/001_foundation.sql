@@ -238,11 +238,15 @@ BEGIN
       ORDER BY h;
 
     FOR attempt IN 1..5 LOOP
+        -- One primary-key lookup per identifier: LIMIT 1 stops the planner
+        -- from flattening this into a hash join over all identifiers.
         SELECT array_agg(DISTINCT d.customer_id ORDER BY d.customer_id) INTO ids
-          FROM crm.identifiers d
-          JOIN jsonb_array_elements(p_identifiers) AS i
-            ON d.kind = i->>'kind' AND d.namespace = coalesce(i->>'namespace', '')
-           AND d.value = i->>'value';
+          FROM jsonb_array_elements(p_identifiers) AS i
+          CROSS JOIN LATERAL (
+                SELECT x.customer_id FROM crm.identifiers x
+                 WHERE x.kind = i->>'kind' AND x.namespace = coalesce(i->>'namespace', '')
+                   AND x.value = i->>'value'
+                 LIMIT 1) AS d;
         IF ids IS NULL THEN
             EXIT;
         END IF;
