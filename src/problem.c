@@ -18,7 +18,7 @@ struct problem_def {
 };
 
 static const struct problem_def DEFS[PROBLEM_KIND_COUNT] = {
-    [PROBLEM_MALFORMED_JSON] = {400, "malformed-json", "Request body is not a JSON object"},
+    [PROBLEM_MALFORMED_JSON] = {400, "malformed-json", "Request body is not a valid JSON object"},
     [PROBLEM_INVALID_UTF8] = {400, "invalid-utf8", "Request is not valid UTF-8"},
     [PROBLEM_INVALID_UUID] = {400, "invalid-uuid", "Path contains an invalid UUID"},
     [PROBLEM_INVALID_QUERY] = {400, "invalid-query", "Invalid query parameter"},
