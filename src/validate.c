@@ -260,7 +260,7 @@ bool money_text(json_t *v, char *out, size_t cap, const char **why)
             *why = "must be >= 0 and < 1e12";
             return false;
         }
-        snprintf(out, cap, "%.4f", d);
+        snprintf(out, cap, "%.4f", d == 0 ? 0.0 : d); /* -0.0 prints as "-0.0000" */
         return true;
     }
     if (json_is_string(v)) {
