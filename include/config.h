@@ -20,6 +20,8 @@ struct config {
     int db_wait;            /* CRM_DB_WAIT, --db-wait: seconds to wait for the database at start */
     int drain_timeout;      /* CRM_DRAIN_TIMEOUT, --drain-timeout: seconds to finish requests on SIGTERM */
     bool migrate_only;      /* "migrate" subcommand */
+    bool recompute_value;   /* "recompute-value" subcommand */
+    char as_of[64];         /* --as-of: value as of this time (default now) */
     bool no_migrate;        /* --no-migrate */
     bool help;              /* --help */
 };

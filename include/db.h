@@ -55,6 +55,11 @@ bool db_error_is_transient(PGconn *conn, const PGresult *res);
 enum db_status db_call_json(struct db_pool *pool, const char *statement, int nparams,
                             const char *const *params, json_t **out, char *err, size_t errlen);
 
+/* The same for an unprepared, parameterised statement (dynamic SQL such as
+ * compiled segment rules; values still travel only as parameters). */
+enum db_status db_query_json(struct db_pool *pool, const char *sql, int nparams,
+                             const char *const *params, json_t **out, char *err, size_t errlen);
+
 /* Run a simple query (no parameters) once on a fresh connection; for migrations and checks. */
 PGconn *db_connect(const char *conninfo);
 

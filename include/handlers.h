@@ -36,6 +36,13 @@ struct response {
     char content_location[96];
     char allow[32];
     int retry_after; /* seconds; 0 = no header */
+    /* A streamed body instead of body (e.g. NDJSON exports): read returns
+     * the bytes written to buf, 0 at the end, -1 on error (the response is
+     * then cut short). free releases ctx when the response is done. */
+    const char *stream_content_type;
+    long (*stream_read)(void *ctx, char *buf, size_t max);
+    void (*stream_free)(void *ctx);
+    void *stream_ctx;
 };
 
 void handle_request(struct app *app, const struct request *req, struct response *res);
@@ -43,5 +50,17 @@ void handle_request(struct app *app, const struct request *req, struct response 
 /* Fill res with a problem document. */
 void respond_problem(struct response *res, enum problem_kind kind, const char *detail,
                      const char *instance);
+void respond_json(struct response *res, int status, json_t *body);
+/* 422 with the errors array (stolen). */
+void respond_validation(struct response *res, json_t *errors, const char *instance);
+/* 503 for DB_UNAVAILABLE, else 500 (logged). */
+void respond_db_failure(struct response *res, enum db_status st, const char *err,
+                        const char *instance);
+/* A query parameter checked for UTF-8; false (and res filled) when invalid. */
+bool query_param(const struct request *req, struct response *res, const char *key,
+                 const char **value);
+
+/* Value layer routes (handlers_value.c). */
+void handle_value_route(struct app *app, const struct request *req, struct response *res);
 
 #endif

@@ -74,6 +74,19 @@ CREATE TABLE crm.interaction_stats (
     PRIMARY KEY (customer_id, channel, type, currency)
 );
 
+-- Needs derived from interactions: every tag (reason for calling, product
+-- use, interest) counted per customer with its latest occurrence. Declared
+-- needs live in traits (attributes.interests) and are combined on read.
+CREATE TABLE crm.customer_needs (
+    customer_id  uuid NOT NULL REFERENCES crm.customers (customer_id),
+    need         text NOT NULL,
+    n            bigint NOT NULL,
+    first_at     timestamptz NOT NULL,
+    last_at      timestamptz NOT NULL,
+    PRIMARY KEY (customer_id, need)
+);
+CREATE INDEX customer_needs_need_idx ON crm.customer_needs (need, last_at);
+
 CREATE TABLE crm.merges (
     merge_id     bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     survivor_id  uuid NOT NULL REFERENCES crm.customers (customer_id),
@@ -200,6 +213,15 @@ BEGIN
             last_at = greatest(s.last_at, excluded.last_at);
     DELETE FROM crm.interaction_stats WHERE customer_id = p_absorbed;
 
+    INSERT INTO crm.customer_needs AS s
+    SELECT p_survivor, need, n, first_at, last_at
+      FROM crm.customer_needs WHERE customer_id = p_absorbed
+    ON CONFLICT (customer_id, need) DO UPDATE
+        SET n = s.n + excluded.n,
+            first_at = least(s.first_at, excluded.first_at),
+            last_at = greatest(s.last_at, excluded.last_at);
+    DELETE FROM crm.customer_needs WHERE customer_id = p_absorbed;
+
     -- Earlier absorbed customers now point straight at the new survivor.
     UPDATE crm.customers SET merged_into = p_survivor
      WHERE merged_into = p_absorbed;
@@ -290,6 +312,32 @@ BEGIN
                               'merged_ids', to_jsonb(merged));
 END $$;
 
+-- Needs: derived (interaction tags, with counts and recency) merged with
+-- declared ones (the attributes.interests trait, an array of strings).
+CREATE FUNCTION crm.customer_needs_doc(p_customer uuid) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT coalesce(jsonb_agg(jsonb_build_object(
+               'need', need, 'declared', declared, 'count', coalesce(n, 0),
+               'first_at', crm.ts(first_at), 'last_at', crm.ts(last_at))
+             ORDER BY coalesce(n, 0) DESC, need), '[]')
+      FROM (SELECT coalesce(d.need, dc.need) AS need, dc.need IS NOT NULL AS declared,
+                   d.n, d.first_at, d.last_at
+              FROM (SELECT need, n, first_at, last_at FROM crm.customer_needs
+                     WHERE customer_id = p_customer) AS d
+              FULL JOIN (SELECT DISTINCT lower(e) AS need
+                           FROM crm.traits t,
+                                jsonb_array_elements_text(
+                                    CASE WHEN jsonb_typeof(t.value) = 'array' THEN t.value
+                                         ELSE '[]' END) AS e
+                          WHERE t.customer_id = p_customer
+                            AND t.name = 'attributes.interests') AS dc
+                ON dc.need = d.need) AS x
+$$;
+
+-- Extra profile sections added by later migrations (value, preferences...).
+CREATE FUNCTION crm.profile_sections(p_customer uuid) RETURNS jsonb
+LANGUAGE sql STABLE AS $$ SELECT '{}'::jsonb $$;
+
 -- The single customer view as one JSON document. p_id may be an absorbed id.
 CREATE FUNCTION crm.profile(p_id uuid) RETURNS jsonb
 LANGUAGE plpgsql STABLE AS $$
@@ -353,7 +401,9 @@ BEGIN
                         SELECT currency, trim_scale(sum(cost)) AS cost FROM crm.interaction_stats
                          WHERE customer_id = c.customer_id AND currency <> ''
                          GROUP BY currency HAVING sum(cost) <> 0) x), '{}'))
-              FROM crm.interaction_stats s WHERE s.customer_id = c.customer_id))
+              FROM crm.interaction_stats s WHERE s.customer_id = c.customer_id),
+        'needs', crm.customer_needs_doc(c.customer_id))
+        || crm.profile_sections(c.customer_id)
       INTO doc
       FROM crm.customers c WHERE c.customer_id = sid;
     IF sid <> p_id THEN
@@ -442,6 +492,12 @@ BEGIN
     ON CONFLICT (customer_id, channel, type, currency) DO UPDATE
         SET n = s.n + 1, amount = s.amount + excluded.amount, cost = s.cost + excluded.cost,
             first_at = least(s.first_at, excluded.first_at),
+            last_at = greatest(s.last_at, excluded.last_at);
+
+    INSERT INTO crm.customer_needs AS s (customer_id, need, n, first_at, last_at)
+    SELECT cid, t, 1, p_occurred_at, p_occurred_at FROM unnest(p_tags) AS t
+    ON CONFLICT (customer_id, need) DO UPDATE
+        SET n = s.n + 1, first_at = least(s.first_at, excluded.first_at),
             last_at = greatest(s.last_at, excluded.last_at);
 
     RETURN jsonb_build_object('status', 'created', 'interaction_id', new_id, 'customer_id', cid);

@@ -31,15 +31,20 @@ static const struct setting SETTINGS[] = {
      offsetof(struct config, connection_timeout), 0, 1, 3600},
     {"--db-wait", "CRM_DB_WAIT", 'i', offsetof(struct config, db_wait), 0, 0, 3600},
     {"--drain-timeout", "CRM_DRAIN_TIMEOUT", 'i', offsetof(struct config, drain_timeout), 0, 0, 3600},
+    {"--as-of", "CRM_AS_OF", 's', offsetof(struct config, as_of), 64, 0, 0},
 };
 
 #define SETTING_COUNT (sizeof(SETTINGS) / sizeof(SETTINGS[0]))
 
 const char *config_usage(void)
 {
-    return "usage: crm-server [migrate] [options]\n"
+    return "usage: crm-server [migrate | recompute-value] [options]\n"
            "\n"
            "  migrate                    apply pending migrations and exit\n"
+           "  recompute-value            fit the CLV models, recompute value, RFM and tiers\n"
+           "                             for every customer (progress on stderr), and exit\n"
+           "  --as-of TIME               with recompute-value: value as of this RFC 3339 time\n"
+           "                             (CRM_AS_OF, default now)\n"
            "  --listen ADDR              listen address (CRM_LISTEN, default 127.0.0.1)\n"
            "  --port N                   TCP port (CRM_PORT, default 8080)\n"
            "  --db CONNINFO              PostgreSQL conninfo or URI (CRM_DATABASE_URL,\n"
@@ -119,6 +124,10 @@ bool config_load(struct config *cfg, int argc, char **argv, getenv_fn env, char 
         }
         if (a == 1 && strcmp(arg, "migrate") == 0) {
             cfg->migrate_only = true;
+            continue;
+        }
+        if (a == 1 && strcmp(arg, "recompute-value") == 0) {
+            cfg->recompute_value = true;
             continue;
         }
         for (size_t i = 0; i < SETTING_COUNT && !known; i++) {

@@ -189,8 +189,25 @@ bool db_error_is_transient(PGconn *conn, const PGresult *res)
            || strncmp(state, "57P0", 4) == 0; /* admin/crash shutdown, cannot connect now */
 }
 
+static enum db_status run_json(struct db_pool *pool, bool prepared, const char *statement,
+                               int nparams, const char *const *params, json_t **out, char *err,
+                               size_t errlen);
+
 enum db_status db_call_json(struct db_pool *pool, const char *statement, int nparams,
                             const char *const *params, json_t **out, char *err, size_t errlen)
+{
+    return run_json(pool, true, statement, nparams, params, out, err, errlen);
+}
+
+enum db_status db_query_json(struct db_pool *pool, const char *sql, int nparams,
+                             const char *const *params, json_t **out, char *err, size_t errlen)
+{
+    return run_json(pool, false, sql, nparams, params, out, err, errlen);
+}
+
+static enum db_status run_json(struct db_pool *pool, bool prepared, const char *statement,
+                               int nparams, const char *const *params, json_t **out, char *err,
+                               size_t errlen)
 {
     *out = NULL;
     snprintf(err, errlen, "database unavailable");
@@ -204,7 +221,8 @@ enum db_status db_call_json(struct db_pool *pool, const char *statement, int npa
         conn = db_acquire(pool, 5000);
         if (conn == NULL)
             continue;
-        res = PQexecPrepared(conn->pg, statement, nparams, params, NULL, NULL, 0);
+        res = prepared ? PQexecPrepared(conn->pg, statement, nparams, params, NULL, NULL, 0)
+                       : PQexecParams(conn->pg, statement, nparams, NULL, params, NULL, NULL, 0);
         if (PQresultStatus(res) == PGRES_TUPLES_OK) {
             enum db_status status = DB_OK;
             if (PQntuples(res) > 0 && !PQgetisnull(res, 0, 0)) {

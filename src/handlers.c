@@ -26,7 +26,7 @@ void respond_problem(struct response *res, enum problem_kind kind, const char *d
         res->retry_after = 1;
 }
 
-static void respond_json(struct response *res, int status, json_t *body)
+void respond_json(struct response *res, int status, json_t *body)
 {
     json_decref(res->body);
     res->status = status;
@@ -34,7 +34,7 @@ static void respond_json(struct response *res, int status, json_t *body)
     res->problem = false;
 }
 
-static void respond_validation(struct response *res, json_t *errors, const char *instance)
+void respond_validation(struct response *res, json_t *errors, const char *instance)
 {
     json_decref(res->body);
     res->status = 422;
@@ -42,7 +42,7 @@ static void respond_validation(struct response *res, json_t *errors, const char 
     res->problem = true;
 }
 
-static void respond_db_failure(struct response *res, enum db_status st, const char *err,
+void respond_db_failure(struct response *res, enum db_status st, const char *err,
                                const char *instance)
 {
     if (st == DB_UNAVAILABLE) {
@@ -55,7 +55,7 @@ static void respond_db_failure(struct response *res, enum db_status st, const ch
 }
 
 /* A query parameter, checked for UTF-8. Returns false (and responds) if invalid. */
-static bool query_param(const struct request *req, struct response *res, const char *key,
+bool query_param(const struct request *req, struct response *res, const char *key,
                         const char **value)
 {
     const char *v = req->query(req->query_ctx, key);
@@ -439,6 +439,6 @@ void handle_request(struct app *app, const struct request *req, struct response 
         handle_batch(app, req, res);
         break;
     default:
-        respond_problem(res, PROBLEM_NOT_FOUND, "no such route", req->path);
+        handle_value_route(app, req, res);
     }
 }

@@ -33,8 +33,51 @@ struct request_ctx {
     bool too_large;
 };
 
+struct stream {
+    long (*read)(void *ctx, char *buf, size_t max);
+    void (*free)(void *ctx);
+    void *ctx;
+};
+
+static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    struct stream *s = cls;
+    long n = s->read(s->ctx, buf, max);
+    if (n == 0)
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    if (n < 0)
+        return MHD_CONTENT_READER_END_WITH_ERROR;
+    return (ssize_t)n;
+}
+
+static void stream_release(void *cls)
+{
+    struct stream *s = cls;
+    s->free(s->ctx);
+    free(s);
+}
+
+static enum MHD_Result send_stream(struct MHD_Connection *conn, struct response *res)
+{
+    struct stream *s = malloc(sizeof(*s));
+    struct MHD_Response *r;
+    enum MHD_Result ret;
+    s->read = res->stream_read;
+    s->free = res->stream_free;
+    s->ctx = res->stream_ctx;
+    r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 64 * 1024, stream_reader, s,
+                                          stream_release);
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, res->stream_content_type);
+    ret = MHD_queue_response(conn, (unsigned int)res->status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
 static enum MHD_Result send_response(struct MHD_Connection *conn, struct response *res)
 {
+    if (res->stream_read != NULL)
+        return send_stream(conn, res);
+
     char *text = json_dumps(res->body, JSON_COMPACT | JSON_REAL_PRECISION(15));
     struct MHD_Response *r;
     enum MHD_Result ret;
@@ -130,7 +173,7 @@ static enum MHD_Result finish_request(struct http_server *srv, struct MHD_Connec
         snprintf(res.allow, sizeof(res.allow), "%s", match.allow);
         return send_response(conn, &res);
     case ROUTE_BAD_UUID:
-        return send_problem(conn, PROBLEM_INVALID_UUID, "the customer id must be a UUID", path);
+        return send_problem(conn, PROBLEM_INVALID_UUID, "the id in the path must be a UUID", path);
     case ROUTE_MATCHED:
         break;
     }

@@ -16,6 +16,8 @@
 #include "http.h"
 #include "migrate.h"
 #include "store.h"
+#include "textutil.h"
+#include "value.h"
 
 static const char *env_lookup(const char *name)
 {
@@ -34,6 +36,36 @@ static PGconn *connect_with_wait(const char *conninfo, int wait_s)
             return NULL;
         db_sleep_ms(500);
     }
+}
+
+static void print_progress(const char *message)
+{
+    fprintf(stderr, "recompute-value: %s\n", message);
+}
+
+/* The recompute-value subcommand: one run, summary on stdout. */
+static int recompute_value_command(const struct config *cfg)
+{
+    struct db_pool *pool;
+    json_t *summary = NULL;
+    char err[512];
+    enum db_status st;
+    if (cfg->as_of[0] != '\0' && !rfc3339_valid(cfg->as_of)) {
+        fprintf(stderr, "crm-server: --as-of must be an RFC 3339 timestamp with offset\n");
+        return 2;
+    }
+    pool = db_pool_new(cfg->database_url, 1, store_statements, store_statement_count);
+    st = value_recompute(pool, cfg->as_of[0] ? cfg->as_of : NULL, print_progress, &summary, err,
+                         sizeof(err));
+    db_pool_free(pool);
+    if (st != DB_OK) {
+        fprintf(stderr, "crm-server: recompute failed: %s\n", err);
+        return 1;
+    }
+    json_dumpf(summary, stdout, JSON_INDENT(2) | JSON_REAL_PRECISION(15));
+    fputc('\n', stdout);
+    json_decref(summary);
+    return 0;
 }
 
 int main(int argc, char **argv)
@@ -69,6 +101,9 @@ int main(int argc, char **argv)
         if (cfg.migrate_only)
             return 0;
     }
+
+    if (cfg.recompute_value)
+        return recompute_value_command(&cfg);
 
     /* Block the stop signals before any thread starts, so only sigwait sees them. */
     sigemptyset(&stop_signals);

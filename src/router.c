@@ -26,6 +26,15 @@ static const struct route_def ROUTES[] = {
     {"GET", "/v1/customers/{id}/interactions", ROUTE_CUSTOMER_TIMELINE, "customer_timeline"},
     {"POST", "/v1/interactions", ROUTE_INTERACTION_CREATE, "interaction_create"},
     {"POST", "/v1/interactions:batch", ROUTE_INTERACTION_BATCH, "interaction_batch"},
+    {"POST", "/v1/segments", ROUTE_SEGMENT_CREATE, "segment_create"},
+    {"GET", "/v1/segments", ROUTE_SEGMENT_LIST, "segment_list"},
+    {"POST", "/v1/segments:preview", ROUTE_SEGMENT_PREVIEW, "segment_preview"},
+    {"GET", "/v1/segments/{id}", ROUTE_SEGMENT_GET, "segment_get"},
+    {"DELETE", "/v1/segments/{id}", ROUTE_SEGMENT_DELETE, "segment_delete"},
+    {"GET", "/v1/segments/{id}/customers", ROUTE_SEGMENT_CUSTOMERS, "segment_customers"},
+    {"GET", "/v1/segments/{id}/export", ROUTE_SEGMENT_EXPORT, "segment_export"},
+    {"POST", "/v1/value:recompute", ROUTE_VALUE_RECOMPUTE, "value_recompute"},
+    {"GET", "/v1/kpis", ROUTE_KPIS, "kpis"},
 };
 
 #define ROUTE_TABLE_SIZE (sizeof(ROUTES) / sizeof(ROUTES[0]))

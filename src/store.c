@@ -21,6 +21,22 @@ const struct db_statement store_statements[] = {
     {"ingest", "SELECT crm.ingest($1::uuid, $2::jsonb, $3::uuid, $4::uuid, $5, $6, $7, $8, "
                "$9::timestamptz, $10::numeric, $11, $12::numeric, "
                "ARRAY(SELECT jsonb_array_elements_text($13::jsonb)), $14::jsonb)"},
+    {"segment_create",
+     "INSERT INTO crm.segments (segment_id, name, description, rule) "
+     "VALUES ($1::uuid, $2, $3, $4::jsonb) ON CONFLICT (name) DO NOTHING "
+     "RETURNING jsonb_strip_nulls(jsonb_build_object('segment_id', segment_id, 'name', name, "
+     "'description', description, 'rule', rule, 'created_at', crm.ts(created_at)))"},
+    {"segment_get",
+     "SELECT jsonb_strip_nulls(jsonb_build_object('segment_id', segment_id, 'name', name, "
+     "'description', description, 'rule', rule, 'created_at', crm.ts(created_at))) "
+     "FROM crm.segments WHERE segment_id = $1::uuid"},
+    {"segment_list",
+     "SELECT jsonb_build_object('items', coalesce(jsonb_agg(jsonb_strip_nulls(jsonb_build_object("
+     "'segment_id', segment_id, 'name', name, 'description', description, 'rule', rule, "
+     "'created_at', crm.ts(created_at))) ORDER BY name), '[]')) FROM crm.segments"},
+    {"segment_delete",
+     "WITH d AS (DELETE FROM crm.segments WHERE segment_id = $1::uuid RETURNING 1) "
+     "SELECT jsonb_build_object('deleted', EXISTS (SELECT 1 FROM d))"},
     {"timeline", "SELECT crm.timeline($1::uuid, $2::int, $3::timestamptz, $4::uuid, $5, $6, "
                  "$7::timestamptz, $8::timestamptz)"},
 };

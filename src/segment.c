@@ -1,0 +1,554 @@
+/*
+ * segment: compiles a JSON rule into a parameterised SQL condition.
+ *
+ *   rule := {"all": [rule...]} | {"any": [rule...]} | {"not": rule}
+ *         | {"field": F, "op": OP, "value": V}
+ *         | {"need": N, "min_count": K?, "within_days": D?}
+ *         | {"interaction": {"type"?, "channel"?, "tag"?, "within_days"?, "min_count"?}}
+ *         | {"has_identifier": KIND}
+ *
+ * Column names and SQL text come only from the tables below; every value
+ * from the rule becomes a parameter. See docs/segments.md for the language.
+ */
+#include "segment.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "normalize.h"
+#include "problem.h"
+#include "textutil.h"
+#include "validate.h"
+
+enum field_type { FT_NUMBER, FT_TEXT, FT_TIME, FT_DATE, FT_JSON };
+
+struct field_def {
+    const char *name;
+    enum field_type type;
+    const char *sql; /* expression over c (customers) and v (customer_value) */
+};
+
+static const struct field_def FIELDS[] = {
+    {"value.tier", FT_TEXT, "v.tier"},
+    {"value.clv", FT_NUMBER, "v.clv"},
+    {"value.margin", FT_NUMBER, "v.margin"},
+    {"value.revenue", FT_NUMBER, "v.revenue"},
+    {"value.returns", FT_NUMBER, "v.returns"},
+    {"value.cost", FT_NUMBER, "v.cost"},
+    {"value.p_alive", FT_NUMBER, "v.p_alive"},
+    {"value.churn_risk", FT_NUMBER, "(1 - v.p_alive)"},
+    {"value.expected_purchases", FT_NUMBER, "v.expected_purchases"},
+    {"value.expected_spend", FT_NUMBER, "v.expected_spend"},
+    {"value.purchase_days", FT_NUMBER, "v.purchase_days"},
+    {"value.rfm_r", FT_NUMBER, "v.rfm_r"},
+    {"value.rfm_f", FT_NUMBER, "v.rfm_f"},
+    {"value.rfm_m", FT_NUMBER, "v.rfm_m"},
+    {"value.first_purchase_at", FT_TIME, "v.first_purchase_at"},
+    {"value.last_purchase_at", FT_TIME, "v.last_purchase_at"},
+    {"customer.created_at", FT_TIME, "c.created_at"},
+    {"traits.first_name", FT_TEXT,
+     "(SELECT t.value #>> '{}' FROM crm.traits t WHERE t.customer_id = c.customer_id "
+     "AND t.name = 'first_name')"},
+    {"traits.last_name", FT_TEXT,
+     "(SELECT t.value #>> '{}' FROM crm.traits t WHERE t.customer_id = c.customer_id "
+     "AND t.name = 'last_name')"},
+    {"traits.gender", FT_TEXT,
+     "(SELECT t.value #>> '{}' FROM crm.traits t WHERE t.customer_id = c.customer_id "
+     "AND t.name = 'gender')"},
+    {"traits.birthday", FT_DATE,
+     "(SELECT (t.value #>> '{}')::date FROM crm.traits t WHERE t.customer_id = c.customer_id "
+     "AND t.name = 'birthday')"},
+};
+#define FIELD_COUNT (sizeof(FIELDS) / sizeof(FIELDS[0]))
+#define ATTR_PREFIX "traits.attributes."
+
+const char *segment_field_list(void)
+{
+    return "value.tier, value.clv, value.margin, value.revenue, value.returns, value.cost, "
+           "value.p_alive, value.churn_risk, value.expected_purchases, value.expected_spend, "
+           "value.purchase_days, value.rfm_r, value.rfm_f, value.rfm_m, "
+           "value.first_purchase_at, value.last_purchase_at, customer.created_at, "
+           "traits.first_name, traits.last_name, traits.gender, traits.birthday, "
+           "traits.attributes.<key>";
+}
+
+/* Growing SQL text plus the parameter list. */
+struct compiler {
+    char *buf;
+    size_t len, cap;
+    json_t *params;
+    json_t *errors;
+    int nodes;
+    bool ok;
+};
+
+static void emit(struct compiler *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void emit(struct compiler *c, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+    va_start(ap, fmt);
+    n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (c->len + (size_t)n + 1 > c->cap) {
+        size_t cap = c->cap ? c->cap : 256;
+        while (cap < c->len + (size_t)n + 1)
+            cap *= 2;
+        c->buf = realloc(c->buf, cap);
+        c->cap = cap;
+    }
+    va_start(ap, fmt);
+    vsnprintf(c->buf + c->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    c->len += (size_t)n;
+}
+
+/* Add a parameter (string value, stolen) and return its number. */
+static int param(struct compiler *c, json_t *value)
+{
+    json_array_append_new(c->params, value);
+    return (int)json_array_size(c->params);
+}
+
+static void fail(struct compiler *c, const char *ptr, const char *key, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void fail(struct compiler *c, const char *ptr, const char *key, const char *fmt, ...)
+{
+    char detail[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(detail, sizeof(detail), fmt, ap);
+    va_end(ap);
+    verr_add(c->errors, ptr, key, "%s", detail);
+    c->ok = false;
+}
+
+static bool only_keys(struct compiler *c, json_t *obj, const char *ptr, const char *const *allowed)
+{
+    const char *key;
+    json_t *v;
+    bool ok = true;
+    json_object_foreach(obj, key, v) {
+        bool known = false;
+        for (int i = 0; allowed[i]; i++)
+            known = known || strcmp(allowed[i], key) == 0;
+        if (!known) {
+            fail(c, ptr, key, "unknown key '%s' in this rule", key);
+            ok = false;
+        }
+    }
+    return ok;
+}
+
+/* Optional positive integer field; returns -1 when absent, -2 when invalid. */
+static long small_int(struct compiler *c, json_t *obj, const char *key, const char *ptr, long max)
+{
+    json_t *v = json_object_get(obj, key);
+    if (v == NULL)
+        return -1;
+    if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > max) {
+        fail(c, ptr, key, "'%s' must be an integer from 1 to %ld", key, max);
+        return -2;
+    }
+    return (long)json_integer_value(v);
+}
+
+static const char *const NUMERIC_OPS[] = {"eq", "ne", "lt", "lte", "gt", "gte", "in", "exists", NULL};
+static const char *const TEXT_OPS[] = {"eq", "ne", "in", "contains", "exists", NULL};
+static const char *const TIME_OPS[] = {"lt", "lte", "gt", "gte", "within_last_days",
+                                       "not_within_last_days", "exists", NULL};
+static const char *const JSON_OPS[] = {"eq", "ne", "in", "contains", "exists", NULL};
+
+static const char *comparison_sql(const char *op)
+{
+    static const char *const ops[][2] = {{"eq", "="}, {"ne", "<>"}, {"lt", "<"},
+                                         {"lte", "<="}, {"gt", ">"}, {"gte", ">="}};
+    for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++)
+        if (strcmp(ops[i][0], op) == 0)
+            return ops[i][1];
+    return NULL;
+}
+
+static bool op_allowed(const char *const *ops, const char *op)
+{
+    for (int i = 0; ops[i]; i++)
+        if (strcmp(ops[i], op) == 0)
+            return true;
+    return false;
+}
+
+static void ops_text(const char *const *ops, char *out, size_t cap)
+{
+    size_t n = 0;
+    out[0] = '\0';
+    for (int i = 0; ops[i] && n < cap; i++)
+        n += (size_t)snprintf(out + n, cap - n, "%s%s", i ? ", " : "", ops[i]);
+}
+
+static void compile_in(struct compiler *c, const char *expr, const char *cast, json_t *value,
+                       const char *ptr, bool is_number)
+{
+    size_t i;
+    json_t *item;
+    char *text;
+    if (!json_is_array(value) || json_array_size(value) == 0 ||
+        json_array_size(value) > SEGMENT_MAX_IN) {
+        fail(c, ptr, "value", "'in' needs an array of 1 to %d values", SEGMENT_MAX_IN);
+        return;
+    }
+    json_array_foreach(value, i, item) {
+        if (is_number ? !json_is_number(item) : !json_is_string(item)) {
+            fail(c, ptr, "value", "every value of 'in' must be a %s", is_number ? "number" : "string");
+            return;
+        }
+    }
+    text = json_dumps(value, JSON_COMPACT | JSON_ENCODE_ANY);
+    emit(c, "(%s = ANY (ARRAY(SELECT jsonb_array_elements_text($%d::jsonb))::%s[]))", expr,
+         param(c, json_string(text)), cast);
+    free(text);
+}
+
+static void compile_field(struct compiler *c, json_t *node, const char *ptr)
+{
+    static const char *const allowed[] = {"field", "op", "value", NULL};
+    json_t *fv = json_object_get(node, "field"), *ov = json_object_get(node, "op");
+    json_t *value = json_object_get(node, "value");
+    const struct field_def *f = NULL;
+    const char *name, *op, *cmp;
+    char attr_expr[160];
+    struct field_def attr;
+    const char *const *ops;
+    char list[200];
+
+    if (!only_keys(c, node, ptr, allowed))
+        return;
+    if (!json_is_string(fv)) {
+        fail(c, ptr, "field", "'field' must be a string: one of %s", segment_field_list());
+        return;
+    }
+    name = json_string_value(fv);
+    for (size_t i = 0; i < FIELD_COUNT && f == NULL; i++)
+        if (strcmp(FIELDS[i].name, name) == 0)
+            f = &FIELDS[i];
+    if (f == NULL && strncmp(name, ATTR_PREFIX, strlen(ATTR_PREFIX)) == 0) {
+        const char *key = name + strlen(ATTR_PREFIX);
+        size_t klen = utf8_length(key);
+        if (klen < 1 || klen > 64) {
+            fail(c, ptr, "field", "attribute name must be 1 to 64 characters");
+            return;
+        }
+        /* The attribute name is a parameter too. */
+        snprintf(attr_expr, sizeof(attr_expr),
+                 "(SELECT t.value FROM crm.traits t WHERE t.customer_id = c.customer_id "
+                 "AND t.name = $%d)",
+                 param(c, json_pack("s+", "attributes.", key)));
+        attr.name = name;
+        attr.type = FT_JSON;
+        attr.sql = attr_expr;
+        f = &attr;
+    }
+    if (f == NULL) {
+        fail(c, ptr, "field", "unknown field '%.80s' (one of: %s)", name, segment_field_list());
+        return;
+    }
+    ops = f->type == FT_NUMBER ? NUMERIC_OPS
+        : f->type == FT_TEXT   ? TEXT_OPS
+        : f->type == FT_JSON   ? JSON_OPS
+                               : TIME_OPS;
+    ops_text(ops, list, sizeof(list));
+    if (!json_is_string(ov) || !op_allowed(ops, json_string_value(ov))) {
+        fail(c, ptr, "op", "'op' for %s must be one of: %s", f->name, list);
+        return;
+    }
+    op = json_string_value(ov);
+    if (strcmp(op, "exists") == 0) {
+        if (value != NULL && !json_is_boolean(value)) {
+            fail(c, ptr, "value", "'exists' takes true, false or no value");
+            return;
+        }
+        emit(c, "(%s IS %s NULL)", f->sql, value == NULL || json_is_true(value) ? "NOT" : "");
+        return;
+    }
+    if (value == NULL) {
+        fail(c, ptr, "value", "'value' is required for op '%s'", op);
+        return;
+    }
+    cmp = comparison_sql(op);
+    switch (f->type) {
+    case FT_NUMBER:
+        if (strcmp(op, "in") == 0) {
+            compile_in(c, f->sql, "numeric", value, ptr, true);
+        } else if (!json_is_number(value)) {
+            fail(c, ptr, "value", "'value' for %s must be a number", f->name);
+        } else {
+            char num[64];
+            if (json_is_integer(value))
+                snprintf(num, sizeof(num), "%lld", (long long)json_integer_value(value));
+            else
+                snprintf(num, sizeof(num), "%.17g", json_real_value(value));
+            emit(c, "(%s %s $%d::numeric)", f->sql, cmp, param(c, json_string(num)));
+        }
+        break;
+    case FT_TEXT:
+        if (strcmp(op, "in") == 0) {
+            compile_in(c, f->sql, "text", value, ptr, false);
+        } else if (!json_is_string(value)) {
+            fail(c, ptr, "value", "'value' for %s must be a string", f->name);
+        } else if (strcmp(op, "contains") == 0) {
+            emit(c, "(strpos(lower(%s), lower($%d::text)) > 0)", f->sql,
+                 param(c, json_copy(value)));
+        } else {
+            emit(c, "(%s %s $%d::text)", f->sql, cmp, param(c, json_copy(value)));
+        }
+        break;
+    case FT_JSON: {
+        char *text;
+        if (strcmp(op, "in") == 0) {
+            if (!json_is_array(value) || json_array_size(value) == 0 ||
+                json_array_size(value) > SEGMENT_MAX_IN) {
+                fail(c, ptr, "value", "'in' needs an array of 1 to %d values", SEGMENT_MAX_IN);
+                break;
+            }
+            text = json_dumps(value, JSON_COMPACT | JSON_ENCODE_ANY);
+            emit(c, "(%s IN (SELECT jsonb_array_elements($%d::jsonb)))", f->sql,
+                 param(c, json_string(text)));
+        } else {
+            text = json_dumps(value, JSON_COMPACT | JSON_ENCODE_ANY);
+            if (strcmp(op, "contains") == 0) /* array attribute holds the value */
+                emit(c, "(%s @> jsonb_build_array($%d::jsonb))", f->sql,
+                     param(c, json_string(text)));
+            else
+                emit(c, "(%s %s $%d::jsonb)", f->sql, cmp, param(c, json_string(text)));
+        }
+        free(text);
+        break;
+    }
+    case FT_TIME:
+    case FT_DATE:
+        if (strcmp(op, "within_last_days") == 0 || strcmp(op, "not_within_last_days") == 0) {
+            char days[32];
+            if (!json_is_integer(value) || json_integer_value(value) < 1 ||
+                json_integer_value(value) > 36500) {
+                fail(c, ptr, "value", "'%s' takes a whole number of days from 1 to 36500", op);
+                break;
+            }
+            snprintf(days, sizeof(days), "%lld", (long long)json_integer_value(value));
+            if (op[0] == 'n') /* a missing time is "not within" too */
+                emit(c, "(%s < now() - make_interval(days => $%d::int) OR %s IS NULL)", f->sql,
+                     param(c, json_string(days)), f->sql);
+            else
+                emit(c, "(%s >= now() - make_interval(days => $%d::int))", f->sql,
+                     param(c, json_string(days)));
+        } else if (!json_is_string(value) ||
+                   (f->type == FT_TIME ? !rfc3339_valid(json_string_value(value))
+                                       : !date_valid(json_string_value(value), 1900, 2999))) {
+            fail(c, ptr, "value", "'value' for %s must be %s", f->name,
+                 f->type == FT_TIME ? "an RFC 3339 timestamp with offset" : "a date YYYY-MM-DD");
+        } else {
+            emit(c, "(%s %s $%d::%s)", f->sql, cmp, param(c, json_copy(value)),
+                 f->type == FT_TIME ? "timestamptz" : "date");
+        }
+        break;
+    }
+}
+
+static void compile_need(struct compiler *c, json_t *node, const char *ptr)
+{
+    static const char *const allowed[] = {"need", "min_count", "within_days", NULL};
+    json_t *nv = json_object_get(node, "need");
+    long min_count, within;
+    char buf[32];
+    if (!only_keys(c, node, ptr, allowed))
+        return;
+    if (!json_is_string(nv) || json_string_length(nv) == 0 || json_string_length(nv) > 64) {
+        fail(c, ptr, "need", "'need' must be a string of 1 to 64 characters");
+        return;
+    }
+    min_count = small_int(c, node, "min_count", ptr, 1000000);
+    within = small_int(c, node, "within_days", ptr, 36500);
+    if (min_count == -2 || within == -2)
+        return;
+    char *lower = strdup(json_string_value(nv));
+    for (char *p = lower; *p; p++)
+        if (*p >= 'A' && *p <= 'Z')
+            *p = (char)(*p - 'A' + 'a');
+    int np = param(c, json_string(lower));
+    free(lower);
+    emit(c, "(EXISTS (SELECT 1 FROM crm.customer_needs n WHERE n.customer_id = c.customer_id "
+            "AND n.need = $%d",
+         np);
+    if (min_count > 0) {
+        snprintf(buf, sizeof(buf), "%ld", min_count);
+        emit(c, " AND n.n >= $%d::bigint", param(c, json_string(buf)));
+    }
+    if (within > 0) {
+        snprintf(buf, sizeof(buf), "%ld", within);
+        emit(c, " AND n.last_at >= now() - make_interval(days => $%d::int)",
+             param(c, json_string(buf)));
+    }
+    emit(c, ")");
+    if (min_count <= 0 && within <= 0) /* declared interests count when no count/window asked */
+        emit(c, " OR EXISTS (SELECT 1 FROM crm.traits t WHERE t.customer_id = c.customer_id "
+                "AND t.name = 'attributes.interests' AND jsonb_typeof(t.value) = 'array' "
+                "AND EXISTS (SELECT 1 FROM jsonb_array_elements_text(t.value) e "
+                "WHERE lower(e) = $%d))",
+             np);
+    emit(c, ")");
+}
+
+static void compile_interaction(struct compiler *c, json_t *node, const char *ptr)
+{
+    static const char *const outer[] = {"interaction", NULL};
+    static const char *const allowed[] = {"type", "channel", "tag", "within_days", "min_count", NULL};
+    json_t *spec = json_object_get(node, "interaction"), *v;
+    char iptr[200], buf[32];
+    long min_count, within;
+    if (!only_keys(c, node, ptr, outer))
+        return;
+    snprintf(iptr, sizeof(iptr), "%s/interaction", ptr);
+    if (!json_is_object(spec)) {
+        fail(c, ptr, "interaction", "'interaction' must be an object");
+        return;
+    }
+    if (!only_keys(c, spec, iptr, allowed))
+        return;
+    v = json_object_get(spec, "type");
+    if (v != NULL && (!json_is_string(v) || !interaction_type_valid(json_string_value(v)))) {
+        fail(c, iptr, "type", "'type' must be one of: %s", interaction_type_list());
+        return;
+    }
+    v = json_object_get(spec, "channel");
+    if (v != NULL && (!json_is_string(v) || !channel_valid(json_string_value(v)))) {
+        fail(c, iptr, "channel", "'channel' must be one of: %s", channel_list());
+        return;
+    }
+    v = json_object_get(spec, "tag");
+    if (v != NULL && (!json_is_string(v) || json_string_length(v) == 0 ||
+                      json_string_length(v) > 64)) {
+        fail(c, iptr, "tag", "'tag' must be a string of 1 to 64 characters");
+        return;
+    }
+    min_count = small_int(c, spec, "min_count", iptr, 1000000);
+    within = small_int(c, spec, "within_days", iptr, 36500);
+    if (min_count == -2 || within == -2)
+        return;
+    emit(c, "((SELECT count(*) FROM (SELECT 1 FROM crm.interactions i "
+            "WHERE i.customer_id = c.customer_id");
+    if ((v = json_object_get(spec, "type")) != NULL)
+        emit(c, " AND i.type = $%d", param(c, json_copy(v)));
+    if ((v = json_object_get(spec, "channel")) != NULL)
+        emit(c, " AND i.channel = $%d", param(c, json_copy(v)));
+    if ((v = json_object_get(spec, "tag")) != NULL)
+        emit(c, " AND $%d = ANY (i.tags)", param(c, json_copy(v)));
+    if (within > 0) {
+        snprintf(buf, sizeof(buf), "%ld", within);
+        emit(c, " AND i.occurred_at >= now() - make_interval(days => $%d::int)",
+             param(c, json_string(buf)));
+    }
+    snprintf(buf, sizeof(buf), "%ld", min_count > 0 ? min_count : 1);
+    {
+        int np = param(c, json_string(buf));
+        emit(c, " LIMIT $%d::bigint) AS hits) >= $%d::bigint)", np, np);
+    }
+}
+
+static void compile_node(struct compiler *c, json_t *node, const char *ptr, int depth)
+{
+    static const char *const forms[] = {"all", "any", "not", "field", "need", "interaction",
+                                        "has_identifier", NULL};
+    char child[256];
+    if (++c->nodes > SEGMENT_MAX_NODES) {
+        if (c->nodes == SEGMENT_MAX_NODES + 1)
+            fail(c, ptr, NULL, "rule has more than %d nodes", SEGMENT_MAX_NODES);
+        return;
+    }
+    if (depth > SEGMENT_MAX_DEPTH) {
+        fail(c, ptr, NULL, "rule is nested deeper than %d levels", SEGMENT_MAX_DEPTH);
+        return;
+    }
+    if (!json_is_object(node)) {
+        fail(c, ptr, NULL, "a rule must be an object with one of: all, any, not, field, need, "
+                           "interaction, has_identifier");
+        return;
+    }
+    if (json_object_get(node, "all") || json_object_get(node, "any")) {
+        bool all = json_object_get(node, "all") != NULL;
+        const char *key = all ? "all" : "any";
+        json_t *list = json_object_get(node, key), *item;
+        static const char *const only_all[] = {"all", NULL}, *const only_any[] = {"any", NULL};
+        size_t i;
+        if (!only_keys(c, node, ptr, all ? only_all : only_any))
+            return;
+        if (!json_is_array(list) || json_array_size(list) == 0 || json_array_size(list) > 100) {
+            fail(c, ptr, key, "'%s' must be an array of 1 to 100 rules", key);
+            return;
+        }
+        emit(c, "(");
+        json_array_foreach(list, i, item) {
+            if (i > 0)
+                emit(c, all ? " AND " : " OR ");
+            snprintf(child, sizeof(child), "%s/%s/%zu", ptr, key, i);
+            compile_node(c, item, child, depth + 1);
+        }
+        emit(c, ")");
+    } else if (json_object_get(node, "not")) {
+        static const char *const only_not[] = {"not", NULL};
+        if (!only_keys(c, node, ptr, only_not))
+            return;
+        snprintf(child, sizeof(child), "%s/not", ptr);
+        emit(c, "(NOT coalesce(");
+        compile_node(c, json_object_get(node, "not"), child, depth + 1);
+        emit(c, ", false))");
+    } else if (json_object_get(node, "field")) {
+        compile_field(c, node, ptr);
+    } else if (json_object_get(node, "need")) {
+        compile_need(c, node, ptr);
+    } else if (json_object_get(node, "interaction")) {
+        compile_interaction(c, node, ptr);
+    } else if (json_object_get(node, "has_identifier")) {
+        static const char *const only_id[] = {"has_identifier", NULL};
+        json_t *k = json_object_get(node, "has_identifier");
+        enum id_kind kind;
+        if (!only_keys(c, node, ptr, only_id))
+            return;
+        if (!json_is_string(k) || !id_kind_parse(json_string_value(k), &kind)) {
+            fail(c, ptr, "has_identifier", "'has_identifier' must be one of: %s", id_kind_list());
+            return;
+        }
+        emit(c, "(EXISTS (SELECT 1 FROM crm.identifiers d WHERE d.customer_id = c.customer_id "
+                "AND d.kind = $%d))",
+             param(c, json_copy(k)));
+    } else {
+        char known[160];
+        ops_text(forms, known, sizeof(known));
+        fail(c, ptr, NULL, "a rule must have one of: %s", known);
+    }
+}
+
+bool segment_compile(json_t *rule, const char *prefix, struct segment_sql *out, json_t *errors)
+{
+    struct compiler c = {.params = json_array(), .errors = errors, .ok = true};
+    compile_node(&c, rule, prefix, 1);
+    if (!c.ok) {
+        free(c.buf);
+        json_decref(c.params);
+        out->where = NULL;
+        out->params = NULL;
+        return false;
+    }
+    out->where = c.buf;
+    out->params = c.params;
+    return true;
+}
+
+void segment_sql_free(struct segment_sql *out)
+{
+    free(out->where);
+    json_decref(out->params);
+    out->where = NULL;
+    out->params = NULL;
+}

@@ -1,0 +1,413 @@
+/*
+ * value: see include/value.h. The steps, each reported to progress:
+ *   1. register the run (crm.model_runs) under an advisory lock,
+ *   2. COPY the model inputs of every customer out of crm.value_inputs,
+ *   3. fit BG/NBD on buyers and Gamma-Gamma on repeat buyers (clv.c),
+ *   4. predict per customer and COPY the predictions into a temp table,
+ *   5. crm.value_finish turns them into customer_value rows, RFM, tiers.
+ * Customers without a purchase get CLV 0 and no model outputs.
+ */
+#include "value.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "clv.h"
+
+#define VALUE_LOCK_KEY "7412093002"
+
+struct customer_row {
+    char *line;     /* the COPY row, tab-split in place */
+    char *fields[11];
+    int purchase_days;
+    double x, tx, T, zbar;
+};
+
+struct inputs {
+    struct customer_row *rows;
+    size_t n, cap;
+    size_t buyers;
+};
+
+static double seconds_since(const struct timespec *t0)
+{
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (double)(t1.tv_sec - t0->tv_sec) + (double)(t1.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+static void report(void (*progress)(const char *), const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void report(void (*progress)(const char *), const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    if (progress == NULL)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    progress(msg);
+}
+
+static bool exec_ok(PGconn *pg, const char *sql, char *err, size_t errlen)
+{
+    PGresult *res = PQexec(pg, sql);
+    ExecStatusType st = PQresultStatus(res);
+    bool ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+    if (!ok)
+        snprintf(err, errlen, "%s", PQerrorMessage(pg));
+    PQclear(res);
+    return ok;
+}
+
+/* Single-value query; returns malloc'd text or NULL. */
+static char *query_value(PGconn *pg, const char *sql, int nparams, const char *const *params,
+                         char *err, size_t errlen)
+{
+    PGresult *res = PQexecParams(pg, sql, nparams, NULL, params, NULL, NULL, 0);
+    char *out = NULL;
+    if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 && !PQgetisnull(res, 0, 0))
+        out = strdup(PQgetvalue(res, 0, 0));
+    else
+        snprintf(err, errlen, "%s", PQerrorMessage(pg));
+    PQclear(res);
+    return out;
+}
+
+static bool read_inputs(PGconn *pg, const char *run_id, struct inputs *in, char *err,
+                        size_t errlen)
+{
+    char sql[256];
+    PGresult *res;
+    char *buf;
+    int len;
+    snprintf(sql, sizeof(sql),
+             "COPY (SELECT * FROM crm.value_inputs((SELECT as_of FROM crm.model_runs "
+             "WHERE run_id = %s))) TO STDOUT",
+             run_id); /* run_id is the integer the database just gave us */
+    res = PQexec(pg, sql);
+    if (PQresultStatus(res) != PGRES_COPY_OUT) {
+        snprintf(err, errlen, "%s", PQerrorMessage(pg));
+        PQclear(res);
+        return false;
+    }
+    PQclear(res);
+    while ((len = PQgetCopyData(pg, &buf, 0)) > 0) {
+        struct customer_row *row;
+        char *p;
+        int f = 0;
+        if (in->n == in->cap) {
+            in->cap = in->cap ? in->cap * 2 : 4096;
+            in->rows = realloc(in->rows, in->cap * sizeof(*in->rows));
+        }
+        row = &in->rows[in->n++];
+        memset(row, 0, sizeof(*row));
+        row->line = strdup(buf);
+        PQfreemem(buf);
+        if (row->line[strlen(row->line) - 1] == '\n')
+            row->line[strlen(row->line) - 1] = '\0';
+        for (p = row->line; f < 11; f++) {
+            row->fields[f] = p;
+            p = strchr(p, '\t');
+            if (p == NULL)
+                break;
+            *p++ = '\0';
+        }
+        row->purchase_days = atoi(row->fields[1]);
+        if (row->purchase_days > 0) {
+            row->x = atof(row->fields[2]);
+            row->tx = atof(row->fields[3]);
+            row->T = atof(row->fields[4]);
+            row->zbar = atof(row->fields[5]);
+            in->buyers++;
+        }
+    }
+    res = PQgetResult(pg);
+    if (len == -2 || PQresultStatus(res) != PGRES_COMMAND_OK) {
+        snprintf(err, errlen, "%s", PQerrorMessage(pg));
+        PQclear(res);
+        return false;
+    }
+    PQclear(res);
+    return true;
+}
+
+static void free_inputs(struct inputs *in)
+{
+    for (size_t i = 0; i < in->n; i++)
+        free(in->rows[i].line);
+    free(in->rows);
+}
+
+struct fit {
+    struct bgnbd_params bg;
+    struct gg_params gg;
+    struct fit_report bg_report, gg_report;
+    bool has_bg, has_gg;
+};
+
+static bool fit_models(const struct inputs *in, struct fit *fit)
+{
+    size_t nb = in->buyers, nr = 0, k = 0, j = 0;
+    double *x = malloc(nb * sizeof(double)), *tx = malloc(nb * sizeof(double));
+    double *T = malloc(nb * sizeof(double)), *rx = malloc(nb * sizeof(double));
+    double *rz = malloc(nb * sizeof(double));
+    bool ok;
+    for (size_t i = 0; i < in->n; i++) {
+        const struct customer_row *row = &in->rows[i];
+        if (row->purchase_days == 0)
+            continue;
+        x[k] = row->x;
+        tx[k] = row->tx;
+        T[k] = row->T;
+        k++;
+        if (row->x > 0 && row->zbar > 0) {
+            rx[j] = row->x;
+            rz[j] = row->zbar;
+            j++;
+        }
+    }
+    nr = j;
+    /* A fit that stopped short of the tolerances still holds its best
+     * point; use it if the likelihood is finite (params record converged). */
+    bgnbd_fit(x, tx, T, NULL, nb, &fit->bg, &fit->bg_report);
+    ok = isfinite(fit->bg_report.log_likelihood) && fit->bg.r > 0 && fit->bg.alpha > 0 &&
+         fit->bg.a > 0 && fit->bg.b > 0;
+    if (ok && nr >= 2) {
+        gg_fit(rx, rz, NULL, nr, &fit->gg, &fit->gg_report);
+        fit->has_gg = isfinite(fit->gg_report.log_likelihood) && fit->gg.q > 1;
+    }
+    free(x);
+    free(tx);
+    free(T);
+    free(rx);
+    free(rz);
+    return ok;
+}
+
+/* One COPY line of value_stage per customer. */
+static int stage_line(const struct customer_row *row, const struct fit *fit, double horizon,
+                      double margin, double mean_spend, char *out, size_t cap)
+{
+    const char *const *f = (const char *const *)row->fields;
+    if (row->purchase_days == 0 || !fit->has_bg) /* no prediction: CLV 0 */
+        return snprintf(out, cap, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\\N\t\\N\t\\N\t0\n",
+                        f[0], row->purchase_days, f[2], f[3], f[4], f[5], f[6], f[7], f[8],
+                        f[9], f[10]);
+    double p_alive = bgnbd_p_alive(&fit->bg, row->x, row->tx, row->T);
+    double purchases = bgnbd_expected_purchases(&fit->bg, horizon, row->x, row->tx, row->T);
+    double spend = fit->has_gg && row->x > 0 && row->zbar > 0
+                       ? gg_expected_spend(&fit->gg, row->x, row->zbar)
+                       : mean_spend;
+    return snprintf(out, cap, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.10g\t%.10g\t%.10g\t%.4f\n",
+                    f[0], row->purchase_days, f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9],
+                    f[10], p_alive, purchases, spend, purchases * spend * margin);
+}
+
+static bool stage_predictions(PGconn *pg, const struct inputs *in, const struct fit *fit,
+                              double horizon, double margin, char *err, size_t errlen)
+{
+    PGresult *res;
+    char line[1024];
+    double mean_spend = 0;
+    size_t repeat = 0;
+    if (!exec_ok(pg,
+                 "CREATE TEMP TABLE value_stage (customer_id uuid, purchase_days int, x int, "
+                 "t_x double precision, t_cal double precision, zbar double precision, "
+                 "revenue numeric, returns numeric, cost numeric, first_purchase_at timestamptz, "
+                 "last_purchase_at timestamptz, p_alive double precision, "
+                 "expected_purchases double precision, expected_spend double precision, "
+                 "clv double precision) ON COMMIT DROP",
+                 err, errlen))
+        return false;
+    /* Spend for buyers without repeat purchases: the population mean of the model. */
+    if (fit->has_gg)
+        mean_spend = gg_population_mean(&fit->gg);
+    else
+        for (size_t i = 0; i < in->n; i++)
+            if (in->rows[i].x > 0) {
+                mean_spend += in->rows[i].zbar;
+                repeat++;
+            }
+    if (!fit->has_gg && repeat > 0)
+        mean_spend /= (double)repeat;
+
+    res = PQexec(pg, "COPY value_stage FROM STDIN");
+    if (PQresultStatus(res) != PGRES_COPY_IN) {
+        snprintf(err, errlen, "%s", PQerrorMessage(pg));
+        PQclear(res);
+        return false;
+    }
+    PQclear(res);
+    for (size_t i = 0; i < in->n; i++) {
+        int n = stage_line(&in->rows[i], fit, horizon, margin, mean_spend, line, sizeof(line));
+        if (PQputCopyData(pg, line, n) != 1) {
+            snprintf(err, errlen, "%s", PQerrorMessage(pg));
+            return false;
+        }
+    }
+    if (PQputCopyEnd(pg, NULL) != 1) {
+        snprintf(err, errlen, "%s", PQerrorMessage(pg));
+        return false;
+    }
+    res = PQgetResult(pg);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        snprintf(err, errlen, "%s", PQerrorMessage(pg));
+        PQclear(res);
+        return false;
+    }
+    PQclear(res);
+    return true;
+}
+
+static json_t *params_json(const struct fit *fit)
+{
+    json_t *p;
+    if (!fit->has_bg)
+        return json_object();
+    p = json_pack("{s:{s:f, s:f, s:f, s:f, s:f, s:i, s:b}}", "bgnbd", "r", fit->bg.r,
+                          "alpha", fit->bg.alpha, "a", fit->bg.a, "b", fit->bg.b,
+                          "log_likelihood", fit->bg_report.log_likelihood, "iterations",
+                          fit->bg_report.iterations, "converged", fit->bg_report.converged);
+    if (fit->has_gg)
+        json_object_set_new(p, "gamma_gamma",
+                            json_pack("{s:f, s:f, s:f, s:f, s:i, s:b}", "p", fit->gg.p, "q",
+                                      fit->gg.q, "gamma", fit->gg.gamma, "log_likelihood",
+                                      fit->gg_report.log_likelihood, "iterations",
+                                      fit->gg_report.iterations, "converged",
+                                      fit->gg_report.converged));
+    return p;
+}
+
+/* Everything inside the transaction; false leaves err set. */
+static bool recompute_in_tx(PGconn *pg, const char *as_of, void (*progress)(const char *),
+                            json_t **summary, char *err, size_t errlen)
+{
+    struct inputs in = {0};
+    struct fit fit = {0};
+    struct timespec t0, tfit;
+    char *run_id = NULL, *settings = NULL, *finish = NULL, *params_text;
+    double horizon = 52, margin = 1, fit_seconds;
+    const char *params[3];
+    json_t *params_doc, *settings_doc;
+    bool ok = false;
+
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    if (!exec_ok(pg, "SET LOCAL statement_timeout = 0; SELECT pg_advisory_xact_lock(" VALUE_LOCK_KEY ")",
+                 err, errlen))
+        return false;
+    params[0] = as_of;
+    run_id = query_value(pg,
+                         "INSERT INTO crm.model_runs (model, as_of, started_at) "
+                         "VALUES ('bgnbd+gamma-gamma', coalesce($1::timestamptz, now()), "
+                         "clock_timestamp()) RETURNING run_id",
+                         1, params, err, errlen);
+    settings = query_value(pg,
+                           "SELECT jsonb_build_object('h', crm.setting('clv_horizon_weeks'), "
+                           "'m', crm.setting('clv_margin'))",
+                           0, NULL, err, errlen);
+    if (run_id == NULL || settings == NULL)
+        goto out;
+    settings_doc = json_loads(settings, 0, NULL);
+    horizon = json_number_value(json_object_get(settings_doc, "h"));
+    margin = json_number_value(json_object_get(settings_doc, "m"));
+    json_decref(settings_doc);
+
+    if (!read_inputs(pg, run_id, &in, err, errlen))
+        goto out;
+    report(progress, "run %s: read %zu customers (%zu buyers) in %.2f s", run_id, in.n, in.buyers,
+           seconds_since(&t0));
+    clock_gettime(CLOCK_MONOTONIC, &tfit);
+    /* Too few buyers to fit: historic value, RFM and tiers still count. */
+    fit.has_bg = in.buyers >= 2 && fit_models(&in, &fit);
+    fit_seconds = seconds_since(&tfit);
+    if (fit.has_bg)
+        report(progress,
+               "run %s: BG/NBD r=%.4f alpha=%.4f a=%.4f b=%.4f (LL %.2f); Gamma-Gamma %s; "
+               "fit %.2f s",
+               run_id, fit.bg.r, fit.bg.alpha, fit.bg.a, fit.bg.b, fit.bg_report.log_likelihood,
+               fit.has_gg ? "fitted" : "not enough repeat buyers", fit_seconds);
+    else
+        report(progress, "run %s: no model fitted (%zu buyers); historic value only", run_id,
+               in.buyers);
+    if (!stage_predictions(pg, &in, &fit, horizon, margin, err, errlen))
+        goto out;
+    report(progress, "run %s: staged %zu predictions at %.2f s", run_id, in.n, seconds_since(&t0));
+
+    params_doc = params_json(&fit);
+    params_text = json_dumps(params_doc, JSON_COMPACT);
+    json_decref(params_doc);
+    {
+        char ll[32], secs[32];
+        const char *upd[4] = {run_id, params_text, ll, secs};
+        PGresult *res;
+        snprintf(ll, sizeof(ll), "%.6f", fit.bg_report.log_likelihood);
+        if (!fit.has_bg)
+            upd[2] = NULL;
+        snprintf(secs, sizeof(secs), "%.6f", fit_seconds);
+        res = PQexecParams(pg,
+                           "UPDATE crm.model_runs SET params = $2::jsonb, log_likelihood = $3, "
+                           "fit_seconds = $4 WHERE run_id = $1::bigint",
+                           4, NULL, upd, NULL, NULL, 0);
+        ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+        if (!ok)
+            snprintf(err, errlen, "%s", PQerrorMessage(pg));
+        PQclear(res);
+    }
+    free(params_text);
+    if (!ok)
+        goto out;
+    params[0] = run_id;
+    finish = query_value(pg,
+                         "SELECT crm.value_finish($1::bigint) || jsonb_build_object("
+                         "'as_of', (SELECT crm.ts(as_of) FROM crm.model_runs WHERE run_id = $1::bigint), "
+                         "'params', (SELECT params FROM crm.model_runs WHERE run_id = $1::bigint), "
+                         "'fit_seconds', (SELECT fit_seconds FROM crm.model_runs WHERE run_id = $1::bigint))",
+                         1, params, err, errlen);
+    ok = finish != NULL;
+    if (ok) {
+        *summary = json_loads(finish, 0, NULL);
+        report(progress, "run %s: finished in %.2f s", run_id, seconds_since(&t0));
+    }
+out:
+    free(run_id);
+    free(settings);
+    free(finish);
+    free_inputs(&in);
+    return ok;
+}
+
+enum db_status value_recompute(struct db_pool *pool, const char *as_of,
+                               void (*progress)(const char *message), json_t **summary,
+                               char *err, size_t errlen)
+{
+    struct db_conn *conn = db_acquire(pool, 5000);
+    PGconn *pg;
+    bool ok, broken;
+    *summary = NULL;
+    if (conn == NULL) {
+        snprintf(err, errlen, "database unavailable");
+        return DB_UNAVAILABLE;
+    }
+    pg = db_pg(conn);
+    ok = exec_ok(pg, "BEGIN", err, errlen) && recompute_in_tx(pg, as_of, progress, summary, err, errlen);
+    if (ok)
+        ok = exec_ok(pg, "COMMIT", err, errlen);
+    else
+        exec_ok(pg, "ROLLBACK", err + strlen(err), errlen - strlen(err));
+    if (!ok) {
+        json_decref(*summary);
+        *summary = NULL;
+    }
+    broken = PQstatus(pg) != CONNECTION_OK;
+    db_release(pool, conn, broken);
+    if (ok)
+        return DB_OK;
+    return broken ? DB_UNAVAILABLE : DB_ERROR;
+}
