@@ -1,0 +1,218 @@
+/*
+ * Unit tests for router: the route table, {id} parsing into canonical UUIDs,
+ * and the 404 / 405 (with Allow) / bad-UUID distinctions.
+ */
+#include <check.h>
+#include <string.h>
+
+#include "router.h"
+
+#define UUID_LC "123e4567-e89b-42d3-a456-426614174abc"
+#define UUID_UC "123E4567-E89B-42D3-A456-426614174ABC"
+
+static struct route_match m;
+
+static void route(const char *method, const char *path)
+{
+    memset(&m, 0x7e, sizeof(m)); /* garbage: route_request must reset everything */
+    route_request(method, path, &m);
+}
+
+static void expect_match(const char *method, const char *path, enum route r, const char *id)
+{
+    route(method, path);
+    ck_assert_msg(m.status == ROUTE_MATCHED, "%s %s: status %d", method, path, m.status);
+    ck_assert_msg(m.route == r, "%s %s: route %d, want %d", method, path, m.route, r);
+    ck_assert_str_eq(m.id, id);
+}
+
+static void expect_status(const char *method, const char *path, enum route_status st,
+                          const char *allow)
+{
+    route(method, path);
+    ck_assert_msg(m.status == st, "%s %s: status %d, want %d", method, path, m.status, st);
+    if (allow != NULL)
+        ck_assert_str_eq(m.allow, allow);
+}
+
+START_TEST(test_all_routes)
+{
+    expect_match("GET", "/health", ROUTE_HEALTH, "");
+    expect_match("GET", "/ready", ROUTE_READY, "");
+    expect_match("POST", "/v1/customers:resolve", ROUTE_CUSTOMER_RESOLVE, "");
+    expect_match("GET", "/v1/customers", ROUTE_CUSTOMER_LOOKUP, "");
+    expect_match("GET", "/v1/customers/" UUID_LC, ROUTE_CUSTOMER_GET, UUID_LC);
+    expect_match("PATCH", "/v1/customers/" UUID_LC "/traits", ROUTE_CUSTOMER_TRAITS, UUID_LC);
+    expect_match("GET", "/v1/customers/" UUID_LC "/interactions", ROUTE_CUSTOMER_TIMELINE,
+                 UUID_LC);
+    expect_match("POST", "/v1/interactions", ROUTE_INTERACTION_CREATE, "");
+    expect_match("POST", "/v1/interactions:batch", ROUTE_INTERACTION_BATCH, "");
+    /* a path served by a single method leaves allow empty on a match */
+    route("GET", "/v1/customers/" UUID_LC);
+    ck_assert_str_eq(m.allow, "");
+}
+END_TEST
+
+START_TEST(test_segment_and_value_routes)
+{
+    expect_match("POST", "/v1/segments", ROUTE_SEGMENT_CREATE, "");
+    expect_match("GET", "/v1/segments", ROUTE_SEGMENT_LIST, "");
+    expect_match("POST", "/v1/segments:preview", ROUTE_SEGMENT_PREVIEW, "");
+    expect_match("GET", "/v1/segments/" UUID_UC, ROUTE_SEGMENT_GET, UUID_LC);
+    expect_match("DELETE", "/v1/segments/" UUID_LC, ROUTE_SEGMENT_DELETE, UUID_LC);
+    expect_match("GET", "/v1/segments/" UUID_LC "/customers", ROUTE_SEGMENT_CUSTOMERS, UUID_LC);
+    expect_match("GET", "/v1/segments/" UUID_LC "/export", ROUTE_SEGMENT_EXPORT, UUID_LC);
+    expect_match("POST", "/v1/value:recompute", ROUTE_VALUE_RECOMPUTE, "");
+    expect_match("GET", "/v1/kpis", ROUTE_KPIS, "");
+    /* two methods on one path: Allow lists both, in table order */
+    expect_status("PUT", "/v1/segments", ROUTE_METHOD_NOT_ALLOWED, "POST, GET");
+    expect_status("PATCH", "/v1/segments/" UUID_LC, ROUTE_METHOD_NOT_ALLOWED, "GET, DELETE");
+    expect_status("GET", "/v1/segments:preview", ROUTE_METHOD_NOT_ALLOWED, "POST");
+    expect_status("GET", "/v1/value:recompute", ROUTE_METHOD_NOT_ALLOWED, "POST");
+    expect_status("POST", "/v1/kpis", ROUTE_METHOD_NOT_ALLOWED, "GET");
+    expect_status("GET", "/v1/segments/nope", ROUTE_BAD_UUID, "");
+    ck_assert_int_eq(m.route, ROUTE_SEGMENT_GET);
+    expect_status("DELETE", "/v1/segments/nope", ROUTE_BAD_UUID, NULL);
+    ck_assert_int_eq(m.route, ROUTE_SEGMENT_DELETE);
+    expect_status("GET", "/v1/segments/", ROUTE_NOT_FOUND, "");
+    expect_status("GET", "/v1/segments/" UUID_LC "/export/x", ROUTE_NOT_FOUND, "");
+}
+END_TEST
+
+START_TEST(test_uuid_lowercased)
+{
+    expect_match("GET", "/v1/customers/" UUID_UC, ROUTE_CUSTOMER_GET, UUID_LC);
+    expect_match("PATCH", "/v1/customers/" UUID_UC "/traits", ROUTE_CUSTOMER_TRAITS, UUID_LC);
+    expect_match("GET", "/v1/customers/123e4567-E89B-42d3-A456-426614174abc/interactions",
+                 ROUTE_CUSTOMER_TIMELINE, UUID_LC);
+}
+END_TEST
+
+START_TEST(test_bad_uuid)
+{
+    expect_status("GET", "/v1/customers/not-a-uuid", ROUTE_BAD_UUID, "");
+    ck_assert_int_eq(m.route, ROUTE_CUSTOMER_GET);
+    ck_assert_str_eq(m.id, "");
+    expect_status("PATCH", "/v1/customers/not-a-uuid/traits", ROUTE_BAD_UUID, "");
+    ck_assert_int_eq(m.route, ROUTE_CUSTOMER_TRAITS);
+    expect_status("GET", "/v1/customers/xyz/interactions", ROUTE_BAD_UUID, "");
+    ck_assert_int_eq(m.route, ROUTE_CUSTOMER_TIMELINE);
+    /* one character short / long, and braces */
+    expect_status("GET", "/v1/customers/123e4567-e89b-42d3-a456-426614174ab", ROUTE_BAD_UUID, "");
+    expect_status("GET", "/v1/customers/123e4567-e89b-42d3-a456-426614174abcd", ROUTE_BAD_UUID,
+                  "");
+    expect_status("GET", "/v1/customers/{" UUID_LC "}", ROUTE_BAD_UUID, "");
+    expect_status("GET", "/v1/customers/123e4567e89b42d3a456426614174abc", ROUTE_BAD_UUID, "");
+    /* far longer than the id buffer */
+    expect_status("GET",
+                  "/v1/customers/" UUID_LC UUID_LC UUID_LC UUID_LC "/interactions",
+                  ROUTE_BAD_UUID, "");
+    ck_assert_int_eq(m.route, ROUTE_CUSTOMER_TIMELINE);
+    expect_status("GET", "/v1/customers/" UUID_LC ":resolve", ROUTE_BAD_UUID, "");
+}
+END_TEST
+
+START_TEST(test_method_not_allowed)
+{
+    expect_status("DELETE", "/v1/interactions", ROUTE_METHOD_NOT_ALLOWED, "POST");
+    expect_status("GET", "/v1/interactions", ROUTE_METHOD_NOT_ALLOWED, "POST");
+    expect_status("GET", "/v1/customers:resolve", ROUTE_METHOD_NOT_ALLOWED, "POST");
+    expect_status("PUT", "/v1/interactions:batch", ROUTE_METHOD_NOT_ALLOWED, "POST");
+    expect_status("POST", "/v1/customers", ROUTE_METHOD_NOT_ALLOWED, "GET");
+    expect_status("POST", "/health", ROUTE_METHOD_NOT_ALLOWED, "GET");
+    expect_status("HEAD", "/ready", ROUTE_METHOD_NOT_ALLOWED, "GET");
+    expect_status("DELETE", "/v1/customers/" UUID_LC, ROUTE_METHOD_NOT_ALLOWED, "GET");
+    expect_status("PATCH", "/v1/customers/" UUID_LC, ROUTE_METHOD_NOT_ALLOWED, "GET");
+    expect_status("GET", "/v1/customers/" UUID_LC "/traits", ROUTE_METHOD_NOT_ALLOWED, "PATCH");
+    expect_status("POST", "/v1/customers/" UUID_LC "/interactions", ROUTE_METHOD_NOT_ALLOWED,
+                  "GET");
+    /* methods are case-sensitive */
+    expect_status("get", "/health", ROUTE_METHOD_NOT_ALLOWED, "GET");
+    /* the method is checked before the id */
+    expect_status("DELETE", "/v1/customers/not-a-uuid", ROUTE_METHOD_NOT_ALLOWED, "GET");
+}
+END_TEST
+
+START_TEST(test_not_found)
+{
+    expect_status("GET", "/nope", ROUTE_NOT_FOUND, "");
+    ck_assert_str_eq(m.id, "");
+    expect_status("GET", "/", ROUTE_NOT_FOUND, "");
+    expect_status("GET", "", ROUTE_NOT_FOUND, "");
+    expect_status("GET", "/HEALTH", ROUTE_NOT_FOUND, "");
+    expect_status("GET", "/health/", ROUTE_NOT_FOUND, "");
+    expect_status("GET", "/healthz", ROUTE_NOT_FOUND, "");
+    expect_status("GET", "/v1", ROUTE_NOT_FOUND, "");
+    expect_status("GET", "/v1/customers/", ROUTE_NOT_FOUND, "");
+    expect_status("GET", "/v1/customers//", ROUTE_NOT_FOUND, "");
+    expect_status("PATCH", "/v1/customers//traits", ROUTE_NOT_FOUND, "");
+    expect_status("GET", "/v1/customers/" UUID_LC "/", ROUTE_NOT_FOUND, "");
+    expect_status("GET", "/v1/customers/" UUID_LC "/interactions/extra", ROUTE_NOT_FOUND, "");
+    expect_status("GET", "/v1/customers/" UUID_LC "/interactions/", ROUTE_NOT_FOUND, "");
+    expect_status("PATCH", "/v1/customers/" UUID_LC "/traits/x", ROUTE_NOT_FOUND, "");
+    expect_status("GET", "/v1/customers/" UUID_LC "/unknown", ROUTE_NOT_FOUND, "");
+    expect_status("POST", "/v1/interactions/", ROUTE_NOT_FOUND, "");
+    expect_status("POST", "/v1/interactions:batchx", ROUTE_NOT_FOUND, "");
+    expect_status("POST", "/v1/customers:merge", ROUTE_NOT_FOUND, "");
+    expect_status("POST", "/v2/interactions", ROUTE_NOT_FOUND, "");
+    expect_status("DELETE", "/nope", ROUTE_NOT_FOUND, "");
+}
+END_TEST
+
+START_TEST(test_route_name)
+{
+    static const struct {
+        enum route r;
+        const char *name;
+    } t[] = {
+        {ROUTE_HEALTH, "health"},
+        {ROUTE_READY, "ready"},
+        {ROUTE_CUSTOMER_RESOLVE, "customer_resolve"},
+        {ROUTE_CUSTOMER_LOOKUP, "customer_lookup"},
+        {ROUTE_CUSTOMER_GET, "customer_get"},
+        {ROUTE_CUSTOMER_TRAITS, "customer_traits"},
+        {ROUTE_CUSTOMER_TIMELINE, "customer_timeline"},
+        {ROUTE_INTERACTION_CREATE, "interaction_create"},
+        {ROUTE_INTERACTION_BATCH, "interaction_batch"},
+        {ROUTE_SEGMENT_CREATE, "segment_create"},
+        {ROUTE_SEGMENT_LIST, "segment_list"},
+        {ROUTE_SEGMENT_PREVIEW, "segment_preview"},
+        {ROUTE_SEGMENT_GET, "segment_get"},
+        {ROUTE_SEGMENT_DELETE, "segment_delete"},
+        {ROUTE_SEGMENT_CUSTOMERS, "segment_customers"},
+        {ROUTE_SEGMENT_EXPORT, "segment_export"},
+        {ROUTE_VALUE_RECOMPUTE, "value_recompute"},
+        {ROUTE_KPIS, "kpis"},
+    };
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++)
+        ck_assert_str_eq(route_name(t[i].r), t[i].name);
+    for (int r = 0; r < ROUTE_COUNT; r++) /* every route, including newer ones, has a name */
+        ck_assert_str_ne(route_name((enum route)r), "unknown");
+    ck_assert_str_eq(route_name(ROUTE_COUNT), "unknown");
+}
+END_TEST
+
+static Suite *router_suite(void)
+{
+    Suite *s = suite_create("router");
+    TCase *tc = tcase_create("routes");
+    tcase_add_test(tc, test_all_routes);
+    tcase_add_test(tc, test_segment_and_value_routes);
+    tcase_add_test(tc, test_uuid_lowercased);
+    tcase_add_test(tc, test_bad_uuid);
+    tcase_add_test(tc, test_method_not_allowed);
+    tcase_add_test(tc, test_not_found);
+    tcase_add_test(tc, test_route_name);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(router_suite());
+    int failed;
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? 0 : 1;
+}
