@@ -85,6 +85,7 @@ void route_request(const char *method, const char *path, struct route_match *out
             continue;
         }
         out->route = ROUTES[i].route;
+        out->allow[0] = '\0'; /* only meaningful for 405 */
         if (has_id && !uuid_canonical(raw_id, out->id)) {
             out->status = ROUTE_BAD_UUID;
             return;
