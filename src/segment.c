@@ -436,8 +436,13 @@ static void compile_interaction(struct compiler *c, json_t *node, const char *pt
     within = small_int(c, spec, "within_days", iptr, 36500);
     if (min_count == -2 || within == -2)
         return;
-    emit(c, "((SELECT count(*) FROM (SELECT 1 FROM crm.interactions i "
-            "WHERE i.customer_id = c.customer_id");
+    /* min_count 1 is an EXISTS, which the planner can run as a semi-join;
+     * more needs a bounded count per customer. */
+    if (min_count > 1)
+        emit(c, "((SELECT count(*) FROM (SELECT 1 FROM crm.interactions i "
+                "WHERE i.customer_id = c.customer_id");
+    else
+        emit(c, "(EXISTS (SELECT 1 FROM crm.interactions i WHERE i.customer_id = c.customer_id");
     if ((v = json_object_get(spec, "type")) != NULL)
         emit(c, " AND i.type = $%d", param(c, json_copy(v)));
     if ((v = json_object_get(spec, "channel")) != NULL)
@@ -449,10 +454,12 @@ static void compile_interaction(struct compiler *c, json_t *node, const char *pt
         emit(c, " AND i.occurred_at >= now() - make_interval(days => $%d::int)",
              param(c, json_string(buf)));
     }
-    snprintf(buf, sizeof(buf), "%ld", min_count > 0 ? min_count : 1);
-    {
+    if (min_count > 1) {
+        snprintf(buf, sizeof(buf), "%ld", min_count);
         int np = param(c, json_string(buf));
         emit(c, " LIMIT $%d::bigint) AS hits) >= $%d::bigint)", np, np);
+    } else {
+        emit(c, "))");
     }
 }
 

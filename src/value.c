@@ -370,7 +370,8 @@ static bool recompute_in_tx(PGconn *pg, const char *as_of, void (*progress)(cons
                          "'params', (SELECT params FROM crm.model_runs WHERE run_id = $1::bigint), "
                          "'fit_seconds', (SELECT fit_seconds FROM crm.model_runs WHERE run_id = $1::bigint))",
                          1, params, err, errlen);
-    ok = finish != NULL;
+    /* Fresh statistics, or segment queries plan against the old tiers. */
+    ok = finish != NULL && exec_ok(pg, "ANALYZE crm.customer_value", err, errlen);
     if (ok) {
         *summary = json_loads(finish, 0, NULL);
         report(progress, "run %s: finished in %.2f s", run_id, seconds_since(&t0));
