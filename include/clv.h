@@ -63,9 +63,12 @@ double bgnbd_loglik(const struct bgnbd_params *m, double x, double tx, double T)
  * improving.
  *
  * Returns false for invalid input (see the file comment; all values finite,
- * weights with a positive sum), out of memory, or when the optimiser did not
- * converge; in the last case *out and *report still hold the best point
- * found. report may be NULL.
+ * weights with a positive sum, at least one repeat purchase), out of memory,
+ * or when the optimiser did not converge or a parameter ran off towards 0 or
+ * infinity; in those last cases *out and *report still hold the best point
+ * found. report may be NULL. On small samples the maximum can sit on a flat
+ * ridge (typically a -> 0 with b large: almost nobody drops out); the fit
+ * then returns a point on it, whose predictions are what the data support.
  */
 bool bgnbd_fit(const double *x, const double *tx, const double *T, const double *weights,
                size_t n, struct bgnbd_params *out, struct fit_report *report);

@@ -83,12 +83,13 @@ static bool nonpositive_integer(double v)
 
 /*
  * Sum of the terms n >= 1 of the 2F1 power series, for 0 <= z < 1, into
- * *tail (so 2F1 = 1 + *tail; callers that subtract 1 lose nothing).
- * Term n+1 is term n times (a+n)(b+n) z / ((c+n)(n+1)). Once n is past
+ * *tail, so 2F1 = 1 + *tail. Term n+1 is term n times (a+n)(b+n) z / ((c+n)(n+1)). Once n is past
  * |a| + |b| + |c| that ratio moves monotonically towards z, so the rest of
  * the series is bounded by a geometric one with ratio max(next ratio, z);
- * summing stops when that bound is below HYP2F1_TAIL_TOL of the running sum.
- * Returns false if HYP2F1_MAX_TERMS terms were not enough.
+ * summing stops when that bound is below HYP2F1_TAIL_TOL of *tail itself
+ * (not of 1 + *tail: a caller subtracting the 1 keeps full relative
+ * precision even when *tail is tiny). Returns false if HYP2F1_MAX_TERMS
+ * terms were not enough.
  */
 static bool hyp2f1_series_tail(double a, double b, double c, double z, double *tail)
 {
@@ -104,7 +105,7 @@ static bool hyp2f1_series_tail(double a, double b, double c, double z, double *t
             continue;
         double next = fabs((a + k + 1) * (b + k + 1) / ((c + k + 1) * (k + 2))) * z;
         double rho = next > z ? next : z;
-        if (rho < 1 && fabs(term) * rho / (1 - rho) <= HYP2F1_TAIL_TOL * fabs(1 + sum)) {
+        if (rho < 1 && fabs(term) * rho / (1 - rho) <= HYP2F1_TAIL_TOL * fabs(sum)) {
             *tail = sum;
             return true;
         }
@@ -146,7 +147,8 @@ double hyp2f1(double a, double b, double c, double z)
 #define NM_STEP 0.5
 #define NM_FTOL 1e-12
 #define NM_XTOL 1e-6
-#define NM_LOG_BOUND 30.0
+#define NM_LOG_BOUND 30.0 /* |log parameter| beyond this is not evaluated */
+#define NM_EDGE 5.0       /* an optimum this close to the bound is no optimum */
 
 struct nm_problem {
     double (*f)(const double *theta, void *ctx);
@@ -274,7 +276,7 @@ static bool nm_run(struct nm_problem *pb, double *theta, double *fbest)
 
 /* Minimise from theta (in/out), restarting until a restart converges without
  * improving on the run before it; fills the optimiser fields of rep. */
-static bool nm_minimize(struct nm_problem *pb, double *theta, double *fmin,
+static bool nm_minimize(struct nm_problem *pb, double *theta, double *fbest,
                         struct fit_report *rep)
 {
     double f, g;
@@ -287,10 +289,15 @@ static bool nm_minimize(struct nm_problem *pb, double *theta, double *fmin,
         f = g;
         restarts++;
     }
-    *fmin = f;
+    *fbest = f;
     rep->iterations = pb->iterations;
     rep->evaluations = pb->evaluations;
     rep->restarts = restarts;
+    /* A parameter that ran off towards 0 or infinity means the likelihood
+     * has no maximum for these data (e.g. a handful of customers). */
+    for (int i = 0; i < pb->dim; i++)
+        if (fabs(theta[i]) > NM_LOG_BOUND - NM_EDGE)
+            return false;
     return settled && isfinite(f);
 }
 
@@ -527,8 +534,13 @@ bool bgnbd_fit(const double *x, const double *tx, const double *T, const double 
         sum_x += d.rows[i].w * d.rows[i].x;
         sum_T += d.rows[i].w * d.rows[i].T;
     }
+    if (!(sum_x > 0)) {
+        /* Without a repeat purchase the likelihood grows towards r = 0. */
+        bg_data_free(&d);
+        return false;
+    }
     theta[0] = 0;
-    theta[1] = sum_x > 0 && sum_T > 0 ? log(sum_T / sum_x) : 0;
+    theta[1] = sum_T > 0 ? log(sum_T / sum_x) : 0;
     theta[2] = 0;
     theta[3] = 0;
     converged = nm_minimize(&pb, theta, &f, rep);
