@@ -86,6 +86,27 @@ struct compiler {
 
 static void emit(struct compiler *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* The shortest decimal text that reads back as the same double, so 19.99
+ * reaches numeric columns as "19.99", not "19.989999999999998". */
+static void number_text(json_t *v, char *out, size_t cap)
+{
+    if (json_is_integer(v)) {
+        snprintf(out, cap, "%lld", (long long)json_integer_value(v));
+        return;
+    }
+    for (int precision = 1; precision <= 17; precision++) {
+        snprintf(out, cap, "%.*g", precision, json_real_value(v));
+        if (strtod(out, NULL) == json_real_value(v))
+            return;
+    }
+}
+
+/* A JSON string without embedded NUL (which C strings would cut short). */
+static bool clean_string(json_t *v)
+{
+    return json_is_string(v) && strlen(json_string_value(v)) == json_string_length(v);
+}
+
 static void emit(struct compiler *c, const char *fmt, ...)
 {
     va_list ap;
@@ -201,12 +222,24 @@ static void compile_in(struct compiler *c, const char *expr, const char *cast, j
         return;
     }
     json_array_foreach(value, i, item) {
-        if (is_number ? !json_is_number(item) : !json_is_string(item)) {
+        if (is_number ? !json_is_number(item) : !clean_string(item)) {
             fail(c, ptr, "value", "every value of 'in' must be a %s", is_number ? "number" : "string");
             return;
         }
     }
-    text = json_dumps(value, JSON_COMPACT | JSON_ENCODE_ANY);
+    if (is_number) { /* a JSON array of the shortest exact decimal texts */
+        size_t len = 1, cap = json_array_size(value) * 26 + 3;
+        text = malloc(cap);
+        text[0] = '[';
+        json_array_foreach(value, i, item) {
+            char num[32];
+            number_text(item, num, sizeof(num));
+            len += (size_t)snprintf(text + len, cap - len, "%s%s", i ? "," : "", num);
+        }
+        snprintf(text + len, cap - len, "]");
+    } else {
+        text = json_dumps(value, JSON_COMPACT);
+    }
     emit(c, "(%s = ANY (ARRAY(SELECT jsonb_array_elements_text($%d::jsonb))::%s[]))", expr,
          param(c, json_string(text)), cast);
     free(text);
@@ -226,7 +259,7 @@ static void compile_field(struct compiler *c, json_t *node, const char *ptr)
 
     if (!only_keys(c, node, ptr, allowed))
         return;
-    if (!json_is_string(fv)) {
+    if (!clean_string(fv)) {
         fail(c, ptr, "field", "'field' must be a string: one of %s", segment_field_list());
         return;
     }
@@ -270,7 +303,7 @@ static void compile_field(struct compiler *c, json_t *node, const char *ptr)
             fail(c, ptr, "value", "'exists' takes true, false or no value");
             return;
         }
-        emit(c, "(%s IS %s NULL)", f->sql, value == NULL || json_is_true(value) ? "NOT" : "");
+        emit(c, "(%s IS %sNULL)", f->sql, value == NULL || json_is_true(value) ? "NOT " : "");
         return;
     }
     if (value == NULL) {
@@ -286,18 +319,15 @@ static void compile_field(struct compiler *c, json_t *node, const char *ptr)
             fail(c, ptr, "value", "'value' for %s must be a number", f->name);
         } else {
             char num[64];
-            if (json_is_integer(value))
-                snprintf(num, sizeof(num), "%lld", (long long)json_integer_value(value));
-            else
-                snprintf(num, sizeof(num), "%.17g", json_real_value(value));
+            number_text(value, num, sizeof(num));
             emit(c, "(%s %s $%d::numeric)", f->sql, cmp, param(c, json_string(num)));
         }
         break;
     case FT_TEXT:
         if (strcmp(op, "in") == 0) {
             compile_in(c, f->sql, "text", value, ptr, false);
-        } else if (!json_is_string(value)) {
-            fail(c, ptr, "value", "'value' for %s must be a string", f->name);
+        } else if (!clean_string(value)) {
+            fail(c, ptr, "value", "'value' for %s must be a string without NUL", f->name);
         } else if (strcmp(op, "contains") == 0) {
             emit(c, "(strpos(lower(%s), lower($%d::text)) > 0)", f->sql,
                  param(c, json_copy(value)));
@@ -364,7 +394,7 @@ static void compile_need(struct compiler *c, json_t *node, const char *ptr)
     char buf[32];
     if (!only_keys(c, node, ptr, allowed))
         return;
-    if (!json_is_string(nv) || json_string_length(nv) == 0 || json_string_length(nv) > 64) {
+    if (!clean_string(nv) || json_string_length(nv) == 0 || json_string_length(nv) > 64) {
         fail(c, ptr, "need", "'need' must be a string of 1 to 64 characters");
         return;
     }
@@ -427,7 +457,7 @@ static void compile_interaction(struct compiler *c, json_t *node, const char *pt
         return;
     }
     v = json_object_get(spec, "tag");
-    if (v != NULL && (!json_is_string(v) || json_string_length(v) == 0 ||
+    if (v != NULL && (!clean_string(v) || json_string_length(v) == 0 ||
                       json_string_length(v) > 64)) {
         fail(c, iptr, "tag", "'tag' must be a string of 1 to 64 characters");
         return;
@@ -447,8 +477,14 @@ static void compile_interaction(struct compiler *c, json_t *node, const char *pt
         emit(c, " AND i.type = $%d", param(c, json_copy(v)));
     if ((v = json_object_get(spec, "channel")) != NULL)
         emit(c, " AND i.channel = $%d", param(c, json_copy(v)));
-    if ((v = json_object_get(spec, "tag")) != NULL)
-        emit(c, " AND $%d = ANY (i.tags)", param(c, json_copy(v)));
+    if ((v = json_object_get(spec, "tag")) != NULL) { /* tags are stored lower-cased */
+        char *lower = strdup(json_string_value(v));
+        for (char *p = lower; *p; p++)
+            if (*p >= 'A' && *p <= 'Z')
+                *p = (char)(*p - 'A' + 'a');
+        emit(c, " AND $%d = ANY (i.tags)", param(c, json_string(lower)));
+        free(lower);
+    }
     if (within > 0) {
         snprintf(buf, sizeof(buf), "%ld", within);
         emit(c, " AND i.occurred_at >= now() - make_interval(days => $%d::int)",
