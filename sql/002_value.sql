@@ -92,11 +92,12 @@ LANGUAGE sql STABLE AS $$
                sum(d.v) AS total, (array_agg(d.v ORDER BY d.d))[1] AS first_v
           FROM days d GROUP BY 1),
     money AS (
-        SELECT s.customer_id,
-               sum(s.amount) FILTER (WHERE s.type = 'purchase') AS revenue,
-               sum(s.amount) FILTER (WHERE s.type = 'return') AS returns,
-               sum(s.cost) AS cost
-          FROM crm.interaction_stats s, cur WHERE s.currency = cur.c GROUP BY 1)
+        SELECT i.customer_id,
+               sum(i.amount) FILTER (WHERE i.type = 'purchase') AS revenue,
+               sum(i.amount) FILTER (WHERE i.type = 'return') AS returns,
+               sum(i.cost) AS cost
+          FROM crm.interactions i, cur
+         WHERE i.currency = cur.c AND i.occurred_at <= p_as_of GROUP BY 1)
     SELECT c.customer_id, coalesce(p.n, 0),
            CASE WHEN p.n IS NULL THEN NULL ELSE p.n - 1 END,
            extract(epoch FROM p.last_d - p.first_d) / 604800.0,
@@ -177,7 +178,7 @@ BEGIN
      WHERE run_id = p_run;
     RETURN (SELECT jsonb_build_object('run_id', run_id, 'customers', customers, 'buyers', buyers,
                                       'customer_equity', customer_equity,
-                                      'tiers', (SELECT jsonb_object_agg(tier, k) FROM (
+                                      'tiers', (SELECT coalesce(jsonb_object_agg(tier, k), '{}') FROM (
                                           SELECT tier, count(*) AS k FROM crm.customer_value
                                            GROUP BY tier) t))
               FROM crm.model_runs WHERE run_id = p_run);
@@ -267,6 +268,7 @@ RETURNS jsonb LANGUAGE sql STABLE AS $$
                (SELECT sum(s.clv) FROM crm.value_snapshots s JOIN base b ON b.customer_id = s.customer_id
                  WHERE s.run_id = (SELECT max(run_id) FROM crm.model_runs
                                     WHERE finished_at IS NOT NULL AND as_of <= p_to)) AS at_end,
+               EXISTS (SELECT 1 FROM crm.model_runs WHERE finished_at IS NOT NULL AND as_of <= p_to) AS has_end,
                EXISTS (SELECT 1 FROM crm.model_runs WHERE finished_at IS NOT NULL AND as_of <= p_from) AS has_start)
     SELECT jsonb_build_object(
         'period', jsonb_build_object('from', crm.ts(p_from), 'to', crm.ts(p_to)),
@@ -291,9 +293,19 @@ RETURNS jsonb LANGUAGE sql STABLE AS $$
             round(1000.0 * a.returns / (SELECT count(*) FROM base), 4) END,
         'cash_flow', trim_scale(a.revenue_now - a.refunds_now - a.cost_now),
         'customer_equity_start', CASE WHEN e.has_start THEN trim_scale(coalesce(e.at_start, 0)) END,
-        'customer_equity_end', trim_scale(e.at_end),
-        'roc', CASE WHEN e.has_start AND coalesce(e.at_start, 0) > 0 AND e.at_end IS NOT NULL THEN
-            round((a.revenue_now - a.refunds_now - a.cost_now + e.at_end - e.at_start) / e.at_start, 6) END)
+        'customer_equity_end', CASE WHEN e.has_end THEN trim_scale(coalesce(e.at_end, 0)) END,
+        'roc', CASE WHEN e.has_start AND coalesce(e.at_start, 0) > 0 AND e.has_end THEN
+            round((a.revenue_now - a.refunds_now - a.cost_now + coalesce(e.at_end, 0) - e.at_start)
+                  / e.at_start, 6) END)
       FROM agg a, retained r, equity e
      WHERE p_to > p_from
+$$;
+
+-- A segment as the API shows it (the rule verbatim: nulls inside it matter).
+CREATE FUNCTION crm.segment_doc(s crm.segments) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT jsonb_build_object('segment_id', s.segment_id, 'name', s.name, 'rule', s.rule,
+                              'created_at', crm.ts(s.created_at))
+           || CASE WHEN s.description IS NULL THEN '{}'::jsonb
+                   ELSE jsonb_build_object('description', s.description) END
 $$;

@@ -14,9 +14,15 @@
 const struct db_statement store_statements[] = {
     {"ping", "SELECT '1'::json"},
     {"resolve", "SELECT crm.resolve_customer($1::jsonb, $2::jsonb, $3, $4::uuid)"},
-    {"profile", "SELECT crm.profile($1::uuid)"},
-    {"lookup", "SELECT crm.profile(customer_id) FROM crm.identifiers "
-               "WHERE kind = $1 AND namespace = $2 AND value = $3"},
+    /* Personal-data reads write their audit row in the same round trip. */
+    {"profile", "SELECT crm.read_profile($1::uuid, $2::uuid, $3, 'customer.read')"},
+    {"lookup", "SELECT crm.read_profile(customer_id, $4::uuid, $5, 'customer.lookup') "
+               "FROM crm.identifiers WHERE kind = $1 AND namespace = $2 AND value = $3"},
+    {"authenticate", "SELECT crm.authenticate($1::uuid, $2)"},
+    {"key_create", "SELECT crm.create_key($1::uuid, $2, $3, $4, $5, $6::uuid)"},
+    {"key_list", "SELECT jsonb_build_object('items', coalesce(jsonb_agg(crm.key_doc(k) "
+                 "ORDER BY k.created_at), '[]')) FROM crm.api_keys k"},
+    {"key_revoke", "SELECT crm.revoke_key($1::uuid, $2::uuid)"},
     {"patch_traits", "SELECT crm.patch_traits($1::uuid, $2::jsonb, $3)"},
     {"ingest", "SELECT crm.ingest($1::uuid, $2::jsonb, $3::uuid, $4::uuid, $5, $6, $7, $8, "
                "$9::timestamptz, $10::numeric, $11, $12::numeric, "
@@ -24,21 +30,18 @@ const struct db_statement store_statements[] = {
     {"segment_create",
      "INSERT INTO crm.segments (segment_id, name, description, rule) "
      "VALUES ($1::uuid, $2, $3, $4::jsonb) ON CONFLICT (name) DO NOTHING "
-     "RETURNING jsonb_strip_nulls(jsonb_build_object('segment_id', segment_id, 'name', name, "
-     "'description', description, 'rule', rule, 'created_at', crm.ts(created_at)))"},
+     "RETURNING crm.segment_doc(segments)"},
     {"segment_get",
-     "SELECT jsonb_strip_nulls(jsonb_build_object('segment_id', segment_id, 'name', name, "
-     "'description', description, 'rule', rule, 'created_at', crm.ts(created_at))) "
-     "FROM crm.segments WHERE segment_id = $1::uuid"},
+     "SELECT crm.segment_doc(s) FROM crm.segments s WHERE segment_id = $1::uuid"},
     {"segment_list",
-     "SELECT jsonb_build_object('items', coalesce(jsonb_agg(jsonb_strip_nulls(jsonb_build_object("
-     "'segment_id', segment_id, 'name', name, 'description', description, 'rule', rule, "
-     "'created_at', crm.ts(created_at))) ORDER BY name), '[]')) FROM crm.segments"},
+     "SELECT jsonb_build_object('items', coalesce(jsonb_agg(crm.segment_doc(s) ORDER BY name), "
+     "'[]')) FROM crm.segments s"},
     {"segment_delete",
      "WITH d AS (DELETE FROM crm.segments WHERE segment_id = $1::uuid RETURNING 1) "
      "SELECT jsonb_build_object('deleted', EXISTS (SELECT 1 FROM d))"},
     {"timeline", "SELECT crm.timeline($1::uuid, $2::int, $3::timestamptz, $4::uuid, $5, $6, "
-                 "$7::timestamptz, $8::timestamptz)"},
+                 "$7::timestamptz, $8::timestamptz) "
+                 "FROM (SELECT crm.audit($9::uuid, $10, 'customer.timeline', $1::uuid, NULL)) AS a"},
 };
 const int store_statement_count = sizeof(store_statements) / sizeof(store_statements[0]);
 
@@ -72,18 +75,19 @@ enum db_status store_resolve(struct db_pool *pool, const struct resolve_request 
     return st;
 }
 
-enum db_status store_profile(struct db_pool *pool, const char *customer_id, json_t **out,
-                             char *err, size_t errlen)
+enum db_status store_profile(struct db_pool *pool, const char *customer_id,
+                             const struct principal *who, json_t **out, char *err, size_t errlen)
 {
-    const char *params[1] = {customer_id};
-    return db_call_json(pool, "profile", 1, params, out, err, errlen);
+    const char *params[3] = {customer_id, who->key_id, role_name(who->role)};
+    return db_call_json(pool, "profile", 3, params, out, err, errlen);
 }
 
-enum db_status store_lookup(struct db_pool *pool, const struct identifier *id, json_t **out,
-                            char *err, size_t errlen)
+enum db_status store_lookup(struct db_pool *pool, const struct identifier *id,
+                            const struct principal *who, json_t **out, char *err, size_t errlen)
 {
-    const char *params[3] = {id_kind_name(id->kind), id->namespace_, id->value};
-    return db_call_json(pool, "lookup", 3, params, out, err, errlen);
+    const char *params[5] = {id_kind_name(id->kind), id->namespace_, id->value, who->key_id,
+                             role_name(who->role)};
+    return db_call_json(pool, "lookup", 5, params, out, err, errlen);
 }
 
 enum db_status store_patch_traits(struct db_pool *pool, const char *customer_id,
@@ -237,11 +241,11 @@ enum db_status store_ingest_batch(struct db_pool *pool, struct interaction_reque
 }
 
 enum db_status store_timeline(struct db_pool *pool, const char *customer_id,
-                              const struct timeline_query *q, json_t **out, char *err,
-                              size_t errlen)
+                              const struct timeline_query *q, const struct principal *who,
+                              json_t **out, char *err, size_t errlen)
 {
     char limit[16];
-    const char *params[8];
+    const char *params[10];
     snprintf(limit, sizeof(limit), "%d", q->limit);
     params[0] = customer_id;
     params[1] = limit;
@@ -251,5 +255,7 @@ enum db_status store_timeline(struct db_pool *pool, const char *customer_id,
     params[5] = q->type;
     params[6] = q->since;
     params[7] = q->until;
-    return db_call_json(pool, "timeline", 8, params, out, err, errlen);
+    params[8] = who->key_id;
+    params[9] = role_name(who->role);
+    return db_call_json(pool, "timeline", 10, params, out, err, errlen);
 }
