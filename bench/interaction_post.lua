@@ -12,5 +12,6 @@ request = function()
     '{"identifiers":[{"kind":"email","value":"bench-%d@bench.example"}],"source":"wrk-%s-%d",' ..
     '"external_id":"%d","channel":"web","type":"purchase","occurred_at":"2026-11-20T10:00:00Z",' ..
     '"amount":12.5,"currency":"EUR"}', counter % n, os.getenv("CRM_BENCH_RUN") or "x", tid or 0, counter)
-  return wrk.format("POST", "/v1/interactions", {["Content-Type"] = "application/json"}, body)
+  return wrk.format("POST", "/v1/interactions", {["Content-Type"] = "application/json",
+    ["Authorization"] = "Bearer " .. os.getenv("CRM_BENCH_KEY")}, body)
 end

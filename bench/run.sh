@@ -22,7 +22,9 @@ WORK=$RUN_DIR/bench
 mkdir -p "$WORK"
 export CRM_BENCH_CUSTOMERS=$CUSTOMERS CRM_BENCH_RUN=$(date +%s) CRM_BENCH_IDS=$WORK/ids.txt
 
-"$ROOT/build/crm-server" --port "$PORT" --db "$(conninfo crm_bench)" --pool-size "$CONNS" \
+KEY=$(admin_key)
+export CRM_BENCH_KEY=$KEY
+CRM_BOOTSTRAP_ADMIN_KEY=$KEY "$ROOT/build/crm-server" --port "$PORT" --db "$(conninfo crm_bench)" --pool-size "$CONNS" \
     > "$WORK/server.log" 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true' EXIT
@@ -31,7 +33,9 @@ for _ in $(seq 50); do curl -sf "http://127.0.0.1:$PORT/health" >/dev/null && br
 log "seeding $CUSTOMERS customers through the batch API"
 python3 - "$PORT" "$CUSTOMERS" "$CRM_BENCH_IDS" <<'PY'
 import http.client, json, sys
+import os
 port, n, ids_path = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+auth = {"Authorization": "Bearer " + os.environ["CRM_BENCH_KEY"]}
 c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
 for start in range(0, n, 500):
     items = [{"identifiers": [{"kind": "email", "value": "bench-%d@bench.example" % k}],
@@ -39,19 +43,20 @@ for start in range(0, n, 500):
               "type": "purchase", "occurred_at": "2026-01-01T10:00:00Z", "amount": 10,
               "currency": "EUR"} for k in range(start, min(n, start + 500))]
     c.request("POST", "/v1/interactions:batch", json.dumps({"items": items}),
-              {"Content-Type": "application/json"})
+              dict(auth, **{"Content-Type": "application/json"}))
     r = c.getresponse(); body = json.loads(r.read())
     assert r.status == 200 and body["failed"] == 0, body
 with open(ids_path, "w") as f:
     for k in range(0, n, max(1, n // 2000)):
-        c.request("GET", "/v1/customers?email=bench-%d%%40bench.example" % k)
+        c.request("GET", "/v1/customers?email=bench-%d%%40bench.example" % k, headers=auth)
         r = c.getresponse(); f.write(json.loads(r.read())["customer_id"] + "\n")
 PY
 
 wrk_run() { # name script-or-path
     local name=$1 target=$2 out
     if [[ $target == *.lua ]]; then
-        out=$(wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency -s "$ROOT/bench/$target" "http://127.0.0.1:$PORT")
+        out=$(wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency -H "Authorization: Bearer $KEY" \
+              -s "$ROOT/bench/$target" "http://127.0.0.1:$PORT")
     else
         out=$(wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency "http://127.0.0.1:$PORT$target")
     fi

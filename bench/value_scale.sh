@@ -37,15 +37,17 @@ TOTAL=$(grep -oE 'finished in [0-9.]+ s' "$WORK/recompute.log" | head -1)
 RSS=$(awk -F': ' '/Maximum resident/ {print $2}' "$WORK/recompute.log")
 PARAMS=$(grep -E 'BG/NBD' "$WORK/recompute.log" | sed 's/.*BG\/NBD/BG\/NBD/')
 
-"$ROOT/build/crm-server" --port "$PORT" --db "$CONN" > "$WORK/server.log" 2>&1 &
+KEY=$(admin_key)
+CRM_BOOTSTRAP_ADMIN_KEY=$KEY "$ROOT/build/crm-server" --port "$PORT" --db "$CONN" > "$WORK/server.log" 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true' EXIT
 for _ in $(seq 50); do curl -sf "http://127.0.0.1:$PORT/health" >/dev/null && break; sleep 0.1; done
 
-post() { curl -s -XPOST "http://127.0.0.1:$PORT$1" -H 'Content-Type: application/json' -d "$2"; }
+AUTH="Authorization: Bearer $KEY"
+post() { curl -s -XPOST "http://127.0.0.1:$PORT$1" -H "$AUTH" -H 'Content-Type: application/json' -d "$2"; }
 # median of 7 timings of a GET
 median_ms() {
-    for _ in $(seq 7); do curl -s -o /dev/null -w '%{time_total}\n' "http://127.0.0.1:$PORT$1"; done |
+    for _ in $(seq 7); do curl -s -o /dev/null -H "$AUTH" -w '%{time_total}\n' "http://127.0.0.1:$PORT$1"; done |
         sort -n | awk '{a[NR]=$1} END {printf "%.1f", a[4] * 1000}'
 }
 declare -A RULES=(
@@ -60,7 +62,7 @@ for name in mvc mvc_premium_support at_risk_high_value complained_90d; do
          python3 -c 'import json,sys; print(json.load(sys.stdin)["segment_id"])')
     first=$(median_ms "/v1/segments/$id/customers?limit=100")
     count_ms=$(median_ms "/v1/segments/$id/customers?limit=100&count=true")
-    members=$(curl -s "http://127.0.0.1:$PORT/v1/segments/$id/customers?limit=1&count=true" |
+    members=$(curl -s -H "$AUTH" "http://127.0.0.1:$PORT/v1/segments/$id/customers?limit=1&count=true" |
               python3 -c 'import json,sys; print(json.load(sys.stdin)["count"])')
     ROWS+="| $name | $members | $first | $count_ms |"$'\n'
 done

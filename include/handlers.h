@@ -10,6 +10,8 @@
 #include <jansson.h>
 #include <stdbool.h>
 
+#include "access.h"
+#include "auth.h"
 #include "config.h"
 #include "db.h"
 #include "problem.h"
@@ -18,6 +20,7 @@
 struct app {
     const struct config *cfg;
     struct db_pool *pool;
+    struct access *access;
 };
 
 struct request {
@@ -27,6 +30,7 @@ struct request {
     json_t *body; /* parsed object for POST/PATCH, else NULL */
     const char *(*query)(void *ctx, const char *key); /* decoded query parameter or NULL */
     void *query_ctx;
+    const struct principal *who; /* the caller's key; NULL on public routes */
 };
 
 struct response {
@@ -36,6 +40,7 @@ struct response {
     char content_location[96];
     char allow[32];
     int retry_after; /* seconds; 0 = no header */
+    bool auth_challenge; /* send WWW-Authenticate (401) */
     /* A streamed body instead of body (e.g. NDJSON exports): read returns
      * the bytes written to buf, 0 at the end, -1 on error (the response is
      * then cut short). free releases ctx when the response is done. */
@@ -62,5 +67,7 @@ bool query_param(const struct request *req, struct response *res, const char *ke
 
 /* Value layer routes (handlers_value.c). */
 void handle_value_route(struct app *app, const struct request *req, struct response *res);
+/* Key management routes (handlers_admin.c). */
+void handle_admin_route(struct app *app, const struct request *req, struct response *res);
 
 #endif

@@ -9,6 +9,7 @@
 
 #include <jansson.h>
 
+#include "auth.h"
 #include "db.h"
 #include "validate.h"
 
@@ -28,11 +29,11 @@ enum db_status store_ping(struct db_pool *pool, char *err, size_t errlen);
 enum db_status store_resolve(struct db_pool *pool, const struct resolve_request *req,
                              json_t **out, char *err, size_t errlen);
 
-/* Profile or NULL (*out) when unknown. */
-enum db_status store_profile(struct db_pool *pool, const char *customer_id, json_t **out,
-                             char *err, size_t errlen);
-enum db_status store_lookup(struct db_pool *pool, const struct identifier *id, json_t **out,
-                            char *err, size_t errlen);
+/* Profile or NULL (*out) when unknown; the read is audited as who's. */
+enum db_status store_profile(struct db_pool *pool, const char *customer_id,
+                             const struct principal *who, json_t **out, char *err, size_t errlen);
+enum db_status store_lookup(struct db_pool *pool, const struct identifier *id,
+                            const struct principal *who, json_t **out, char *err, size_t errlen);
 enum db_status store_patch_traits(struct db_pool *pool, const char *customer_id,
                                   const struct traits_request *req, json_t **out, char *err,
                                   size_t errlen);
@@ -51,7 +52,7 @@ enum db_status store_ingest_batch(struct db_pool *pool, struct interaction_reque
 
 /* {customer_id, items, next_cursor_at, next_cursor_id} or NULL when unknown. */
 enum db_status store_timeline(struct db_pool *pool, const char *customer_id,
-                              const struct timeline_query *q, json_t **out, char *err,
-                              size_t errlen);
+                              const struct timeline_query *q, const struct principal *who,
+                              json_t **out, char *err, size_t errlen);
 
 #endif

@@ -120,4 +120,17 @@ create_database() {
     fi
 }
 
+# The admin API key of this checkout's local server: created once in
+# .run/admin.key and installed by the server as its bootstrap admin key.
+admin_key() {
+    local f=$RUN_DIR/admin.key
+    if [ ! -s "$f" ]; then
+        mkdir -p "$RUN_DIR"
+        python3 -c 'import secrets, uuid
+print("crm_" + uuid.uuid4().hex + "_" + secrets.token_urlsafe(32))' > "$f"
+        chmod 600 "$f"
+    fi
+    cat "$f"
+}
+
 conninfo() { echo "host=$PG_SOCK port=$PG_PORT user=$PG_USER dbname=$1"; }

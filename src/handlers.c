@@ -72,6 +72,24 @@ bool query_param(const struct request *req, struct response *res, const char *ke
     return true;
 }
 
+/* Partner keys may only speak about their own namespace's external ids. */
+static bool partner_scope_ok(const struct principal *who, bool by_customer_id,
+                             const struct identifier_list *ids)
+{
+    if (who == NULL || who->role != ROLE_PARTNER)
+        return true;
+    if (by_customer_id)
+        return false;
+    for (int i = 0; i < ids->count; i++)
+        if (ids->items[i].kind != ID_EXTERNAL ||
+            strcmp(ids->items[i].namespace_, who->namespace_) != 0)
+            return false;
+    return true;
+}
+
+static const char PARTNER_SCOPE[] =
+    "partner keys may only use identifiers of kind 'external' in their own namespace";
+
 static void handle_health(const struct request *req, struct response *res)
 {
     respond_json(res, 200, json_pack("{s:s}", "status", "ok"));
@@ -97,12 +115,18 @@ static void handle_resolve(struct app *app, const struct request *req, struct re
         return;
     }
     json_decref(errors);
+    if (!partner_scope_ok(req->who, false, &rr.ids)) {
+        respond_problem(res, PROBLEM_FORBIDDEN, PARTNER_SCOPE, req->path);
+        return;
+    }
     st = store_resolve(app->pool, &rr, &out, err, sizeof(err));
     if (st != DB_OK || out == NULL) {
         respond_db_failure(res, st == DB_OK ? DB_ERROR : st, err, req->path);
         json_decref(out);
         return;
     }
+    if (req->who != NULL && req->who->role == ROLE_PARTNER)
+        json_object_del(out, "customer"); /* no cross-partner data in the profile */
     respond_json(res, json_is_true(json_object_get(out, "created")) ? 201 : 200, out);
 }
 
@@ -119,7 +143,7 @@ static void handle_customer_get(struct app *app, const struct request *req, stru
 {
     json_t *out = NULL;
     char err[DB_ERR_LEN];
-    enum db_status st = store_profile(app->pool, req->match->id, &out, err, sizeof(err));
+    enum db_status st = store_profile(app->pool, req->match->id, req->who, &out, err, sizeof(err));
     if (st != DB_OK)
         respond_db_failure(res, st, err, req->path);
     else if (out == NULL)
@@ -196,7 +220,7 @@ static void handle_lookup(struct app *app, const struct request *req, struct res
         respond_problem(res, PROBLEM_INVALID_QUERY, detail, req->path);
         return;
     }
-    st = store_lookup(app->pool, &id, &out, why, sizeof(why));
+    st = store_lookup(app->pool, &id, req->who, &out, why, sizeof(why));
     if (st != DB_OK)
         respond_db_failure(res, st, why, req->path);
     else if (out == NULL)
@@ -273,7 +297,7 @@ static void handle_timeline(struct app *app, const struct request *req, struct r
                         "since and until must be RFC 3339 timestamps with offset", req->path);
         return;
     }
-    st = store_timeline(app->pool, req->match->id, &q, &out, err, sizeof(err));
+    st = store_timeline(app->pool, req->match->id, &q, req->who, &out, err, sizeof(err));
     if (st != DB_OK) {
         respond_db_failure(res, st, err, req->path);
         return;
@@ -310,6 +334,11 @@ static void handle_interaction(struct app *app, const struct request *req, struc
         return;
     }
     json_decref(errors);
+    if (!partner_scope_ok(req->who, ir.by_customer_id, &ir.ids)) {
+        interaction_request_clear(&ir);
+        respond_problem(res, PROBLEM_FORBIDDEN, PARTNER_SCOPE, req->path);
+        return;
+    }
     st = store_ingest(app->pool, &ir, &out, err, sizeof(err));
     interaction_request_clear(&ir);
     if (st != DB_OK || out == NULL) {
@@ -350,7 +379,15 @@ static void handle_batch(struct app *app, const struct request *req, struct resp
         char prefix[32];
         json_t *item_errors = json_array();
         snprintf(prefix, sizeof(prefix), "/items/%zu", i);
-        if (validate_interaction(item, prefix, &reqs[i], item_errors)) {
+        if (validate_interaction(item, prefix, &reqs[i], item_errors) &&
+            !partner_scope_ok(req->who, reqs[i].by_customer_id, &reqs[i].ids)) {
+            json_decref(item_errors);
+            json_array_append_new(results,
+                                  json_pack("{s:I, s:s, s:o}", "index", (json_int_t)i, "status",
+                                            "failed", "problem",
+                                            problem_new(PROBLEM_FORBIDDEN, PARTNER_SCOPE,
+                                                        req->path)));
+        } else if (json_array_size(item_errors) == 0) {
             valid[i] = &reqs[i];
             json_array_append_new(results, json_null());
             json_decref(item_errors);

@@ -394,6 +394,6 @@ void handle_value_route(struct app *app, const struct request *req, struct respo
         handle_recompute(app, req, res);
         break;
     default:
-        respond_problem(res, PROBLEM_NOT_FOUND, "no such route", req->path);
+        handle_admin_route(app, req, res);
     }
 }

@@ -94,6 +94,8 @@ static enum MHD_Result send_response(struct MHD_Connection *conn, struct respons
         MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, res->allow);
     if (res->content_location[0])
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_LOCATION, res->content_location);
+    if (res->auth_challenge)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"crm\"");
     if (res->retry_after > 0) {
         char buf[16];
         snprintf(buf, sizeof(buf), "%d", res->retry_after);
@@ -157,6 +159,7 @@ static enum MHD_Result finish_request(struct http_server *srv, struct MHD_Connec
     struct request req = {.method = method, .path = path, .match = &match,
                           .query = query_lookup, .query_ctx = conn};
     struct response res = {0};
+    struct principal who;
     bool has_body = strcmp(method, "POST") == 0 || strcmp(method, "PATCH") == 0;
     char detail[256];
     enum MHD_Result ret;
@@ -178,6 +181,30 @@ static enum MHD_Result finish_request(struct http_server *srv, struct MHD_Connec
         break;
     }
 
+    if (!route_is_public(match.route)) {
+        const char *authz = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                        MHD_HTTP_HEADER_AUTHORIZATION);
+        const char *xkey = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-API-Key");
+        switch (access_check(srv->app->access, authz, xkey, &who)) {
+        case ACCESS_OK:
+            break;
+        case ACCESS_UNAVAILABLE:
+            return send_problem(conn, PROBLEM_SERVICE_UNAVAILABLE,
+                                "the database is unreachable; retry", path);
+        case ACCESS_NO_KEY:
+        case ACCESS_BAD_KEY:
+            respond_problem(&res, PROBLEM_UNAUTHORIZED,
+                            "send a valid API key as 'Authorization: Bearer <key>'", path);
+            res.auth_challenge = true;
+            return send_response(conn, &res);
+        }
+        if (!role_allows(who.role, match.route)) {
+            snprintf(detail, sizeof(detail), "the %s role may not call this route",
+                     role_name(who.role));
+            return send_problem(conn, PROBLEM_FORBIDDEN, detail, path);
+        }
+        req.who = &who;
+    }
     if (ctx->too_large) {
         snprintf(detail, sizeof(detail), "the body exceeds the limit of %zu bytes",
                  srv->app->cfg->body_limit);

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "access.h"
 #include "config.h"
 #include "db.h"
 #include "handlers.h"
@@ -95,6 +96,8 @@ int main(int argc, char **argv)
             return 1;
         }
         ok = migrate_apply(pg);
+        if (ok && getenv("CRM_BOOTSTRAP_ADMIN_KEY") != NULL && !cfg.migrate_only)
+            ok = access_bootstrap(pg, getenv("CRM_BOOTSTRAP_ADMIN_KEY"));
         PQfinish(pg);
         if (!ok)
             return 1;
@@ -114,8 +117,10 @@ int main(int argc, char **argv)
     app.cfg = &cfg;
     app.pool = db_pool_new(cfg.database_url, cfg.pool_size, store_statements,
                            store_statement_count);
+    app.access = access_new(app.pool);
     server = http_start(&app);
     if (server == NULL) {
+        access_free(app.access);
         db_pool_free(app.pool);
         return 1;
     }
@@ -125,6 +130,7 @@ int main(int argc, char **argv)
     sigwait(&stop_signals, &sig);
     fprintf(stderr, "crm-server: %s received, draining\n", sig == SIGTERM ? "SIGTERM" : "SIGINT");
     left = http_drain_and_stop(server, cfg.drain_timeout);
+    access_free(app.access);
     db_pool_free(app.pool);
     if (left > 0) {
         fprintf(stderr, "crm-server: %d requests still running after %d s\n", left,

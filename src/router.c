@@ -35,6 +35,9 @@ static const struct route_def ROUTES[] = {
     {"GET", "/v1/segments/{id}/export", ROUTE_SEGMENT_EXPORT, "segment_export"},
     {"POST", "/v1/value:recompute", ROUTE_VALUE_RECOMPUTE, "value_recompute"},
     {"GET", "/v1/kpis", ROUTE_KPIS, "kpis"},
+    {"POST", "/v1/admin/keys", ROUTE_KEY_CREATE, "key_create"},
+    {"GET", "/v1/admin/keys", ROUTE_KEY_LIST, "key_list"},
+    {"DELETE", "/v1/admin/keys/{id}", ROUTE_KEY_REVOKE, "key_revoke"},
 };
 
 #define ROUTE_TABLE_SIZE (sizeof(ROUTES) / sizeof(ROUTES[0]))

@@ -24,6 +24,13 @@ import unittest
 import urllib.parse
 
 HOST = "127.0.0.1"
+# The server installs this as its bootstrap admin key (CRM_BOOTSTRAP_ADMIN_KEY)
+# when the database has no admin key yet; every request sends it unless the
+# test passes its own Authorization/X-API-Key header or key=None. Test
+# databases only: override with CRM_E2E_ADMIN_KEY.
+ADMIN_KEY = os.environ.get(
+    "CRM_E2E_ADMIN_KEY",
+    "crm_00000000e2e04000a000000000000001_e2e-test-admin-key-not-a-secret-00000000000")
 BODY_LIMIT = 65536
 POOL_SIZE = 8
 STARTUP_TIMEOUT = 15.0
@@ -68,10 +75,11 @@ class Server:
             argv = [self.binary, "--listen", HOST, "--port", str(self.port),
                     "--db", self.db_url, "--pool-size", str(POOL_SIZE),
                     "--body-limit", str(BODY_LIMIT)]
+            env = dict(os.environ, CRM_BOOTSTRAP_ADMIN_KEY=ADMIN_KEY)
             try:
                 self.proc = subprocess.Popen(
                     argv, stdin=subprocess.DEVNULL, stdout=self._log_file,
-                    stderr=subprocess.STDOUT)
+                    stderr=subprocess.STDOUT, env=env)
             except OSError as e:
                 self._log_file.close()
                 raise RuntimeError("cannot start %s: %s" % (self.binary, e))
@@ -192,12 +200,14 @@ class Response(collections.namedtuple("Response", "status headers body")):
 
 def request(method, path, json_body=_MISSING, raw=None,
             content_type="application/json", headers=None,
-            timeout=REQUEST_TIMEOUT, port=None):
+            timeout=REQUEST_TIMEOUT, port=None, key=ADMIN_KEY):
     """Send one request on a fresh connection.
 
     json_body: any JSON-serialisable value (encoded as UTF-8).
     raw:       bytes sent verbatim as the body (overrides json_body).
     content_type: Content-Type for bodies; None omits the header.
+    key:       API key sent as a Bearer token (None: no key), unless headers
+               carry Authorization or X-API-Key themselves.
     """
     if port is None:
         if SERVER is None:
@@ -213,6 +223,9 @@ def request(method, path, json_body=_MISSING, raw=None,
         if content_type is not None:
             hdrs["Content-Type"] = content_type
         hdrs["Content-Length"] = str(len(body))
+    if key is not None and not any(h.lower() in ("authorization", "x-api-key")
+                                   for h in (headers or {})):
+        hdrs["Authorization"] = "Bearer " + key
     if headers:
         hdrs.update(headers)
     conn = http.client.HTTPConnection(HOST, port, timeout=timeout)

@@ -1,0 +1,30 @@
+/*
+ * access: verifies API keys against crm.api_keys (SHA-256 compare in the
+ * database) and remembers valid keys for a short time, so that the hot
+ * paths stay at one database round trip. A revoked key stops working
+ * within ACCESS_CACHE_SECONDS. Also installs the bootstrap admin key.
+ */
+#ifndef CRM_ACCESS_H
+#define CRM_ACCESS_H
+
+#include <libpq-fe.h>
+
+#include "auth.h"
+#include "db.h"
+
+#define ACCESS_CACHE_SECONDS 30
+
+enum access_result { ACCESS_OK, ACCESS_NO_KEY, ACCESS_BAD_KEY, ACCESS_UNAVAILABLE };
+
+struct access;
+
+struct access *access_new(struct db_pool *pool);
+void access_free(struct access *access);
+
+enum access_result access_check(struct access *access, const char *authorization,
+                                const char *x_api_key, struct principal *out);
+
+/* Install key as the admin key if no admin key exists yet. Prints what it did. */
+bool access_bootstrap(PGconn *pg, const char *key);
+
+#endif

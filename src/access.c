@@ -1,0 +1,129 @@
+/*
+ * access: a small table of recently verified keys (exact key text ->
+ * principal, with an expiry), guarded by a mutex. Misses go to the
+ * database through the "authenticate" statement; only successes are kept.
+ */
+#include "access.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define CACHE_SLOTS 128
+
+struct cache_entry {
+    char key[API_KEY_LEN + 1];
+    struct principal who;
+    time_t expires;
+};
+
+struct access {
+    struct db_pool *pool;
+    pthread_mutex_t lock;
+    struct cache_entry slots[CACHE_SLOTS];
+};
+
+struct access *access_new(struct db_pool *pool)
+{
+    struct access *a = calloc(1, sizeof(*a));
+    a->pool = pool;
+    pthread_mutex_init(&a->lock, NULL);
+    return a;
+}
+
+void access_free(struct access *a)
+{
+    if (a == NULL)
+        return;
+    pthread_mutex_destroy(&a->lock);
+    free(a);
+}
+
+static bool cache_get(struct access *a, const char *key, struct principal *out)
+{
+    bool hit = false;
+    time_t now = time(NULL);
+    pthread_mutex_lock(&a->lock);
+    for (int i = 0; i < CACHE_SLOTS && !hit; i++) {
+        if (a->slots[i].expires > now && strcmp(a->slots[i].key, key) == 0) {
+            *out = a->slots[i].who;
+            hit = true;
+        }
+    }
+    pthread_mutex_unlock(&a->lock);
+    return hit;
+}
+
+static void cache_put(struct access *a, const char *key, const struct principal *who)
+{
+    int victim = 0;
+    pthread_mutex_lock(&a->lock);
+    for (int i = 1; i < CACHE_SLOTS; i++) /* the entry expiring first goes */
+        if (a->slots[i].expires < a->slots[victim].expires)
+            victim = i;
+    memcpy(a->slots[victim].key, key, API_KEY_LEN + 1);
+    a->slots[victim].who = *who;
+    a->slots[victim].expires = time(NULL) + ACCESS_CACHE_SECONDS;
+    pthread_mutex_unlock(&a->lock);
+}
+
+enum access_result access_check(struct access *a, const char *authorization,
+                                const char *x_api_key, struct principal *out)
+{
+    char key[API_KEY_LEN + 1], key_id[UUID_TEXT_LEN + 1], err[256];
+    const char *params[2];
+    json_t *doc = NULL;
+    enum db_status st;
+    const char *ns;
+
+    if (authorization == NULL && x_api_key == NULL)
+        return ACCESS_NO_KEY;
+    if (!api_key_parse(authorization, x_api_key, key, key_id))
+        return ACCESS_BAD_KEY;
+    if (cache_get(a, key, out))
+        return ACCESS_OK;
+    params[0] = key_id;
+    params[1] = key;
+    st = db_call_json(a->pool, "authenticate", 2, params, &doc, err, sizeof(err));
+    if (st != DB_OK)
+        return ACCESS_UNAVAILABLE;
+    if (doc == NULL)
+        return ACCESS_BAD_KEY;
+    memset(out, 0, sizeof(*out));
+    memcpy(out->key_id, key_id, sizeof(out->key_id));
+    if (!role_parse(json_string_value(json_object_get(doc, "role")), &out->role)) {
+        json_decref(doc);
+        return ACCESS_BAD_KEY;
+    }
+    ns = json_string_value(json_object_get(doc, "namespace"));
+    snprintf(out->namespace_, sizeof(out->namespace_), "%s", ns ? ns : "");
+    json_decref(doc);
+    cache_put(a, key, out);
+    return ACCESS_OK;
+}
+
+bool access_bootstrap(PGconn *pg, const char *key)
+{
+    char text[API_KEY_LEN + 1], key_id[UUID_TEXT_LEN + 1];
+    const char *params[2];
+    PGresult *res;
+    bool ok;
+    if (!api_key_parse(NULL, key, text, key_id)) {
+        fprintf(stderr, "crm-server: CRM_BOOTSTRAP_ADMIN_KEY is not a key of the form "
+                        "crm_<32 hex>_<43 base64url>\n");
+        return false;
+    }
+    params[0] = key_id;
+    params[1] = text;
+    res = PQexecParams(pg, "SELECT crm.bootstrap_admin($1::uuid, $2)", 2, NULL, params, NULL,
+                       NULL, 0);
+    ok = PQresultStatus(res) == PGRES_TUPLES_OK;
+    if (!ok)
+        fprintf(stderr, "crm-server: bootstrap admin key: %s", PQerrorMessage(pg));
+    else if (strcmp(PQgetvalue(res, 0, 0), "t") == 0)
+        fprintf(stderr, "crm-server: installed the bootstrap admin key %s\n", key_id);
+    PQclear(res);
+    return ok;
+}

@@ -1,0 +1,106 @@
+/*
+ * handlers_admin: API key management for the admin role. A new key's secret
+ * is returned once, in the creation response; only its SHA-256 is stored.
+ * Creation and revocation are written to the audit log by the database.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "auth.h"
+#include "handlers.h"
+#include "normalize.h"
+
+#define ERR_LEN 512
+
+static void handle_key_create(struct app *app, const struct request *req, struct response *res)
+{
+    json_t *errors = json_array(), *name = json_object_get(req->body, "name");
+    json_t *role_v = json_object_get(req->body, "role"), *ns_v = json_object_get(req->body, "namespace");
+    json_t *out = NULL, *v;
+    enum role role = ROLE_FRONT_OFFICE;
+    struct identifier probe;
+    char key[API_KEY_LEN + 1], key_id[UUID_TEXT_LEN + 1], err[ERR_LEN];
+    const char *key_name;
+    const char *params[6];
+    enum db_status st;
+
+    json_object_foreach(req->body, key_name, v) {
+        if (strcmp(key_name, "name") != 0 && strcmp(key_name, "role") != 0 &&
+            strcmp(key_name, "namespace") != 0)
+            verr_add(errors, "", key_name, "unknown field '%s'", key_name);
+    }
+    if (!json_is_string(name) || utf8_length(json_string_value(name)) < 1 ||
+        utf8_length(json_string_value(name)) > 100)
+        verr_add(errors, "", "name", "'name' must be a string of 1 to 100 characters");
+    if (!json_is_string(role_v) || !role_parse(json_string_value(role_v), &role))
+        verr_add(errors, "", "role",
+                 "'role' must be one of: front_office, call_center, marketing, partner, admin");
+    else if (role == ROLE_PARTNER) {
+        /* The namespace follows the identifier rules, so it can match external ids. */
+        if (!json_is_string(ns_v) ||
+            !identifier_normalize(ID_EXTERNAL, json_string_value(ns_v), "x", &probe, err,
+                                  sizeof(err), NULL))
+            verr_add(errors, "", "namespace",
+                     "partner keys need a 'namespace' of 1 to 64 characters a-z, 0-9, '_', '.', '-'");
+    } else if (ns_v != NULL) {
+        verr_add(errors, "", "namespace", "only partner keys have a 'namespace'");
+    }
+    if (json_array_size(errors) > 0) {
+        respond_validation(res, errors, req->path);
+        return;
+    }
+    json_decref(errors);
+    if (!api_key_generate(key, key_id)) {
+        respond_problem(res, PROBLEM_INTERNAL, "no random source", req->path);
+        return;
+    }
+    params[0] = key_id;
+    params[1] = key;
+    params[2] = json_string_value(name);
+    params[3] = role_name(role);
+    params[4] = role == ROLE_PARTNER ? probe.namespace_ : NULL;
+    params[5] = req->who->key_id;
+    st = db_call_json(app->pool, "key_create", 6, params, &out, err, sizeof(err));
+    if (st != DB_OK || out == NULL) {
+        respond_db_failure(res, st == DB_OK ? DB_ERROR : st, err, req->path);
+        json_decref(out);
+        return;
+    }
+    json_object_set_new(out, "api_key", json_string(key));
+    respond_json(res, 201, out);
+}
+
+static void handle_key_list_or_revoke(struct app *app, const struct request *req,
+                                      struct response *res)
+{
+    json_t *out = NULL;
+    char err[ERR_LEN];
+    enum db_status st;
+    if (req->match->route == ROUTE_KEY_LIST) {
+        st = db_call_json(app->pool, "key_list", 0, NULL, &out, err, sizeof(err));
+    } else {
+        const char *params[2] = {req->match->id, req->who->key_id};
+        st = db_call_json(app->pool, "key_revoke", 2, params, &out, err, sizeof(err));
+    }
+    if (st != DB_OK)
+        respond_db_failure(res, st, err, req->path);
+    else if (out == NULL)
+        respond_problem(res, PROBLEM_NOT_FOUND, "no key with this id", req->path);
+    else
+        respond_json(res, 200, out);
+}
+
+void handle_admin_route(struct app *app, const struct request *req, struct response *res)
+{
+    switch (req->match->route) {
+    case ROUTE_KEY_CREATE:
+        handle_key_create(app, req, res);
+        break;
+    case ROUTE_KEY_LIST:
+    case ROUTE_KEY_REVOKE:
+        handle_key_list_or_revoke(app, req, res);
+        break;
+    default:
+        respond_problem(res, PROBLEM_NOT_FOUND, "no such route", req->path);
+    }
+}
