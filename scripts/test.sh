@@ -97,6 +97,17 @@ run_e2e asan "$ROOT/build-asan/crm-server" crm_test_asan test_api.py
 echo "== fault tests (ASan+UBSan build)"
 run_e2e asan-faults "$ROOT/build-asan/crm-server" crm_test_asan test_faults.py
 
+echo "== fuzzing (libFuzzer, ${CRM_FUZZ_SECONDS:-20} s per harness)"
+fuzz_out=$("$ROOT/tests/fuzz/run.sh" "${CRM_FUZZ_SECONDS:-20}" 2>&1)
+echo "$fuzz_out"
+fuzz_line=$(echo "$fuzz_out" | grep -E '^fuzz: [0-9]+ passed, [0-9]+ failed' | tail -n 1)
+if [ -n "$fuzz_line" ]; then
+    passed=$((passed + $(echo "$fuzz_line" | sed -E 's/fuzz: ([0-9]+) passed.*/\1/')))
+    failed=$((failed + $(echo "$fuzz_line" | sed -E 's/.* ([0-9]+) failed.*/\1/')))
+else
+    failed=$((failed + 1))
+fi
+
 if [ -x "$ROOT/tests/lint_openapi.sh" ]; then
     echo "== openapi.yaml lint"
     if "$ROOT/tests/lint_openapi.sh"; then
