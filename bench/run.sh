@@ -24,7 +24,7 @@ export CRM_BENCH_CUSTOMERS=$CUSTOMERS CRM_BENCH_RUN=$(date +%s) CRM_BENCH_IDS=$W
 
 KEY=$(admin_key)
 export CRM_BENCH_KEY=$KEY
-CRM_BOOTSTRAP_ADMIN_KEY=$KEY "$ROOT/build/crm-server" --port "$PORT" --db "$(conninfo crm_bench)" --pool-size "$CONNS" \
+CRM_BOOTSTRAP_ADMIN_KEY=$KEY "$ROOT/build/crm-server" --port "$PORT" --db "$(conninfo crm_bench)" --pool-size "$CONNS" --rate-limit 0 \
     > "$WORK/server.log" 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true' EXIT

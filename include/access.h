@@ -18,11 +18,17 @@ enum access_result { ACCESS_OK, ACCESS_NO_KEY, ACCESS_BAD_KEY, ACCESS_UNAVAILABL
 
 struct access;
 
-struct access *access_new(struct db_pool *pool);
+/* rate_per_second 0 turns rate limiting off. */
+struct access *access_new(struct db_pool *pool, int rate_per_second);
 void access_free(struct access *access);
 
 enum access_result access_check(struct access *access, const char *authorization,
                                 const char *x_api_key, struct principal *out);
+
+/* Take one request from the key's token bucket (rate per second, burst of
+ * twice that). False when empty; *retry_after is then the whole seconds
+ * until a token is back. */
+bool access_rate_take(struct access *access, const char *key_id, int *retry_after);
 
 /* Install key as the admin key if no admin key exists yet. Prints what it did. */
 bool access_bootstrap(PGconn *pg, const char *key);

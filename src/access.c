@@ -19,16 +19,27 @@ struct cache_entry {
     time_t expires;
 };
 
+#define BUCKET_SLOTS 256
+
+struct bucket {
+    char key_id[UUID_TEXT_LEN + 1];
+    double tokens;
+    double updated; /* monotonic seconds */
+};
+
 struct access {
     struct db_pool *pool;
     pthread_mutex_t lock;
     struct cache_entry slots[CACHE_SLOTS];
+    double rate;
+    struct bucket buckets[BUCKET_SLOTS];
 };
 
-struct access *access_new(struct db_pool *pool)
+struct access *access_new(struct db_pool *pool, int rate_per_second)
 {
     struct access *a = calloc(1, sizeof(*a));
     a->pool = pool;
+    a->rate = rate_per_second;
     pthread_mutex_init(&a->lock, NULL);
     return a;
 }
@@ -102,6 +113,46 @@ enum access_result access_check(struct access *a, const char *authorization,
     json_decref(doc);
     cache_put(a, key, out);
     return ACCESS_OK;
+}
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+bool access_rate_take(struct access *a, const char *key_id, int *retry_after)
+{
+    double now = now_seconds(), burst = 2 * a->rate;
+    struct bucket *b = NULL;
+    bool ok;
+    if (a->rate <= 0)
+        return true;
+    pthread_mutex_lock(&a->lock);
+    for (int i = 0; i < BUCKET_SLOTS && b == NULL; i++)
+        if (strcmp(a->buckets[i].key_id, key_id) == 0)
+            b = &a->buckets[i];
+    if (b == NULL) { /* new key: take the slot idle longest; a full bucket to start */
+        b = &a->buckets[0];
+        for (int i = 1; i < BUCKET_SLOTS; i++)
+            if (a->buckets[i].updated < b->updated)
+                b = &a->buckets[i];
+        snprintf(b->key_id, sizeof(b->key_id), "%s", key_id);
+        b->tokens = burst;
+        b->updated = now;
+    }
+    b->tokens += (now - b->updated) * a->rate;
+    if (b->tokens > burst)
+        b->tokens = burst;
+    b->updated = now;
+    ok = b->tokens >= 1;
+    if (ok)
+        b->tokens -= 1;
+    else
+        *retry_after = (int)((1 - b->tokens) / a->rate) + 1;
+    pthread_mutex_unlock(&a->lock);
+    return ok;
 }
 
 bool access_bootstrap(PGconn *pg, const char *key)

@@ -32,6 +32,8 @@ static const struct setting SETTINGS[] = {
     {"--db-wait", "CRM_DB_WAIT", 'i', offsetof(struct config, db_wait), 0, 0, 3600},
     {"--drain-timeout", "CRM_DRAIN_TIMEOUT", 'i', offsetof(struct config, drain_timeout), 0, 0, 3600},
     {"--as-of", "CRM_AS_OF", 's', offsetof(struct config, as_of), 64, 0, 0},
+    {"--rate-limit", "CRM_RATE_LIMIT", 'i', offsetof(struct config, rate_limit), 0, 0, 1000000},
+    {"--json-depth", "CRM_JSON_DEPTH", 'i', offsetof(struct config, json_depth), 0, 2, 1000},
 };
 
 #define SETTING_COUNT (sizeof(SETTINGS) / sizeof(SETTINGS[0]))
@@ -59,6 +61,10 @@ const char *config_usage(void)
            "                             default 30)\n"
            "  --drain-timeout SEC        on SIGTERM, wait this long for in-flight requests\n"
            "                             (CRM_DRAIN_TIMEOUT, default 30)\n"
+           "  --rate-limit N             requests per second per API key, bursts up to 2N;\n"
+           "                             429 above (CRM_RATE_LIMIT, default 1000, 0 = off)\n"
+           "  --json-depth N             deepest nesting accepted in a request body\n"
+           "                             (CRM_JSON_DEPTH, default 32)\n"
            "  --no-migrate               do not apply migrations at start\n"
            "  --help                     this text\n";
 }
@@ -105,6 +111,8 @@ bool config_load(struct config *cfg, int argc, char **argv, getenv_fn env, char 
     cfg->connection_timeout = 30;
     cfg->db_wait = 30;
     cfg->drain_timeout = 30;
+    cfg->rate_limit = 1000;
+    cfg->json_depth = 32;
 
     for (size_t i = 0; i < SETTING_COUNT; i++) {
         const char *v = env(SETTINGS[i].env);

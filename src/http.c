@@ -121,6 +121,33 @@ static const char *query_lookup(void *ctx, const char *key)
     return MHD_lookup_connection_value((struct MHD_Connection *)ctx, MHD_GET_ARGUMENT_KIND, key);
 }
 
+/* Nesting depth of a parsed document (jansson itself stops at 2048). */
+static int json_depth(json_t *v)
+{
+    int deepest = 0;
+    if (json_is_object(v)) {
+        const char *k;
+        json_t *child;
+        json_object_foreach(v, k, child) {
+            int d = json_depth(child);
+            if (d > deepest)
+                deepest = d;
+        }
+        return deepest + 1;
+    }
+    if (json_is_array(v)) {
+        size_t i;
+        json_t *child;
+        json_array_foreach(v, i, child) {
+            int d = json_depth(child);
+            if (d > deepest)
+                deepest = d;
+        }
+        return deepest + 1;
+    }
+    return 0;
+}
+
 static bool is_json_content_type(const char *ct)
 {
     size_t n = strlen("application/json");
@@ -198,6 +225,12 @@ static enum MHD_Result finish_request(struct http_server *srv, struct MHD_Connec
             res.auth_challenge = true;
             return send_response(conn, &res);
         }
+        if (!access_rate_take(srv->app->access, who.key_id, &res.retry_after)) {
+            respond_problem(&res, PROBLEM_TOO_MANY_REQUESTS,
+                            "this API key is over its request rate; retry later", path);
+            res.retry_after = res.retry_after > 0 ? res.retry_after : 1;
+            return send_response(conn, &res);
+        }
         if (!role_allows(who.role, match.route)) {
             snprintf(detail, sizeof(detail), "the %s role may not call this route",
                      role_name(who.role));
@@ -227,6 +260,12 @@ static enum MHD_Result finish_request(struct http_server *srv, struct MHD_Connec
             snprintf(detail, sizeof(detail), "%s (line %d, column %d)", jerr.text, jerr.line,
                      jerr.column);
             utf8_truncate(detail);
+            return send_problem(conn, PROBLEM_MALFORMED_JSON, detail, path);
+        }
+        if (json_depth(req.body) > srv->app->cfg->json_depth) {
+            json_decref(req.body);
+            snprintf(detail, sizeof(detail), "the body is nested deeper than %d levels",
+                     srv->app->cfg->json_depth);
             return send_problem(conn, PROBLEM_MALFORMED_JSON, detail, path);
         }
         if (!json_is_object(req.body)) {

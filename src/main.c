@@ -117,7 +117,7 @@ int main(int argc, char **argv)
     app.cfg = &cfg;
     app.pool = db_pool_new(cfg.database_url, cfg.pool_size, store_statements,
                            store_statement_count);
-    app.access = access_new(app.pool);
+    app.access = access_new(app.pool, cfg.rate_limit);
     server = http_start(&app);
     if (server == NULL) {
         access_free(app.access);

@@ -29,6 +29,7 @@ static const struct problem_def DEFS[PROBLEM_KIND_COUNT] = {
     [PROBLEM_CONFLICT] = {409, "conflict", "Conflict with the current state"},
     [PROBLEM_PAYLOAD_TOO_LARGE] = {413, "payload-too-large", "Request body too large"},
     [PROBLEM_UNSUPPORTED_MEDIA_TYPE] = {415, "unsupported-media-type", "Unsupported media type"},
+    [PROBLEM_TOO_MANY_REQUESTS] = {429, "too-many-requests", "Too many requests"},
     [PROBLEM_VALIDATION_FAILED] = {422, "validation-failed", "Request validation failed"},
     [PROBLEM_SERVICE_UNAVAILABLE] = {503, "service-unavailable", "Service temporarily unavailable"},
     [PROBLEM_INTERNAL] = {500, "internal-error", "Internal server error"},
