@@ -20,7 +20,9 @@ struct config {
     int db_wait;            /* CRM_DB_WAIT, --db-wait: seconds to wait for the database at start */
     int drain_timeout;      /* CRM_DRAIN_TIMEOUT, --drain-timeout: seconds to finish requests on SIGTERM */
     int rate_limit;         /* CRM_RATE_LIMIT, --rate-limit: requests/s per API key, 0 = off */
-    int json_depth;         /* CRM_JSON_DEPTH, --json-depth: deepest nesting of a request body */
+    int json_depth;
+    char tls_cert[512];     /* CRM_TLS_CERT, --tls-cert: PEM certificate file; enables HTTPS */
+    char tls_key[512];      /* CRM_TLS_KEY, --tls-key: PEM private key file */         /* CRM_JSON_DEPTH, --json-depth: deepest nesting of a request body */
     bool migrate_only;      /* "migrate" subcommand */
     bool recompute_value;   /* "recompute-value" subcommand */
     char as_of[64];         /* --as-of: value as of this time (default now) */

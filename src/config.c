@@ -33,6 +33,8 @@ static const struct setting SETTINGS[] = {
     {"--drain-timeout", "CRM_DRAIN_TIMEOUT", 'i', offsetof(struct config, drain_timeout), 0, 0, 3600},
     {"--as-of", "CRM_AS_OF", 's', offsetof(struct config, as_of), 64, 0, 0},
     {"--rate-limit", "CRM_RATE_LIMIT", 'i', offsetof(struct config, rate_limit), 0, 0, 1000000},
+    {"--tls-cert", "CRM_TLS_CERT", 's', offsetof(struct config, tls_cert), 512, 0, 0},
+    {"--tls-key", "CRM_TLS_KEY", 's', offsetof(struct config, tls_key), 512, 0, 0},
     {"--json-depth", "CRM_JSON_DEPTH", 'i', offsetof(struct config, json_depth), 0, 2, 1000},
 };
 
@@ -65,6 +67,8 @@ const char *config_usage(void)
            "                             429 above (CRM_RATE_LIMIT, default 1000, 0 = off)\n"
            "  --json-depth N             deepest nesting accepted in a request body\n"
            "                             (CRM_JSON_DEPTH, default 32)\n"
+           "  --tls-cert FILE            serve HTTPS with this PEM certificate (CRM_TLS_CERT)\n"
+           "  --tls-key FILE             and this PEM private key (CRM_TLS_KEY)\n"
            "  --no-migrate               do not apply migrations at start\n"
            "  --help                     this text\n";
 }
@@ -160,6 +164,10 @@ bool config_load(struct config *cfg, int argc, char **argv, getenv_fn env, char 
             snprintf(err, errlen, "unknown argument '%s' (try --help)", arg);
             return false;
         }
+    }
+    if ((cfg->tls_cert[0] != '\0') != (cfg->tls_key[0] != '\0')) {
+        snprintf(err, errlen, "--tls-cert and --tls-key go together");
+        return false;
     }
     return true;
 }

@@ -23,6 +23,7 @@
 
 struct http_server {
     struct MHD_Daemon *daemon;
+    char *tls_cert, *tls_key; /* PEM text when serving HTTPS */
     struct app *app;
     atomic_int in_flight;
 };
@@ -324,6 +325,28 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     atomic_fetch_sub(&srv->in_flight, 1);
 }
 
+/* Whole file into a NUL-terminated buffer (TLS PEM files); NULL on error. */
+static char *read_file(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    long n;
+    if (f == NULL)
+        return NULL;
+    if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) > 0 && n < 1024 * 1024 &&
+        fseek(f, 0, SEEK_SET) == 0) {
+        buf = malloc((size_t)n + 1);
+        if (fread(buf, 1, (size_t)n, f) != (size_t)n) {
+            free(buf);
+            buf = NULL;
+        } else {
+            buf[n] = '\0';
+        }
+    }
+    fclose(f);
+    return buf;
+}
+
 struct http_server *http_start(struct app *app)
 {
     struct http_server *srv = calloc(1, sizeof(*srv));
@@ -348,8 +371,31 @@ struct http_server *http_start(struct app *app)
         free(srv);
         return NULL;
     }
+    if (app->cfg->tls_cert[0] != '\0') {
+        if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) {
+            fprintf(stderr, "http: this libmicrohttpd has no TLS support\n");
+            free(srv);
+            return NULL;
+        }
+        srv->tls_cert = read_file(app->cfg->tls_cert);
+        srv->tls_key = read_file(app->cfg->tls_key);
+        if (srv->tls_cert == NULL || srv->tls_key == NULL) {
+            fprintf(stderr, "http: cannot read --tls-cert/--tls-key files\n");
+            free(srv->tls_cert);
+            free(srv->tls_key);
+            free(srv);
+            return NULL;
+        }
+        flags |= MHD_USE_TLS;
+    }
+    struct MHD_OptionItem tls_options[] = {
+        {MHD_OPTION_HTTPS_MEM_CERT, 0, srv->tls_cert},
+        {MHD_OPTION_HTTPS_MEM_KEY, 0, srv->tls_key},
+        {MHD_OPTION_END, 0, NULL},
+    };
     srv->daemon = MHD_start_daemon(
         flags, (uint16_t)app->cfg->port, NULL, NULL, on_request, srv,
+        MHD_OPTION_ARRAY, srv->tls_cert ? tls_options : tls_options + 2,
         MHD_OPTION_SOCK_ADDR, addr,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned int)app->cfg->max_connections,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)app->cfg->connection_timeout,
@@ -359,6 +405,8 @@ struct http_server *http_start(struct app *app)
         MHD_OPTION_END);
     if (srv->daemon == NULL) {
         fprintf(stderr, "http: cannot listen on %s port %d\n", app->cfg->listen, app->cfg->port);
+        free(srv->tls_cert);
+        free(srv->tls_key);
         free(srv);
         return NULL;
     }
@@ -376,6 +424,8 @@ int http_drain_and_stop(struct http_server *srv, int timeout_s)
         db_sleep_ms(20);
     left = atomic_load(&srv->in_flight);
     MHD_stop_daemon(srv->daemon);
+    free(srv->tls_cert);
+    free(srv->tls_key);
     free(srv);
     return left;
 }
