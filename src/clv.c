@@ -101,8 +101,24 @@ static bool hyp2f1_series_tail(double a, double b, double c, double z, double *t
         sum += term;
         if (term == 0)
             break; /* terminating series (or z == 0) */
-        if (k + 1 < settle)
+        if (k + 1 < settle) {
+            /* Before the ratio settles there is still a valid bound when all
+             * parameters are positive and c >= b (or c >= a): every later
+             * ratio is at most z * max((other + j) / (j + 1), 1) with the
+             * j = k + 1 value, since (b + j) / (c + j) <= 1. This is what
+             * keeps huge a, b (a fit at the edge of the parameter space)
+             * from needing |a| + |b| + |c| terms. */
+            double other = c >= b ? a : b;
+            if (a > 0 && b > 0 && c > 0 && (c >= b || c >= a)) {
+                double lead = (other + k + 1) / (k + 2);
+                double bound = z * (lead > 1 ? lead : 1);
+                if (bound < 1 && fabs(term) * bound / (1 - bound) <= HYP2F1_TAIL_TOL * fabs(sum)) {
+                    *tail = sum;
+                    return true;
+                }
+            }
             continue;
+        }
         double next = fabs((a + k + 1) * (b + k + 1) / ((c + k + 1) * (k + 2))) * z;
         double rho = next > z ? next : z;
         if (rho < 1 && fabs(term) * rho / (1 - rho) <= HYP2F1_TAIL_TOL * fabs(sum)) {
@@ -587,9 +603,21 @@ static double bg_expected_raw(double r, double alpha, double a, double b, double
     double log1mz = log(alpha + T) - log(alpha + T + t);
     double z = t / (alpha + T + t);
     double c = a + b + x - 1, L = (a - 1) * log1mz, s, bracket, denom = 1;
-    if (nonpositive_integer(c) || !hyp2f1_series_tail(a + b - 1 - r, a - 1, c, z, &s))
+    if (nonpositive_integer(c))
         return NAN;
-    bracket = -expm1(L) - exp(L) * s;
+    if (a > 50) {
+        /* Large a (a fit drifting to a common dropout probability): the
+         * rearranged series below would need ~a*z terms; the published form
+         * 1 - (1-z)^(r+x) 2F1(r+x, b+x; c; z) converges fast and a - 1 is
+         * far from the cancellation at a = 1. */
+        if (!hyp2f1_series_tail(r + x, b + x, c, z, &s))
+            return NAN;
+        bracket = -expm1((r + x) * log1mz) - exp((r + x) * log1mz) * s;
+    } else {
+        if (!hyp2f1_series_tail(a + b - 1 - r, a - 1, c, z, &s))
+            return NAN;
+        bracket = -expm1(L) - exp(L) * s;
+    }
     if (x > 0)
         denom += exp(log(a) - log(b + x - 1) +
                      (r + x) * (log(alpha + T) - log(alpha + tx)));

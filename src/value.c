@@ -193,25 +193,37 @@ static bool fit_models(const struct inputs *in, struct fit *fit)
 
 /* One COPY line of value_stage per customer. */
 static int stage_line(const struct customer_row *row, const struct fit *fit, double horizon,
-                      double margin, double mean_spend, char *out, size_t cap)
+                      double margin, double mean_spend, char *out, size_t cap,
+                      size_t *nonfinite)
 {
     const char *const *f = (const char *const *)row->fields;
-    if (row->purchase_days == 0 || !fit->has_bg) /* no prediction: CLV 0 */
+    double p_alive = 0, purchases = 0, spend = 0;
+    bool predicted = row->purchase_days > 0 && fit->has_bg;
+    if (predicted) {
+        p_alive = bgnbd_p_alive(&fit->bg, row->x, row->tx, row->T);
+        purchases = bgnbd_expected_purchases(&fit->bg, horizon, row->x, row->tx, row->T);
+        spend = fit->has_gg && row->x > 0 && row->zbar > 0
+                    ? gg_expected_spend(&fit->gg, row->x, row->zbar)
+                    : mean_spend;
+        /* A fit at the edge of the parameter space can make the 2F1 series
+         * give up (NaN): store no prediction rather than a NaN CLV. */
+        if (!isfinite(p_alive) || !isfinite(purchases) || !isfinite(spend)) {
+            predicted = false;
+            (*nonfinite)++;
+        }
+    }
+    if (!predicted) /* no prediction: CLV 0 */
         return snprintf(out, cap, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\\N\t\\N\t\\N\t0\n",
                         f[0], row->purchase_days, f[2], f[3], f[4], f[5], f[6], f[7], f[8],
                         f[9], f[10]);
-    double p_alive = bgnbd_p_alive(&fit->bg, row->x, row->tx, row->T);
-    double purchases = bgnbd_expected_purchases(&fit->bg, horizon, row->x, row->tx, row->T);
-    double spend = fit->has_gg && row->x > 0 && row->zbar > 0
-                       ? gg_expected_spend(&fit->gg, row->x, row->zbar)
-                       : mean_spend;
     return snprintf(out, cap, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.10g\t%.10g\t%.10g\t%.4f\n",
                     f[0], row->purchase_days, f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9],
                     f[10], p_alive, purchases, spend, purchases * spend * margin);
 }
 
 static bool stage_predictions(PGconn *pg, const struct inputs *in, const struct fit *fit,
-                              double horizon, double margin, char *err, size_t errlen)
+                              double horizon, double margin, size_t *nonfinite, char *err,
+                              size_t errlen)
 {
     PGresult *res;
     char line[1024];
@@ -246,7 +258,8 @@ static bool stage_predictions(PGconn *pg, const struct inputs *in, const struct 
     }
     PQclear(res);
     for (size_t i = 0; i < in->n; i++) {
-        int n = stage_line(&in->rows[i], fit, horizon, margin, mean_spend, line, sizeof(line));
+        int n = stage_line(&in->rows[i], fit, horizon, margin, mean_spend, line, sizeof(line),
+                           nonfinite);
         if (PQputCopyData(pg, line, n) != 1) {
             snprintf(err, errlen, "%s", PQerrorMessage(pg));
             return false;
@@ -294,6 +307,7 @@ static bool recompute_in_tx(PGconn *pg, const char *as_of, void (*progress)(cons
     struct timespec t0, tfit;
     char *run_id = NULL, *settings = NULL, *finish = NULL, *params_text;
     double horizon = 52, margin = 1, fit_seconds;
+    size_t nonfinite = 0;
     const char *params[3];
     json_t *params_doc, *settings_doc;
     bool ok = false;
@@ -336,9 +350,12 @@ static bool recompute_in_tx(PGconn *pg, const char *as_of, void (*progress)(cons
     else
         report(progress, "run %s: no model fitted (%zu buyers); historic value only", run_id,
                in.buyers);
-    if (!stage_predictions(pg, &in, &fit, horizon, margin, err, errlen))
+    if (!stage_predictions(pg, &in, &fit, horizon, margin, &nonfinite, err, errlen))
         goto out;
     report(progress, "run %s: staged %zu predictions at %.2f s", run_id, in.n, seconds_since(&t0));
+    if (nonfinite > 0)
+        report(progress, "run %s: %zu customers got no prediction (model not finite for them)",
+               run_id, nonfinite);
 
     params_doc = params_json(&fit);
     params_text = json_dumps(params_doc, JSON_COMPACT);
@@ -374,6 +391,7 @@ static bool recompute_in_tx(PGconn *pg, const char *as_of, void (*progress)(cons
     ok = finish != NULL && exec_ok(pg, "ANALYZE crm.customer_value", err, errlen);
     if (ok) {
         *summary = json_loads(finish, 0, NULL);
+        json_object_set_new(*summary, "unpredicted_buyers", json_integer((json_int_t)nonfinite));
         report(progress, "run %s: finished in %.2f s", run_id, seconds_since(&t0));
     }
 out:
