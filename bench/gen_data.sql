@@ -37,9 +37,10 @@ SELECT g.customer_id, g.n, k,
   FROM gen_customer g,
        generate_series(0, least(60, floor(g.rate * 52 * least(1.0, g.life_share)))::int) AS k;
 
-INSERT INTO crm.interactions (interaction_id, customer_id, source, external_id, channel, type,
-                              occurred_at, received_at, amount, currency, cost, tags)
-SELECT md5('p-' || n || '-' || k)::uuid, customer_id, 'generator', 'p-' || n || '-' || k,
+INSERT INTO crm.interactions (interaction_id, customer_id, origin_customer_id, source,
+                              external_id, channel, type, occurred_at, received_at, amount,
+                              currency, cost, tags)
+SELECT md5('p-' || n || '-' || k)::uuid, customer_id, customer_id, 'generator', 'p-' || n || '-' || k,
        (ARRAY['web', 'app', 'store', 'phone'])[1 + floor(random() * 4)::int], 'purchase', at, at,
        amount, 'EUR', round((amount * 0.05)::numeric, 2),
        CASE WHEN random() < 0.1 THEN ARRAY['premium_support'] WHEN random() < 0.1
@@ -48,15 +49,17 @@ SELECT md5('p-' || n || '-' || k)::uuid, customer_id, 'generator', 'p-' || n || 
 
 -- Returns of about 6% of purchases (a few customers return nearly everything),
 -- complaints and support calls.
-INSERT INTO crm.interactions (interaction_id, customer_id, source, external_id, channel, type,
-                              occurred_at, received_at, amount, currency, cost, tags)
-SELECT md5('r-' || n || '-' || k)::uuid, customer_id, 'generator', 'r-' || n || '-' || k,
+INSERT INTO crm.interactions (interaction_id, customer_id, origin_customer_id, source,
+                              external_id, channel, type, occurred_at, received_at, amount,
+                              currency, cost, tags)
+SELECT md5('r-' || n || '-' || k)::uuid, customer_id, customer_id, 'generator', 'r-' || n || '-' || k,
        'store', 'return', at + interval '7 days', at + interval '7 days', amount, 'EUR', 2,
        ARRAY['sizing']
   FROM gen_purchase WHERE random() < CASE WHEN n % 50 = 0 THEN 0.9 ELSE 0.05 END;
-INSERT INTO crm.interactions (interaction_id, customer_id, source, external_id, channel, type,
-                              occurred_at, received_at, cost, currency, tags)
-SELECT md5('c-' || n || '-' || k)::uuid, customer_id, 'generator', 'c-' || n || '-' || k,
+INSERT INTO crm.interactions (interaction_id, customer_id, origin_customer_id, source,
+                              external_id, channel, type, occurred_at, received_at, cost,
+                              currency, tags)
+SELECT md5('c-' || n || '-' || k)::uuid, customer_id, customer_id, 'generator', 'c-' || n || '-' || k,
        (ARRAY['phone', 'chat', 'email'])[1 + floor(random() * 3)::int],
        CASE WHEN random() < 0.4 THEN 'complaint' ELSE 'support_call' END,
        at + interval '3 days', at + interval '3 days', 6, 'EUR',

@@ -67,6 +67,8 @@ bool query_param(const struct request *req, struct response *res, const char *ke
 
 /* Value layer routes (handlers_value.c). */
 void handle_value_route(struct app *app, const struct request *req, struct response *res);
+/* Identity graph safety: merges, unmerge, blocked values, limits (handlers_identity.c). */
+void handle_identity_route(struct app *app, const struct request *req, struct response *res);
 /* Key management routes (handlers_admin.c). */
 void handle_admin_route(struct app *app, const struct request *req, struct response *res);
 

@@ -53,6 +53,10 @@ CREATE TABLE crm.interactions (
     cost           numeric(18,4),
     tags           text[] NOT NULL DEFAULT '{}',
     payload        jsonb NOT NULL DEFAULT '{}',
+    -- For unmerge: the customer the interaction was addressed to (the id
+    -- given, or the one its identifiers resolved to) and those identifiers.
+    origin_customer_id uuid NOT NULL,
+    resolved_by    jsonb,
     UNIQUE (source, external_id)
 );
 CREATE INDEX interactions_timeline_idx
@@ -87,6 +91,9 @@ CREATE TABLE crm.customer_needs (
 );
 CREATE INDEX customer_needs_need_idx ON crm.customer_needs (need, last_at);
 
+-- Every merge, with what unmerge needs to split it again: the absorbed
+-- customer's members (itself and what it had absorbed), identifiers and
+-- traits, and the survivor's traits, as they were just before.
 CREATE TABLE crm.merges (
     merge_id     bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     survivor_id  uuid NOT NULL REFERENCES crm.customers (customer_id),
@@ -94,10 +101,66 @@ CREATE TABLE crm.merges (
     actor        text NOT NULL,
     reason       text NOT NULL,
     trigger_identifiers jsonb NOT NULL,
-    merged_at    timestamptz NOT NULL DEFAULT clock_timestamp()
+    merged_at    timestamptz NOT NULL DEFAULT clock_timestamp(),
+    absorbed_members     uuid[] NOT NULL,
+    absorbed_identifiers jsonb NOT NULL,
+    absorbed_traits      jsonb NOT NULL,
+    survivor_traits      jsonb NOT NULL,
+    absorbed_updated_at  timestamptz NOT NULL,
+    survivor_updated_at  timestamptz NOT NULL,
+    unmerged_at  timestamptz,
+    unmerged_by  text,
+    unmerge_reason text
 );
 CREATE INDEX merges_survivor_idx ON crm.merges (survivor_id);
 CREATE INDEX merges_absorbed_idx ON crm.merges (absorbed_id);
+
+-- Placeholder values that must never glue customers together ("null",
+-- "anonymous", test@test.com, a shop's shared phone...). Matched on the
+-- lower-cased normalised value; kind '*' blocks a value for every kind.
+CREATE TABLE crm.blocked_identifiers (
+    kind        text NOT NULL,
+    value       text NOT NULL,
+    reason      text NOT NULL,
+    builtin     boolean NOT NULL DEFAULT false,
+    created_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (kind, value)
+);
+INSERT INTO crm.blocked_identifiers (kind, value, reason, builtin)
+SELECT '*', v, 'placeholder value', true
+  FROM unnest(ARRAY['null', 'none', 'nil', 'undefined', 'unknown', 'anonymous', 'n/a', 'na',
+                    '-1', '0', 'test', 'guest', '00000000-0000-0000-0000-000000000000']) AS v
+UNION ALL
+SELECT 'email', v, 'placeholder email', true
+  FROM unnest(ARRAY['test@test.com', 'test@example.com', 'example@example.com', 'a@a.com',
+                    'none@none.com', 'null@null.com', 'noemail@noemail.com', 'no@email.com',
+                    'email@email.com', 'noreply@noreply.com', 'unknown@unknown.com']) AS v
+UNION ALL
+SELECT 'phone', v, 'placeholder phone', true
+  FROM unnest(ARRAY['+10000000000', '+11111111111', '+12345678900', '+1234567890',
+                    '+123456789', '+99999999999']) AS v;
+
+-- How many identifiers of a kind one customer may hold (external: per
+-- namespace), and which kinds are trusted most when they disagree.
+CREATE TABLE crm.identifier_limits (
+    kind              text PRIMARY KEY,
+    max_per_customer  integer NOT NULL CHECK (max_per_customer >= 1),
+    priority          integer NOT NULL  -- 1 = most trusted
+);
+INSERT INTO crm.identifier_limits VALUES
+    ('external', 1, 1), ('loyalty_card', 2, 2), ('email', 5, 3), ('phone', 3, 4), ('device', 20, 5);
+
+-- Requests that would have broken a limit: recorded instead of merged.
+CREATE TABLE crm.identity_conflicts (
+    conflict_id   bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    at            timestamptz NOT NULL DEFAULT clock_timestamp(),
+    source        text NOT NULL,
+    reason        text NOT NULL,
+    customer_ids  uuid[] NOT NULL,
+    identifiers   jsonb NOT NULL,
+    detail        jsonb NOT NULL
+);
+CREATE INDEX identity_conflicts_customers_idx ON crm.identity_conflicts USING gin (customer_ids);
 
 -- Follow merged_into to the surviving customer (merges flatten chains, so
 -- this is at most one hop; the loop is defensive).
@@ -186,11 +249,41 @@ BEGIN
     END IF;
 END $$;
 
--- Move everything of p_absorbed into p_survivor. Caller holds row locks on both.
+-- A customer's identifier or trait rows as a JSON array (merge snapshots).
+CREATE FUNCTION crm.snapshot_rows(p_what text, p_customer uuid) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT CASE p_what
+        WHEN 'identifiers' THEN
+            (SELECT coalesce(jsonb_agg(jsonb_build_object('kind', kind, 'namespace', namespace,
+                                                          'value', value, 'source', source,
+                                                          'created_at', created_at)), '[]')
+               FROM crm.identifiers WHERE customer_id = p_customer)
+        ELSE
+            (SELECT coalesce(jsonb_agg(jsonb_build_object('name', name, 'value', value,
+                                                          'source', source,
+                                                          'updated_at', updated_at)), '[]')
+               FROM crm.traits WHERE customer_id = p_customer)
+        END
+$$;
+
+-- Move everything of p_absorbed into p_survivor, first recording in
+-- crm.merges what an unmerge needs. Caller holds row locks on both.
 CREATE FUNCTION crm.merge_into(p_survivor uuid, p_absorbed uuid, p_actor text,
                                p_reason text, p_trigger jsonb)
 RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
+    INSERT INTO crm.merges (survivor_id, absorbed_id, actor, reason, trigger_identifiers,
+                            absorbed_members, absorbed_identifiers, absorbed_traits,
+                            survivor_traits, absorbed_updated_at, survivor_updated_at)
+    SELECT p_survivor, p_absorbed, p_actor, p_reason, p_trigger,
+           ARRAY(SELECT p_absorbed UNION SELECT customer_id FROM crm.customers
+                  WHERE merged_into = p_absorbed),
+           crm.snapshot_rows('identifiers', p_absorbed),
+           crm.snapshot_rows('traits', p_absorbed),
+           crm.snapshot_rows('traits', p_survivor),
+           (SELECT updated_at FROM crm.customers WHERE customer_id = p_absorbed),
+           (SELECT updated_at FROM crm.customers WHERE customer_id = p_survivor);
+
     UPDATE crm.identifiers SET customer_id = p_survivor WHERE customer_id = p_absorbed;
     UPDATE crm.interactions SET customer_id = p_survivor WHERE customer_id = p_absorbed;
 
@@ -229,15 +322,47 @@ BEGIN
                              updated_at = clock_timestamp()
      WHERE customer_id = p_absorbed;
     UPDATE crm.customers SET updated_at = clock_timestamp() WHERE customer_id = p_survivor;
-
-    INSERT INTO crm.merges (survivor_id, absorbed_id, actor, reason, trigger_identifiers)
-    VALUES (p_survivor, p_absorbed, p_actor, p_reason, p_trigger);
 END $$;
 
+-- True when a normalised identifier is a blocked placeholder value.
+CREATE FUNCTION crm.is_blocked(p_kind text, p_value text) RETURNS boolean
+LANGUAGE sql STABLE AS $$
+    SELECT EXISTS (SELECT 1 FROM crm.blocked_identifiers
+                    WHERE kind IN (p_kind, '*') AND value = lower(p_value))
+$$;
+
+-- Identifier counts of the given customers together that would break a
+-- limit: [{kind, namespace, count, limit}] (namespace only for external).
+CREATE FUNCTION crm.limit_violations(p_customers uuid[], p_extra jsonb) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT coalesce(jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
+               'kind', x.kind, 'namespace', nullif(x.bucket, ''), 'count', x.n,
+               'limit', l.max_per_customer)) ORDER BY l.priority, x.bucket), '[]')
+      FROM (SELECT kind, bucket, count(DISTINCT (namespace, value)) AS n
+              FROM (SELECT kind, namespace, value,
+                           CASE WHEN kind = 'external' THEN namespace ELSE '' END AS bucket
+                      FROM crm.identifiers WHERE customer_id = ANY (p_customers)
+                    UNION
+                    SELECT i->>'kind', coalesce(i->>'namespace', ''), i->>'value',
+                           CASE WHEN i->>'kind' = 'external' THEN coalesce(i->>'namespace', '')
+                                ELSE '' END
+                      FROM jsonb_array_elements(coalesce(p_extra, '[]')) AS i) AS all_ids
+             GROUP BY kind, bucket) AS x
+      JOIN crm.identifier_limits l ON l.kind = x.kind
+     WHERE x.n > l.max_per_customer
+$$;
+
 -- Resolve normalised identifiers (JSON array of {kind, namespace, value}) to
--- one customer, creating or merging as needed. Returns
--- {customer_id, created, merged_ids}. p_new_id is the id to use if a customer
--- is created (generated by the caller with libuuid).
+-- one customer, creating or merging as needed. Returns {customer_id,
+-- created, merged_ids, ignored, conflicts}, or {status: 'blocked', ignored}
+-- when every identifier is a blocked placeholder. p_new_id is the id to use
+-- if a customer is created (generated by the caller with libuuid).
+--
+-- Safety: blocked identifiers are neither matched nor stored (ignored).
+-- Customers are merged only if the merged customer keeps within the
+-- per-kind limits; otherwise nothing is merged, the customer found through
+-- the most trusted kind is used, and the conflict is recorded. A new
+-- identifier that would break its kind's limit is not attached (conflict).
 --
 -- Concurrency: a transaction-scoped advisory lock per identifier, taken in a
 -- fixed order, serialises requests that share an identifier; customer rows are
@@ -245,25 +370,38 @@ END $$;
 CREATE FUNCTION crm.resolve(p_identifiers jsonb, p_source text, p_new_id uuid)
 RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
+    usable jsonb;
+    ignored jsonb;
     ids uuid[];
     locked_ids uuid[];
     survivor uuid;
     absorbed uuid;
     merged uuid[] := '{}';
+    conflicts jsonb := '[]';
+    violations jsonb;
     created boolean := false;
     attempt int;
+    item jsonb;
 BEGIN
+    SELECT coalesce(jsonb_agg(i) FILTER (WHERE NOT crm.is_blocked(i->>'kind', i->>'value')), '[]'),
+           coalesce(jsonb_agg(i) FILTER (WHERE crm.is_blocked(i->>'kind', i->>'value')), '[]')
+      INTO usable, ignored
+      FROM jsonb_array_elements(p_identifiers) AS i;
+    IF jsonb_array_length(usable) = 0 THEN
+        RETURN jsonb_build_object('status', 'blocked', 'ignored', ignored);
+    END IF;
+
     PERFORM pg_advisory_xact_lock(h)
        FROM (SELECT DISTINCT hashtextextended(i->>'kind' || chr(31) || coalesce(i->>'namespace', '')
                                               || chr(31) || (i->>'value'), 0) AS h
-               FROM jsonb_array_elements(p_identifiers) AS i) AS keys
+               FROM jsonb_array_elements(usable) AS i) AS keys
       ORDER BY h;
 
     FOR attempt IN 1..5 LOOP
         -- One primary-key lookup per identifier: LIMIT 1 stops the planner
         -- from flattening this into a hash join over all identifiers.
         SELECT array_agg(DISTINCT d.customer_id ORDER BY d.customer_id) INTO ids
-          FROM jsonb_array_elements(p_identifiers) AS i
+          FROM jsonb_array_elements(usable) AS i
           CROSS JOIN LATERAL (
                 SELECT x.customer_id FROM crm.identifiers x
                  WHERE x.kind = i->>'kind' AND x.namespace = coalesce(i->>'namespace', '')
@@ -290,26 +428,63 @@ BEGIN
         INSERT INTO crm.customers (customer_id) VALUES (p_new_id);
         survivor := p_new_id;
         created := true;
+    ELSIF cardinality(ids) = 1 THEN
+        survivor := ids[1];
     ELSE
-        SELECT customer_id INTO survivor FROM crm.customers
-         WHERE customer_id = ANY (ids) ORDER BY created_at, customer_id LIMIT 1;
-        FOREACH absorbed IN ARRAY ids LOOP
-            IF absorbed <> survivor THEN
-                PERFORM crm.merge_into(survivor, absorbed, p_source,
-                                       'identifiers matched more than one customer',
-                                       p_identifiers);
-                merged := merged || absorbed;
-            END IF;
-        END LOOP;
+        violations := crm.limit_violations(ids, NULL);
+        IF jsonb_array_length(violations) = 0 THEN
+            SELECT customer_id INTO survivor FROM crm.customers
+             WHERE customer_id = ANY (ids) ORDER BY created_at, customer_id LIMIT 1;
+            FOREACH absorbed IN ARRAY ids LOOP
+                IF absorbed <> survivor THEN
+                    PERFORM crm.merge_into(survivor, absorbed, p_source,
+                                           'identifiers matched more than one customer',
+                                           usable);
+                    merged := merged || absorbed;
+                END IF;
+            END LOOP;
+        ELSE
+            -- No merge: answer with the customer of the most trusted identifier.
+            SELECT d.customer_id INTO survivor
+              FROM jsonb_array_elements(usable) AS i
+              JOIN crm.identifiers d ON d.kind = i->>'kind'
+               AND d.namespace = coalesce(i->>'namespace', '') AND d.value = i->>'value'
+              JOIN crm.identifier_limits l ON l.kind = d.kind
+              JOIN crm.customers c ON c.customer_id = d.customer_id
+             ORDER BY l.priority, c.created_at, c.customer_id LIMIT 1;
+            conflicts := conflicts || jsonb_build_object(
+                'reason', 'merge_would_exceed_limits', 'customer_ids', to_jsonb(ids),
+                'chosen', survivor, 'violations', violations);
+            INSERT INTO crm.identity_conflicts (source, reason, customer_ids, identifiers, detail)
+            VALUES (p_source, 'merge_would_exceed_limits', ids, usable,
+                    jsonb_build_object('chosen', survivor, 'violations', violations));
+        END IF;
     END IF;
 
-    INSERT INTO crm.identifiers (kind, namespace, value, customer_id, source)
-    SELECT DISTINCT i->>'kind', coalesce(i->>'namespace', ''), i->>'value', survivor, p_source
-      FROM jsonb_array_elements(p_identifiers) AS i
-    ON CONFLICT (kind, namespace, value) DO NOTHING;
+    -- Attach the identifiers nobody owns yet, one by one, within the limits.
+    FOR item IN SELECT DISTINCT i FROM jsonb_array_elements(usable) AS i LOOP
+        CONTINUE WHEN EXISTS (SELECT 1 FROM crm.identifiers
+                               WHERE kind = item->>'kind'
+                                 AND namespace = coalesce(item->>'namespace', '')
+                                 AND value = item->>'value');
+        violations := crm.limit_violations(ARRAY[survivor], jsonb_build_array(item));
+        IF jsonb_array_length(violations) > 0 THEN
+            conflicts := conflicts || jsonb_build_object(
+                'reason', 'identifier_would_exceed_limit', 'identifier', item,
+                'customer_id', survivor, 'violations', violations);
+            INSERT INTO crm.identity_conflicts (source, reason, customer_ids, identifiers, detail)
+            VALUES (p_source, 'identifier_would_exceed_limit', ARRAY[survivor],
+                    jsonb_build_array(item), jsonb_build_object('violations', violations));
+            CONTINUE;
+        END IF;
+        INSERT INTO crm.identifiers (kind, namespace, value, customer_id, source)
+        VALUES (item->>'kind', coalesce(item->>'namespace', ''), item->>'value', survivor, p_source)
+        ON CONFLICT (kind, namespace, value) DO NOTHING;
+    END LOOP;
 
     RETURN jsonb_build_object('customer_id', survivor, 'created', created,
-                              'merged_ids', to_jsonb(merged));
+                              'merged_ids', to_jsonb(merged), 'ignored', ignored,
+                              'conflicts', conflicts);
 END $$;
 
 -- Needs: derived (interaction tags, with counts and recency) merged with
@@ -420,6 +595,9 @@ DECLARE
     r jsonb := crm.resolve(p_identifiers, p_source, p_new_id);
     cid uuid := (r->>'customer_id')::uuid;
 BEGIN
+    IF r->>'status' = 'blocked' THEN
+        RETURN r;
+    END IF;
     PERFORM crm.apply_traits(cid, p_traits, p_source);
     RETURN r || jsonb_build_object('customer', crm.profile(cid));
 END $$;
@@ -452,6 +630,7 @@ DECLARE
     cid uuid;
     existing record;
     new_id uuid;
+    resolved jsonb;
 BEGIN
     -- Cheap duplicate check first: a redelivery must not create or merge customers.
     SELECT interaction_id, customer_id INTO existing FROM crm.interactions
@@ -467,13 +646,19 @@ BEGIN
             RETURN jsonb_build_object('status', 'not_found');
         END IF;
     ELSE
-        cid := (crm.resolve(p_identifiers, p_source, p_new_customer)->>'customer_id')::uuid;
+        resolved := crm.resolve(p_identifiers, p_source, p_new_customer);
+        IF resolved->>'status' = 'blocked' THEN
+            RETURN resolved;
+        END IF;
+        cid := (resolved->>'customer_id')::uuid;
     END IF;
 
     INSERT INTO crm.interactions (interaction_id, customer_id, source, external_id, channel, type,
-                                  occurred_at, amount, currency, cost, tags, payload)
+                                  occurred_at, amount, currency, cost, tags, payload,
+                                  origin_customer_id, resolved_by)
     VALUES (p_interaction_id, cid, p_source, p_external_id, p_channel, p_type, p_occurred_at,
-            p_amount, p_currency, p_cost, coalesce(p_tags, '{}'), coalesce(p_payload, '{}'))
+            p_amount, p_currency, p_cost, coalesce(p_tags, '{}'), coalesce(p_payload, '{}'),
+            coalesce(p_customer, cid), p_identifiers)
     ON CONFLICT (source, external_id) DO NOTHING
     RETURNING interaction_id INTO new_id;
 
@@ -500,7 +685,12 @@ BEGIN
         SET n = s.n + 1, first_at = least(s.first_at, excluded.first_at),
             last_at = greatest(s.last_at, excluded.last_at);
 
-    RETURN jsonb_build_object('status', 'created', 'interaction_id', new_id, 'customer_id', cid);
+    RETURN jsonb_build_object('status', 'created', 'interaction_id', new_id, 'customer_id', cid)
+           || CASE WHEN jsonb_array_length(coalesce(resolved->'conflicts', '[]')) > 0
+                     OR jsonb_array_length(coalesce(resolved->'ignored', '[]')) > 0
+                   THEN jsonb_build_object('conflicts', resolved->'conflicts',
+                                           'ignored', resolved->'ignored')
+                   ELSE '{}'::jsonb END;
 END $$;
 
 -- One page of a customer's timeline, newest first, keyset-paginated on
@@ -554,3 +744,174 @@ BEGIN
       FROM page;
     RETURN doc;
 END $$;
+
+-- Recompute a customer's running totals and needs from its interactions
+-- (after an unmerge moved interactions between customers).
+CREATE FUNCTION crm.rebuild_aggregates(p_customer uuid) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM crm.interaction_stats WHERE customer_id = p_customer;
+    INSERT INTO crm.interaction_stats (customer_id, channel, type, currency, n, amount, cost,
+                                       first_at, last_at)
+    SELECT customer_id, channel, type, coalesce(currency, ''), count(*),
+           coalesce(sum(amount), 0), coalesce(sum(cost), 0), min(occurred_at), max(occurred_at)
+      FROM crm.interactions WHERE customer_id = p_customer
+     GROUP BY customer_id, channel, type, coalesce(currency, '');
+    DELETE FROM crm.customer_needs WHERE customer_id = p_customer;
+    INSERT INTO crm.customer_needs (customer_id, need, n, first_at, last_at)
+    SELECT customer_id, t, count(*), min(occurred_at), max(occurred_at)
+      FROM crm.interactions, unnest(tags) AS t WHERE customer_id = p_customer
+     GROUP BY customer_id, t;
+END $$;
+
+-- Trait fields on which two customers disagree and which value a merge of
+-- p_absorbed into p_survivor keeps (the most recently written one).
+CREATE FUNCTION crm.trait_conflicts(p_survivor uuid, p_absorbed uuid) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT coalesce(jsonb_agg(jsonb_build_object(
+               'trait', s.name, 'survivor_value', s.value, 'absorbed_value', a.value,
+               'winner', CASE WHEN a.updated_at > s.updated_at THEN 'absorbed' ELSE 'survivor' END)
+             ORDER BY s.name), '[]')
+      FROM crm.traits s JOIN crm.traits a ON a.name = s.name
+     WHERE s.customer_id = p_survivor AND a.customer_id = p_absorbed AND a.value <> s.value
+$$;
+
+-- Merge on demand (admin). Returns {status: merged|dry_run|conflict|not_found|
+-- same_customer, survivor_id, absorbed_id, trait_conflicts, limit_violations,
+-- customer}. A dry run does the merge inside a subtransaction, takes the
+-- resulting profile and rolls the subtransaction back: nothing is written.
+-- Limits are enforced unless p_force.
+CREATE FUNCTION crm.manual_merge(p_survivor uuid, p_absorbed uuid, p_actor text, p_reason text,
+                                 p_dry_run boolean, p_force boolean)
+RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+    sid uuid;
+    aid uuid;
+    traits jsonb;
+    violations jsonb;
+    doc jsonb;
+BEGIN
+    sid := crm.survivor_of(p_survivor);
+    aid := crm.survivor_of(p_absorbed);
+    IF sid IS NULL OR aid IS NULL THEN
+        RETURN jsonb_build_object('status', 'not_found');
+    END IF;
+    IF sid = aid THEN
+        RETURN jsonb_build_object('status', 'same_customer', 'survivor_id', sid);
+    END IF;
+    PERFORM 1 FROM crm.customers WHERE customer_id IN (sid, aid)
+     ORDER BY customer_id FOR UPDATE;
+    traits := crm.trait_conflicts(sid, aid);
+    violations := crm.limit_violations(ARRAY[sid, aid], NULL);
+    IF jsonb_array_length(violations) > 0 AND NOT p_force THEN
+        RETURN jsonb_build_object('status', 'conflict', 'survivor_id', sid, 'absorbed_id', aid,
+                                  'trait_conflicts', traits, 'limit_violations', violations);
+    END IF;
+    BEGIN
+        PERFORM crm.merge_into(sid, aid, p_actor, p_reason, '[]');
+        doc := crm.profile(sid);
+        IF p_dry_run THEN
+            RAISE EXCEPTION 'dry run' USING ERRCODE = 'P0D01';
+        END IF;
+    EXCEPTION WHEN SQLSTATE 'P0D01' THEN
+        NULL; -- rolled back; doc keeps the would-be profile
+    END;
+    RETURN jsonb_build_object('status', CASE WHEN p_dry_run THEN 'dry_run' ELSE 'merged' END,
+                              'survivor_id', sid, 'absorbed_id', aid, 'trait_conflicts', traits,
+                              'limit_violations', violations, 'customer', doc);
+END $$;
+
+-- Split p_absorbed out of the customer that absorbed it, undoing its latest
+-- merge: its members, identifiers, traits and interactions go back as they
+-- were; interactions added after the merge follow the identifier (or id)
+-- they were addressed to; survivor traits written by the merge are restored.
+-- Returns {status: unmerged|not_merged, survivor_id, customer_id, merge_id}.
+CREATE FUNCTION crm.unmerge(p_absorbed uuid, p_actor text, p_reason text)
+RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+    m crm.merges%ROWTYPE;
+    sid uuid;
+    t jsonb;
+BEGIN
+    SELECT * INTO m FROM crm.merges
+     WHERE absorbed_id = p_absorbed AND unmerged_at IS NULL
+     ORDER BY merge_id DESC LIMIT 1;
+    IF NOT FOUND OR (SELECT merged_into FROM crm.customers WHERE customer_id = p_absorbed) IS NULL
+    THEN
+        RETURN jsonb_build_object('status', 'not_merged');
+    END IF;
+    sid := crm.survivor_of(p_absorbed);
+    PERFORM 1 FROM crm.customers WHERE customer_id IN (sid, p_absorbed)
+     ORDER BY customer_id FOR UPDATE;
+
+    UPDATE crm.customers SET merged_into = NULL, merged_at = NULL,
+                             updated_at = m.absorbed_updated_at
+     WHERE customer_id = p_absorbed;
+    UPDATE crm.customers SET merged_into = p_absorbed
+     WHERE customer_id = ANY (m.absorbed_members) AND customer_id <> p_absorbed;
+
+    UPDATE crm.identifiers d SET customer_id = p_absorbed
+      FROM jsonb_array_elements(m.absorbed_identifiers) AS s
+     WHERE d.customer_id = sid AND d.kind = s->>'kind' AND d.namespace = s->>'namespace'
+       AND d.value = s->>'value';
+
+    UPDATE crm.interactions i SET customer_id = p_absorbed
+     WHERE i.customer_id = sid
+       AND (i.origin_customer_id = ANY (m.absorbed_members)
+            OR (i.received_at > m.merged_at AND EXISTS (
+                    SELECT 1 FROM jsonb_array_elements(coalesce(i.resolved_by, '[]')) AS r
+                      JOIN crm.identifiers d ON d.kind = r->>'kind'
+                       AND d.namespace = coalesce(r->>'namespace', '') AND d.value = r->>'value'
+                     WHERE d.customer_id = p_absorbed)));
+
+    -- Traits: the absorbed customer's as they were; on the survivor, every
+    -- field still holding what the merge brought over goes back to the
+    -- survivor's own earlier value (or away).
+    FOR t IN SELECT * FROM jsonb_array_elements(m.absorbed_traits) LOOP
+        DELETE FROM crm.traits
+         WHERE customer_id = sid AND name = t->>'name' AND value = t->'value'
+           AND source = t->>'source' AND updated_at = (t->>'updated_at')::timestamptz;
+        IF FOUND THEN
+            INSERT INTO crm.traits (customer_id, name, value, source, updated_at)
+            SELECT sid, s->>'name', s->'value', s->>'source', (s->>'updated_at')::timestamptz
+              FROM jsonb_array_elements(m.survivor_traits) AS s
+             WHERE s->>'name' = t->>'name';
+        END IF;
+        INSERT INTO crm.traits (customer_id, name, value, source, updated_at)
+        VALUES (p_absorbed, t->>'name', t->'value', t->>'source', (t->>'updated_at')::timestamptz);
+    END LOOP;
+
+    PERFORM crm.rebuild_aggregates(sid);
+    PERFORM crm.rebuild_aggregates(p_absorbed);
+    IF sid = m.survivor_id AND NOT EXISTS (SELECT 1 FROM crm.merges
+                                            WHERE survivor_id = sid AND merge_id > m.merge_id
+                                              AND unmerged_at IS NULL) THEN
+        UPDATE crm.customers SET updated_at = m.survivor_updated_at WHERE customer_id = sid;
+    END IF;
+    UPDATE crm.merges SET unmerged_at = clock_timestamp(), unmerged_by = p_actor,
+                          unmerge_reason = p_reason
+     WHERE merge_id = m.merge_id;
+    RETURN jsonb_build_object('status', 'unmerged', 'survivor_id', sid,
+                              'customer_id', p_absorbed, 'merge_id', m.merge_id);
+END $$;
+
+-- Merge history of a customer (as survivor or absorbed, any id it ever had).
+CREATE FUNCTION crm.merge_history(p_id uuid) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    WITH me AS (SELECT crm.survivor_of(p_id) AS sid)
+    SELECT CASE WHEN (SELECT sid FROM me) IS NULL THEN NULL ELSE jsonb_build_object(
+        'customer_id', (SELECT sid FROM me),
+        'items', coalesce((SELECT jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
+                    'merge_id', m.merge_id, 'survivor_id', m.survivor_id,
+                    'absorbed_id', m.absorbed_id, 'actor', m.actor, 'reason', m.reason,
+                    'trigger_identifiers', m.trigger_identifiers,
+                    'merged_at', crm.ts(m.merged_at), 'unmerged_at', crm.ts(m.unmerged_at),
+                    'unmerged_by', m.unmerged_by, 'unmerge_reason', m.unmerge_reason))
+                  ORDER BY m.merge_id)
+             FROM crm.merges m
+            WHERE m.survivor_id IN (p_id, (SELECT sid FROM me))
+               OR m.absorbed_id IN (p_id, (SELECT sid FROM me))
+               OR m.survivor_id IN (SELECT customer_id FROM crm.customers
+                                     WHERE merged_into = (SELECT sid FROM me))), '[]'))
+    END
+$$;

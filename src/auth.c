@@ -56,6 +56,7 @@ static unsigned int allowed_roles(enum route route)
     case ROUTE_CUSTOMER_LOOKUP:
     case ROUTE_CUSTOMER_GET:
     case ROUTE_CUSTOMER_TIMELINE:
+    case ROUTE_CUSTOMER_MERGES:
         return CC;
     case ROUTE_SEGMENT_CREATE:
     case ROUTE_SEGMENT_LIST:

@@ -90,6 +90,22 @@ static bool partner_scope_ok(const struct principal *who, bool by_customer_id,
 static const char PARTNER_SCOPE[] =
     "partner keys may only use identifiers of kind 'external' in their own namespace";
 
+/* True (and res filled with a 422) when every identifier was a blocked placeholder. */
+static bool respond_if_blocked(json_t *out, const char *prefix, const char *path,
+                               struct response *res)
+{
+    json_t *errors;
+    if (!json_is_string(json_object_get(out, "status")) ||
+        strcmp(json_string_value(json_object_get(out, "status")), "blocked") != 0)
+        return false;
+    errors = json_array();
+    verr_add(errors, prefix, "identifiers",
+             "every identifier is a blocked placeholder value; give a real one");
+    respond_validation(res, errors, path);
+    json_object_set(res->body, "ignored", json_object_get(out, "ignored"));
+    return true;
+}
+
 static void handle_health(const struct request *req, struct response *res)
 {
     respond_json(res, 200, json_pack("{s:s}", "status", "ok"));
@@ -122,6 +138,10 @@ static void handle_resolve(struct app *app, const struct request *req, struct re
     st = store_resolve(app->pool, &rr, &out, err, sizeof(err));
     if (st != DB_OK || out == NULL) {
         respond_db_failure(res, st == DB_OK ? DB_ERROR : st, err, req->path);
+        json_decref(out);
+        return;
+    }
+    if (respond_if_blocked(out, "", req->path, res)) {
         json_decref(out);
         return;
     }
@@ -346,6 +366,10 @@ static void handle_interaction(struct app *app, const struct request *req, struc
         json_decref(out);
         return;
     }
+    if (respond_if_blocked(out, "", req->path, res)) {
+        json_decref(out);
+        return;
+    }
     status = json_string_value(json_object_get(out, "status"));
     if (status != NULL && strcmp(status, "not_found") == 0) {
         json_decref(out);
@@ -415,6 +439,16 @@ static void handle_batch(struct app *app, const struct request *req, struct resp
             created++;
         } else if (status != NULL && strcmp(status, "duplicate") == 0) {
             duplicates++;
+        } else if (status != NULL && strcmp(status, "blocked") == 0) {
+            struct response blocked = {0};
+            char prefix[32];
+            snprintf(prefix, sizeof(prefix), "/items/%zu", i);
+            respond_if_blocked(stored[i], prefix, req->path, &blocked);
+            failed++;
+            json_array_set_new(results, i,
+                               json_pack("{s:I, s:s, s:o}", "index", (json_int_t)i, "status",
+                                         "failed", "problem", blocked.body));
+            continue;
         } else {
             enum problem_kind kind = status != NULL && strcmp(status, "not_found") == 0
                                          ? PROBLEM_NOT_FOUND : PROBLEM_INTERNAL;
@@ -474,6 +508,17 @@ void handle_request(struct app *app, const struct request *req, struct response 
         break;
     case ROUTE_INTERACTION_BATCH:
         handle_batch(app, req, res);
+        break;
+    case ROUTE_CUSTOMER_MERGES:
+    case ROUTE_MERGE_CREATE:
+    case ROUTE_UNMERGE:
+    case ROUTE_BLOCKED_LIST:
+    case ROUTE_BLOCKED_ADD:
+    case ROUTE_BLOCKED_REMOVE:
+    case ROUTE_LIMITS_GET:
+    case ROUTE_LIMITS_SET:
+    case ROUTE_CONFLICTS_LIST:
+        handle_identity_route(app, req, res);
         break;
     default:
         handle_value_route(app, req, res);

@@ -188,7 +188,8 @@ static enum MHD_Result finish_request(struct http_server *srv, struct MHD_Connec
                           .query = query_lookup, .query_ctx = conn};
     struct response res = {0};
     struct principal who;
-    bool has_body = strcmp(method, "POST") == 0 || strcmp(method, "PATCH") == 0;
+    bool has_body = strcmp(method, "POST") == 0 || strcmp(method, "PATCH") == 0 ||
+                    strcmp(method, "PUT") == 0;
     char detail[256];
     enum MHD_Result ret;
 

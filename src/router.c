@@ -38,6 +38,15 @@ static const struct route_def ROUTES[] = {
     {"POST", "/v1/admin/keys", ROUTE_KEY_CREATE, "key_create"},
     {"GET", "/v1/admin/keys", ROUTE_KEY_LIST, "key_list"},
     {"DELETE", "/v1/admin/keys/{id}", ROUTE_KEY_REVOKE, "key_revoke"},
+    {"GET", "/v1/customers/{id}/merges", ROUTE_CUSTOMER_MERGES, "customer_merges"},
+    {"POST", "/v1/admin/merges", ROUTE_MERGE_CREATE, "merge_create"},
+    {"POST", "/v1/admin/unmerge", ROUTE_UNMERGE, "unmerge"},
+    {"GET", "/v1/admin/blocked-identifiers", ROUTE_BLOCKED_LIST, "blocked_list"},
+    {"POST", "/v1/admin/blocked-identifiers", ROUTE_BLOCKED_ADD, "blocked_add"},
+    {"DELETE", "/v1/admin/blocked-identifiers", ROUTE_BLOCKED_REMOVE, "blocked_remove"},
+    {"GET", "/v1/admin/identifier-limits", ROUTE_LIMITS_GET, "limits_get"},
+    {"PUT", "/v1/admin/identifier-limits", ROUTE_LIMITS_SET, "limits_set"},
+    {"GET", "/v1/admin/identity-conflicts", ROUTE_CONFLICTS_LIST, "conflicts_list"},
 };
 
 #define ROUTE_TABLE_SIZE (sizeof(ROUTES) / sizeof(ROUTES[0]))

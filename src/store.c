@@ -39,6 +39,38 @@ const struct db_statement store_statements[] = {
     {"segment_delete",
      "WITH d AS (DELETE FROM crm.segments WHERE segment_id = $1::uuid RETURNING 1) "
      "SELECT jsonb_build_object('deleted', EXISTS (SELECT 1 FROM d))"},
+    {"merge_history", "SELECT crm.merge_history($1::uuid)"},
+    {"manual_merge", "SELECT crm.manual_merge($1::uuid, $2::uuid, $3, $4, $5::boolean, $6::boolean)"},
+    {"unmerge", "SELECT r || jsonb_build_object('survivor', crm.profile((r->>'survivor_id')::uuid), "
+                "'customer', crm.profile((r->>'customer_id')::uuid)) "
+                "FROM (SELECT crm.unmerge($1::uuid, $2, $3) AS r) AS x"},
+    {"blocked_list",
+     "SELECT jsonb_build_object('items', coalesce(jsonb_agg(jsonb_build_object('kind', kind, "
+     "'value', value, 'reason', reason, 'builtin', builtin, 'created_at', crm.ts(created_at)) "
+     "ORDER BY kind, value), '[]')) FROM crm.blocked_identifiers"},
+    {"blocked_add",
+     "INSERT INTO crm.blocked_identifiers (kind, value, reason) VALUES ($1, $2, $3) "
+     "ON CONFLICT (kind, value) DO UPDATE SET reason = excluded.reason "
+     "RETURNING jsonb_build_object('kind', kind, 'value', value, 'reason', reason, "
+     "'builtin', builtin, 'created_at', crm.ts(created_at))"},
+    {"blocked_remove",
+     "WITH d AS (DELETE FROM crm.blocked_identifiers WHERE kind = $1 AND value = $2 RETURNING 1) "
+     "SELECT jsonb_build_object('deleted', EXISTS (SELECT 1 FROM d))"},
+    {"limits_get",
+     "SELECT jsonb_build_object('items', coalesce(jsonb_agg(jsonb_build_object('kind', kind, "
+     "'max_per_customer', max_per_customer, 'priority', priority) ORDER BY priority), '[]')) "
+     "FROM crm.identifier_limits"},
+    {"limits_set",
+     "UPDATE crm.identifier_limits SET max_per_customer = coalesce($2::int, max_per_customer), "
+     "priority = coalesce($3::int, priority) WHERE kind = $1 "
+     "RETURNING jsonb_build_object('kind', kind, 'max_per_customer', max_per_customer, "
+     "'priority', priority)"},
+    {"conflicts_list",
+     "SELECT jsonb_build_object('items', coalesce(jsonb_agg(jsonb_build_object("
+     "'conflict_id', conflict_id, 'at', crm.ts(at), 'source', source, 'reason', reason, "
+     "'customer_ids', to_jsonb(customer_ids), 'identifiers', identifiers, 'detail', detail) "
+     "ORDER BY conflict_id DESC), '[]')) FROM (SELECT * FROM crm.identity_conflicts "
+     "ORDER BY conflict_id DESC LIMIT $1::int) AS c"},
     {"timeline", "SELECT crm.timeline($1::uuid, $2::int, $3::timestamptz, $4::uuid, $5, $6, "
                  "$7::timestamptz, $8::timestamptz) "
                  "FROM (SELECT crm.audit($9::uuid, $10, 'customer.timeline', $1::uuid, NULL)) AS a"},

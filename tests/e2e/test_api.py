@@ -332,15 +332,16 @@ class ResolveTests(ApiTestCase):
 
     def test_identifiers_ordered_by_namespace_then_value(self):
         u = uid()
+        # One external id per namespace: the default identifier limit.
         r = resolve([email_id("zed-%s@example.com" % u), ext_id("a-" + u, "zeta"),
                      email_id("abe-%s@example.com" % u), ext_id("z-" + u, "alpha"),
-                     ext_id("b-" + u, "alpha")])
+                     ext_id("b-" + u, "beta")])
         body = self.assertJson(r, 201)
         idents = body["customer"]["identifiers"]
         emails = [i["value"] for i in idents if i["kind"] == "email"]
         exts = [(i["namespace"], i["value"]) for i in idents if i["kind"] == "external"]
         self.assertEqual(emails, ["abe-%s@example.com" % u, "zed-%s@example.com" % u])
-        self.assertEqual(exts, [("alpha", "b-" + u), ("alpha", "z-" + u), ("zeta", "a-" + u)])
+        self.assertEqual(exts, [("alpha", "z-" + u), ("beta", "b-" + u), ("zeta", "a-" + u)])
         kinds = [i["kind"] for i in idents]
         # identifiers of one kind are contiguous (ordered by kind first)
         self.assertEqual(kinds, sorted(kinds, key=kinds.index), kinds)
@@ -398,9 +399,11 @@ class ResolveTests(ApiTestCase):
         self.assertProblem(get(query("/v1/customers", {"email": e["value"]})), 404, "not-found")
 
     def test_twenty_identifiers_allowed(self):
-        idents = [email_id(new_email()) for _ in range(20)]
+        # 20 is the request maximum; devices (limit 20 per customer) fit.
+        idents = [{"kind": "device", "value": "dev-" + uid()} for _ in range(20)]
         body = self.assertJson(resolve(idents), 201)
         self.assertEqual(len(body["customer"]["identifiers"]), 20)
+        self.assertEqual(body["conflicts"], [])
 
 
 # ---------------------------------------------------------------------------

@@ -1,0 +1,353 @@
+/*
+ * handlers_identity: keeping the identity graph safe. Merge history per
+ * customer; admin merge on demand (with dry_run: the resulting profile and
+ * conflicts, nothing written) and unmerge; the blocked placeholder values
+ * and the per-kind identifier limits that crm.resolve applies; and the log
+ * of requests that were not merged because of those limits.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "handlers.h"
+#include "normalize.h"
+#include "textutil.h"
+
+#define ERR_LEN 512
+
+/* Reject body fields outside allowed (NULL-terminated). */
+static void only_fields(json_t *body, const char *const *allowed, json_t *errors)
+{
+    const char *key;
+    json_t *v;
+    json_object_foreach(body, key, v) {
+        bool known = false;
+        for (int i = 0; allowed[i] != NULL; i++)
+            known = known || strcmp(allowed[i], key) == 0;
+        if (!known)
+            verr_add(errors, "", key, "unknown field '%s'", key);
+    }
+}
+
+static const char *uuid_field(json_t *body, const char *key, char out[UUID_TEXT_LEN + 1],
+                              json_t *errors)
+{
+    json_t *v = json_object_get(body, key);
+    if (!json_is_string(v) || !uuid_canonical(json_string_value(v), out)) {
+        verr_add(errors, "", key, "'%s' must be a customer UUID", key);
+        return NULL;
+    }
+    return out;
+}
+
+static const char *optional_text(json_t *body, const char *key, size_t max, const char *def,
+                                 json_t *errors)
+{
+    json_t *v = json_object_get(body, key);
+    if (v == NULL)
+        return def;
+    if (!json_is_string(v) || utf8_length(json_string_value(v)) < 1 ||
+        utf8_length(json_string_value(v)) > max) {
+        verr_add(errors, "", key, "'%s' must be a string of 1 to %zu characters", key, max);
+        return def;
+    }
+    return json_string_value(v);
+}
+
+static bool optional_bool(json_t *body, const char *key, json_t *errors)
+{
+    json_t *v = json_object_get(body, key);
+    if (v != NULL && !json_is_boolean(v))
+        verr_add(errors, "", key, "'%s' must be true or false", key);
+    return json_is_true(v);
+}
+
+/* Run a statement and answer 200 with its JSON, 404 (not_found_detail) when it is NULL. */
+static void answer(struct app *app, const struct request *req, struct response *res,
+                   const char *statement, int n, const char *const *params,
+                   const char *not_found_detail)
+{
+    json_t *out = NULL;
+    char err[ERR_LEN];
+    enum db_status st = db_call_json(app->pool, statement, n, params, &out, err, sizeof(err));
+    if (st != DB_OK)
+        respond_db_failure(res, st, err, req->path);
+    else if (out == NULL)
+        respond_problem(res, PROBLEM_NOT_FOUND, not_found_detail, req->path);
+    else
+        respond_json(res, 200, out);
+}
+
+static void actor_of(const struct request *req, char *out, size_t cap)
+{
+    snprintf(out, cap, "key:%s", req->who ? req->who->key_id : "-");
+}
+
+static void handle_merge(struct app *app, const struct request *req, struct response *res)
+{
+    static const char *const allowed[] = {"survivor_id", "absorbed_id", "reason", "dry_run",
+                                          "force", NULL};
+    json_t *errors = json_array(), *out = NULL;
+    char sid[UUID_TEXT_LEN + 1], aid[UUID_TEXT_LEN + 1], actor[64], err[ERR_LEN];
+    const char *reason, *status, *params[6];
+    bool dry_run, force;
+    enum db_status st;
+
+    only_fields(req->body, allowed, errors);
+    uuid_field(req->body, "survivor_id", sid, errors);
+    uuid_field(req->body, "absorbed_id", aid, errors);
+    reason = optional_text(req->body, "reason", 200, "manual merge", errors);
+    dry_run = optional_bool(req->body, "dry_run", errors);
+    force = optional_bool(req->body, "force", errors);
+    if (json_array_size(errors) > 0) {
+        respond_validation(res, errors, req->path);
+        return;
+    }
+    json_decref(errors);
+    actor_of(req, actor, sizeof(actor));
+    params[0] = sid;
+    params[1] = aid;
+    params[2] = actor;
+    params[3] = reason;
+    params[4] = dry_run ? "true" : "false";
+    params[5] = force ? "true" : "false";
+    st = db_call_json(app->pool, "manual_merge", 6, params, &out, err, sizeof(err));
+    if (st != DB_OK || out == NULL) {
+        respond_db_failure(res, st == DB_OK ? DB_ERROR : st, err, req->path);
+        json_decref(out);
+        return;
+    }
+    status = json_string_value(json_object_get(out, "status"));
+    if (strcmp(status, "not_found") == 0) {
+        json_decref(out);
+        respond_problem(res, PROBLEM_NOT_FOUND, "no customer with one of these ids", req->path);
+    } else if (strcmp(status, "same_customer") == 0) {
+        json_decref(out);
+        respond_problem(res, PROBLEM_CONFLICT, "both ids already belong to one customer",
+                        req->path);
+    } else if (strcmp(status, "conflict") == 0) {
+        respond_problem(res, PROBLEM_CONFLICT,
+                        "the merged customer would exceed identifier limits; "
+                        "send \"force\": true to merge anyway",
+                        req->path);
+        json_object_set(res->body, "limit_violations", json_object_get(out, "limit_violations"));
+        json_object_set(res->body, "trait_conflicts", json_object_get(out, "trait_conflicts"));
+        json_decref(out);
+    } else {
+        respond_json(res, 200, out);
+    }
+}
+
+static void handle_unmerge(struct app *app, const struct request *req, struct response *res)
+{
+    static const char *const allowed[] = {"customer_id", "reason", NULL};
+    json_t *errors = json_array(), *out = NULL;
+    char cid[UUID_TEXT_LEN + 1], actor[64], err[ERR_LEN];
+    const char *params[3];
+    enum db_status st;
+
+    only_fields(req->body, allowed, errors);
+    uuid_field(req->body, "customer_id", cid, errors);
+    params[2] = optional_text(req->body, "reason", 200, "manual unmerge", errors);
+    if (json_array_size(errors) > 0) {
+        respond_validation(res, errors, req->path);
+        return;
+    }
+    json_decref(errors);
+    actor_of(req, actor, sizeof(actor));
+    params[0] = cid;
+    params[1] = actor;
+    st = db_call_json(app->pool, "unmerge", 3, params, &out, err, sizeof(err));
+    if (st != DB_OK || out == NULL) {
+        respond_db_failure(res, st == DB_OK ? DB_ERROR : st, err, req->path);
+        json_decref(out);
+    } else if (strcmp(json_string_value(json_object_get(out, "status")), "unmerged") != 0) {
+        json_decref(out);
+        respond_problem(res, PROBLEM_CONFLICT, "this customer is not merged into another",
+                        req->path);
+    } else {
+        respond_json(res, 200, out);
+    }
+}
+
+/* Blocked values are stored lower-cased and normalised like identifiers of
+ * their kind ('*' for every kind: trimmed and lower-cased only). */
+static bool blocked_value(const char *kind_name, const char *value, char *out, size_t cap,
+                          char *why, size_t whylen)
+{
+    enum id_kind kind;
+    struct identifier id;
+    if (strcmp(kind_name, "*") == 0) {
+        size_t n = 0;
+        while (*value == ' ')
+            value++;
+        for (; *value && n + 1 < cap; value++)
+            out[n++] = (char)(*value >= 'A' && *value <= 'Z' ? *value - 'A' + 'a' : *value);
+        while (n > 0 && out[n - 1] == ' ')
+            n--;
+        out[n] = '\0';
+        if (n == 0)
+            snprintf(why, whylen, "value must not be empty");
+        return n > 0;
+    }
+    if (!id_kind_parse(kind_name, &kind)) {
+        snprintf(why, whylen, "kind must be '*' or one of: %s", id_kind_list());
+        return false;
+    }
+    if (!identifier_normalize(kind, kind == ID_EXTERNAL ? "any" : NULL, value, &id, why, whylen,
+                              NULL))
+        return false;
+    for (char *p = id.value; *p; p++)
+        *p = (char)(*p >= 'A' && *p <= 'Z' ? *p - 'A' + 'a' : *p);
+    snprintf(out, cap, "%s", id.value);
+    return true;
+}
+
+static void handle_blocked_add(struct app *app, const struct request *req, struct response *res)
+{
+    static const char *const allowed[] = {"kind", "value", "reason", NULL};
+    json_t *errors = json_array(), *kind = json_object_get(req->body, "kind");
+    json_t *value = json_object_get(req->body, "value"), *out = NULL;
+    char normalised[ID_VALUE_MAX + 1], why[160], err[ERR_LEN];
+    const char *params[3];
+    enum db_status st;
+
+    only_fields(req->body, allowed, errors);
+    params[2] = optional_text(req->body, "reason", 200, "blocked by an administrator", errors);
+    if (!json_is_string(kind))
+        verr_add(errors, "", "kind", "'kind' must be '*' or an identifier kind");
+    if (!json_is_string(value))
+        verr_add(errors, "", "value", "'value' must be a string");
+    else if (json_is_string(kind) && !blocked_value(json_string_value(kind),
+                                                    json_string_value(value), normalised,
+                                                    sizeof(normalised), why, sizeof(why)))
+        verr_add(errors, "", "value", "%s", why);
+    if (json_array_size(errors) > 0) {
+        respond_validation(res, errors, req->path);
+        return;
+    }
+    json_decref(errors);
+    params[0] = json_string_value(kind);
+    params[1] = normalised;
+    st = db_call_json(app->pool, "blocked_add", 3, params, &out, err, sizeof(err));
+    if (st != DB_OK || out == NULL) {
+        respond_db_failure(res, st == DB_OK ? DB_ERROR : st, err, req->path);
+        json_decref(out);
+        return;
+    }
+    respond_json(res, 201, out);
+}
+
+static void handle_blocked_remove(struct app *app, const struct request *req,
+                                  struct response *res)
+{
+    const char *kind, *value, *params[2];
+    char normalised[ID_VALUE_MAX + 1], why[160];
+    json_t *out = NULL;
+    char err[ERR_LEN];
+    enum db_status st;
+    if (!query_param(req, res, "kind", &kind) || !query_param(req, res, "value", &value))
+        return;
+    if (kind == NULL || value == NULL ||
+        !blocked_value(kind, value, normalised, sizeof(normalised), why, sizeof(why))) {
+        respond_problem(res, PROBLEM_INVALID_QUERY,
+                        "give kind ('*' or an identifier kind) and a valid value", req->path);
+        return;
+    }
+    params[0] = kind;
+    params[1] = normalised;
+    st = db_call_json(app->pool, "blocked_remove", 2, params, &out, err, sizeof(err));
+    if (st != DB_OK)
+        respond_db_failure(res, st, err, req->path);
+    else if (!json_is_true(json_object_get(out, "deleted"))) {
+        json_decref(out);
+        respond_problem(res, PROBLEM_NOT_FOUND, "this value is not blocked", req->path);
+    } else {
+        respond_json(res, 200, out);
+    }
+}
+
+static void handle_limits_set(struct app *app, const struct request *req, struct response *res)
+{
+    static const char *const allowed[] = {"kind", "max_per_customer", "priority", NULL};
+    json_t *errors = json_array(), *kind = json_object_get(req->body, "kind"), *v;
+    enum id_kind k;
+    char max[16], prio[16];
+    const char *params[3] = {NULL, NULL, NULL};
+
+    only_fields(req->body, allowed, errors);
+    if (!json_is_string(kind) || !id_kind_parse(json_string_value(kind), &k))
+        verr_add(errors, "", "kind", "'kind' must be one of: %s", id_kind_list());
+    if ((v = json_object_get(req->body, "max_per_customer")) != NULL) {
+        if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > 1000)
+            verr_add(errors, "", "max_per_customer", "'max_per_customer' must be 1 to 1000");
+        snprintf(max, sizeof(max), "%lld", (long long)json_integer_value(v));
+        params[1] = max;
+    }
+    if ((v = json_object_get(req->body, "priority")) != NULL) {
+        if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > 100)
+            verr_add(errors, "", "priority", "'priority' must be 1 to 100");
+        snprintf(prio, sizeof(prio), "%lld", (long long)json_integer_value(v));
+        params[2] = prio;
+    }
+    if (json_array_size(errors) > 0) {
+        respond_validation(res, errors, req->path);
+        return;
+    }
+    json_decref(errors);
+    params[0] = json_string_value(kind);
+    answer(app, req, res, "limits_set", 3, params, "no limit for this kind");
+}
+
+void handle_identity_route(struct app *app, const struct request *req, struct response *res)
+{
+    const char *params[1];
+    const char *limit;
+    char limit_text[16];
+    switch (req->match->route) {
+    case ROUTE_CUSTOMER_MERGES:
+        params[0] = req->match->id;
+        answer(app, req, res, "merge_history", 1, params, "no customer with this id");
+        break;
+    case ROUTE_MERGE_CREATE:
+        handle_merge(app, req, res);
+        break;
+    case ROUTE_UNMERGE:
+        handle_unmerge(app, req, res);
+        break;
+    case ROUTE_BLOCKED_LIST:
+        answer(app, req, res, "blocked_list", 0, NULL, "");
+        break;
+    case ROUTE_BLOCKED_ADD:
+        handle_blocked_add(app, req, res);
+        break;
+    case ROUTE_BLOCKED_REMOVE:
+        handle_blocked_remove(app, req, res);
+        break;
+    case ROUTE_LIMITS_GET:
+        answer(app, req, res, "limits_get", 0, NULL, "");
+        break;
+    case ROUTE_LIMITS_SET:
+        handle_limits_set(app, req, res);
+        break;
+    case ROUTE_CONFLICTS_LIST: {
+        long n = 100;
+        char *end;
+        if (!query_param(req, res, "limit", &limit))
+            return;
+        if (limit != NULL) {
+            n = strtol(limit, &end, 10);
+            if (*limit == '\0' || *end != '\0' || n < 1 || n > 500) {
+                respond_problem(res, PROBLEM_INVALID_QUERY, "limit must be 1 to 500", req->path);
+                return;
+            }
+        }
+        snprintf(limit_text, sizeof(limit_text), "%ld", n);
+        params[0] = limit_text;
+        answer(app, req, res, "conflicts_list", 1, params, "");
+        break;
+    }
+    default:
+        respond_problem(res, PROBLEM_NOT_FOUND, "no such route", req->path);
+    }
+}
