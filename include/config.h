@@ -21,6 +21,7 @@ struct config {
     int drain_timeout;      /* CRM_DRAIN_TIMEOUT, --drain-timeout: seconds to finish requests on SIGTERM */
     int rate_limit;         /* CRM_RATE_LIMIT, --rate-limit: requests/s per API key, 0 = off */
     int json_depth;
+    int access_log;         /* CRM_ACCESS_LOG, --access-log: 1 = JSON line per request on stdout */
     char tls_cert[512];     /* CRM_TLS_CERT, --tls-cert: PEM certificate file; enables HTTPS */
     char tls_key[512];      /* CRM_TLS_KEY, --tls-key: PEM private key file */         /* CRM_JSON_DEPTH, --json-depth: deepest nesting of a request body */
     bool migrate_only;      /* "migrate" subcommand */

@@ -71,5 +71,10 @@ void handle_value_route(struct app *app, const struct request *req, struct respo
 void handle_identity_route(struct app *app, const struct request *req, struct response *res);
 /* Key management routes (handlers_admin.c). */
 void handle_admin_route(struct app *app, const struct request *req, struct response *res);
+/* Preferences, consents, contact decision, moments, export, erasure (handlers_customize.c). */
+void handle_customize_route(struct app *app, const struct request *req, struct response *res);
+/* If doc is the database's answer for an erased customer ({"gone": true, ...}),
+ * release it, fill res with 410 Gone and return true. */
+bool respond_if_gone(struct response *res, json_t *doc, const char *instance);
 
 #endif

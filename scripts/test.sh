@@ -90,12 +90,16 @@ create_database crm_test recreate
 create_database crm_test_asan recreate
 echo "== end-to-end tests (plain build)"
 run_e2e plain "$ROOT/build/crm-server" crm_test test_api.py
+run_e2e plain-identity "$ROOT/build/crm-server" crm_test test_identity.py
+run_e2e plain-customize "$ROOT/build/crm-server" crm_test test_customize.py
 run_e2e plain-access "$ROOT/build/crm-server" crm_test test_access.py
 run_e2e plain-value "$ROOT/build/crm-server" crm_test test_value.py
 echo "== fault tests: PostgreSQL restarts under load (plain build)"
 run_e2e plain-faults "$ROOT/build/crm-server" crm_test test_faults.py
 echo "== end-to-end tests (ASan+UBSan build)"
 run_e2e asan "$ROOT/build-asan/crm-server" crm_test_asan test_api.py
+run_e2e asan-identity "$ROOT/build-asan/crm-server" crm_test_asan test_identity.py
+run_e2e asan-customize "$ROOT/build-asan/crm-server" crm_test_asan test_customize.py
 run_e2e asan-access "$ROOT/build-asan/crm-server" crm_test_asan test_access.py
 run_e2e asan-value "$ROOT/build-asan/crm-server" crm_test_asan test_value.py
 echo "== fault tests (ASan+UBSan build)"

@@ -847,8 +847,10 @@ BEGIN
     UPDATE crm.customers SET merged_into = NULL, merged_at = NULL,
                              updated_at = m.absorbed_updated_at
      WHERE customer_id = p_absorbed;
+    -- Members it had absorbed, unless one was unmerged on its own since.
     UPDATE crm.customers SET merged_into = p_absorbed
-     WHERE customer_id = ANY (m.absorbed_members) AND customer_id <> p_absorbed;
+     WHERE customer_id = ANY (m.absorbed_members) AND customer_id <> p_absorbed
+       AND merged_into = sid;
 
     UPDATE crm.identifiers d SET customer_id = p_absorbed
       FROM jsonb_array_elements(m.absorbed_identifiers) AS s

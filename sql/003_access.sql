@@ -45,8 +45,13 @@ BEGIN
     IF EXISTS (SELECT 1 FROM crm.api_keys WHERE role = 'admin' AND revoked_at IS NULL) THEN
         RETURN false;
     END IF;
+    -- A revoked bootstrap key stays revoked: its id cannot be installed again.
     INSERT INTO crm.api_keys (key_id, name, role, key_hash)
-    VALUES (p_key_id, 'bootstrap admin', 'admin', sha256(convert_to(p_key, 'UTF8')));
+    VALUES (p_key_id, 'bootstrap admin', 'admin', sha256(convert_to(p_key, 'UTF8')))
+    ON CONFLICT (key_id) DO NOTHING;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
     INSERT INTO crm.audit_log (key_id, role, action, detail)
     VALUES (p_key_id, 'admin', 'key.bootstrap', '{}');
     RETURN true;

@@ -98,8 +98,12 @@ enum access_result access_check(struct access *a, const char *authorization,
     params[0] = key_id;
     params[1] = key;
     st = db_call_json(a->pool, "authenticate", 2, params, &doc, err, sizeof(err));
-    if (st != DB_OK)
+    if (st == DB_UNAVAILABLE)
         return ACCESS_UNAVAILABLE;
+    if (st != DB_OK) {
+        fprintf(stderr, "error: key check: %s\n", err);
+        return ACCESS_ERROR;
+    }
     if (doc == NULL)
         return ACCESS_BAD_KEY;
     memset(out, 0, sizeof(*out));

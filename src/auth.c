@@ -35,7 +35,7 @@ const char *role_name(enum role role)
 
 bool route_is_public(enum route route)
 {
-    return route == ROUTE_HEALTH || route == ROUTE_READY;
+    return route == ROUTE_HEALTH || route == ROUTE_READY || route == ROUTE_METRICS;
 }
 
 /* Bit per role. */
@@ -67,6 +67,15 @@ static unsigned int allowed_roles(enum route route)
     case ROUTE_SEGMENT_EXPORT:
     case ROUTE_VALUE_RECOMPUTE:
     case ROUTE_KPIS:
+        return MK;
+    case ROUTE_PREFERENCES_GET:
+    case ROUTE_PREFERENCES_PATCH:
+    case ROUTE_CONSENTS_LIST:
+    case ROUTE_CONSENT_CREATE:
+        return FO | CC;
+    case ROUTE_CONTACT_DECISION:
+        return FO | CC | MK;
+    case ROUTE_MOMENTS:
         return MK;
     default:
         return 0; /* admin only (key management) */

@@ -35,6 +35,7 @@ static const struct setting SETTINGS[] = {
     {"--rate-limit", "CRM_RATE_LIMIT", 'i', offsetof(struct config, rate_limit), 0, 0, 1000000},
     {"--tls-cert", "CRM_TLS_CERT", 's', offsetof(struct config, tls_cert), 512, 0, 0},
     {"--tls-key", "CRM_TLS_KEY", 's', offsetof(struct config, tls_key), 512, 0, 0},
+    {"--access-log", "CRM_ACCESS_LOG", 'i', offsetof(struct config, access_log), 0, 0, 1},
     {"--json-depth", "CRM_JSON_DEPTH", 'i', offsetof(struct config, json_depth), 0, 2, 1000},
 };
 
@@ -65,6 +66,8 @@ const char *config_usage(void)
            "                             (CRM_DRAIN_TIMEOUT, default 30)\n"
            "  --rate-limit N             requests per second per API key, bursts up to 2N;\n"
            "                             429 above (CRM_RATE_LIMIT, default 1000, 0 = off)\n"
+           "  --access-log 0|1           one JSON line per request on stdout (CRM_ACCESS_LOG,\n"
+           "                             default 1)\n"
            "  --json-depth N             deepest nesting accepted in a request body\n"
            "                             (CRM_JSON_DEPTH, default 32)\n"
            "  --tls-cert FILE            serve HTTPS with this PEM certificate (CRM_TLS_CERT)\n"
@@ -117,6 +120,7 @@ bool config_load(struct config *cfg, int argc, char **argv, getenv_fn env, char 
     cfg->drain_timeout = 30;
     cfg->rate_limit = 1000;
     cfg->json_depth = 32;
+    cfg->access_log = 1;
 
     for (size_t i = 0; i < SETTING_COUNT; i++) {
         const char *v = env(SETTINGS[i].env);

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "metrics.h"
 #include "store.h"
 #include "textutil.h"
 #include "validate.h"
@@ -88,7 +89,8 @@ static bool partner_scope_ok(const struct principal *who, bool by_customer_id,
 }
 
 static const char PARTNER_SCOPE[] =
-    "partner keys may only use identifiers of kind 'external' in their own namespace";
+    "partner keys may only use identifiers of kind 'external' in their own namespace, "
+    "and may not write traits";
 
 /* True (and res filled with a 422) when every identifier was a blocked placeholder. */
 static bool respond_if_blocked(json_t *out, const char *prefix, const char *path,
@@ -111,6 +113,42 @@ static void handle_health(const struct request *req, struct response *res)
     respond_json(res, 200, json_pack("{s:s}", "status", "ok"));
 }
 
+/* A fixed text body handed out through the streaming interface. */
+struct text_body {
+    char *text;
+    size_t len, off;
+};
+
+static long text_read(void *ctx, char *buf, size_t max)
+{
+    struct text_body *t = ctx;
+    size_t n = t->len - t->off;
+    if (n > max)
+        n = max;
+    memcpy(buf, t->text + t->off, n);
+    t->off += n;
+    return (long)n;
+}
+
+static void text_free(void *ctx)
+{
+    struct text_body *t = ctx;
+    free(t->text);
+    free(t);
+}
+
+static void handle_metrics(struct app *app, struct response *res)
+{
+    struct text_body *t = calloc(1, sizeof(*t));
+    t->text = metrics_render(app->pool);
+    t->len = strlen(t->text);
+    res->status = 200;
+    res->stream_content_type = "text/plain; version=0.0.4; charset=utf-8";
+    res->stream_read = text_read;
+    res->stream_free = text_free;
+    res->stream_ctx = t;
+}
+
 static void handle_ready(struct app *app, const struct request *req, struct response *res)
 {
     char err[DB_ERR_LEN];
@@ -131,7 +169,8 @@ static void handle_resolve(struct app *app, const struct request *req, struct re
         return;
     }
     json_decref(errors);
-    if (!partner_scope_ok(req->who, false, &rr.ids)) {
+    if (!partner_scope_ok(req->who, false, &rr.ids) ||
+        (req->who != NULL && req->who->role == ROLE_PARTNER && rr.traits != NULL)) {
         respond_problem(res, PROBLEM_FORBIDDEN, PARTNER_SCOPE, req->path);
         return;
     }
@@ -168,7 +207,7 @@ static void handle_customer_get(struct app *app, const struct request *req, stru
         respond_db_failure(res, st, err, req->path);
     else if (out == NULL)
         respond_problem(res, PROBLEM_NOT_FOUND, "no customer with this id", req->path);
-    else
+    else if (!respond_if_gone(res, out, req->path))
         set_profile_response(res, out);
 }
 
@@ -326,6 +365,8 @@ static void handle_timeline(struct app *app, const struct request *req, struct r
         respond_problem(res, PROBLEM_NOT_FOUND, "no customer with this id", req->path);
         return;
     }
+    if (respond_if_gone(res, out, req->path))
+        return;
     next_at = json_object_get(out, "next_cursor_at");
     next_id = json_object_get(out, "next_cursor_id");
     if (json_is_string(next_at) && json_is_string(next_id)) {
@@ -487,6 +528,9 @@ void handle_request(struct app *app, const struct request *req, struct response 
         break;
     case ROUTE_READY:
         handle_ready(app, req, res);
+        break;
+    case ROUTE_METRICS:
+        handle_metrics(app, res);
         break;
     case ROUTE_CUSTOMER_RESOLVE:
         handle_resolve(app, req, res);

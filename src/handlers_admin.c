@@ -101,6 +101,6 @@ void handle_admin_route(struct app *app, const struct request *req, struct respo
         handle_key_list_or_revoke(app, req, res);
         break;
     default:
-        respond_problem(res, PROBLEM_NOT_FOUND, "no such route", req->path);
+        handle_customize_route(app, req, res);
     }
 }

@@ -305,10 +305,11 @@ void handle_identity_route(struct app *app, const struct request *req, struct re
     const char *limit;
     char limit_text[16];
     switch (req->match->route) {
-    case ROUTE_CUSTOMER_MERGES:
-        params[0] = req->match->id;
-        answer(app, req, res, "merge_history", 1, params, "no customer with this id");
+    case ROUTE_CUSTOMER_MERGES: {
+        const char *audited[3] = {req->match->id, req->who->key_id, role_name(req->who->role)};
+        answer(app, req, res, "merge_history", 3, audited, "no customer with this id");
         break;
+    }
     case ROUTE_MERGE_CREATE:
         handle_merge(app, req, res);
         break;

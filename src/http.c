@@ -16,9 +16,11 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "db.h"
+#include "metrics.h"
 #include "textutil.h"
 
 struct http_server {
@@ -32,7 +34,39 @@ struct request_ctx {
     char *body;
     size_t len, cap;
     bool too_large;
+    struct timespec start;
+    int route;  /* enum route, or -1 before/without a match */
+    int status; /* of the queued response */
+    char request_id[65];
+    char key_id[UUID_TEXT_LEN + 1];
 };
+
+/* The request this connection thread is answering (one thread per
+ * connection), so the response writers can note its status and id. */
+static _Thread_local struct request_ctx *current;
+
+/* A client's X-Request-Id is echoed if it is 1..64 printable ASCII
+ * characters; otherwise the server makes one. */
+static void take_request_id(struct MHD_Connection *conn, struct request_ctx *ctx)
+{
+    const char *given = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id");
+    size_t n = given ? strlen(given) : 0;
+    bool ok = n >= 1 && n <= 64;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = given[i] > 32 && given[i] < 127 && given[i] != '"' && given[i] != '\\';
+    if (ok)
+        memcpy(ctx->request_id, given, n + 1);
+    else
+        uuid_new(ctx->request_id);
+}
+
+static void note_response(struct MHD_Response *r, int status)
+{
+    if (current == NULL)
+        return;
+    current->status = status;
+    MHD_add_response_header(r, "X-Request-Id", current->request_id);
+}
 
 struct stream {
     long (*read)(void *ctx, char *buf, size_t max);
@@ -69,6 +103,7 @@ static enum MHD_Result send_stream(struct MHD_Connection *conn, struct response 
     r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 64 * 1024, stream_reader, s,
                                           stream_release);
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, res->stream_content_type);
+    note_response(r, res->status);
     ret = MHD_queue_response(conn, (unsigned int)res->status, r);
     MHD_destroy_response(r);
     return ret;
@@ -91,6 +126,7 @@ static enum MHD_Result send_response(struct MHD_Connection *conn, struct respons
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
                             res->problem ? "application/problem+json"
                                          : "application/json; charset=utf-8");
+    note_response(r, res->status);
     if (res->allow[0])
         MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, res->allow);
     if (res->content_location[0])
@@ -196,6 +232,8 @@ static enum MHD_Result finish_request(struct http_server *srv, struct MHD_Connec
     if (!utf8_valid(path, strlen(path)))
         return send_problem(conn, PROBLEM_INVALID_UTF8, "the request path is not valid UTF-8", NULL);
     route_request(method, path, &match);
+    if (match.status == ROUTE_MATCHED || match.status == ROUTE_BAD_UUID)
+        ctx->route = (int)match.route;
     switch (match.status) {
     case ROUTE_NOT_FOUND:
         return send_problem(conn, PROBLEM_NOT_FOUND, "no such route", path);
@@ -220,6 +258,8 @@ static enum MHD_Result finish_request(struct http_server *srv, struct MHD_Connec
         case ACCESS_UNAVAILABLE:
             return send_problem(conn, PROBLEM_SERVICE_UNAVAILABLE,
                                 "the database is unreachable; retry", path);
+        case ACCESS_ERROR:
+            return send_problem(conn, PROBLEM_INTERNAL, "the key could not be checked", path);
         case ACCESS_NO_KEY:
         case ACCESS_BAD_KEY:
             respond_problem(&res, PROBLEM_UNAUTHORIZED,
@@ -239,6 +279,7 @@ static enum MHD_Result finish_request(struct http_server *srv, struct MHD_Connec
             return send_problem(conn, PROBLEM_FORBIDDEN, detail, path);
         }
         req.who = &who;
+        memcpy(ctx->key_id, who.key_id, sizeof(ctx->key_id));
     }
     if (ctx->too_large) {
         snprintf(detail, sizeof(detail), "the body exceeds the limit of %zu bytes",
@@ -297,6 +338,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         ctx = calloc(1, sizeof(*ctx));
         *con_cls = ctx;
         atomic_fetch_add(&srv->in_flight, 1);
+        clock_gettime(CLOCK_MONOTONIC, &ctx->start);
+        ctx->route = -1;
+        take_request_id(conn, ctx);
+        current = ctx;
         if (cl != NULL && strtoull(cl, NULL, 10) > limit) {
             char detail[96];
             snprintf(detail, sizeof(detail), "the body exceeds the limit of %zu bytes", limit);
@@ -310,7 +355,41 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         *upload_data_size = 0;
         return MHD_YES;
     }
+    current = ctx;
     return finish_request(srv, conn, method, url, ctx);
+}
+
+/* One JSON line per request on stdout (the access log). */
+static void log_access(struct MHD_Connection *conn, struct request_ctx *ctx, double seconds,
+                       enum MHD_RequestTerminationCode toe)
+{
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    char addr[64] = "-";
+    json_t *line;
+    char *text;
+    if (info != NULL && info->client_addr != NULL) {
+        const struct sockaddr *sa = info->client_addr;
+        if (sa->sa_family == AF_INET)
+            inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, addr,
+                      sizeof(addr));
+        else if (sa->sa_family == AF_INET6)
+            inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr,
+                      addr, sizeof(addr));
+    }
+    line = json_pack("{s:s, s:s, s:s, s:i, s:f, s:s, s:b}", "request_id", ctx->request_id,
+                     "route", ctx->route >= 0 ? route_name((enum route)ctx->route) : "unmatched",
+                     "client", addr, "status", ctx->status, "ms", seconds * 1000, "key_id",
+                     ctx->key_id[0] ? ctx->key_id : "-", "completed",
+                     toe == MHD_REQUEST_TERMINATED_COMPLETED_OK);
+    text = json_dumps(line, JSON_COMPACT | JSON_REAL_PRECISION(6));
+    if (text != NULL) {
+        fputs(text, stdout);
+        fputc('\n', stdout);
+        fflush(stdout);
+    }
+    free(text);
+    json_decref(line);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
@@ -318,8 +397,18 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 {
     struct http_server *srv = cls;
     struct request_ctx *ctx = *con_cls;
+    struct timespec end;
+    double seconds;
     if (ctx == NULL)
         return;
+    clock_gettime(CLOCK_MONOTONIC, &end);
+    seconds = (double)(end.tv_sec - ctx->start.tv_sec) +
+              (double)(end.tv_nsec - ctx->start.tv_nsec) / 1e9;
+    metrics_record(ctx->route, ctx->status ? ctx->status : 500, seconds);
+    if (srv->app->cfg->access_log)
+        log_access(conn, ctx, seconds, toe);
+    if (current == ctx)
+        current = NULL;
     free(ctx->body);
     free(ctx);
     *con_cls = NULL;

@@ -19,6 +19,7 @@ struct route_def {
 static const struct route_def ROUTES[] = {
     {"GET", "/health", ROUTE_HEALTH, "health"},
     {"GET", "/ready", ROUTE_READY, "ready"},
+    {"GET", "/metrics", ROUTE_METRICS, "metrics"},
     {"POST", "/v1/customers:resolve", ROUTE_CUSTOMER_RESOLVE, "customer_resolve"},
     {"GET", "/v1/customers", ROUTE_CUSTOMER_LOOKUP, "customer_lookup"},
     {"GET", "/v1/customers/{id}", ROUTE_CUSTOMER_GET, "customer_get"},
@@ -47,6 +48,14 @@ static const struct route_def ROUTES[] = {
     {"GET", "/v1/admin/identifier-limits", ROUTE_LIMITS_GET, "limits_get"},
     {"PUT", "/v1/admin/identifier-limits", ROUTE_LIMITS_SET, "limits_set"},
     {"GET", "/v1/admin/identity-conflicts", ROUTE_CONFLICTS_LIST, "conflicts_list"},
+    {"GET", "/v1/customers/{id}/preferences", ROUTE_PREFERENCES_GET, "preferences_get"},
+    {"PATCH", "/v1/customers/{id}/preferences", ROUTE_PREFERENCES_PATCH, "preferences_patch"},
+    {"GET", "/v1/customers/{id}/consents", ROUTE_CONSENTS_LIST, "consents_list"},
+    {"POST", "/v1/customers/{id}/consents", ROUTE_CONSENT_CREATE, "consent_create"},
+    {"GET", "/v1/customers/{id}/contact-decision", ROUTE_CONTACT_DECISION, "contact_decision"},
+    {"GET", "/v1/moments", ROUTE_MOMENTS, "moments"},
+    {"GET", "/v1/customers/{id}/export", ROUTE_CUSTOMER_EXPORT, "customer_export"},
+    {"DELETE", "/v1/customers/{id}", ROUTE_CUSTOMER_ERASE, "customer_erase"},
 };
 
 #define ROUTE_TABLE_SIZE (sizeof(ROUTES) / sizeof(ROUTES[0]))

@@ -39,7 +39,9 @@ const struct db_statement store_statements[] = {
     {"segment_delete",
      "WITH d AS (DELETE FROM crm.segments WHERE segment_id = $1::uuid RETURNING 1) "
      "SELECT jsonb_build_object('deleted', EXISTS (SELECT 1 FROM d))"},
-    {"merge_history", "SELECT crm.merge_history($1::uuid)"},
+    {"merge_history", "SELECT crm.merge_history($1::uuid) "
+                      "FROM (SELECT crm.audit($2::uuid, $3, 'customer.merges', $1::uuid, NULL) "
+                      "WHERE crm.survivor_of($1::uuid) IS NOT NULL) AS a"},
     {"manual_merge", "SELECT crm.manual_merge($1::uuid, $2::uuid, $3, $4, $5::boolean, $6::boolean)"},
     {"unmerge", "SELECT r || jsonb_build_object('survivor', crm.profile((r->>'survivor_id')::uuid), "
                 "'customer', crm.profile((r->>'customer_id')::uuid)) "
@@ -71,9 +73,21 @@ const struct db_statement store_statements[] = {
      "'customer_ids', to_jsonb(customer_ids), 'identifiers', identifiers, 'detail', detail) "
      "ORDER BY conflict_id DESC), '[]')) FROM (SELECT * FROM crm.identity_conflicts "
      "ORDER BY conflict_id DESC LIMIT $1::int) AS c"},
-    {"timeline", "SELECT crm.timeline($1::uuid, $2::int, $3::timestamptz, $4::uuid, $5, $6, "
-                 "$7::timestamptz, $8::timestamptz) "
-                 "FROM (SELECT crm.audit($9::uuid, $10, 'customer.timeline', $1::uuid, NULL)) AS a"},
+    /* Customize (sql/004_customize.sql); erased customers answer {"gone": true, ...}. */
+    {"preferences_get", "SELECT crm.read_preferences($1::uuid, $2::uuid, $3)"},
+    {"preferences_patch", "SELECT crm.patch_preferences($1::uuid, $2::jsonb, $3)"},
+    {"consents_get", "SELECT crm.read_consents($1::uuid, $2::uuid, $3)"},
+    {"consent_record", "SELECT crm.record_consent($1::uuid, $2, $3, $4, $5, $6::timestamptz)"},
+    {"contact_decision", "SELECT crm.contact_decision($1::uuid, $2, $3, $4::timestamptz)"},
+    {"moments", "SELECT crm.moments($1, $2::timestamptz, $3::int, $4::int, $5::date, $6::uuid, "
+                "$7, $8, NULL)"},
+    {"customer_export", "SELECT crm.export_customer($1::uuid, $2::uuid, $3)"},
+    {"customer_erase", "SELECT crm.erase_customer($1::uuid, $2::uuid, $3)"},
+    {"timeline", "SELECT coalesce(crm.gone_doc($1::uuid), "
+                 "crm.timeline($1::uuid, $2::int, $3::timestamptz, $4::uuid, $5, $6, "
+                 "$7::timestamptz, $8::timestamptz)) "
+                 "FROM (SELECT crm.audit($9::uuid, $10, 'customer.timeline', $1::uuid, NULL) "
+                 "WHERE crm.survivor_of($1::uuid) IS NOT NULL) AS a"},
 };
 const int store_statement_count = sizeof(store_statements) / sizeof(store_statements[0]);
 

@@ -13,7 +13,7 @@
 
 #define MEMBERS_FROM                                                                         \
     " FROM crm.customers c LEFT JOIN crm.customer_value v ON v.customer_id = c.customer_id " \
-    "WHERE c.merged_into IS NULL AND "
+    "WHERE c.merged_into IS NULL AND c.erased_at IS NULL AND "
 
 /* Segment parameters followed by extra ones, as a NULL-padded C array. */
 static const char **params_with(const struct segment_sql *seg, int extra, int *count)

@@ -583,13 +583,16 @@ class PartnerScopeTests(AccessTestCase):
         email = new_email()
         cid = self.create_customer([email_id(email), ident],
                                    traits={"first_name": "Secret", "last_name": "Person"})
-        r = self.ppost("/v1/customers:resolve", {"identifiers": [ident], "source": "acme",
-                                                 "traits": {"attributes": {"p": 1}}})
+        r = self.ppost("/v1/customers:resolve", {"identifiers": [ident], "source": "acme"})
         doc = self.assertJson(r, 200)
         self.assertEqual(doc["customer_id"], cid)
         self.assertNotIn("customer", doc)
         self.assertNotIn(email, repr(doc))
         self.assertNotIn("Secret", repr(doc))
+        # Partners may not write traits (not even their own attributes).
+        r = self.ppost("/v1/customers:resolve", {"identifiers": [ident], "source": "acme",
+                                                 "traits": {"attributes": {"p": 1}}})
+        self.assertForbidden(r)
 
     def test_resolve_out_of_scope_is_403(self):
         cases = {

@@ -64,6 +64,18 @@ START_TEST(test_segment_and_value_routes)
     expect_match("GET", "/v1/segments/" UUID_LC "/export", ROUTE_SEGMENT_EXPORT, UUID_LC);
     expect_match("POST", "/v1/value:recompute", ROUTE_VALUE_RECOMPUTE, "");
     expect_match("GET", "/v1/kpis", ROUTE_KPIS, "");
+    /* customize */
+    expect_match("GET", "/v1/customers/" UUID_UC "/preferences", ROUTE_PREFERENCES_GET, UUID_LC);
+    expect_match("PATCH", "/v1/customers/" UUID_LC "/preferences", ROUTE_PREFERENCES_PATCH,
+                 UUID_LC);
+    expect_match("GET", "/v1/customers/" UUID_LC "/consents", ROUTE_CONSENTS_LIST, UUID_LC);
+    expect_match("POST", "/v1/customers/" UUID_LC "/consents", ROUTE_CONSENT_CREATE, UUID_LC);
+    expect_match("GET", "/v1/customers/" UUID_LC "/contact-decision", ROUTE_CONTACT_DECISION,
+                 UUID_LC);
+    expect_match("GET", "/v1/moments", ROUTE_MOMENTS, "");
+    expect_match("GET", "/v1/customers/" UUID_LC "/export", ROUTE_CUSTOMER_EXPORT, UUID_LC);
+    expect_match("DELETE", "/v1/customers/" UUID_UC, ROUTE_CUSTOMER_ERASE, UUID_LC);
+    expect_status("DELETE", "/v1/customers/nope", ROUTE_BAD_UUID, NULL);
     /* two methods on one path: Allow lists both, in table order */
     expect_status("PUT", "/v1/segments", ROUTE_METHOD_NOT_ALLOWED, "POST, GET");
     expect_status("PATCH", "/v1/segments/" UUID_LC, ROUTE_METHOD_NOT_ALLOWED, "GET, DELETE");
@@ -121,15 +133,20 @@ START_TEST(test_method_not_allowed)
     expect_status("POST", "/v1/customers", ROUTE_METHOD_NOT_ALLOWED, "GET");
     expect_status("POST", "/health", ROUTE_METHOD_NOT_ALLOWED, "GET");
     expect_status("HEAD", "/ready", ROUTE_METHOD_NOT_ALLOWED, "GET");
-    expect_status("DELETE", "/v1/customers/" UUID_LC, ROUTE_METHOD_NOT_ALLOWED, "GET");
-    expect_status("PATCH", "/v1/customers/" UUID_LC, ROUTE_METHOD_NOT_ALLOWED, "GET");
+    expect_status("PUT", "/v1/customers/" UUID_LC, ROUTE_METHOD_NOT_ALLOWED, "GET, DELETE");
+    expect_status("PATCH", "/v1/customers/" UUID_LC, ROUTE_METHOD_NOT_ALLOWED, "GET, DELETE");
+    expect_status("PUT", "/v1/customers/" UUID_LC "/preferences", ROUTE_METHOD_NOT_ALLOWED,
+                  "GET, PATCH");
+    expect_status("DELETE", "/v1/customers/" UUID_LC "/consents", ROUTE_METHOD_NOT_ALLOWED,
+                  "GET, POST");
+    expect_status("POST", "/v1/moments", ROUTE_METHOD_NOT_ALLOWED, "GET");
     expect_status("GET", "/v1/customers/" UUID_LC "/traits", ROUTE_METHOD_NOT_ALLOWED, "PATCH");
     expect_status("POST", "/v1/customers/" UUID_LC "/interactions", ROUTE_METHOD_NOT_ALLOWED,
                   "GET");
     /* methods are case-sensitive */
     expect_status("get", "/health", ROUTE_METHOD_NOT_ALLOWED, "GET");
     /* the method is checked before the id */
-    expect_status("DELETE", "/v1/customers/not-a-uuid", ROUTE_METHOD_NOT_ALLOWED, "GET");
+    expect_status("PUT", "/v1/customers/not-a-uuid", ROUTE_METHOD_NOT_ALLOWED, "GET, DELETE");
 }
 END_TEST
 
@@ -183,6 +200,14 @@ START_TEST(test_route_name)
         {ROUTE_SEGMENT_EXPORT, "segment_export"},
         {ROUTE_VALUE_RECOMPUTE, "value_recompute"},
         {ROUTE_KPIS, "kpis"},
+        {ROUTE_PREFERENCES_GET, "preferences_get"},
+        {ROUTE_PREFERENCES_PATCH, "preferences_patch"},
+        {ROUTE_CONSENTS_LIST, "consents_list"},
+        {ROUTE_CONSENT_CREATE, "consent_create"},
+        {ROUTE_CONTACT_DECISION, "contact_decision"},
+        {ROUTE_MOMENTS, "moments"},
+        {ROUTE_CUSTOMER_EXPORT, "customer_export"},
+        {ROUTE_CUSTOMER_ERASE, "customer_erase"},
     };
     for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++)
         ck_assert_str_eq(route_name(t[i].r), t[i].name);

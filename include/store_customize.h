@@ -1,0 +1,31 @@
+/*
+ * store_customize: the one query of the customize routes that is built at
+ * run time: a page of moments restricted to a saved segment (the compiled
+ * rule's $1..$n first, then the page parameters). Everything else is a
+ * prepared statement of store.c's catalogue calling a crm.* function of
+ * sql/004_customize.sql.
+ */
+#ifndef CRM_STORE_CUSTOMIZE_H
+#define CRM_STORE_CUSTOMIZE_H
+
+#include <jansson.h>
+
+#include "db.h"
+#include "segment.h"
+
+struct moments_query {
+    const char *kind;        /* birthday | anniversary | warranty */
+    const char *at;          /* RFC 3339; NULL = now */
+    int days, limit;
+    const char *cursor_date; /* YYYY-MM-DD and uuid of the last item; NULL for page 1 */
+    const char *cursor_id;
+    const char *purpose;     /* consent filter; NULL = none */
+    const char *channel;
+};
+
+/* {kind, from, to, items, next_cursor_date, next_cursor_id}; seg may be NULL. */
+enum db_status store_moments(struct db_pool *pool, const struct moments_query *q,
+                             const struct segment_sql *seg, json_t **out, char *err,
+                             size_t errlen);
+
+#endif

@@ -1,0 +1,341 @@
+/*
+ * handlers_customize: the "customize" routes: preferences (read, JSON merge
+ * patch), consents (append, read with history), the contact decision,
+ * moments (birthdays, anniversaries, warranty expiries, keyset-paged), and
+ * the data-subject rights: export and erasure. Every per-customer answer
+ * follows merges to the survivor; an erased customer answers 410 Gone.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "customize.h"
+#include "handlers.h"
+#include "segment.h"
+#include "store_customize.h"
+#include "store_value.h"
+#include "textutil.h"
+#include "validate.h"
+
+#define ERR_LEN 512
+#define MOMENT_DAYS_DEFAULT 30
+#define MOMENT_DAYS_MAX 366
+#define MOMENT_LIMIT_DEFAULT 100
+#define MOMENT_LIMIT_MAX 1000
+
+bool respond_if_gone(struct response *res, json_t *doc, const char *instance)
+{
+    char detail[160];
+    if (!json_is_true(json_object_get(doc, "gone")))
+        return false;
+    snprintf(detail, sizeof(detail), "customer %.36s was erased at %.40s",
+             json_string_value(json_object_get(doc, "customer_id")),
+             json_string_value(json_object_get(doc, "erased_at")));
+    json_decref(doc);
+    respond_problem(res, PROBLEM_GONE, detail, instance);
+    return true;
+}
+
+/* A per-customer answer: 404 when there is none, 410 when erased. */
+static void respond_customer_doc(struct response *res, enum db_status st, json_t *out,
+                                 const char *err, const char *path, int status)
+{
+    if (st != DB_OK) {
+        json_decref(out);
+        respond_db_failure(res, st, err, path);
+    } else if (out == NULL) {
+        respond_problem(res, PROBLEM_NOT_FOUND, "no customer with this id", path);
+    } else if (!respond_if_gone(res, out, path)) {
+        respond_json(res, status, out);
+    }
+}
+
+/* Statements taking (customer id, caller's key id, caller's role). */
+static void handle_audited_read(struct app *app, const struct request *req, struct response *res,
+                                const char *statement)
+{
+    const char *params[3] = {req->match->id, req->who->key_id, role_name(req->who->role)};
+    json_t *out = NULL;
+    char err[ERR_LEN];
+    enum db_status st = db_call_json(app->pool, statement, 3, params, &out, err, sizeof(err));
+    respond_customer_doc(res, st, out, err, req->path, 200);
+}
+
+static void handle_preferences_patch(struct app *app, const struct request *req,
+                                     struct response *res)
+{
+    json_t *errors = json_array(), *patch = NULL, *out = NULL, *db_errors;
+    const char *source;
+    const char *params[3];
+    char err[ERR_LEN], *patch_text;
+    enum db_status st;
+
+    if (!validate_preferences_request(req->body, &patch, &source, errors)) {
+        respond_validation(res, errors, req->path);
+        return;
+    }
+    json_decref(errors);
+    patch_text = json_dumps(patch, JSON_COMPACT);
+    params[0] = req->match->id;
+    params[1] = patch_text;
+    params[2] = source;
+    st = db_call_json(app->pool, "preferences_patch", 3, params, &out, err, sizeof(err));
+    free(patch_text);
+    json_decref(patch);
+    db_errors = st == DB_OK ? json_object_get(out, "errors") : NULL;
+    if (json_is_array(db_errors)) { /* e.g. an unknown time zone: nothing was written */
+        json_incref(db_errors);
+        json_decref(out);
+        respond_validation(res, db_errors, req->path);
+        return;
+    }
+    respond_customer_doc(res, st, out, err, req->path, 200);
+}
+
+static void handle_consent_create(struct app *app, const struct request *req,
+                                  struct response *res)
+{
+    struct consent_request cr;
+    json_t *errors = json_array(), *out = NULL;
+    const char *params[6];
+    char err[ERR_LEN];
+    enum db_status st;
+
+    if (!validate_consent_request(req->body, &cr, errors)) {
+        respond_validation(res, errors, req->path);
+        return;
+    }
+    json_decref(errors);
+    params[0] = req->match->id;
+    params[1] = cr.purpose;
+    params[2] = cr.channel;
+    params[3] = cr.status;
+    params[4] = cr.source;
+    params[5] = cr.occurred_at;
+    st = db_call_json(app->pool, "consent_record", 6, params, &out, err, sizeof(err));
+    respond_customer_doc(res, st, out, err, req->path, 201);
+}
+
+static bool bad_query(struct response *res, const char *detail, const char *path)
+{
+    respond_problem(res, PROBLEM_INVALID_QUERY, detail, path);
+    return false;
+}
+
+/* purpose and channel (channel may be "any" only when allow_any). */
+static bool check_purpose_channel(struct response *res, const char *purpose, const char *channel,
+                                  bool allow_any, const char *path)
+{
+    char detail[200];
+    if (purpose == NULL || !consent_purpose_valid(purpose)) {
+        snprintf(detail, sizeof(detail), "purpose is required, one of: %s",
+                 consent_purpose_list());
+        return bad_query(res, detail, path);
+    }
+    if (channel == NULL || !(allow_any ? consent_channel_valid(channel) : channel_valid(channel))) {
+        snprintf(detail, sizeof(detail), "channel is required, one of: %s%s", channel_list(),
+                 allow_any ? ", any" : "");
+        return bad_query(res, detail, path);
+    }
+    return true;
+}
+
+static void handle_contact_decision(struct app *app, const struct request *req,
+                                    struct response *res)
+{
+    const char *channel, *purpose, *at;
+    const char *params[4];
+    json_t *out = NULL;
+    char err[ERR_LEN];
+    enum db_status st;
+
+    if (!query_param(req, res, "channel", &channel) || !query_param(req, res, "purpose", &purpose) ||
+        !query_param(req, res, "at", &at) ||
+        !check_purpose_channel(res, purpose, channel, false, req->path))
+        return;
+    if (at != NULL && !rfc3339_valid(at)) {
+        bad_query(res, "at must be an RFC 3339 timestamp with offset", req->path);
+        return;
+    }
+    params[0] = req->match->id;
+    params[1] = purpose;
+    params[2] = channel;
+    params[3] = at;
+    st = db_call_json(app->pool, "contact_decision", 4, params, &out, err, sizeof(err));
+    respond_customer_doc(res, st, out, err, req->path, 200);
+}
+
+/* An integer query parameter in [min, max], def when absent. */
+static bool int_param(const struct request *req, struct response *res, const char *key, int def,
+                      int min, int max, int *out)
+{
+    const char *text;
+    char *end, detail[96];
+    long n;
+    *out = def;
+    if (!query_param(req, res, key, &text))
+        return false;
+    if (text == NULL)
+        return true;
+    n = strtol(text, &end, 10);
+    if (*text == '\0' || *end != '\0' || n < min || n > max) {
+        snprintf(detail, sizeof(detail), "%s must be an integer from %d to %d", key, min, max);
+        return bad_query(res, detail, req->path);
+    }
+    *out = (int)n;
+    return true;
+}
+
+/* Cursor = base64url("<YYYY-MM-DD>|<customer_id>"). */
+static bool moment_cursor_decode(const char *text, char date[11], char id[UUID_TEXT_LEN + 1])
+{
+    unsigned char buf[96];
+    long n = base64url_decode(text, buf, sizeof(buf));
+    if (n != 10 + 1 + UUID_TEXT_LEN || buf[10] != '|')
+        return false;
+    memcpy(date, buf, 10);
+    date[10] = '\0';
+    return date_valid(date, 1900, 2999) && uuid_canonical((char *)buf + 11, id);
+}
+
+/* next_cursor_date/next_cursor_id of the database answer become next_cursor. */
+static void moment_cursor_encode(json_t *page)
+{
+    json_t *d = json_object_get(page, "next_cursor_date"), *id = json_object_get(page, "next_cursor_id");
+    if (json_is_string(d) && json_is_string(id)) {
+        char buf[64];
+        int n = snprintf(buf, sizeof(buf), "%s|%s", json_string_value(d), json_string_value(id));
+        char *c = base64url_encode((const unsigned char *)buf, (size_t)n);
+        json_object_set_new(page, "next_cursor", json_string(c));
+        free(c);
+    } else {
+        json_object_set_new(page, "next_cursor", json_null());
+    }
+    json_object_del(page, "next_cursor_date");
+    json_object_del(page, "next_cursor_id");
+}
+
+/* Load and compile a saved segment for filtering; false when res was filled. */
+static bool load_segment_filter(struct app *app, const struct request *req, struct response *res,
+                                const char *text, struct segment_sql *seg)
+{
+    char id[UUID_TEXT_LEN + 1], err[ERR_LEN];
+    json_t *doc = NULL, *errors;
+    enum db_status st;
+    bool ok;
+    if (!uuid_canonical(text, id))
+        return bad_query(res, "segment_id must be a UUID", req->path);
+    st = store_segment_get(app->pool, id, &doc, err, sizeof(err));
+    if (st != DB_OK) {
+        respond_db_failure(res, st, err, req->path);
+        return false;
+    }
+    if (doc == NULL) {
+        respond_problem(res, PROBLEM_NOT_FOUND, "no segment with this id", req->path);
+        return false;
+    }
+    errors = json_array();
+    ok = segment_compile(json_object_get(doc, "rule"), "/rule", seg, errors);
+    json_decref(errors);
+    json_decref(doc);
+    if (!ok) {
+        fprintf(stderr, "error: stored segment %s no longer compiles\n", id);
+        respond_problem(res, PROBLEM_INTERNAL, "the stored rule no longer compiles", req->path);
+    }
+    return ok;
+}
+
+/* The query of GET /v1/moments, checked; false when res was filled. */
+static bool moments_query_parse(const struct request *req, struct response *res,
+                                struct moments_query *q, char cursor_date[11],
+                                char cursor_id[UUID_TEXT_LEN + 1], const char **segment_id)
+{
+    const char *cursor;
+    memset(q, 0, sizeof(*q));
+    if (!query_param(req, res, "kind", &q->kind) || !query_param(req, res, "at", &q->at) ||
+        !query_param(req, res, "cursor", &cursor) ||
+        !query_param(req, res, "segment_id", segment_id) ||
+        !query_param(req, res, "purpose", &q->purpose) ||
+        !query_param(req, res, "channel", &q->channel) ||
+        !int_param(req, res, "days", MOMENT_DAYS_DEFAULT, 1, MOMENT_DAYS_MAX, &q->days) ||
+        !int_param(req, res, "limit", MOMENT_LIMIT_DEFAULT, 1, MOMENT_LIMIT_MAX, &q->limit))
+        return false;
+    if (q->kind == NULL || !moment_kind_valid(q->kind))
+        return bad_query(res, "kind is required, one of: birthday, anniversary, warranty",
+                         req->path);
+    if (q->at != NULL && !rfc3339_valid(q->at))
+        return bad_query(res, "at must be an RFC 3339 timestamp with offset", req->path);
+    if (q->channel != NULL && q->purpose == NULL)
+        return bad_query(res, "channel filters by consent and needs purpose", req->path);
+    if (q->purpose != NULL) {
+        if (q->channel == NULL)
+            q->channel = "any";
+        if (!check_purpose_channel(res, q->purpose, q->channel, true, req->path))
+            return false;
+    }
+    if (cursor != NULL) {
+        if (!moment_cursor_decode(cursor, cursor_date, cursor_id))
+            return bad_query(res, "cursor is not one this server issued", req->path);
+        q->cursor_date = cursor_date;
+        q->cursor_id = cursor_id;
+    }
+    return true;
+}
+
+static void handle_moments(struct app *app, const struct request *req, struct response *res)
+{
+    struct moments_query q;
+    struct segment_sql seg = {0};
+    char cursor_date[11], cursor_id[UUID_TEXT_LEN + 1], err[ERR_LEN];
+    const char *segment_id = NULL;
+    json_t *out = NULL;
+    enum db_status st;
+
+    if (!moments_query_parse(req, res, &q, cursor_date, cursor_id, &segment_id))
+        return;
+    if (segment_id != NULL && !load_segment_filter(app, req, res, segment_id, &seg)) {
+        segment_sql_free(&seg);
+        return;
+    }
+    st = store_moments(app->pool, &q, segment_id != NULL ? &seg : NULL, &out, err, sizeof(err));
+    segment_sql_free(&seg);
+    if (st != DB_OK || out == NULL) {
+        respond_db_failure(res, st == DB_OK ? DB_ERROR : st, err, req->path);
+        json_decref(out);
+        return;
+    }
+    moment_cursor_encode(out);
+    respond_json(res, 200, out);
+}
+
+void handle_customize_route(struct app *app, const struct request *req, struct response *res)
+{
+    switch (req->match->route) {
+    case ROUTE_PREFERENCES_GET:
+        handle_audited_read(app, req, res, "preferences_get");
+        break;
+    case ROUTE_PREFERENCES_PATCH:
+        handle_preferences_patch(app, req, res);
+        break;
+    case ROUTE_CONSENTS_LIST:
+        handle_audited_read(app, req, res, "consents_get");
+        break;
+    case ROUTE_CONSENT_CREATE:
+        handle_consent_create(app, req, res);
+        break;
+    case ROUTE_CONTACT_DECISION:
+        handle_contact_decision(app, req, res);
+        break;
+    case ROUTE_MOMENTS:
+        handle_moments(app, req, res);
+        break;
+    case ROUTE_CUSTOMER_EXPORT:
+        handle_audited_read(app, req, res, "customer_export");
+        break;
+    case ROUTE_CUSTOMER_ERASE:
+        handle_audited_read(app, req, res, "customer_erase");
+        break;
+    default:
+        respond_problem(res, PROBLEM_NOT_FOUND, "no such route", req->path);
+    }
+}

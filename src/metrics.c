@@ -1,0 +1,97 @@
+/*
+ * metrics: counters indexed by route and status code family (1xx..5xx),
+ * and one latency histogram with Prometheus' default-like buckets.
+ */
+#include "metrics.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define STATUS_CLASSES 6 /* index = status / 100, 0 unused */
+
+static const double BUCKETS[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                 0.25,   0.5,   1,      2.5,   5,    10};
+#define BUCKET_COUNT (sizeof(BUCKETS) / sizeof(BUCKETS[0]))
+
+static atomic_ullong requests[ROUTE_COUNT + 1][STATUS_CLASSES];
+static atomic_ullong latency_buckets[BUCKET_COUNT + 1]; /* last = +Inf */
+static atomic_ullong latency_sum_us;
+static atomic_ullong latency_count;
+
+void metrics_record(int route, int status, double seconds)
+{
+    int r = route >= 0 && route < ROUTE_COUNT ? route : ROUTE_COUNT;
+    int c = status / 100;
+    size_t b = 0;
+    if (c < 1 || c >= STATUS_CLASSES)
+        c = 5;
+    atomic_fetch_add(&requests[r][c], 1);
+    while (b < BUCKET_COUNT && seconds > BUCKETS[b])
+        b++;
+    atomic_fetch_add(&latency_buckets[b], 1);
+    atomic_fetch_add(&latency_sum_us, (unsigned long long)(seconds * 1e6));
+    atomic_fetch_add(&latency_count, 1);
+}
+
+struct text {
+    char *buf;
+    size_t len, cap;
+};
+
+static void put(struct text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#include <stdarg.h>
+static void put(struct text *t, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+    va_start(ap, fmt);
+    n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (t->len + (size_t)n + 1 > t->cap) {
+        t->cap = (t->len + (size_t)n + 1) * 2;
+        t->buf = realloc(t->buf, t->cap);
+    }
+    va_start(ap, fmt);
+    vsnprintf(t->buf + t->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    t->len += (size_t)n;
+}
+
+char *metrics_render(struct db_pool *pool)
+{
+    struct text t = {0};
+    unsigned long long cumulative = 0;
+    int in_use, open;
+
+    put(&t, "# HELP crm_http_requests_total HTTP requests by route and status class.\n"
+            "# TYPE crm_http_requests_total counter\n");
+    for (int r = 0; r <= ROUTE_COUNT; r++)
+        for (int c = 1; c < STATUS_CLASSES; c++) {
+            unsigned long long n = atomic_load(&requests[r][c]);
+            if (n > 0)
+                put(&t, "crm_http_requests_total{route=\"%s\",status=\"%dxx\"} %llu\n",
+                    r == ROUTE_COUNT ? "unmatched" : route_name((enum route)r), c, n);
+        }
+    put(&t, "# HELP crm_http_request_duration_seconds Time from request start to response.\n"
+            "# TYPE crm_http_request_duration_seconds histogram\n");
+    for (size_t b = 0; b < BUCKET_COUNT; b++) {
+        cumulative += atomic_load(&latency_buckets[b]);
+        put(&t, "crm_http_request_duration_seconds_bucket{le=\"%g\"} %llu\n", BUCKETS[b],
+            cumulative);
+    }
+    cumulative += atomic_load(&latency_buckets[BUCKET_COUNT]);
+    put(&t, "crm_http_request_duration_seconds_bucket{le=\"+Inf\"} %llu\n", cumulative);
+    put(&t, "crm_http_request_duration_seconds_sum %.6f\n",
+        (double)atomic_load(&latency_sum_us) / 1e6);
+    put(&t, "crm_http_request_duration_seconds_count %llu\n", atomic_load(&latency_count));
+    db_pool_stats(pool, &in_use, &open);
+    put(&t, "# HELP crm_db_pool_connections Database connections by state.\n"
+            "# TYPE crm_db_pool_connections gauge\n"
+            "crm_db_pool_connections{state=\"in_use\"} %d\n"
+            "crm_db_pool_connections{state=\"open\"} %d\n",
+        in_use, open);
+    return t.buf;
+}
