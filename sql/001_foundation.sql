@@ -821,6 +821,47 @@ BEGIN
                               'limit_violations', violations, 'customer', doc);
 END $$;
 
+-- The survivor of merge m was itself absorbed later (m2, maybe further up a
+-- chain): those later snapshots still hold what m brought in. Make them as
+-- if m had never happened, so undoing them later restores the survivor as
+-- it was before m: m's absorbed trait rows become the survivor's earlier
+-- rows, its members and identifiers leave, and the survivor's updated_at
+-- goes back.
+CREATE FUNCTION crm.forget_in_later_snapshots(m crm.merges) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    cur uuid := m.survivor_id;
+    later crm.merges%ROWTYPE;
+    first boolean := true;
+BEGIN
+    LOOP
+        SELECT * INTO later FROM crm.merges
+         WHERE absorbed_id = cur AND unmerged_at IS NULL AND merge_id > m.merge_id
+         ORDER BY merge_id DESC LIMIT 1;
+        EXIT WHEN NOT FOUND;
+        UPDATE crm.merges SET
+            absorbed_traits = (
+                SELECT coalesce(jsonb_agg(r), '[]') FROM (
+                    SELECT r FROM jsonb_array_elements(later.absorbed_traits) AS r
+                     WHERE NOT (r IN (SELECT jsonb_array_elements(m.absorbed_traits)))
+                    UNION ALL
+                    SELECT s FROM jsonb_array_elements(m.survivor_traits) AS s
+                     WHERE s->>'name' IN (SELECT a->>'name' FROM jsonb_array_elements(m.absorbed_traits) AS a
+                                           WHERE a IN (SELECT jsonb_array_elements(later.absorbed_traits)))
+                ) AS kept),
+            absorbed_members = ARRAY(SELECT unnest(later.absorbed_members)
+                                     EXCEPT SELECT unnest(m.absorbed_members)),
+            absorbed_identifiers = (
+                SELECT coalesce(jsonb_agg(i), '[]') FROM jsonb_array_elements(later.absorbed_identifiers) AS i
+                 WHERE NOT (i IN (SELECT jsonb_array_elements(m.absorbed_identifiers)))),
+            absorbed_updated_at = CASE WHEN first THEN m.survivor_updated_at
+                                       ELSE absorbed_updated_at END
+         WHERE merge_id = later.merge_id;
+        first := false;
+        cur := later.survivor_id;
+    END LOOP;
+END $$;
+
 -- Split p_absorbed out of the customer that absorbed it, undoing its latest
 -- merge: its members, identifiers, traits and interactions go back as they
 -- were; interactions added after the merge follow the identifier (or id)
@@ -870,6 +911,12 @@ BEGIN
     -- field still holding what the merge brought over goes back to the
     -- survivor's own earlier value (or away).
     FOR t IN SELECT * FROM jsonb_array_elements(m.absorbed_traits) LOOP
+        -- A member unmerged on its own since took this very row back already.
+        CONTINUE WHEN EXISTS (
+            SELECT 1 FROM crm.traits x
+             WHERE x.customer_id = ANY (m.absorbed_members) AND x.customer_id <> p_absorbed
+               AND x.name = t->>'name' AND x.value = t->'value' AND x.source = t->>'source'
+               AND x.updated_at = (t->>'updated_at')::timestamptz);
         DELETE FROM crm.traits
          WHERE customer_id = sid AND name = t->>'name' AND value = t->'value'
            AND source = t->>'source' AND updated_at = (t->>'updated_at')::timestamptz;
@@ -889,12 +936,17 @@ BEGIN
                                             WHERE survivor_id = sid AND merge_id > m.merge_id
                                               AND unmerged_at IS NULL) THEN
         UPDATE crm.customers SET updated_at = m.survivor_updated_at WHERE customer_id = sid;
+    ELSE
+        PERFORM crm.forget_in_later_snapshots(m);
     END IF;
     UPDATE crm.merges SET unmerged_at = clock_timestamp(), unmerged_by = p_actor,
                           unmerge_reason = p_reason
      WHERE merge_id = m.merge_id;
+    -- Profiles read here, after the changes (a caller's own statement
+    -- snapshot would still show the merged state).
     RETURN jsonb_build_object('status', 'unmerged', 'survivor_id', sid,
-                              'customer_id', p_absorbed, 'merge_id', m.merge_id);
+                              'customer_id', p_absorbed, 'merge_id', m.merge_id,
+                              'survivor', crm.profile(sid), 'customer', crm.profile(p_absorbed));
 END $$;
 
 -- Merge history of a customer (as survivor or absorbed, any id it ever had).

@@ -43,9 +43,7 @@ const struct db_statement store_statements[] = {
                       "FROM (SELECT crm.audit($2::uuid, $3, 'customer.merges', $1::uuid, NULL) "
                       "WHERE crm.survivor_of($1::uuid) IS NOT NULL) AS a"},
     {"manual_merge", "SELECT crm.manual_merge($1::uuid, $2::uuid, $3, $4, $5::boolean, $6::boolean)"},
-    {"unmerge", "SELECT r || jsonb_build_object('survivor', crm.profile((r->>'survivor_id')::uuid), "
-                "'customer', crm.profile((r->>'customer_id')::uuid)) "
-                "FROM (SELECT crm.unmerge($1::uuid, $2, $3) AS r) AS x"},
+    {"unmerge", "SELECT crm.unmerge($1::uuid, $2, $3)"},
     {"blocked_list",
      "SELECT jsonb_build_object('items', coalesce(jsonb_agg(jsonb_build_object('kind', kind, "
      "'value', value, 'reason', reason, 'builtin', builtin, 'created_at', crm.ts(created_at)) "
