@@ -65,6 +65,12 @@ void respond_db_failure(struct response *res, enum db_status st, const char *err
 bool query_param(const struct request *req, struct response *res, const char *key,
                  const char **value);
 
+/* A saved segment by its id as given in a query ("segment_id"), compiled;
+ * false when res was filled (400 bad id, 404 unknown, 500 rule no longer compiles). */
+struct segment_sql;
+bool load_segment_by_text(struct app *app, const struct request *req, struct response *res,
+                          const char *text, struct segment_sql *seg);
+
 /* Value layer routes (handlers_value.c). */
 void handle_value_route(struct app *app, const struct request *req, struct response *res);
 /* Identity graph safety: merges, unmerge, blocked values, limits (handlers_identity.c). */

@@ -54,6 +54,14 @@ struct interaction_request {
     json_t *payload; /* borrowed; NULL when absent */
 };
 
+/* True when name is one of the NULL-terminated list. */
+bool name_in_list(const char *const *list, const char *name);
+
+/* Append an "unknown field" error (under prefix) for every key of obj not in
+ * allowed (NULL-terminated); false when there was one. */
+bool reject_unknown_fields(json_t *obj, const char *const *allowed, const char *prefix,
+                           json_t *errors);
+
 bool channel_valid(const char *name);
 bool interaction_type_valid(const char *name);
 const char *channel_list(void);

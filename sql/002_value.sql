@@ -184,10 +184,10 @@ BEGIN
               FROM crm.model_runs WHERE run_id = p_run);
 END $$;
 
--- The value section of the profile.
-CREATE OR REPLACE FUNCTION crm.profile_sections(p_customer uuid) RETURNS jsonb
+-- The value section of the profile (null before the customer's first run).
+CREATE FUNCTION crm.value_section(p_customer uuid) RETURNS jsonb
 LANGUAGE sql STABLE AS $$
-    SELECT jsonb_build_object('value', (
+    SELECT (
         SELECT jsonb_build_object(
                    'tier', v.tier,
                    'revenue', trim_scale(v.revenue), 'returns', trim_scale(v.returns),
@@ -209,7 +209,12 @@ LANGUAGE sql STABLE AS $$
                                                'as_of', crm.ts(r.as_of)),
                    'computed_at', crm.ts(v.computed_at))
           FROM crm.customer_value v JOIN crm.model_runs r ON r.run_id = v.run_id
-         WHERE v.customer_id = p_customer))
+         WHERE v.customer_id = p_customer)
+$$;
+
+CREATE OR REPLACE FUNCTION crm.profile_sections(p_customer uuid) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT jsonb_build_object('value', crm.value_section(p_customer))
 $$;
 
 -- Saved segments: a name and a rule (see docs/segments.md), compiled to SQL

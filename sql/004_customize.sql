@@ -647,7 +647,7 @@ BEGIN
         'identity_conflicts', coalesce((SELECT jsonb_agg(to_jsonb(x) ORDER BY x.conflict_id)
                                           FROM crm.identity_conflicts x
                                          WHERE x.customer_ids && ids), '[]'),
-        'value', crm.profile_sections(sid)->'value',
+        'value', crm.value_section(sid),
         'audit', coalesce((SELECT jsonb_agg(jsonb_build_object(
                                'at', crm.ts(a.at), 'action', a.action, 'role', a.role,
                                'key_id', a.key_id, 'detail', a.detail) ORDER BY a.audit_id)
@@ -725,29 +725,8 @@ END $$;
 -- The value section of 002, plus preferences and current consents.
 CREATE OR REPLACE FUNCTION crm.profile_sections(p_customer uuid) RETURNS jsonb
 LANGUAGE sql STABLE AS $$
-    SELECT jsonb_build_object('value', (
-        SELECT jsonb_build_object(
-                   'tier', v.tier,
-                   'revenue', trim_scale(v.revenue), 'returns', trim_scale(v.returns),
-                   'cost', trim_scale(v.cost), 'margin', trim_scale(v.margin),
-                   'currency', crm.setting('base_currency'),
-                   'purchase_days', v.purchase_days,
-                   'first_purchase_at', crm.ts(v.first_purchase_at),
-                   'last_purchase_at', crm.ts(v.last_purchase_at),
-                   'rfm', CASE WHEN v.rfm_r IS NULL THEN NULL ELSE jsonb_build_object(
-                              'r', v.rfm_r, 'f', v.rfm_f, 'm', v.rfm_m,
-                              'score', v.rfm_r::text || v.rfm_f::text || v.rfm_m::text) END,
-                   'p_alive', v.p_alive,
-                   'churn_risk', 1 - v.p_alive,
-                   'expected_purchases', v.expected_purchases,
-                   'expected_spend', v.expected_spend,
-                   'clv', trim_scale(v.clv),
-                   'horizon_weeks', crm.setting('clv_horizon_weeks'),
-                   'model', jsonb_build_object('run_id', r.run_id, 'name', r.model,
-                                               'as_of', crm.ts(r.as_of)),
-                   'computed_at', crm.ts(v.computed_at))
-          FROM crm.customer_value v JOIN crm.model_runs r ON r.run_id = v.run_id
-         WHERE v.customer_id = p_customer),
+    SELECT jsonb_build_object(
+        'value', crm.value_section(p_customer),
         'preferences', crm.preferences_doc(p_customer)->'preferences',
         'consents', crm.consent_current(p_customer, now()))
 $$;

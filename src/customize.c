@@ -23,17 +23,9 @@ static const char *const PREF_FIELDS[] = {"preferred_channels", "language", "fre
                                           "quiet_hours", "categories", "delivery", "custom",
                                           NULL};
 
-static bool in_list(const char *const *list, const char *name)
-{
-    for (int i = 0; name != NULL && list[i] != NULL; i++)
-        if (strcmp(list[i], name) == 0)
-            return true;
-    return false;
-}
-
 bool consent_purpose_valid(const char *name)
 {
-    return in_list(PURPOSES, name);
+    return name_in_list(PURPOSES, name);
 }
 
 bool consent_channel_valid(const char *name)
@@ -43,12 +35,12 @@ bool consent_channel_valid(const char *name)
 
 bool consent_status_valid(const char *name)
 {
-    return in_list(STATUSES, name);
+    return name_in_list(STATUSES, name);
 }
 
 bool moment_kind_valid(const char *name)
 {
-    return in_list(MOMENT_KINDS, name);
+    return name_in_list(MOMENT_KINDS, name);
 }
 
 const char *consent_purpose_list(void)
@@ -192,21 +184,6 @@ static void check_language(json_t *v, json_t *copy, json_t *errors)
     json_object_set_new(copy, "language", json_string(tag));
 }
 
-static bool only_keys(json_t *obj, const char *const *allowed, const char *prefix,
-                      json_t *errors)
-{
-    const char *key;
-    json_t *v;
-    bool ok = true;
-    json_object_foreach(obj, key, v) {
-        if (!in_list(allowed, key)) {
-            verr_add(errors, prefix, key, "unknown field '%s'", key);
-            ok = false;
-        }
-    }
-    return ok;
-}
-
 static void check_int(json_t *obj, const char *key, long min, long max, const char *prefix,
                       json_t *errors)
 {
@@ -225,7 +202,7 @@ static void check_frequency_cap(json_t *v, json_t *errors)
                  "'frequency_cap' must be an object {max_messages, period_days}");
         return;
     }
-    only_keys(v, keys, P, errors);
+    reject_unknown_fields(v, keys, P, errors);
     check_int(v, "max_messages", 0, FREQUENCY_MAX_MESSAGES, P, errors);
     check_int(v, "period_days", 1, FREQUENCY_MAX_DAYS, P, errors);
 }
@@ -241,7 +218,7 @@ static void check_quiet_hours(json_t *v, json_t *errors)
                  "'quiet_hours' must be an object {start, end, time_zone}");
         return;
     }
-    only_keys(v, keys, P, errors);
+    reject_unknown_fields(v, keys, P, errors);
     if (!time_of_day_parse(json_string_value(json_object_get(v, "start")), &start))
         verr_add(errors, P, "start", "'start' is required: a time of day \"HH:MM\"");
     if (!time_of_day_parse(json_string_value(json_object_get(v, "end")), &end))
@@ -319,7 +296,7 @@ bool validate_preferences_request(json_t *body, json_t **patch, const char **sou
 
     *patch = NULL;
     *source = NULL;
-    only_keys(body, allowed, "", errors);
+    reject_unknown_fields(body, allowed, "", errors);
     if (!text_ok(src, SOURCE_MAX))
         verr_add(errors, "", "source", "'source' is required: a string of 1 to %d characters",
                  SOURCE_MAX);
@@ -330,7 +307,7 @@ bool validate_preferences_request(json_t *body, json_t **patch, const char **sou
     }
     copy = json_deep_copy(prefs);
     json_object_foreach(prefs, key, v) {
-        if (!in_list(PREF_FIELDS, key))
+        if (!name_in_list(PREF_FIELDS, key))
             verr_add(errors, "/preferences", key, "unknown field '%s'", key);
         else
             check_preference(key, v, copy, errors);
@@ -367,7 +344,7 @@ bool validate_consent_request(json_t *body, struct consent_request *out, json_t 
 
     memset(out, 0, sizeof(*out));
     snprintf(channels, sizeof(channels), "%s, any", channel_list());
-    only_keys(body, allowed, "", errors);
+    reject_unknown_fields(body, allowed, "", errors);
     out->purpose = enum_field(body, "purpose", consent_purpose_valid, consent_purpose_list(),
                               errors);
     out->channel = enum_field(body, "channel", consent_channel_valid, channels, errors);

@@ -9,6 +9,7 @@
 #include "auth.h"
 #include "handlers.h"
 #include "normalize.h"
+#include "validate.h"
 
 #define ERR_LEN 512
 
@@ -16,19 +17,15 @@ static void handle_key_create(struct app *app, const struct request *req, struct
 {
     json_t *errors = json_array(), *name = json_object_get(req->body, "name");
     json_t *role_v = json_object_get(req->body, "role"), *ns_v = json_object_get(req->body, "namespace");
-    json_t *out = NULL, *v;
+    static const char *const allowed[] = {"name", "role", "namespace", NULL};
+    json_t *out = NULL;
     enum role role = ROLE_FRONT_OFFICE;
     struct identifier probe;
     char key[API_KEY_LEN + 1], key_id[UUID_TEXT_LEN + 1], err[ERR_LEN];
-    const char *key_name;
     const char *params[6];
     enum db_status st;
 
-    json_object_foreach(req->body, key_name, v) {
-        if (strcmp(key_name, "name") != 0 && strcmp(key_name, "role") != 0 &&
-            strcmp(key_name, "namespace") != 0)
-            verr_add(errors, "", key_name, "unknown field '%s'", key_name);
-    }
+    reject_unknown_fields(req->body, allowed, "", errors);
     if (!json_is_string(name) || utf8_length(json_string_value(name)) < 1 ||
         utf8_length(json_string_value(name)) > 100)
         verr_add(errors, "", "name", "'name' must be a string of 1 to 100 characters");

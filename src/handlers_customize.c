@@ -215,36 +215,6 @@ static void moment_cursor_encode(json_t *page)
     json_object_del(page, "next_cursor_id");
 }
 
-/* Load and compile a saved segment for filtering; false when res was filled. */
-static bool load_segment_filter(struct app *app, const struct request *req, struct response *res,
-                                const char *text, struct segment_sql *seg)
-{
-    char id[UUID_TEXT_LEN + 1], err[ERR_LEN];
-    json_t *doc = NULL, *errors;
-    enum db_status st;
-    bool ok;
-    if (!uuid_canonical(text, id))
-        return bad_query(res, "segment_id must be a UUID", req->path);
-    st = store_segment_get(app->pool, id, &doc, err, sizeof(err));
-    if (st != DB_OK) {
-        respond_db_failure(res, st, err, req->path);
-        return false;
-    }
-    if (doc == NULL) {
-        respond_problem(res, PROBLEM_NOT_FOUND, "no segment with this id", req->path);
-        return false;
-    }
-    errors = json_array();
-    ok = segment_compile(json_object_get(doc, "rule"), "/rule", seg, errors);
-    json_decref(errors);
-    json_decref(doc);
-    if (!ok) {
-        fprintf(stderr, "error: stored segment %s no longer compiles\n", id);
-        respond_problem(res, PROBLEM_INTERNAL, "the stored rule no longer compiles", req->path);
-    }
-    return ok;
-}
-
 /* The query of GET /v1/moments, checked; false when res was filled. */
 static bool moments_query_parse(const struct request *req, struct response *res,
                                 struct moments_query *q, char cursor_date[11],
@@ -293,7 +263,7 @@ static void handle_moments(struct app *app, const struct request *req, struct re
 
     if (!moments_query_parse(req, res, &q, cursor_date, cursor_id, &segment_id))
         return;
-    if (segment_id != NULL && !load_segment_filter(app, req, res, segment_id, &seg)) {
+    if (segment_id != NULL && !load_segment_by_text(app, req, res, segment_id, &seg)) {
         segment_sql_free(&seg);
         return;
     }

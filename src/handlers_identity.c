@@ -12,22 +12,9 @@
 #include "handlers.h"
 #include "normalize.h"
 #include "textutil.h"
+#include "validate.h"
 
 #define ERR_LEN 512
-
-/* Reject body fields outside allowed (NULL-terminated). */
-static void only_fields(json_t *body, const char *const *allowed, json_t *errors)
-{
-    const char *key;
-    json_t *v;
-    json_object_foreach(body, key, v) {
-        bool known = false;
-        for (int i = 0; allowed[i] != NULL; i++)
-            known = known || strcmp(allowed[i], key) == 0;
-        if (!known)
-            verr_add(errors, "", key, "unknown field '%s'", key);
-    }
-}
 
 static const char *uuid_field(json_t *body, const char *key, char out[UUID_TEXT_LEN + 1],
                               json_t *errors)
@@ -93,7 +80,7 @@ static void handle_merge(struct app *app, const struct request *req, struct resp
     bool dry_run, force;
     enum db_status st;
 
-    only_fields(req->body, allowed, errors);
+    reject_unknown_fields(req->body, allowed, "", errors);
     uuid_field(req->body, "survivor_id", sid, errors);
     uuid_field(req->body, "absorbed_id", aid, errors);
     reason = optional_text(req->body, "reason", 200, "manual merge", errors);
@@ -146,7 +133,7 @@ static void handle_unmerge(struct app *app, const struct request *req, struct re
     const char *params[3];
     enum db_status st;
 
-    only_fields(req->body, allowed, errors);
+    reject_unknown_fields(req->body, allowed, "", errors);
     uuid_field(req->body, "customer_id", cid, errors);
     params[2] = optional_text(req->body, "reason", 200, "manual unmerge", errors);
     if (json_array_size(errors) > 0) {
@@ -212,7 +199,7 @@ static void handle_blocked_add(struct app *app, const struct request *req, struc
     const char *params[3];
     enum db_status st;
 
-    only_fields(req->body, allowed, errors);
+    reject_unknown_fields(req->body, allowed, "", errors);
     params[2] = optional_text(req->body, "reason", 200, "blocked by an administrator", errors);
     if (!json_is_string(kind))
         verr_add(errors, "", "kind", "'kind' must be '*' or an identifier kind");
@@ -275,7 +262,7 @@ static void handle_limits_set(struct app *app, const struct request *req, struct
     char max[16], prio[16];
     const char *params[3] = {NULL, NULL, NULL};
 
-    only_fields(req->body, allowed, errors);
+    reject_unknown_fields(req->body, allowed, "", errors);
     if (!json_is_string(kind) || !id_kind_parse(json_string_value(kind), &k))
         verr_add(errors, "", "kind", "'kind' must be one of: %s", id_kind_list());
     if ((v = json_object_get(req->body, "max_per_customer")) != NULL) {

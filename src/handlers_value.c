@@ -13,12 +13,27 @@
 #include "segment.h"
 #include "store_value.h"
 #include "textutil.h"
+#include "validate.h"
 #include "value.h"
 
 #define ERR_LEN 512
 #define EXPORT_PAGE 1000
 
 /* Load a saved segment and compile its rule; false when res was filled. */
+static bool load_segment(struct app *app, const struct request *req, struct response *res,
+                         const char *id, struct segment_sql *seg);
+
+bool load_segment_by_text(struct app *app, const struct request *req, struct response *res,
+                          const char *text, struct segment_sql *seg)
+{
+    char id[UUID_TEXT_LEN + 1];
+    if (!uuid_canonical(text, id)) {
+        respond_problem(res, PROBLEM_INVALID_QUERY, "segment_id must be a UUID", req->path);
+        return false;
+    }
+    return load_segment(app, req, res, id, seg);
+}
+
 static bool load_segment(struct app *app, const struct request *req, struct response *res,
                          const char *id, struct segment_sql *seg)
 {
@@ -93,21 +108,14 @@ static void respond_members(struct app *app, const struct request *req, struct r
 
 static void handle_segment_create(struct app *app, const struct request *req, struct response *res)
 {
-    static const char *const allowed[] = {"name", "description", "rule"};
+    static const char *const allowed[] = {"name", "description", "rule", NULL};
     json_t *errors = json_array(), *name = json_object_get(req->body, "name");
-    json_t *desc = json_object_get(req->body, "description"), *out = NULL, *v;
+    json_t *desc = json_object_get(req->body, "description"), *out = NULL;
     struct segment_sql seg = {0};
-    const char *key;
     char id[UUID_TEXT_LEN + 1], err[ERR_LEN];
     enum db_status st;
 
-    json_object_foreach(req->body, key, v) {
-        bool known = false;
-        for (size_t i = 0; i < sizeof(allowed) / sizeof(allowed[0]); i++)
-            known = known || strcmp(allowed[i], key) == 0;
-        if (!known)
-            verr_add(errors, "", key, "unknown field '%s'", key);
-    }
+    reject_unknown_fields(req->body, allowed, "", errors);
     if (!json_is_string(name) || utf8_length(json_string_value(name)) < 1 ||
         utf8_length(json_string_value(name)) > 100)
         verr_add(errors, "", "name", "'name' must be a string of 1 to 100 characters");
@@ -185,14 +193,11 @@ static void handle_segment_customers(struct app *app, const struct request *req,
 static void handle_segment_preview(struct app *app, const struct request *req,
                                    struct response *res)
 {
-    json_t *errors = json_array(), *limit_v = json_object_get(req->body, "limit"), *v;
+    static const char *const allowed[] = {"rule", "limit", NULL};
+    json_t *errors = json_array(), *limit_v = json_object_get(req->body, "limit");
     struct segment_sql seg = {0};
-    const char *key;
     int limit = 20;
-    json_object_foreach(req->body, key, v) {
-        if (strcmp(key, "rule") != 0 && strcmp(key, "limit") != 0)
-            verr_add(errors, "", key, "unknown field '%s'", key);
-    }
+    reject_unknown_fields(req->body, allowed, "", errors);
     if (limit_v != NULL) {
         if (!json_is_integer(limit_v) || json_integer_value(limit_v) < 1 ||
             json_integer_value(limit_v) > 1000)
@@ -312,7 +317,7 @@ static void handle_segment_export(struct app *app, const struct request *req, st
 static void handle_kpis(struct app *app, const struct request *req, struct response *res)
 {
     const char *from, *to, *segment_id;
-    char id[UUID_TEXT_LEN + 1], err[ERR_LEN];
+    char err[ERR_LEN];
     struct segment_sql seg = {0};
     json_t *out = NULL;
     enum db_status st;
@@ -324,14 +329,8 @@ static void handle_kpis(struct app *app, const struct request *req, struct respo
                         "from and to are required RFC 3339 timestamps with offset", req->path);
         return;
     }
-    if (segment_id != NULL) {
-        if (!uuid_canonical(segment_id, id)) {
-            respond_problem(res, PROBLEM_INVALID_QUERY, "segment_id must be a UUID", req->path);
-            return;
-        }
-        if (!load_segment(app, req, res, id, &seg))
-            return;
-    }
+    if (segment_id != NULL && !load_segment_by_text(app, req, res, segment_id, &seg))
+        return;
     st = store_kpis(app->pool, from, to, segment_id ? &seg : NULL, &out, err, sizeof(err));
     segment_sql_free(&seg);
     if (st != DB_OK)
@@ -344,14 +343,11 @@ static void handle_kpis(struct app *app, const struct request *req, struct respo
 
 static void handle_recompute(struct app *app, const struct request *req, struct response *res)
 {
-    json_t *as_of = json_object_get(req->body, "as_of"), *errors = json_array(), *v, *out = NULL;
-    const char *key;
+    static const char *const allowed[] = {"as_of", NULL};
+    json_t *as_of = json_object_get(req->body, "as_of"), *errors = json_array(), *out = NULL;
     char err[ERR_LEN];
     enum db_status st;
-    json_object_foreach(req->body, key, v) {
-        if (strcmp(key, "as_of") != 0)
-            verr_add(errors, "", key, "unknown field '%s'", key);
-    }
+    reject_unknown_fields(req->body, allowed, "", errors);
     if (as_of != NULL && (!json_is_string(as_of) || !rfc3339_valid(json_string_value(as_of))))
         verr_add(errors, "", "as_of", "'as_of' must be an RFC 3339 timestamp with offset");
     if (json_array_size(errors) > 0) {

@@ -19,9 +19,9 @@ static const char *const TYPES[] = {"purchase", "return", "exchange", "complaint
                                     "review", "support_call", "inquiry", "visit", "page_view",
                                     "cart", "outbound_message", NULL};
 
-static bool in_list(const char *const *list, const char *name)
+bool name_in_list(const char *const *list, const char *name)
 {
-    for (int i = 0; list[i] != NULL; i++)
+    for (int i = 0; name != NULL && list[i] != NULL; i++)
         if (strcmp(list[i], name) == 0)
             return true;
     return false;
@@ -29,12 +29,12 @@ static bool in_list(const char *const *list, const char *name)
 
 bool channel_valid(const char *name)
 {
-    return in_list(CHANNELS, name);
+    return name_in_list(CHANNELS, name);
 }
 
 bool interaction_type_valid(const char *name)
 {
-    return in_list(TYPES, name);
+    return name_in_list(TYPES, name);
 }
 
 const char *channel_list(void)
@@ -48,15 +48,14 @@ const char *interaction_type_list(void)
            "visit, page_view, cart, outbound_message";
 }
 
-/* Reject keys not in allowed (NULL-terminated). */
-static bool no_unknown_fields(json_t *obj, const char *const *allowed, const char *prefix,
-                              json_t *errors)
+bool reject_unknown_fields(json_t *obj, const char *const *allowed, const char *prefix,
+                           json_t *errors)
 {
     const char *key;
     json_t *v;
     bool ok = true;
     json_object_foreach(obj, key, v) {
-        if (!in_list(allowed, key)) {
+        if (!name_in_list(allowed, key)) {
             verr_add(errors, prefix, key, "unknown field '%s'", key);
             ok = false;
         }
@@ -119,7 +118,7 @@ static bool validate_identifiers(json_t *arr, const char *prefix, struct identif
             ok = false;
             continue;
         }
-        item_ok = no_unknown_fields(item, allowed, ptr, errors);
+        item_ok = reject_unknown_fields(item, allowed, ptr, errors);
         kind_v = json_object_get(item, "kind");
         ns_v = json_object_get(item, "namespace");
         value_v = json_object_get(item, "value");
@@ -215,7 +214,7 @@ bool validate_traits(json_t *traits, const char *prefix, json_t *errors)
 bool validate_resolve(json_t *body, struct resolve_request *out, json_t *errors)
 {
     static const char *const allowed[] = {"identifiers", "traits", "source", NULL};
-    bool ok = no_unknown_fields(body, allowed, "", errors);
+    bool ok = reject_unknown_fields(body, allowed, "", errors);
     json_t *traits = json_object_get(body, "traits");
     memset(out, 0, sizeof(*out));
     out->source = string_field(body, "source", true, SOURCE_MAX, "", errors, &ok);
@@ -230,7 +229,7 @@ bool validate_resolve(json_t *body, struct resolve_request *out, json_t *errors)
 bool validate_traits_request(json_t *body, struct traits_request *out, json_t *errors)
 {
     static const char *const allowed[] = {"traits", "source", NULL};
-    bool ok = no_unknown_fields(body, allowed, "", errors);
+    bool ok = reject_unknown_fields(body, allowed, "", errors);
     json_t *traits = json_object_get(body, "traits");
     memset(out, 0, sizeof(*out));
     out->source = string_field(body, "source", true, SOURCE_MAX, "", errors, &ok);
@@ -340,7 +339,7 @@ bool validate_interaction(json_t *obj, const char *prefix, struct interaction_re
         verr_add(errors, prefix, NULL, "interaction must be a JSON object");
         return false;
     }
-    ok = no_unknown_fields(obj, allowed, prefix, errors);
+    ok = reject_unknown_fields(obj, allowed, prefix, errors);
 
     cid = json_object_get(obj, "customer_id");
     ids = json_object_get(obj, "identifiers");
@@ -437,7 +436,7 @@ void interaction_request_clear(struct interaction_request *req)
 bool validate_batch_envelope(json_t *body, json_t **items, json_t *errors)
 {
     static const char *const allowed[] = {"items", NULL};
-    bool ok = no_unknown_fields(body, allowed, "", errors);
+    bool ok = reject_unknown_fields(body, allowed, "", errors);
     json_t *arr = json_object_get(body, "items");
     if (!json_is_array(arr) || json_array_size(arr) == 0 ||
         json_array_size(arr) > MAX_BATCH_ITEMS) {
