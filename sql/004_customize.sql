@@ -200,7 +200,7 @@ BEGIN
     END IF;
     doc := crm.profile(p_id);
     IF doc IS NOT NULL THEN
-        PERFORM crm.audit(p_key, p_role, p_action, (doc->>'customer_id')::uuid, NULL);
+        PERFORM crm.audit_read(p_key, p_role, p_action, (doc->>'customer_id')::uuid);
     END IF;
     RETURN doc;
 END $$;
@@ -270,7 +270,7 @@ BEGIN
     IF crm.is_erased(sid) THEN
         RETURN crm.gone_doc(sid);
     END IF;
-    PERFORM crm.audit(p_key, p_role, 'customer.preferences.read', sid, NULL);
+    PERFORM crm.audit_read(p_key, p_role, 'customer.preferences.read', sid);
     RETURN jsonb_build_object('customer_id', sid) || crm.preferences_doc(sid);
 END $$;
 
@@ -383,7 +383,7 @@ BEGIN
     IF crm.is_erased(sid) THEN
         RETURN crm.gone_doc(sid);
     END IF;
-    PERFORM crm.audit(p_key, p_role, 'customer.consents.read', sid, NULL);
+    PERFORM crm.audit_read(p_key, p_role, 'customer.consents.read', sid);
     RETURN jsonb_build_object('customer_id', sid) || crm.consents_doc(sid);
 END $$;
 

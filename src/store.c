@@ -40,7 +40,7 @@ const struct db_statement store_statements[] = {
      "WITH d AS (DELETE FROM crm.segments WHERE segment_id = $1::uuid RETURNING 1) "
      "SELECT jsonb_build_object('deleted', EXISTS (SELECT 1 FROM d))"},
     {"merge_history", "SELECT crm.merge_history($1::uuid) "
-                      "FROM (SELECT crm.audit($2::uuid, $3, 'customer.merges', $1::uuid, NULL) "
+                      "FROM (SELECT crm.audit_read($2::uuid, $3, 'customer.merges', $1::uuid) "
                       "WHERE crm.survivor_of($1::uuid) IS NOT NULL) AS a"},
     {"manual_merge", "SELECT crm.manual_merge($1::uuid, $2::uuid, $3, $4, $5::boolean, $6::boolean)"},
     {"unmerge", "SELECT crm.unmerge($1::uuid, $2, $3)"},
@@ -84,7 +84,7 @@ const struct db_statement store_statements[] = {
     {"timeline", "SELECT coalesce(crm.gone_doc($1::uuid), "
                  "crm.timeline($1::uuid, $2::int, $3::timestamptz, $4::uuid, $5, $6, "
                  "$7::timestamptz, $8::timestamptz)) "
-                 "FROM (SELECT crm.audit($9::uuid, $10, 'customer.timeline', $1::uuid, NULL) "
+                 "FROM (SELECT crm.audit_read($9::uuid, $10, 'customer.timeline', $1::uuid) "
                  "WHERE crm.survivor_of($1::uuid) IS NOT NULL) AS a"},
 };
 const int store_statement_count = sizeof(store_statements) / sizeof(store_statements[0]);
