@@ -791,8 +791,9 @@ DECLARE
     violations jsonb;
     doc jsonb;
 BEGIN
-    sid := crm.survivor_of(p_survivor);
-    aid := crm.survivor_of(p_absorbed);
+    -- lock_survivor: absent (and, once erasure exists, erased) customers are NULL.
+    sid := crm.lock_survivor(p_survivor);
+    aid := crm.lock_survivor(p_absorbed);
     IF sid IS NULL OR aid IS NULL THEN
         RETURN jsonb_build_object('status', 'not_found');
     END IF;
