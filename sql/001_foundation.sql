@@ -251,20 +251,23 @@ END $$;
 
 -- A customer's identifier or trait rows as a JSON array (merge snapshots).
 CREATE FUNCTION crm.snapshot_rows(p_what text, p_customer uuid) RETURNS jsonb
-LANGUAGE sql STABLE AS $$
-    SELECT CASE p_what
-        WHEN 'identifiers' THEN
-            (SELECT coalesce(jsonb_agg(jsonb_build_object('kind', kind, 'namespace', namespace,
-                                                          'value', value, 'source', source,
-                                                          'created_at', created_at)), '[]')
-               FROM crm.identifiers WHERE customer_id = p_customer)
-        ELSE
-            (SELECT coalesce(jsonb_agg(jsonb_build_object('name', name, 'value', value,
-                                                          'source', source,
-                                                          'updated_at', updated_at)), '[]')
-               FROM crm.traits WHERE customer_id = p_customer)
-        END
-$$;
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (
+        SELECT CASE p_what
+                WHEN 'identifiers' THEN
+                    (SELECT coalesce(jsonb_agg(jsonb_build_object('kind', kind, 'namespace', namespace,
+                                                                  'value', value, 'source', source,
+                                                                  'created_at', created_at)), '[]')
+                       FROM crm.identifiers WHERE customer_id = p_customer)
+                ELSE
+                    (SELECT coalesce(jsonb_agg(jsonb_build_object('name', name, 'value', value,
+                                                                  'source', source,
+                                                                  'updated_at', updated_at)), '[]')
+                       FROM crm.traits WHERE customer_id = p_customer)
+                END
+    );
+END $$;
 
 -- Move everything of p_absorbed into p_survivor, first recording in
 -- crm.merges what an unmerge needs. Caller holds row locks on both.
@@ -326,31 +329,37 @@ END $$;
 
 -- True when a normalised identifier is a blocked placeholder value.
 CREATE FUNCTION crm.is_blocked(p_kind text, p_value text) RETURNS boolean
-LANGUAGE sql STABLE AS $$
-    SELECT EXISTS (SELECT 1 FROM crm.blocked_identifiers
-                    WHERE kind IN (p_kind, '*') AND value = lower(p_value))
-$$;
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (
+        SELECT EXISTS (SELECT 1 FROM crm.blocked_identifiers
+                            WHERE kind IN (p_kind, '*') AND value = lower(p_value))
+    );
+END $$;
 
 -- Identifier counts of the given customers together that would break a
 -- limit: [{kind, namespace, count, limit}] (namespace only for external).
 CREATE FUNCTION crm.limit_violations(p_customers uuid[], p_extra jsonb) RETURNS jsonb
-LANGUAGE sql STABLE AS $$
-    SELECT coalesce(jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
-               'kind', x.kind, 'namespace', nullif(x.bucket, ''), 'count', x.n,
-               'limit', l.max_per_customer)) ORDER BY l.priority, x.bucket), '[]')
-      FROM (SELECT kind, bucket, count(DISTINCT (namespace, value)) AS n
-              FROM (SELECT kind, namespace, value,
-                           CASE WHEN kind = 'external' THEN namespace ELSE '' END AS bucket
-                      FROM crm.identifiers WHERE customer_id = ANY (p_customers)
-                    UNION
-                    SELECT i->>'kind', coalesce(i->>'namespace', ''), i->>'value',
-                           CASE WHEN i->>'kind' = 'external' THEN coalesce(i->>'namespace', '')
-                                ELSE '' END
-                      FROM jsonb_array_elements(coalesce(p_extra, '[]')) AS i) AS all_ids
-             GROUP BY kind, bucket) AS x
-      JOIN crm.identifier_limits l ON l.kind = x.kind
-     WHERE x.n > l.max_per_customer
-$$;
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (
+        SELECT coalesce(jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
+                       'kind', x.kind, 'namespace', nullif(x.bucket, ''), 'count', x.n,
+                       'limit', l.max_per_customer)) ORDER BY l.priority, x.bucket), '[]')
+              FROM (SELECT kind, bucket, count(DISTINCT (namespace, value)) AS n
+                      FROM (SELECT kind, namespace, value,
+                                   CASE WHEN kind = 'external' THEN namespace ELSE '' END AS bucket
+                              FROM crm.identifiers WHERE customer_id = ANY (p_customers)
+                            UNION
+                            SELECT i->>'kind', coalesce(i->>'namespace', ''), i->>'value',
+                                   CASE WHEN i->>'kind' = 'external' THEN coalesce(i->>'namespace', '')
+                                        ELSE '' END
+                              FROM jsonb_array_elements(coalesce(p_extra, '[]')) AS i) AS all_ids
+                     GROUP BY kind, bucket) AS x
+              JOIN crm.identifier_limits l ON l.kind = x.kind
+             WHERE x.n > l.max_per_customer
+    );
+END $$;
 
 -- Resolve normalised identifiers (JSON array of {kind, namespace, value}) to
 -- one customer, creating or merging as needed. Returns {customer_id,
@@ -490,28 +499,36 @@ END $$;
 -- Needs: derived (interaction tags, with counts and recency) merged with
 -- declared ones (the attributes.interests trait, an array of strings).
 CREATE FUNCTION crm.customer_needs_doc(p_customer uuid) RETURNS jsonb
-LANGUAGE sql STABLE AS $$
-    SELECT coalesce(jsonb_agg(jsonb_build_object(
-               'need', need, 'declared', declared, 'count', coalesce(n, 0),
-               'first_at', crm.ts(first_at), 'last_at', crm.ts(last_at))
-             ORDER BY coalesce(n, 0) DESC, need), '[]')
-      FROM (SELECT coalesce(d.need, dc.need) AS need, dc.need IS NOT NULL AS declared,
-                   d.n, d.first_at, d.last_at
-              FROM (SELECT need, n, first_at, last_at FROM crm.customer_needs
-                     WHERE customer_id = p_customer) AS d
-              FULL JOIN (SELECT DISTINCT lower(e) AS need
-                           FROM crm.traits t,
-                                jsonb_array_elements_text(
-                                    CASE WHEN jsonb_typeof(t.value) = 'array' THEN t.value
-                                         ELSE '[]' END) AS e
-                          WHERE t.customer_id = p_customer
-                            AND t.name = 'attributes.interests') AS dc
-                ON dc.need = d.need) AS x
-$$;
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (
+        SELECT coalesce(jsonb_agg(jsonb_build_object(
+                       'need', need, 'declared', declared, 'count', coalesce(n, 0),
+                       'first_at', crm.ts(first_at), 'last_at', crm.ts(last_at))
+                     ORDER BY coalesce(n, 0) DESC, need), '[]')
+              FROM (SELECT coalesce(d.need, dc.need) AS need, dc.need IS NOT NULL AS declared,
+                           d.n, d.first_at, d.last_at
+                      FROM (SELECT need, n, first_at, last_at FROM crm.customer_needs
+                             WHERE customer_id = p_customer) AS d
+                      FULL JOIN (SELECT DISTINCT lower(e) AS need
+                                   FROM crm.traits t,
+                                        jsonb_array_elements_text(
+                                            CASE WHEN jsonb_typeof(t.value) = 'array' THEN t.value
+                                                 ELSE '[]' END) AS e
+                                  WHERE t.customer_id = p_customer
+                                    AND t.name = 'attributes.interests') AS dc
+                        ON dc.need = d.need) AS x
+    );
+END $$;
 
 -- Extra profile sections added by later migrations (value, preferences...).
 CREATE FUNCTION crm.profile_sections(p_customer uuid) RETURNS jsonb
-LANGUAGE sql STABLE AS $$ SELECT '{}'::jsonb $$;
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (
+        SELECT '{}'::jsonb
+    );
+END $$;
 
 -- The single customer view as one JSON document. p_id may be an absorbed id.
 CREATE FUNCTION crm.profile(p_id uuid) RETURNS jsonb
@@ -767,14 +784,17 @@ END $$;
 -- Trait fields on which two customers disagree and which value a merge of
 -- p_absorbed into p_survivor keeps (the most recently written one).
 CREATE FUNCTION crm.trait_conflicts(p_survivor uuid, p_absorbed uuid) RETURNS jsonb
-LANGUAGE sql STABLE AS $$
-    SELECT coalesce(jsonb_agg(jsonb_build_object(
-               'trait', s.name, 'survivor_value', s.value, 'absorbed_value', a.value,
-               'winner', CASE WHEN a.updated_at > s.updated_at THEN 'absorbed' ELSE 'survivor' END)
-             ORDER BY s.name), '[]')
-      FROM crm.traits s JOIN crm.traits a ON a.name = s.name
-     WHERE s.customer_id = p_survivor AND a.customer_id = p_absorbed AND a.value <> s.value
-$$;
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (
+        SELECT coalesce(jsonb_agg(jsonb_build_object(
+                       'trait', s.name, 'survivor_value', s.value, 'absorbed_value', a.value,
+                       'winner', CASE WHEN a.updated_at > s.updated_at THEN 'absorbed' ELSE 'survivor' END)
+                     ORDER BY s.name), '[]')
+              FROM crm.traits s JOIN crm.traits a ON a.name = s.name
+             WHERE s.customer_id = p_survivor AND a.customer_id = p_absorbed AND a.value <> s.value
+    );
+END $$;
 
 -- Merge on demand (admin). Returns {status: merged|dry_run|conflict|not_found|
 -- same_customer, survivor_id, absorbed_id, trait_conflicts, limit_violations,
@@ -952,21 +972,24 @@ END $$;
 
 -- Merge history of a customer (as survivor or absorbed, any id it ever had).
 CREATE FUNCTION crm.merge_history(p_id uuid) RETURNS jsonb
-LANGUAGE sql STABLE AS $$
-    WITH me AS (SELECT crm.survivor_of(p_id) AS sid)
-    SELECT CASE WHEN (SELECT sid FROM me) IS NULL THEN NULL ELSE jsonb_build_object(
-        'customer_id', (SELECT sid FROM me),
-        'items', coalesce((SELECT jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
-                    'merge_id', m.merge_id, 'survivor_id', m.survivor_id,
-                    'absorbed_id', m.absorbed_id, 'actor', m.actor, 'reason', m.reason,
-                    'trigger_identifiers', m.trigger_identifiers,
-                    'merged_at', crm.ts(m.merged_at), 'unmerged_at', crm.ts(m.unmerged_at),
-                    'unmerged_by', m.unmerged_by, 'unmerge_reason', m.unmerge_reason))
-                  ORDER BY m.merge_id)
-             FROM crm.merges m
-            WHERE m.survivor_id IN (p_id, (SELECT sid FROM me))
-               OR m.absorbed_id IN (p_id, (SELECT sid FROM me))
-               OR m.survivor_id IN (SELECT customer_id FROM crm.customers
-                                     WHERE merged_into = (SELECT sid FROM me))), '[]'))
-    END
-$$;
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (
+        WITH me AS (SELECT crm.survivor_of(p_id) AS sid)
+            SELECT CASE WHEN (SELECT sid FROM me) IS NULL THEN NULL ELSE jsonb_build_object(
+                'customer_id', (SELECT sid FROM me),
+                'items', coalesce((SELECT jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
+                            'merge_id', m.merge_id, 'survivor_id', m.survivor_id,
+                            'absorbed_id', m.absorbed_id, 'actor', m.actor, 'reason', m.reason,
+                            'trigger_identifiers', m.trigger_identifiers,
+                            'merged_at', crm.ts(m.merged_at), 'unmerged_at', crm.ts(m.unmerged_at),
+                            'unmerged_by', m.unmerged_by, 'unmerge_reason', m.unmerge_reason))
+                          ORDER BY m.merge_id)
+                     FROM crm.merges m
+                    WHERE m.survivor_id IN (p_id, (SELECT sid FROM me))
+                       OR m.absorbed_id IN (p_id, (SELECT sid FROM me))
+                       OR m.survivor_id IN (SELECT customer_id FROM crm.customers
+                                             WHERE merged_into = (SELECT sid FROM me))), '[]'))
+            END
+    );
+END $$;

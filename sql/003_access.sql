@@ -29,13 +29,16 @@ CREATE INDEX audit_log_key_idx ON crm.audit_log (key_id, at);
 
 -- The key's identity when the secret matches and it is not revoked.
 CREATE FUNCTION crm.authenticate(p_key_id uuid, p_key text) RETURNS jsonb
-LANGUAGE sql STABLE AS $$
-    SELECT jsonb_strip_nulls(jsonb_build_object('key_id', key_id, 'role', role,
-                                                'namespace', namespace, 'name', name))
-      FROM crm.api_keys
-     WHERE key_id = p_key_id AND key_hash = sha256(convert_to(p_key, 'UTF8'))
-       AND revoked_at IS NULL
-$$;
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (
+        SELECT jsonb_strip_nulls(jsonb_build_object('key_id', key_id, 'role', role,
+                                                        'namespace', namespace, 'name', name))
+              FROM crm.api_keys
+             WHERE key_id = p_key_id AND key_hash = sha256(convert_to(p_key, 'UTF8'))
+               AND revoked_at IS NULL
+    );
+END $$;
 
 -- First start: install the bootstrap admin key unless an admin key exists.
 CREATE FUNCTION crm.bootstrap_admin(p_key_id uuid, p_key text) RETURNS boolean
@@ -98,12 +101,15 @@ BEGIN
 END $$;
 
 CREATE FUNCTION crm.key_doc(k crm.api_keys) RETURNS jsonb
-LANGUAGE sql STABLE AS $$
-    SELECT jsonb_strip_nulls(jsonb_build_object(
-        'key_id', k.key_id, 'name', k.name, 'role', k.role, 'namespace', k.namespace,
-        'created_at', crm.ts(k.created_at), 'created_by', k.created_by,
-        'revoked_at', crm.ts(k.revoked_at)))
-$$;
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (
+        SELECT jsonb_strip_nulls(jsonb_build_object(
+                'key_id', k.key_id, 'name', k.name, 'role', k.role, 'namespace', k.namespace,
+                'created_at', crm.ts(k.created_at), 'created_by', k.created_by,
+                'revoked_at', crm.ts(k.revoked_at)))
+    );
+END $$;
 
 CREATE FUNCTION crm.revoke_key(p_key_id uuid, p_by uuid) RETURNS jsonb
 LANGUAGE plpgsql AS $$

@@ -60,10 +60,13 @@ CREATE INDEX traits_birthday_idx ON crm.traits (customer_id) WHERE name = 'birth
 
 -- True when p_id (or the customer that absorbed it) has been erased.
 CREATE FUNCTION crm.is_erased(p_id uuid) RETURNS boolean
-LANGUAGE sql STABLE AS $$
-    SELECT coalesce((SELECT erased_at IS NOT NULL FROM crm.customers
-                      WHERE customer_id = crm.survivor_of(p_id)), false)
-$$;
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (
+        SELECT coalesce((SELECT erased_at IS NOT NULL FROM crm.customers
+                              WHERE customer_id = crm.survivor_of(p_id)), false)
+    );
+END $$;
 
 -- As in 001, but an erased customer counts as absent: nothing can be
 -- written to it any more (traits, interactions by customer_id, ...).
@@ -114,11 +117,14 @@ CREATE TABLE crm.merge_preferences (
 );
 
 CREATE FUNCTION crm.preference_rows(p_customer uuid) RETURNS jsonb
-LANGUAGE sql STABLE AS $$
-    SELECT coalesce(jsonb_agg(jsonb_build_object('name', name, 'value', value, 'source', source,
-                                                 'updated_at', updated_at)), '[]')
-      FROM crm.preferences WHERE customer_id = p_customer
-$$;
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (
+        SELECT coalesce(jsonb_agg(jsonb_build_object('name', name, 'value', value, 'source', source,
+                                                         'updated_at', updated_at)), '[]')
+              FROM crm.preferences WHERE customer_id = p_customer
+    );
+END $$;
 
 CREATE FUNCTION crm.merge_customize() RETURNS trigger
 LANGUAGE plpgsql AS $$
@@ -183,11 +189,14 @@ CREATE TRIGGER merges_unmerge_customize AFTER UPDATE OF unmerged_at ON crm.merge
 
 -- The answer for an erased customer (the server turns it into 410 Gone).
 CREATE FUNCTION crm.gone_doc(p_id uuid) RETURNS jsonb
-LANGUAGE sql STABLE AS $$
-    SELECT jsonb_build_object('gone', true, 'customer_id', customer_id,
-                              'erased_at', crm.ts(erased_at))
-      FROM crm.customers WHERE customer_id = crm.survivor_of(p_id) AND erased_at IS NOT NULL
-$$;
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (
+        SELECT jsonb_build_object('gone', true, 'customer_id', customer_id,
+                                      'erased_at', crm.ts(erased_at))
+              FROM crm.customers WHERE customer_id = crm.survivor_of(p_id) AND erased_at IS NOT NULL
+    );
+END $$;
 
 -- As in 003, with erased customers answering the gone document.
 CREATE OR REPLACE FUNCTION crm.read_profile(p_id uuid, p_key uuid, p_role text, p_action text)
@@ -246,18 +255,21 @@ END $$;
 
 -- {preferences: {..., custom: {...}}, sources: {field: {source, updated_at}}, updated_at}
 CREATE FUNCTION crm.preferences_doc(p_customer uuid) RETURNS jsonb
-LANGUAGE sql STABLE AS $$
-    SELECT jsonb_build_object(
-        'preferences', coalesce(jsonb_object_agg(p.name, p.value)
-                                    FILTER (WHERE p.name NOT LIKE 'custom.%'), '{}')
-                       || jsonb_build_object('custom', coalesce(
-                              jsonb_object_agg(substr(p.name, 8), p.value)
-                                  FILTER (WHERE p.name LIKE 'custom.%'), '{}')),
-        'sources', coalesce(jsonb_object_agg(p.name, jsonb_build_object(
-                                'source', p.source, 'updated_at', crm.ts(p.updated_at))), '{}'),
-        'updated_at', crm.ts(max(p.updated_at)))
-      FROM crm.preferences p WHERE p.customer_id = p_customer
-$$;
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (
+        SELECT jsonb_build_object(
+                'preferences', coalesce(jsonb_object_agg(p.name, p.value)
+                                            FILTER (WHERE p.name NOT LIKE 'custom.%'), '{}')
+                               || jsonb_build_object('custom', coalesce(
+                                      jsonb_object_agg(substr(p.name, 8), p.value)
+                                          FILTER (WHERE p.name LIKE 'custom.%'), '{}')),
+                'sources', coalesce(jsonb_object_agg(p.name, jsonb_build_object(
+                                        'source', p.source, 'updated_at', crm.ts(p.updated_at))), '{}'),
+                'updated_at', crm.ts(max(p.updated_at)))
+              FROM crm.preferences p WHERE p.customer_id = p_customer
+    );
+END $$;
 
 CREATE FUNCTION crm.read_preferences(p_id uuid, p_key uuid, p_role text) RETURNS jsonb
 LANGUAGE plpgsql AS $$
@@ -318,32 +330,41 @@ END $$;
 -- ---- consents -----------------------------------------------------------------
 
 CREATE FUNCTION crm.consent_event_doc(e crm.consent_events) RETURNS jsonb
-LANGUAGE sql STABLE AS $$
-    SELECT jsonb_build_object('event_id', e.event_id, 'purpose', e.purpose, 'channel', e.channel,
-                              'status', e.status, 'source', e.source,
-                              'occurred_at', crm.ts(e.occurred_at),
-                              'recorded_at', crm.ts(e.recorded_at))
-$$;
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (
+        SELECT jsonb_build_object('event_id', e.event_id, 'purpose', e.purpose, 'channel', e.channel,
+                                      'status', e.status, 'source', e.source,
+                                      'occurred_at', crm.ts(e.occurred_at),
+                                      'recorded_at', crm.ts(e.recorded_at))
+    );
+END $$;
 
 -- Current state per (purpose, channel) at p_at: the latest event by
 -- occurred_at (then by recording order) that has happened by then.
 CREATE FUNCTION crm.consent_current(p_customer uuid, p_at timestamptz) RETURNS jsonb
-LANGUAGE sql STABLE AS $$
-    SELECT coalesce(jsonb_agg(crm.consent_event_doc(e) ORDER BY e.purpose, e.channel), '[]')
-      FROM (SELECT DISTINCT ON (purpose, channel) *
-              FROM crm.consent_events
-             WHERE customer_id = p_customer AND occurred_at <= p_at
-             ORDER BY purpose, channel, occurred_at DESC, event_id DESC) AS e
-$$;
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (
+        SELECT coalesce(jsonb_agg(crm.consent_event_doc(e) ORDER BY e.purpose, e.channel), '[]')
+              FROM (SELECT DISTINCT ON (purpose, channel) *
+                      FROM crm.consent_events
+                     WHERE customer_id = p_customer AND occurred_at <= p_at
+                     ORDER BY purpose, channel, occurred_at DESC, event_id DESC) AS e
+    );
+END $$;
 
 CREATE FUNCTION crm.consents_doc(p_customer uuid) RETURNS jsonb
-LANGUAGE sql STABLE AS $$
-    SELECT jsonb_build_object(
-        'current', crm.consent_current(p_customer, now()),
-        'history', coalesce((SELECT jsonb_agg(crm.consent_event_doc(e)
-                                              ORDER BY e.occurred_at, e.event_id)
-                               FROM crm.consent_events e WHERE e.customer_id = p_customer), '[]'))
-$$;
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (
+        SELECT jsonb_build_object(
+                'current', crm.consent_current(p_customer, now()),
+                'history', coalesce((SELECT jsonb_agg(crm.consent_event_doc(e)
+                                                      ORDER BY e.occurred_at, e.event_id)
+                                       FROM crm.consent_events e WHERE e.customer_id = p_customer), '[]'))
+    );
+END $$;
 
 -- Why contact for (purpose, channel) is or is not covered by consent at p_at:
 --   ok                 granted for the channel or for 'any'
@@ -353,24 +374,27 @@ $$;
 --   no_consent         nothing granted
 CREATE FUNCTION crm.consent_reason(p_customer uuid, p_purpose text, p_channel text,
                                    p_at timestamptz) RETURNS text
-LANGUAGE sql STABLE AS $$
-    WITH s AS (SELECT status, occurred_at FROM crm.consent_events
-                WHERE customer_id = p_customer AND purpose = p_purpose AND channel = p_channel
-                  AND occurred_at <= p_at
-                ORDER BY occurred_at DESC, event_id DESC LIMIT 1),
-         g AS (SELECT status, occurred_at FROM crm.consent_events
-                WHERE customer_id = p_customer AND purpose = p_purpose AND channel = 'any'
-                  AND occurred_at <= p_at
-                ORDER BY occurred_at DESC, event_id DESC LIMIT 1)
-    SELECT CASE
-        WHEN (SELECT status FROM s) = 'withdrawn' THEN 'channel_opted_out'
-        WHEN (SELECT status FROM g) = 'withdrawn'
-             AND NOT coalesce((SELECT s.status = 'granted' AND s.occurred_at > g.occurred_at
-                                 FROM s, g), false) THEN 'consent_withdrawn'
-        WHEN (SELECT status FROM s) = 'granted' OR (SELECT status FROM g) = 'granted' THEN 'ok'
-        ELSE 'no_consent'
-    END
-$$;
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (
+        WITH s AS (SELECT status, occurred_at FROM crm.consent_events
+                        WHERE customer_id = p_customer AND purpose = p_purpose AND channel = p_channel
+                          AND occurred_at <= p_at
+                        ORDER BY occurred_at DESC, event_id DESC LIMIT 1),
+                 g AS (SELECT status, occurred_at FROM crm.consent_events
+                        WHERE customer_id = p_customer AND purpose = p_purpose AND channel = 'any'
+                          AND occurred_at <= p_at
+                        ORDER BY occurred_at DESC, event_id DESC LIMIT 1)
+            SELECT CASE
+                WHEN (SELECT status FROM s) = 'withdrawn' THEN 'channel_opted_out'
+                WHEN (SELECT status FROM g) = 'withdrawn'
+                     AND NOT coalesce((SELECT s.status = 'granted' AND s.occurred_at > g.occurred_at
+                                         FROM s, g), false) THEN 'consent_withdrawn'
+                WHEN (SELECT status FROM s) = 'granted' OR (SELECT status FROM g) = 'granted' THEN 'ok'
+                ELSE 'no_consent'
+            END
+    );
+END $$;
 
 CREATE FUNCTION crm.read_consents(p_id uuid, p_key uuid, p_role text) RETURNS jsonb
 LANGUAGE plpgsql AS $$
@@ -557,40 +581,43 @@ $$;
 CREATE FUNCTION crm.moments(p_kind text, p_at timestamptz, p_days int, p_limit int,
                             p_cursor_date date, p_cursor_id uuid, p_purpose text,
                             p_channel text, p_members uuid[]) RETURNS jsonb
-LANGUAGE sql STABLE AS $$
-    WITH p AS (SELECT coalesce(p_at, now()) AS at,
-                      (coalesce(p_at, now()) AT TIME ZONE 'UTC')::date AS d),
-    page AS (
-        SELECT m.customer_id, m.moment_date,
-               jsonb_strip_nulls(jsonb_build_object(
-                   'customer_id', m.customer_id, 'kind', p_kind,
-                   'date', to_char(m.moment_date, 'YYYY-MM-DD'),
-                   'days_until', m.moment_date - p.d, 'years', m.years,
-                   'interaction_id', m.interaction_id)) AS item
-          FROM p, crm.moment_candidates(p_kind, p.d, p_days) AS m
-          JOIN crm.customers c ON c.customer_id = m.customer_id
-         WHERE c.merged_into IS NULL AND c.erased_at IS NULL
-           AND (p_members IS NULL OR c.customer_id = ANY (p_members))
-           AND (p_cursor_date IS NULL
-                OR (m.moment_date, m.customer_id) > (p_cursor_date, p_cursor_id))
-           AND (p_purpose IS NULL
-                OR crm.consent_reason(c.customer_id, p_purpose, p_channel, p.at) = 'ok')
-         ORDER BY m.moment_date, m.customer_id
-         LIMIT p_limit + 1),
-    numbered AS (SELECT *, row_number() OVER (ORDER BY moment_date, customer_id) AS rn
-                   FROM page)
-    SELECT jsonb_build_object(
-        'kind', p_kind,
-        'from', to_char(p.d, 'YYYY-MM-DD'),
-        'to', to_char(p.d + p_days, 'YYYY-MM-DD'),
-        'items', coalesce((SELECT jsonb_agg(item ORDER BY rn) FROM numbered
-                            WHERE rn <= p_limit), '[]'),
-        'next_cursor_date', (SELECT to_char(moment_date, 'YYYY-MM-DD') FROM numbered
-                              WHERE rn = p_limit AND (SELECT count(*) FROM numbered) > p_limit),
-        'next_cursor_id', (SELECT customer_id FROM numbered
-                            WHERE rn = p_limit AND (SELECT count(*) FROM numbered) > p_limit))
-      FROM p
-$$;
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (
+        WITH p AS (SELECT coalesce(p_at, now()) AS at,
+                              (coalesce(p_at, now()) AT TIME ZONE 'UTC')::date AS d),
+            page AS (
+                SELECT m.customer_id, m.moment_date,
+                       jsonb_strip_nulls(jsonb_build_object(
+                           'customer_id', m.customer_id, 'kind', p_kind,
+                           'date', to_char(m.moment_date, 'YYYY-MM-DD'),
+                           'days_until', m.moment_date - p.d, 'years', m.years,
+                           'interaction_id', m.interaction_id)) AS item
+                  FROM p, crm.moment_candidates(p_kind, p.d, p_days) AS m
+                  JOIN crm.customers c ON c.customer_id = m.customer_id
+                 WHERE c.merged_into IS NULL AND c.erased_at IS NULL
+                   AND (p_members IS NULL OR c.customer_id = ANY (p_members))
+                   AND (p_cursor_date IS NULL
+                        OR (m.moment_date, m.customer_id) > (p_cursor_date, p_cursor_id))
+                   AND (p_purpose IS NULL
+                        OR crm.consent_reason(c.customer_id, p_purpose, p_channel, p.at) = 'ok')
+                 ORDER BY m.moment_date, m.customer_id
+                 LIMIT p_limit + 1),
+            numbered AS (SELECT *, row_number() OVER (ORDER BY moment_date, customer_id) AS rn
+                           FROM page)
+            SELECT jsonb_build_object(
+                'kind', p_kind,
+                'from', to_char(p.d, 'YYYY-MM-DD'),
+                'to', to_char(p.d + p_days, 'YYYY-MM-DD'),
+                'items', coalesce((SELECT jsonb_agg(item ORDER BY rn) FROM numbered
+                                    WHERE rn <= p_limit), '[]'),
+                'next_cursor_date', (SELECT to_char(moment_date, 'YYYY-MM-DD') FROM numbered
+                                      WHERE rn = p_limit AND (SELECT count(*) FROM numbered) > p_limit),
+                'next_cursor_id', (SELECT customer_id FROM numbered
+                                    WHERE rn = p_limit AND (SELECT count(*) FROM numbered) > p_limit))
+              FROM p
+    );
+END $$;
 
 -- ---- data-subject rights ------------------------------------------------------------
 
@@ -724,9 +751,12 @@ END $$;
 
 -- The value section of 002, plus preferences and current consents.
 CREATE OR REPLACE FUNCTION crm.profile_sections(p_customer uuid) RETURNS jsonb
-LANGUAGE sql STABLE AS $$
-    SELECT jsonb_build_object(
-        'value', crm.value_section(p_customer),
-        'preferences', crm.preferences_doc(p_customer)->'preferences',
-        'consents', crm.consent_current(p_customer, now()))
-$$;
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (
+        SELECT jsonb_build_object(
+                'value', crm.value_section(p_customer),
+                'preferences', crm.preferences_doc(p_customer)->'preferences',
+                'consents', crm.consent_current(p_customer, now()))
+    );
+END $$;
