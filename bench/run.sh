@@ -3,13 +3,17 @@
 #   HTTP ceiling  = GET /health on the same server (no database work),
 #   DB ceilings   = pgbench select-only and single-row insert on the same cluster.
 # Writes bench/results.md. Uses wrk and pgbench; bounded (DURATION s per scenario),
-# loopback only. Usage: bench/run.sh [customers=10000] [duration=10] [connections=16]
+# loopback only. Usage: bench/run.sh [customers=10000] [duration=10] [connections="1 16 64"]
+# Scenarios: profile GET by id and by email, single interaction POST, batch
+# POST (100 events per request), segment first page; each at every connection
+# count. Ceilings run at the largest connection count.
 set -euo pipefail
 . "$(dirname "$0")/../scripts/lib.sh"
 
 CUSTOMERS=${1:-10000}
 DURATION=${2:-10}
-CONNS=${3:-16}
+CONN_LIST=${3:-"1 16 64"}
+CONNS=$(echo "$CONN_LIST" | tr ' ' '\n' | sort -n | tail -n 1)
 PORT=${CRM_BENCH_PORT:-18080}
 PACKAGES+=(wrk)
 ensure_packages
@@ -52,21 +56,23 @@ with open(ids_path, "w") as f:
         r = c.getresponse(); f.write(json.loads(r.read())["customer_id"] + "\n")
 PY
 
-wrk_run() { # name script-or-path
-    local name=$1 target=$2 out
+wrk_run() { # name connections script-or-path
+    local name=$1 conns=$2 target=$3 out threads=2
+    [ "$conns" -lt 2 ] && threads=1
     if [[ $target == *.lua ]]; then
-        out=$(wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency -H "Authorization: Bearer $KEY" \
+        out=$(wrk -t$threads -c"$conns" -d"${DURATION}s" --latency -H "Authorization: Bearer $KEY" \
               -s "$ROOT/bench/$target" "http://127.0.0.1:$PORT")
     else
-        out=$(wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency "http://127.0.0.1:$PORT$target")
+        out=$(wrk -t$threads -c"$conns" -d"${DURATION}s" --latency -H "Authorization: Bearer $KEY" \
+              "http://127.0.0.1:$PORT$target")
     fi
-    echo "$out" > "$WORK/$name.txt"
+    echo "$out" > "$WORK/$name-$conns.txt"
     local rps p50 p99 non2xx
     rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
     p50=$(echo "$out" | awk '$1=="50%" {print $2}')
     p99=$(echo "$out" | awk '$1=="99%" {print $2}')
     non2xx=$(echo "$out" | awk '/Non-2xx/ {print $5}')
-    echo "$name|$rps|$p50|$p99|${non2xx:-0}"
+    echo "$name|$rps|$p50|$p99|${non2xx:-0}|$conns"
 }
 
 pgbench_run() { # name extra-args
@@ -86,11 +92,21 @@ printf 'INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (1, 1, 
 PG_SELECT=$(pgbench_run pgbench_select -S)
 PG_INSERT=$(pgbench_run pgbench_insert -f "$WORK/insert.sql")
 
-log "wrk scenarios ($CONNS connections, ${DURATION}s each)"
-HEALTH=$(wrk_run health /health)
-PROFILE=$(wrk_run profile_get profile_get.lua)
-EMAIL=$(wrk_run profile_by_email email_get.lua)
-POST=$(wrk_run interaction_post interaction_post.lua)
+SEGMENT=$(curl -s -XPOST "http://127.0.0.1:$PORT/v1/segments" -H "Authorization: Bearer $KEY" \
+          -H 'Content-Type: application/json' \
+          -d "{\"name\": \"bench-$CRM_BENCH_RUN\", \"rule\": {\"has_identifier\": \"email\"}}" |
+          python3 -c 'import json,sys; print(json.load(sys.stdin)["segment_id"])')
+
+log "wrk scenarios (connections: $CONN_LIST; ${DURATION}s each)"
+HEALTH=$(wrk_run health "$CONNS" /health)
+ROWS=()
+for c in $CONN_LIST; do
+    ROWS+=("$(wrk_run profile_get "$c" profile_get.lua):$PG_SELECT")
+    ROWS+=("$(wrk_run profile_by_email "$c" email_get.lua):$PG_SELECT")
+    ROWS+=("$(wrk_run interaction_post "$c" interaction_post.lua):$PG_INSERT")
+    ROWS+=("$(wrk_run batch_post_x100 "$c" batch_post.lua):$PG_INSERT")
+    ROWS+=("$(wrk_run segment_first_page "$c" "/v1/segments/$SEGMENT/customers?limit=100"):$PG_SELECT")
+done
 RSS=$(awk '/VmHWM/ {print $2 " " $3}' "/proc/$SERVER/status")
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.0f%%", 100 * a / b; else print "-" }'; }
@@ -99,7 +115,7 @@ field() { echo "$1" | cut -d'|' -f"$2"; }
 {
     echo "# Benchmark results"
     echo
-    echo "$(date -u +%FT%TZ), $(nproc) cores, $CUSTOMERS customers, $CONNS connections, ${DURATION}s per scenario, pool $CONNS."
+    echo "$(date -u +%FT%TZ), $(nproc) cores (wrk, server and PostgreSQL share them), $CUSTOMERS customers, ${DURATION}s per scenario, pool $CONNS; ceilings at $CONNS connections."
     echo
     echo "| ceiling | tps |"
     echo "|---|---|"
@@ -107,12 +123,14 @@ field() { echo "$1" | cut -d'|' -f"$2"; }
     echo "| pgbench single-row insert (prepared) | $(field "$PG_INSERT" 2) |"
     echo "| HTTP: GET /health (no database) | $(field "$HEALTH" 2) |"
     echo
-    echo "| scenario | req/s | p50 | p99 | non-2xx | vs ceiling |"
-    echo "|---|---|---|---|---|---|"
-    for row in "$PROFILE:$PG_SELECT" "$EMAIL:$PG_SELECT" "$POST:$PG_INSERT"; do
+    echo "| scenario | connections | req/s | p50 | p99 | non-2xx | vs ceiling |"
+    echo "|---|---|---|---|---|---|---|"
+    for row in "${ROWS[@]}"; do
         r=${row%%:*}; c=${row#*:}
-        echo "| $(field "$r" 1) | $(field "$r" 2) | $(field "$r" 3) | $(field "$r" 4) | $(field "$r" 5) | $(ratio "$(field "$r" 2)" "$(field "$c" 2)") of $(field "$c" 1) |"
+        echo "| $(field "$r" 1) | $(field "$r" 6) | $(field "$r" 2) | $(field "$r" 3) | $(field "$r" 4) | $(field "$r" 5) | $(ratio "$(field "$r" 2)" "$(field "$c" 2)") of $(field "$c" 1) |"
     done
+    echo
+    echo "batch_post_x100 carries 100 events per request: events/s = 100 x req/s."
     echo
     echo "Server peak RSS: $RSS."
 } | tee "$ROOT/bench/results.md"
