@@ -61,7 +61,7 @@ static void answer(struct app *app, const struct request *req, struct response *
         respond_db_failure(res, st, err, req->path);
     else if (out == NULL)
         respond_problem(res, PROBLEM_NOT_FOUND, not_found_detail, req->path);
-    else
+    else if (!respond_if_gone(res, out, req->path))
         respond_json(res, 200, out);
 }
 

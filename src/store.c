@@ -39,9 +39,10 @@ const struct db_statement store_statements[] = {
     {"segment_delete",
      "WITH d AS (DELETE FROM crm.segments WHERE segment_id = $1::uuid RETURNING 1) "
      "SELECT jsonb_build_object('deleted', EXISTS (SELECT 1 FROM d))"},
-    {"merge_history", "SELECT crm.merge_history($1::uuid) "
+    {"merge_history", "SELECT coalesce(crm.gone_doc($1::uuid), "
+                      "(SELECT crm.merge_history($1::uuid) "
                       "FROM (SELECT crm.audit_read($2::uuid, $3, 'customer.merges', $1::uuid) "
-                      "WHERE crm.survivor_of($1::uuid) IS NOT NULL) AS a"},
+                      "WHERE crm.survivor_of($1::uuid) IS NOT NULL) AS a))"},
     {"manual_merge", "SELECT crm.manual_merge($1::uuid, $2::uuid, $3, $4, $5::boolean, $6::boolean)"},
     {"unmerge", "SELECT crm.unmerge($1::uuid, $2, $3)"},
     {"blocked_list",
@@ -81,11 +82,12 @@ const struct db_statement store_statements[] = {
                 "$7, $8, NULL)"},
     {"customer_export", "SELECT crm.export_customer($1::uuid, $2::uuid, $3)"},
     {"customer_erase", "SELECT crm.erase_customer($1::uuid, $2::uuid, $3)"},
+    /* Erased: the gone document, no audit row; unknown: NULL; else audited. */
     {"timeline", "SELECT coalesce(crm.gone_doc($1::uuid), "
-                 "crm.timeline($1::uuid, $2::int, $3::timestamptz, $4::uuid, $5, $6, "
-                 "$7::timestamptz, $8::timestamptz)) "
+                 "(SELECT crm.timeline($1::uuid, $2::int, $3::timestamptz, $4::uuid, $5, $6, "
+                 "$7::timestamptz, $8::timestamptz) "
                  "FROM (SELECT crm.audit_read($9::uuid, $10, 'customer.timeline', $1::uuid) "
-                 "WHERE crm.survivor_of($1::uuid) IS NOT NULL) AS a"},
+                 "WHERE crm.survivor_of($1::uuid) IS NOT NULL) AS a))"},
 };
 const int store_statement_count = sizeof(store_statements) / sizeof(store_statements[0]);
 

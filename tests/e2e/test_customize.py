@@ -790,11 +790,14 @@ class EraseTests(Base):
         self.assertEqual(body["interactions_anonymised"], 2)
         self.assertRegex(body["erased_at"], r"^\d{4}-")
 
-        # 410 everywhere, for both ids
+        # 410 everywhere, for both ids, and no audit row for those attempts
+        audit_q = ("SELECT count(*) FROM crm.audit_log WHERE customer_id = %s "
+                   "AND action IN ('customer.timeline', 'customer.merges')" % lit(cid))
+        audited_before = sql(audit_q)
         for cust in (cid, absorbed):
             for path in ("/v1/customers/%s", "/v1/customers/%s/preferences",
                          "/v1/customers/%s/consents", "/v1/customers/%s/export",
-                         "/v1/customers/%s/interactions"):
+                         "/v1/customers/%s/interactions", "/v1/customers/%s/merges"):
                 with self.subTest(path=path % cust):
                     p = self.assertProblem(get(path % cust), 410, "gone")
                     self.assertIn(cid, p["detail"])
@@ -802,6 +805,7 @@ class EraseTests(Base):
             self.assertProblem(set_prefs(cust, {"language": "fr"}), 410, "gone")
             self.assertProblem(consent(cust), 410, "gone")
             self.assertProblem(request("DELETE", "/v1/customers/%s" % cust), 410, "gone")
+        self.assertEqual(sql(audit_q), audited_before)
         # nothing can be written to it any more
         self.assertProblem(patch("/v1/customers/%s/traits" % cid,
                                  {"source": "x", "traits": {"first_name": "Eve"}}),
