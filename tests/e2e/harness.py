@@ -14,6 +14,7 @@ import collections
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -184,6 +185,66 @@ def stop_server():
                              % (msg, server.log_path, server.log_tail()))
     sys.stderr.write("e2e: server stopped cleanly (exit 0), log %s\n" % server.log_path)
 
+
+# ---------------------------------------------------------------------------
+# Assertions shared by the suites
+
+TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
+PROBLEM_CT = "application/problem+json"
+
+
+class CrmTestCase(unittest.TestCase):
+    """Base of the suites: status, JSON and RFC 9457 problem assertions."""
+    maxDiff = None
+
+    def desc(self, r):
+        return "HTTP %d %s: %r" % (r.status, r.content_type, r.body)
+
+    def assertStatus(self, r, status):
+        self.assertEqual(r.status, status, self.desc(r))
+
+    def assertJson(self, r, status):
+        self.assertStatus(r, status)
+        self.assertTrue(r.content_type.lower().startswith("application/json"),
+                        "Content-Type %r; %s" % (r.content_type, self.desc(r)))
+        self.assertIsInstance(r.body, dict, self.desc(r))
+        return r.body
+
+    def assertProblemDoc(self, doc, status, slug, ctx=""):
+        self.assertIsInstance(doc, dict, ctx)
+        self.assertEqual(doc.get("type"), "urn:crm:problem:" + slug, ctx or doc)
+        self.assertEqual(doc.get("status"), status, ctx or doc)
+        self.assertIsInstance(doc.get("title"), str, ctx or doc)
+        self.assertTrue(doc.get("title"), ctx or doc)
+        if slug == "validation-failed":
+            errors = doc.get("errors")
+            self.assertIsInstance(errors, list, ctx or doc)
+            self.assertTrue(errors, "validation-failed without errors: %r" % doc)
+            for e in errors:
+                self.assertIsInstance(e.get("pointer"), str, doc)
+                self.assertIsInstance(e.get("detail"), str, doc)
+                self.assertTrue(e["pointer"] == "" or e["pointer"].startswith("/"), doc)
+        else:
+            self.assertNotIn("errors", doc, "errors only for validation-failed: %r" % doc)
+
+    def assertProblem(self, r, status, slug, instance=None, pointers=()):
+        """Status, problem+json Content-Type, type urn:crm:problem:<slug>, and
+        (for validation-failed) that every pointer in `pointers` is reported."""
+        ctx = self.desc(r)
+        self.assertEqual(r.status, status, ctx)
+        self.assertTrue(r.content_type.lower().startswith(PROBLEM_CT),
+                        "Content-Type %r; %s" % (r.content_type, ctx))
+        self.assertProblemDoc(r.body, status, slug, ctx)
+        if instance is not None:
+            self.assertEqual(r.body.get("instance"), instance, ctx)
+        got = [e["pointer"] for e in r.body.get("errors", [])]
+        for p in pointers:
+            self.assertIn(p, got, ctx)
+        return r.body
+
+    def assertTimestamp(self, value, ctx=None):
+        self.assertIsInstance(value, str, ctx)
+        self.assertRegex(value, TS_RE, ctx)
 
 # ---------------------------------------------------------------------------
 # HTTP helper

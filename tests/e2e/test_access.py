@@ -26,8 +26,6 @@ from harness import ADMIN_KEY, get, patch, post, query, request  # noqa: E402
 
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 KEY_RE = re.compile(r"^crm_([0-9a-f]{32})_[A-Za-z0-9_-]{43}$")
-TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
-PROBLEM_CT = "application/problem+json"
 
 ROLES = ("front_office", "call_center", "marketing", "partner", "admin")
 PARTNER_NS = "acme"
@@ -120,38 +118,7 @@ def create_key(role, name=None, namespace=None):
     return r.body
 
 
-class AccessTestCase(unittest.TestCase):
-    maxDiff = None
-
-    def assertStatus(self, r, status):
-        self.assertEqual(r.status, status, desc(r))
-
-    def assertJson(self, r, status):
-        self.assertStatus(r, status)
-        self.assertTrue(r.content_type.lower().startswith("application/json"),
-                        "Content-Type %r; %s" % (r.content_type, desc(r)))
-        self.assertIsInstance(r.body, dict, desc(r))
-        return r.body
-
-    def assertProblemDoc(self, doc, status, slug, ctx=""):
-        self.assertIsInstance(doc, dict, ctx)
-        self.assertEqual(doc.get("type"), "urn:crm:problem:" + slug, ctx or doc)
-        self.assertEqual(doc.get("status"), status, ctx or doc)
-        self.assertIsInstance(doc.get("title"), str, ctx or doc)
-        self.assertTrue(doc.get("title"), ctx or doc)
-
-    def assertProblem(self, r, status, slug, pointers=()):
-        ctx = desc(r)
-        self.assertEqual(r.status, status, ctx)
-        self.assertTrue(r.content_type.lower().startswith(PROBLEM_CT),
-                        "Content-Type %r; %s" % (r.content_type, ctx))
-        self.assertProblemDoc(r.body, status, slug, ctx)
-        if pointers:
-            got = [e.get("pointer") for e in r.body.get("errors", [])]
-            for p in pointers:
-                self.assertIn(p, got, ctx)
-        return r.body
-
+class AccessTestCase(harness.CrmTestCase):
     def assertUnauthorized(self, r):
         doc = self.assertProblem(r, 401, "unauthorized")
         challenge = r.headers.get("WWW-Authenticate")
@@ -327,7 +294,7 @@ class KeyManagementTests(AccessTestCase):
                 self.assertEqual(doc["role"], role)
                 self.assertEqual(doc.get("namespace"), PARTNER_NS if role == "partner" else None)
                 self.assertEqual(doc.get("created_by"), ADMIN_KEY_ID)
-                self.assertRegex(doc.get("created_at", ""), TS_RE)
+                self.assertRegex(doc.get("created_at", ""), harness.TS_RE)
                 self.assertIsNone(doc.get("revoked_at"))
                 self.assertNotIn("key_hash", doc)
                 created[role] = doc
@@ -681,7 +648,7 @@ class RevocationTests(AccessTestCase):
         revoked = self.assertJson(r, 200)
         self.assertEqual(revoked["key_id"], kid)
         self.assertEqual(revoked["role"], FO)
-        self.assertRegex(revoked.get("revoked_at", ""), TS_RE)
+        self.assertRegex(revoked.get("revoked_at", ""), harness.TS_RE)
         self.assertNotIn("api_key", revoked)
         # The never-used key is refused, with either header.
         body = {"identifiers": [ext_id("r-" + uid())], "source": "e2e"}

@@ -23,8 +23,6 @@ import harness  # noqa: E402
 from harness import get, patch, post, query, request  # noqa: E402
 
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
-PROBLEM_CT = "application/problem+json"
 
 
 def setUpModule():
@@ -118,54 +116,7 @@ def run_concurrently(n, fn):
     return results
 
 
-class ApiTestCase(unittest.TestCase):
-    maxDiff = None
-
-    def desc(self, r):
-        return "HTTP %d %s: %r" % (r.status, r.content_type, r.body)
-
-    def assertStatus(self, r, status):
-        self.assertEqual(r.status, status, self.desc(r))
-
-    def assertJson(self, r, status):
-        self.assertStatus(r, status)
-        self.assertTrue(r.content_type.lower().startswith("application/json"),
-                        "Content-Type %r; %s" % (r.content_type, self.desc(r)))
-        self.assertIsInstance(r.body, dict, self.desc(r))
-        return r.body
-
-    def assertProblemDoc(self, doc, status, slug, ctx=""):
-        self.assertIsInstance(doc, dict, ctx)
-        self.assertEqual(doc.get("type"), "urn:crm:problem:" + slug, ctx or doc)
-        self.assertEqual(doc.get("status"), status, ctx or doc)
-        self.assertIsInstance(doc.get("title"), str, ctx or doc)
-        self.assertTrue(doc.get("title"), ctx or doc)
-        if slug == "validation-failed":
-            errors = doc.get("errors")
-            self.assertIsInstance(errors, list, ctx or doc)
-            self.assertTrue(errors, "validation-failed without errors: %r" % doc)
-            for e in errors:
-                self.assertIsInstance(e.get("pointer"), str, doc)
-                self.assertIsInstance(e.get("detail"), str, doc)
-                self.assertTrue(e["pointer"] == "" or e["pointer"].startswith("/"), doc)
-        else:
-            self.assertNotIn("errors", doc, "errors only for validation-failed: %r" % doc)
-
-    def assertProblem(self, r, status, slug, instance=None, pointers=()):
-        """Status, problem+json Content-Type, type urn:crm:problem:<slug>, and
-        (for validation-failed) that every pointer in `pointers` is reported."""
-        ctx = self.desc(r)
-        self.assertEqual(r.status, status, ctx)
-        self.assertTrue(r.content_type.lower().startswith(PROBLEM_CT),
-                        "Content-Type %r; %s" % (r.content_type, ctx))
-        self.assertProblemDoc(r.body, status, slug, ctx)
-        if instance is not None:
-            self.assertEqual(r.body.get("instance"), instance, ctx)
-        got = [e["pointer"] for e in r.body.get("errors", [])]
-        for p in pointers:
-            self.assertIn(p, got, ctx)
-        return r.body
-
+class ApiTestCase(harness.CrmTestCase):
     def assertMoney(self, actual, expected, ctx=None):
         """Per-currency sums: same currencies, values equal to 1e-6."""
         self.assertIsInstance(actual, dict, ctx)
@@ -181,10 +132,6 @@ class ApiTestCase(unittest.TestCase):
         if actual.get("attributes") == {}:
             actual = {k: v for k, v in actual.items() if k != "attributes"}
         self.assertEqual(actual, expected)
-
-    def assertTimestamp(self, value, ctx=None):
-        self.assertIsInstance(value, str, ctx)
-        self.assertRegex(value, TS_RE, ctx)
 
     def create_customer(self, identifiers=None, source="e2e", traits=None):
         identifiers = identifiers or [email_id(new_email())]

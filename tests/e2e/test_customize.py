@@ -23,7 +23,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import get, patch, post, query, request  # noqa: E402
 
-PROBLEM_CT = "application/problem+json"
 AT = "2026-06-01T12:00:00Z"          # a Monday; 14:00 in Paris
 BEFORE = "2026-01-01T00:00:00Z"      # consents given before AT
 
@@ -103,21 +102,7 @@ def key_for(role):
     return _KEYS[role]
 
 
-class Base(unittest.TestCase):
-    maxDiff = None
-
-    def assertJson(self, r, status):
-        self.assertEqual(r.status, status, r.body)
-        self.assertIn("application/json", r.content_type)
-        return r.body
-
-    def assertProblem(self, r, status, slug):
-        self.assertEqual(r.status, status, r.body)
-        self.assertIn(PROBLEM_CT, r.content_type)
-        self.assertEqual(r.body["type"], "urn:crm:problem:" + slug, r.body)
-        self.assertEqual(r.body["status"], status)
-        return r.body
-
+class Base(harness.CrmTestCase):
     def assertPointers(self, r, *pointers):
         body = self.assertProblem(r, 422, "validation-failed")
         got = {e["pointer"] for e in body["errors"]}

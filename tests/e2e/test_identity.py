@@ -24,8 +24,6 @@ import harness  # noqa: E402
 from harness import get, patch, post, query, request  # noqa: E402
 
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
-PROBLEM_CT = "application/problem+json"
 KEY_RE = re.compile(r"^crm_([0-9a-f]{32})_")
 
 DEFAULT_LIMITS = [
@@ -182,52 +180,7 @@ def ts(day_time):
     return day_time + ".000000Z"
 
 
-class IdentityTestCase(unittest.TestCase):
-    maxDiff = None
-
-    def desc(self, r):
-        return "HTTP %d %s: %r" % (r.status, r.content_type, r.body)
-
-    def assertStatus(self, r, status):
-        self.assertEqual(r.status, status, self.desc(r))
-
-    def assertJson(self, r, status):
-        self.assertStatus(r, status)
-        self.assertTrue(r.content_type.lower().startswith("application/json"),
-                        "Content-Type %r; %s" % (r.content_type, self.desc(r)))
-        self.assertIsInstance(r.body, dict, self.desc(r))
-        return r.body
-
-    def assertProblemDoc(self, doc, status, slug, ctx=""):
-        self.assertIsInstance(doc, dict, ctx)
-        self.assertEqual(doc.get("type"), "urn:crm:problem:" + slug, ctx or doc)
-        self.assertEqual(doc.get("status"), status, ctx or doc)
-        self.assertIsInstance(doc.get("title"), str, ctx or doc)
-        if slug == "validation-failed":
-            errors = doc.get("errors")
-            self.assertIsInstance(errors, list, ctx or doc)
-            self.assertTrue(errors, "validation-failed without errors: %r" % doc)
-            for e in errors:
-                self.assertIsInstance(e.get("pointer"), str, doc)
-                self.assertIsInstance(e.get("detail"), str, doc)
-        else:
-            self.assertNotIn("errors", doc, "errors only for validation-failed: %r" % doc)
-
-    def assertProblem(self, r, status, slug, pointers=()):
-        ctx = self.desc(r)
-        self.assertEqual(r.status, status, ctx)
-        self.assertTrue(r.content_type.lower().startswith(PROBLEM_CT),
-                        "Content-Type %r; %s" % (r.content_type, ctx))
-        self.assertProblemDoc(r.body, status, slug, ctx)
-        got = [e["pointer"] for e in r.body.get("errors", [])]
-        for p in pointers:
-            self.assertIn(p, got, ctx)
-        return r.body
-
-    def assertTimestamp(self, value, ctx=None):
-        self.assertIsInstance(value, str, ctx)
-        self.assertRegex(value, TS_RE, ctx)
-
+class IdentityTestCase(harness.CrmTestCase):
     def create_customer(self, identifiers, source="e2e", traits=None):
         body = self.assertJson(resolve(identifiers, source=source, traits=traits), 201)
         self.assertIs(body["created"], True, body)

@@ -31,8 +31,6 @@ import harness  # noqa: E402
 from harness import get, patch, post, query, request  # noqa: E402
 
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
-PROBLEM_CT = "application/problem+json"
 NDJSON_CT = "application/x-ndjson"
 SOURCE = "e2e-value"
 TIERS = {"bz", "prospect", "mvc", "mgc", "standard"}
@@ -236,46 +234,7 @@ def make_fit_population():
     FIT_POPULATION_DONE = True
 
 
-class ValueTestCase(unittest.TestCase):
-    maxDiff = None
-
-    def desc(self, r):
-        return describe(r)
-
-    def assertJson(self, r, status):
-        self.assertEqual(r.status, status, self.desc(r))
-        self.assertTrue(r.content_type.lower().startswith("application/json"),
-                        "Content-Type %r; %s" % (r.content_type, self.desc(r)))
-        self.assertIsInstance(r.body, dict, self.desc(r))
-        return r.body
-
-    def assertProblem(self, r, status, slug, pointers=()):
-        ctx = self.desc(r)
-        self.assertEqual(r.status, status, ctx)
-        self.assertTrue(r.content_type.lower().startswith(PROBLEM_CT),
-                        "Content-Type %r; %s" % (r.content_type, ctx))
-        doc = r.body
-        self.assertIsInstance(doc, dict, ctx)
-        self.assertEqual(doc.get("type"), "urn:crm:problem:" + slug, ctx)
-        self.assertEqual(doc.get("status"), status, ctx)
-        self.assertTrue(isinstance(doc.get("title"), str) and doc["title"], ctx)
-        if slug == "validation-failed":
-            self.assertIsInstance(doc.get("errors"), list, ctx)
-            self.assertTrue(doc["errors"], ctx)
-            for e in doc["errors"]:
-                self.assertIsInstance(e.get("pointer"), str, ctx)
-                self.assertIsInstance(e.get("detail"), str, ctx)
-        else:
-            self.assertNotIn("errors", doc, ctx)
-        got = [e["pointer"] for e in doc.get("errors", [])]
-        for p in pointers:
-            self.assertIn(p, got, ctx)
-        return doc
-
-    def assertTimestamp(self, value, ctx=None):
-        self.assertIsInstance(value, str, ctx)
-        self.assertRegex(value, TS_RE, ctx)
-
+class ValueTestCase(harness.CrmTestCase):
     def finite(self, value, ctx=None):
         """value is a finite JSON number; returns it."""
         self.assertIsInstance(value, (int, float), ctx)
