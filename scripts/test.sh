@@ -88,22 +88,24 @@ for t in "$ROOT"/build-asan/test_*; do [ -f "$t" ] && [ -x "$t" ] && CK_FORK=no 
 # Fresh databases: migrations are tested from scratch on every run.
 create_database crm_test recreate
 create_database crm_test_asan recreate
-echo "== end-to-end tests (plain build)"
-run_e2e plain "$ROOT/build/crm-server" crm_test test_api.py
-run_e2e plain-identity "$ROOT/build/crm-server" crm_test test_identity.py
-run_e2e plain-customize "$ROOT/build/crm-server" crm_test test_customize.py
-run_e2e plain-access "$ROOT/build/crm-server" crm_test test_access.py
-run_e2e plain-value "$ROOT/build/crm-server" crm_test test_value.py
-echo "== fault tests: PostgreSQL restarts under load (plain build)"
-run_e2e plain-faults "$ROOT/build/crm-server" crm_test test_faults.py
-echo "== end-to-end tests (ASan+UBSan build)"
-run_e2e asan "$ROOT/build-asan/crm-server" crm_test_asan test_api.py
-run_e2e asan-identity "$ROOT/build-asan/crm-server" crm_test_asan test_identity.py
-run_e2e asan-customize "$ROOT/build-asan/crm-server" crm_test_asan test_customize.py
-run_e2e asan-access "$ROOT/build-asan/crm-server" crm_test_asan test_access.py
-run_e2e asan-value "$ROOT/build-asan/crm-server" crm_test_asan test_value.py
-echo "== fault tests (ASan+UBSan build)"
-run_e2e asan-faults "$ROOT/build-asan/crm-server" crm_test_asan test_faults.py
+# run_e2e_build LABEL BINARY DATABASE: every suite, then the fault tests
+# (last: they restart PostgreSQL).
+E2E_SUITES="api identity customize access value"
+run_e2e_build() {
+    local label=$1 bin=$2 db=$3 suite
+    echo "== end-to-end tests ($label build)"
+    for suite in $E2E_SUITES; do
+        if [ "$suite" = api ]; then
+            run_e2e "$label" "$bin" "$db" test_api.py
+        else
+            run_e2e "$label-$suite" "$bin" "$db" "test_$suite.py"
+        fi
+    done
+    echo "== fault tests: PostgreSQL restarts under load ($label build)"
+    run_e2e "$label-faults" "$bin" "$db" test_faults.py
+}
+run_e2e_build plain "$ROOT/build/crm-server" crm_test
+run_e2e_build asan "$ROOT/build-asan/crm-server" crm_test_asan
 
 echo "== fuzzing (libFuzzer, ${CRM_FUZZ_SECONDS:-20} s per harness)"
 fuzz_out=$("$ROOT/tests/fuzz/run.sh" "${CRM_FUZZ_SECONDS:-20}" 2>&1)
