@@ -271,8 +271,10 @@ BEGIN
     );
 END $$;
 
-CREATE FUNCTION crm.read_preferences(p_id uuid, p_key uuid, p_role text) RETURNS jsonb
-LANGUAGE plpgsql AS $$
+-- Preferences or consents of a customer, with the read's audit row: NULL
+-- when unknown, the gone document when erased.
+CREATE FUNCTION crm.read_customize(p_id uuid, p_key uuid, p_role text, p_what text)
+RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
     sid uuid := crm.survivor_of(p_id);
 BEGIN
@@ -282,8 +284,10 @@ BEGIN
     IF crm.is_erased(sid) THEN
         RETURN crm.gone_doc(sid);
     END IF;
-    PERFORM crm.audit_read(p_key, p_role, 'customer.preferences.read', sid);
-    RETURN jsonb_build_object('customer_id', sid) || crm.preferences_doc(sid);
+    PERFORM crm.audit_read(p_key, p_role, 'customer.' || p_what || '.read', sid);
+    RETURN jsonb_build_object('customer_id', sid)
+           || CASE p_what WHEN 'preferences' THEN crm.preferences_doc(sid)
+                          ELSE crm.consents_doc(sid) END;
 END $$;
 
 -- Apply a validated merge patch. Returns the preferences document, NULL
@@ -394,21 +398,6 @@ BEGIN
                 ELSE 'no_consent'
             END
     );
-END $$;
-
-CREATE FUNCTION crm.read_consents(p_id uuid, p_key uuid, p_role text) RETURNS jsonb
-LANGUAGE plpgsql AS $$
-DECLARE
-    sid uuid := crm.survivor_of(p_id);
-BEGIN
-    IF sid IS NULL THEN
-        RETURN NULL;
-    END IF;
-    IF crm.is_erased(sid) THEN
-        RETURN crm.gone_doc(sid);
-    END IF;
-    PERFORM crm.audit_read(p_key, p_role, 'customer.consents.read', sid);
-    RETURN jsonb_build_object('customer_id', sid) || crm.consents_doc(sid);
 END $$;
 
 -- Append one consent event; returns the event with customer_id, NULL when

@@ -73,9 +73,9 @@ const struct db_statement store_statements[] = {
      "ORDER BY conflict_id DESC), '[]')) FROM (SELECT * FROM crm.identity_conflicts "
      "ORDER BY conflict_id DESC LIMIT $1::int) AS c"},
     /* Customize (sql/004_customize.sql); erased customers answer {"gone": true, ...}. */
-    {"preferences_get", "SELECT crm.read_preferences($1::uuid, $2::uuid, $3)"},
+    {"preferences_get", "SELECT crm.read_customize($1::uuid, $2::uuid, $3, 'preferences')"},
     {"preferences_patch", "SELECT crm.patch_preferences($1::uuid, $2::jsonb, $3)"},
-    {"consents_get", "SELECT crm.read_consents($1::uuid, $2::uuid, $3)"},
+    {"consents_get", "SELECT crm.read_customize($1::uuid, $2::uuid, $3, 'consents')"},
     {"consent_record", "SELECT crm.record_consent($1::uuid, $2, $3, $4, $5, $6::timestamptz)"},
     {"contact_decision", "SELECT crm.contact_decision($1::uuid, $2, $3, $4::timestamptz)"},
     {"moments", "SELECT crm.moments($1, $2::timestamptz, $3::int, $4::int, $5::date, $6::uuid, "
