@@ -20,10 +20,14 @@ struct config {
     int db_wait;            /* CRM_DB_WAIT, --db-wait: seconds to wait for the database at start */
     int drain_timeout;      /* CRM_DRAIN_TIMEOUT, --drain-timeout: seconds to finish requests on SIGTERM */
     int rate_limit;         /* CRM_RATE_LIMIT, --rate-limit: requests/s per API key, 0 = off */
-    int json_depth;
+    int json_depth;         /* CRM_JSON_DEPTH, --json-depth: deepest nesting of a request body */
     int access_log;         /* CRM_ACCESS_LOG, --access-log: 1 = JSON line per request on stdout */
     char tls_cert[512];     /* CRM_TLS_CERT, --tls-cert: PEM certificate file; enables HTTPS */
-    char tls_key[512];      /* CRM_TLS_KEY, --tls-key: PEM private key file */         /* CRM_JSON_DEPTH, --json-depth: deepest nesting of a request body */
+    char tls_key[512];      /* CRM_TLS_KEY, --tls-key: PEM private key file */
+    char replica_url[1024]; /* CRM_DATABASE_REPLICA_URL, --db-replica: streaming replica for reads */
+    int replica_wait_ms;    /* CRM_REPLICA_WAIT_MS, --replica-wait-ms: wait for CRM-Min-LSN */
+    int db_prepared;        /* CRM_DB_PREPARED, --db-prepared: 0 = no named prepared statements */
+    int audit_flush_ms;     /* CRM_AUDIT_FLUSH_MS, --audit-flush-ms: read-audit batching interval */
     bool migrate_only;      /* "migrate" subcommand */
     bool recompute_value;   /* "recompute-value" subcommand */
     char as_of[64];         /* --as-of: value as of this time (default now) */

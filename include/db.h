@@ -33,6 +33,26 @@ struct db_pool *db_pool_new(const char *conninfo, int size, const struct db_stat
                             int statement_count);
 void db_pool_free(struct db_pool *pool);
 
+/* prepared = false: run catalogue statements as unnamed ones (PgBouncer < 1.21
+ * in transaction mode cannot keep named prepared statements). Default true. */
+void db_pool_set_prepared(struct db_pool *pool, bool prepared);
+
+/* Make pool a read replica of primary: one attempt per call, and when the
+ * replica cannot answer, the call goes to primary (and the replica is skipped
+ * for a second after a failed connect). */
+void db_pool_set_fallback(struct db_pool *replica, struct db_pool *primary);
+
+/* "primary" or "replica": which pool answered this thread's last call. */
+const char *db_served_by(void);
+
+/* The primary's current WAL insert position (after a committed write, a
+ * position the replica must replay to show that write). */
+bool db_write_lsn(struct db_pool *pool, char *lsn, size_t len);
+
+/* True once the replica has replayed up to lsn, polling for up to wait_ms;
+ * false on timeout or when the replica cannot answer. */
+bool db_replica_caught_up(struct db_pool *replica, const char *lsn, int wait_ms);
+
 /* Borrow a connection, waiting up to timeout_ms for a free one. NULL when
  * none could be had (pool exhausted or database unreachable). */
 struct db_conn *db_acquire(struct db_pool *pool, int timeout_ms);

@@ -11,6 +11,7 @@
 #include <stdbool.h>
 
 #include "access.h"
+#include "audit.h"
 #include "auth.h"
 #include "config.h"
 #include "db.h"
@@ -19,8 +20,10 @@
 
 struct app {
     const struct config *cfg;
-    struct db_pool *pool;
+    struct db_pool *pool;    /* the primary */
+    struct db_pool *replica; /* a streaming replica for reads, or NULL */
     struct access *access;
+    struct audit *audit;     /* read-audit rows */
 };
 
 struct request {
@@ -31,6 +34,11 @@ struct request {
     const char *(*query)(void *ctx, const char *key); /* decoded query parameter or NULL */
     void *query_ctx;
     const struct principal *who; /* the caller's key; NULL on public routes */
+    const char *min_lsn; /* CRM-Min-LSN header or NULL */
+    /* Where this request's reads go: the primary, or for the read routes
+     * (route_reads_from_replica) the replica when one is configured and,
+     * given min_lsn, has replayed that far. Set by handle_request. */
+    struct db_pool *reads;
 };
 
 struct response {
@@ -41,6 +49,8 @@ struct response {
     char allow[32];
     int retry_after; /* seconds; 0 = no header */
     bool auth_challenge; /* send WWW-Authenticate (401) */
+    char write_lsn[32]; /* CRM-Write-LSN after a write, with a replica configured */
+    const char *read_from; /* CRM-Read-From on the read routes, with a replica configured */
     /* A streamed body instead of body (e.g. NDJSON exports): read returns
      * the bytes written to buf, 0 at the end, -1 on error (the response is
      * then cut short). free releases ctx when the response is done. */
@@ -51,6 +61,11 @@ struct response {
 };
 
 void handle_request(struct app *app, const struct request *req, struct response *res);
+
+/* Record who's read of customer_id (audit.h); false when it cannot be
+ * recorded, and res is then a 503: no personal data leaves unaudited. */
+bool audit_read_or_fail(struct app *app, const struct request *req, struct response *res,
+                        const char *action, const char *customer_id);
 
 /* Fill res with a problem document. */
 void respond_problem(struct response *res, enum problem_kind kind, const char *detail,

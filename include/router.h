@@ -70,4 +70,8 @@ void route_request(const char *method, const char *path, struct route_match *out
 /* Short stable name of a route ("customer_get"), for logs and metrics. */
 const char *route_name(enum route route);
 
+/* Routes whose reads may be served by a streaming replica: profile, lookup,
+ * timeline, segment members and export, KPIs (all GETs, none writes). */
+bool route_reads_from_replica(enum route route);
+
 #endif

@@ -29,11 +29,12 @@ enum db_status store_ping(struct db_pool *pool, char *err, size_t errlen);
 enum db_status store_resolve(struct db_pool *pool, const struct resolve_request *req,
                              json_t **out, char *err, size_t errlen);
 
-/* Profile or NULL (*out) when unknown; the read is audited as who's. */
-enum db_status store_profile(struct db_pool *pool, const char *customer_id,
-                             const struct principal *who, json_t **out, char *err, size_t errlen);
-enum db_status store_lookup(struct db_pool *pool, const struct identifier *id,
-                            const struct principal *who, json_t **out, char *err, size_t errlen);
+/* Profile (the cached document) or NULL (*out) when unknown. Not audited:
+ * the caller adds the audit row (audit.h). */
+enum db_status store_profile(struct db_pool *pool, const char *customer_id, json_t **out,
+                             char *err, size_t errlen);
+enum db_status store_lookup(struct db_pool *pool, const struct identifier *id, json_t **out,
+                            char *err, size_t errlen);
 enum db_status store_patch_traits(struct db_pool *pool, const char *customer_id,
                                   const struct traits_request *req, json_t **out, char *err,
                                   size_t errlen);
@@ -50,9 +51,10 @@ enum db_status store_ingest(struct db_pool *pool, const struct interaction_reque
 enum db_status store_ingest_batch(struct db_pool *pool, struct interaction_request *const *reqs,
                                   int count, json_t **results, char *err, size_t errlen);
 
-/* {customer_id, items, next_cursor_at, next_cursor_id} or NULL when unknown. */
+/* {customer_id, items, next_cursor_at, next_cursor_id} or NULL when unknown.
+ * Not audited: the caller adds the audit row. */
 enum db_status store_timeline(struct db_pool *pool, const char *customer_id,
-                              const struct timeline_query *q, const struct principal *who,
-                              json_t **out, char *err, size_t errlen);
+                              const struct timeline_query *q, json_t **out, char *err,
+                              size_t errlen);
 
 #endif

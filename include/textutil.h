@@ -36,6 +36,10 @@ bool date_valid(const char *text, int min_year, int max_year);
  * (1..9 digits) and a mandatory offset ('Z' or +hh:mm), year 1900..2999. */
 bool rfc3339_valid(const char *text);
 
+/* True for a PostgreSQL LSN as printed by PostgreSQL: 1..8 hex digits, '/',
+ * 1..8 hex digits. */
+bool pg_lsn_valid(const char *text);
+
 /* base64url without padding. Encode returns a malloc'd string. Decode writes
  * at most outcap-1 bytes plus NUL and returns the decoded length, or -1. */
 char *base64url_encode(const unsigned char *data, size_t len);

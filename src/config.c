@@ -37,6 +37,13 @@ static const struct setting SETTINGS[] = {
     {"--tls-key", "CRM_TLS_KEY", 's', offsetof(struct config, tls_key), 512, 0, 0},
     {"--access-log", "CRM_ACCESS_LOG", 'i', offsetof(struct config, access_log), 0, 0, 1},
     {"--json-depth", "CRM_JSON_DEPTH", 'i', offsetof(struct config, json_depth), 0, 2, 1000},
+    {"--db-replica", "CRM_DATABASE_REPLICA_URL", 's', offsetof(struct config, replica_url), 1024,
+     0, 0},
+    {"--replica-wait-ms", "CRM_REPLICA_WAIT_MS", 'i', offsetof(struct config, replica_wait_ms), 0,
+     0, 10000},
+    {"--db-prepared", "CRM_DB_PREPARED", 'i', offsetof(struct config, db_prepared), 0, 0, 1},
+    {"--audit-flush-ms", "CRM_AUDIT_FLUSH_MS", 'i', offsetof(struct config, audit_flush_ms), 0, 0,
+     10000},
 };
 
 #define SETTING_COUNT (sizeof(SETTINGS) / sizeof(SETTINGS[0]))
@@ -55,6 +62,17 @@ const char *config_usage(void)
            "  --db CONNINFO              PostgreSQL conninfo or URI (CRM_DATABASE_URL,\n"
            "                             default \"dbname=crm\")\n"
            "  --pool-size N              database connections (CRM_POOL_SIZE, default 16)\n"
+           "  --db-replica CONNINFO      streaming replica for profile, lookup, timeline,\n"
+           "                             segment and KPI reads (CRM_DATABASE_REPLICA_URL)\n"
+           "  --replica-wait-ms N        how long a read with CRM-Min-LSN waits for the\n"
+           "                             replica before reading the primary\n"
+           "                             (CRM_REPLICA_WAIT_MS, default 100)\n"
+           "  --db-prepared 0|1          0 = no named prepared statements, for PgBouncer\n"
+           "                             before 1.21 in transaction mode (CRM_DB_PREPARED,\n"
+           "                             default 1)\n"
+           "  --audit-flush-ms N         read audit rows are written in batches at least this\n"
+           "                             often; 0 = one write per read (CRM_AUDIT_FLUSH_MS,\n"
+           "                             default 50)\n"
            "  --body-limit BYTES         largest request body (CRM_BODY_LIMIT, default 1048576)\n"
            "  --max-connections N        concurrent HTTP connections (CRM_MAX_CONNECTIONS,\n"
            "                             default 1024)\n"
@@ -121,6 +139,9 @@ bool config_load(struct config *cfg, int argc, char **argv, getenv_fn env, char 
     cfg->rate_limit = 1000;
     cfg->json_depth = 32;
     cfg->access_log = 1;
+    cfg->replica_wait_ms = 100;
+    cfg->db_prepared = 1;
+    cfg->audit_flush_ms = 50;
 
     for (size_t i = 0; i < SETTING_COUNT; i++) {
         const char *v = env(SETTINGS[i].env);

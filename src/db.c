@@ -23,6 +23,10 @@ struct db_conn {
 
 struct db_pool {
     char *conninfo;
+    const char *name;          /* "primary" or "replica", reported by db_served_by */
+    bool prepared;             /* named prepared statements (off behind old PgBouncers) */
+    struct db_pool *fallback;  /* replica mode: one attempt here, then the fallback */
+    time_t down_until;         /* replica mode: skip it until then after a failure */
     const struct db_statement *statements;
     int statement_count;
     int size;
@@ -30,6 +34,8 @@ struct db_pool {
     pthread_mutex_t lock;
     pthread_cond_t freed;
 };
+
+static _Thread_local const char *served_by = "primary";
 
 void db_sleep_ms(int ms)
 {
@@ -77,10 +83,28 @@ struct db_pool *db_pool_new(const char *conninfo, int size, const struct db_stat
     pool->statements = statements;
     pool->statement_count = statement_count;
     pool->size = size;
+    pool->name = "primary";
+    pool->prepared = true;
     pool->conns = calloc((size_t)size, sizeof(struct db_conn));
     pthread_mutex_init(&pool->lock, NULL);
     pthread_cond_init(&pool->freed, NULL);
     return pool;
+}
+
+void db_pool_set_prepared(struct db_pool *pool, bool prepared)
+{
+    pool->prepared = prepared;
+}
+
+void db_pool_set_fallback(struct db_pool *replica, struct db_pool *primary)
+{
+    replica->name = "replica";
+    replica->fallback = primary;
+}
+
+const char *db_served_by(void)
+{
+    return served_by;
 }
 
 void db_pool_free(struct db_pool *pool)
@@ -101,6 +125,8 @@ struct db_conn *db_acquire(struct db_pool *pool, int timeout_ms)
 {
     struct timespec deadline;
     struct db_conn *conn = NULL;
+    if (pool->fallback != NULL && time(NULL) < pool->down_until)
+        return NULL;
     clock_gettime(CLOCK_REALTIME, &deadline);
     deadline.tv_sec += timeout_ms / 1000;
     deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
@@ -134,11 +160,13 @@ struct db_conn *db_acquire(struct db_pool *pool, int timeout_ms)
     }
     if (conn->pg == NULL) {
         conn->pg = db_connect(pool->conninfo);
-        if (conn->pg != NULL && !prepare_all(pool, conn->pg)) {
+        if (conn->pg != NULL && pool->prepared && !prepare_all(pool, conn->pg)) {
             PQfinish(conn->pg);
             conn->pg = NULL;
         }
         if (conn->pg == NULL) {
+            if (pool->fallback != NULL)
+                pool->down_until = time(NULL) + 1;
             db_release(pool, conn, true);
             return NULL;
         }
@@ -193,25 +221,57 @@ static enum db_status run_json(struct db_pool *pool, bool prepared, const char *
                                int nparams, const char *const *params, json_t **out, char *err,
                                size_t errlen);
 
+/* The SQL text of a catalogue statement, for pools that do not prepare. */
+static const char *statement_sql(const struct db_pool *pool, const char *name)
+{
+    for (int i = 0; i < pool->statement_count; i++)
+        if (strcmp(pool->statements[i].name, name) == 0)
+            return pool->statements[i].sql;
+    return NULL;
+}
+
+/* A replica answers once; if it cannot, the read goes to its fallback (the
+ * primary) with the usual retries. */
+static enum db_status run_routed(struct db_pool *pool, bool prepared, const char *statement,
+                                 int nparams, const char *const *params, json_t **out, char *err,
+                                 size_t errlen)
+{
+    const char *text = statement;
+    enum db_status st;
+    served_by = pool->name;
+    if (prepared && !pool->prepared) {
+        text = statement_sql(pool, statement);
+        if (text == NULL) {
+            snprintf(err, errlen, "unknown statement %s", statement);
+            return DB_ERROR;
+        }
+    }
+    st = run_json(pool, prepared && pool->prepared, text, nparams, params, out, err, errlen);
+    if (st == DB_UNAVAILABLE && pool->fallback != NULL)
+        return run_routed(pool->fallback, prepared, statement, nparams, params, out, err, errlen);
+    return st;
+}
+
 enum db_status db_call_json(struct db_pool *pool, const char *statement, int nparams,
                             const char *const *params, json_t **out, char *err, size_t errlen)
 {
-    return run_json(pool, true, statement, nparams, params, out, err, errlen);
+    return run_routed(pool, true, statement, nparams, params, out, err, errlen);
 }
 
 enum db_status db_query_json(struct db_pool *pool, const char *sql, int nparams,
                              const char *const *params, json_t **out, char *err, size_t errlen)
 {
-    return run_json(pool, false, sql, nparams, params, out, err, errlen);
+    return run_routed(pool, false, sql, nparams, params, out, err, errlen);
 }
 
 static enum db_status run_json(struct db_pool *pool, bool prepared, const char *statement,
                                int nparams, const char *const *params, json_t **out, char *err,
                                size_t errlen)
 {
+    int attempts = pool->fallback != NULL ? 1 : RETRY_ATTEMPTS;
     *out = NULL;
     snprintf(err, errlen, "database unavailable");
-    for (int attempt = 0; attempt < RETRY_ATTEMPTS; attempt++) {
+    for (int attempt = 0; attempt < attempts; attempt++) {
         struct db_conn *conn;
         PGresult *res;
         bool transient;
@@ -245,4 +305,48 @@ static enum db_status run_json(struct db_pool *pool, bool prepared, const char *
             return DB_ERROR;
     }
     return DB_UNAVAILABLE;
+}
+
+/* One text value from a parameterised query, without retries. */
+static bool query_text(struct db_pool *pool, const char *sql, const char *param, char *out,
+                       size_t outlen)
+{
+    struct db_conn *conn = db_acquire(pool, 1000);
+    PGresult *res;
+    bool ok;
+    if (conn == NULL)
+        return false;
+    res = PQexecParams(conn->pg, sql, param ? 1 : 0, NULL, param ? &param : NULL, NULL, NULL, 0);
+    ok = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 && !PQgetisnull(res, 0, 0);
+    if (ok)
+        snprintf(out, outlen, "%s", PQgetvalue(res, 0, 0));
+    PQclear(res);
+    db_release(pool, conn, !ok && PQstatus(conn->pg) != CONNECTION_OK);
+    return ok;
+}
+
+bool db_write_lsn(struct db_pool *pool, char *lsn, size_t len)
+{
+    return query_text(pool, "SELECT pg_current_wal_insert_lsn()::text", NULL, lsn, len);
+}
+
+bool db_replica_caught_up(struct db_pool *replica, const char *lsn, int wait_ms)
+{
+    /* NULL replay position: not a standby at all, so nothing to wait for. */
+    static const char sql[] = "SELECT coalesce(pg_last_wal_replay_lsn() >= $1::pg_lsn, true)::text";
+    struct timespec start, now;
+    char answer[8];
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    for (int delay = 1;; delay = delay < 16 ? delay * 2 : delay) {
+        long waited;
+        if (!query_text(replica, sql, lsn, answer, sizeof(answer)))
+            return false;
+        if (strcmp(answer, "true") == 0)
+            return true;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        waited = (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
+        if (waited + delay > wait_ms)
+            return false;
+        db_sleep_ms(delay);
+    }
 }

@@ -55,6 +55,18 @@ void respond_db_failure(struct response *res, enum db_status st, const char *err
     }
 }
 
+bool audit_read_or_fail(struct app *app, const struct request *req, struct response *res,
+                        const char *action, const char *customer_id)
+{
+    if (req->who == NULL || customer_id == NULL)
+        return true;
+    if (audit_add(app->audit, req->who, action, customer_id))
+        return true;
+    respond_problem(res, PROBLEM_SERVICE_UNAVAILABLE,
+                    "the read could not be audited; retry", req->path);
+    return false;
+}
+
 /* A query parameter, checked for UTF-8. Returns false (and responds) if invalid. */
 bool query_param(const struct request *req, struct response *res, const char *key,
                         const char **value)
@@ -202,12 +214,17 @@ static void handle_customer_get(struct app *app, const struct request *req, stru
 {
     json_t *out = NULL;
     char err[DB_ERR_LEN];
-    enum db_status st = store_profile(app->pool, req->match->id, req->who, &out, err, sizeof(err));
+    enum db_status st = store_profile(req->reads, req->match->id, &out, err, sizeof(err));
     if (st != DB_OK)
         respond_db_failure(res, st, err, req->path);
     else if (out == NULL)
         respond_problem(res, PROBLEM_NOT_FOUND, "no customer with this id", req->path);
-    else if (!respond_if_gone(res, out, req->path))
+    else if (respond_if_gone(res, out, req->path))
+        return;
+    else if (!audit_read_or_fail(app, req, res, "customer.read",
+                                 json_string_value(json_object_get(out, "customer_id"))))
+        json_decref(out);
+    else
         set_profile_response(res, out);
 }
 
@@ -279,11 +296,16 @@ static void handle_lookup(struct app *app, const struct request *req, struct res
         respond_problem(res, PROBLEM_INVALID_QUERY, detail, req->path);
         return;
     }
-    st = store_lookup(app->pool, &id, req->who, &out, why, sizeof(why));
+    st = store_lookup(req->reads, &id, &out, why, sizeof(why));
     if (st != DB_OK)
         respond_db_failure(res, st, why, req->path);
     else if (out == NULL)
         respond_problem(res, PROBLEM_NOT_FOUND, "no customer has this identifier", req->path);
+    else if (respond_if_gone(res, out, req->path))
+        return;
+    else if (!audit_read_or_fail(app, req, res, "customer.lookup",
+                                 json_string_value(json_object_get(out, "customer_id"))))
+        json_decref(out);
     else
         respond_json(res, 200, out);
 }
@@ -356,7 +378,7 @@ static void handle_timeline(struct app *app, const struct request *req, struct r
                         "since and until must be RFC 3339 timestamps with offset", req->path);
         return;
     }
-    st = store_timeline(app->pool, req->match->id, &q, req->who, &out, err, sizeof(err));
+    st = store_timeline(req->reads, req->match->id, &q, &out, err, sizeof(err));
     if (st != DB_OK) {
         respond_db_failure(res, st, err, req->path);
         return;
@@ -367,6 +389,11 @@ static void handle_timeline(struct app *app, const struct request *req, struct r
     }
     if (respond_if_gone(res, out, req->path))
         return;
+    if (!audit_read_or_fail(app, req, res, "customer.timeline",
+                            json_string_value(json_object_get(out, "customer_id")))) {
+        json_decref(out);
+        return;
+    }
     next_at = json_object_get(out, "next_cursor_at");
     next_id = json_object_get(out, "next_cursor_id");
     if (json_is_string(next_at) && json_is_string(next_id)) {
@@ -520,7 +547,47 @@ done:
     free(stored);
 }
 
-void handle_request(struct app *app, const struct request *req, struct response *res)
+/* Where the request's reads go (see struct request). False when res was
+ * filled: a malformed CRM-Min-LSN. */
+static bool choose_read_pool(struct app *app, struct request *req, struct response *res)
+{
+    req->reads = app->pool;
+    if (app->replica == NULL || !route_reads_from_replica(req->match->route))
+        return true;
+    if (req->min_lsn != NULL && !pg_lsn_valid(req->min_lsn)) {
+        respond_problem(res, PROBLEM_INVALID_HEADER,
+                        "CRM-Min-LSN must be a PostgreSQL LSN such as 0/16B3748, as given in "
+                        "CRM-Write-LSN", req->path);
+        return false;
+    }
+    if (req->min_lsn == NULL ||
+        db_replica_caught_up(app->replica, req->min_lsn, app->cfg->replica_wait_ms))
+        req->reads = app->replica;
+    return true;
+}
+
+static void dispatch(struct app *app, const struct request *req, struct response *res);
+
+void handle_request(struct app *app, const struct request *in, struct response *res)
+{
+    struct request req = *in;
+    if (!choose_read_pool(app, &req, res))
+        return;
+    dispatch(app, &req, res);
+    if (app->replica == NULL)
+        return;
+    if (req.reads != app->pool)
+        res->read_from = db_served_by();
+    else if (route_reads_from_replica(req.match->route))
+        res->read_from = "primary";
+    /* A write's position in the WAL, for the client's next CRM-Min-LSN. */
+    if (strcmp(req.method, "GET") != 0 && strcmp(req.method, "HEAD") != 0 &&
+        res->status >= 200 && res->status < 300 &&
+        !db_write_lsn(app->pool, res->write_lsn, sizeof(res->write_lsn)))
+        res->write_lsn[0] = '\0';
+}
+
+static void dispatch(struct app *app, const struct request *req, struct response *res)
 {
     switch (req->match->route) {
     case ROUTE_HEALTH:

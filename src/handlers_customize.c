@@ -300,6 +300,8 @@ void handle_customize_route(struct app *app, const struct request *req, struct r
         handle_moments(app, req, res);
         break;
     case ROUTE_CUSTOMER_EXPORT:
+        /* The export lists the audit trail: write this server's pending rows first. */
+        audit_flush(app->audit);
         handle_audited_read(app, req, res, "customer_export");
         break;
     case ROUTE_CUSTOMER_ERASE:

@@ -91,9 +91,9 @@ static void respond_members(struct app *app, const struct request *req, struct r
 {
     json_t *page = NULL, *count = NULL;
     char err[ERR_LEN];
-    enum db_status st = store_segment_page(app->pool, seg, cursor, limit, &page, err, sizeof(err));
+    enum db_status st = store_segment_page(req->reads, seg, cursor, limit, &page, err, sizeof(err));
     if (st == DB_OK && with_count)
-        st = store_segment_count(app->pool, seg, &count, err, sizeof(err));
+        st = store_segment_count(req->reads, seg, &count, err, sizeof(err));
     if (st != DB_OK || page == NULL) {
         respond_db_failure(res, st == DB_OK ? DB_ERROR : st, err, req->path);
         json_decref(page);
@@ -299,7 +299,7 @@ static void handle_segment_export(struct app *app, const struct request *req, st
         free(ex);
         return;
     }
-    ex->pool = app->pool;
+    ex->pool = req->reads;
     /* Fetch the first page now, so a database failure is still a clean 503. */
     if (!export_fetch(ex)) {
         export_free(ex);
@@ -331,7 +331,7 @@ static void handle_kpis(struct app *app, const struct request *req, struct respo
     }
     if (segment_id != NULL && !load_segment_by_text(app, req, res, segment_id, &seg))
         return;
-    st = store_kpis(app->pool, from, to, segment_id ? &seg : NULL, &out, err, sizeof(err));
+    st = store_kpis(req->reads, from, to, segment_id ? &seg : NULL, &out, err, sizeof(err));
     segment_sql_free(&seg);
     if (st != DB_OK)
         respond_db_failure(res, st, err, req->path);

@@ -131,6 +131,10 @@ static enum MHD_Result send_response(struct MHD_Connection *conn, struct respons
         MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, res->allow);
     if (res->content_location[0])
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_LOCATION, res->content_location);
+    if (res->write_lsn[0])
+        MHD_add_response_header(r, "CRM-Write-LSN", res->write_lsn);
+    if (res->read_from != NULL)
+        MHD_add_response_header(r, "CRM-Read-From", res->read_from);
     if (res->auth_challenge)
         MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"crm\"");
     if (res->retry_after > 0) {
@@ -317,6 +321,7 @@ static enum MHD_Result finish_request(struct http_server *srv, struct MHD_Connec
                                 path);
         }
     }
+    req.min_lsn = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "CRM-Min-LSN");
     handle_request(srv->app, &req, &res);
     json_decref(req.body);
     ret = send_response(conn, &res);

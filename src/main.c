@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "access.h"
+#include "audit.h"
 #include "config.h"
 #include "db.h"
 #include "handlers.h"
@@ -37,6 +38,15 @@ static PGconn *connect_with_wait(const char *conninfo, int wait_s)
             return NULL;
         db_sleep_ms(500);
     }
+}
+
+/* After the HTTP server stopped: flush the read audit, close the pools. */
+static void stop_app(struct app *app)
+{
+    audit_free(app->audit);
+    access_free(app->access);
+    db_pool_free(app->replica);
+    db_pool_free(app->pool);
 }
 
 static void print_progress(const char *message)
@@ -73,7 +83,7 @@ int main(int argc, char **argv)
 {
     struct config cfg;
     char err[256];
-    struct app app;
+    struct app app = {0};
     struct http_server *server;
     sigset_t stop_signals;
     int sig, left;
@@ -117,11 +127,18 @@ int main(int argc, char **argv)
     app.cfg = &cfg;
     app.pool = db_pool_new(cfg.database_url, cfg.pool_size, store_statements,
                            store_statement_count);
+    db_pool_set_prepared(app.pool, cfg.db_prepared != 0);
+    if (cfg.replica_url[0] != '\0') {
+        app.replica = db_pool_new(cfg.replica_url, cfg.pool_size, store_statements,
+                                  store_statement_count);
+        db_pool_set_prepared(app.replica, cfg.db_prepared != 0);
+        db_pool_set_fallback(app.replica, app.pool);
+    }
     app.access = access_new(app.pool, cfg.rate_limit);
+    app.audit = audit_new(app.pool, cfg.audit_flush_ms);
     server = http_start(&app);
     if (server == NULL) {
-        access_free(app.access);
-        db_pool_free(app.pool);
+        stop_app(&app);
         return 1;
     }
     fprintf(stderr, "crm-server: listening on %s port %d (pool %d, body limit %zu)\n", cfg.listen,
@@ -130,8 +147,7 @@ int main(int argc, char **argv)
     sigwait(&stop_signals, &sig);
     fprintf(stderr, "crm-server: %s received, draining\n", sig == SIGTERM ? "SIGTERM" : "SIGINT");
     left = http_drain_and_stop(server, cfg.drain_timeout);
-    access_free(app.access);
-    db_pool_free(app.pool);
+    stop_app(&app);
     if (left > 0) {
         fprintf(stderr, "crm-server: %d requests still running after %d s\n", left,
                 cfg.drain_timeout);

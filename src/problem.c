@@ -22,6 +22,7 @@ static const struct problem_def DEFS[PROBLEM_KIND_COUNT] = {
     [PROBLEM_INVALID_UTF8] = {400, "invalid-utf8", "Request is not valid UTF-8"},
     [PROBLEM_INVALID_UUID] = {400, "invalid-uuid", "Path contains an invalid UUID"},
     [PROBLEM_INVALID_QUERY] = {400, "invalid-query", "Invalid query parameter"},
+    [PROBLEM_INVALID_HEADER] = {400, "invalid-header", "Invalid request header"},
     [PROBLEM_UNAUTHORIZED] = {401, "unauthorized", "Missing or invalid API key"},
     [PROBLEM_FORBIDDEN] = {403, "forbidden", "Not allowed for this API key"},
     [PROBLEM_NOT_FOUND] = {404, "not-found", "Not found"},

@@ -125,3 +125,18 @@ const char *route_name(enum route route)
             return ROUTES[i].name;
     return "unknown";
 }
+
+bool route_reads_from_replica(enum route route)
+{
+    switch (route) {
+    case ROUTE_CUSTOMER_GET:
+    case ROUTE_CUSTOMER_LOOKUP:
+    case ROUTE_CUSTOMER_TIMELINE:
+    case ROUTE_SEGMENT_CUSTOMERS:
+    case ROUTE_SEGMENT_EXPORT:
+    case ROUTE_KPIS:
+        return true;
+    default:
+        return false;
+    }
+}

@@ -14,10 +14,12 @@
 const struct db_statement store_statements[] = {
     {"ping", "SELECT '1'::json"},
     {"resolve", "SELECT crm.resolve_customer($1::jsonb, $2::jsonb, $3, $4::uuid)"},
-    /* Personal-data reads write their audit row in the same round trip. */
-    {"profile", "SELECT crm.read_profile($1::uuid, $2::uuid, $3, 'customer.read')"},
-    {"lookup", "SELECT crm.read_profile(customer_id, $4::uuid, $5, 'customer.lookup') "
+    /* Profile, lookup and timeline reads write no audit row themselves (the
+     * server batches them, see audit.h), so a replica can answer them. */
+    {"profile", "SELECT crm.cached_profile($1::uuid)"},
+    {"lookup", "SELECT crm.cached_profile(customer_id) "
                "FROM crm.identifiers WHERE kind = $1 AND namespace = $2 AND value = $3"},
+    {"audit_reads", "SELECT crm.audit_reads($1::jsonb)"},
     {"authenticate", "SELECT crm.authenticate($1::uuid, $2)"},
     {"key_create", "SELECT crm.create_key($1::uuid, $2, $3, $4, $5, $6::uuid)"},
     {"key_list", "SELECT jsonb_build_object('items', coalesce(jsonb_agg(crm.key_doc(k) "
@@ -82,12 +84,10 @@ const struct db_statement store_statements[] = {
                 "$7, $8, NULL)"},
     {"customer_export", "SELECT crm.export_customer($1::uuid, $2::uuid, $3)"},
     {"customer_erase", "SELECT crm.erase_customer($1::uuid, $2::uuid, $3)"},
-    /* Erased: the gone document, no audit row; unknown: NULL; else audited. */
+    /* Erased: the gone document; unknown: NULL. */
     {"timeline", "SELECT coalesce(crm.gone_doc($1::uuid), "
-                 "(SELECT crm.timeline($1::uuid, $2::int, $3::timestamptz, $4::uuid, $5, $6, "
-                 "$7::timestamptz, $8::timestamptz) "
-                 "FROM (SELECT crm.audit_read($9::uuid, $10, 'customer.timeline', $1::uuid) "
-                 "WHERE crm.survivor_of($1::uuid) IS NOT NULL) AS a))"},
+                 "crm.timeline($1::uuid, $2::int, $3::timestamptz, $4::uuid, $5, $6, "
+                 "$7::timestamptz, $8::timestamptz))"},
 };
 const int store_statement_count = sizeof(store_statements) / sizeof(store_statements[0]);
 
@@ -121,19 +121,18 @@ enum db_status store_resolve(struct db_pool *pool, const struct resolve_request 
     return st;
 }
 
-enum db_status store_profile(struct db_pool *pool, const char *customer_id,
-                             const struct principal *who, json_t **out, char *err, size_t errlen)
+enum db_status store_profile(struct db_pool *pool, const char *customer_id, json_t **out,
+                             char *err, size_t errlen)
 {
-    const char *params[3] = {customer_id, who->key_id, role_name(who->role)};
-    return db_call_json(pool, "profile", 3, params, out, err, errlen);
+    const char *params[1] = {customer_id};
+    return db_call_json(pool, "profile", 1, params, out, err, errlen);
 }
 
-enum db_status store_lookup(struct db_pool *pool, const struct identifier *id,
-                            const struct principal *who, json_t **out, char *err, size_t errlen)
+enum db_status store_lookup(struct db_pool *pool, const struct identifier *id, json_t **out,
+                            char *err, size_t errlen)
 {
-    const char *params[5] = {id_kind_name(id->kind), id->namespace_, id->value, who->key_id,
-                             role_name(who->role)};
-    return db_call_json(pool, "lookup", 5, params, out, err, errlen);
+    const char *params[3] = {id_kind_name(id->kind), id->namespace_, id->value};
+    return db_call_json(pool, "lookup", 3, params, out, err, errlen);
 }
 
 enum db_status store_patch_traits(struct db_pool *pool, const char *customer_id,
@@ -287,11 +286,11 @@ enum db_status store_ingest_batch(struct db_pool *pool, struct interaction_reque
 }
 
 enum db_status store_timeline(struct db_pool *pool, const char *customer_id,
-                              const struct timeline_query *q, const struct principal *who,
-                              json_t **out, char *err, size_t errlen)
+                              const struct timeline_query *q, json_t **out, char *err,
+                              size_t errlen)
 {
     char limit[16];
-    const char *params[10];
+    const char *params[8];
     snprintf(limit, sizeof(limit), "%d", q->limit);
     params[0] = customer_id;
     params[1] = limit;
@@ -301,7 +300,5 @@ enum db_status store_timeline(struct db_pool *pool, const char *customer_id,
     params[5] = q->type;
     params[6] = q->since;
     params[7] = q->until;
-    params[8] = who->key_id;
-    params[9] = role_name(who->role);
-    return db_call_json(pool, "timeline", 10, params, out, err, errlen);
+    return db_call_json(pool, "timeline", 8, params, out, err, errlen);
 }

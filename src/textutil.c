@@ -211,3 +211,21 @@ long base64url_decode(const char *text, unsigned char *out, size_t outcap)
     out[o] = '\0';
     return (long)o;
 }
+
+/* Hex digits at text, at least 1 and at most 8; returns how many, or 0. */
+static size_t hex_run(const char *text)
+{
+    size_t n = 0;
+    while (n < 9 && isxdigit((unsigned char)text[n]))
+        n++;
+    return n <= 8 ? n : 0;
+}
+
+bool pg_lsn_valid(const char *text)
+{
+    size_t hi = hex_run(text), lo;
+    if (hi == 0 || text[hi] != '/')
+        return false;
+    lo = hex_run(text + hi + 1);
+    return lo > 0 && text[hi + 1 + lo] == '\0';
+}

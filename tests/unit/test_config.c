@@ -56,6 +56,10 @@ START_TEST(test_defaults)
     ck_assert(!cfg.help);
     ck_assert(!cfg.recompute_value);
     ck_assert_str_eq(cfg.as_of, "");
+    ck_assert_str_eq(cfg.replica_url, "");
+    ck_assert_int_eq(cfg.replica_wait_ms, 100);
+    ck_assert_int_eq(cfg.db_prepared, 1);
+    ck_assert_int_eq(cfg.audit_flush_ms, 50);
 
     /* argc 0 / argv with only the program name behave the same */
     ck_assert(config_load(&cfg, 0, argv, env_none, err, sizeof(err)));
@@ -89,6 +93,29 @@ START_TEST(test_env_overrides)
     ck_assert_int_eq(cfg.connection_timeout, 5);
     ck_assert_int_eq(cfg.db_wait, 0);
     ck_assert_int_eq(cfg.drain_timeout, 7);
+}
+END_TEST
+
+START_TEST(test_scale_out_settings)
+{
+    static const char *const env[] = {
+        "CRM_DATABASE_REPLICA_URL", "host=replica dbname=crm",
+        "CRM_REPLICA_WAIT_MS", "250",
+        "CRM_DB_PREPARED", "0",
+        NULL,
+    };
+    char *argv[] = {"crm-server", "--audit-flush-ms", "0"};
+    char *bad_prepared[] = {"crm-server", "--db-prepared", "2"};
+    char *bad_wait[] = {"crm-server", "--replica-wait-ms=-1"};
+    ck_assert_msg(load(ARGC(argv), argv, env), "failed: %s", err);
+    ck_assert_str_eq(cfg.replica_url, "host=replica dbname=crm");
+    ck_assert_int_eq(cfg.replica_wait_ms, 250);
+    ck_assert_int_eq(cfg.db_prepared, 0);
+    ck_assert_int_eq(cfg.audit_flush_ms, 0);
+    ck_assert(!load(ARGC(bad_prepared), bad_prepared, NULL));
+    ck_assert_ptr_nonnull(strstr(err, "--db-prepared"));
+    ck_assert(!load(ARGC(bad_wait), bad_wait, NULL));
+    ck_assert_ptr_nonnull(strstr(err, "--replica-wait-ms"));
 }
 END_TEST
 
@@ -328,6 +355,7 @@ static Suite *config_suite(void)
     tcase_add_test(tc, test_migrate_help_no_migrate);
     tcase_add_test(tc, test_recompute_value);
     tcase_add_test(tc, test_usage);
+    tcase_add_test(tc, test_scale_out_settings);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -176,6 +176,28 @@ START_TEST(test_not_found)
 }
 END_TEST
 
+START_TEST(test_replica_routes)
+{
+    int replica = 0;
+    ck_assert(route_reads_from_replica(ROUTE_CUSTOMER_GET));
+    ck_assert(route_reads_from_replica(ROUTE_CUSTOMER_LOOKUP));
+    ck_assert(route_reads_from_replica(ROUTE_CUSTOMER_TIMELINE));
+    ck_assert(route_reads_from_replica(ROUTE_SEGMENT_CUSTOMERS));
+    ck_assert(route_reads_from_replica(ROUTE_SEGMENT_EXPORT));
+    ck_assert(route_reads_from_replica(ROUTE_KPIS));
+    /* writes, and reads whose answer must include the caller's own writes */
+    ck_assert(!route_reads_from_replica(ROUTE_INTERACTION_CREATE));
+    ck_assert(!route_reads_from_replica(ROUTE_CUSTOMER_RESOLVE));
+    ck_assert(!route_reads_from_replica(ROUTE_SEGMENT_PREVIEW));
+    ck_assert(!route_reads_from_replica(ROUTE_CONTACT_DECISION));
+    ck_assert(!route_reads_from_replica(ROUTE_CUSTOMER_EXPORT));
+    ck_assert(!route_reads_from_replica(ROUTE_READY));
+    for (int r = 0; r < ROUTE_COUNT; r++)
+        replica += route_reads_from_replica((enum route)r);
+    ck_assert_int_eq(replica, 6);
+}
+END_TEST
+
 START_TEST(test_route_name)
 {
     static const struct {
@@ -228,6 +250,7 @@ static Suite *router_suite(void)
     tcase_add_test(tc, test_method_not_allowed);
     tcase_add_test(tc, test_not_found);
     tcase_add_test(tc, test_route_name);
+    tcase_add_test(tc, test_replica_routes);
     suite_add_tcase(s, tc);
     return s;
 }

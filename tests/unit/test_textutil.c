@@ -315,6 +315,26 @@ END_TEST
 
 /* ---- base64url ----------------------------------------------------------- */
 
+START_TEST(test_pg_lsn_valid)
+{
+    ck_assert(pg_lsn_valid("0/0"));
+    ck_assert(pg_lsn_valid("0/16B3748"));
+    ck_assert(pg_lsn_valid("16/b374d848"));
+    ck_assert(pg_lsn_valid("FFFFFFFF/FFFFFFFF"));
+    ck_assert(!pg_lsn_valid(""));
+    ck_assert(!pg_lsn_valid("/"));
+    ck_assert(!pg_lsn_valid("0/"));
+    ck_assert(!pg_lsn_valid("/0"));
+    ck_assert(!pg_lsn_valid("0x0/1"));
+    ck_assert(!pg_lsn_valid("123456789/0"));   /* 9 digits */
+    ck_assert(!pg_lsn_valid("0/123456789"));
+    ck_assert(!pg_lsn_valid("0/1 "));
+    ck_assert(!pg_lsn_valid(" 0/1"));
+    ck_assert(!pg_lsn_valid("0/1/2"));
+    ck_assert(!pg_lsn_valid("G/1"));
+}
+END_TEST
+
 START_TEST(test_base64url_known_vectors)
 {
     static const struct {
@@ -436,6 +456,7 @@ static Suite *textutil_suite(void)
 
     tc = tcase_create("base64url");
     tcase_add_test(tc, test_base64url_known_vectors);
+    tcase_add_test(tc, test_pg_lsn_valid);
     tcase_add_test(tc, test_base64url_round_trip);
     tcase_add_test(tc, test_base64url_invalid);
     tcase_add_test(tc, test_base64url_small_buffer);

@@ -1,0 +1,213 @@
+/*
+ * audit: a mutex-protected array of pending rows and one writer thread.
+ * The writer wakes every flush_ms (or when the batch is large), takes the
+ * whole array, turns it into one JSON array and calls crm.audit_reads; on
+ * failure the rows go back in front of the queue for the next round.
+ */
+#include "audit.h"
+
+#include <jansson.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "textutil.h"
+
+#define AUDIT_BATCH_WAKE 2000 /* wake the writer early at this many rows */
+
+struct audit_row {
+    char at[64];
+    char key_id[UUID_TEXT_LEN + 1];
+    enum role role;
+    char action[32];
+    char customer_id[UUID_TEXT_LEN + 1];
+};
+
+struct audit {
+    struct db_pool *pool;
+    int flush_ms;
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    pthread_t writer;
+    bool stopping;
+    struct audit_row *rows;
+    long count, capacity;
+    long written;
+};
+
+static void now_rfc3339(char *buf, size_t len)
+{
+    struct timespec ts;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    snprintf(buf, len, "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ", tm.tm_year + 1900, tm.tm_mon + 1,
+             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000);
+}
+
+/* Write rows[0..n) in one statement. */
+static bool write_rows(struct db_pool *pool, const struct audit_row *rows, long n)
+{
+    json_t *array = json_array(), *out = NULL;
+    char *text, err[256];
+    enum db_status st;
+    for (long i = 0; i < n; i++)
+        json_array_append_new(array, json_pack("{s:s, s:s, s:s, s:s, s:s}", "at", rows[i].at,
+                                               "key_id", rows[i].key_id, "role",
+                                               role_name(rows[i].role), "action", rows[i].action,
+                                               "customer_id", rows[i].customer_id));
+    text = json_dumps(array, JSON_COMPACT);
+    json_decref(array);
+    st = db_call_json(pool, "audit_reads", 1, (const char *const *)&text, &out, err, sizeof(err));
+    free(text);
+    json_decref(out);
+    if (st != DB_OK)
+        fprintf(stderr, "audit: writing %ld read-audit rows failed (kept, will retry): %s\n", n,
+                err);
+    return st == DB_OK;
+}
+
+/* Take the queue, write it, and put it back in front on failure. */
+static bool flush_once(struct audit *a)
+{
+    struct audit_row *batch;
+    long n;
+    bool ok;
+    pthread_mutex_lock(&a->lock);
+    batch = a->rows;
+    n = a->count;
+    a->rows = NULL;
+    a->count = a->capacity = 0;
+    pthread_mutex_unlock(&a->lock);
+    if (n == 0) {
+        free(batch);
+        return true;
+    }
+    ok = write_rows(a->pool, batch, n);
+    pthread_mutex_lock(&a->lock);
+    if (ok) {
+        a->written += n;
+    } else {
+        /* Newer rows arrived meanwhile: keep the old ones first. */
+        long total = n + a->count;
+        struct audit_row *merged = malloc((size_t)total * sizeof(*merged));
+        memcpy(merged, batch, (size_t)n * sizeof(*merged));
+        if (a->count > 0)
+            memcpy(merged + n, a->rows, (size_t)a->count * sizeof(*merged));
+        free(a->rows);
+        a->rows = merged;
+        a->count = a->capacity = total;
+    }
+    pthread_mutex_unlock(&a->lock);
+    free(batch);
+    return ok;
+}
+
+static void *writer_main(void *arg)
+{
+    struct audit *a = arg;
+    pthread_mutex_lock(&a->lock);
+    while (!a->stopping) {
+        struct timespec deadline;
+        clock_gettime(CLOCK_REALTIME, &deadline);
+        deadline.tv_nsec += (long)a->flush_ms * 1000000L;
+        deadline.tv_sec += deadline.tv_nsec / 1000000000L;
+        deadline.tv_nsec %= 1000000000L;
+        while (!a->stopping && a->count < AUDIT_BATCH_WAKE &&
+               pthread_cond_timedwait(&a->wake, &a->lock, &deadline) == 0)
+            ;
+        if (a->count == 0)
+            continue;
+        pthread_mutex_unlock(&a->lock);
+        flush_once(a);
+        pthread_mutex_lock(&a->lock);
+    }
+    pthread_mutex_unlock(&a->lock);
+    return NULL;
+}
+
+struct audit *audit_new(struct db_pool *pool, int flush_ms)
+{
+    struct audit *a = calloc(1, sizeof(*a));
+    a->pool = pool;
+    a->flush_ms = flush_ms;
+    pthread_mutex_init(&a->lock, NULL);
+    pthread_cond_init(&a->wake, NULL);
+    if (flush_ms > 0 && pthread_create(&a->writer, NULL, writer_main, a) != 0) {
+        fprintf(stderr, "audit: no writer thread; writing each row synchronously\n");
+        a->flush_ms = 0;
+    }
+    return a;
+}
+
+void audit_free(struct audit *a)
+{
+    if (a == NULL)
+        return;
+    if (a->flush_ms > 0) {
+        pthread_mutex_lock(&a->lock);
+        a->stopping = true;
+        pthread_cond_signal(&a->wake);
+        pthread_mutex_unlock(&a->lock);
+        pthread_join(a->writer, NULL);
+        for (int attempt = 0; attempt < 3 && !flush_once(a); attempt++)
+            db_sleep_ms(1000);
+        if (a->count > 0)
+            fprintf(stderr, "audit: %ld read-audit rows could not be written at shutdown\n",
+                    a->count);
+    }
+    pthread_mutex_destroy(&a->lock);
+    pthread_cond_destroy(&a->wake);
+    free(a->rows);
+    free(a);
+}
+
+bool audit_add(struct audit *a, const struct principal *who, const char *action,
+               const char *customer_id)
+{
+    struct audit_row row;
+    memset(&row, 0, sizeof(row));
+    now_rfc3339(row.at, sizeof(row.at));
+    snprintf(row.key_id, sizeof(row.key_id), "%s", who->key_id);
+    row.role = who->role;
+    snprintf(row.action, sizeof(row.action), "%s", action);
+    snprintf(row.customer_id, sizeof(row.customer_id), "%s", customer_id);
+    if (a->flush_ms == 0) {
+        bool ok = write_rows(a->pool, &row, 1);
+        if (ok) {
+            pthread_mutex_lock(&a->lock);
+            a->written++;
+            pthread_mutex_unlock(&a->lock);
+        }
+        return ok;
+    }
+    pthread_mutex_lock(&a->lock);
+    if (a->count >= AUDIT_QUEUE_MAX) {
+        pthread_mutex_unlock(&a->lock);
+        return false;
+    }
+    if (a->count == a->capacity) {
+        a->capacity = a->capacity ? a->capacity * 2 : 256;
+        a->rows = realloc(a->rows, (size_t)a->capacity * sizeof(*a->rows));
+    }
+    a->rows[a->count++] = row;
+    if (a->count == AUDIT_BATCH_WAKE)
+        pthread_cond_signal(&a->wake);
+    pthread_mutex_unlock(&a->lock);
+    return true;
+}
+
+bool audit_flush(struct audit *a)
+{
+    return a->flush_ms == 0 || flush_once(a);
+}
+
+void audit_stats(struct audit *a, long *queued, long *written)
+{
+    pthread_mutex_lock(&a->lock);
+    *queued = a->count;
+    *written = a->written;
+    pthread_mutex_unlock(&a->lock);
+}

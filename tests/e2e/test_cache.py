@@ -1,0 +1,208 @@
+#!/usr/bin/env python3
+"""End-to-end tests of the maintained profile document (sql/005_profile_cache.sql).
+
+A profile read stores the built document in crm.profile_cache; every write
+that changes what the profile shows invalidates it in the same transaction.
+These tests check that the cache is really used, that each kind of write
+invalidates it, that a consent recorded for a future time shows up once that
+time has come, that a value run invalidates every document, and that
+concurrent writes and reads never leave a stale document behind (the
+cached answer is compared with a fresh crm.profile() built by psql).
+"""
+import datetime
+import json
+import os
+import subprocess
+import sys
+import time
+import unittest
+import uuid
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+from harness import get, patch, post  # noqa: E402
+from test_api import run_concurrently  # noqa: E402
+
+
+def setUpModule():
+    harness.start_server()
+
+
+def tearDownModule():
+    harness.stop_server()
+
+
+def sql(q):
+    out = subprocess.run(["psql", "-X", "-tA", "-d", os.environ["CRM_DATABASE_URL"], "-c", q],
+                         check=True, capture_output=True, text=True, timeout=60)
+    return out.stdout.strip()
+
+
+def lit(s):
+    return "'" + str(s).replace("'", "''") + "'"
+
+
+def uid():
+    return uuid.uuid4().hex[:16]
+
+
+def new_customer():
+    r = post("/v1/customers:resolve", {
+        "identifiers": [{"kind": "email", "value": "cache-%s@example.com" % uid()}],
+        "source": "e2e-cache"})
+    assert r.status == 201, r
+    return r.body["customer_id"]
+
+
+def interaction(cid, **fields):
+    body = {"customer_id": cid, "source": "e2e-cache", "external_id": "c-" + uid(),
+            "channel": "web", "type": "purchase", "occurred_at": "2026-11-20T15:04:05Z",
+            "amount": "10.00", "currency": "EUR"}
+    body.update(fields)
+    return body
+
+
+def cache_state(cid):
+    """'hit' (document stored), 'stale' (row without document) or 'none'."""
+    out = sql("SELECT CASE WHEN doc IS NULL THEN 'stale' ELSE 'hit' END "
+              "FROM crm.profile_cache WHERE customer_id = %s" % lit(cid))
+    return out or "none"
+
+
+def fresh_profile(cid):
+    """The profile built from the tables now, bypassing the cache."""
+    return json.loads(sql("SELECT coalesce(crm.gone_doc(%s), crm.profile(%s))"
+                          % (lit(cid), lit(cid))))
+
+
+def rfc3339(t):
+    return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class CacheTests(harness.CrmTestCase):
+    def read(self, cid):
+        return self.assertJson(get("/v1/customers/%s" % cid), 200)
+
+    def assertFresh(self, cid, doc):
+        self.assertEqual(doc, fresh_profile(cid))
+
+    def test_read_stores_and_write_invalidates(self):
+        cid = new_customer()
+        self.read(cid)
+        self.assertEqual(cache_state(cid), "hit")
+        self.assertJson(post("/v1/interactions", interaction(cid)), 201)
+        self.assertEqual(cache_state(cid), "stale")
+        doc = self.read(cid)
+        self.assertEqual(doc["aggregates"]["interaction_count"], 1)
+        self.assertEqual(cache_state(cid), "hit")
+        self.assertFresh(cid, doc)
+
+    def test_a_hit_is_served_from_the_cache(self):
+        # Proof that reads use the stored document: plant a marker in it.
+        cid = new_customer()
+        self.read(cid)
+        sql("UPDATE crm.profile_cache SET doc = doc || '{\"planted\": true}' "
+            "WHERE customer_id = %s" % lit(cid))
+        self.assertTrue(self.read(cid).get("planted"))
+        # and any write drops it
+        self.assertJson(patch("/v1/customers/%s/traits" % cid,
+                              {"source": "e2e-cache", "traits": {"first_name": "Ada"}}), 200)
+        doc = self.read(cid)
+        self.assertNotIn("planted", doc)
+        self.assertEqual(doc["traits"]["first_name"], "Ada")
+
+    def test_every_kind_of_write_shows_up(self):
+        cid = new_customer()
+        self.read(cid)
+        self.assertJson(patch("/v1/customers/%s/preferences" % cid, {
+            "source": "e2e-cache", "preferences": {"language": "de"}}), 200)
+        self.assertEqual(self.read(cid)["preferences"]["language"], "de")
+        self.assertJson(post("/v1/customers/%s/consents" % cid, {
+            "purpose": "marketing", "channel": "email", "status": "granted",
+            "source": "e2e-cache", "occurred_at": "2026-01-01T00:00:00Z"}), 201)
+        self.assertEqual([c["status"] for c in self.read(cid)["consents"]], ["granted"])
+        self.assertJson(post("/v1/interactions", interaction(cid, tags=["premium_support"])), 201)
+        doc = self.read(cid)
+        self.assertEqual([n["need"] for n in doc["needs"]], ["premium_support"])
+        phone = "+4930%07d" % (uuid.uuid4().int % 10**7)
+        self.assertJson(post("/v1/customers:resolve", {
+            "identifiers": [{"kind": "email", "value": doc["identifiers"][0]["value"]},
+                            {"kind": "phone", "value": phone}],
+            "source": "e2e-cache"}), 200)
+        doc = self.read(cid)
+        self.assertIn("phone", [i["kind"] for i in doc["identifiers"]])
+        self.assertFresh(cid, doc)
+
+    def test_merge_and_unmerge_update_both_documents(self):
+        a, b = new_customer(), new_customer()
+        self.read(a)
+        self.read(b)
+        self.assertJson(post("/v1/admin/merges", {"survivor_id": a, "absorbed_id": b,
+                                                  "reason": "e2e cache"}), 200)
+        doc = self.read(a)
+        self.assertEqual(doc["merged_ids"], [b])
+        via_b = self.read(b)
+        self.assertEqual(via_b["merged_into"], a)
+        self.assertEqual(via_b["requested_id"], b)
+        self.assertEqual(len(doc["identifiers"]), 2)
+        self.assertJson(post("/v1/admin/unmerge", {"customer_id": b, "reason": "e2e cache"}), 200)
+        self.assertEqual(self.read(a)["merged_ids"], [])
+        self.assertNotIn("merged_into", self.read(b))
+        self.assertFresh(a, self.read(a))
+        self.assertFresh(b, self.read(b))
+
+    def test_future_consent_becomes_current_without_a_write(self):
+        cid = new_customer()
+        at = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=2)
+        self.assertJson(post("/v1/customers/%s/consents" % cid, {
+            "purpose": "marketing", "channel": "sms", "status": "granted",
+            "source": "e2e-cache", "occurred_at": rfc3339(at)}), 201)
+        self.assertEqual(self.read(cid)["consents"], [])
+        self.assertEqual(cache_state(cid), "hit")
+        time.sleep(max(0.0, (at - datetime.datetime.now(datetime.timezone.utc))
+                       .total_seconds()) + 0.3)
+        self.assertEqual([c["channel"] for c in self.read(cid)["consents"]], ["sms"])
+
+    def test_erasure_replaces_the_document(self):
+        cid = new_customer()
+        self.read(cid)
+        self.assertJson(harness.request("DELETE", "/v1/customers/%s" % cid), 200)
+        self.assertProblem(get("/v1/customers/%s" % cid), 410, "gone")
+
+    def test_value_run_invalidates_every_document(self):
+        cid = new_customer()
+        self.assertJson(post("/v1/interactions", interaction(cid)), 201)
+        self.read(cid)
+        epoch = int(sql("SELECT epoch FROM crm.profile_cache_epoch"))
+        self.assertJson(post("/v1/value:recompute", {}), 200)
+        self.assertGreater(int(sql("SELECT epoch FROM crm.profile_cache_epoch")), epoch)
+        doc = self.read(cid)
+        self.assertIsNotNone(doc["value"])
+        self.assertFresh(cid, doc)
+
+    def test_concurrent_writes_and_reads_leave_no_stale_document(self):
+        cid = new_customer()
+        writers, per_writer = 4, 15
+
+        def work(i):
+            if i < writers:
+                for _ in range(per_writer):
+                    r = post("/v1/interactions", interaction(cid))
+                    if r.status != 201:
+                        return r
+            else:
+                for _ in range(per_writer * 2):
+                    r = get("/v1/customers/%s" % cid)
+                    if r.status != 200:
+                        return r
+            return None
+
+        results = run_concurrently(writers * 2, work)
+        self.assertEqual([r for r in results if r is not None], [])
+        doc = self.read(cid)
+        self.assertEqual(doc["aggregates"]["interaction_count"], writers * per_writer)
+        self.assertFresh(cid, doc)
+
+
+if __name__ == "__main__":
+    harness.main()
