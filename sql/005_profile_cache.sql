@@ -167,3 +167,138 @@ BEGIN
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN to_jsonb(n);
 END $$;
+
+-- ---- batch ingestion -----------------------------------------------------------
+
+-- A whole batch in one call. p_items is a JSON array of valid items, as the
+-- server sends them: {customer_id | identifiers, new_customer_id,
+-- interaction_id, source, external_id, channel, type, occurred_at, amount,
+-- currency, cost, tags, payload}. Customers are found item by item, in
+-- order (duplicates first, so a redelivery creates or merges nobody), as
+-- crm.ingest does; then all new interactions, their aggregates and needs are
+-- written with one statement each. Returns one result per item, in order,
+-- shaped as crm.ingest's. An error fails the whole call; the server then
+-- stores the batch item by item (crm.ingest under savepoints).
+CREATE FUNCTION crm.ingest_batch(p_items jsonb) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    n int := jsonb_array_length(p_items);
+    results jsonb[] := array_fill(NULL::jsonb, ARRAY[n]);
+    owner uuid[] := array_fill(NULL::uuid, ARRAY[n]);  -- the customer found for each item
+    origin uuid[] := array_fill(NULL::uuid, ARRAY[n]);
+    r record;
+    resolved jsonb;
+    cid uuid;
+BEGIN
+    FOR r IN
+        SELECT x.ord::int AS ord, x.item, d.interaction_id AS dup_id, d.customer_id AS dup_customer,
+               row_number() OVER (PARTITION BY x.item->>'source', x.item->>'external_id'
+                                  ORDER BY x.ord) AS nth
+          FROM jsonb_array_elements(p_items) WITH ORDINALITY AS x(item, ord)
+          LEFT JOIN crm.interactions d
+            ON d.source = x.item->>'source' AND d.external_id = x.item->>'external_id'
+         ORDER BY x.ord
+    LOOP
+        IF r.dup_id IS NOT NULL THEN
+            results[r.ord] := jsonb_build_object('status', 'duplicate', 'interaction_id', r.dup_id,
+                                                 'customer_id', r.dup_customer);
+            CONTINUE;
+        END IF;
+        CONTINUE WHEN r.nth > 1; -- a repeat within the batch: answered after the insert
+        IF r.item ? 'customer_id' THEN
+            cid := crm.lock_survivor((r.item->>'customer_id')::uuid);
+            IF cid IS NULL THEN
+                results[r.ord] := jsonb_build_object('status', 'not_found');
+                CONTINUE;
+            END IF;
+            origin[r.ord] := (r.item->>'customer_id')::uuid;
+        ELSE
+            resolved := crm.resolve(r.item->'identifiers', r.item->>'source',
+                                    (r.item->>'new_customer_id')::uuid);
+            IF resolved->>'status' = 'blocked' THEN
+                results[r.ord] := resolved;
+                CONTINUE;
+            END IF;
+            cid := (resolved->>'customer_id')::uuid;
+            origin[r.ord] := cid;
+            IF jsonb_array_length(coalesce(resolved->'conflicts', '[]')) > 0
+               OR jsonb_array_length(coalesce(resolved->'ignored', '[]')) > 0 THEN
+                results[r.ord] := jsonb_build_object('conflicts', resolved->'conflicts',
+                                                     'ignored', resolved->'ignored');
+            END IF;
+        END IF;
+        owner[r.ord] := cid;
+    END LOOP;
+
+    -- A later item's resolve may have merged an earlier item's customer:
+    -- write to the survivor (merges flatten chains, so one hop).
+    WITH todo AS (
+        SELECT x.ord::int AS ord, x.item, coalesce(c.merged_into, c.customer_id) AS customer_id,
+               origin[x.ord] AS origin_id
+          FROM jsonb_array_elements(p_items) WITH ORDINALITY AS x(item, ord)
+          JOIN crm.customers c ON c.customer_id = owner[x.ord]
+    ), ins AS (
+        INSERT INTO crm.interactions (interaction_id, customer_id, source, external_id, channel,
+                                      type, occurred_at, amount, currency, cost, tags, payload,
+                                      origin_customer_id, resolved_by)
+        SELECT (item->>'interaction_id')::uuid, customer_id, item->>'source',
+               item->>'external_id', item->>'channel', item->>'type',
+               (item->>'occurred_at')::timestamptz, (item->>'amount')::numeric,
+               item->>'currency', (item->>'cost')::numeric,
+               ARRAY(SELECT jsonb_array_elements_text(coalesce(item->'tags', '[]'))),
+               coalesce(item->'payload', '{}'), origin_id, item->'identifiers'
+          FROM todo ORDER BY ord
+        ON CONFLICT (source, external_id) DO NOTHING
+        RETURNING interaction_id, customer_id, channel, type, occurred_at, amount, currency,
+                  cost, tags
+    ), stats AS (
+        INSERT INTO crm.interaction_stats AS s (customer_id, channel, type, currency, n, amount,
+                                               cost, first_at, last_at)
+        SELECT customer_id, channel, type, coalesce(currency, ''), count(*),
+               sum(coalesce(amount, 0)), sum(coalesce(cost, 0)), min(occurred_at),
+               max(occurred_at)
+          FROM ins GROUP BY customer_id, channel, type, coalesce(currency, '')
+        ON CONFLICT (customer_id, channel, type, currency) DO UPDATE
+            SET n = s.n + excluded.n, amount = s.amount + excluded.amount,
+                cost = s.cost + excluded.cost, first_at = least(s.first_at, excluded.first_at),
+                last_at = greatest(s.last_at, excluded.last_at)
+    ), needs AS (
+        INSERT INTO crm.customer_needs AS s (customer_id, need, n, first_at, last_at)
+        SELECT ins.customer_id, t, count(*), min(ins.occurred_at), max(ins.occurred_at)
+          FROM ins, unnest(ins.tags) AS t GROUP BY ins.customer_id, t
+        ON CONFLICT (customer_id, need) DO UPDATE
+            SET n = s.n + excluded.n, first_at = least(s.first_at, excluded.first_at),
+                last_at = greatest(s.last_at, excluded.last_at)
+    )
+    SELECT array_agg(
+               CASE WHEN ins.interaction_id IS NOT NULL
+                    THEN jsonb_build_object('status', 'created',
+                                            'interaction_id', ins.interaction_id,
+                                            'customer_id', ins.customer_id)
+                         || coalesce(results[todo.ord], '{}')
+                    ELSE results[todo.ord] END
+               ORDER BY todo.ord)
+      INTO results
+      FROM generate_series(1, n) AS todo(ord)
+      LEFT JOIN ins ON ins.interaction_id = (p_items->(todo.ord - 1)->>'interaction_id')::uuid;
+
+    -- Items that lost to a repeat within the batch or to a concurrent
+    -- delivery of the same key: answer with the stored interaction, or,
+    -- when the first of the repeats stored nothing, with its answer.
+    SELECT array_agg(
+               CASE WHEN results[x.ord] ? 'status' THEN results[x.ord]
+                    WHEN d.interaction_id IS NOT NULL
+                    THEN jsonb_build_object('status', 'duplicate',
+                                            'interaction_id', d.interaction_id,
+                                            'customer_id', d.customer_id)
+                    ELSE results[x.first_ord] END
+               ORDER BY x.ord)
+      INTO results
+      FROM (SELECT ord::int AS ord, item,
+                   (min(ord) OVER (PARTITION BY item->>'source', item->>'external_id'))::int
+                       AS first_ord
+              FROM jsonb_array_elements(p_items) WITH ORDINALITY AS e(item, ord)) AS x
+      LEFT JOIN crm.interactions d
+        ON d.source = x.item->>'source' AND d.external_id = x.item->>'external_id';
+    RETURN to_jsonb(results);
+END $$;

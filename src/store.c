@@ -1,15 +1,21 @@
 /*
  * store: each API operation is one prepared statement calling a crm.* SQL
  * function that does the work in one transaction and answers with JSON.
- * The batch path is the exception: it runs the ingest statement once per
- * item inside one transaction, with a savepoint per item so that one
- * failing item does not take the others with it.
+ * A batch is one call of crm.ingest_batch (set-based); only if that fails
+ * does it run the ingest statement once per item inside one transaction,
+ * with a savepoint per item, so that one failing item does not take the
+ * others with it.
  */
 #include "store.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#define INGEST_SQL                                                                         \
+    "SELECT crm.ingest($1::uuid, $2::jsonb, $3::uuid, $4::uuid, $5, $6, $7, $8, "          \
+    "$9::timestamptz, $10::numeric, $11, $12::numeric, "                                   \
+    "ARRAY(SELECT jsonb_array_elements_text($13::jsonb)), $14::jsonb)"
 
 const struct db_statement store_statements[] = {
     {"ping", "SELECT '1'::json"},
@@ -20,15 +26,14 @@ const struct db_statement store_statements[] = {
     {"lookup", "SELECT crm.cached_profile(customer_id) "
                "FROM crm.identifiers WHERE kind = $1 AND namespace = $2 AND value = $3"},
     {"audit_reads", "SELECT crm.audit_reads($1::jsonb)"},
+    {"ingest_batch", "SELECT crm.ingest_batch($1::jsonb)"},
     {"authenticate", "SELECT crm.authenticate($1::uuid, $2)"},
     {"key_create", "SELECT crm.create_key($1::uuid, $2, $3, $4, $5, $6::uuid)"},
     {"key_list", "SELECT jsonb_build_object('items', coalesce(jsonb_agg(crm.key_doc(k) "
                  "ORDER BY k.created_at), '[]')) FROM crm.api_keys k"},
     {"key_revoke", "SELECT crm.revoke_key($1::uuid, $2::uuid)"},
     {"patch_traits", "SELECT crm.patch_traits($1::uuid, $2::jsonb, $3)"},
-    {"ingest", "SELECT crm.ingest($1::uuid, $2::jsonb, $3::uuid, $4::uuid, $5, $6, $7, $8, "
-               "$9::timestamptz, $10::numeric, $11, $12::numeric, "
-               "ARRAY(SELECT jsonb_array_elements_text($13::jsonb)), $14::jsonb)"},
+    {"ingest", INGEST_SQL},
     {"segment_create",
      "INSERT INTO crm.segments (segment_id, name, description, rule) "
      "VALUES ($1::uuid, $2, $3, $4::jsonb) ON CONFLICT (name) DO NOTHING "
@@ -229,7 +234,7 @@ static enum db_status batch_attempt(PGconn *pg, struct interaction_request *cons
             if (!run_simple(pg, "SAVEPOINT item"))
                 goto broken;
             ingest_params_init(&p, reqs[i]);
-            res = PQexecPrepared(pg, "ingest", 14, p.values, NULL, NULL, 0);
+            res = PQexecParams(pg, INGEST_SQL, 14, NULL, p.values, NULL, NULL, 0);
             ingest_params_free(&p);
             if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
                 results[i] = json_loads(PQgetvalue(res, 0, 0), 0, NULL);
@@ -264,8 +269,8 @@ broken:
     return DB_UNAVAILABLE;
 }
 
-enum db_status store_ingest_batch(struct db_pool *pool, struct interaction_request *const *reqs,
-                                  int count, json_t **results, char *err, size_t errlen)
+static enum db_status ingest_itemwise(struct db_pool *pool, struct interaction_request *const *reqs,
+                                      int count, json_t **results, char *err, size_t errlen)
 {
     enum db_status st = DB_UNAVAILABLE;
     snprintf(err, errlen, "database unavailable");
@@ -282,6 +287,71 @@ enum db_status store_ingest_batch(struct db_pool *pool, struct interaction_reque
         if (st == DB_OK || !retry)
             return st;
     }
+    return st;
+}
+
+/* One batch item as crm.ingest_batch reads it. */
+static json_t *batch_item_json(const struct interaction_request *req)
+{
+    char new_customer[UUID_TEXT_LEN + 1], interaction_id[UUID_TEXT_LEN + 1];
+    json_t *item;
+    uuid_new(new_customer);
+    uuid_new(interaction_id);
+    item = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:O}", "new_customer_id", new_customer,
+                     "interaction_id", interaction_id, "source", req->source, "external_id",
+                     req->external_id, "channel", req->channel, "type", req->type,
+                     "occurred_at", req->occurred_at, "tags", req->tags);
+    if (req->by_customer_id)
+        json_object_set_new(item, "customer_id", json_string(req->customer_id));
+    else
+        json_object_set_new(item, "identifiers", identifiers_to_json(&req->ids));
+    if (req->has_amount)
+        json_object_set_new(item, "amount", json_string(req->amount));
+    if (req->has_cost)
+        json_object_set_new(item, "cost", json_string(req->cost));
+    if (req->currency[0])
+        json_object_set_new(item, "currency", json_string(req->currency));
+    if (req->payload != NULL)
+        json_object_set(item, "payload", req->payload);
+    return item;
+}
+
+enum db_status store_ingest_batch(struct db_pool *pool, struct interaction_request *const *reqs,
+                                  int count, json_t **results, char *err, size_t errlen)
+{
+    json_t *items = json_array(), *out = NULL;
+    int *index = calloc((size_t)count + 1, sizeof(*index)), sent = 0;
+    char *text;
+    enum db_status st;
+    for (int i = 0; i < count; i++) {
+        if (reqs[i] == NULL)
+            continue;
+        json_array_append_new(items, batch_item_json(reqs[i]));
+        index[sent++] = i;
+    }
+    if (sent == 0) {
+        json_decref(items);
+        free(index);
+        return DB_OK;
+    }
+    text = json_dumps(items, JSON_COMPACT);
+    json_decref(items);
+    st = db_call_json(pool, "ingest_batch", 1, (const char *const *)&text, &out, err, errlen);
+    free(text);
+    if (st == DB_OK && json_is_array(out) && json_array_size(out) == (size_t)sent) {
+        for (int k = 0; k < sent; k++) {
+            json_t *r = json_array_get(out, (size_t)k);
+            results[index[k]] = json_is_object(r) ? json_incref(r) : NULL;
+        }
+    } else if (st != DB_UNAVAILABLE) {
+        /* Some item makes the set-based statement fail: store item by item,
+         * so that only that item fails. */
+        fprintf(stderr, "store: batch of %d falls back to item by item: %s\n", sent,
+                st == DB_OK ? "unexpected answer" : err);
+        st = ingest_itemwise(pool, reqs, count, results, err, errlen);
+    }
+    json_decref(out);
+    free(index);
     return st;
 }
 

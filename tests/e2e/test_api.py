@@ -12,6 +12,7 @@ import json
 import os
 import random
 import re
+import subprocess
 import sys
 import threading
 import time
@@ -86,6 +87,12 @@ def interaction(customer_id=None, identifiers=None, **fields):
 
 def ingest(customer_id=None, identifiers=None, **fields):
     return post("/v1/interactions", interaction(customer_id, identifiers, **fields))
+
+
+def psql(q):
+    subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d",
+                    os.environ["CRM_DATABASE_URL"], "-c", q],
+                   check=True, capture_output=True, text=True, timeout=60)
 
 
 def profile(customer_id):
@@ -677,6 +684,98 @@ class BatchTests(ApiTestCase):
         self.assertEqual((body2["created"], body2["duplicates"], body2["failed"]), (0, 2, 0))
         self.assertEqual([x["interaction_id"] for x in body2["results"]],
                          [res[0]["interaction_id"], res[3]["interaction_id"]])
+
+    def test_items_resolve_in_order_and_merge(self):
+        # Item 0 creates a customer by email, item 1 finds it by the same
+        # email, item 2 creates another by phone, item 3 links both (merge):
+        # every interaction ends up on the survivor, with aggregates and needs
+        # counted once each, as if the items had been posted one by one.
+        mail, phone = new_email("bord"), new_phone()[0]
+        items = [
+            interaction(identifiers=[email_id(mail)], type="purchase", amount=10,
+                        currency="EUR", tags=["gifts"], occurred_at="2026-03-01T10:00:00Z"),
+            interaction(identifiers=[email_id(mail)], type="purchase", amount=5,
+                        currency="EUR", tags=["gifts", "premium_support"],
+                        occurred_at="2026-03-02T10:00:00Z"),
+            interaction(identifiers=[phone_id(phone)], type="complaint", channel="phone",
+                        tags=["premium_support"], occurred_at="2026-03-03T10:00:00Z"),
+            interaction(identifiers=[email_id(mail), phone_id(phone)], type="page_view",
+                        occurred_at="2026-03-04T10:00:00Z"),
+        ]
+        body = self.assertJson(post("/v1/interactions:batch", {"items": items}), 200)
+        self.assertEqual((body["created"], body["duplicates"], body["failed"]), (4, 0, 0), body)
+        res = body["results"]
+        # Results name the customer that holds the interaction after the
+        # whole batch: the merge's survivor.
+        survivor = res[3]["customer_id"]
+        self.assertEqual({r["customer_id"] for r in res}, {survivor})
+        doc = self.assertJson(profile(survivor), 200)
+        self.assertEqual(len(doc["merged_ids"]), 1)
+        self.assertEqual(sorted(i["kind"] for i in doc["identifiers"]), ["email", "phone"])
+        agg = doc["aggregates"]
+        self.assertEqual(agg["interaction_count"], 4)
+        self.assertEqual(agg["by_type"], {"purchase": 2, "complaint": 1, "page_view": 1})
+        self.assertEqual(agg["complaints"], 1)
+        self.assertMoney(agg["revenue"], {"EUR": 15})
+        self.assertEqual(agg["first_seen"], "2026-03-01T10:00:00.000000Z")
+        self.assertEqual(agg["last_seen"], "2026-03-04T10:00:00.000000Z")
+        self.assertEqual({n["need"]: n["count"] for n in doc["needs"]},
+                         {"gifts": 2, "premium_support": 2})
+        self.assertEqual(sorted(i["interaction_id"] for i in self.all_items(survivor)),
+                         sorted(r["interaction_id"] for r in res))
+
+    def test_repeats_within_a_batch(self):
+        cid = self.create_customer()
+        first = interaction(cid, type="purchase", amount=3, currency="EUR")
+        missing = interaction(str(uuid.uuid4()))
+        items = [first, dict(first), missing, dict(missing), dict(first, amount=99)]
+        body = self.assertJson(post("/v1/interactions:batch", {"items": items}), 200)
+        self.assertEqual((body["created"], body["duplicates"], body["failed"]), (1, 2, 2), body)
+        res = body["results"]
+        self.assertEqual([x["status"] for x in res],
+                         ["created", "duplicate", "failed", "failed", "duplicate"])
+        self.assertEqual(res[1]["interaction_id"], res[0]["interaction_id"])
+        self.assertEqual(res[4]["interaction_id"], res[0]["interaction_id"])
+        self.assertProblemDoc(res[3]["problem"], 404, "not-found")
+        doc = self.assertJson(profile(cid), 200)
+        self.assertEqual(doc["aggregates"]["interaction_count"], 1)
+        self.assertMoney(doc["aggregates"]["revenue"], {"EUR": 3})
+
+    def test_concurrent_batches_to_one_customer(self):
+        cid = self.create_customer()
+        per_batch, batches = 25, 6
+
+        def send(i):
+            items = [interaction(cid, type="purchase", amount=1, currency="EUR",
+                                 tags=["t%d" % (k % 3)]) for k in range(per_batch)]
+            return post("/v1/interactions:batch", {"items": items})
+
+        results = run_concurrently(batches, send)
+        for r in results:
+            self.assertEqual(self.assertJson(r, 200)["created"], per_batch)
+        doc = self.assertJson(profile(cid), 200)
+        self.assertEqual(doc["aggregates"]["interaction_count"], per_batch * batches)
+        self.assertMoney(doc["aggregates"]["revenue"], {"EUR": per_batch * batches})
+        self.assertEqual(sum(n["count"] for n in doc["needs"]), per_batch * batches)
+
+    def test_one_failing_item_does_not_fail_the_others(self):
+        # A trigger that rejects one external_id makes the set-based batch
+        # statement fail; the server then stores item by item.
+        marker = "poison-" + uid()
+        psql("CREATE OR REPLACE FUNCTION public.e2e_poison() RETURNS trigger LANGUAGE plpgsql "
+             "AS $$BEGIN IF NEW.external_id LIKE 'poison-%' THEN "
+             "RAISE EXCEPTION 'poisoned item'; END IF; RETURN NEW; END $$")
+        psql("CREATE TRIGGER e2e_poison BEFORE INSERT ON crm.interactions "
+             "FOR EACH ROW EXECUTE FUNCTION public.e2e_poison()")
+        try:
+            cid = self.create_customer()
+            items = [interaction(cid), interaction(cid, external_id=marker), interaction(cid)]
+            body = self.assertJson(post("/v1/interactions:batch", {"items": items}), 200)
+        finally:
+            psql("DROP TRIGGER e2e_poison ON crm.interactions")
+        self.assertEqual((body["created"], body["duplicates"], body["failed"]), (2, 0, 1), body)
+        self.assertProblemDoc(body["results"][1]["problem"], 500, "internal-error")
+        self.assertEqual(self.assertJson(profile(cid), 200)["aggregates"]["interaction_count"], 2)
 
     def test_bad_envelopes(self):
         cases = [("empty items", {"items": []}, "/items"),
