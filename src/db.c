@@ -21,6 +21,14 @@ struct db_conn {
     bool in_use;
 };
 
+/* A thread waiting for a connection; released connections are handed to
+ * the oldest waiter first, so no request waits behind later arrivals. */
+struct db_waiter {
+    pthread_cond_t handed;
+    struct db_conn *conn; /* set by db_release when handed over */
+    struct db_waiter *next;
+};
+
 struct db_pool {
     char *conninfo;
     const char *name;          /* "primary" or "replica", reported by db_served_by */
@@ -32,7 +40,7 @@ struct db_pool {
     int size;
     struct db_conn *conns;
     pthread_mutex_t lock;
-    pthread_cond_t freed;
+    struct db_waiter *waiters_head, *waiters_tail;
 };
 
 static _Thread_local const char *served_by = "primary";
@@ -87,7 +95,6 @@ struct db_pool *db_pool_new(const char *conninfo, int size, const struct db_stat
     pool->prepared = true;
     pool->conns = calloc((size_t)size, sizeof(struct db_conn));
     pthread_mutex_init(&pool->lock, NULL);
-    pthread_cond_init(&pool->freed, NULL);
     return pool;
 }
 
@@ -115,7 +122,6 @@ void db_pool_free(struct db_pool *pool)
         if (pool->conns[i].pg != NULL)
             PQfinish(pool->conns[i].pg);
     pthread_mutex_destroy(&pool->lock);
-    pthread_cond_destroy(&pool->freed);
     free(pool->conns);
     free(pool->conninfo);
     free(pool);
@@ -136,22 +142,47 @@ struct db_conn *db_acquire(struct db_pool *pool, int timeout_ms)
     }
 
     pthread_mutex_lock(&pool->lock);
-    for (;;) {
-        /* Prefer an open idle connection; else any idle slot. */
+    /* Prefer an open idle connection; else any idle slot; but never jump
+     * the queue of threads already waiting. */
+    if (pool->waiters_head == NULL) {
         for (int i = 0; i < pool->size && conn == NULL; i++)
             if (!pool->conns[i].in_use && pool->conns[i].pg != NULL)
                 conn = &pool->conns[i];
         for (int i = 0; i < pool->size && conn == NULL; i++)
             if (!pool->conns[i].in_use)
                 conn = &pool->conns[i];
-        if (conn != NULL)
-            break;
-        if (pthread_cond_timedwait(&pool->freed, &pool->lock, &deadline) == ETIMEDOUT) {
+    }
+    if (conn != NULL) {
+        conn->in_use = true;
+    } else {
+        struct db_waiter me = {.conn = NULL, .next = NULL};
+        pthread_cond_init(&me.handed, NULL);
+        if (pool->waiters_tail != NULL)
+            pool->waiters_tail->next = &me;
+        else
+            pool->waiters_head = &me;
+        pool->waiters_tail = &me;
+        while (me.conn == NULL &&
+               pthread_cond_timedwait(&me.handed, &pool->lock, &deadline) != ETIMEDOUT)
+            ;
+        if (me.conn == NULL) {
+            /* Timed out: leave the queue (it may be anywhere in it). */
+            struct db_waiter **p = &pool->waiters_head, *prev = NULL;
+            while (*p != &me) {
+                prev = *p;
+                p = &(*p)->next;
+            }
+            *p = me.next;
+            if (pool->waiters_tail == &me)
+                pool->waiters_tail = prev;
+        }
+        pthread_cond_destroy(&me.handed);
+        conn = me.conn; /* already marked in use by db_release */
+        if (conn == NULL) {
             pthread_mutex_unlock(&pool->lock);
             return NULL;
         }
     }
-    conn->in_use = true;
     pthread_mutex_unlock(&pool->lock);
 
     if (conn->pg != NULL && PQstatus(conn->pg) != CONNECTION_OK) {
@@ -181,8 +212,17 @@ void db_release(struct db_pool *pool, struct db_conn *conn, bool broken)
         PQfinish(conn->pg);
         conn->pg = NULL;
     }
-    conn->in_use = false;
-    pthread_cond_signal(&pool->freed);
+    if (pool->waiters_head != NULL) {
+        /* Hand it straight to the oldest waiter; it stays in use. */
+        struct db_waiter *w = pool->waiters_head;
+        pool->waiters_head = w->next;
+        if (pool->waiters_head == NULL)
+            pool->waiters_tail = NULL;
+        w->conn = conn;
+        pthread_cond_signal(&w->handed);
+    } else {
+        conn->in_use = false;
+    }
     pthread_mutex_unlock(&pool->lock);
 }
 
