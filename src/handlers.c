@@ -552,6 +552,8 @@ done:
 static bool choose_read_pool(struct app *app, struct request *req, struct response *res)
 {
     req->reads = app->pool;
+    if (req->min_lsn != NULL && req->min_lsn[0] == '\0')
+        req->min_lsn = NULL; /* an empty header is no header */
     if (app->replica == NULL || !route_reads_from_replica(req->match->route))
         return true;
     if (req->min_lsn != NULL && !pg_lsn_valid(req->min_lsn)) {

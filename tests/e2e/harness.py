@@ -43,8 +43,9 @@ _MISSING = object()
 
 
 class Server:
-    def __init__(self, binary, db_url, log_dir):
+    def __init__(self, binary, db_url, log_dir, extra_args=()):
         self.binary = binary
+        self.extra_args = list(extra_args)
         self.db_url = db_url
         self.log_dir = log_dir
         self.port = None
@@ -75,7 +76,7 @@ class Server:
             self._log_file = open(self.log_path, "wb")
             argv = [self.binary, "--listen", HOST, "--port", str(self.port),
                     "--db", self.db_url, "--pool-size", str(POOL_SIZE),
-                    "--body-limit", str(BODY_LIMIT)]
+                    "--body-limit", str(BODY_LIMIT)] + self.extra_args
             env = dict(os.environ, CRM_BOOTSTRAP_ADMIN_KEY=ADMIN_KEY)
             try:
                 self.proc = subprocess.Popen(

@@ -204,5 +204,102 @@ class CacheTests(harness.CrmTestCase):
         self.assertFresh(cid, doc)
 
 
+LSN_RE = r"^[0-9A-F]{1,8}/[0-9A-F]{1,8}$"
+
+
+def extra_server(*args):
+    server = harness.Server(os.environ["CRM_BIN"], os.environ["CRM_DATABASE_URL"],
+                            os.environ.get("CRM_E2E_LOGDIR") or "/tmp", extra_args=args)
+    server.start()
+    return server
+
+
+class ReadRoutingTests(harness.CrmTestCase):
+    """Read routing (docs/scaleout.md) without a real standby: the "replica"
+    is the primary itself (its replay position is NULL, so it counts as caught
+    up), or an address where nothing listens. The loopback test with a real
+    streaming replica is tests/scaleout/."""
+
+    @classmethod
+    def setUpClass(cls):
+        db = os.environ["CRM_DATABASE_URL"]
+        cls.routed = extra_server("--db-replica", db, "--db-prepared", "0")
+        cls.dead = extra_server("--db-replica",
+                                "host=127.0.0.1 port=1 dbname=crm connect_timeout=1")
+
+    @classmethod
+    def tearDownClass(cls):
+        for server in (cls.routed, cls.dead):
+            if server.stop() != 0:
+                raise AssertionError("server did not stop cleanly: " + server.log_tail())
+
+    def test_writes_carry_their_lsn_and_reads_say_who_answered(self):
+        port = self.routed.port
+        r = post("/v1/customers:resolve", {
+            "identifiers": [{"kind": "email", "value": "route-%s@example.com" % uid()}],
+            "source": "e2e-cache"}, port=port)
+        cid = self.assertJson(r, 201)["customer_id"]
+        lsn = r.headers.get("CRM-Write-LSN")
+        self.assertRegex(lsn or "", LSN_RE)
+        r = post("/v1/interactions", interaction(cid), port=port)
+        self.assertJson(r, 201)
+        self.assertRegex(r.headers.get("CRM-Write-LSN") or "", LSN_RE)
+        r = get("/v1/customers/%s" % cid, port=port, headers={"CRM-Min-LSN": lsn})
+        self.assertEqual(self.assertJson(r, 200)["aggregates"]["interaction_count"], 1)
+        self.assertEqual(r.headers.get("CRM-Read-From"), "replica")
+        r = get("/v1/customers/%s/interactions" % cid, port=port)
+        self.assertJson(r, 200)
+        self.assertEqual(r.headers.get("CRM-Read-From"), "replica")
+        # routes that are not replica reads carry no CRM-Read-From
+        r = get("/v1/customers/%s/preferences" % cid, port=port)
+        self.assertJson(r, 200)
+        self.assertIsNone(r.headers.get("CRM-Read-From"))
+        # a failed write carries no LSN
+        r = post("/v1/interactions", interaction(str(uuid.uuid4())), port=port)
+        self.assertProblem(r, 404, "not-found")
+        self.assertIsNone(r.headers.get("CRM-Write-LSN"))
+
+    def test_malformed_min_lsn(self):
+        cid = new_customer()
+        for bad in ("0x16", "1/2/3", "0/123456789", "abc", ""):
+            r = get("/v1/customers/%s" % cid, port=self.routed.port,
+                    headers={"CRM-Min-LSN": bad})
+            if bad == "":
+                self.assertJson(r, 200)  # an empty header is no header
+            else:
+                self.assertProblem(r, 400, "invalid-header")
+
+    def test_unreachable_replica_falls_back_to_the_primary(self):
+        cid = new_customer()
+        for _ in range(3):
+            r = get("/v1/customers/%s" % cid, port=self.dead.port)
+            self.assertJson(r, 200)
+            self.assertEqual(r.headers.get("CRM-Read-From"), "primary")
+
+    def test_without_a_replica_no_routing_headers(self):
+        r = post("/v1/customers:resolve", {
+            "identifiers": [{"kind": "email", "value": "plain-%s@example.com" % uid()}],
+            "source": "e2e-cache"})
+        cid = self.assertJson(r, 201)["customer_id"]
+        self.assertIsNone(r.headers.get("CRM-Write-LSN"))
+        r = get("/v1/customers/%s" % cid)
+        self.assertJson(r, 200)
+        self.assertIsNone(r.headers.get("CRM-Read-From"))
+
+    def test_unprepared_mode_serves_every_kind_of_call(self):
+        # --db-prepared 0 (for PgBouncer < 1.21): the same answers.
+        port = self.routed.port
+        email = "unprep-%s@example.com" % uid()
+        cid = self.assertJson(post("/v1/customers:resolve", {
+            "identifiers": [{"kind": "email", "value": email}], "source": "e2e-cache"},
+            port=port), 201)["customer_id"]
+        body = self.assertJson(post("/v1/interactions:batch", {
+            "items": [interaction(cid), interaction(cid)]}, port=port), 200)
+        self.assertEqual(body["created"], 2)
+        found = self.assertJson(get("/v1/customers?email=" + email, port=port), 200)
+        self.assertEqual(found["customer_id"], cid)
+        self.assertEqual(found, fresh_profile(cid))
+
+
 if __name__ == "__main__":
     harness.main()
