@@ -22,9 +22,9 @@ const struct db_statement store_statements[] = {
     {"resolve", "SELECT crm.resolve_customer($1::jsonb, $2::jsonb, $3, $4::uuid)"},
     /* Profile, lookup and timeline reads write no audit row themselves (the
      * server batches them, see audit.h), so a replica can answer them. */
-    {"profile", "SELECT crm.cached_profile($1::uuid)"},
-    {"lookup", "SELECT crm.cached_profile(customer_id) "
-               "FROM crm.identifiers WHERE kind = $1 AND namespace = $2 AND value = $3"},
+    {"profile", "SELECT doc FROM crm.profile_read WHERE customer_id = $1::uuid"},
+    {"lookup", "SELECT r.doc FROM crm.identifiers i JOIN crm.profile_read r USING (customer_id) "
+               "WHERE i.kind = $1 AND i.namespace = $2 AND i.value = $3"},
     {"audit_reads", "SELECT crm.audit_reads($1::jsonb)"},
     {"ingest_batch", "SELECT crm.ingest_batch($1::jsonb)"},
     {"authenticate", "SELECT crm.authenticate($1::uuid, $2)"},
