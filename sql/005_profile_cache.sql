@@ -32,6 +32,7 @@ CREATE TABLE crm.profile_cache_epoch (
     epoch     bigint NOT NULL
 );
 INSERT INTO crm.profile_cache_epoch VALUES (true, 1);
+ANALYZE crm.profile_cache_epoch; -- one row: let the planner know from the start
 
 -- Invalidate one customer's document. Once per transaction is enough: a
 -- row this transaction already bumped (xmin is ours) is left alone, so the

@@ -23,8 +23,10 @@ const struct db_statement store_statements[] = {
     /* Profile, lookup and timeline reads write no audit row themselves (the
      * server batches them, see audit.h), so a replica can answer them. */
     {"profile", "SELECT doc FROM crm.profile_read WHERE customer_id = $1::uuid"},
-    {"lookup", "SELECT r.doc FROM crm.identifiers i JOIN crm.profile_read r USING (customer_id) "
-               "WHERE i.kind = $1 AND i.namespace = $2 AND i.value = $3"},
+    /* A subquery, not a join: joined, the planner may build the view's doc
+     * (a volatile call on a miss) for every customer before matching. */
+    {"lookup", "SELECT (SELECT r.doc FROM crm.profile_read r WHERE r.customer_id = i.customer_id) "
+               "FROM crm.identifiers i WHERE i.kind = $1 AND i.namespace = $2 AND i.value = $3"},
     {"audit_reads", "SELECT crm.audit_reads($1::jsonb)"},
     {"ingest_batch", "SELECT crm.ingest_batch($1::jsonb)"},
     {"authenticate", "SELECT crm.authenticate($1::uuid, $2)"},

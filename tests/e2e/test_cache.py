@@ -97,6 +97,16 @@ class CacheTests(harness.CrmTestCase):
         self.assertEqual(cache_state(cid), "hit")
         self.assertFresh(cid, doc)
 
+    def test_lookup_builds_only_the_customer_found(self):
+        # Regression: joined to the view, the lookup once built (and stored)
+        # the document of every customer, 8 lookups per second.
+        emails = ["look-%s@example.com" % uid() for _ in range(3)]
+        cids = [self.assertJson(post("/v1/customers:resolve", {
+            "identifiers": [{"kind": "email", "value": e}], "source": "e2e-cache"}), 201)
+            ["customer_id"] for e in emails]
+        self.assertJson(get("/v1/customers?email=" + emails[0]), 200)
+        self.assertEqual([cache_state(c) for c in cids], ["hit", "stale", "stale"])
+
     def test_a_hit_is_served_from_the_cache(self):
         # Proof that reads use the stored document: plant a marker in it.
         cid = new_customer()
