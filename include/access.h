@@ -22,8 +22,15 @@ struct access;
 struct access *access_new(struct db_pool *pool, int rate_per_second);
 void access_free(struct access *access);
 
+/* Check keys on this replica when the primary cannot answer, so that reads
+ * the replica serves go on during a primary outage (a key revoked in the
+ * last moments before the outage may still work until the replica has it). */
+void access_set_fallback(struct access *access, struct db_pool *replica);
+
+/* replica_ok: the request's reads go to the replica anyway (see
+ * access_set_fallback), so its key may be checked there first. */
 enum access_result access_check(struct access *access, const char *authorization,
-                                const char *x_api_key, struct principal *out);
+                                const char *x_api_key, bool replica_ok, struct principal *out);
 
 /* Take one request from the key's token bucket (rate per second, burst of
  * twice that). False when empty; *retry_after is then the whole seconds

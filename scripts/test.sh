@@ -118,6 +118,18 @@ else
     failed=$((failed + 1))
 fi
 
+echo "== scale-out loopback test (primary + streaming replica, PgBouncer, HAProxy, two servers)"
+so_out=$(bash "$ROOT/tests/scaleout/run.sh" 2>&1)
+echo "$so_out"
+so_line=$(echo "$so_out" | grep -E '^scaleout: [0-9]+ passed, [0-9]+ failed' | tail -n 1)
+if [ -n "$so_line" ]; then
+    passed=$((passed + $(echo "$so_line" | sed -E 's/scaleout: ([0-9]+) passed.*/\1/')))
+    failed=$((failed + $(echo "$so_line" | sed -E 's/.* ([0-9]+) failed.*/\1/')))
+else
+    echo "!! the scale-out test printed no summary"
+    failed=$((failed + 1))
+fi
+
 if [ -x "$ROOT/tests/lint_openapi.sh" ]; then
     echo "== openapi.yaml lint"
     if "$ROOT/tests/lint_openapi.sh"; then

@@ -29,6 +29,7 @@ struct bucket {
 
 struct access {
     struct db_pool *pool;
+    struct db_pool *fallback; /* a read replica for key checks while the primary is away */
     pthread_mutex_t lock;
     struct cache_entry slots[CACHE_SLOTS];
     double rate;
@@ -42,6 +43,11 @@ struct access *access_new(struct db_pool *pool, int rate_per_second)
     a->rate = rate_per_second;
     pthread_mutex_init(&a->lock, NULL);
     return a;
+}
+
+void access_set_fallback(struct access *a, struct db_pool *replica)
+{
+    a->fallback = replica;
 }
 
 void access_free(struct access *a)
@@ -81,7 +87,7 @@ static void cache_put(struct access *a, const char *key, const struct principal 
 }
 
 enum access_result access_check(struct access *a, const char *authorization,
-                                const char *x_api_key, struct principal *out)
+                                const char *x_api_key, bool replica_ok, struct principal *out)
 {
     char key[API_KEY_LEN + 1], key_id[UUID_TEXT_LEN + 1], err[256];
     const char *params[2];
@@ -97,7 +103,19 @@ enum access_result access_check(struct access *a, const char *authorization,
         return ACCESS_OK;
     params[0] = key_id;
     params[1] = key;
-    st = db_call_json(a->pool, "authenticate", 2, params, &doc, err, sizeof(err));
+    /* A read the replica will serve checks its key there first, so it does
+     * not depend on the primary; a key the replica does not know yet (just
+     * created) is looked up on the primary as well. */
+    st = DB_UNAVAILABLE;
+    if (replica_ok && a->fallback != NULL)
+        st = db_call_json(a->fallback, "authenticate", 2, params, &doc, err, sizeof(err));
+    if (st != DB_OK || doc == NULL) {
+        json_decref(doc);
+        doc = NULL;
+        st = db_call_json(a->pool, "authenticate", 2, params, &doc, err, sizeof(err));
+        if (st == DB_UNAVAILABLE && a->fallback != NULL && !replica_ok)
+            st = db_call_json(a->fallback, "authenticate", 2, params, &doc, err, sizeof(err));
+    }
     if (st == DB_UNAVAILABLE)
         return ACCESS_UNAVAILABLE;
     if (st != DB_OK) {

@@ -103,6 +103,8 @@ static enum MHD_Result send_stream(struct MHD_Connection *conn, struct response 
     r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 64 * 1024, stream_reader, s,
                                           stream_release);
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, res->stream_content_type);
+    if (res->read_from != NULL)
+        MHD_add_response_header(r, "CRM-Read-From", res->read_from);
     note_response(r, res->status);
     ret = MHD_queue_response(conn, (unsigned int)res->status, r);
     MHD_destroy_response(r);
@@ -256,7 +258,8 @@ static enum MHD_Result finish_request(struct http_server *srv, struct MHD_Connec
         const char *authz = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                                         MHD_HTTP_HEADER_AUTHORIZATION);
         const char *xkey = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-API-Key");
-        switch (access_check(srv->app->access, authz, xkey, &who)) {
+        bool replica_ok = srv->app->replica != NULL && route_reads_from_replica(match.route);
+        switch (access_check(srv->app->access, authz, xkey, replica_ok, &who)) {
         case ACCESS_OK:
             break;
         case ACCESS_UNAVAILABLE:

@@ -98,14 +98,18 @@ int main(int argc, char **argv)
     }
     signal(SIGPIPE, SIG_IGN);
 
-    if (!cfg.no_migrate || cfg.migrate_only) {
+    /* Migrations (unless --no-migrate), then the bootstrap admin key, which
+     * needs only a transaction-scoped lock and so also works through
+     * PgBouncer in transaction mode with --no-migrate. */
+    if (!cfg.no_migrate || cfg.migrate_only || getenv("CRM_BOOTSTRAP_ADMIN_KEY") != NULL) {
         PGconn *pg = connect_with_wait(cfg.database_url, cfg.db_wait);
-        bool ok;
+        bool ok = true;
         if (pg == NULL) {
             fprintf(stderr, "crm-server: database not reachable after %d s\n", cfg.db_wait);
             return 1;
         }
-        ok = migrate_apply(pg);
+        if (!cfg.no_migrate || cfg.migrate_only)
+            ok = migrate_apply(pg);
         if (ok && getenv("CRM_BOOTSTRAP_ADMIN_KEY") != NULL && !cfg.migrate_only)
             ok = access_bootstrap(pg, getenv("CRM_BOOTSTRAP_ADMIN_KEY"));
         PQfinish(pg);
@@ -135,6 +139,8 @@ int main(int argc, char **argv)
         db_pool_set_fallback(app.replica, app.pool);
     }
     app.access = access_new(app.pool, cfg.rate_limit);
+    if (app.replica != NULL)
+        access_set_fallback(app.access, app.replica);
     app.audit = audit_new(app.pool, cfg.audit_flush_ms);
     server = http_start(&app);
     if (server == NULL) {
