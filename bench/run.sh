@@ -1,38 +1,80 @@
 #!/usr/bin/env bash
-# Benchmarks of the hot paths against ceilings measured in the same run:
-#   HTTP ceiling  = GET /health on the same server (no database work),
-#   DB ceilings   = pgbench select-only and single-row insert on the same cluster.
-# Writes bench/results.md. Uses wrk and pgbench; bounded (DURATION s per scenario),
-# loopback only. Usage: bench/run.sh [customers=10000] [duration=10] [connections="1 16 64"]
-# Scenarios: profile GET by id and by email, single interaction POST, batch
-# POST (100 events per request), segment first page; each at every connection
-# count. Ceilings run at the largest connection count.
+# Benchmarks of the hot paths (issue 6) against ceilings measured in the same
+# run, at every connection count:
+#   HTTP ceiling = crm-bench-ceiling (bench/ceiling.c): bare libmicrohttpd with
+#                  the real server's daemon mode and flags, fixed /health-sized
+#                  reply, no database;
+#   DB ceilings  = pgbench select-only (-S) and a single-row INSERT, both
+#                  prepared, on the same cluster with as many clients.
+# The ceilings of a connection count run right before its scenarios.
+# GET /health on the real server is an extra row (routing, JSON, access log).
+# Each row: req/s (events/s for the batch), p50, p99, ratio to its database
+# ceiling (profile GETs and segment page vs select-only, POSTs vs insert) and
+# to the bare MHD ceiling, and the server's peak RSS during that row (VmHWM,
+# reset before each row through /proc/PID/clear_refs). The issue's targets are
+# checked (PASS/MISS). Writes bench/results.md. Uses wrk and pgbench; bounded
+# (DURATION s per scenario), loopback only.
+# Usage: bench/run.sh [customers=10000] [duration=10] [connections="1 16 64"]
+# Environment: CRM_BENCH_PORT (server, 18080), CRM_BENCH_CEILING_PORT (bare
+# MHD server, port+9), CRM_BENCH_BUILD (build directory, build).
 set -euo pipefail
 . "$(dirname "$0")/../scripts/lib.sh"
 
 CUSTOMERS=${1:-10000}
 DURATION=${2:-10}
 CONN_LIST=${3:-"1 16 64"}
-CONNS=$(echo "$CONN_LIST" | tr ' ' '\n' | sort -n | tail -n 1)
+CONN_LIST=$(echo "$CONN_LIST" | tr ' ' '\n' | grep . | sort -n | uniq | tr '\n' ' ')
+CONNS=$(echo "$CONN_LIST" | tr ' ' '\n' | grep . | tail -n 1)
 PORT=${CRM_BENCH_PORT:-18080}
+CEIL_PORT=${CRM_BENCH_CEILING_PORT:-$((PORT + 9))}
+BUILD=${CRM_BENCH_BUILD:-build}
+# Issue 6 targets.
+T_GET_PCT=70 T_POST_PCT=70 T_BATCH_EPS=50000 T_P99_MS=5 T_P99_CONNS=64
+
 PACKAGES+=(wrk)
 ensure_packages
-build build --buildtype=debugoptimized
+build "$BUILD" --buildtype=debugoptimized ||
+    { echo "build failed: see ninja -C $BUILD" >&2; exit 1; }
+CODE="commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
+if [ -n "$(git -C "$ROOT" status --porcelain -- src include sql 2>/dev/null)" ]; then
+    CODE="$CODE (uncommitted changes in src/include/sql)"
+fi
+for p in "$PORT" "$CEIL_PORT"; do
+    if port_in_use "$p"; then
+        echo "port $p is in use; set CRM_BENCH_PORT / CRM_BENCH_CEILING_PORT" >&2
+        exit 1
+    fi
+done
 start_postgres
-create_database crm_bench
+# A fresh crm_bench each run: every run sees the same data (the POST rows
+# of earlier runs would grow it) and the current migrations.
+create_database crm_bench recreate
 create_database crm_pgbench
 BIN=$(pg_bindir)
 WORK=$RUN_DIR/bench
 mkdir -p "$WORK"
-export CRM_BENCH_CUSTOMERS=$CUSTOMERS CRM_BENCH_RUN=$(date +%s) CRM_BENCH_IDS=$WORK/ids.txt
+CRM_BENCH_RUN=$(date +%s)
+export CRM_BENCH_CUSTOMERS=$CUSTOMERS CRM_BENCH_RUN CRM_BENCH_IDS=$WORK/ids.txt
 
 KEY=$(admin_key)
 export CRM_BENCH_KEY=$KEY
-CRM_BOOTSTRAP_ADMIN_KEY=$KEY "$ROOT/build/crm-server" --port "$PORT" --db "$(conninfo crm_bench)" --pool-size "$CONNS" --rate-limit 0 \
-    > "$WORK/server.log" 2>&1 &
+CRM_BOOTSTRAP_ADMIN_KEY=$KEY "$ROOT/$BUILD/crm-server" --port "$PORT" --db "$(conninfo crm_bench)" \
+    --pool-size "$CONNS" --rate-limit 0 > "$WORK/server.log" 2>&1 &
 SERVER=$!
-trap 'kill $SERVER 2>/dev/null || true' EXIT
-for _ in $(seq 50); do curl -sf "http://127.0.0.1:$PORT/health" >/dev/null && break; sleep 0.1; done
+"$ROOT/$BUILD/bench/crm-bench-ceiling" "$CEIL_PORT" > "$WORK/ceiling.log" 2>&1 &
+CEILING=$!
+trap 'kill $SERVER $CEILING 2>/dev/null || true' EXIT
+wait_up() { # port pid
+    for _ in $(seq 100); do
+        curl -sf "http://127.0.0.1:$1/health" >/dev/null && return 0
+        kill -0 "$2" 2>/dev/null || break
+        sleep 0.1
+    done
+    echo "server on port $1 did not start" >&2
+    exit 1
+}
+wait_up "$PORT" "$SERVER"
+wait_up "$CEIL_PORT" "$CEILING"
 
 log "seeding $CUSTOMERS customers through the batch API"
 python3 - "$PORT" "$CUSTOMERS" "$CRM_BENCH_IDS" <<'PY'
@@ -56,81 +98,201 @@ with open(ids_path, "w") as f:
         r = c.getresponse(); f.write(json.loads(r.read())["customer_id"] + "\n")
 PY
 
-wrk_run() { # name connections script-or-path
-    local name=$1 conns=$2 target=$3 out threads=2
+# Peak RSS per row: writing 5 to clear_refs resets VmHWM to the current RSS
+# (Linux >= 4.0); where that is not allowed the figure is the peak since start.
+HWM_RESET=yes
+reset_hwm() { echo 5 2>/dev/null > "/proc/$1/clear_refs" || HWM_RESET=no; }
+reset_hwm "$SERVER"
+read_hwm() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
+
+# wrk latency ("812.00us", "1.20ms", "1.96s", "2.00m") in milliseconds.
+to_ms() {
+    awk -v v="$1" 'BEGIN {
+        if (v == "") { print "-"; exit }
+        n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
+        f = (u == "us") ? 0.001 : (u == "ms") ? 1 : (u == "s") ? 1000 : (u == "m") ? 60000 : (u == "h") ? 3600000 : -1
+        if (f < 0) print "-"; else printf "%.2f", n * f }'
+}
+
+# wrk_run name connections port pid path-or-script.lua
+# -> name|connections|req/s|p50 ms|p99 ms|non-2xx|socket errors|peak RSS kB
+wrk_run() {
+    local name=$1 conns=$2 port=$3 pid=$4 target=$5 out threads=2
     [ "$conns" -lt 2 ] && threads=1
+    reset_hwm "$pid"
     if [[ $target == *.lua ]]; then
         out=$(wrk -t$threads -c"$conns" -d"${DURATION}s" --latency -H "Authorization: Bearer $KEY" \
-              -s "$ROOT/bench/$target" "http://127.0.0.1:$PORT")
+              -s "$ROOT/bench/$target" "http://127.0.0.1:$port")
     else
         out=$(wrk -t$threads -c"$conns" -d"${DURATION}s" --latency -H "Authorization: Bearer $KEY" \
-              "http://127.0.0.1:$PORT$target")
+              "http://127.0.0.1:$port$target")
     fi
     echo "$out" > "$WORK/$name-$conns.txt"
-    local rps p50 p99 non2xx
+    local rps p50 p99 non2xx errs
     rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
-    p50=$(echo "$out" | awk '$1=="50%" {print $2}')
-    p99=$(echo "$out" | awk '$1=="99%" {print $2}')
+    p50=$(to_ms "$(echo "$out" | awk '$1=="50%" {print $2}')")
+    p99=$(to_ms "$(echo "$out" | awk '$1=="99%" {print $2}')")
+    # No request completed: wrk prints zero latencies, which are no measurement.
+    if [ "$(echo "$out" | awk '/requests in/ {print $1; exit}')" = 0 ]; then p50=- p99=-; fi
     non2xx=$(echo "$out" | awk '/Non-2xx/ {print $5}')
-    echo "$name|$rps|$p50|$p99|${non2xx:-0}|$conns"
+    errs=$(echo "$out" | awk '/Socket errors/ {gsub(/,/, ""); print $4 + $6 + $8 + $10}')
+    echo "$name|$conns|$rps|$p50|$p99|${non2xx:-0}|${errs:-0}|$(read_hwm "$pid")"
 }
 
-pgbench_run() { # name extra-args
-    local name=$1; shift
-    local out tps
-    out=$("$BIN/pgbench" -h "$PG_SOCK" -p "$PG_PORT" -U "$PG_USER" -n -c "$CONNS" -j 2 \
+# pgbench_run name connections extra-args -> tps
+pgbench_run() {
+    local name=$1 conns=$2 threads=2 out tps; shift 2
+    [ "$conns" -lt 2 ] && threads=1
+    out=$("$BIN/pgbench" -h "$PG_SOCK" -p "$PG_PORT" -U "$PG_USER" -n -c "$conns" -j "$threads" \
           -T "$DURATION" -M prepared "$@" crm_pgbench 2>&1)
-    echo "$out" > "$WORK/$name.txt"
+    echo "$out" > "$WORK/$name-$conns.txt"
     tps=$(echo "$out" | awk '/^tps/ {print $3; exit}')
-    echo "$name|$tps"
+    printf '%.0f\n' "${tps:-0}"
 }
 
-log "pgbench ceilings"
+log "pgbench -i (scale 10) into crm_pgbench"
 "$BIN/pgbench" -h "$PG_SOCK" -p "$PG_PORT" -U "$PG_USER" -i -q -s 10 crm_pgbench >/dev/null 2>&1
 printf 'INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (1, 1, 1, 1, now());\n' \
     > "$WORK/insert.sql"
-PG_SELECT=$(pgbench_run pgbench_select -S)
-PG_INSERT=$(pgbench_run pgbench_insert -f "$WORK/insert.sql")
 
 SEGMENT=$(curl -s -XPOST "http://127.0.0.1:$PORT/v1/segments" -H "Authorization: Bearer $KEY" \
           -H 'Content-Type: application/json' \
           -d "{\"name\": \"bench-$CRM_BENCH_RUN\", \"rule\": {\"has_identifier\": \"email\"}}" |
           python3 -c 'import json,sys; print(json.load(sys.stdin)["segment_id"])')
 
-log "wrk scenarios (connections: $CONN_LIST; ${DURATION}s each)"
-HEALTH=$(wrk_run health "$CONNS" /health)
+# Per connection count: its three ceilings, then its scenarios, so that each
+# ratio compares runs close in time (the machine is shared; load drifts).
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+declare -A PG_SELECT PG_INSERT MHD
 ROWS=()
 for c in $CONN_LIST; do
-    ROWS+=("$(wrk_run profile_get "$c" profile_get.lua):$PG_SELECT")
-    ROWS+=("$(wrk_run profile_by_email "$c" email_get.lua):$PG_SELECT")
-    ROWS+=("$(wrk_run interaction_post "$c" interaction_post.lua):$PG_INSERT")
-    ROWS+=("$(wrk_run batch_post_x100 "$c" batch_post.lua):$PG_INSERT")
-    ROWS+=("$(wrk_run segment_first_page "$c" "/v1/segments/$SEGMENT/customers?limit=100"):$PG_SELECT")
+    log "$c connections: ceilings (pgbench select-only, insert, bare MHD), then scenarios; ${DURATION}s each"
+    PG_SELECT[$c]=$(pgbench_run pgbench_select "$c" -S)
+    PG_INSERT[$c]=$(pgbench_run pgbench_insert "$c" -f "$WORK/insert.sql")
+    MHD[$c]=$(wrk_run bare_mhd "$c" "$CEIL_PORT" "$CEILING" /health)
+    ROWS+=("$(wrk_run health "$c" "$PORT" "$SERVER" /health)")
+    ROWS+=("$(wrk_run profile_get "$c" "$PORT" "$SERVER" profile_get.lua)")
+    ROWS+=("$(wrk_run profile_by_email "$c" "$PORT" "$SERVER" email_get.lua)")
+    ROWS+=("$(wrk_run interaction_post "$c" "$PORT" "$SERVER" interaction_post.lua)")
+    ROWS+=("$(wrk_run batch_post_x100 "$c" "$PORT" "$SERVER" batch_post.lua)")
+    ROWS+=("$(wrk_run segment_first_page "$c" "$PORT" "$SERVER" \
+              "/v1/segments/$SEGMENT/customers?limit=100")")
 done
-RSS=$(awk '/VmHWM/ {print $2 " " $3}' "/proc/$SERVER/status")
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.0f%%", 100 * a / b; else print "-" }'; }
 field() { echo "$1" | cut -d'|' -f"$2"; }
+pct() { awk -v a="$1" -v b="$2" 'BEGIN { if (b <= 0) print "-"; else { p = 100 * a / b
+                                          printf (p < 10 ? "%.1f" : "%.0f"), p } }'; }
+mb() { awk -v k="$1" 'BEGIN { if (k > 0) printf "%.1f MB", k / 1024; else print "-" }'; }
+num() { awk -v x="$1" 'BEGIN { printf "%.0f", x }'; }
+ge() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a != "-" && a + 0 >= b + 0) }'; }
+lt() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a != "-" && a + 0 < b + 0) }'; }
+verdict() { if "$@"; then echo PASS; else echo MISS; fi; }
+
+# One table row per scenario; SUMMARY keeps what the targets table needs.
+declare -A SUMMARY
+table_row() {
+    local r=$1 name conns rps p50 p99 non2xx errs rss rate events dbname dbtps vsdb vsmhd target result
+    IFS='|' read -r name conns rps p50 p99 non2xx errs rss <<< "$r"
+    events=$rps rate="$(num "$rps") req/s" dbname='' dbtps=''
+    case $name in
+        profile_get|profile_by_email|segment_first_page) dbname=select-only dbtps=${PG_SELECT[$conns]} ;;
+        interaction_post) dbname=insert dbtps=${PG_INSERT[$conns]} ;;
+        batch_post_x100)
+            dbname=insert dbtps=${PG_INSERT[$conns]}
+            events=$(awk -v r="$rps" 'BEGIN { printf "%.0f", 100 * r }')
+            rate="$events events/s ($(num "$rps") req/s)" ;;
+    esac
+    vsdb=-
+    [ -n "$dbname" ] && vsdb="$(pct "$events" "$dbtps")% of $dbname"
+    vsmhd="$(pct "$rps" "$(field "${MHD[$conns]}" 3)")%"
+    target=- result=-
+    case $name in
+        profile_get|profile_by_email)
+            target=">= ${T_GET_PCT}% of select-only" result=$(verdict ge "$(pct "$events" "$dbtps")" "$T_GET_PCT")
+            if [ "$conns" = "$T_P99_CONNS" ]; then
+                target="$target; p99 < ${T_P99_MS} ms"
+                lt "$p99" "$T_P99_MS" || result=MISS
+            fi ;;
+        interaction_post)
+            target=">= ${T_POST_PCT}% of insert" result=$(verdict ge "$(pct "$events" "$dbtps")" "$T_POST_PCT") ;;
+        batch_post_x100)
+            target=">= $T_BATCH_EPS events/s" result=$(verdict ge "$events" "$T_BATCH_EPS") ;;
+    esac
+    # An error answer is no pass, however fast.
+    if [ "$result" = PASS ] && [ "$non2xx" != 0 ]; then result="MISS (non-2xx)"; fi
+    SUMMARY[$name/$conns]="$events|$p99|$dbtps|$non2xx"
+    [ "$errs" != 0 ] && non2xx="$non2xx (+$errs socket errors)"
+    echo "| $name | $conns | $rate | $p50 | $p99 | $non2xx | $vsdb | $vsmhd | $(mb "$rss") | $target | $result |"
+}
+
+target_row() { # text scenario kind(pct|eps|p99) threshold [db-name]
+    local text=$1 name=$2 kind=$3 th=$4 c=$CONNS s events p99 dbtps non2xx measured result
+    [ "$kind" = p99 ] && c=$T_P99_CONNS
+    s=${SUMMARY[$name/$c]:-}
+    if [ -z "$s" ]; then
+        echo "| $text | not measured ($name at $c connections) | - |"
+        return
+    fi
+    IFS='|' read -r events p99 dbtps non2xx <<< "$s"
+    case $kind in
+        pct) measured="$(num "$events")/s = $(pct "$events" "$dbtps")% of $5 $dbtps tps ($c connections)"
+             result=$(verdict ge "$(pct "$events" "$dbtps")" "$th") ;;
+        eps) measured="$events events/s ($c connections)"
+             result=$(verdict ge "$events" "$th") ;;
+        p99) measured="p99 $p99 ms ($c connections)"
+             result=$(verdict lt "$p99" "$th") ;;
+    esac
+    if [ "$result" = PASS ] && [ "$non2xx" != 0 ]; then result="MISS ($non2xx non-2xx)"; fi
+    echo "| $text | $measured | $result |"
+}
+
+PEAK=0
+for r in "${ROWS[@]}"; do
+    rss=$(field "$r" 8)
+    if [ "${rss:-0}" -gt "$PEAK" ]; then PEAK=$rss; fi
+done
+# Scenario rows first (in this shell: they fill SUMMARY for the targets table).
+for r in "${ROWS[@]}"; do table_row "$r"; done > "$WORK/rows.md"
 
 {
     echo "# Benchmark results"
     echo
-    echo "$(date -u +%FT%TZ), $(nproc) cores (wrk, server and PostgreSQL share them), $CUSTOMERS customers, ${DURATION}s per scenario, pool $CONNS; ceilings at $CONNS connections."
+    echo "$(date -u +%FT%TZ), $CODE, $(nproc) cores (wrk, server and PostgreSQL share them; other work on the machine adds noise), $CUSTOMERS customers, ${DURATION}s per scenario, server pool $CONNS. Latencies in ms (wrk). Load average before/after: $LOAD_BEFORE / $LOAD_AFTER."
     echo
-    echo "| ceiling | tps |"
-    echo "|---|---|"
-    echo "| pgbench select-only (-S, prepared) | $(field "$PG_SELECT" 2) |"
-    echo "| pgbench single-row insert (prepared) | $(field "$PG_INSERT" 2) |"
-    echo "| HTTP: GET /health (no database) | $(field "$HEALTH" 2) |"
+    echo "## Targets (issue 6)"
     echo
-    echo "| scenario | connections | req/s | p50 | p99 | non-2xx | vs ceiling |"
+    echo "Ratios at $CONNS connections, against the pgbench ceiling with the same number of clients."
+    echo
+    echo "| target | measured | result |"
+    echo "|---|---|---|"
+    target_row "profile GET (by id) >= ${T_GET_PCT}% of pgbench select-only tps" profile_get pct "$T_GET_PCT" select-only
+    target_row "profile GET by email >= ${T_GET_PCT}% of pgbench select-only tps" profile_by_email pct "$T_GET_PCT" select-only
+    target_row "single interaction POST >= ${T_POST_PCT}% of pgbench insert tps" interaction_post pct "$T_POST_PCT" insert
+    target_row "batch ingest >= $T_BATCH_EPS events/s" batch_post_x100 eps "$T_BATCH_EPS"
+    target_row "profile GET (by id) p99 < ${T_P99_MS} ms at $T_P99_CONNS connections" profile_get p99 "$T_P99_MS"
+    target_row "profile GET by email p99 < ${T_P99_MS} ms at $T_P99_CONNS connections" profile_by_email p99 "$T_P99_MS"
+    echo
+    echo "## Ceilings"
+    echo
+    echo "Measured just before the scenarios of the same connection count. pgbench: -M prepared, scale 10, -c = connections. Bare MHD: crm-bench-ceiling (bench/ceiling.c), same daemon mode and flags as the server, fixed {\"status\":\"ok\"} reply."
+    echo
+    echo "| connections | pgbench select-only tps | pgbench insert tps | bare MHD req/s | bare MHD p50 | bare MHD p99 | bare MHD peak RSS |"
     echo "|---|---|---|---|---|---|---|"
-    for row in "${ROWS[@]}"; do
-        r=${row%%:*}; c=${row#*:}
-        echo "| $(field "$r" 1) | $(field "$r" 6) | $(field "$r" 2) | $(field "$r" 3) | $(field "$r" 4) | $(field "$r" 5) | $(ratio "$(field "$r" 2)" "$(field "$c" 2)") of $(field "$c" 1) |"
+    for c in $CONN_LIST; do
+        m=${MHD[$c]}
+        echo "| $c | ${PG_SELECT[$c]} | ${PG_INSERT[$c]} | $(num "$(field "$m" 3)") | $(field "$m" 4) | $(field "$m" 5) | $(mb "$(field "$m" 8)") |"
     done
     echo
-    echo "batch_post_x100 carries 100 events per request: events/s = 100 x req/s."
+    echo "## Scenarios"
     echo
-    echo "Server peak RSS: $RSS."
-} | tee "$ROOT/bench/results.md"
+    echo "vs database: profile GETs and the segment page against pgbench select-only, POSTs against pgbench insert (batch: events/s against insert tps), same connection count. vs bare MHD: req/s against crm-bench-ceiling at the same connection count. Peak RSS: the server's VmHWM during that row$( [ "$HWM_RESET" = yes ] || echo ' (could not reset VmHWM: peak since server start)'). batch_post_x100 carries 100 events per request; its latencies are per request."
+    echo
+    echo "| scenario | connections | rate | p50 | p99 | non-2xx | vs database | vs bare MHD | peak RSS | target | result |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|"
+    cat "$WORK/rows.md"
+    echo
+    echo "Server peak RSS over the run: $(mb "$PEAK")."
+} > "$WORK/results.md"
+cp "$WORK/results.md" "$ROOT/bench/results.md"
+cat "$ROOT/bench/results.md"
