@@ -80,6 +80,13 @@ enum db_status db_call_json(struct db_pool *pool, const char *statement, int npa
 enum db_status db_query_json(struct db_pool *pool, const char *sql, int nparams,
                              const char *const *params, json_t **out, char *err, size_t errlen);
 
+/* The same for a statement answering one row of text columns: cols[0..ncols)
+ * receive malloc'd copies (NULL for SQL NULL; all NULL for no row), for
+ * answers passed on without parsing (profile documents). */
+enum db_status db_call_row(struct db_pool *pool, const char *statement, int nparams,
+                           const char *const *params, int ncols, char **cols, char *err,
+                           size_t errlen);
+
 /* Run a simple query (no parameters) once on a fresh connection; for migrations and checks. */
 PGconn *db_connect(const char *conninfo);
 

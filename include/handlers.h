@@ -44,6 +44,7 @@ struct request {
 struct response {
     int status;
     json_t *body; /* owned */
+    char *raw_body; /* owned; JSON text sent as is instead of body (profiles) */
     bool problem; /* body is application/problem+json */
     char content_location[96];
     char allow[32];
@@ -71,6 +72,8 @@ bool audit_read_or_fail(struct app *app, const struct request *req, struct respo
 void respond_problem(struct response *res, enum problem_kind kind, const char *detail,
                      const char *instance);
 void respond_json(struct response *res, int status, json_t *body);
+/* 200-style answer with ready JSON text (taken over). */
+void respond_raw_json(struct response *res, int status, char *text);
 /* 422 with the errors array (stolen). */
 void respond_validation(struct response *res, json_t *errors, const char *instance);
 /* 503 for DB_UNAVAILABLE, else 500 (logged). */

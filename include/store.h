@@ -29,12 +29,22 @@ enum db_status store_ping(struct db_pool *pool, char *err, size_t errlen);
 enum db_status store_resolve(struct db_pool *pool, const struct resolve_request *req,
                              json_t **out, char *err, size_t errlen);
 
-/* Profile (the cached document) or NULL (*out) when unknown. Not audited:
- * the caller adds the audit row (audit.h). */
-enum db_status store_profile(struct db_pool *pool, const char *customer_id, json_t **out,
-                             char *err, size_t errlen);
-enum db_status store_lookup(struct db_pool *pool, const struct identifier *id, json_t **out,
-                            char *err, size_t errlen);
+/* A profile document as the database's JSON text (passed on unparsed) and
+ * the fields the server needs from it. doc NULL: no such customer. */
+struct profile_text {
+    char *doc;
+    char *customer_id; /* the survivor */
+    char *merged_into; /* set when the id asked for was absorbed */
+    bool gone;         /* doc is the erased-customer document */
+};
+void profile_text_clear(struct profile_text *p);
+
+/* The (cached) profile of a customer id or of the owner of an identifier.
+ * Not audited: the caller adds the audit row (audit.h). */
+enum db_status store_profile(struct db_pool *pool, const char *customer_id,
+                             struct profile_text *out, char *err, size_t errlen);
+enum db_status store_lookup(struct db_pool *pool, const struct identifier *id,
+                            struct profile_text *out, char *err, size_t errlen);
 enum db_status store_patch_traits(struct db_pool *pool, const char *customer_id,
                                   const struct traits_request *req, json_t **out, char *err,
                                   size_t errlen);

@@ -257,59 +257,15 @@ bool db_error_is_transient(PGconn *conn, const PGresult *res)
            || strncmp(state, "57P0", 4) == 0; /* admin/crash shutdown, cannot connect now */
 }
 
-static enum db_status run_json(struct db_pool *pool, bool prepared, const char *statement,
-                               int nparams, const char *const *params, json_t **out, char *err,
-                               size_t errlen);
-
-/* The SQL text of a catalogue statement, for pools that do not prepare. */
-static const char *statement_sql(const struct db_pool *pool, const char *name)
-{
-    for (int i = 0; i < pool->statement_count; i++)
-        if (strcmp(pool->statements[i].name, name) == 0)
-            return pool->statements[i].sql;
-    return NULL;
-}
-
-/* A replica answers once; if it cannot, the read goes to its fallback (the
- * primary) with the usual retries. */
-static enum db_status run_routed(struct db_pool *pool, bool prepared, const char *statement,
-                                 int nparams, const char *const *params, json_t **out, char *err,
-                                 size_t errlen)
-{
-    const char *text = statement;
-    enum db_status st;
-    served_by = pool->name;
-    if (prepared && !pool->prepared) {
-        text = statement_sql(pool, statement);
-        if (text == NULL) {
-            snprintf(err, errlen, "unknown statement %s", statement);
-            return DB_ERROR;
-        }
-    }
-    st = run_json(pool, prepared && pool->prepared, text, nparams, params, out, err, errlen);
-    if (st == DB_UNAVAILABLE && pool->fallback != NULL)
-        return run_routed(pool->fallback, prepared, statement, nparams, params, out, err, errlen);
-    return st;
-}
-
-enum db_status db_call_json(struct db_pool *pool, const char *statement, int nparams,
-                            const char *const *params, json_t **out, char *err, size_t errlen)
-{
-    return run_routed(pool, true, statement, nparams, params, out, err, errlen);
-}
-
-enum db_status db_query_json(struct db_pool *pool, const char *sql, int nparams,
-                             const char *const *params, json_t **out, char *err, size_t errlen)
-{
-    return run_routed(pool, false, sql, nparams, params, out, err, errlen);
-}
-
-static enum db_status run_json(struct db_pool *pool, bool prepared, const char *statement,
-                               int nparams, const char *const *params, json_t **out, char *err,
-                               size_t errlen)
+/* The first row's first ncols columns as malloc'd text (NULL for SQL NULL);
+ * all NULL when there is no row. Retries transient failures. */
+static enum db_status run_row(struct db_pool *pool, bool prepared, const char *statement,
+                              int nparams, const char *const *params, int ncols, char **cols,
+                              char *err, size_t errlen)
 {
     int attempts = pool->fallback != NULL ? 1 : RETRY_ATTEMPTS;
-    *out = NULL;
+    for (int i = 0; i < ncols; i++)
+        cols[i] = NULL;
     snprintf(err, errlen, "database unavailable");
     for (int attempt = 0; attempt < attempts; attempt++) {
         struct db_conn *conn;
@@ -324,18 +280,12 @@ static enum db_status run_json(struct db_pool *pool, bool prepared, const char *
         res = prepared ? PQexecPrepared(conn->pg, statement, nparams, params, NULL, NULL, 0)
                        : PQexecParams(conn->pg, statement, nparams, NULL, params, NULL, NULL, 0);
         if (PQresultStatus(res) == PGRES_TUPLES_OK) {
-            enum db_status status = DB_OK;
-            if (PQntuples(res) > 0 && !PQgetisnull(res, 0, 0)) {
-                json_error_t jerr;
-                *out = json_loads(PQgetvalue(res, 0, 0), JSON_DECODE_ANY, &jerr);
-                if (*out == NULL) {
-                    snprintf(err, errlen, "bad JSON from database: %s", jerr.text);
-                    status = DB_ERROR;
-                }
-            }
+            for (int i = 0; i < ncols && i < PQnfields(res) && PQntuples(res) > 0; i++)
+                if (!PQgetisnull(res, 0, i))
+                    cols[i] = strdup(PQgetvalue(res, 0, i));
             PQclear(res);
             db_release(pool, conn, false);
-            return status;
+            return DB_OK;
         }
         transient = db_error_is_transient(conn->pg, res);
         snprintf(err, errlen, "%s", PQresultErrorMessage(res));
@@ -345,6 +295,78 @@ static enum db_status run_json(struct db_pool *pool, bool prepared, const char *
             return DB_ERROR;
     }
     return DB_UNAVAILABLE;
+}
+
+/* The SQL text of a catalogue statement, for pools that do not prepare. */
+static const char *statement_sql(const struct db_pool *pool, const char *name)
+{
+    for (int i = 0; i < pool->statement_count; i++)
+        if (strcmp(pool->statements[i].name, name) == 0)
+            return pool->statements[i].sql;
+    return NULL;
+}
+
+/* A replica answers once; if it cannot, the read goes to its fallback (the
+ * primary) with the usual retries. */
+static enum db_status run_routed(struct db_pool *pool, bool prepared, const char *statement,
+                                 int nparams, const char *const *params, int ncols, char **cols,
+                                 char *err, size_t errlen)
+{
+    const char *text = statement;
+    enum db_status st;
+    served_by = pool->name;
+    if (prepared && !pool->prepared) {
+        text = statement_sql(pool, statement);
+        if (text == NULL) {
+            snprintf(err, errlen, "unknown statement %s", statement);
+            return DB_ERROR;
+        }
+    }
+    st = run_row(pool, prepared && pool->prepared, text, nparams, params, ncols, cols, err,
+                 errlen);
+    if (st == DB_UNAVAILABLE && pool->fallback != NULL)
+        return run_routed(pool->fallback, prepared, statement, nparams, params, ncols, cols, err,
+                          errlen);
+    return st;
+}
+
+static enum db_status run_json(struct db_pool *pool, bool prepared, const char *statement,
+                               int nparams, const char *const *params, json_t **out, char *err,
+                               size_t errlen)
+{
+    char *text;
+    enum db_status st = run_routed(pool, prepared, statement, nparams, params, 1, &text, err,
+                                   errlen);
+    *out = NULL;
+    if (st == DB_OK && text != NULL) {
+        json_error_t jerr;
+        *out = json_loads(text, JSON_DECODE_ANY, &jerr);
+        if (*out == NULL) {
+            snprintf(err, errlen, "bad JSON from database: %s", jerr.text);
+            st = DB_ERROR;
+        }
+    }
+    free(text);
+    return st;
+}
+
+enum db_status db_call_json(struct db_pool *pool, const char *statement, int nparams,
+                            const char *const *params, json_t **out, char *err, size_t errlen)
+{
+    return run_json(pool, true, statement, nparams, params, out, err, errlen);
+}
+
+enum db_status db_query_json(struct db_pool *pool, const char *sql, int nparams,
+                             const char *const *params, json_t **out, char *err, size_t errlen)
+{
+    return run_json(pool, false, sql, nparams, params, out, err, errlen);
+}
+
+enum db_status db_call_row(struct db_pool *pool, const char *statement, int nparams,
+                           const char *const *params, int ncols, char **cols, char *err,
+                           size_t errlen)
+{
+    return run_routed(pool, true, statement, nparams, params, ncols, cols, err, errlen);
 }
 
 /* One text value from a parameterised query, without retries. */

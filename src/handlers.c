@@ -20,6 +20,8 @@ void respond_problem(struct response *res, enum problem_kind kind, const char *d
                      const char *instance)
 {
     json_decref(res->body);
+    free(res->raw_body);
+    res->raw_body = NULL;
     res->status = problem_status(kind);
     res->body = problem_new(kind, detail, instance);
     res->problem = true;
@@ -27,9 +29,21 @@ void respond_problem(struct response *res, enum problem_kind kind, const char *d
         res->retry_after = 1;
 }
 
+void respond_raw_json(struct response *res, int status, char *text)
+{
+    json_decref(res->body);
+    res->body = NULL;
+    free(res->raw_body);
+    res->raw_body = text;
+    res->status = status;
+    res->problem = false;
+}
+
 void respond_json(struct response *res, int status, json_t *body)
 {
     json_decref(res->body);
+    free(res->raw_body);
+    res->raw_body = NULL;
     res->status = status;
     res->body = body;
     res->problem = false;
@@ -210,22 +224,39 @@ static void set_profile_response(struct response *res, json_t *profile)
     respond_json(res, 200, profile);
 }
 
+/* A profile read's answer: 404, 410, or the audited document as is. */
+static void respond_profile_text(struct app *app, const struct request *req, struct response *res,
+                                 struct profile_text *p, const char *action,
+                                 const char *not_found)
+{
+    if (p->doc == NULL) {
+        respond_problem(res, PROBLEM_NOT_FOUND, not_found, req->path);
+    } else if (p->gone) {
+        json_t *doc = json_loads(p->doc, 0, NULL);
+        if (doc == NULL || !respond_if_gone(res, doc, req->path))
+            respond_problem(res, PROBLEM_INTERNAL, "the request could not be completed",
+                            req->path);
+    } else if (audit_read_or_fail(app, req, res, action, p->customer_id)) {
+        if (p->merged_into != NULL)
+            snprintf(res->content_location, sizeof(res->content_location), "/v1/customers/%s",
+                     p->merged_into);
+        respond_raw_json(res, 200, p->doc);
+        p->doc = NULL;
+    }
+    profile_text_clear(p);
+}
+
 static void handle_customer_get(struct app *app, const struct request *req, struct response *res)
 {
-    json_t *out = NULL;
+    struct profile_text p;
     char err[DB_ERR_LEN];
-    enum db_status st = store_profile(req->reads, req->match->id, &out, err, sizeof(err));
-    if (st != DB_OK)
+    enum db_status st = store_profile(req->reads, req->match->id, &p, err, sizeof(err));
+    if (st != DB_OK) {
+        profile_text_clear(&p);
         respond_db_failure(res, st, err, req->path);
-    else if (out == NULL)
-        respond_problem(res, PROBLEM_NOT_FOUND, "no customer with this id", req->path);
-    else if (respond_if_gone(res, out, req->path))
         return;
-    else if (!audit_read_or_fail(app, req, res, "customer.read",
-                                 json_string_value(json_object_get(out, "customer_id"))))
-        json_decref(out);
-    else
-        set_profile_response(res, out);
+    }
+    respond_profile_text(app, req, res, &p, "customer.read", "no customer with this id");
 }
 
 static void handle_traits(struct app *app, const struct request *req, struct response *res)
@@ -255,7 +286,7 @@ static void handle_lookup(struct app *app, const struct request *req, struct res
     enum id_kind kind;
     struct identifier id;
     char why[160], detail[256];
-    json_t *out = NULL;
+    struct profile_text p;
     enum db_status st;
     int given = 0;
 
@@ -296,18 +327,13 @@ static void handle_lookup(struct app *app, const struct request *req, struct res
         respond_problem(res, PROBLEM_INVALID_QUERY, detail, req->path);
         return;
     }
-    st = store_lookup(req->reads, &id, &out, why, sizeof(why));
-    if (st != DB_OK)
+    st = store_lookup(req->reads, &id, &p, why, sizeof(why));
+    if (st != DB_OK) {
+        profile_text_clear(&p);
         respond_db_failure(res, st, why, req->path);
-    else if (out == NULL)
-        respond_problem(res, PROBLEM_NOT_FOUND, "no customer has this identifier", req->path);
-    else if (respond_if_gone(res, out, req->path))
         return;
-    else if (!audit_read_or_fail(app, req, res, "customer.lookup",
-                                 json_string_value(json_object_get(out, "customer_id"))))
-        json_decref(out);
-    else
-        respond_json(res, 200, out);
+    }
+    respond_profile_text(app, req, res, &p, "customer.lookup", "no customer has this identifier");
 }
 
 /* Cursor = base64url("<occurred_at>|<interaction_id>"). */

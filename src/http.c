@@ -116,8 +116,11 @@ static enum MHD_Result send_response(struct MHD_Connection *conn, struct respons
     if (res->stream_read != NULL)
         return send_stream(conn, res);
 
-    char *text = json_dumps(res->body, JSON_COMPACT | JSON_REAL_PRECISION(15));
+    char *text = res->raw_body != NULL
+                     ? res->raw_body
+                     : json_dumps(res->body, JSON_COMPACT | JSON_REAL_PRECISION(15));
     struct MHD_Response *r;
+    res->raw_body = NULL; /* MHD frees text */
     enum MHD_Result ret;
     if (text == NULL) { /* cannot happen for objects we built; keep the connection sane */
         text = strdup("{\"type\":\"urn:crm:problem:internal-error\",\"status\":500}");
@@ -374,8 +377,6 @@ static void log_access(struct MHD_Connection *conn, struct request_ctx *ctx, dou
     const union MHD_ConnectionInfo *info =
         MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
     char addr[64] = "-";
-    json_t *line;
-    char *text;
     if (info != NULL && info->client_addr != NULL) {
         const struct sockaddr *sa = info->client_addr;
         if (sa->sa_family == AF_INET)
@@ -385,19 +386,17 @@ static void log_access(struct MHD_Connection *conn, struct request_ctx *ctx, dou
             inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr,
                       addr, sizeof(addr));
     }
-    line = json_pack("{s:s, s:s, s:s, s:i, s:f, s:s, s:b}", "request_id", ctx->request_id,
-                     "route", ctx->route >= 0 ? route_name((enum route)ctx->route) : "unmatched",
-                     "client", addr, "status", ctx->status, "ms", seconds * 1000, "key_id",
-                     ctx->key_id[0] ? ctx->key_id : "-", "completed",
-                     toe == MHD_REQUEST_TERMINATED_COMPLETED_OK);
-    text = json_dumps(line, JSON_COMPACT | JSON_REAL_PRECISION(6));
-    if (text != NULL) {
-        fputs(text, stdout);
-        fputc('\n', stdout);
-        fflush(stdout);
-    }
-    free(text);
-    json_decref(line);
+    /* Every field is known to need no JSON escaping: the request id is
+     * printable ASCII without '"' or '\\' (take_request_id), the route a
+     * fixed name, the address numeric, the key id a UUID. */
+    fprintf(stdout,
+            "{\"request_id\":\"%s\",\"route\":\"%s\",\"client\":\"%s\",\"status\":%d,"
+            "\"ms\":%.6g,\"key_id\":\"%s\",\"completed\":%s}\n",
+            ctx->request_id,
+            ctx->route >= 0 ? route_name((enum route)ctx->route) : "unmatched", addr,
+            ctx->status, seconds * 1000, ctx->key_id[0] ? ctx->key_id : "-",
+            toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "true" : "false");
+    fflush(stdout);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
@@ -497,7 +496,9 @@ struct http_server *http_start(struct app *app)
         MHD_OPTION_SOCK_ADDR, addr,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned int)app->cfg->max_connections,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)app->cfg->connection_timeout,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)64 * 1024, /* caps header size */
+        /* Caps header size. MHD clears this pool between keep-alive requests
+         * (callgrind: 64 KB cost 22 % of a profile GET's instructions). */
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)16 * 1024,
         MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
         MHD_OPTION_END);

@@ -22,11 +22,17 @@ const struct db_statement store_statements[] = {
     {"resolve", "SELECT crm.resolve_customer($1::jsonb, $2::jsonb, $3, $4::uuid)"},
     /* Profile, lookup and timeline reads write no audit row themselves (the
      * server batches them, see audit.h), so a replica can answer them. */
-    {"profile", "SELECT doc FROM crm.profile_read WHERE customer_id = $1::uuid"},
+    /* The document's text is passed on as the response body, unparsed; the
+     * fields the server needs come as columns of their own. */
+    {"profile", "SELECT d::text, d->>'customer_id', d->>'merged_into', (d ? 'gone')::text "
+                "FROM (SELECT doc AS d FROM crm.profile_read WHERE customer_id = $1::uuid "
+                "OFFSET 0) AS x"},
     /* A subquery, not a join: joined, the planner may build the view's doc
      * (a volatile call on a miss) for every customer before matching. */
-    {"lookup", "SELECT (SELECT r.doc FROM crm.profile_read r WHERE r.customer_id = i.customer_id) "
-               "FROM crm.identifiers i WHERE i.kind = $1 AND i.namespace = $2 AND i.value = $3"},
+    {"lookup", "SELECT d::text, d->>'customer_id', d->>'merged_into', (d ? 'gone')::text "
+               "FROM (SELECT (SELECT r.doc FROM crm.profile_read r "
+               "WHERE r.customer_id = i.customer_id) AS d FROM crm.identifiers i "
+               "WHERE i.kind = $1 AND i.namespace = $2 AND i.value = $3 OFFSET 0) AS x"},
     {"audit_reads", "SELECT crm.audit_reads($1::jsonb)"},
     {"ingest_batch", "SELECT crm.ingest_batch($1::jsonb)"},
     {"authenticate", "SELECT crm.authenticate($1::uuid, $2)"},
@@ -128,18 +134,41 @@ enum db_status store_resolve(struct db_pool *pool, const struct resolve_request 
     return st;
 }
 
-enum db_status store_profile(struct db_pool *pool, const char *customer_id, json_t **out,
-                             char *err, size_t errlen)
+/* The row of the profile statements into a profile_text. */
+static enum db_status profile_row(struct db_pool *pool, const char *statement, int nparams,
+                                  const char *const *params, struct profile_text *out, char *err,
+                                  size_t errlen)
 {
-    const char *params[1] = {customer_id};
-    return db_call_json(pool, "profile", 1, params, out, err, errlen);
+    char *cols[4];
+    enum db_status st = db_call_row(pool, statement, nparams, params, 4, cols, err, errlen);
+    out->doc = cols[0];
+    out->customer_id = cols[1];
+    out->merged_into = cols[2];
+    out->gone = cols[3] != NULL && strcmp(cols[3], "true") == 0;
+    free(cols[3]);
+    return st;
 }
 
-enum db_status store_lookup(struct db_pool *pool, const struct identifier *id, json_t **out,
-                            char *err, size_t errlen)
+void profile_text_clear(struct profile_text *p)
+{
+    free(p->doc);
+    free(p->customer_id);
+    free(p->merged_into);
+    memset(p, 0, sizeof(*p));
+}
+
+enum db_status store_profile(struct db_pool *pool, const char *customer_id,
+                             struct profile_text *out, char *err, size_t errlen)
+{
+    const char *params[1] = {customer_id};
+    return profile_row(pool, "profile", 1, params, out, err, errlen);
+}
+
+enum db_status store_lookup(struct db_pool *pool, const struct identifier *id,
+                            struct profile_text *out, char *err, size_t errlen)
 {
     const char *params[3] = {id_kind_name(id->kind), id->namespace_, id->value};
-    return db_call_json(pool, "lookup", 3, params, out, err, errlen);
+    return profile_row(pool, "lookup", 3, params, out, err, errlen);
 }
 
 enum db_status store_patch_traits(struct db_pool *pool, const char *customer_id,
