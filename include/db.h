@@ -60,8 +60,8 @@ struct db_conn *db_acquire(struct db_pool *pool, int timeout_ms);
 void db_release(struct db_pool *pool, struct db_conn *conn, bool broken);
 PGconn *db_pg(struct db_conn *conn);
 
-/* Connections in use / open, for diagnostics. */
-void db_pool_stats(struct db_pool *pool, int *in_use, int *open);
+/* Connections in use / open, and threads waiting for one, for diagnostics. */
+void db_pool_stats(struct db_pool *pool, int *in_use, int *open, int *waiting);
 
 /* True when the error means "try again": lost connection, server shutting
  * down, serialization failure or deadlock. */

@@ -9,13 +9,19 @@
 
 #include <stddef.h>
 
+#include "audit.h"
 #include "db.h"
 #include "router.h"
 
 /* Record one finished request; route < 0 when no route matched. */
 void metrics_record(int route, int status, double seconds);
 
+/* Count stored interactions (single and batch): created, duplicates, failed. */
+void metrics_ingest(int created, int duplicates, int failed);
+/* A batch the set-based statement could not store (stored item by item). */
+void metrics_batch_fallback(void);
+
 /* Render everything; returns a malloc'd string. */
-char *metrics_render(struct db_pool *pool);
+char *metrics_render(struct db_pool *pool, struct audit *audit);
 
 #endif

@@ -107,28 +107,29 @@ run_e2e_build() {
 run_e2e_build plain "$ROOT/build/crm-server" crm_test
 run_e2e_build asan "$ROOT/build-asan/crm-server" crm_test_asan
 
+# count_summary PREFIX OUTPUT: add the counts of the line "PREFIX: N passed,
+# N failed" in OUTPUT; a missing line is one failure.
+count_summary() {
+    local prefix=$1 out=$2 line
+    line=$(echo "$out" | grep -E "^$prefix: [0-9]+ passed, [0-9]+ failed" | tail -n 1)
+    if [ -z "$line" ]; then
+        echo "!! $prefix printed no summary"
+        failed=$((failed + 1))
+        return
+    fi
+    passed=$((passed + $(echo "$line" | sed -E "s/$prefix: ([0-9]+) passed.*/\\1/")))
+    failed=$((failed + $(echo "$line" | sed -E 's/.* ([0-9]+) failed.*/\1/')))
+}
+
 echo "== fuzzing (libFuzzer, ${CRM_FUZZ_SECONDS:-20} s per harness)"
 fuzz_out=$("$ROOT/tests/fuzz/run.sh" "${CRM_FUZZ_SECONDS:-20}" 2>&1)
 echo "$fuzz_out"
-fuzz_line=$(echo "$fuzz_out" | grep -E '^fuzz: [0-9]+ passed, [0-9]+ failed' | tail -n 1)
-if [ -n "$fuzz_line" ]; then
-    passed=$((passed + $(echo "$fuzz_line" | sed -E 's/fuzz: ([0-9]+) passed.*/\1/')))
-    failed=$((failed + $(echo "$fuzz_line" | sed -E 's/.* ([0-9]+) failed.*/\1/')))
-else
-    failed=$((failed + 1))
-fi
+count_summary fuzz "$fuzz_out"
 
 echo "== scale-out loopback test (primary + streaming replica, PgBouncer, HAProxy, two servers)"
 so_out=$(bash "$ROOT/tests/scaleout/run.sh" 2>&1)
 echo "$so_out"
-so_line=$(echo "$so_out" | grep -E '^scaleout: [0-9]+ passed, [0-9]+ failed' | tail -n 1)
-if [ -n "$so_line" ]; then
-    passed=$((passed + $(echo "$so_line" | sed -E 's/scaleout: ([0-9]+) passed.*/\1/')))
-    failed=$((failed + $(echo "$so_line" | sed -E 's/.* ([0-9]+) failed.*/\1/')))
-else
-    echo "!! the scale-out test printed no summary"
-    failed=$((failed + 1))
-fi
+count_summary scaleout "$so_out"
 
 if [ -x "$ROOT/tests/lint_openapi.sh" ]; then
     echo "== openapi.yaml lint"

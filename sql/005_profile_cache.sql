@@ -204,7 +204,37 @@ DECLARE
     r record;
     resolved jsonb;
     cid uuid;
+    known jsonb;      -- {ord: customer} for items a plain lookup resolves
+    locked uuid[];
 BEGIN
+    -- Known customers, found set-based: every identifier of the item exists,
+    -- none is blocked, all belong to one customer. crm.resolve would find
+    -- that customer and change nothing, so only its row lock is needed (an
+    -- earlier item of the batch can only merge that customer away, which the
+    -- insert below follows). All other items go through crm.resolve.
+    SELECT coalesce(jsonb_object_agg(k.ord::text, k.owner_id), '{}') INTO known
+      FROM (SELECT x.ord, min(d.customer_id::text)::uuid AS owner_id
+              FROM jsonb_array_elements(p_items) WITH ORDINALITY AS x(item, ord)
+             CROSS JOIN LATERAL jsonb_array_elements(x.item->'identifiers') AS i(id)
+              LEFT JOIN LATERAL (
+                    SELECT y.customer_id FROM crm.identifiers y
+                     WHERE y.kind = i.id->>'kind' AND y.namespace = coalesce(i.id->>'namespace', '')
+                       AND y.value = i.id->>'value'
+                     LIMIT 1) AS d ON true
+             CROSS JOIN LATERAL (
+                    SELECT EXISTS (SELECT 1 FROM crm.blocked_identifiers b
+                                    WHERE b.kind IN (i.id->>'kind', '*')
+                                      AND b.value = lower(i.id->>'value')) AS blocked) AS bl
+             WHERE x.item ? 'identifiers'
+             GROUP BY x.ord
+            HAVING count(*) = count(d.customer_id) AND count(DISTINCT d.customer_id) = 1
+               AND NOT bool_or(bl.blocked)) AS k;
+    SELECT coalesce(array_agg(customer_id), '{}') INTO locked
+      FROM (SELECT customer_id FROM crm.customers
+             WHERE customer_id IN (SELECT (value #>> '{}')::uuid FROM jsonb_each(known))
+               AND merged_into IS NULL AND erased_at IS NULL
+             ORDER BY customer_id FOR SHARE) AS l;
+
     FOR r IN
         SELECT x.ord::int AS ord, x.item, d.interaction_id AS dup_id, d.customer_id AS dup_customer,
                row_number() OVER (PARTITION BY x.item->>'source', x.item->>'external_id'
@@ -227,6 +257,9 @@ BEGIN
                 CONTINUE;
             END IF;
             origin[r.ord] := (r.item->>'customer_id')::uuid;
+        ELSIF (known->>r.ord::text)::uuid = ANY (locked) THEN
+            cid := (known->>r.ord::text)::uuid;
+            origin[r.ord] := cid;
         ELSE
             resolved := crm.resolve(r.item->'identifiers', r.item->>'source',
                                     (r.item->>'new_customer_id')::uuid);

@@ -231,11 +231,14 @@ PGconn *db_pg(struct db_conn *conn)
     return conn->pg;
 }
 
-void db_pool_stats(struct db_pool *pool, int *in_use, int *open)
+void db_pool_stats(struct db_pool *pool, int *in_use, int *open, int *waiting)
 {
     *in_use = 0;
     *open = 0;
+    *waiting = 0;
     pthread_mutex_lock(&pool->lock);
+    for (struct db_waiter *w = pool->waiters_head; w != NULL; w = w->next)
+        (*waiting)++;
     for (int i = 0; i < pool->size; i++) {
         *in_use += pool->conns[i].in_use;
         *open += pool->conns[i].pg != NULL;

@@ -166,7 +166,7 @@ static void text_free(void *ctx)
 static void handle_metrics(struct app *app, struct response *res)
 {
     struct text_body *t = calloc(1, sizeof(*t));
-    t->text = metrics_render(app->pool);
+    t->text = metrics_render(app->pool, app->audit);
     t->len = strlen(t->text);
     res->status = 200;
     res->stream_content_type = "text/plain; version=0.0.4; charset=utf-8";
@@ -461,15 +461,21 @@ static void handle_interaction(struct app *app, const struct request *req, struc
         return;
     }
     if (respond_if_blocked(out, "", req->path, res)) {
+        metrics_ingest(0, 0, 1);
         json_decref(out);
         return;
     }
     status = json_string_value(json_object_get(out, "status"));
     if (status != NULL && strcmp(status, "not_found") == 0) {
+        metrics_ingest(0, 0, 1);
         json_decref(out);
         respond_problem(res, PROBLEM_NOT_FOUND, "no customer with this customer_id", req->path);
         return;
     }
+    if (status != NULL && strcmp(status, "created") == 0)
+        metrics_ingest(1, 0, 0);
+    else
+        metrics_ingest(0, 1, 0);
     respond_json(res, status != NULL && strcmp(status, "created") == 0 ? 201 : 200, out);
 }
 
@@ -560,6 +566,7 @@ static void handle_batch(struct app *app, const struct request *req, struct resp
         json_object_update(out, stored[i]);
         json_array_set_new(results, i, out);
     }
+    metrics_ingest(created, duplicates, failed);
     respond_json(res, 200,
                  json_pack("{s:i, s:i, s:i, s:o}", "created", created, "duplicates", duplicates,
                            "failed", failed, "results", results));

@@ -19,6 +19,20 @@ static atomic_ullong requests[ROUTE_COUNT + 1][STATUS_CLASSES];
 static atomic_ullong latency_buckets[BUCKET_COUNT + 1]; /* last = +Inf */
 static atomic_ullong latency_sum_us;
 static atomic_ullong latency_count;
+static atomic_ullong ingested[3]; /* created, duplicate, failed */
+static atomic_ullong batch_fallbacks;
+
+void metrics_ingest(int created, int duplicates, int failed)
+{
+    atomic_fetch_add(&ingested[0], (unsigned long long)created);
+    atomic_fetch_add(&ingested[1], (unsigned long long)duplicates);
+    atomic_fetch_add(&ingested[2], (unsigned long long)failed);
+}
+
+void metrics_batch_fallback(void)
+{
+    atomic_fetch_add(&batch_fallbacks, 1);
+}
 
 void metrics_record(int route, int status, double seconds)
 {
@@ -60,11 +74,12 @@ static void put(struct text *t, const char *fmt, ...)
     t->len += (size_t)n;
 }
 
-char *metrics_render(struct db_pool *pool)
+char *metrics_render(struct db_pool *pool, struct audit *audit)
 {
     struct text t = {0};
     unsigned long long cumulative = 0;
-    int in_use, open;
+    int in_use, open, waiting;
+    long audit_queued, audit_written;
 
     put(&t, "# HELP crm_http_requests_total HTTP requests by route and status class.\n"
             "# TYPE crm_http_requests_total counter\n");
@@ -87,11 +102,32 @@ char *metrics_render(struct db_pool *pool)
     put(&t, "crm_http_request_duration_seconds_sum %.6f\n",
         (double)atomic_load(&latency_sum_us) / 1e6);
     put(&t, "crm_http_request_duration_seconds_count %llu\n", atomic_load(&latency_count));
-    db_pool_stats(pool, &in_use, &open);
+    db_pool_stats(pool, &in_use, &open, &waiting);
     put(&t, "# HELP crm_db_pool_connections Database connections by state.\n"
             "# TYPE crm_db_pool_connections gauge\n"
             "crm_db_pool_connections{state=\"in_use\"} %d\n"
-            "crm_db_pool_connections{state=\"open\"} %d\n",
-        in_use, open);
+            "crm_db_pool_connections{state=\"open\"} %d\n"
+            "# HELP crm_db_pool_waiting Requests waiting for a database connection.\n"
+            "# TYPE crm_db_pool_waiting gauge\n"
+            "crm_db_pool_waiting %d\n",
+        in_use, open, waiting);
+    put(&t, "# HELP crm_ingest_interactions_total Interactions received (single and batch) by result.\n"
+            "# TYPE crm_ingest_interactions_total counter\n"
+            "crm_ingest_interactions_total{result=\"created\"} %llu\n"
+            "crm_ingest_interactions_total{result=\"duplicate\"} %llu\n"
+            "crm_ingest_interactions_total{result=\"failed\"} %llu\n"
+            "# HELP crm_ingest_batch_fallbacks_total Batches stored item by item because the set-based statement failed.\n"
+            "# TYPE crm_ingest_batch_fallbacks_total counter\n"
+            "crm_ingest_batch_fallbacks_total %llu\n",
+        atomic_load(&ingested[0]), atomic_load(&ingested[1]), atomic_load(&ingested[2]),
+        atomic_load(&batch_fallbacks));
+    audit_stats(audit, &audit_queued, &audit_written);
+    put(&t, "# HELP crm_audit_rows_queued Read-audit rows waiting to be written.\n"
+            "# TYPE crm_audit_rows_queued gauge\n"
+            "crm_audit_rows_queued %ld\n"
+            "# HELP crm_audit_rows_written_total Read-audit rows written.\n"
+            "# TYPE crm_audit_rows_written_total counter\n"
+            "crm_audit_rows_written_total %ld\n",
+        audit_queued, audit_written);
     return t.buf;
 }

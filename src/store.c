@@ -8,6 +8,8 @@
  */
 #include "store.h"
 
+#include "metrics.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -379,6 +381,7 @@ enum db_status store_ingest_batch(struct db_pool *pool, struct interaction_reque
          * so that only that item fails. */
         fprintf(stderr, "store: batch of %d falls back to item by item: %s\n", sent,
                 st == DB_OK ? "unexpected answer" : err);
+        metrics_batch_fallback();
         st = ingest_itemwise(pool, reqs, count, results, err, errlen);
     }
     json_decref(out);

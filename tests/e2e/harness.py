@@ -188,6 +188,22 @@ def stop_server():
 
 
 # ---------------------------------------------------------------------------
+# Direct SQL on the test database (psql), for checks the API does not show
+
+def sql(q, *args):
+    """Run q with psql on CRM_DATABASE_URL; its output, trimmed (-tA)."""
+    out = subprocess.run(["psql", "-X", "-tA", "-v", "ON_ERROR_STOP=1", "-d",
+                          os.environ["CRM_DATABASE_URL"], "-c", q] + list(args),
+                         check=True, capture_output=True, text=True, timeout=60)
+    return out.stdout.strip()
+
+
+def lit(s):
+    """s as an SQL string literal."""
+    return "'" + str(s).replace("'", "''") + "'"
+
+
+# ---------------------------------------------------------------------------
 # Assertions shared by the suites
 
 TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")

@@ -15,7 +15,6 @@ import http.client
 import json
 import os
 import re
-import subprocess
 import sys
 import time
 import unittest
@@ -75,15 +74,8 @@ def fake_key(key_id_hex=None, secret=None):
     return "crm_%s_%s" % (key_id_hex, secret)
 
 
-def sql(q, *args):
-    out = subprocess.run(["psql", "-X", "-tA", "-d", os.environ["CRM_DATABASE_URL"],
-                          "-c", q] + list(args),
-                         check=True, capture_output=True, text=True, timeout=60)
-    return out.stdout.strip()
-
-
-def sql_literal(s):
-    return "'" + str(s).replace("'", "''") + "'"
+sql = harness.sql
+sql_literal = harness.lit
 
 
 def interaction_body(identifiers=None, customer_id=None, **fields):

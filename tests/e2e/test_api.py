@@ -177,6 +177,45 @@ class HealthTests(ApiTestCase):
         r = get("/ready")
         self.assertEqual(self.assertJson(r, 200), {"status": "ready"})
 
+    def metrics(self):
+        r = get("/metrics", key=None)
+        self.assertStatus(r, 200)
+        self.assertTrue(r.content_type.startswith("text/plain"), r.content_type)
+        text = r.body.decode() if isinstance(r.body, bytes) else r.body
+        values = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                values[name] = float(value)
+        return values
+
+    def test_metrics_count_requests_ingest_and_pool(self):
+        before = self.metrics()
+        cid = self.create_customer()
+        first = interaction(cid)
+        self.assertJson(post("/v1/interactions", first), 201)
+        self.assertJson(post("/v1/interactions", first), 200)  # duplicate
+        body = self.assertJson(post("/v1/interactions:batch", {
+            "items": [interaction(cid), first, interaction(cid, channel="fax")]}), 200)
+        self.assertEqual((body["created"], body["duplicates"], body["failed"]), (1, 1, 1))
+        self.assertJson(get("/health"), 200)
+        after = self.metrics()
+
+        def delta(name):
+            return after.get(name, 0) - before.get(name, 0)
+        self.assertEqual(delta('crm_ingest_interactions_total{result="created"}'), 2)
+        self.assertEqual(delta('crm_ingest_interactions_total{result="duplicate"}'), 2)
+        self.assertEqual(delta('crm_ingest_interactions_total{result="failed"}'), 1)
+        self.assertGreaterEqual(delta('crm_http_requests_total{route="health",status="2xx"}'), 1)
+        self.assertEqual(delta('crm_http_requests_total{route="interaction_create",status="2xx"}'),
+                         2)
+        self.assertEqual(delta("crm_ingest_batch_fallbacks_total"), 0)
+        self.assertGreaterEqual(after['crm_db_pool_connections{state="open"}'], 1)
+        self.assertIn("crm_db_pool_waiting", after)
+        self.assertIn("crm_audit_rows_queued", after)
+        self.assertGreaterEqual(after["crm_http_request_duration_seconds_count"],
+                                before["crm_http_request_duration_seconds_count"] + 5)
+
 
 # ---------------------------------------------------------------------------
 # 2. resolve

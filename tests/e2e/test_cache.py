@@ -12,7 +12,6 @@ cached answer is compared with a fresh crm.profile() built by psql).
 import datetime
 import json
 import os
-import subprocess
 import sys
 import time
 import unittest
@@ -32,14 +31,8 @@ def tearDownModule():
     harness.stop_server()
 
 
-def sql(q):
-    out = subprocess.run(["psql", "-X", "-tA", "-d", os.environ["CRM_DATABASE_URL"], "-c", q],
-                         check=True, capture_output=True, text=True, timeout=60)
-    return out.stdout.strip()
-
-
-def lit(s):
-    return "'" + str(s).replace("'", "''") + "'"
+sql = harness.sql
+lit = harness.lit
 
 
 def uid():

@@ -42,14 +42,8 @@ def uid():
     return uuid.uuid4().hex[:16]
 
 
-def sql(q):
-    out = subprocess.run(["psql", "-X", "-tA", "-d", os.environ["CRM_DATABASE_URL"], "-c", q],
-                         check=True, capture_output=True, text=True, timeout=60)
-    return out.stdout.strip()
-
-
-def lit(s):
-    return "'" + str(s).replace("'", "''") + "'"
+sql = harness.sql
+lit = harness.lit
 
 
 def new_customer(traits=None, email=None):

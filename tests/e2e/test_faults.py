@@ -34,11 +34,7 @@ def pg(action):
                    stderr=subprocess.DEVNULL, timeout=120)
 
 
-def sql(query, *args):
-    out = subprocess.run(["psql", "-X", "-tA", "-d", os.environ["CRM_DATABASE_URL"],
-                          "-c", query] + list(args),
-                         check=True, capture_output=True, text=True, timeout=60)
-    return out.stdout.strip()
+sql = harness.sql
 
 
 @unittest.skipUnless(PG_CTL, "CRM_PG_CTL not set")
