@@ -138,27 +138,7 @@ log "seeding $CUSTOMERS customers into $DB ($CODE)"
 CRM_BOOTSTRAP_ADMIN_KEY=$KEY "$SERVER_BIN" "${SERVER_ARGS[@]}" > "$WORK/server.log" 2>&1 &
 SERVER=$!
 wait_up
-python3 - "$PORT" "$CUSTOMERS" "$WORK/ids.txt" <<'PY'
-import http.client, json, os, sys
-port, n, ids_path = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-auth = {"Authorization": "Bearer " + os.environ["CRM_PROF_KEY"]}
-c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-for start in range(0, n, 500):
-    items = [{"identifiers": [{"kind": "email", "value": "prof-%d@bench.example" % k}],
-              "source": "seed", "external_id": "seed-%d" % k, "channel": "store",
-              "type": "purchase", "occurred_at": "2026-01-01T10:00:00Z", "amount": 10 + k % 7,
-              "currency": "EUR"} for k in range(start, min(n, start + 500))]
-    c.request("POST", "/v1/interactions:batch", json.dumps({"items": items}),
-              dict(auth, **{"Content-Type": "application/json"}))
-    r = c.getresponse(); body = json.loads(r.read())
-    assert r.status == 200 and body["failed"] == 0, body
-with open(ids_path, "w") as f:
-    for k in range(n):
-        c.request("GET", "/v1/customers?email=prof-%d%%40bench.example" % k, headers=auth)
-        r = c.getresponse(); body = json.loads(r.read())
-        assert r.status == 200, body
-        f.write(body["customer_id"] + "\n")
-PY
+CRM_SEED_KEY=$KEY python3 "$ROOT/bench/seed.py" "$PORT" "$CUSTOMERS" "$WORK/ids.txt" prof 1
 
 log "CPU time per request ($REQUESTS GETs, no valgrind)"
 drive "$WARMUP" >/dev/null

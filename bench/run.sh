@@ -80,26 +80,8 @@ wait_up "$PORT" "$SERVER"
 wait_up "$CEIL_PORT" "$CEILING"
 
 log "seeding $CUSTOMERS customers through the batch API"
-python3 - "$PORT" "$CUSTOMERS" "$CRM_BENCH_IDS" <<'PY'
-import http.client, json, sys
-import os
-port, n, ids_path = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-auth = {"Authorization": "Bearer " + os.environ["CRM_BENCH_KEY"]}
-c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-for start in range(0, n, 500):
-    items = [{"identifiers": [{"kind": "email", "value": "bench-%d@bench.example" % k}],
-              "source": "seed", "external_id": "seed-%d" % k, "channel": "store",
-              "type": "purchase", "occurred_at": "2026-01-01T10:00:00Z", "amount": 10,
-              "currency": "EUR"} for k in range(start, min(n, start + 500))]
-    c.request("POST", "/v1/interactions:batch", json.dumps({"items": items}),
-              dict(auth, **{"Content-Type": "application/json"}))
-    r = c.getresponse(); body = json.loads(r.read())
-    assert r.status == 200 and body["failed"] == 0, body
-with open(ids_path, "w") as f:
-    for k in range(0, n, max(1, n // 2000)):
-        c.request("GET", "/v1/customers?email=bench-%d%%40bench.example" % k, headers=auth)
-        r = c.getresponse(); f.write(json.loads(r.read())["customer_id"] + "\n")
-PY
+CRM_SEED_KEY=$KEY python3 "$ROOT/bench/seed.py" "$PORT" "$CUSTOMERS" "$CRM_BENCH_IDS" bench \
+    $((CUSTOMERS / 2000))
 
 # Peak RSS per row: writing 5 to clear_refs resets VmHWM to the current RSS
 # (Linux >= 4.0); where that is not allowed the figure is the peak since start.
