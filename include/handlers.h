@@ -22,6 +22,7 @@ struct app {
     const struct config *cfg;
     struct db_pool *pool;    /* the primary */
     struct db_pool *replica; /* a streaming replica for reads, or NULL */
+    struct db_pool *reads;   /* the read routes' pool: the replica's, or a small one on the primary */
     struct access *access;
     struct audit *audit;     /* read-audit rows */
 };

@@ -23,6 +23,8 @@ static const struct setting SETTINGS[] = {
     {"--port", "CRM_PORT", 'i', offsetof(struct config, port), 0, 1, 65535},
     {"--db", "CRM_DATABASE_URL", 's', offsetof(struct config, database_url), 1024, 0, 0},
     {"--pool-size", "CRM_POOL_SIZE", 'i', offsetof(struct config, pool_size), 0, 1, 256},
+    {"--read-pool-size", "CRM_READ_POOL_SIZE", 'i', offsetof(struct config, read_pool_size), 0, 0,
+     256},
     {"--body-limit", "CRM_BODY_LIMIT", 'z', offsetof(struct config, body_limit), 0, 1024,
      64L * 1024 * 1024},
     {"--max-connections", "CRM_MAX_CONNECTIONS", 'i', offsetof(struct config, max_connections), 0,
@@ -62,6 +64,10 @@ const char *config_usage(void)
            "  --db CONNINFO              PostgreSQL conninfo or URI (CRM_DATABASE_URL,\n"
            "                             default \"dbname=crm\")\n"
            "  --pool-size N              database connections (CRM_POOL_SIZE, default 16)\n"
+           "  --read-pool-size N         connections for profile, lookup, timeline, segment\n"
+           "                             and KPI reads, apart from the rest, so reads cannot\n"
+           "                             crowd the CPU (CRM_READ_POOL_SIZE, default 0 =\n"
+           "                             3 per CPU, at most --pool-size)\n"
            "  --db-replica CONNINFO      streaming replica for profile, lookup, timeline,\n"
            "                             segment and KPI reads (CRM_DATABASE_REPLICA_URL)\n"
            "  --replica-wait-ms N        how long a read with CRM-Min-LSN waits for the\n"

@@ -587,8 +587,12 @@ static bool choose_read_pool(struct app *app, struct request *req, struct respon
     req->reads = app->pool;
     if (req->min_lsn != NULL && req->min_lsn[0] == '\0')
         req->min_lsn = NULL; /* an empty header is no header */
-    if (app->replica == NULL || !route_reads_from_replica(req->match->route))
+    if (!route_reads_from_replica(req->match->route))
         return true;
+    if (app->replica == NULL) {
+        req->reads = app->reads; /* the primary, through the read routes' own pool */
+        return true;
+    }
     if (req->min_lsn != NULL && !pg_lsn_valid(req->min_lsn)) {
         respond_problem(res, PROBLEM_INVALID_HEADER,
                         "CRM-Min-LSN must be a PostgreSQL LSN such as 0/16B3748, as given in "
@@ -611,7 +615,7 @@ void handle_request(struct app *app, const struct request *in, struct response *
     dispatch(app, &req, res);
     if (app->replica == NULL)
         return;
-    if (req.reads != app->pool)
+    if (req.reads == app->replica)
         res->read_from = db_served_by();
     else if (route_reads_from_replica(req.match->route))
         res->read_from = "primary";

@@ -60,6 +60,7 @@ START_TEST(test_defaults)
     ck_assert_int_eq(cfg.replica_wait_ms, 100);
     ck_assert_int_eq(cfg.db_prepared, 1);
     ck_assert_int_eq(cfg.audit_flush_ms, 50);
+    ck_assert_int_eq(cfg.read_pool_size, 0); /* 0 = 3 per CPU */
 
     /* argc 0 / argv with only the program name behave the same */
     ck_assert(config_load(&cfg, 0, argv, env_none, err, sizeof(err)));
@@ -102,6 +103,7 @@ START_TEST(test_scale_out_settings)
         "CRM_DATABASE_REPLICA_URL", "host=replica dbname=crm",
         "CRM_REPLICA_WAIT_MS", "250",
         "CRM_DB_PREPARED", "0",
+        "CRM_READ_POOL_SIZE", "5",
         NULL,
     };
     char *argv[] = {"crm-server", "--audit-flush-ms", "0"};
@@ -112,6 +114,7 @@ START_TEST(test_scale_out_settings)
     ck_assert_int_eq(cfg.replica_wait_ms, 250);
     ck_assert_int_eq(cfg.db_prepared, 0);
     ck_assert_int_eq(cfg.audit_flush_ms, 0);
+    ck_assert_int_eq(cfg.read_pool_size, 5);
     ck_assert(!load(ARGC(bad_prepared), bad_prepared, NULL));
     ck_assert_ptr_nonnull(strstr(err, "--db-prepared"));
     ck_assert(!load(ARGC(bad_wait), bad_wait, NULL));
