@@ -350,3 +350,55 @@ BEGIN
         ON d.source = x.item->>'source' AND d.external_id = x.item->>'external_id';
     RETURN to_jsonb(results);
 END $$;
+
+-- ---- known customers -------------------------------------------------------------
+
+-- The customer p_identifiers already name, share-locked, when there is
+-- nothing for crm.resolve to do: every identifier exists, none is blocked,
+-- all belong to one customer that is neither merged nor erased. NULL
+-- otherwise. The share lock keeps a merge from absorbing the customer
+-- until commit, as crm.lock_survivor does for writes by customer id.
+CREATE FUNCTION crm.known_customer(p_identifiers jsonb) RETURNS uuid
+LANGUAGE plpgsql AS $$
+DECLARE
+    found_owner uuid;
+BEGIN
+    SELECT CASE WHEN count(*) = count(d.customer_id) AND count(DISTINCT d.customer_id) = 1
+                     AND NOT bool_or(bl.blocked)
+                THEN min(d.customer_id::text)::uuid END
+      INTO found_owner
+      FROM jsonb_array_elements(p_identifiers) AS i(id)
+      LEFT JOIN LATERAL (
+            SELECT y.customer_id FROM crm.identifiers y
+             WHERE y.kind = i.id->>'kind' AND y.namespace = coalesce(i.id->>'namespace', '')
+               AND y.value = i.id->>'value'
+             LIMIT 1) AS d ON true
+     CROSS JOIN LATERAL (
+            SELECT EXISTS (SELECT 1 FROM crm.blocked_identifiers b
+                            WHERE b.kind IN (i.id->>'kind', '*')
+                              AND b.value = lower(i.id->>'value')) AS blocked) AS bl;
+    IF found_owner IS NULL THEN
+        RETURN NULL;
+    END IF;
+    PERFORM 1 FROM crm.customers
+      WHERE customer_id = found_owner AND merged_into IS NULL AND erased_at IS NULL FOR SHARE;
+    RETURN CASE WHEN FOUND THEN found_owner END;
+END $$;
+
+-- crm.resolve with that shortcut in front: a known customer needs no
+-- advisory locks, no limit checks and no exclusive row lock. The answer is
+-- the one crm.resolve gives in that case. Callers (crm.ingest,
+-- crm.resolve_customer, crm.ingest_batch) call it by name.
+ALTER FUNCTION crm.resolve(jsonb, text, uuid) RENAME TO resolve_general;
+CREATE FUNCTION crm.resolve(p_identifiers jsonb, p_source text, p_new_id uuid)
+RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+    known uuid := crm.known_customer(p_identifiers);
+BEGIN
+    IF known IS NOT NULL THEN
+        RETURN jsonb_build_object('customer_id', known, 'created', false,
+                                  'merged_ids', '[]'::jsonb, 'ignored', '[]'::jsonb,
+                                  'conflicts', '[]'::jsonb);
+    END IF;
+    RETURN crm.resolve_general(p_identifiers, p_source, p_new_id);
+END $$;
