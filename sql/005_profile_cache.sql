@@ -185,6 +185,29 @@ END $$;
 
 -- ---- batch ingestion -----------------------------------------------------------
 
+-- The one customer that p_identifiers all belong to when every identifier
+-- exists and none is blocked; NULL otherwise (a new or blocked identifier,
+-- or several owners: work for crm.resolve). No lock taken.
+CREATE FUNCTION crm.known_owner(p_identifiers jsonb) RETURNS uuid
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (
+        SELECT CASE WHEN count(*) = count(d.customer_id) AND count(DISTINCT d.customer_id) = 1
+                         AND NOT bool_or(bl.blocked)
+                    THEN min(d.customer_id::text)::uuid END
+          FROM jsonb_array_elements(p_identifiers) AS i(id)
+          LEFT JOIN LATERAL (
+                SELECT y.customer_id FROM crm.identifiers y
+                 WHERE y.kind = i.id->>'kind' AND y.namespace = coalesce(i.id->>'namespace', '')
+                   AND y.value = i.id->>'value'
+                 LIMIT 1) AS d ON true
+         CROSS JOIN LATERAL (
+                SELECT EXISTS (SELECT 1 FROM crm.blocked_identifiers b
+                                WHERE b.kind IN (i.id->>'kind', '*')
+                                  AND b.value = lower(i.id->>'value')) AS blocked) AS bl
+    );
+END $$;
+
 -- A whole batch in one call. p_items is a JSON array of valid items, as the
 -- server sends them: {customer_id | identifiers, new_customer_id,
 -- interaction_id, source, external_id, channel, type, occurred_at, amount,
@@ -213,22 +236,10 @@ BEGIN
     -- earlier item of the batch can only merge that customer away, which the
     -- insert below follows). All other items go through crm.resolve.
     SELECT coalesce(jsonb_object_agg(k.ord::text, k.owner_id), '{}') INTO known
-      FROM (SELECT x.ord, min(d.customer_id::text)::uuid AS owner_id
+      FROM (SELECT x.ord, crm.known_owner(x.item->'identifiers') AS owner_id
               FROM jsonb_array_elements(p_items) WITH ORDINALITY AS x(item, ord)
-             CROSS JOIN LATERAL jsonb_array_elements(x.item->'identifiers') AS i(id)
-              LEFT JOIN LATERAL (
-                    SELECT y.customer_id FROM crm.identifiers y
-                     WHERE y.kind = i.id->>'kind' AND y.namespace = coalesce(i.id->>'namespace', '')
-                       AND y.value = i.id->>'value'
-                     LIMIT 1) AS d ON true
-             CROSS JOIN LATERAL (
-                    SELECT EXISTS (SELECT 1 FROM crm.blocked_identifiers b
-                                    WHERE b.kind IN (i.id->>'kind', '*')
-                                      AND b.value = lower(i.id->>'value')) AS blocked) AS bl
-             WHERE x.item ? 'identifiers'
-             GROUP BY x.ord
-            HAVING count(*) = count(d.customer_id) AND count(DISTINCT d.customer_id) = 1
-               AND NOT bool_or(bl.blocked)) AS k;
+             WHERE x.item ? 'identifiers') AS k
+     WHERE k.owner_id IS NOT NULL;
     SELECT coalesce(array_agg(customer_id), '{}') INTO locked
       FROM (SELECT customer_id FROM crm.customers
              WHERE customer_id IN (SELECT (value #>> '{}')::uuid FROM jsonb_each(known))
@@ -354,29 +365,14 @@ END $$;
 -- ---- known customers -------------------------------------------------------------
 
 -- The customer p_identifiers already name, share-locked, when there is
--- nothing for crm.resolve to do: every identifier exists, none is blocked,
--- all belong to one customer that is neither merged nor erased. NULL
--- otherwise. The share lock keeps a merge from absorbing the customer
--- until commit, as crm.lock_survivor does for writes by customer id.
+-- nothing for crm.resolve to do (see crm.known_owner); NULL otherwise. The
+-- share lock keeps a merge from absorbing the customer until commit, as
+-- crm.lock_survivor does for writes by customer id.
 CREATE FUNCTION crm.known_customer(p_identifiers jsonb) RETURNS uuid
 LANGUAGE plpgsql AS $$
 DECLARE
-    found_owner uuid;
+    found_owner uuid := crm.known_owner(p_identifiers);
 BEGIN
-    SELECT CASE WHEN count(*) = count(d.customer_id) AND count(DISTINCT d.customer_id) = 1
-                     AND NOT bool_or(bl.blocked)
-                THEN min(d.customer_id::text)::uuid END
-      INTO found_owner
-      FROM jsonb_array_elements(p_identifiers) AS i(id)
-      LEFT JOIN LATERAL (
-            SELECT y.customer_id FROM crm.identifiers y
-             WHERE y.kind = i.id->>'kind' AND y.namespace = coalesce(i.id->>'namespace', '')
-               AND y.value = i.id->>'value'
-             LIMIT 1) AS d ON true
-     CROSS JOIN LATERAL (
-            SELECT EXISTS (SELECT 1 FROM crm.blocked_identifiers b
-                            WHERE b.kind IN (i.id->>'kind', '*')
-                              AND b.value = lower(i.id->>'value')) AS blocked) AS bl;
     IF found_owner IS NULL THEN
         RETURN NULL;
     END IF;

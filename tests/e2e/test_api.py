@@ -762,6 +762,14 @@ class BatchTests(ApiTestCase):
                          {"gifts": 2, "premium_support": 2})
         self.assertEqual(sorted(i["interaction_id"] for i in self.all_items(survivor)),
                          sorted(r["interaction_id"] for r in res))
+        # Known identifiers now (the set-based path): both land on the survivor.
+        body = self.assertJson(post("/v1/interactions:batch", {"items": [
+            interaction(identifiers=[email_id(mail)]), interaction(identifiers=[phone_id(phone)]),
+            interaction(identifiers=[email_id(mail), phone_id(phone)])]}), 200)
+        self.assertEqual(body["created"], 3, body)
+        self.assertEqual({r["customer_id"] for r in body["results"]}, {survivor})
+        self.assertEqual(self.assertJson(profile(survivor), 200)["aggregates"]["interaction_count"],
+                         7)
 
     def test_repeats_within_a_batch(self):
         cid = self.create_customer()
