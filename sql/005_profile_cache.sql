@@ -235,11 +235,25 @@ BEGIN
     -- that customer and change nothing, so only its row lock is needed (an
     -- earlier item of the batch can only merge that customer away, which the
     -- insert below follows). All other items go through crm.resolve.
+    -- (crm.known_owner's rule, inlined: calling it per item made batches
+    -- 19 % slower.)
     SELECT coalesce(jsonb_object_agg(k.ord::text, k.owner_id), '{}') INTO known
-      FROM (SELECT x.ord, crm.known_owner(x.item->'identifiers') AS owner_id
+      FROM (SELECT x.ord, min(d.customer_id::text)::uuid AS owner_id
               FROM jsonb_array_elements(p_items) WITH ORDINALITY AS x(item, ord)
-             WHERE x.item ? 'identifiers') AS k
-     WHERE k.owner_id IS NOT NULL;
+             CROSS JOIN LATERAL jsonb_array_elements(x.item->'identifiers') AS i(id)
+              LEFT JOIN LATERAL (
+                    SELECT y.customer_id FROM crm.identifiers y
+                     WHERE y.kind = i.id->>'kind' AND y.namespace = coalesce(i.id->>'namespace', '')
+                       AND y.value = i.id->>'value'
+                     LIMIT 1) AS d ON true
+             CROSS JOIN LATERAL (
+                    SELECT EXISTS (SELECT 1 FROM crm.blocked_identifiers b
+                                    WHERE b.kind IN (i.id->>'kind', '*')
+                                      AND b.value = lower(i.id->>'value')) AS blocked) AS bl
+             WHERE x.item ? 'identifiers'
+             GROUP BY x.ord
+            HAVING count(*) = count(d.customer_id) AND count(DISTINCT d.customer_id) = 1
+               AND NOT bool_or(bl.blocked)) AS k;
     SELECT coalesce(array_agg(customer_id), '{}') INTO locked
       FROM (SELECT customer_id FROM crm.customers
              WHERE customer_id IN (SELECT (value #>> '{}')::uuid FROM jsonb_each(known))

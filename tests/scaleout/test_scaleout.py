@@ -24,6 +24,7 @@ Ends with the line "scaleout: N passed, N failed".
 """
 
 import collections
+import contextlib
 import http.client
 import json
 import os
@@ -181,6 +182,21 @@ def pg_ctl(data, log, action):
 
 def pg_ctl_replica(action):
     pg_ctl(REPLICA_DATA, REPLICA_LOG, action)
+
+
+@contextlib.contextmanager
+def replay_paused():
+    """WAL replay on the replica paused (and confirmed paused) for the block."""
+    psql(REPLICA_PORT, "SELECT pg_wal_replay_pause()")
+    try:
+        deadline = time.monotonic() + 10
+        while scalar(REPLICA_PORT, "SELECT pg_get_wal_replay_pause_state()") != "paused":
+            if time.monotonic() > deadline:
+                raise AssertionError("replay did not pause")
+            time.sleep(0.05)
+        yield
+    finally:
+        psql(REPLICA_PORT, "SELECT pg_wal_replay_resume()")
 
 
 def replica_running():
@@ -413,12 +429,7 @@ class ScaleOutTests(unittest.TestCase):
         old_id = r.body["customer_id"]
         self.wait_visible_on_replica(old_id, "before")
 
-        psql(REPLICA_PORT, "SELECT pg_wal_replay_pause()")
-        try:
-            deadline = time.monotonic() + 10
-            while scalar(REPLICA_PORT, "SELECT pg_get_wal_replay_pause_state()") != "paused":
-                self.assertLess(time.monotonic(), deadline, "replay did not pause")
-                time.sleep(0.05)
+        with replay_paused():
 
             new_addr = email("d-new")
             r = resolve(new_addr, first_name="new")
@@ -456,8 +467,6 @@ class ScaleOutTests(unittest.TestCase):
                 self.assertEqual(r.status, 404, str(r))
                 self.assertEqual(r.read_from, "replica", str(r))
             self.assertEqual(served, INSTANCES)
-        finally:
-            psql(REPLICA_PORT, "SELECT pg_wal_replay_resume()")
 
         # Replay resumed: the replica catches up and serves the writes.
         self.wait_visible_on_replica(old_id, "after")
@@ -488,12 +497,7 @@ class ScaleOutTests(unittest.TestCase):
             time.sleep(0.05)
         self.assertEqual(r.body.get("count"), 0, str(r))
 
-        psql(REPLICA_PORT, "SELECT pg_wal_replay_pause()")
-        try:
-            deadline = time.monotonic() + 10
-            while scalar(REPLICA_PORT, "SELECT pg_get_wal_replay_pause_state()") != "paused":
-                self.assertLess(time.monotonic(), deadline, "replay did not pause")
-                time.sleep(0.05)
+        with replay_paused():
             addr = email("d2")
             r = resolve(addr, first_name=marker)
             self.assertWrite(r, 201)
@@ -519,8 +523,6 @@ class ScaleOutTests(unittest.TestCase):
                 self.assertEqual(body.get("customers"), 0, str(r))
                 served.add(r.served_by)
             self.assertEqual(served, INSTANCES)
-        finally:
-            psql(REPLICA_PORT, "SELECT pg_wal_replay_resume()")
         deadline = time.monotonic() + 10
         while True:
             r = request("GET", members, headers=min_lsn(lsn))
