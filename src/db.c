@@ -131,8 +131,6 @@ struct db_conn *db_acquire(struct db_pool *pool, int timeout_ms)
 {
     struct timespec deadline;
     struct db_conn *conn = NULL;
-    if (pool->fallback != NULL && time(NULL) < pool->down_until)
-        return NULL;
     clock_gettime(CLOCK_REALTIME, &deadline);
     deadline.tv_sec += timeout_ms / 1000;
     deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
@@ -142,6 +140,10 @@ struct db_conn *db_acquire(struct db_pool *pool, int timeout_ms)
     }
 
     pthread_mutex_lock(&pool->lock);
+    if (pool->fallback != NULL && time(NULL) < pool->down_until) {
+        pthread_mutex_unlock(&pool->lock); /* a replica that just failed: skip it */
+        return NULL;
+    }
     /* Prefer an open idle connection; else any idle slot; but never jump
      * the queue of threads already waiting. */
     if (pool->waiters_head == NULL) {
@@ -196,8 +198,11 @@ struct db_conn *db_acquire(struct db_pool *pool, int timeout_ms)
             conn->pg = NULL;
         }
         if (conn->pg == NULL) {
-            if (pool->fallback != NULL)
+            if (pool->fallback != NULL) {
+                pthread_mutex_lock(&pool->lock);
                 pool->down_until = time(NULL) + 1;
+                pthread_mutex_unlock(&pool->lock);
+            }
             db_release(pool, conn, true);
             return NULL;
         }

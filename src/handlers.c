@@ -233,9 +233,11 @@ static void respond_profile_text(struct app *app, const struct request *req, str
         respond_problem(res, PROBLEM_NOT_FOUND, not_found, req->path);
     } else if (p->gone) {
         json_t *doc = json_loads(p->doc, 0, NULL);
-        if (doc == NULL || !respond_if_gone(res, doc, req->path))
+        if (doc == NULL || !respond_if_gone(res, doc, req->path)) {
+            json_decref(doc);
             respond_problem(res, PROBLEM_INTERNAL, "the request could not be completed",
                             req->path);
+        }
     } else if (audit_read_or_fail(app, req, res, action, p->customer_id)) {
         if (p->merged_into != NULL)
             snprintf(res->content_location, sizeof(res->content_location), "/v1/customers/%s",
@@ -441,6 +443,7 @@ static void handle_interaction(struct app *app, const struct request *req, struc
     char err[DB_ERR_LEN];
     enum db_status st;
     const char *status;
+    bool created;
 
     if (!validate_interaction(req->body, "", &ir, errors)) {
         interaction_request_clear(&ir);
@@ -472,11 +475,9 @@ static void handle_interaction(struct app *app, const struct request *req, struc
         respond_problem(res, PROBLEM_NOT_FOUND, "no customer with this customer_id", req->path);
         return;
     }
-    if (status != NULL && strcmp(status, "created") == 0)
-        metrics_ingest(1, 0, 0);
-    else
-        metrics_ingest(0, 1, 0);
-    respond_json(res, status != NULL && strcmp(status, "created") == 0 ? 201 : 200, out);
+    created = status != NULL && strcmp(status, "created") == 0;
+    metrics_ingest(created, !created, 0);
+    respond_json(res, created ? 201 : 200, out);
 }
 
 static void handle_batch(struct app *app, const struct request *req, struct response *res)
