@@ -14,6 +14,7 @@ import collections
 import http.client
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -23,6 +24,7 @@ import tempfile
 import time
 import unittest
 import urllib.parse
+import uuid
 
 HOST = "127.0.0.1"
 # The server installs this as its bootstrap admin key (CRM_BOOTSTRAP_ADMIN_KEY)
@@ -185,6 +187,47 @@ def stop_server():
         raise AssertionError("%s\n---- server log tail (%s) ----\n%s"
                              % (msg, server.log_path, server.log_tail()))
     sys.stderr.write("e2e: server stopped cleanly (exit 0), log %s\n" % server.log_path)
+
+
+# ---------------------------------------------------------------------------
+# Request builders shared by the suites
+
+def uid():
+    return uuid.uuid4().hex[:16]
+
+
+def random_digits(n):
+    return "".join(random.choice("0123456789") for _ in range(n))
+
+
+def email_id(value):
+    return {"kind": "email", "value": value}
+
+
+def phone_id(value):
+    return {"kind": "phone", "value": value}
+
+
+def resolve(identifiers, source="e2e", traits=None, **kw):
+    body = {"identifiers": identifiers, "source": source}
+    if traits is not None:
+        body["traits"] = traits
+    return post("/v1/customers:resolve", body, **kw)
+
+
+def interaction(customer_id=None, identifiers=None, **fields):
+    body = {"source": "e2e", "external_id": "ext-" + uid(), "channel": "web",
+            "type": "page_view", "occurred_at": "2026-11-20T15:04:05Z"}
+    if customer_id is not None:
+        body["customer_id"] = customer_id
+    if identifiers is not None:
+        body["identifiers"] = identifiers
+    body.update(fields)
+    return body
+
+
+def ingest(customer_id=None, identifiers=None, **fields):
+    return post("/v1/interactions", interaction(customer_id, identifiers, **fields))
 
 
 # ---------------------------------------------------------------------------

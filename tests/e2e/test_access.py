@@ -22,7 +22,7 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from harness import ADMIN_KEY, get, patch, post, query, request  # noqa: E402
+from harness import ADMIN_KEY, email_id, get, patch, post, query, request, uid  # noqa: E402
 
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 KEY_RE = re.compile(r"^crm_([0-9a-f]{32})_[A-Za-z0-9_-]{43}$")
@@ -42,16 +42,8 @@ def tearDownModule():
 # ---------------------------------------------------------------------------
 # helpers
 
-def uid():
-    return uuid.uuid4().hex[:16]
-
-
 def new_email(prefix="e2e-access"):
     return "%s-%s@example.com" % (prefix, uid())
-
-
-def email_id(value):
-    return {"kind": "email", "value": value}
 
 
 def ext_id(value, namespace=PARTNER_NS):

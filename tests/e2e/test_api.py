@@ -10,7 +10,6 @@ database and can run in any order.
 
 import json
 import os
-import random
 import re
 import subprocess
 import sys
@@ -21,7 +20,8 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from harness import get, patch, post, query, request  # noqa: E402
+from harness import (email_id, get, ingest, interaction, patch, phone_id, post, query,  # noqa: E402
+                     random_digits, request, resolve, uid)
 
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
@@ -37,16 +37,8 @@ def tearDownModule():
 # ---------------------------------------------------------------------------
 # helpers
 
-def uid():
-    return uuid.uuid4().hex[:16]
-
-
 def new_email(prefix="e2e"):
     return "%s-%s@example.com" % (prefix, uid())
-
-
-def random_digits(n):
-    return "".join(random.choice("0123456789") for _ in range(n))
 
 
 def new_phone():
@@ -55,38 +47,8 @@ def new_phone():
     return "+336" + d, d
 
 
-def email_id(value):
-    return {"kind": "email", "value": value}
-
-
-def phone_id(value):
-    return {"kind": "phone", "value": value}
-
-
 def ext_id(value, namespace="shopify"):
     return {"kind": "external", "namespace": namespace, "value": value}
-
-
-def resolve(identifiers, source="e2e", traits=None, **kw):
-    body = {"identifiers": identifiers, "source": source}
-    if traits is not None:
-        body["traits"] = traits
-    return post("/v1/customers:resolve", body, **kw)
-
-
-def interaction(customer_id=None, identifiers=None, **fields):
-    body = {"source": "e2e", "external_id": "ext-" + uid(), "channel": "web",
-            "type": "page_view", "occurred_at": "2026-11-20T15:04:05Z"}
-    if customer_id is not None:
-        body["customer_id"] = customer_id
-    if identifiers is not None:
-        body["identifiers"] = identifiers
-    body.update(fields)
-    return body
-
-
-def ingest(customer_id=None, identifiers=None, **fields):
-    return post("/v1/interactions", interaction(customer_id, identifiers, **fields))
 
 
 def psql(q):

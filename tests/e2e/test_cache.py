@@ -19,7 +19,7 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from harness import get, patch, post  # noqa: E402
+from harness import get, patch, post, uid  # noqa: E402
 from test_api import run_concurrently  # noqa: E402
 
 
@@ -33,10 +33,6 @@ def tearDownModule():
 
 sql = harness.sql
 lit = harness.lit
-
-
-def uid():
-    return uuid.uuid4().hex[:16]
 
 
 def new_customer():

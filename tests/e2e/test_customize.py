@@ -21,7 +21,7 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from harness import get, patch, post, query, request  # noqa: E402
+from harness import get, patch, post, query, request, uid  # noqa: E402
 
 AT = "2026-06-01T12:00:00Z"          # a Monday; 14:00 in Paris
 BEFORE = "2026-01-01T00:00:00Z"      # consents given before AT
@@ -37,10 +37,6 @@ def tearDownModule():
 
 # ---------------------------------------------------------------------------
 # helpers
-
-def uid():
-    return uuid.uuid4().hex[:16]
-
 
 sql = harness.sql
 lit = harness.lit

@@ -13,7 +13,6 @@ blocked values, identifier limits) put them back when they finish.
 
 import json
 import os
-import random
 import re
 import sys
 import unittest
@@ -21,7 +20,8 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from harness import get, patch, post, query, request  # noqa: E402
+from harness import (email_id, get, ingest, interaction, patch, phone_id, post, query,  # noqa: E402
+                     random_digits, request, resolve, uid)
 
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 KEY_RE = re.compile(r"^crm_([0-9a-f]{32})_")
@@ -48,10 +48,6 @@ def tearDownModule():
 # ---------------------------------------------------------------------------
 # helpers
 
-def uid():
-    return uuid.uuid4().hex[:16]
-
-
 def key_id_of(api_key):
     h = KEY_RE.match(api_key).group(1)
     return "%s-%s-%s-%s-%s" % (h[:8], h[8:12], h[12:16], h[16:20], h[20:])
@@ -64,10 +60,6 @@ def new_email(prefix="id"):
     return "%s-%s@example.com" % (prefix, uid())
 
 
-def random_digits(n):
-    return "".join(random.choice("0123456789") for _ in range(n))
-
-
 def new_phone():
     """A fresh French mobile number: (normalised E.164, the same written with spaces)."""
     d = random_digits(8)
@@ -76,14 +68,6 @@ def new_phone():
 
 def new_ns():
     return "e2e-" + uid()[:12]
-
-
-def email_id(value):
-    return {"kind": "email", "value": value}
-
-
-def phone_id(value):
-    return {"kind": "phone", "value": value}
 
 
 def device_id(value):
@@ -96,28 +80,6 @@ def ext_id(value, namespace):
 
 def card_id(value):
     return {"kind": "loyalty_card", "value": value}
-
-
-def resolve(identifiers, source="e2e", traits=None, **kw):
-    body = {"identifiers": identifiers, "source": source}
-    if traits is not None:
-        body["traits"] = traits
-    return post("/v1/customers:resolve", body, **kw)
-
-
-def interaction(customer_id=None, identifiers=None, **fields):
-    body = {"source": "e2e", "external_id": "ext-" + uid(), "channel": "web",
-            "type": "page_view", "occurred_at": "2026-11-20T15:04:05Z"}
-    if customer_id is not None:
-        body["customer_id"] = customer_id
-    if identifiers is not None:
-        body["identifiers"] = identifiers
-    body.update(fields)
-    return body
-
-
-def ingest(customer_id=None, identifiers=None, **fields):
-    return post("/v1/interactions", interaction(customer_id, identifiers, **fields))
 
 
 def profile(customer_id, **kw):

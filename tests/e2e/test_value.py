@@ -24,11 +24,10 @@ import subprocess
 import sys
 import threading
 import unittest
-import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from harness import get, patch, post, query, request  # noqa: E402
+from harness import email_id, get, patch, post, query, request, uid  # noqa: E402
 
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 NDJSON_CT = "application/x-ndjson"
@@ -54,16 +53,8 @@ def tearDownModule():
 # ---------------------------------------------------------------------------
 # helpers (plain functions, usable from setUpClass)
 
-def uid():
-    return uuid.uuid4().hex[:16]
-
-
 def new_email(prefix="val"):
     return "%s-%s@example.com" % (prefix, uid())
-
-
-def email_id(value):
-    return {"kind": "email", "value": value}
 
 
 def iso(dt):
