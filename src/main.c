@@ -50,6 +50,14 @@ static int read_pool_size(const struct config *cfg)
     return n < cfg->pool_size ? n : cfg->pool_size;
 }
 
+/* A pool of the server's statements, prepared unless --db-prepared 0. */
+static struct db_pool *open_pool(const struct config *cfg, const char *conninfo, int size)
+{
+    struct db_pool *pool = db_pool_new(conninfo, size, store_statements, store_statement_count);
+    db_pool_set_prepared(pool, cfg->db_prepared != 0);
+    return pool;
+}
+
 /* After the HTTP server stopped: flush the read audit, close the pools. */
 static void stop_app(struct app *app)
 {
@@ -77,7 +85,7 @@ static int recompute_value_command(const struct config *cfg)
         fprintf(stderr, "crm-server: --as-of must be an RFC 3339 timestamp with offset\n");
         return 2;
     }
-    pool = db_pool_new(cfg->database_url, 1, store_statements, store_statement_count);
+    pool = open_pool(cfg, cfg->database_url, 1);
     st = value_recompute(pool, cfg->as_of[0] ? cfg->as_of : NULL, print_progress, &summary, err,
                          sizeof(err));
     db_pool_free(pool);
@@ -141,22 +149,16 @@ int main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
 
     app.cfg = &cfg;
-    app.pool = db_pool_new(cfg.database_url, cfg.pool_size, store_statements,
-                           store_statement_count);
-    db_pool_set_prepared(app.pool, cfg.db_prepared != 0);
+    app.pool = open_pool(&cfg, cfg.database_url, cfg.pool_size);
     if (cfg.replica_url[0] != '\0') {
-        app.replica = db_pool_new(cfg.replica_url, read_pool_size(&cfg), store_statements,
-                                  store_statement_count);
-        db_pool_set_prepared(app.replica, cfg.db_prepared != 0);
+        app.replica = open_pool(&cfg, cfg.replica_url, read_pool_size(&cfg));
         db_pool_set_fallback(app.replica, app.pool);
         app.reads = app.replica;
     } else {
         /* Reads are CPU work: a few connections per core serve them best
          * (more only add preemption: p99 266 ms with 16, 12 ms with 6 on 2
          * cores). Writes mostly wait for the WAL flush and keep the big pool. */
-        app.reads = db_pool_new(cfg.database_url, read_pool_size(&cfg), store_statements,
-                                store_statement_count);
-        db_pool_set_prepared(app.reads, cfg.db_prepared != 0);
+        app.reads = open_pool(&cfg, cfg.database_url, read_pool_size(&cfg));
     }
     app.access = access_new(app.pool, cfg.rate_limit);
     if (app.replica != NULL)
