@@ -148,6 +148,10 @@ SELECT c.customer_id,
  CROSS JOIN crm.profile_cache_epoch e
   LEFT JOIN crm.profile_cache pc ON pc.customer_id = c.customer_id;
 
+-- crm.read_profile (003/004) read and audited in one call; reads now go
+-- through crm.profile_read and the server's audit batches, so it has no caller.
+DROP FUNCTION crm.read_profile(uuid, uuid, text, text);
+
 CREATE FUNCTION crm.profile_cache_store(p_customer uuid, p_version bigint, p_epoch bigint,
                                         p_doc jsonb) RETURNS void
 LANGUAGE plpgsql AS $$
