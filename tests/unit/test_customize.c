@@ -9,14 +9,7 @@
 #include <string.h>
 
 #include "customize.h"
-
-static json_t *J(const char *text)
-{
-    json_error_t e;
-    json_t *v = json_loads(text, JSON_DECODE_ANY, &e);
-    ck_assert_msg(v != NULL, "bad test JSON (%s): %s", e.text, text);
-    return v;
-}
+#include "test_helpers.h"
 
 /* errors contains an entry at pointer. */
 static bool has_pointer(json_t *errors, const char *pointer)

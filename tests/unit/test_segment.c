@@ -12,32 +12,9 @@
 #include <string.h>
 
 #include "segment.h"
+#include "test_helpers.h"
 
 /* ---- helpers ------------------------------------------------------------- */
-
-static json_t *J(const char *text)
-{
-    json_error_t e;
-    json_t *v = json_loads(text, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY | JSON_ALLOW_NUL, &e);
-    ck_assert_msg(v != NULL, "bad test JSON (%s): %s", e.text, text);
-    return v;
-}
-
-/* "ptr1 | ptr2 | ..." for failure messages; static buffer. */
-static const char *pointers(json_t *errors)
-{
-    static char buf[4096];
-    size_t i, n = 0;
-    json_t *e;
-    buf[0] = '\0';
-    json_array_foreach(errors, i, e) {
-        n += (size_t)snprintf(buf + n, sizeof(buf) - n, "%s%s", i ? " | " : "",
-                              json_string_value(json_object_get(e, "pointer")));
-        if (n >= sizeof(buf))
-            break;
-    }
-    return buf;
-}
 
 /* errors holds exactly one entry, at pointer, with a non-empty detail. */
 static void only_error(json_t *errors, const char *pointer)

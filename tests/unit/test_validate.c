@@ -9,32 +9,9 @@
 
 #include "problem.h"
 #include "validate.h"
+#include "test_helpers.h"
 
 /* ---- helpers ------------------------------------------------------------- */
-
-static json_t *J(const char *text)
-{
-    json_error_t e;
-    json_t *v = json_loads(text, JSON_REJECT_DUPLICATES, &e);
-    ck_assert_msg(v != NULL, "bad test JSON (%s): %s", e.text, text);
-    return v;
-}
-
-/* "ptr1 | ptr2 | ..." for failure messages; static buffer. */
-static const char *pointers(json_t *errors)
-{
-    static char buf[2048];
-    size_t i, n = 0;
-    json_t *e;
-    buf[0] = '\0';
-    json_array_foreach(errors, i, e) {
-        n += (size_t)snprintf(buf + n, sizeof(buf) - n, "%s%s", i ? " | " : "",
-                              json_string_value(json_object_get(e, "pointer")));
-        if (n >= sizeof(buf))
-            break;
-    }
-    return buf;
-}
 
 static json_t *find_error(json_t *errors, const char *pointer)
 {
