@@ -6,8 +6,10 @@
 #include "textutil.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <uuid/uuid.h>
 
 bool utf8_valid(const char *buf, size_t len)
@@ -83,10 +85,38 @@ bool uuid_canonical(const char *text, char out[UUID_TEXT_LEN + 1])
     return true;
 }
 
+/* Random bytes for uuid_new, refilled from getrandom(2) 256 UUIDs at a time.
+ * libuuid's uuid_generate_random() made six system calls per UUID (getrandom
+ * plus getpid, getppid, getuid, gettid to re-seed random(3), whose lock the
+ * request threads then shared); this makes one per 256 and takes no lock. */
+static _Thread_local unsigned char random_pool[4096];
+static _Thread_local size_t random_left;
+
+static void random_bytes(unsigned char *out, size_t n)
+{
+    if (random_left < n) {
+        size_t got = 0;
+        while (got < sizeof(random_pool)) {
+            ssize_t r = getrandom(random_pool + got, sizeof(random_pool) - got, 0);
+            if (r < 0 && errno == EINTR)
+                continue; /* a signal during a large request */
+            if (r < 0)
+                abort(); /* ENOSYS: Linux older than 3.17, which Debian does not run */
+            got += (size_t)r;
+        }
+        random_left = sizeof(random_pool);
+    }
+    random_left -= n;
+    memcpy(out, random_pool + random_left, n);
+    memset(random_pool + random_left, 0, n); /* never hand out the same bytes twice */
+}
+
 void uuid_new(char out[UUID_TEXT_LEN + 1])
 {
     uuid_t u;
-    uuid_generate_random(u);
+    random_bytes(u, sizeof(u));
+    u[6] = (unsigned char)((u[6] & 0x0F) | 0x40); /* version 4 */
+    u[8] = (unsigned char)((u[8] & 0x3F) | 0x80); /* RFC 4122 variant */
     uuid_unparse_lower(u, out);
 }
 

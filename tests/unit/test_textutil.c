@@ -156,6 +156,25 @@ START_TEST(test_uuid_canonical_lowercases)
 }
 END_TEST
 
+START_TEST(test_uuid_new_is_random_v4)
+{
+    /* 1,000 UUIDs (several refills of the random pool): each canonical,
+     * version 4, RFC 4122 variant, and no two alike. */
+    enum { N = 1000 };
+    static char seen[N][UUID_TEXT_LEN + 1];
+    for (int i = 0; i < N; i++) {
+        char canon[UUID_TEXT_LEN + 1];
+        uuid_new(seen[i]);
+        ck_assert(uuid_canonical(seen[i], canon));
+        ck_assert_str_eq(canon, seen[i]);
+        ck_assert_int_eq(seen[i][14], '4');
+        ck_assert(strchr("89ab", seen[i][19]) != NULL);
+        for (int j = 0; j < i; j++)
+            ck_assert_str_ne(seen[i], seen[j]);
+    }
+}
+END_TEST
+
 START_TEST(test_uuid_canonical_rejects)
 {
     char out[UUID_TEXT_LEN + 1];
@@ -443,6 +462,7 @@ static Suite *textutil_suite(void)
     tc = tcase_create("uuid");
     tcase_add_test(tc, test_uuid_canonical_lowercases);
     tcase_add_test(tc, test_uuid_canonical_rejects);
+    tcase_add_test(tc, test_uuid_new_is_random_v4);
     tcase_add_test(tc, test_uuid_new);
     suite_add_tcase(s, tc);
 
