@@ -11,6 +11,7 @@
 
 #include <jansson.h>
 #include <libpq-fe.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -52,6 +53,12 @@ bool db_write_lsn(struct db_pool *pool, char *lsn, size_t len);
 /* True once the replica has replayed up to lsn, polling for up to wait_ms;
  * false on timeout or when the replica cannot answer. */
 bool db_replica_caught_up(struct db_pool *replica, const char *lsn, int wait_ms);
+
+/* Open the pool's idle, unopened connections one after another (with their
+ * prepared statements), so the first requests after start-up do not pay for
+ * connecting. Stops at the first failure or once *stop is true; returns how
+ * many it opened. Requests may use the pool meanwhile. */
+int db_pool_warm(struct db_pool *pool, const atomic_bool *stop);
 
 /* Borrow a connection, waiting up to timeout_ms for a free one. NULL when
  * none could be had (pool exhausted or database unreachable). */

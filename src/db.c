@@ -1,7 +1,8 @@
 /*
  * db: a fixed-size pool of libpq connections guarded by one mutex and a
  * condition variable. A connection is opened the first time it is needed
- * and prepared with every statement of the catalogue; a connection that
+ * (or ahead of use by db_pool_warm, which main runs in the background at
+ * start-up) and prepared with every statement of the catalogue; a connection that
  * failed is closed and re-opened on next use. db_call_json wraps the common
  * "one statement, one JSON value back" call with bounded retries.
  */
@@ -81,6 +82,40 @@ static bool prepare_all(struct db_pool *pool, PGconn *pg)
             return false;
     }
     return true;
+}
+
+/* A new connection with the pool's statements prepared, or NULL. */
+static PGconn *open_connection(struct db_pool *pool)
+{
+    PGconn *pg = db_connect(pool->conninfo);
+    if (pg != NULL && pool->prepared && !prepare_all(pool, pg)) {
+        PQfinish(pg);
+        pg = NULL;
+    }
+    return pg;
+}
+
+int db_pool_warm(struct db_pool *pool, const atomic_bool *stop)
+{
+    int opened = 0;
+    for (int i = 0; i < pool->size && !atomic_load(stop); i++) {
+        struct db_conn *conn = NULL;
+        pthread_mutex_lock(&pool->lock);
+        if (!pool->conns[i].in_use && pool->conns[i].pg == NULL) {
+            conn = &pool->conns[i];
+            conn->in_use = true;
+        }
+        pthread_mutex_unlock(&pool->lock);
+        if (conn == NULL)
+            continue; /* busy or already open */
+        conn->pg = open_connection(pool);
+        bool ok = conn->pg != NULL; /* read before the release hands it on */
+        db_release(pool, conn, false);
+        if (!ok)
+            break; /* unreachable now: requests open connections as they need them */
+        opened++;
+    }
+    return opened;
 }
 
 struct db_pool *db_pool_new(const char *conninfo, int size, const struct db_statement *statements,
@@ -192,11 +227,7 @@ struct db_conn *db_acquire(struct db_pool *pool, int timeout_ms)
         conn->pg = NULL;
     }
     if (conn->pg == NULL) {
-        conn->pg = db_connect(pool->conninfo);
-        if (conn->pg != NULL && pool->prepared && !prepare_all(pool, conn->pg)) {
-            PQfinish(conn->pg);
-            conn->pg = NULL;
-        }
+        conn->pg = open_connection(pool);
         if (conn->pg == NULL) {
             if (pool->fallback != NULL) {
                 pthread_mutex_lock(&pool->lock);

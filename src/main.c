@@ -5,6 +5,8 @@
  */
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,9 +60,42 @@ static struct db_pool *open_pool(const struct config *cfg, const char *conninfo,
     return pool;
 }
 
+/* Opens the pools' connections in the background after start-up: the read
+ * pool first (call-centre reads), then the primary's. */
+struct warm_up {
+    struct app *app;
+    atomic_bool stop;
+    pthread_t thread;
+    bool started;
+};
+
+static void *warm_up_main(void *arg)
+{
+    struct warm_up *w = arg;
+    int reads = db_pool_warm(w->app->reads, &w->stop);
+    int writes = db_pool_warm(w->app->pool, &w->stop);
+    fprintf(stderr, "crm-server: opened %d read and %d primary connections ahead of use\n", reads,
+            writes);
+    return NULL;
+}
+
+static struct warm_up warm_up;
+
+static void start_warm_up(struct app *app)
+{
+    warm_up.app = app;
+    atomic_init(&warm_up.stop, false);
+    warm_up.started = pthread_create(&warm_up.thread, NULL, warm_up_main, &warm_up) == 0;
+}
+
 /* After the HTTP server stopped: flush the read audit, close the pools. */
 static void stop_app(struct app *app)
 {
+    if (warm_up.started) {
+        atomic_store(&warm_up.stop, true);
+        pthread_join(warm_up.thread, NULL);
+        warm_up.started = false;
+    }
     audit_free(app->audit);
     access_free(app->access);
     if (app->reads != app->replica)
@@ -171,6 +206,7 @@ int main(int argc, char **argv)
     }
     fprintf(stderr, "crm-server: listening on %s port %d (pool %d, body limit %zu)\n", cfg.listen,
             cfg.port, cfg.pool_size, cfg.body_limit);
+    start_warm_up(&app);
 
     sigwait(&stop_signals, &sig);
     fprintf(stderr, "crm-server: %s received, draining\n", sig == SIGTERM ? "SIGTERM" : "SIGINT");
