@@ -46,6 +46,24 @@ for p in "$PORT" "$CEIL_PORT"; do
     fi
 done
 start_postgres
+# The kernel's autogroup scheduler shares the CPUs between sessions, not
+# threads; pg_ctl starts PostgreSQL in a session of its own, so on 2 cores a
+# runnable backend waited up to 256 ms (perf sched latency) while the
+# server's threads ran, and profile GET p99 at 16 connections was 60-700 ms
+# instead of 5 ms. Production runs PostgreSQL as a service in its own cgroup
+# (or host), where autogroup does not apply, so the run switches it off when
+# it may, and puts it back on exit; results.md says which.
+AUTOGROUP_FILE=/proc/sys/kernel/sched_autogroup_enabled
+AUTOGROUP_WAS=$(cat "$AUTOGROUP_FILE" 2>/dev/null || echo absent)
+AUTOGROUP_NOTE="scheduler autogroup: $AUTOGROUP_WAS"
+if [ "$AUTOGROUP_WAS" = 1 ] && [ "${CRM_BENCH_KEEP_AUTOGROUP:-0}" != 1 ] &&
+    { echo 0 > "$AUTOGROUP_FILE"; } 2>/dev/null; then
+    AUTOGROUP_NOTE="scheduler autogroup: switched off for the run (was on; CRM_BENCH_KEEP_AUTOGROUP=1 keeps it)"
+fi
+restore_autogroup() {
+    if [ "$AUTOGROUP_WAS" = 1 ]; then echo 1 2>/dev/null > "$AUTOGROUP_FILE" || true; fi
+}
+trap restore_autogroup EXIT
 # A fresh crm_bench each run: every run sees the same data (the POST rows
 # of earlier runs would grow it) and the current migrations.
 create_database crm_bench recreate
@@ -66,7 +84,7 @@ CRM_BOOTSTRAP_ADMIN_KEY=$KEY "$ROOT/$BUILD/crm-server" --port "$PORT" --db "$(co
 SERVER=$!
 "$ROOT/$BUILD/bench/crm-bench-ceiling" "$CEIL_PORT" > "$WORK/ceiling.log" 2>&1 &
 CEILING=$!
-trap 'kill $SERVER $CEILING 2>/dev/null || true' EXIT
+trap 'kill $SERVER $CEILING 2>/dev/null || true; restore_autogroup' EXIT
 wait_up() { # port pid
     for _ in $(seq 100); do
         curl -sf "http://127.0.0.1:$1/health" >/dev/null && return 0
@@ -243,7 +261,7 @@ for r in "${ROWS[@]}"; do table_row "$r"; done > "$WORK/rows.md"
 {
     echo "# Benchmark results"
     echo
-    echo "$(date -u +%FT%TZ), $CODE, $(nproc) cores (wrk, server and PostgreSQL share them; other work on the machine adds noise), $CUSTOMERS customers, ${DURATION}s per scenario, server pool $POOL. Latencies in ms (wrk). Load average before/after: $LOAD_BEFORE / $LOAD_AFTER."
+    echo "$(date -u +%FT%TZ), $CODE, $(nproc) cores (wrk, server and PostgreSQL share them; other work on the machine adds noise), $CUSTOMERS customers, ${DURATION}s per scenario, server pool $POOL, $AUTOGROUP_NOTE. Latencies in ms (wrk). Load average before/after: $LOAD_BEFORE / $LOAD_AFTER."
     echo
     echo "## Targets (issue 6)"
     echo
@@ -260,13 +278,16 @@ for r in "${ROWS[@]}"; do table_row "$r"; done > "$WORK/rows.md"
     echo
     echo "## Ceilings"
     echo
-    echo "Measured just before the scenarios of the same connection count. pgbench: -M prepared, scale 10, -c = connections. Bare MHD: crm-bench-ceiling (bench/ceiling.c), same daemon mode and flags as the server, fixed {\"status\":\"ok\"} reply."
+    echo "Measured just before the scenarios of the same connection count. pgbench: -M prepared, scale 10, -c = connections. Bare MHD: crm-bench-ceiling (bench/ceiling.c), same daemon mode and flags as the server, fixed {\"status\":\"ok\"} reply. HTTP + select: 1 / (1/bare MHD + 1/select-only), what a service that answers each request with one bare MHD reply and one pgbench select could reach when both share these cores; as % of select-only, the highest profile GET ratio possible on this machine."
     echo
-    echo "| connections | pgbench select-only tps | pgbench insert tps | bare MHD req/s | bare MHD p50 | bare MHD p99 | bare MHD peak RSS |"
-    echo "|---|---|---|---|---|---|---|"
+    echo "| connections | pgbench select-only tps | pgbench insert tps | bare MHD req/s | bare MHD p50 | bare MHD p99 | bare MHD peak RSS | HTTP + select |"
+    echo "|---|---|---|---|---|---|---|---|"
     for c in $CONN_LIST; do
         m=${MHD[$c]}
-        echo "| $c | ${PG_SELECT[$c]} | ${PG_INSERT[$c]} | $(num "$(field "$m" 3)") | $(field "$m" 4) | $(field "$m" 5) | $(mb "$(field "$m" 8)") |"
+        both=$(awk -v h="$(field "$m" 3)" -v d="${PG_SELECT[$c]}" 'BEGIN {
+            if (h + 0 <= 0 || d + 0 <= 0) { print "-"; exit }
+            b = 1 / (1 / h + 1 / d); printf "%.0f/s = %.0f%% of select-only", b, 100 * b / d }')
+        echo "| $c | ${PG_SELECT[$c]} | ${PG_INSERT[$c]} | $(num "$(field "$m" 3)") | $(field "$m" 4) | $(field "$m" 5) | $(mb "$(field "$m" 8)") | $both |"
     done
     echo
     echo "## Scenarios"
