@@ -178,6 +178,17 @@ class HealthTests(ApiTestCase):
         self.assertGreaterEqual(after["crm_http_request_duration_seconds_count"],
                                 before["crm_http_request_duration_seconds_count"] + 5)
 
+    def test_pool_connections_opened_ahead_of_use(self):
+        # The server opens all of its primary pool's connections in the
+        # background after start-up; requests alone would open only as many
+        # as ran at once (one at a time here).
+        deadline = time.time() + 15
+        while True:
+            opened = self.metrics()['crm_db_pool_connections{state="open"}']
+            if opened == harness.POOL_SIZE or time.time() > deadline:
+                break
+            time.sleep(0.2)
+        self.assertEqual(opened, harness.POOL_SIZE)
 
 # ---------------------------------------------------------------------------
 # 2. resolve
