@@ -433,8 +433,11 @@ bool db_write_lsn(struct db_pool *pool, char *lsn, size_t len)
 
 bool db_replica_caught_up(struct db_pool *replica, const char *lsn, int wait_ms)
 {
-    /* NULL replay position: not a standby at all, so nothing to wait for. */
-    static const char sql[] = "SELECT coalesce(pg_last_wal_replay_lsn() >= $1::pg_lsn, true)::text";
+    /* Not in recovery: not a standby at all, so nothing to wait for (its
+     * pg_last_wal_replay_lsn() is NULL, or after a crash recovery the last
+     * position that recovery replayed, forever). */
+    static const char sql[] =
+        "SELECT (NOT pg_is_in_recovery() OR pg_last_wal_replay_lsn() >= $1::pg_lsn)::text";
     struct timespec start, now;
     char answer[8];
     clock_gettime(CLOCK_MONOTONIC, &start);
