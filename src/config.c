@@ -25,6 +25,7 @@ static const struct setting SETTINGS[] = {
     {"--pool-size", "CRM_POOL_SIZE", 'i', offsetof(struct config, pool_size), 0, 1, 256},
     {"--read-pool-size", "CRM_READ_POOL_SIZE", 'i', offsetof(struct config, read_pool_size), 0, 0,
      256},
+    {"--http-threads", "CRM_HTTP_THREADS", 'i', offsetof(struct config, http_threads), 0, 0, 1024},
     {"--body-limit", "CRM_BODY_LIMIT", 'z', offsetof(struct config, body_limit), 0, 1024,
      64L * 1024 * 1024},
     {"--max-connections", "CRM_MAX_CONNECTIONS", 'i', offsetof(struct config, max_connections), 0,
@@ -68,6 +69,11 @@ const char *config_usage(void)
            "                             and KPI reads, apart from the rest, so reads cannot\n"
            "                             crowd the CPU (CRM_READ_POOL_SIZE, default 0 =\n"
            "                             3 per CPU, at most --pool-size)\n"
+           "  --http-threads N           HTTP worker threads, each serving many connections\n"
+           "                             (epoll); long routes (segments, KPIs, value runs,\n"
+           "                             merges, exports) get a thread of their own\n"
+           "                             (CRM_HTTP_THREADS, default 4 per CPU; 0 = one\n"
+           "                             thread per connection)\n"
            "  --db-replica CONNINFO      streaming replica for profile, lookup, timeline,\n"
            "                             segment and KPI reads (CRM_DATABASE_REPLICA_URL)\n"
            "  --replica-wait-ms N        how long a read with CRM-Min-LSN waits for the\n"
@@ -148,6 +154,7 @@ bool config_load(struct config *cfg, int argc, char **argv, getenv_fn env, char 
     cfg->replica_wait_ms = 100;
     cfg->db_prepared = 1;
     cfg->audit_flush_ms = 50;
+    cfg->http_threads = -1; /* 4 per CPU, resolved by http_start */
 
     for (size_t i = 0; i < SETTING_COUNT; i++) {
         const char *v = env(SETTINGS[i].env);

@@ -1,15 +1,21 @@
 /*
- * http: adapts libmicrohttpd's callback API to the handlers. One thread per
- * connection (handlers block on the database, so a blocked request must
- * not hold up others); bodies are collected up to the configured limit,
- * rejected early when Content-Length is already too large, then checked
- * for UTF-8 and parsed as a JSON object before any handler sees them.
+ * http: adapts libmicrohttpd's callback API to the handlers. A few worker
+ * threads (--http-threads, epoll) each serve many connections and run their
+ * requests' handlers, which block on the database; the long routes
+ * (route_runs_long: segments, KPIs, value runs, merges, exports) would hold
+ * up every other connection of their worker, so their connection is
+ * suspended and the handler runs on a thread of its own. --http-threads 0
+ * selects one thread per connection instead. Bodies are collected up to the
+ * configured limit, rejected early when Content-Length is already too
+ * large, then checked for UTF-8 and parsed as a JSON object before any
+ * handler sees them.
  */
 #include "http.h"
 
 #include <arpa/inet.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +34,19 @@ struct http_server {
     char *tls_cert, *tls_key; /* PEM text when serving HTTPS */
     struct app *app;
     atomic_int in_flight;
+    bool pooled;          /* worker threads; false: one thread per connection */
+    atomic_int offloaded; /* long requests running on threads of their own */
+};
+
+/* A long route's request, handled on a thread of its own while its
+ * connection is suspended; the worker sends res once it is resumed. */
+struct offload {
+    struct http_server *srv;
+    struct MHD_Connection *conn;
+    struct request req;
+    struct route_match match;
+    struct principal who;
+    struct response res;
 };
 
 struct request_ctx {
@@ -39,10 +58,11 @@ struct request_ctx {
     int status; /* of the queued response */
     char request_id[65];
     char key_id[UUID_TEXT_LEN + 1];
+    struct offload *offload; /* set while a long route runs elsewhere */
 };
 
-/* The request this connection thread is answering (one thread per
- * connection), so the response writers can note its status and id. */
+/* The request this thread is answering right now (set on every entry from
+ * libmicrohttpd), so the response writers can note its status and id. */
 static _Thread_local struct request_ctx *current;
 
 /* A client's X-Request-Id is echoed if it is 1..64 printable ASCII
@@ -223,6 +243,57 @@ static bool append_body(struct request_ctx *ctx, const char *data, size_t size, 
     return true;
 }
 
+/* A response that will not be sent (its client went away). */
+static void discard_response(struct response *res)
+{
+    json_decref(res->body);
+    free(res->raw_body);
+    if (res->stream_free != NULL)
+        res->stream_free(res->stream_ctx);
+}
+
+static void *offload_main(void *arg)
+{
+    struct offload *o = arg;
+    struct http_server *srv = o->srv;
+    handle_request(srv->app, &o->req, &o->res);
+    json_decref(o->req.body);
+    o->req.body = NULL;
+    /* From here on the worker owns o (it sends o->res); srv stays valid
+     * until offloaded is 0 (http_drain_and_stop waits for that). */
+    MHD_resume_connection(o->conn);
+    atomic_fetch_sub(&srv->offloaded, 1);
+    return NULL;
+}
+
+/* Run a long route's handler on a thread of its own; the connection is
+ * suspended until it is done, and on_request then sends the response. */
+static enum MHD_Result start_offload(struct http_server *srv, struct MHD_Connection *conn,
+                                     struct request_ctx *ctx, const struct request *req)
+{
+    struct offload *o = calloc(1, sizeof(*o));
+    pthread_attr_t attr;
+    pthread_t thread;
+    o->srv = srv;
+    o->conn = conn;
+    o->req = *req;
+    o->match = *req->match;
+    o->req.match = &o->match;
+    if (req->who != NULL) {
+        o->who = *req->who;
+        o->req.who = &o->who;
+    }
+    ctx->offload = o;
+    atomic_fetch_add(&srv->offloaded, 1);
+    MHD_suspend_connection(conn);
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    if (pthread_create(&thread, &attr, offload_main, o) != 0)
+        offload_main(o); /* no thread to be had: answer on this one */
+    pthread_attr_destroy(&attr);
+    return MHD_YES;
+}
+
 /* Everything after the body has arrived: checks, parse, route, handle. */
 static enum MHD_Result finish_request(struct http_server *srv, struct MHD_Connection *conn,
                                       const char *method, const char *path,
@@ -328,6 +399,8 @@ static enum MHD_Result finish_request(struct http_server *srv, struct MHD_Connec
         }
     }
     req.min_lsn = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "CRM-Min-LSN");
+    if (srv->pooled && route_runs_long(match.route))
+        return start_offload(srv, conn, ctx, &req);
     handle_request(srv->app, &req, &res);
     json_decref(req.body);
     ret = send_response(conn, &res);
@@ -367,6 +440,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return MHD_YES;
     }
     current = ctx;
+    if (ctx->offload != NULL) { /* resumed: the long route's answer is ready */
+        struct offload *o = ctx->offload;
+        enum MHD_Result ret = send_response(conn, &o->res);
+        ctx->offload = NULL;
+        free(o);
+        return ret;
+    }
     return finish_request(srv, conn, method, url, ctx);
 }
 
@@ -416,6 +496,10 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         log_access(conn, ctx, seconds, toe);
     if (current == ctx)
         current = NULL;
+    if (ctx->offload != NULL) { /* the client left before the answer was sent */
+        discard_response(&ctx->offload->res);
+        free(ctx->offload);
+    }
     free(ctx->body);
     free(ctx);
     *con_cls = NULL;
@@ -444,14 +528,23 @@ static char *read_file(const char *path)
     return buf;
 }
 
+unsigned int http_worker_threads(int configured)
+{
+    long cpus;
+    if (configured >= 0)
+        return (unsigned int)configured;
+    cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    return cpus > 0 ? (unsigned int)(cpus * 4) : 8;
+}
+
 struct http_server *http_start(struct app *app)
 {
     struct http_server *srv = calloc(1, sizeof(*srv));
     struct sockaddr_in6 a6 = {0};
     struct sockaddr_in a4 = {0};
     const struct sockaddr *addr;
-    unsigned int flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
-                         MHD_USE_ITC | MHD_USE_ERROR_LOG;
+    unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG;
+    unsigned int workers = http_worker_threads(app->cfg->http_threads);
 
     srv->app = app;
     if (inet_pton(AF_INET, app->cfg->listen, &a4.sin_addr) == 1) {
@@ -490,8 +583,17 @@ struct http_server *http_start(struct app *app)
         {MHD_OPTION_HTTPS_MEM_KEY, 0, srv->tls_key},
         {MHD_OPTION_END, 0, NULL},
     };
+    /* Workers with epoll (measured on 2 cores, 64 connections: 25-35 % less
+     * server CPU per profile GET and 25-50 % more POSTs/s than a thread per
+     * connection, whose threads mostly woke each other up), or the old mode. */
+    srv->pooled = workers > 0;
+    if (srv->pooled)
+        flags |= MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME;
+    else
+        flags |= MHD_USE_THREAD_PER_CONNECTION;
     srv->daemon = MHD_start_daemon(
         flags, (uint16_t)app->cfg->port, NULL, NULL, on_request, srv,
+        MHD_OPTION_THREAD_POOL_SIZE, workers,
         MHD_OPTION_ARRAY, srv->tls_cert ? tls_options : tls_options + 2,
         MHD_OPTION_SOCK_ADDR, addr,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned int)app->cfg->max_connections,
@@ -522,6 +624,10 @@ int http_drain_and_stop(struct http_server *srv, int timeout_s)
          waited_ms += 20)
         db_sleep_ms(20);
     left = atomic_load(&srv->in_flight);
+    /* libmicrohttpd must not be stopped with a connection suspended: let the
+     * long requests finish (the database's statement_timeout bounds them). */
+    while (atomic_load(&srv->offloaded) > 0)
+        db_sleep_ms(20);
     MHD_stop_daemon(srv->daemon);
     free(srv->tls_cert);
     free(srv->tls_key);

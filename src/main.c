@@ -204,8 +204,10 @@ int main(int argc, char **argv)
         stop_app(&app);
         return 1;
     }
-    fprintf(stderr, "crm-server: listening on %s port %d (pool %d, body limit %zu)\n", cfg.listen,
-            cfg.port, cfg.pool_size, cfg.body_limit);
+    fprintf(stderr,
+            "crm-server: listening on %s port %d (pool %d, http threads %u, body limit %zu)\n",
+            cfg.listen, cfg.port, cfg.pool_size, http_worker_threads(cfg.http_threads),
+            cfg.body_limit);
     start_warm_up(&app);
 
     sigwait(&stop_signals, &sig);

@@ -140,3 +140,24 @@ bool route_reads_from_replica(enum route route)
         return false;
     }
 }
+
+bool route_runs_long(enum route route)
+{
+    switch (route) {
+    case ROUTE_SEGMENT_CREATE:
+    case ROUTE_SEGMENT_PREVIEW:
+    case ROUTE_SEGMENT_CUSTOMERS:
+    case ROUTE_SEGMENT_EXPORT:
+    case ROUTE_VALUE_RECOMPUTE:
+    case ROUTE_KPIS:
+    case ROUTE_MOMENTS:
+    case ROUTE_CONFLICTS_LIST:
+    case ROUTE_MERGE_CREATE:
+    case ROUTE_UNMERGE:
+    case ROUTE_CUSTOMER_EXPORT:
+    case ROUTE_CUSTOMER_ERASE:
+        return true;
+    default:
+        return false;
+    }
+}

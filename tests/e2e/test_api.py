@@ -1331,5 +1331,82 @@ class ErrorTests(ApiTestCase):
         self.assertProblem(get(query("/v1/customers", {"email": good})), 404, "not-found")
 
 
+# ---------------------------------------------------------------------------
+# HTTP threading: worker threads, long routes on threads of their own
+
+
+def extra_server(*args):
+    server = harness.Server(os.environ["CRM_BIN"], os.environ["CRM_DATABASE_URL"],
+                            os.environ.get("CRM_E2E_LOGDIR") or "/tmp", extra_args=args)
+    server.start()
+    return server
+
+
+class ThreadingTests(ApiTestCase):
+    def test_a_blocked_long_route_does_not_hold_up_its_worker(self):
+        # One worker thread serves every connection. A KPI request (a long
+        # route) waits on a lock held by another session; meanwhile the same
+        # worker must answer a health check, /metrics and a profile read,
+        # and the KPI request must complete once the lock is gone.
+        server = extra_server("--http-threads", "1")
+        locker = None
+        try:
+            cid = self.create_customer()
+            self.assertJson(get("/v1/customers/" + cid, port=server.port), 200)
+            locker = subprocess.Popen(
+                ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", os.environ["CRM_DATABASE_URL"]],
+                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+            locker.stdin.write("BEGIN;\nLOCK TABLE crm.interactions IN ACCESS EXCLUSIVE MODE;\n")
+            locker.stdin.flush()
+            self.wait_for("SELECT count(*) FROM pg_locks WHERE relation = 'crm.interactions'::regclass"
+                          " AND mode = 'AccessExclusiveLock' AND granted")
+            result = {}
+
+            def kpis():
+                result["r"] = get(query("/v1/kpis", {"from": "2025-01-01T00:00:00Z",
+                                                     "to": "2025-02-01T00:00:00Z"}),
+                                  port=server.port, timeout=60)
+            t = threading.Thread(target=kpis)
+            t.start()
+            self.wait_for("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                          " AND query LIKE '%kpis%'")
+            self.assertJson(get("/health", port=server.port, timeout=3), 200)
+            self.assertStatus(get("/metrics", key=None, port=server.port, timeout=3), 200)
+            self.assertEqual(self.assertJson(get("/v1/customers/" + cid, port=server.port,
+                                                 timeout=3), 200)["customer_id"], cid)
+            self.assertTrue(t.is_alive(), "the KPI request should still be waiting")
+            locker.stdin.write("COMMIT;\n")
+            locker.stdin.close()
+            locker.wait(timeout=30)
+            locker = None
+            t.join(timeout=60)
+            self.assertFalse(t.is_alive())
+            self.assertIn("customers", self.assertJson(result["r"], 200))
+        finally:
+            if locker is not None:
+                locker.kill()
+                locker.wait()
+            self.assertEqual(server.stop(), 0, server.log_tail())
+
+    def test_one_thread_per_connection_still_serves(self):
+        server = extra_server("--http-threads", "0")
+        try:
+            cid = self.create_customer()
+            self.assertEqual(self.assertJson(get("/v1/customers/" + cid, port=server.port),
+                                             200)["customer_id"], cid)
+            r = get(query("/v1/kpis", {"from": "2025-01-01T00:00:00Z",
+                                       "to": "2025-02-01T00:00:00Z"}), port=server.port)
+            self.assertIn("customers", self.assertJson(r, 200))
+        finally:
+            self.assertEqual(server.stop(), 0, server.log_tail())
+
+    def wait_for(self, count_sql):
+        """Poll until count_sql returns a count above zero (10 s at most)."""
+        deadline = time.time() + 10
+        while int(harness.sql(count_sql)) == 0:
+            self.assertLess(time.time(), deadline, "timed out waiting for: " + count_sql)
+            time.sleep(0.05)
+
+
 if __name__ == "__main__":
     sys.exit(harness.main())

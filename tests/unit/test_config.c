@@ -61,6 +61,7 @@ START_TEST(test_defaults)
     ck_assert_int_eq(cfg.db_prepared, 1);
     ck_assert_int_eq(cfg.audit_flush_ms, 50);
     ck_assert_int_eq(cfg.read_pool_size, 0); /* 0 = 3 per CPU */
+    ck_assert_int_eq(cfg.http_threads, -1);  /* 4 per CPU */
 
     /* argc 0 / argv with only the program name behave the same */
     ck_assert(config_load(&cfg, 0, argv, env_none, err, sizeof(err)));
@@ -104,19 +105,24 @@ START_TEST(test_scale_out_settings)
         "CRM_REPLICA_WAIT_MS", "250",
         "CRM_DB_PREPARED", "0",
         "CRM_READ_POOL_SIZE", "5",
+        "CRM_HTTP_THREADS", "0",
         NULL,
     };
     char *argv[] = {"crm-server", "--audit-flush-ms", "0"};
     char *bad_prepared[] = {"crm-server", "--db-prepared", "2"};
     char *bad_wait[] = {"crm-server", "--replica-wait-ms=-1"};
+    char *bad_threads[] = {"crm-server", "--http-threads", "-1"};
     ck_assert_msg(load(ARGC(argv), argv, env), "failed: %s", err);
     ck_assert_str_eq(cfg.replica_url, "host=replica dbname=crm");
     ck_assert_int_eq(cfg.replica_wait_ms, 250);
     ck_assert_int_eq(cfg.db_prepared, 0);
     ck_assert_int_eq(cfg.audit_flush_ms, 0);
     ck_assert_int_eq(cfg.read_pool_size, 5);
+    ck_assert_int_eq(cfg.http_threads, 0); /* one thread per connection */
     ck_assert(!load(ARGC(bad_prepared), bad_prepared, NULL));
     ck_assert_ptr_nonnull(strstr(err, "--db-prepared"));
+    ck_assert(!load(ARGC(bad_threads), bad_threads, NULL));
+    ck_assert_ptr_nonnull(strstr(err, "--http-threads"));
     ck_assert(!load(ARGC(bad_wait), bad_wait, NULL));
     ck_assert_ptr_nonnull(strstr(err, "--replica-wait-ms"));
 }

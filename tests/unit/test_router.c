@@ -198,6 +198,29 @@ START_TEST(test_replica_routes)
 }
 END_TEST
 
+START_TEST(test_long_routes)
+{
+    int long_running = 0;
+    /* set-based work and whole-customer moves run on a thread of their own */
+    ck_assert(route_runs_long(ROUTE_SEGMENT_PREVIEW));
+    ck_assert(route_runs_long(ROUTE_SEGMENT_EXPORT));
+    ck_assert(route_runs_long(ROUTE_KPIS));
+    ck_assert(route_runs_long(ROUTE_VALUE_RECOMPUTE));
+    ck_assert(route_runs_long(ROUTE_MERGE_CREATE));
+    ck_assert(route_runs_long(ROUTE_CUSTOMER_ERASE));
+    /* the call-centre and ingest paths stay on the worker threads */
+    ck_assert(!route_runs_long(ROUTE_CUSTOMER_GET));
+    ck_assert(!route_runs_long(ROUTE_CUSTOMER_LOOKUP));
+    ck_assert(!route_runs_long(ROUTE_INTERACTION_CREATE));
+    ck_assert(!route_runs_long(ROUTE_INTERACTION_BATCH));
+    ck_assert(!route_runs_long(ROUTE_CONTACT_DECISION));
+    ck_assert(!route_runs_long(ROUTE_HEALTH));
+    for (int r = 0; r < ROUTE_COUNT; r++)
+        long_running += route_runs_long((enum route)r);
+    ck_assert_int_eq(long_running, 12);
+}
+END_TEST
+
 START_TEST(test_route_name)
 {
     static const struct {
@@ -251,6 +274,7 @@ static Suite *router_suite(void)
     tcase_add_test(tc, test_not_found);
     tcase_add_test(tc, test_route_name);
     tcase_add_test(tc, test_replica_routes);
+    tcase_add_test(tc, test_long_routes);
     suite_add_tcase(s, tc);
     return s;
 }
