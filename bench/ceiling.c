@@ -1,15 +1,18 @@
 /*
  * crm-bench-ceiling: the HTTP ceiling of bench/run.sh (issue 6). A bare
  * libmicrohttpd server started with the same daemon mode, flags and options
- * as src/http.c (one thread per connection, internal polling thread, ITC,
- * same connection limit, timeout, memory limit and listen backlog) that
+ * as src/http.c (worker threads with epoll, 4 per CPU, or one thread per
+ * connection with THREADS 0; internal polling thread, ITC, same connection
+ * limit, timeout, memory limit and listen backlog) that
  * answers every request with a small fixed JSON body, the size of the real
  * server's GET /health reply ({"status":"ok"} plus an X-Request-Id header).
  * No routing, no database, no JSON building, no access log: what wrk
  * measures against it is what libmicrohttpd and the kernel cost on this
  * machine, the most the real server could reach.
  *
- * Usage: crm-bench-ceiling PORT    (listens on 127.0.0.1 until SIGINT/SIGTERM)
+ * Usage: crm-bench-ceiling PORT [THREADS]
+ *        (listens on 127.0.0.1 until SIGINT/SIGTERM; THREADS as the server's
+ *        --http-threads, default 4 per CPU)
  */
 #define _POSIX_C_SOURCE 200809L /* sigwait, pthread_sigmask */
 
@@ -22,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 static const char body[] = "{\"status\":\"ok\"}";
 /* A fixed id of the real server's length (a UUID), so the reply has its size. */
@@ -79,13 +83,25 @@ int main(int argc, char **argv)
     long port;
     int sig;
     /* src/http.c's flags (TLS and IPv6 are off in the benchmark). */
-    unsigned int flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
-                         MHD_USE_ITC | MHD_USE_ERROR_LOG;
+    unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG;
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    long threads = cpus > 0 ? cpus * 4 : 8;
 
-    if (argc != 2) {
-        fprintf(stderr, "usage: %s PORT\n", argv[0]);
+    if (argc != 2 && argc != 3) {
+        fprintf(stderr, "usage: %s PORT [THREADS]\n", argv[0]);
         return 2;
     }
+    if (argc == 3) {
+        threads = strtol(argv[2], &end, 10);
+        if (end == argv[2] || *end != '\0' || threads < 0 || threads > 1024) {
+            fprintf(stderr, "%s: THREADS must be 0..1024, got '%s'\n", argv[0], argv[2]);
+            return 2;
+        }
+    }
+    if (threads > 0)
+        flags |= MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME;
+    else
+        flags |= MHD_USE_THREAD_PER_CONNECTION;
     port = strtol(argv[1], &end, 10);
     if (end == argv[1] || *end != '\0' || port < 1 || port > 65535) {
         fprintf(stderr, "%s: PORT must be 1..65535, got '%s'\n", argv[0], argv[1]);
@@ -108,7 +124,8 @@ int main(int argc, char **argv)
                               MHD_OPTION_SOCK_ADDR, (const struct sockaddr *)&a4,
                               MHD_OPTION_CONNECTION_LIMIT, (unsigned int)1024,
                               MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)30,
-                              MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)64 * 1024,
+                              MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)threads,
+                              MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)16 * 1024,
                               MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024,
                               MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
                               MHD_OPTION_END);

@@ -16,7 +16,8 @@
 # (DURATION s per scenario), loopback only.
 # Usage: bench/run.sh [customers=10000] [duration=10] [connections="1 16 64"]
 # Environment: CRM_BENCH_PORT (server, 18080), CRM_BENCH_CEILING_PORT (bare
-# MHD server, port+9), CRM_BENCH_BUILD (build directory, build).
+# MHD server, port+9), CRM_BENCH_BUILD (build directory, build),
+# CRM_BENCH_HTTP_THREADS (both servers' HTTP threads), CRM_BENCH_POOL.
 set -euo pipefail
 . "$(dirname "$0")/../scripts/lib.sh"
 
@@ -79,10 +80,15 @@ export CRM_BENCH_KEY=$KEY
 # The server's default pool size unless told otherwise: on 2 cores more
 # backends than that only add context switches.
 POOL=${CRM_BENCH_POOL:-16}
+# HTTP worker threads of the server and of the bare MHD ceiling alike
+# (--http-threads; unset: the server's default, 4 per CPU; 0: one thread per
+# connection).
+HTTP_THREADS=${CRM_BENCH_HTTP_THREADS:-}
 CRM_BOOTSTRAP_ADMIN_KEY=$KEY "$ROOT/$BUILD/crm-server" --port "$PORT" --db "$(conninfo crm_bench)" \
-    --pool-size "$POOL" --rate-limit 0 > "$WORK/server.log" 2>&1 &
+    --pool-size "$POOL" --rate-limit 0 ${HTTP_THREADS:+--http-threads "$HTTP_THREADS"} \
+    > "$WORK/server.log" 2>&1 &
 SERVER=$!
-"$ROOT/$BUILD/bench/crm-bench-ceiling" "$CEIL_PORT" > "$WORK/ceiling.log" 2>&1 &
+"$ROOT/$BUILD/bench/crm-bench-ceiling" "$CEIL_PORT" $HTTP_THREADS > "$WORK/ceiling.log" 2>&1 &
 CEILING=$!
 trap 'kill $SERVER $CEILING 2>/dev/null || true; restore_autogroup' EXIT
 wait_up() { # port pid
@@ -264,7 +270,7 @@ for r in "${ROWS[@]}"; do table_row "$r"; done > "$WORK/rows.md"
 {
     echo "# Benchmark results"
     echo
-    echo "$(date -u +%FT%TZ), $CODE, $(nproc) cores (wrk, server and PostgreSQL share them; other work on the machine adds noise), $CUSTOMERS customers, ${DURATION}s per scenario, server pool $POOL, $AUTOGROUP_NOTE. Latencies in ms (wrk). Load average before/after: $LOAD_BEFORE / $LOAD_AFTER."
+    echo "$(date -u +%FT%TZ), $CODE, $(nproc) cores (wrk, server and PostgreSQL share them; other work on the machine adds noise), $CUSTOMERS customers, ${DURATION}s per scenario, server pool $POOL, HTTP threads ${HTTP_THREADS:-default (4 per CPU)}, $AUTOGROUP_NOTE. Latencies in ms (wrk). Load average before/after: $LOAD_BEFORE / $LOAD_AFTER."
     echo
     echo "## Targets (issue 6)"
     echo
