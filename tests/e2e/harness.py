@@ -174,6 +174,15 @@ def start_server():
     return server
 
 
+def extra_server(*args):
+    """Start another server on the suite's database with extra command-line
+    arguments; the caller stops it (Server.stop)."""
+    server = Server(os.environ["CRM_BIN"], os.environ["CRM_DATABASE_URL"],
+                    os.environ.get("CRM_E2E_LOGDIR") or "/tmp", extra_args=args)
+    server.start()
+    return server
+
+
 def stop_server():
     """Graceful shutdown check: SIGTERM must make the server exit 0 within 10 s."""
     global SERVER

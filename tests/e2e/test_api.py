@@ -1335,20 +1335,13 @@ class ErrorTests(ApiTestCase):
 # HTTP threading: worker threads, long routes on threads of their own
 
 
-def extra_server(*args):
-    server = harness.Server(os.environ["CRM_BIN"], os.environ["CRM_DATABASE_URL"],
-                            os.environ.get("CRM_E2E_LOGDIR") or "/tmp", extra_args=args)
-    server.start()
-    return server
-
-
 class ThreadingTests(ApiTestCase):
     def test_a_blocked_long_route_does_not_hold_up_its_worker(self):
         # One worker thread serves every connection. A KPI request (a long
         # route) waits on a lock held by another session; meanwhile the same
         # worker must answer a health check, /metrics and a profile read,
         # and the KPI request must complete once the lock is gone.
-        server = extra_server("--http-threads", "1")
+        server = harness.extra_server("--http-threads", "1")
         locker = None
         try:
             cid = self.create_customer()
@@ -1389,7 +1382,7 @@ class ThreadingTests(ApiTestCase):
             self.assertEqual(server.stop(), 0, server.log_tail())
 
     def test_one_thread_per_connection_still_serves(self):
-        server = extra_server("--http-threads", "0")
+        server = harness.extra_server("--http-threads", "0")
         try:
             cid = self.create_customer()
             self.assertEqual(self.assertJson(get("/v1/customers/" + cid, port=server.port),

@@ -206,13 +206,6 @@ class CacheTests(harness.CrmTestCase):
 LSN_RE = r"^[0-9A-F]{1,8}/[0-9A-F]{1,8}$"
 
 
-def extra_server(*args):
-    server = harness.Server(os.environ["CRM_BIN"], os.environ["CRM_DATABASE_URL"],
-                            os.environ.get("CRM_E2E_LOGDIR") or "/tmp", extra_args=args)
-    server.start()
-    return server
-
-
 class ReadRoutingTests(harness.CrmTestCase):
     """Read routing (docs/scaleout.md) without a real standby: the "replica"
     is the primary itself (its replay position is NULL, so it counts as caught
@@ -222,8 +215,8 @@ class ReadRoutingTests(harness.CrmTestCase):
     @classmethod
     def setUpClass(cls):
         db = os.environ["CRM_DATABASE_URL"]
-        cls.routed = extra_server("--db-replica", db, "--db-prepared", "0")
-        cls.dead = extra_server("--db-replica",
+        cls.routed = harness.extra_server("--db-replica", db, "--db-prepared", "0")
+        cls.dead = harness.extra_server("--db-replica",
                                 "host=127.0.0.1 port=1 dbname=crm connect_timeout=1")
 
     @classmethod
