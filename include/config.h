@@ -14,7 +14,8 @@ struct config {
     int port;               /* CRM_PORT, --port */
     char database_url[1024];/* CRM_DATABASE_URL, --db: libpq conninfo or URI */
     int pool_size;          /* CRM_POOL_SIZE, --pool-size */
-    int read_pool_size;     /* CRM_READ_POOL_SIZE, --read-pool-size: 0 = 3 x CPUs */
+    int read_pool_size;     /* CRM_READ_POOL_SIZE, --read-pool-size: 0 = 3 x CPUs,
+                               at least one per HTTP worker */
     int http_threads;       /* CRM_HTTP_THREADS, --http-threads: -1 (default) = 4 x CPUs,
                                0 = one thread per connection */
     size_t body_limit;      /* CRM_BODY_LIMIT, --body-limit: bytes */
