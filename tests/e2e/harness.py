@@ -45,8 +45,9 @@ _MISSING = object()
 
 
 class Server:
-    def __init__(self, binary, db_url, log_dir, extra_args=()):
+    def __init__(self, binary, db_url, log_dir, extra_args=(), tls_context=None):
         self.binary = binary
+        self.tls_context = tls_context  # ssl.SSLContext when the server speaks HTTPS
         self.extra_args = list(extra_args)
         self.db_url = db_url
         self.log_dir = log_dir
@@ -117,7 +118,8 @@ class Server:
             if rc is not None:
                 raise RuntimeError("server exited with code %d during startup" % rc)
             try:
-                status, _, body = request("GET", "/health", timeout=2.0, port=self.port)
+                status, _, body = request("GET", "/health", timeout=2.0, port=self.port,
+                                          tls_context=self.tls_context)
                 if status == 200:
                     return
                 last = "GET /health -> %d %r" % (status, body)
@@ -174,11 +176,13 @@ def start_server():
     return server
 
 
-def extra_server(*args):
+def extra_server(*args, tls_context=None):
     """Start another server on the suite's database with extra command-line
-    arguments; the caller stops it (Server.stop)."""
+    arguments (tls_context: it serves HTTPS, checked with that context); the
+    caller stops it (Server.stop)."""
     server = Server(os.environ["CRM_BIN"], os.environ["CRM_DATABASE_URL"],
-                    os.environ.get("CRM_E2E_LOGDIR") or "/tmp", extra_args=args)
+                    os.environ.get("CRM_E2E_LOGDIR") or "/tmp", extra_args=args,
+                    tls_context=tls_context)
     server.start()
     return server
 
@@ -330,7 +334,7 @@ class Response(collections.namedtuple("Response", "status headers body")):
 
 def request(method, path, json_body=_MISSING, raw=None,
             content_type="application/json", headers=None,
-            timeout=REQUEST_TIMEOUT, port=None, key=ADMIN_KEY):
+            timeout=REQUEST_TIMEOUT, port=None, key=ADMIN_KEY, tls_context=None):
     """Send one request on a fresh connection.
 
     json_body: any JSON-serialisable value (encoded as UTF-8).
@@ -338,6 +342,7 @@ def request(method, path, json_body=_MISSING, raw=None,
     content_type: Content-Type for bodies; None omits the header.
     key:       API key sent as a Bearer token (None: no key), unless headers
                carry Authorization or X-API-Key themselves.
+    tls_context: speak HTTPS, verifying the server with this ssl.SSLContext.
     """
     if port is None:
         if SERVER is None:
@@ -358,7 +363,10 @@ def request(method, path, json_body=_MISSING, raw=None,
         hdrs["Authorization"] = "Bearer " + key
     if headers:
         hdrs.update(headers)
-    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    if tls_context is not None:
+        conn = http.client.HTTPSConnection(HOST, port, timeout=timeout, context=tls_context)
+    else:
+        conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
     try:
         conn.putrequest(method, path, skip_accept_encoding=True)
         for k, v in hdrs.items():

@@ -8,11 +8,15 @@ Every test uses fresh, uuid-based identifiers, so the tests do not need a clean
 database and can run in any order.
 """
 
+import http.client
 import json
 import os
 import re
+import shutil
+import ssl
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import unittest
@@ -1391,6 +1395,32 @@ class ThreadingTests(ApiTestCase):
                                        "to": "2025-02-01T00:00:00Z"}), port=server.port)
             self.assertIn("customers", self.assertJson(r, 200))
         finally:
+            self.assertEqual(server.stop(), 0, server.log_tail())
+
+    def test_https_with_worker_threads(self):
+        # A self-signed certificate for 127.0.0.1; the client verifies it.
+        # Served by the default worker threads, a long route included (its
+        # connection is suspended and resumed under TLS).
+        tmp = tempfile.mkdtemp(prefix="crm-e2e-tls-")
+        cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                        "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                        "-keyout", key, "-out", cert], check=True, capture_output=True)
+        context = ssl.create_default_context(cafile=cert)
+        server = harness.extra_server("--tls-cert", cert, "--tls-key", key, tls_context=context)
+        try:
+            cid = self.create_customer()
+            r = get("/v1/customers/" + cid, port=server.port, tls_context=context)
+            self.assertEqual(self.assertJson(r, 200)["customer_id"], cid)
+            r = get(query("/v1/kpis", {"from": "2025-01-01T00:00:00Z",
+                                       "to": "2025-02-01T00:00:00Z"}),
+                    port=server.port, tls_context=context)
+            self.assertIn("customers", self.assertJson(r, 200))
+            # plain HTTP on the HTTPS port gets no HTTP answer
+            with self.assertRaises((OSError, http.client.HTTPException)):
+                get("/health", port=server.port, timeout=3)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
             self.assertEqual(server.stop(), 0, server.log_tail())
 
     def wait_for(self, count_sql):
