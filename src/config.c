@@ -155,7 +155,7 @@ bool config_load(struct config *cfg, int argc, char **argv, getenv_fn env, char 
     cfg->replica_wait_ms = 100;
     cfg->db_prepared = 1;
     cfg->audit_flush_ms = 50;
-    cfg->http_threads = -1; /* 4 per CPU, resolved by http_start */
+    cfg->http_threads = -1; /* 4 per CPU: see http_worker_threads */
 
     for (size_t i = 0; i < SETTING_COUNT; i++) {
         const char *v = env(SETTINGS[i].env);

@@ -2,8 +2,8 @@
  * db: a fixed-size pool of libpq connections guarded by one mutex and a
  * condition variable. A connection is opened the first time it is needed
  * (or ahead of use by db_pool_warm, which main runs in the background at
- * start-up) and prepared with every statement of the catalogue; a connection that
- * failed is closed and re-opened on next use. db_call_json wraps the common
+ * start-up) and prepared with every statement of the catalogue; a
+ * connection that failed is closed and re-opened on next use. db_call_json wraps the common
  * "one statement, one JSON value back" call with bounded retries.
  */
 #include "db.h"
