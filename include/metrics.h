@@ -21,6 +21,9 @@ void metrics_ingest(int created, int duplicates, int failed);
 /* A batch the set-based statement could not store (stored item by item). */
 void metrics_batch_fallback(void);
 
+/* A long-route request started (+1) or finished (-1) on a thread of its own. */
+void metrics_long_request(int delta);
+
 /* Render everything; returns a malloc'd string. */
 char *metrics_render(struct db_pool *pool, struct audit *audit);
 

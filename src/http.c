@@ -261,6 +261,7 @@ static void *offload_main(void *arg)
     o->req.body = NULL;
     /* From here on the worker owns o (it sends o->res); srv stays valid
      * until offloaded is 0 (http_drain_and_stop waits for that). */
+    metrics_long_request(-1);
     MHD_resume_connection(o->conn);
     atomic_fetch_sub(&srv->offloaded, 1);
     return NULL;
@@ -285,6 +286,7 @@ static enum MHD_Result start_offload(struct http_server *srv, struct MHD_Connect
     }
     ctx->offload = o;
     atomic_fetch_add(&srv->offloaded, 1);
+    metrics_long_request(1);
     MHD_suspend_connection(conn);
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);

@@ -21,6 +21,7 @@ static atomic_ullong latency_sum_us;
 static atomic_ullong latency_count;
 static atomic_ullong ingested[3]; /* created, duplicate, failed */
 static atomic_ullong batch_fallbacks;
+static atomic_int long_requests; /* long routes running on threads of their own */
 
 void metrics_ingest(int created, int duplicates, int failed)
 {
@@ -32,6 +33,11 @@ void metrics_ingest(int created, int duplicates, int failed)
 void metrics_batch_fallback(void)
 {
     atomic_fetch_add(&batch_fallbacks, 1);
+}
+
+void metrics_long_request(int delta)
+{
+    atomic_fetch_add(&long_requests, delta);
 }
 
 void metrics_record(int route, int status, double seconds)
@@ -111,6 +117,10 @@ char *metrics_render(struct db_pool *pool, struct audit *audit)
             "# TYPE crm_db_pool_waiting gauge\n"
             "crm_db_pool_waiting %d\n",
         in_use, open, waiting);
+    put(&t, "# HELP crm_http_long_requests Long-route requests running on threads of their own.\n"
+            "# TYPE crm_http_long_requests gauge\n"
+            "crm_http_long_requests %d\n",
+        atomic_load(&long_requests));
     put(&t, "# HELP crm_ingest_interactions_total Interactions received (single and batch) by result.\n"
             "# TYPE crm_ingest_interactions_total counter\n"
             "crm_ingest_interactions_total{result=\"created\"} %llu\n"

@@ -1368,7 +1368,9 @@ class ThreadingTests(ApiTestCase):
             self.wait_for("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
                           " AND query LIKE '%kpis%'")
             self.assertJson(get("/health", port=server.port, timeout=3), 200)
-            self.assertStatus(get("/metrics", key=None, port=server.port, timeout=3), 200)
+            r = get("/metrics", key=None, port=server.port, timeout=3)
+            self.assertStatus(r, 200)
+            self.assertIn("\ncrm_http_long_requests 1\n", r.body.decode())
             self.assertEqual(self.assertJson(get("/v1/customers/" + cid, port=server.port,
                                                  timeout=3), 200)["customer_id"], cid)
             self.assertTrue(t.is_alive(), "the KPI request should still be waiting")
@@ -1379,6 +1381,8 @@ class ThreadingTests(ApiTestCase):
             t.join(timeout=60)
             self.assertFalse(t.is_alive())
             self.assertIn("customers", self.assertJson(result["r"], 200))
+            r = get("/metrics", key=None, port=server.port)
+            self.assertIn("\ncrm_http_long_requests 0\n", r.body.decode())
         finally:
             if locker is not None:
                 locker.kill()
