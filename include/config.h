@@ -18,6 +18,8 @@ struct config {
                                at least one per HTTP worker */
     int http_threads;       /* CRM_HTTP_THREADS, --http-threads: -1 (default) = 4 x CPUs,
                                0 = one thread per connection */
+    int http_long_threads;  /* CRM_HTTP_LONG_THREADS, --http-long-threads: threads for
+                               the long routes with worker threads */
     size_t body_limit;      /* CRM_BODY_LIMIT, --body-limit: bytes */
     int max_connections;    /* CRM_MAX_CONNECTIONS, --max-connections */
     int connection_timeout; /* CRM_CONNECTION_TIMEOUT, --connection-timeout: seconds idle */

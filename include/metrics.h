@@ -21,7 +21,7 @@ void metrics_ingest(int created, int duplicates, int failed);
 /* A batch the set-based statement could not store (stored item by item). */
 void metrics_batch_fallback(void);
 
-/* A long-route request started (+1) or finished (-1) on a thread of its own. */
+/* A long-route request was queued (+1) or finished (-1). */
 void metrics_long_request(int delta);
 
 /* Render everything; returns a malloc'd string. */

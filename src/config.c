@@ -26,6 +26,8 @@ static const struct setting SETTINGS[] = {
     {"--read-pool-size", "CRM_READ_POOL_SIZE", 'i', offsetof(struct config, read_pool_size), 0, 0,
      256},
     {"--http-threads", "CRM_HTTP_THREADS", 'i', offsetof(struct config, http_threads), 0, 0, 1024},
+    {"--http-long-threads", "CRM_HTTP_LONG_THREADS", 'i',
+     offsetof(struct config, http_long_threads), 0, 1, 256},
     {"--body-limit", "CRM_BODY_LIMIT", 'z', offsetof(struct config, body_limit), 0, 1024,
      64L * 1024 * 1024},
     {"--max-connections", "CRM_MAX_CONNECTIONS", 'i', offsetof(struct config, max_connections), 0,
@@ -72,9 +74,11 @@ const char *config_usage(void)
            "                             --pool-size)\n"
            "  --http-threads N           HTTP worker threads, each serving many connections\n"
            "                             (epoll); long routes (segments, KPIs, value runs,\n"
-           "                             merges, exports) get a thread of their own\n"
+           "                             merges, exports) run on the long-route threads\n"
            "                             (CRM_HTTP_THREADS, default 4 per CPU; 0 = one\n"
            "                             thread per connection)\n"
+           "  --http-long-threads N      threads for the long routes, which queue for them\n"
+           "                             in arrival order (CRM_HTTP_LONG_THREADS, default 4)\n"
            "  --db-replica CONNINFO      streaming replica for profile, lookup, timeline,\n"
            "                             segment and KPI reads (CRM_DATABASE_REPLICA_URL)\n"
            "  --replica-wait-ms N        how long a read with CRM-Min-LSN waits for the\n"
@@ -156,6 +160,7 @@ bool config_load(struct config *cfg, int argc, char **argv, getenv_fn env, char 
     cfg->db_prepared = 1;
     cfg->audit_flush_ms = 50;
     cfg->http_threads = -1; /* 4 per CPU: see http_worker_threads */
+    cfg->http_long_threads = 4;
 
     for (size_t i = 0; i < SETTING_COUNT; i++) {
         const char *v = env(SETTINGS[i].env);

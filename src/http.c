@@ -4,7 +4,9 @@
  * requests' handlers, which block on the database; the long routes
  * (route_runs_long: segments, KPIs, value runs, merges, exports) would hold
  * up every other connection of their worker, so their connection is
- * suspended and the handler runs on a thread of its own. --http-threads 0
+ * suspended and the handler runs on one of a few long-route threads
+ * (--http-long-threads, a FIFO queue in front of them: a flood of reports
+ * cannot take every database connection from the front office). --http-threads 0
  * selects one thread per connection instead. Bodies are collected up to the
  * configured limit, rejected early when Content-Length is already too
  * large, then checked for UTF-8 and parsed as a JSON object before any
@@ -35,7 +37,14 @@ struct http_server {
     struct app *app;
     atomic_int in_flight;
     bool pooled;          /* worker threads; false: one thread per connection */
-    atomic_int offloaded; /* long requests running on threads of their own */
+    atomic_int offloaded; /* long requests queued or running on the long-route threads */
+    /* The long-route threads and their FIFO queue (worker-thread mode only). */
+    pthread_mutex_t long_lock;
+    pthread_cond_t long_wake;
+    struct offload *long_head, *long_tail;
+    bool long_stopping;
+    pthread_t *long_threads;
+    int long_thread_count;
 };
 
 /* A long route's request, handled on a thread of its own while its
@@ -47,6 +56,7 @@ struct offload {
     struct route_match match;
     struct principal who;
     struct response res;
+    struct offload *next; /* in the long-route queue */
 };
 
 struct request_ctx {
@@ -252,9 +262,9 @@ static void discard_response(struct response *res)
         res->stream_free(res->stream_ctx);
 }
 
-static void *offload_main(void *arg)
+/* Run one long request, then hand its connection back to its worker. */
+static void run_offload(struct offload *o)
 {
-    struct offload *o = arg;
     struct http_server *srv = o->srv;
     handle_request(srv->app, &o->req, &o->res);
     json_decref(o->req.body);
@@ -264,17 +274,38 @@ static void *offload_main(void *arg)
     metrics_long_request(-1);
     MHD_resume_connection(o->conn);
     atomic_fetch_sub(&srv->offloaded, 1);
+}
+
+/* A long-route thread: takes queued requests in arrival order until the
+ * server stops. */
+static void *long_thread_main(void *arg)
+{
+    struct http_server *srv = arg;
+    pthread_mutex_lock(&srv->long_lock);
+    for (;;) {
+        struct offload *o;
+        while (srv->long_head == NULL && !srv->long_stopping)
+            pthread_cond_wait(&srv->long_wake, &srv->long_lock);
+        if (srv->long_head == NULL)
+            break; /* stopping, and nothing left */
+        o = srv->long_head;
+        srv->long_head = o->next;
+        if (srv->long_head == NULL)
+            srv->long_tail = NULL;
+        pthread_mutex_unlock(&srv->long_lock);
+        run_offload(o);
+        pthread_mutex_lock(&srv->long_lock);
+    }
+    pthread_mutex_unlock(&srv->long_lock);
     return NULL;
 }
 
-/* Run a long route's handler on a thread of its own; the connection is
+/* Queue a long route's request for the long-route threads; its connection is
  * suspended until it is done, and on_request then sends the response. */
 static enum MHD_Result start_offload(struct http_server *srv, struct MHD_Connection *conn,
                                      struct request_ctx *ctx, const struct request *req)
 {
     struct offload *o = calloc(1, sizeof(*o));
-    pthread_attr_t attr;
-    pthread_t thread;
     o->srv = srv;
     o->conn = conn;
     o->req = *req;
@@ -288,12 +319,43 @@ static enum MHD_Result start_offload(struct http_server *srv, struct MHD_Connect
     atomic_fetch_add(&srv->offloaded, 1);
     metrics_long_request(1);
     MHD_suspend_connection(conn);
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    if (pthread_create(&thread, &attr, offload_main, o) != 0)
-        offload_main(o); /* no thread to be had: answer on this one */
-    pthread_attr_destroy(&attr);
+    pthread_mutex_lock(&srv->long_lock);
+    if (srv->long_tail != NULL)
+        srv->long_tail->next = o;
+    else
+        srv->long_head = o;
+    srv->long_tail = o;
+    pthread_cond_signal(&srv->long_wake);
+    pthread_mutex_unlock(&srv->long_lock);
     return MHD_YES;
+}
+
+/* Start the long-route threads; false when not even one could be started. */
+static bool start_long_threads(struct http_server *srv, int count)
+{
+    pthread_mutex_init(&srv->long_lock, NULL);
+    pthread_cond_init(&srv->long_wake, NULL);
+    srv->long_threads = calloc((size_t)count, sizeof(*srv->long_threads));
+    for (int i = 0; i < count; i++) {
+        if (pthread_create(&srv->long_threads[i], NULL, long_thread_main, srv) != 0)
+            break;
+        srv->long_thread_count++;
+    }
+    return srv->long_thread_count > 0;
+}
+
+/* After the daemon stopped (no request can be queued any more). */
+static void stop_long_threads(struct http_server *srv)
+{
+    pthread_mutex_lock(&srv->long_lock);
+    srv->long_stopping = true;
+    pthread_cond_broadcast(&srv->long_wake);
+    pthread_mutex_unlock(&srv->long_lock);
+    for (int i = 0; i < srv->long_thread_count; i++)
+        pthread_join(srv->long_threads[i], NULL);
+    free(srv->long_threads);
+    pthread_mutex_destroy(&srv->long_lock);
+    pthread_cond_destroy(&srv->long_wake);
 }
 
 /* Everything after the body has arrived: checks, parse, route, handle. */
@@ -593,6 +655,14 @@ struct http_server *http_start(struct app *app)
         flags |= MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME;
     else
         flags |= MHD_USE_THREAD_PER_CONNECTION;
+    if (srv->pooled && !start_long_threads(srv, app->cfg->http_long_threads)) {
+        fprintf(stderr, "http: cannot start the long-route threads\n");
+        stop_long_threads(srv);
+        free(srv->tls_cert);
+        free(srv->tls_key);
+        free(srv);
+        return NULL;
+    }
     srv->daemon = MHD_start_daemon(
         flags, (uint16_t)app->cfg->port, NULL, NULL, on_request, srv,
         MHD_OPTION_THREAD_POOL_SIZE, workers,
@@ -608,6 +678,8 @@ struct http_server *http_start(struct app *app)
         MHD_OPTION_END);
     if (srv->daemon == NULL) {
         fprintf(stderr, "http: cannot listen on %s port %d\n", app->cfg->listen, app->cfg->port);
+        if (srv->pooled)
+            stop_long_threads(srv);
         free(srv->tls_cert);
         free(srv->tls_key);
         free(srv);
@@ -631,6 +703,8 @@ int http_drain_and_stop(struct http_server *srv, int timeout_s)
     while (atomic_load(&srv->offloaded) > 0)
         db_sleep_ms(20);
     MHD_stop_daemon(srv->daemon);
+    if (srv->pooled)
+        stop_long_threads(srv);
     free(srv->tls_cert);
     free(srv->tls_key);
     free(srv);

@@ -21,7 +21,7 @@ static atomic_ullong latency_sum_us;
 static atomic_ullong latency_count;
 static atomic_ullong ingested[3]; /* created, duplicate, failed */
 static atomic_ullong batch_fallbacks;
-static atomic_int long_requests; /* long routes running on threads of their own */
+static atomic_int long_requests; /* long-route requests queued or running */
 
 void metrics_ingest(int created, int duplicates, int failed)
 {
@@ -117,7 +117,7 @@ char *metrics_render(struct db_pool *pool, struct audit *audit)
             "# TYPE crm_db_pool_waiting gauge\n"
             "crm_db_pool_waiting %d\n",
         in_use, open, waiting);
-    put(&t, "# HELP crm_http_long_requests Long-route requests running on threads of their own.\n"
+    put(&t, "# HELP crm_http_long_requests Long-route requests queued or running on the long-route threads.\n"
             "# TYPE crm_http_long_requests gauge\n"
             "crm_http_long_requests %d\n",
         atomic_load(&long_requests));

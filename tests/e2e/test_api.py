@@ -1341,12 +1341,15 @@ class ErrorTests(ApiTestCase):
 
 class ThreadingTests(ApiTestCase):
     def test_a_blocked_long_route_does_not_hold_up_its_worker(self):
-        # One worker thread serves every connection. A KPI request (a long
-        # route) waits on a lock held by another session; meanwhile the same
-        # worker must answer a health check, /metrics and a profile read,
-        # and the KPI request must complete once the lock is gone.
-        server = harness.extra_server("--http-threads", "1")
+        # One worker thread serves every connection and one long-route thread
+        # runs the long routes. Two KPI requests (a long route): the first
+        # waits on a lock held by another session, the second waits in the
+        # server's queue, not in the database. Meanwhile the one worker must
+        # answer a health check, /metrics and a profile read; both KPI
+        # requests complete once the lock is gone.
+        server = harness.extra_server("--http-threads", "1", "--http-long-threads", "1")
         locker = None
+        kpi_path = query("/v1/kpis", {"from": "2025-01-01T00:00:00Z", "to": "2025-02-01T00:00:00Z"})
         try:
             cid = self.create_customer()
             self.assertJson(get("/v1/customers/" + cid, port=server.port), 200)
@@ -1357,30 +1360,37 @@ class ThreadingTests(ApiTestCase):
             locker.stdin.flush()
             self.wait_for("SELECT count(*) FROM pg_locks WHERE relation = 'crm.interactions'::regclass"
                           " AND mode = 'AccessExclusiveLock' AND granted")
-            result = {}
+            results = [None, None]
 
-            def kpis():
-                result["r"] = get(query("/v1/kpis", {"from": "2025-01-01T00:00:00Z",
-                                                     "to": "2025-02-01T00:00:00Z"}),
-                                  port=server.port, timeout=60)
-            t = threading.Thread(target=kpis)
-            t.start()
+            def kpis(i):
+                results[i] = get(kpi_path, port=server.port, timeout=60)
+            threads = [threading.Thread(target=kpis, args=(i,)) for i in range(2)]
+            threads[0].start()
             self.wait_for("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
                           " AND query LIKE '%kpis%'")
+            threads[1].start()
+            deadline = time.time() + 10
+            while "\ncrm_http_long_requests 2\n" not in get("/metrics", key=None,
+                                                            port=server.port).body.decode():
+                self.assertLess(time.time(), deadline, "the second KPI request was not queued")
+                time.sleep(0.05)
             self.assertJson(get("/health", port=server.port, timeout=3), 200)
-            r = get("/metrics", key=None, port=server.port, timeout=3)
-            self.assertStatus(r, 200)
-            self.assertIn("\ncrm_http_long_requests 1\n", r.body.decode())
             self.assertEqual(self.assertJson(get("/v1/customers/" + cid, port=server.port,
                                                  timeout=3), 200)["customer_id"], cid)
-            self.assertTrue(t.is_alive(), "the KPI request should still be waiting")
+            # the queued request holds no database session
+            self.assertEqual(harness.sql("SELECT count(*) FROM pg_stat_activity"
+                                         " WHERE query LIKE '%kpis%' AND state = 'active'"
+                                         " AND pid <> pg_backend_pid()"), "1")
+            self.assertTrue(all(t.is_alive() for t in threads), "the KPI requests should wait")
             locker.stdin.write("COMMIT;\n")
             locker.stdin.close()
             locker.wait(timeout=30)
             locker = None
-            t.join(timeout=60)
-            self.assertFalse(t.is_alive())
-            self.assertIn("customers", self.assertJson(result["r"], 200))
+            for t in threads:
+                t.join(timeout=60)
+                self.assertFalse(t.is_alive())
+            for r in results:
+                self.assertIn("customers", self.assertJson(r, 200))
             r = get("/metrics", key=None, port=server.port)
             self.assertIn("\ncrm_http_long_requests 0\n", r.body.decode())
         finally:

@@ -62,6 +62,7 @@ START_TEST(test_defaults)
     ck_assert_int_eq(cfg.audit_flush_ms, 50);
     ck_assert_int_eq(cfg.read_pool_size, 0); /* 0 = 3 per CPU */
     ck_assert_int_eq(cfg.http_threads, -1);  /* 4 per CPU */
+    ck_assert_int_eq(cfg.http_long_threads, 4);
 
     /* argc 0 / argv with only the program name behave the same */
     ck_assert(config_load(&cfg, 0, argv, env_none, err, sizeof(err)));
@@ -106,12 +107,14 @@ START_TEST(test_scale_out_settings)
         "CRM_DB_PREPARED", "0",
         "CRM_READ_POOL_SIZE", "5",
         "CRM_HTTP_THREADS", "0",
+        "CRM_HTTP_LONG_THREADS", "2",
         NULL,
     };
     char *argv[] = {"crm-server", "--audit-flush-ms", "0"};
     char *bad_prepared[] = {"crm-server", "--db-prepared", "2"};
     char *bad_wait[] = {"crm-server", "--replica-wait-ms=-1"};
     char *bad_threads[] = {"crm-server", "--http-threads", "-1"};
+    char *bad_long[] = {"crm-server", "--http-long-threads", "0"};
     ck_assert_msg(load(ARGC(argv), argv, env), "failed: %s", err);
     ck_assert_str_eq(cfg.replica_url, "host=replica dbname=crm");
     ck_assert_int_eq(cfg.replica_wait_ms, 250);
@@ -119,10 +122,13 @@ START_TEST(test_scale_out_settings)
     ck_assert_int_eq(cfg.audit_flush_ms, 0);
     ck_assert_int_eq(cfg.read_pool_size, 5);
     ck_assert_int_eq(cfg.http_threads, 0); /* one thread per connection */
+    ck_assert_int_eq(cfg.http_long_threads, 2);
     ck_assert(!load(ARGC(bad_prepared), bad_prepared, NULL));
     ck_assert_ptr_nonnull(strstr(err, "--db-prepared"));
     ck_assert(!load(ARGC(bad_threads), bad_threads, NULL));
     ck_assert_ptr_nonnull(strstr(err, "--http-threads"));
+    ck_assert(!load(ARGC(bad_long), bad_long, NULL));
+    ck_assert_ptr_nonnull(strstr(err, "--http-long-threads"));
     ck_assert(!load(ARGC(bad_wait), bad_wait, NULL));
     ck_assert_ptr_nonnull(strstr(err, "--replica-wait-ms"));
 }
