@@ -98,6 +98,10 @@ int main(int argc, char **argv)
             return 2;
         }
     }
+    struct MHD_OptionItem pool_options[] = {
+        {MHD_OPTION_THREAD_POOL_SIZE, (intptr_t)threads, NULL},
+        {MHD_OPTION_END, 0, NULL},
+    };
     if (threads > 0)
         flags |= MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME;
     else
@@ -124,7 +128,7 @@ int main(int argc, char **argv)
                               MHD_OPTION_SOCK_ADDR, (const struct sockaddr *)&a4,
                               MHD_OPTION_CONNECTION_LIMIT, (unsigned int)1024,
                               MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)30,
-                              MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)threads,
+                              MHD_OPTION_ARRAY, threads > 1 ? pool_options : pool_options + 1,
                               MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)16 * 1024,
                               MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024,
                               MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,

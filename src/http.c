@@ -38,6 +38,7 @@ struct http_server {
     atomic_int in_flight;
     bool pooled;          /* worker threads; false: one thread per connection */
     atomic_int offloaded; /* long requests queued or running on the long-route threads */
+    atomic_bool draining; /* stopping: long requests run on their worker instead */
     /* The long-route threads and their FIFO queue (worker-thread mode only). */
     pthread_mutex_t long_lock;
     pthread_cond_t long_wake;
@@ -300,8 +301,9 @@ static void *long_thread_main(void *arg)
     return NULL;
 }
 
-/* Queue a long route's request for the long-route threads; its connection is
- * suspended until it is done, and on_request then sends the response. */
+/* Queue a long route's request for the long-route threads (the caller has
+ * counted it in offloaded); its connection is suspended until it is done, and
+ * on_request then sends the response. */
 static enum MHD_Result start_offload(struct http_server *srv, struct MHD_Connection *conn,
                                      struct request_ctx *ctx, const struct request *req)
 {
@@ -316,7 +318,6 @@ static enum MHD_Result start_offload(struct http_server *srv, struct MHD_Connect
         o->req.who = &o->who;
     }
     ctx->offload = o;
-    atomic_fetch_add(&srv->offloaded, 1);
     metrics_long_request(1);
     MHD_suspend_connection(conn);
     pthread_mutex_lock(&srv->long_lock);
@@ -463,8 +464,16 @@ static enum MHD_Result finish_request(struct http_server *srv, struct MHD_Connec
         }
     }
     req.min_lsn = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "CRM-Min-LSN");
-    if (srv->pooled && route_runs_long(match.route))
-        return start_offload(srv, conn, ctx, &req);
+    if (srv->pooled && route_runs_long(match.route)) {
+        /* Counted before draining is read, and http_drain_and_stop sets
+         * draining before it reads the count: either this request is queued
+         * and waited for, or it sees draining and runs here (libmicrohttpd
+         * must not stop with a connection suspended). */
+        atomic_fetch_add(&srv->offloaded, 1);
+        if (!atomic_load(&srv->draining))
+            return start_offload(srv, conn, ctx, &req);
+        atomic_fetch_sub(&srv->offloaded, 1);
+    }
     handle_request(srv->app, &req, &res);
     json_decref(req.body);
     ret = send_response(conn, &res);
@@ -642,6 +651,12 @@ struct http_server *http_start(struct app *app)
         }
         flags |= MHD_USE_TLS;
     }
+    /* One worker is the internal polling thread itself: no pool (libmicrohttpd
+     * warns about a pool size of 0 or 1). */
+    struct MHD_OptionItem pool_options[] = {
+        {MHD_OPTION_THREAD_POOL_SIZE, (intptr_t)workers, NULL},
+        {MHD_OPTION_END, 0, NULL},
+    };
     struct MHD_OptionItem tls_options[] = {
         {MHD_OPTION_HTTPS_MEM_CERT, 0, srv->tls_cert},
         {MHD_OPTION_HTTPS_MEM_KEY, 0, srv->tls_key},
@@ -665,7 +680,7 @@ struct http_server *http_start(struct app *app)
     }
     srv->daemon = MHD_start_daemon(
         flags, (uint16_t)app->cfg->port, NULL, NULL, on_request, srv,
-        MHD_OPTION_THREAD_POOL_SIZE, workers,
+        MHD_OPTION_ARRAY, workers > 1 ? pool_options : pool_options + 1,
         MHD_OPTION_ARRAY, srv->tls_cert ? tls_options : tls_options + 2,
         MHD_OPTION_SOCK_ADDR, addr,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned int)app->cfg->max_connections,
@@ -692,6 +707,7 @@ int http_drain_and_stop(struct http_server *srv, int timeout_s)
 {
     MHD_socket listener = MHD_quiesce_daemon(srv->daemon);
     int left;
+    atomic_store(&srv->draining, true);
     if (listener != MHD_INVALID_SOCKET)
         close(listener);
     for (int waited_ms = 0; atomic_load(&srv->in_flight) > 0 && waited_ms < timeout_s * 1000;

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import ssl
 import subprocess
 import sys
@@ -1393,6 +1394,45 @@ class ThreadingTests(ApiTestCase):
                 self.assertIn("customers", self.assertJson(r, 200))
             r = get("/metrics", key=None, port=server.port)
             self.assertIn("\ncrm_http_long_requests 0\n", r.body.decode())
+        finally:
+            if locker is not None:
+                locker.kill()
+                locker.wait()
+            self.assertEqual(server.stop(), 0, server.log_tail())
+
+    def test_sigterm_waits_for_a_running_long_request(self):
+        # SIGTERM while a KPI request (a long route) waits on a lock: the
+        # server keeps running until it is done, answers it, then exits 0.
+        server = harness.extra_server("--http-threads", "1", "--http-long-threads", "1")
+        locker = None
+        try:
+            locker = subprocess.Popen(
+                ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", os.environ["CRM_DATABASE_URL"]],
+                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+            locker.stdin.write("BEGIN;\nLOCK TABLE crm.interactions IN ACCESS EXCLUSIVE MODE;\n")
+            locker.stdin.flush()
+            self.wait_for("SELECT count(*) FROM pg_locks WHERE relation = 'crm.interactions'::regclass"
+                          " AND mode = 'AccessExclusiveLock' AND granted")
+            result = {}
+
+            def kpis():
+                result["r"] = get(query("/v1/kpis", {"from": "2025-01-01T00:00:00Z",
+                                                     "to": "2025-02-01T00:00:00Z"}),
+                                  port=server.port, timeout=60)
+            t = threading.Thread(target=kpis)
+            t.start()
+            self.wait_for("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                          " AND query LIKE '%kpis%'")
+            server.proc.send_signal(signal.SIGTERM)
+            time.sleep(0.5)
+            self.assertIsNone(server.proc.poll(), "the server must wait for the KPI request")
+            locker.stdin.write("COMMIT;\n")
+            locker.stdin.close()
+            locker.wait(timeout=30)
+            locker = None
+            t.join(timeout=60)
+            self.assertIn("customers", self.assertJson(result["r"], 200))
+            self.assertEqual(server.proc.wait(timeout=30), 0, server.log_tail())
         finally:
             if locker is not None:
                 locker.kill()
