@@ -1337,7 +1337,9 @@ class ErrorTests(ApiTestCase):
 
 
 # ---------------------------------------------------------------------------
-# HTTP threading: worker threads, long routes on threads of their own
+# HTTP threading: worker threads, long routes on the long-route threads
+
+KPI_PATH = query("/v1/kpis", {"from": "2025-01-01T00:00:00Z", "to": "2025-02-01T00:00:00Z"})
 
 
 class ThreadingTests(ApiTestCase):
@@ -1350,25 +1352,17 @@ class ThreadingTests(ApiTestCase):
         # requests complete once the lock is gone.
         server = harness.extra_server("--http-threads", "1", "--http-long-threads", "1")
         locker = None
-        kpi_path = query("/v1/kpis", {"from": "2025-01-01T00:00:00Z", "to": "2025-02-01T00:00:00Z"})
         try:
             cid = self.create_customer()
             self.assertJson(get("/v1/customers/" + cid, port=server.port), 200)
-            locker = subprocess.Popen(
-                ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", os.environ["CRM_DATABASE_URL"]],
-                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-            locker.stdin.write("BEGIN;\nLOCK TABLE crm.interactions IN ACCESS EXCLUSIVE MODE;\n")
-            locker.stdin.flush()
-            self.wait_for("SELECT count(*) FROM pg_locks WHERE relation = 'crm.interactions'::regclass"
-                          " AND mode = 'AccessExclusiveLock' AND granted")
+            locker = self.lock_interactions()
             results = [None, None]
 
             def kpis(i):
-                results[i] = get(kpi_path, port=server.port, timeout=60)
+                results[i] = get(KPI_PATH, port=server.port, timeout=60)
             threads = [threading.Thread(target=kpis, args=(i,)) for i in range(2)]
             threads[0].start()
-            self.wait_for("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                          " AND query LIKE '%kpis%'")
+            self.wait_for_kpis_on_lock()
             threads[1].start()
             deadline = time.time() + 10
             while "\ncrm_http_long_requests 2\n" not in get("/metrics", key=None,
@@ -1383,9 +1377,7 @@ class ThreadingTests(ApiTestCase):
                                          " WHERE query LIKE '%kpis%' AND state = 'active'"
                                          " AND pid <> pg_backend_pid()"), "1")
             self.assertTrue(all(t.is_alive() for t in threads), "the KPI requests should wait")
-            locker.stdin.write("COMMIT;\n")
-            locker.stdin.close()
-            locker.wait(timeout=30)
+            self.release(locker)
             locker = None
             for t in threads:
                 t.join(timeout=60)
@@ -1406,29 +1398,18 @@ class ThreadingTests(ApiTestCase):
         server = harness.extra_server("--http-threads", "1", "--http-long-threads", "1")
         locker = None
         try:
-            locker = subprocess.Popen(
-                ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", os.environ["CRM_DATABASE_URL"]],
-                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-            locker.stdin.write("BEGIN;\nLOCK TABLE crm.interactions IN ACCESS EXCLUSIVE MODE;\n")
-            locker.stdin.flush()
-            self.wait_for("SELECT count(*) FROM pg_locks WHERE relation = 'crm.interactions'::regclass"
-                          " AND mode = 'AccessExclusiveLock' AND granted")
+            locker = self.lock_interactions()
             result = {}
 
             def kpis():
-                result["r"] = get(query("/v1/kpis", {"from": "2025-01-01T00:00:00Z",
-                                                     "to": "2025-02-01T00:00:00Z"}),
-                                  port=server.port, timeout=60)
+                result["r"] = get(KPI_PATH, port=server.port, timeout=60)
             t = threading.Thread(target=kpis)
             t.start()
-            self.wait_for("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                          " AND query LIKE '%kpis%'")
+            self.wait_for_kpis_on_lock()
             server.proc.send_signal(signal.SIGTERM)
             time.sleep(0.5)
             self.assertIsNone(server.proc.poll(), "the server must wait for the KPI request")
-            locker.stdin.write("COMMIT;\n")
-            locker.stdin.close()
-            locker.wait(timeout=30)
+            self.release(locker)
             locker = None
             t.join(timeout=60)
             self.assertIn("customers", self.assertJson(result["r"], 200))
@@ -1445,8 +1426,7 @@ class ThreadingTests(ApiTestCase):
             cid = self.create_customer()
             self.assertEqual(self.assertJson(get("/v1/customers/" + cid, port=server.port),
                                              200)["customer_id"], cid)
-            r = get(query("/v1/kpis", {"from": "2025-01-01T00:00:00Z",
-                                       "to": "2025-02-01T00:00:00Z"}), port=server.port)
+            r = get(KPI_PATH, port=server.port)
             self.assertIn("customers", self.assertJson(r, 200))
         finally:
             self.assertEqual(server.stop(), 0, server.log_tail())
@@ -1466,9 +1446,7 @@ class ThreadingTests(ApiTestCase):
             cid = self.create_customer()
             r = get("/v1/customers/" + cid, port=server.port, tls_context=context)
             self.assertEqual(self.assertJson(r, 200)["customer_id"], cid)
-            r = get(query("/v1/kpis", {"from": "2025-01-01T00:00:00Z",
-                                       "to": "2025-02-01T00:00:00Z"}),
-                    port=server.port, tls_context=context)
+            r = get(KPI_PATH, port=server.port, tls_context=context)
             self.assertIn("customers", self.assertJson(r, 200))
             # plain HTTP on the HTTPS port gets no HTTP answer
             with self.assertRaises((OSError, http.client.HTTPException)):
@@ -1476,6 +1454,28 @@ class ThreadingTests(ApiTestCase):
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
             self.assertEqual(server.stop(), 0, server.log_tail())
+
+    def lock_interactions(self):
+        """A psql session holding crm.interactions in ACCESS EXCLUSIVE mode
+        (KPI requests wait on it); returns once the lock is granted."""
+        locker = subprocess.Popen(
+            ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", os.environ["CRM_DATABASE_URL"]],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+        locker.stdin.write("BEGIN;\nLOCK TABLE crm.interactions IN ACCESS EXCLUSIVE MODE;\n")
+        locker.stdin.flush()
+        self.wait_for("SELECT count(*) FROM pg_locks WHERE relation = 'crm.interactions'::regclass"
+                      " AND mode = 'AccessExclusiveLock' AND granted")
+        return locker
+
+    def release(self, locker):
+        """End lock_interactions' transaction and session."""
+        locker.stdin.write("COMMIT;\n")
+        locker.stdin.close()
+        locker.wait(timeout=30)
+
+    def wait_for_kpis_on_lock(self):
+        self.wait_for("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                      " AND query LIKE '%kpis%'")
 
     def wait_for(self, count_sql):
         """Poll until count_sql returns a count above zero (10 s at most)."""
