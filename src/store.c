@@ -8,7 +8,9 @@
  */
 #include "store.h"
 
+#include "jsontext.h"
 #include "metrics.h"
+#include "normalize.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -323,52 +325,87 @@ static enum db_status ingest_itemwise(struct db_pool *pool, struct interaction_r
     return st;
 }
 
-/* One batch item as crm.ingest_batch reads it. */
-static json_t *batch_item_json(const struct interaction_request *req)
+/* One batch item as crm.ingest_batch reads it, appended to the batch's text. */
+static void append_batch_item(struct jsontext *t, const struct interaction_request *req)
 {
     char new_customer[UUID_TEXT_LEN + 1], interaction_id[UUID_TEXT_LEN + 1];
-    json_t *item;
+    size_t i;
+    json_t *tag;
     uuid_new(new_customer);
     uuid_new(interaction_id);
-    item = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:O}", "new_customer_id", new_customer,
-                     "interaction_id", interaction_id, "source", req->source, "external_id",
-                     req->external_id, "channel", req->channel, "type", req->type,
-                     "occurred_at", req->occurred_at, "tags", req->tags);
-    if (req->by_customer_id)
-        json_object_set_new(item, "customer_id", json_string(req->customer_id));
-    else
-        json_object_set_new(item, "identifiers", identifiers_to_json(&req->ids));
+    jsontext_raw(t, "{");
+    jsontext_member(t, "new_customer_id", new_customer);
+    jsontext_member(t, "interaction_id", interaction_id);
+    jsontext_member(t, "source", req->source);
+    jsontext_member(t, "external_id", req->external_id);
+    jsontext_member(t, "channel", req->channel);
+    jsontext_member(t, "type", req->type);
+    jsontext_member(t, "occurred_at", req->occurred_at);
+    jsontext_raw(t, ",\"tags\":[");
+    json_array_foreach(req->tags, i, tag) {
+        if (i > 0)
+            jsontext_raw(t, ",");
+        jsontext_string(t, json_string_value(tag));
+    }
+    jsontext_raw(t, "]");
+    if (req->by_customer_id) {
+        jsontext_member(t, "customer_id", req->customer_id);
+    } else {
+        jsontext_raw(t, ",\"identifiers\":[");
+        for (int k = 0; k < req->ids.count; k++) {
+            const struct identifier *id = &req->ids.items[k];
+            jsontext_raw(t, k > 0 ? ",{" : "{");
+            jsontext_member(t, "kind", id_kind_name(id->kind));
+            jsontext_member(t, "value", id->value);
+            if (id->namespace_[0] != '\0')
+                jsontext_member(t, "namespace", id->namespace_);
+            jsontext_raw(t, "}");
+        }
+        jsontext_raw(t, "]");
+    }
     if (req->has_amount)
-        json_object_set_new(item, "amount", json_string(req->amount));
+        jsontext_member(t, "amount", req->amount);
     if (req->has_cost)
-        json_object_set_new(item, "cost", json_string(req->cost));
+        jsontext_member(t, "cost", req->cost);
     if (req->currency[0])
-        json_object_set_new(item, "currency", json_string(req->currency));
+        jsontext_member(t, "currency", req->currency);
     if (req->payload != NULL)
-        json_object_set(item, "payload", req->payload);
-    return item;
+        jsontext_member_json(t, "payload", req->payload);
+    jsontext_raw(t, "}");
 }
 
 enum db_status store_ingest_batch(struct db_pool *pool, struct interaction_request *const *reqs,
                                   int count, json_t **results, char *err, size_t errlen)
 {
-    json_t *items = json_array(), *out = NULL;
+    json_t *out = NULL;
     int *index = calloc((size_t)count + 1, sizeof(*index)), sent = 0;
+    struct jsontext items;
     char *text;
     enum db_status st;
+    if (index == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return DB_ERROR;
+    }
+    jsontext_init(&items);
+    jsontext_raw(&items, "[");
     for (int i = 0; i < count; i++) {
         if (reqs[i] == NULL)
             continue;
-        json_array_append_new(items, batch_item_json(reqs[i]));
+        if (sent > 0)
+            jsontext_raw(&items, ",");
+        append_batch_item(&items, reqs[i]);
         index[sent++] = i;
     }
-    if (sent == 0) {
-        json_decref(items);
+    jsontext_raw(&items, "]");
+    text = jsontext_take(&items);
+    if (sent == 0 || text == NULL) {
+        free(text);
         free(index);
-        return DB_OK;
+        if (sent == 0)
+            return DB_OK;
+        snprintf(err, errlen, "out of memory");
+        return DB_ERROR;
     }
-    text = json_dumps(items, JSON_COMPACT);
-    json_decref(items);
     st = db_call_json(pool, "ingest_batch", 1, (const char *const *)&text, &out, err, errlen);
     free(text);
     if (st == DB_OK && json_is_array(out) && json_array_size(out) == (size_t)sent) {

@@ -131,6 +131,18 @@ class ApiTestCase(harness.CrmTestCase):
         self.assertIsNone(body["next_cursor"], body)
         return body["items"]
 
+    def metrics(self):
+        r = get("/metrics", key=None)
+        self.assertStatus(r, 200)
+        self.assertTrue(r.content_type.startswith("text/plain"), r.content_type)
+        text = r.body.decode() if isinstance(r.body, bytes) else r.body
+        values = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                values[name] = float(value)
+        return values
+
 
 # ---------------------------------------------------------------------------
 # 1. health / ready
@@ -143,18 +155,6 @@ class HealthTests(ApiTestCase):
     def test_ready(self):
         r = get("/ready")
         self.assertEqual(self.assertJson(r, 200), {"status": "ready"})
-
-    def metrics(self):
-        r = get("/metrics", key=None)
-        self.assertStatus(r, 200)
-        self.assertTrue(r.content_type.startswith("text/plain"), r.content_type)
-        text = r.body.decode() if isinstance(r.body, bytes) else r.body
-        values = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                name, _, value = line.rpartition(" ")
-                values[name] = float(value)
-        return values
 
     def test_metrics_count_requests_ingest_and_pool(self):
         before = self.metrics()
@@ -748,6 +748,42 @@ class BatchTests(ApiTestCase):
         self.assertEqual({r["customer_id"] for r in body["results"]}, {survivor})
         self.assertEqual(self.assertJson(profile(survivor), 200)["aggregates"]["interaction_count"],
                          7)
+
+    def test_batch_stores_fields_as_a_single_post_does(self):
+        # The batch's text for the database is written by hand (jsontext),
+        # the single POST's by jansson: awkward text must come out the same.
+        odd = 'q"uote \\ back/slash \u00e9\u20ac\U0001F600 tab\tnl\n\u0001'
+        cid_mail, shop_id = new_email("bfield"), 'sh"op\u00e9\\-' + uid()
+        def item(external_id, **kw):
+            return interaction(
+                identifiers=[email_id(cid_mail), ext_id(shop_id, namespace="Shop_X")],
+                source='src "%s\\' % uid(), external_id=external_id, type="purchase",
+                amount="12.3400", cost=1.5, currency="EUR", tags=["Gift\u00e9", "x\"y"],
+                payload={"note": odd, "nested": [1, 2.5, None, True, {"k": odd}], odd: "key"},
+                **kw)
+        fallbacks = self.metrics()["crm_ingest_batch_fallbacks_total"]
+        single = item("one " + odd)
+        created = self.assertJson(post("/v1/interactions", single), 201)
+        batch_item = item("two " + odd)
+        body = self.assertJson(post("/v1/interactions:batch", {"items": [batch_item]}), 200)
+        self.assertEqual(body["created"], 1, body)
+        # Stored by crm.ingest_batch itself, not by the item-by-item fallback
+        # that a malformed batch text would end in.
+        self.assertEqual(self.metrics()["crm_ingest_batch_fallbacks_total"], fallbacks)
+        cid = created["customer_id"]
+        self.assertEqual(body["results"][0]["customer_id"], cid)
+        stored = {i["external_id"]: i for i in self.all_items(cid)}
+        a, b = stored["one " + odd], stored["two " + odd]
+        for field in ("channel", "type", "occurred_at", "amount", "currency", "cost", "payload"):
+            self.assertEqual(a[field], b[field], field)
+        self.assertEqual(sorted(a["tags"]), sorted(b["tags"]))
+        self.assertEqual(b["source"], batch_item["source"])
+        self.assertEqual(b["payload"]["note"], odd)
+        self.assertEqual(b["payload"][odd], "key")
+        self.assertEqual(b["amount"], 12.34)
+        # The batch item's identifiers found the single POST's customer.
+        idents = self.assertJson(profile(cid), 200)["identifiers"]
+        self.assertIn(shop_id, [i["value"] for i in idents if i.get("namespace") == "shop_x"])
 
     def test_repeats_within_a_batch(self):
         cid = self.create_customer()
