@@ -1,19 +1,25 @@
 -- wrk: POST /v1/interactions:batch with 100 interactions each (fresh keys), for seeded customers.
 local n = tonumber(os.getenv("CRM_BENCH_CUSTOMERS") or "10000")
 local counter = 0
-local tid = 0
+-- Every wrk thread gets a source of its own ("tag", set from the main Lua
+-- state): the run, the second this wrk started and the thread's number. A
+-- top-level local here would shadow it in the threads (that made all threads,
+-- and every connection-count row of a run, send the same keys: about half
+-- the POSTs were answered as duplicates).
+local threads = 0
+local started = os.time()
 setup = function(thread)
-  tid = tid + 1
-  thread:set("tid", tid)
+  threads = threads + 1
+  thread:set("tag", string.format("%s-%d-%d", os.getenv("CRM_BENCH_RUN") or "x", started, threads))
 end
 request = function()
   local items = {}
   for i = 1, 100 do
     counter = counter + 1
     items[i] = string.format(
-      '{"identifiers":[{"kind":"email","value":"bench-%d@bench.example"}],"source":"wrkb-%s-%d",' ..
+      '{"identifiers":[{"kind":"email","value":"bench-%d@bench.example"}],"source":"wrkb-%s",' ..
       '"external_id":"%d","channel":"web","type":"visit","occurred_at":"2026-11-20T10:00:00Z"}',
-      counter % n, os.getenv("CRM_BENCH_RUN") or "x", tid or 0, counter)
+      counter % n, tag, counter)
   end
   return wrk.format("POST", "/v1/interactions:batch", {["Content-Type"] = "application/json",
     ["Authorization"] = "Bearer " .. os.getenv("CRM_BENCH_KEY")},
