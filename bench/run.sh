@@ -156,6 +156,12 @@ stored_count() {
          -c "SELECT count(*) FROM crm.interactions"
 }
 
+# Build every customer's profile document that writes have invalidated.
+warm_profiles() {
+    psql -X -qtA -h "$PG_SOCK" -p "$PG_PORT" -U "$PG_USER" -d crm_bench \
+         -c "SELECT count(doc) FROM crm.profile_read" >/dev/null
+}
+
 # stored_run name connections script.lua -> wrk_run's row + |interactions stored
 # during it. The POST and batch rates are counted from what was stored, so a
 # load that repeats keys (answered as cheap duplicates) cannot pass for one
@@ -167,12 +173,12 @@ stored_run() {
     echo "$row|$(( $(stored_count) - before ))"
 }
 
-# pgbench_run name connections extra-args -> tps
+# pgbench_run name connections extra-args -> tps (on crm_pgbench, or PGBENCH_DB)
 pgbench_run() {
     local name=$1 conns=$2 threads=2 out tps; shift 2
     [ "$conns" -lt 2 ] && threads=1
     out=$("$BIN/pgbench" -h "$PG_SOCK" -p "$PG_PORT" -U "$PG_USER" -n -c "$conns" -j "$threads" \
-          -T "$DURATION" -M prepared "$@" crm_pgbench 2>&1)
+          -T "$DURATION" -M prepared "$@" "${PGBENCH_DB:-crm_pgbench}" 2>&1)
     echo "$out" > "$WORK/$name-$conns.txt"
     tps=$(echo "$out" | awk '/^tps/ {print $3; exit}')
     printf '%.0f\n' "${tps:-0}"
@@ -183,6 +189,20 @@ log "pgbench -i (scale 10) into crm_pgbench"
 printf 'INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (1, 1, 1, 1, now());\n' \
     > "$WORK/insert.sql"
 
+# The server's own statements for two scenarios, as src/store.c prepares
+# them ("lookup" and "ingest"), with the arguments the wrk scripts' requests
+# give them, run by pgbench on crm_bench: what the database alone allows for
+# profile_by_email and interaction_post, so the rows can say how much the
+# server and HTTP add to them.
+cat > "$WORK/own_lookup.sql" <<SQL
+\set c random(0, $((CUSTOMERS - 1)))
+SELECT d::text, d->>'customer_id', d->>'merged_into', (d ? 'gone')::text FROM (SELECT (SELECT r.doc FROM crm.profile_read r WHERE r.customer_id = i.customer_id) AS d FROM crm.identifiers i WHERE i.kind = 'email' AND i.namespace = '' AND i.value = 'bench-' || :c || '@bench.example' OFFSET 0) AS x;
+SQL
+cat > "$WORK/own_ingest.sql" <<SQL
+\set c random(0, $((CUSTOMERS - 1)))
+SELECT crm.ingest(NULL, ('[{"kind":"email","value":"bench-' || :c || '@bench.example"}]')::jsonb, gen_random_uuid(), gen_random_uuid(), 'pgbench-own', gen_random_uuid()::text, 'web', 'purchase', '2026-11-20T10:00:00Z'::timestamptz, 12.5, 'EUR', NULL, ARRAY[]::text[], '{}'::jsonb);
+SQL
+
 SEGMENT=$(curl -s -XPOST "http://127.0.0.1:$PORT/v1/segments" -H "Authorization: Bearer $KEY" \
           -H 'Content-Type: application/json' \
           -d "{\"name\": \"bench-$CRM_BENCH_RUN\", \"rule\": {\"has_identifier\": \"email\"}}" |
@@ -191,13 +211,20 @@ SEGMENT=$(curl -s -XPOST "http://127.0.0.1:$PORT/v1/segments" -H "Authorization:
 # Per connection count: its three ceilings, then its scenarios, so that each
 # ratio compares runs close in time (the machine is shared; load drifts).
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
-declare -A PG_SELECT PG_INSERT MHD
+declare -A PG_SELECT PG_INSERT PG_LOOKUP PG_INGEST MHD
 ROWS=()
 for c in $CONN_LIST; do
-    log "$c connections: ceilings (pgbench select-only, insert, bare MHD), then scenarios; ${DURATION}s each"
+    log "$c connections: ceilings (pgbench select-only, insert, bare MHD, the server's lookup and ingest statements), then scenarios; ${DURATION}s each"
     PG_SELECT[$c]=$(pgbench_run pgbench_select "$c" -S)
     PG_INSERT[$c]=$(pgbench_run pgbench_insert "$c" -f "$WORK/insert.sql")
     MHD[$c]=$(wrk_run bare_mhd "$c" "$CEIL_PORT" "$CEILING" /health)
+    PG_INGEST[$c]=$(PGBENCH_DB=crm_bench pgbench_run own_ingest "$c" -f "$WORK/own_ingest.sql")
+    # Writes (this ingest, the previous count's POST and batch rows)
+    # invalidate the documents of the customers they touch; the profile rows
+    # and the lookup statement read a warm cache. A miss costs more
+    # (bench/load_profile.md).
+    warm_profiles
+    PG_LOOKUP[$c]=$(PGBENCH_DB=crm_bench pgbench_run own_lookup "$c" -f "$WORK/own_lookup.sql")
     ROWS+=("$(wrk_run health "$c" "$PORT" "$SERVER" /health)")
     ROWS+=("$(wrk_run profile_get "$c" "$PORT" "$SERVER" profile_get.lua)")
     ROWS+=("$(wrk_run profile_by_email "$c" "$PORT" "$SERVER" email_get.lua)")
@@ -322,9 +349,20 @@ for r in "${ROWS[@]}"; do table_row "$r"; done > "$WORK/rows.md"
         echo "| $c | ${PG_SELECT[$c]} | ${PG_INSERT[$c]} | $(num "$(field "$m" 3)") | $(field "$m" 4) | $(field "$m" 5) | $(mb "$(field "$m" 8)") | $both |"
     done
     echo
+    echo "## The server against its own SQL"
+    echo
+    echo "pgbench running the statement the server prepares for the scenario (src/store.c: \"lookup\" for GET /v1/customers?email=, \"ingest\" for POST /v1/interactions), on crm_bench, with the same kind of arguments, just after the ceilings above. The ratio is what the server, HTTP and wrk leave of the database's own rate for that work; the rest of the gap to select-only or insert is the statement itself."
+    echo
+    echo "| connections | lookup statement tps | profile_by_email | ratio | ingest statement tps | interaction_post | ratio |"
+    echo "|---|---|---|---|---|---|---|"
+    for c in $CONN_LIST; do
+        get=$(field "${SUMMARY[profile_by_email/$c]}" 1) post=$(field "${SUMMARY[interaction_post/$c]}" 1)
+        echo "| $c | ${PG_LOOKUP[$c]} | $(num "$get") req/s | $(pct "$get" "${PG_LOOKUP[$c]}")% | ${PG_INGEST[$c]} | $post stored/s | $(pct "$post" "${PG_INGEST[$c]}")% |"
+    done
+    echo
     echo "## Scenarios"
     echo
-    echo "vs database: profile GETs and the segment page against pgbench select-only, POSTs against pgbench insert (batch: events/s against insert tps), same connection count. POST and batch rates are interactions stored (rows added to crm.interactions during the row, per second), not requests answered, so duplicates cannot count; wrk's req/s is in brackets. vs bare MHD: req/s against crm-bench-ceiling at the same connection count. Peak RSS: the server's VmHWM during that row$( [ "$HWM_RESET" = yes ] || echo ' (could not reset VmHWM: peak since server start)'). batch_post_x100 carries 100 events per request; its latencies are per request."
+    echo "vs database: profile GETs and the segment page against pgbench select-only, POSTs against pgbench insert (batch: events/s against insert tps), same connection count. POST and batch rates are interactions stored (rows added to crm.interactions during the row, per second), not requests answered, so duplicates cannot count; wrk's req/s is in brackets. vs bare MHD: req/s against crm-bench-ceiling at the same connection count. Profile rows read a warm cache: every document the previous rows' writes invalidated is built again before the ceilings' lookup statement and the profile rows. Peak RSS: the server's VmHWM during that row$( [ "$HWM_RESET" = yes ] || echo ' (could not reset VmHWM: peak since server start)'). batch_post_x100 carries 100 events per request; its latencies are per request."
     echo
     echo "| scenario | connections | rate | p50 | p99 | non-2xx | vs database | vs bare MHD | peak RSS | target | result |"
     echo "|---|---|---|---|---|---|---|---|---|---|---|"
