@@ -20,6 +20,8 @@ struct config {
                                0 = one thread per connection */
     int http_long_threads;  /* CRM_HTTP_LONG_THREADS, --http-long-threads: threads for
                                the long routes with worker threads */
+    int http_long_queue;    /* CRM_HTTP_LONG_QUEUE, --http-long-queue: long requests that
+                               may wait for those threads; more are answered 503 */
     size_t body_limit;      /* CRM_BODY_LIMIT, --body-limit: bytes */
     int max_connections;    /* CRM_MAX_CONNECTIONS, --max-connections */
     int connection_timeout; /* CRM_CONNECTION_TIMEOUT, --connection-timeout: seconds idle */

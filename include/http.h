@@ -18,9 +18,9 @@ unsigned int http_worker_threads(int configured);
 /* Start serving on app->cfg's address and port; NULL on failure (logged). */
 struct http_server *http_start(struct app *app);
 
-/* Stop accepting, wait up to timeout_s for in-flight requests, then stop
- * (after the long routes' threads are done: they are bounded by the
- * database's statement_timeout). Returns the number of requests still
+/* Stop accepting, answer the long requests still queued with 503, wait up
+ * to timeout_s for in-flight requests, then stop (after the running long
+ * requests are done: they are bounded by the database's statement_timeout). Returns the number of requests still
  * running when it gave up waiting (0 = clean). */
 int http_drain_and_stop(struct http_server *server, int timeout_s);
 

@@ -23,6 +23,8 @@ void metrics_batch_fallback(void);
 
 /* A long-route request was queued (+1) or finished (-1). */
 void metrics_long_request(int delta);
+/* A long-route request answered 503 because the queue was full. */
+void metrics_long_refused(void);
 
 /* Render everything; returns a malloc'd string. */
 char *metrics_render(struct db_pool *pool, struct audit *audit);

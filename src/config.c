@@ -28,6 +28,8 @@ static const struct setting SETTINGS[] = {
     {"--http-threads", "CRM_HTTP_THREADS", 'i', offsetof(struct config, http_threads), 0, 0, 1024},
     {"--http-long-threads", "CRM_HTTP_LONG_THREADS", 'i',
      offsetof(struct config, http_long_threads), 0, 1, 256},
+    {"--http-long-queue", "CRM_HTTP_LONG_QUEUE", 'i', offsetof(struct config, http_long_queue), 0,
+     1, 100000},
     {"--body-limit", "CRM_BODY_LIMIT", 'z', offsetof(struct config, body_limit), 0, 1024,
      64L * 1024 * 1024},
     {"--max-connections", "CRM_MAX_CONNECTIONS", 'i', offsetof(struct config, max_connections), 0,
@@ -79,6 +81,9 @@ const char *config_usage(void)
            "                             thread per connection)\n"
            "  --http-long-threads N      threads for the long routes, which queue for them\n"
            "                             in arrival order (CRM_HTTP_LONG_THREADS, default 4)\n"
+           "  --http-long-queue N        long requests that may wait for those threads;\n"
+           "                             more are answered 503 with Retry-After\n"
+           "                             (CRM_HTTP_LONG_QUEUE, default 64)\n"
            "  --db-replica CONNINFO      streaming replica for profile, lookup, timeline,\n"
            "                             segment and KPI reads (CRM_DATABASE_REPLICA_URL)\n"
            "  --replica-wait-ms N        how long a read with CRM-Min-LSN waits for the\n"
@@ -161,6 +166,7 @@ bool config_load(struct config *cfg, int argc, char **argv, getenv_fn env, char 
     cfg->audit_flush_ms = 50;
     cfg->http_threads = -1; /* 4 per CPU: see http_worker_threads */
     cfg->http_long_threads = 4;
+    cfg->http_long_queue = 64;
 
     for (size_t i = 0; i < SETTING_COUNT; i++) {
         const char *v = env(SETTINGS[i].env);

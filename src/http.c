@@ -5,8 +5,9 @@
  * (route_runs_long: segments, KPIs, value runs, merges, exports) would hold
  * up every other connection of their worker, so their connection is
  * suspended and the handler runs on one of a few long-route threads
- * (--http-long-threads, a FIFO queue in front of them: a flood of reports
- * cannot take every database connection from the front office). --http-threads 0
+ * (--http-long-threads, a FIFO queue of at most --http-long-queue in front
+ * of them, beyond which they are answered 503: a flood of reports cannot
+ * take every database connection from the front office). --http-threads 0
  * selects one thread per connection instead. Bodies are collected up to the
  * configured limit, rejected early when Content-Length is already too
  * large, then checked for UTF-8 and parsed as a JSON object before any
@@ -43,6 +44,7 @@ struct http_server {
     pthread_mutex_t long_lock;
     pthread_cond_t long_wake;
     struct offload *long_head, *long_tail;
+    int long_queued; /* in the queue, not yet taken by a thread (at most http_long_queue) */
     bool long_stopping;
     pthread_t *long_threads;
     int long_thread_count;
@@ -293,6 +295,7 @@ static void *long_thread_main(void *arg)
         srv->long_head = o->next;
         if (srv->long_head == NULL)
             srv->long_tail = NULL;
+        srv->long_queued--;
         pthread_mutex_unlock(&srv->long_lock);
         run_offload(o);
         pthread_mutex_lock(&srv->long_lock);
@@ -301,13 +304,37 @@ static void *long_thread_main(void *arg)
     return NULL;
 }
 
+/* Hand a long request back to its worker unrun, answered 503 (the queue is
+ * full, or the server is stopping): the client may retry, here or on
+ * another instance. */
+static void refuse_offload(struct offload *o, const char *detail)
+{
+    struct http_server *srv = o->srv;
+    json_decref(o->req.body);
+    o->req.body = NULL;
+    respond_problem(&o->res, PROBLEM_SERVICE_UNAVAILABLE, detail, o->req.path);
+    o->res.retry_after = 1;
+    metrics_long_request(-1);
+    MHD_resume_connection(o->conn);
+    atomic_fetch_sub(&srv->offloaded, 1);
+}
+
 /* Queue a long route's request for the long-route threads (the caller has
  * counted it in offloaded); its connection is suspended until it is done, and
- * on_request then sends the response. */
-static enum MHD_Result start_offload(struct http_server *srv, struct MHD_Connection *conn,
-                                     struct request_ctx *ctx, const struct request *req)
+ * on_request then sends the response. False when the queue already holds
+ * http_long_queue requests: nothing was queued, the caller answers. */
+static bool start_offload(struct http_server *srv, struct MHD_Connection *conn,
+                          struct request_ctx *ctx, const struct request *req)
 {
-    struct offload *o = calloc(1, sizeof(*o));
+    struct offload *o;
+    pthread_mutex_lock(&srv->long_lock);
+    if (srv->long_queued >= srv->app->cfg->http_long_queue) {
+        pthread_mutex_unlock(&srv->long_lock);
+        return false;
+    }
+    srv->long_queued++; /* this request's place, taken before it is queued */
+    pthread_mutex_unlock(&srv->long_lock);
+    o = calloc(1, sizeof(*o));
     o->srv = srv;
     o->conn = conn;
     o->req = *req;
@@ -328,7 +355,27 @@ static enum MHD_Result start_offload(struct http_server *srv, struct MHD_Connect
     srv->long_tail = o;
     pthread_cond_signal(&srv->long_wake);
     pthread_mutex_unlock(&srv->long_lock);
-    return MHD_YES;
+    return true;
+}
+
+/* On SIGTERM: the long requests still waiting in the queue are answered 503
+ * at once instead of being run (they have not started, so nothing is half
+ * done); only the running ones are waited for. */
+static void refuse_queued_offloads(struct http_server *srv)
+{
+    struct offload *o;
+    if (!srv->pooled)
+        return;
+    pthread_mutex_lock(&srv->long_lock);
+    o = srv->long_head;
+    srv->long_head = srv->long_tail = NULL;
+    srv->long_queued = 0;
+    pthread_mutex_unlock(&srv->long_lock);
+    while (o != NULL) {
+        struct offload *next = o->next;
+        refuse_offload(o, "the server is shutting down; retry");
+        o = next;
+    }
 }
 
 /* Start the long-route threads; false when not even one could be started. */
@@ -470,8 +517,18 @@ static enum MHD_Result finish_request(struct http_server *srv, struct MHD_Connec
          * and waited for, or it sees draining and runs here (libmicrohttpd
          * must not stop with a connection suspended). */
         atomic_fetch_add(&srv->offloaded, 1);
-        if (!atomic_load(&srv->draining))
-            return start_offload(srv, conn, ctx, &req);
+        if (!atomic_load(&srv->draining)) {
+            if (start_offload(srv, conn, ctx, &req))
+                return MHD_YES;
+            atomic_fetch_sub(&srv->offloaded, 1);
+            json_decref(req.body);
+            metrics_long_refused();
+            respond_problem(&res, PROBLEM_SERVICE_UNAVAILABLE,
+                            "too many long requests (segments, KPIs, value runs, merges, exports) "
+                            "are waiting; retry shortly", path);
+            res.retry_after = 1;
+            return send_response(conn, &res);
+        }
         atomic_fetch_sub(&srv->offloaded, 1);
     }
     handle_request(srv->app, &req, &res);
@@ -710,6 +767,7 @@ int http_drain_and_stop(struct http_server *srv, int timeout_s)
     atomic_store(&srv->draining, true);
     if (listener != MHD_INVALID_SOCKET)
         close(listener);
+    refuse_queued_offloads(srv);
     for (int waited_ms = 0; atomic_load(&srv->in_flight) > 0 && waited_ms < timeout_s * 1000;
          waited_ms += 20)
         db_sleep_ms(20);

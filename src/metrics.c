@@ -22,6 +22,7 @@ static atomic_ullong latency_count;
 static atomic_ullong ingested[3]; /* created, duplicate, failed */
 static atomic_ullong batch_fallbacks;
 static atomic_int long_requests; /* long-route requests queued or running */
+static atomic_ullong long_refused; /* long-route requests refused: queue full */
 
 void metrics_ingest(int created, int duplicates, int failed)
 {
@@ -38,6 +39,11 @@ void metrics_batch_fallback(void)
 void metrics_long_request(int delta)
 {
     atomic_fetch_add(&long_requests, delta);
+}
+
+void metrics_long_refused(void)
+{
+    atomic_fetch_add(&long_refused, 1);
 }
 
 void metrics_record(int route, int status, double seconds)
@@ -121,6 +127,11 @@ char *metrics_render(struct db_pool *pool, struct audit *audit)
             "# TYPE crm_http_long_requests gauge\n"
             "crm_http_long_requests %d\n",
         atomic_load(&long_requests));
+    put(&t, "# HELP crm_http_long_refused_total Long-route requests answered 503 because "
+            "CRM_HTTP_LONG_QUEUE of them were already waiting.\n"
+            "# TYPE crm_http_long_refused_total counter\n"
+            "crm_http_long_refused_total %llu\n",
+        atomic_load(&long_refused));
     put(&t, "# HELP crm_ingest_interactions_total Interactions received (single and batch) by result.\n"
             "# TYPE crm_ingest_interactions_total counter\n"
             "crm_ingest_interactions_total{result=\"created\"} %llu\n"

@@ -1456,6 +1456,83 @@ class ThreadingTests(ApiTestCase):
                 locker.wait()
             self.assertEqual(server.stop(), 0, server.log_tail())
 
+    def start_kpis(self, server, count):
+        """count KPI requests (a long route) on threads, while crm.interactions
+        is locked: the first waits on the lock in the database, the others in
+        the server's queue. Returns (threads, results)."""
+        results = [None] * count
+
+        def kpis(i):
+            results[i] = get(KPI_PATH, port=server.port, timeout=60)
+        threads = [threading.Thread(target=kpis, args=(i,)) for i in range(count)]
+        threads[0].start()
+        self.wait_for_kpis_on_lock()
+        for t in threads[1:]:
+            t.start()
+        deadline = time.time() + 10
+        while "\ncrm_http_long_requests %d\n" % count not in get(
+                "/metrics", key=None, port=server.port).body.decode():
+            self.assertLess(time.time(), deadline, "the KPI requests were not queued")
+            time.sleep(0.05)
+        return threads, results
+
+    def test_a_full_long_route_queue_answers_503(self):
+        # One long-route thread, room for one waiting request: with one KPI
+        # request running (blocked on a lock) and one waiting, a third is
+        # refused at once with 503 and Retry-After; the other two complete.
+        server = harness.extra_server("--http-threads", "1", "--http-long-threads", "1",
+                                      "--http-long-queue", "1")
+        locker = None
+        try:
+            locker = self.lock_interactions()
+            threads, results = self.start_kpis(server, 2)
+            r = get(KPI_PATH, port=server.port, timeout=5)
+            self.assertProblem(r, 503, "service-unavailable")
+            self.assertEqual(r.headers.get("Retry-After"), "1")
+            metrics = get("/metrics", key=None, port=server.port).body.decode()
+            self.assertIn("\ncrm_http_long_refused_total 1\n", metrics)
+            self.assertIn("\ncrm_http_long_requests 2\n", metrics)
+            self.release(locker)
+            locker = None
+            for t in threads:
+                t.join(timeout=60)
+                self.assertFalse(t.is_alive())
+            for r in results:
+                self.assertIn("customers", self.assertJson(r, 200))
+        finally:
+            if locker is not None:
+                locker.kill()
+                locker.wait()
+            self.assertEqual(server.stop(), 0, server.log_tail())
+
+    def test_sigterm_refuses_queued_long_requests(self):
+        # SIGTERM with one KPI request running (blocked on a lock) and one
+        # waiting in the queue: the waiting one is answered 503 at once (it
+        # had not started; the client may retry elsewhere), the running one
+        # completes, then the server exits 0.
+        server = harness.extra_server("--http-threads", "1", "--http-long-threads", "1")
+        locker = None
+        try:
+            locker = self.lock_interactions()
+            threads, results = self.start_kpis(server, 2)
+            server.proc.send_signal(signal.SIGTERM)
+            threads[1].join(timeout=10)
+            self.assertFalse(threads[1].is_alive(), "the queued request should be answered")
+            self.assertProblem(results[1], 503, "service-unavailable")
+            self.assertEqual(results[1].headers.get("Retry-After"), "1")
+            self.assertTrue(threads[0].is_alive(), "the running request waits for the lock")
+            self.assertIsNone(server.proc.poll(), "the server must wait for the running request")
+            self.release(locker)
+            locker = None
+            threads[0].join(timeout=60)
+            self.assertIn("customers", self.assertJson(results[0], 200))
+            self.assertEqual(server.proc.wait(timeout=30), 0, server.log_tail())
+        finally:
+            if locker is not None:
+                locker.kill()
+                locker.wait()
+            self.assertEqual(server.stop(), 0, server.log_tail())
+
     def test_one_thread_per_connection_still_serves(self):
         server = harness.extra_server("--http-threads", "0")
         try:

@@ -63,6 +63,7 @@ START_TEST(test_defaults)
     ck_assert_int_eq(cfg.read_pool_size, 0); /* 0 = 3 per CPU */
     ck_assert_int_eq(cfg.http_threads, -1);  /* 4 per CPU */
     ck_assert_int_eq(cfg.http_long_threads, 4);
+    ck_assert_int_eq(cfg.http_long_queue, 64);
 
     /* argc 0 / argv with only the program name behave the same */
     ck_assert(config_load(&cfg, 0, argv, env_none, err, sizeof(err)));
@@ -108,6 +109,7 @@ START_TEST(test_scale_out_settings)
         "CRM_READ_POOL_SIZE", "5",
         "CRM_HTTP_THREADS", "0",
         "CRM_HTTP_LONG_THREADS", "2",
+        "CRM_HTTP_LONG_QUEUE", "5",
         NULL,
     };
     char *argv[] = {"crm-server", "--audit-flush-ms", "0"};
@@ -115,6 +117,7 @@ START_TEST(test_scale_out_settings)
     char *bad_wait[] = {"crm-server", "--replica-wait-ms=-1"};
     char *bad_threads[] = {"crm-server", "--http-threads", "-1"};
     char *bad_long[] = {"crm-server", "--http-long-threads", "0"};
+    char *bad_queue[] = {"crm-server", "--http-long-queue", "0"};
     ck_assert_msg(load(ARGC(argv), argv, env), "failed: %s", err);
     ck_assert_str_eq(cfg.replica_url, "host=replica dbname=crm");
     ck_assert_int_eq(cfg.replica_wait_ms, 250);
@@ -123,12 +126,15 @@ START_TEST(test_scale_out_settings)
     ck_assert_int_eq(cfg.read_pool_size, 5);
     ck_assert_int_eq(cfg.http_threads, 0); /* one thread per connection */
     ck_assert_int_eq(cfg.http_long_threads, 2);
+    ck_assert_int_eq(cfg.http_long_queue, 5);
     ck_assert(!load(ARGC(bad_prepared), bad_prepared, NULL));
     ck_assert_ptr_nonnull(strstr(err, "--db-prepared"));
     ck_assert(!load(ARGC(bad_threads), bad_threads, NULL));
     ck_assert_ptr_nonnull(strstr(err, "--http-threads"));
     ck_assert(!load(ARGC(bad_long), bad_long, NULL));
     ck_assert_ptr_nonnull(strstr(err, "--http-long-threads"));
+    ck_assert(!load(ARGC(bad_queue), bad_queue, NULL));
+    ck_assert_ptr_nonnull(strstr(err, "--http-long-queue"));
     ck_assert(!load(ARGC(bad_wait), bad_wait, NULL));
     ck_assert_ptr_nonnull(strstr(err, "--replica-wait-ms"));
 }
