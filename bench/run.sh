@@ -18,7 +18,10 @@
 # Usage: bench/run.sh [customers=10000] [duration=10] [connections="1 16 64"]
 # Environment: CRM_BENCH_PORT (server, 18080), CRM_BENCH_CEILING_PORT (bare
 # MHD server, port+9), CRM_BENCH_BUILD (build directory, build),
-# CRM_BENCH_HTTP_THREADS (both servers' HTTP threads), CRM_BENCH_POOL.
+# CRM_BENCH_HTTP_THREADS (both servers' HTTP threads), CRM_BENCH_POOL,
+# CRM_BENCH_PG_CPUS and CRM_BENCH_CLIENT_CPUS (taskset CPU lists, both or
+# neither: PostgreSQL on the first, the server, the ceiling, wrk and pgbench
+# on the second, to measure with PostgreSQL on cores of its own).
 set -euo pipefail
 . "$(dirname "$0")/../scripts/lib.sh"
 
@@ -66,6 +69,28 @@ restore_autogroup() {
     if [ "$AUTOGROUP_WAS" = 1 ]; then echo 1 2>/dev/null > "$AUTOGROUP_FILE" || true; fi
 }
 trap restore_autogroup EXIT
+# Optional CPU split (see the usage above). PostgreSQL's running processes are
+# moved, and the backends forked later inherit the postmaster's CPUs; all of
+# them get every CPU back on exit (the cluster is shared with the tests).
+PG_CPUS=${CRM_BENCH_PG_CPUS:-} CLIENT_CPUS=${CRM_BENCH_CLIENT_CPUS:-}
+ON_CLIENT=() CPU_NOTE="no CPU pinning"
+if [ -n "$PG_CPUS" ] || [ -n "$CLIENT_CPUS" ]; then
+    if [ -z "$PG_CPUS" ] || [ -z "$CLIENT_CPUS" ]; then
+        echo "set both CRM_BENCH_PG_CPUS and CRM_BENCH_CLIENT_CPUS" >&2
+        exit 1
+    fi
+    ON_CLIENT=(taskset -c "$CLIENT_CPUS")
+    CPU_NOTE="PostgreSQL pinned to CPUs $PG_CPUS, server, ceiling, wrk and pgbench to CPUs $CLIENT_CPUS"
+fi
+pin_postgres() { # cpu-list
+    local pm
+    pm=$(head -n 1 "$PG_DATA/postmaster.pid")
+    for p in "$pm" $(pgrep -P "$pm"); do taskset -a -p -c "$1" "$p" >/dev/null; done
+}
+if [ -n "$PG_CPUS" ]; then
+    pin_postgres "$PG_CPUS"
+    trap 'restore_autogroup; pin_postgres "0-$(( $(nproc) - 1 ))"' EXIT
+fi
 # A fresh crm_bench each run: every run sees the same data (the POST rows
 # of earlier runs would grow it) and the current migrations.
 create_database crm_bench recreate
@@ -85,13 +110,14 @@ POOL=${CRM_BENCH_POOL:-16}
 # (--http-threads; unset: the server's default, 4 per CPU; 0: one thread per
 # connection).
 HTTP_THREADS=${CRM_BENCH_HTTP_THREADS:-}
-CRM_BOOTSTRAP_ADMIN_KEY=$KEY "$ROOT/$BUILD/crm-server" --port "$PORT" --db "$(conninfo crm_bench)" \
+CRM_BOOTSTRAP_ADMIN_KEY=$KEY "${ON_CLIENT[@]}" "$ROOT/$BUILD/crm-server" --port "$PORT" --db "$(conninfo crm_bench)" \
     --pool-size "$POOL" --rate-limit 0 ${HTTP_THREADS:+--http-threads "$HTTP_THREADS"} \
     > "$WORK/server.log" 2>&1 &
 SERVER=$!
-"$ROOT/$BUILD/bench/crm-bench-ceiling" "$CEIL_PORT" $HTTP_THREADS > "$WORK/ceiling.log" 2>&1 &
+"${ON_CLIENT[@]}" "$ROOT/$BUILD/bench/crm-bench-ceiling" "$CEIL_PORT" $HTTP_THREADS > "$WORK/ceiling.log" 2>&1 &
 CEILING=$!
-trap 'kill $SERVER $CEILING 2>/dev/null || true; restore_autogroup' EXIT
+trap 'kill $SERVER $CEILING 2>/dev/null || true; restore_autogroup
+      [ -z "$PG_CPUS" ] || pin_postgres "0-$(( $(nproc) - 1 ))"' EXIT
 wait_up() { # port pid
     for _ in $(seq 100); do
         curl -sf "http://127.0.0.1:$1/health" >/dev/null && return 0
@@ -131,10 +157,10 @@ wrk_run() {
     [ "$conns" -lt 2 ] && threads=1
     reset_hwm "$pid"
     if [[ $target == *.lua ]]; then
-        out=$(wrk -t$threads -c"$conns" -d"${DURATION}s" --latency -H "Authorization: Bearer $KEY" \
+        out=$("${ON_CLIENT[@]}" wrk -t$threads -c"$conns" -d"${DURATION}s" --latency -H "Authorization: Bearer $KEY" \
               -s "$ROOT/bench/$target" "http://127.0.0.1:$port")
     else
-        out=$(wrk -t$threads -c"$conns" -d"${DURATION}s" --latency -H "Authorization: Bearer $KEY" \
+        out=$("${ON_CLIENT[@]}" wrk -t$threads -c"$conns" -d"${DURATION}s" --latency -H "Authorization: Bearer $KEY" \
               "http://127.0.0.1:$port$target")
     fi
     echo "$out" > "$WORK/$name-$conns.txt"
@@ -177,7 +203,7 @@ stored_run() {
 pgbench_run() {
     local name=$1 conns=$2 threads=2 out tps; shift 2
     [ "$conns" -lt 2 ] && threads=1
-    out=$("$BIN/pgbench" -h "$PG_SOCK" -p "$PG_PORT" -U "$PG_USER" -n -c "$conns" -j "$threads" \
+    out=$("${ON_CLIENT[@]}" "$BIN/pgbench" -h "$PG_SOCK" -p "$PG_PORT" -U "$PG_USER" -n -c "$conns" -j "$threads" \
           -T "$DURATION" -M prepared "$@" "${PGBENCH_DB:-crm_pgbench}" 2>&1)
     echo "$out" > "$WORK/$name-$conns.txt"
     tps=$(echo "$out" | awk '/^tps/ {print $3; exit}')
@@ -320,7 +346,7 @@ for r in "${ROWS[@]}"; do table_row "$r"; done > "$WORK/rows.md"
 {
     echo "# Benchmark results"
     echo
-    echo "$(date -u +%FT%TZ), $CODE, $(nproc) cores (wrk, server and PostgreSQL share them; other work on the machine adds noise), $CUSTOMERS customers, ${DURATION}s per scenario, server pool $POOL, HTTP threads ${HTTP_THREADS:-default (4 per CPU)}, $AUTOGROUP_NOTE. Latencies in ms (wrk). Load average before/after: $LOAD_BEFORE / $LOAD_AFTER."
+    echo "$(date -u +%FT%TZ), $CODE, $(nproc) cores ($( [ -n "$PG_CPUS" ] && echo "$CPU_NOTE" || echo "wrk, server and PostgreSQL share them"); other work on the machine adds noise), $CUSTOMERS customers, ${DURATION}s per scenario, server pool $POOL, HTTP threads ${HTTP_THREADS:-default (4 per CPU)}, $AUTOGROUP_NOTE. Latencies in ms (wrk). Load average before/after: $LOAD_BEFORE / $LOAD_AFTER."
     echo
     echo "## Targets (issue 6)"
     echo
