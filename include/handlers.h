@@ -55,12 +55,19 @@ struct response {
     const char *read_from; /* CRM-Read-From on the read routes, with a replica configured */
     /* A streamed body instead of body (e.g. NDJSON exports): read returns
      * the bytes written to buf, 0 at the end, -1 on error (the response is
-     * then cut short). free releases ctx when the response is done. */
+     * then cut short), or STREAM_NEEDS_FILL when nothing is buffered: the
+     * server then calls fill, the blocking part (a database page), off the
+     * HTTP worker where it can, and reads again; fill returns false on
+     * failure (the response is cut short). fill may be NULL for streams that
+     * never ask. free releases ctx when the response is done. */
     const char *stream_content_type;
     long (*stream_read)(void *ctx, char *buf, size_t max);
+    bool (*stream_fill)(void *ctx);
     void (*stream_free)(void *ctx);
     void *stream_ctx;
 };
+
+#define STREAM_NEEDS_FILL (-2L)
 
 void handle_request(struct app *app, const struct request *req, struct response *res);
 

@@ -266,22 +266,26 @@ static bool export_fetch(struct export_state *ex)
     return true;
 }
 
+/* The next bytes of the page in hand; the next page is fetched by
+ * export_fill, which the server runs off its HTTP worker (a page query on a
+ * large segment can take a while). */
 static long export_read(void *ctx, char *buf, size_t max)
 {
     struct export_state *ex = ctx;
     size_t n;
-    while (ex->pending_off == ex->pending_len) {
-        if (ex->done)
-            return 0;
-        if (!export_fetch(ex))
-            return -1;
-    }
+    if (ex->pending_off == ex->pending_len)
+        return ex->done ? 0 : STREAM_NEEDS_FILL;
     n = ex->pending_len - ex->pending_off;
     if (n > max)
         n = max;
     memcpy(buf, ex->pending + ex->pending_off, n);
     ex->pending_off += n;
     return (long)n;
+}
+
+static bool export_fill(void *ctx)
+{
+    return export_fetch(ctx);
 }
 
 static void export_free(void *ctx)
@@ -310,6 +314,7 @@ static void handle_segment_export(struct app *app, const struct request *req, st
     res->status = 200;
     res->stream_content_type = "application/x-ndjson";
     res->stream_read = export_read;
+    res->stream_fill = export_fill;
     res->stream_free = export_free;
     res->stream_ctx = ex;
 }

@@ -7,7 +7,9 @@
  * suspended and the handler runs on one of a few long-route threads
  * (--http-long-threads, a FIFO queue of at most --http-long-queue in front
  * of them, beyond which they are answered 503: a flood of reports cannot
- * take every database connection from the front office). --http-threads 0
+ * take every database connection from the front office). A streamed
+ * response's blocking part (an export's next page, stream_fill) is queued
+ * to the same threads. --http-threads 0
  * selects one thread per connection instead. Bodies are collected up to the
  * configured limit, rejected early when Content-Length is already too
  * large, then checked for UTF-8 and parsed as a JSON object before any
@@ -50,11 +52,16 @@ struct http_server {
     int long_thread_count;
 };
 
+struct stream;
+
 /* A long route's request, handled on a thread of its own while its
- * connection is suspended; the worker sends res once it is resumed. */
+ * connection is suspended; the worker sends res once it is resumed. Or,
+ * when fill is set, the next part of a streamed response (an export's
+ * next page), fetched the same way. */
 struct offload {
     struct http_server *srv;
     struct MHD_Connection *conn;
+    struct stream *fill;
     struct request req;
     struct route_match match;
     struct principal who;
@@ -63,6 +70,7 @@ struct offload {
 };
 
 struct request_ctx {
+    struct http_server *srv;
     char *body;
     size_t len, cap;
     bool too_large;
@@ -103,14 +111,33 @@ static void note_response(struct MHD_Response *r, int status)
 
 struct stream {
     long (*read)(void *ctx, char *buf, size_t max);
+    bool (*fill)(void *ctx);
     void (*free)(void *ctx);
     void *ctx;
+    struct http_server *srv;
+    struct MHD_Connection *conn;
+    bool fill_failed; /* set by the long-route thread that ran fill */
 };
+
+static bool start_fill(struct stream *s);
 
 static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
 {
     struct stream *s = cls;
-    long n = s->read(s->ctx, buf, max);
+    long n;
+    (void)pos;
+    if (s->fill_failed)
+        return MHD_CONTENT_READER_END_WITH_ERROR;
+    n = s->read(s->ctx, buf, max);
+    if (n == STREAM_NEEDS_FILL && s->fill != NULL) {
+        /* Suspended until a long-route thread has filled it: returning 0
+         * is then what libmicrohttpd expects. */
+        if (start_fill(s))
+            return 0;
+        if (!s->fill(s->ctx)) /* one thread per connection, or stopping */
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+        n = s->read(s->ctx, buf, max);
+    }
     if (n == 0)
         return MHD_CONTENT_READER_END_OF_STREAM;
     if (n < 0)
@@ -131,8 +158,12 @@ static enum MHD_Result send_stream(struct MHD_Connection *conn, struct response 
     struct MHD_Response *r;
     enum MHD_Result ret;
     s->read = res->stream_read;
+    s->fill = res->stream_fill;
     s->free = res->stream_free;
     s->ctx = res->stream_ctx;
+    s->srv = current != NULL ? current->srv : NULL;
+    s->conn = conn;
+    s->fill_failed = false;
     r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 64 * 1024, stream_reader, s,
                                           stream_release);
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, res->stream_content_type);
@@ -269,6 +300,16 @@ static void discard_response(struct response *res)
 static void run_offload(struct offload *o)
 {
     struct http_server *srv = o->srv;
+    if (o->fill != NULL) { /* the stream is the worker's again once resumed */
+        struct MHD_Connection *conn = o->conn;
+        if (!o->fill->fill(o->fill->ctx))
+            o->fill->fill_failed = true;
+        free(o);
+        metrics_long_request(-1);
+        MHD_resume_connection(conn);
+        atomic_fetch_sub(&srv->offloaded, 1);
+        return;
+    }
     handle_request(srv->app, &o->req, &o->res);
     json_decref(o->req.body);
     o->req.body = NULL;
@@ -302,6 +343,21 @@ static void *long_thread_main(void *arg)
     }
     pthread_mutex_unlock(&srv->long_lock);
     return NULL;
+}
+
+/* Append o to the long-route queue (reserve: places to add to long_queued
+ * now) and wake a thread. */
+static void enqueue_offload(struct http_server *srv, struct offload *o, int reserve)
+{
+    pthread_mutex_lock(&srv->long_lock);
+    srv->long_queued += reserve;
+    if (srv->long_tail != NULL)
+        srv->long_tail->next = o;
+    else
+        srv->long_head = o;
+    srv->long_tail = o;
+    pthread_cond_signal(&srv->long_wake);
+    pthread_mutex_unlock(&srv->long_lock);
 }
 
 /* Hand a long request back to its worker unrun, answered 503 (the queue is
@@ -347,20 +403,39 @@ static bool start_offload(struct http_server *srv, struct MHD_Connection *conn,
     ctx->offload = o;
     metrics_long_request(1);
     MHD_suspend_connection(conn);
-    pthread_mutex_lock(&srv->long_lock);
-    if (srv->long_tail != NULL)
-        srv->long_tail->next = o;
-    else
-        srv->long_head = o;
-    srv->long_tail = o;
-    pthread_cond_signal(&srv->long_wake);
-    pthread_mutex_unlock(&srv->long_lock);
+    enqueue_offload(srv, o, 0); /* its place was taken above */
+    return true;
+}
+
+/* Queue the fill of a stream whose buffered part is sent (the next page of
+ * an export) and suspend its connection until it is done. Not bounded by
+ * http_long_queue: the response is already under way. False when it must
+ * run on the worker (one thread per connection, or stopping). */
+static bool start_fill(struct stream *s)
+{
+    struct http_server *srv = s->srv;
+    struct offload *o;
+    if (srv == NULL || !srv->pooled)
+        return false;
+    atomic_fetch_add(&srv->offloaded, 1); /* before draining is read, as for requests */
+    if (atomic_load(&srv->draining)) {
+        atomic_fetch_sub(&srv->offloaded, 1);
+        return false;
+    }
+    o = calloc(1, sizeof(*o));
+    o->srv = srv;
+    o->conn = s->conn;
+    o->fill = s;
+    metrics_long_request(1);
+    MHD_suspend_connection(s->conn);
+    enqueue_offload(srv, o, 1);
     return true;
 }
 
 /* On SIGTERM: the long requests still waiting in the queue are answered 503
  * at once instead of being run (they have not started, so nothing is half
- * done); only the running ones are waited for. */
+ * done); only the running ones are waited for. A stream's fill in the queue
+ * belongs to a response already under way: it runs here. */
 static void refuse_queued_offloads(struct http_server *srv)
 {
     struct offload *o;
@@ -373,7 +448,10 @@ static void refuse_queued_offloads(struct http_server *srv)
     pthread_mutex_unlock(&srv->long_lock);
     while (o != NULL) {
         struct offload *next = o->next;
-        refuse_offload(o, "the server is shutting down; retry");
+        if (o->fill != NULL)
+            run_offload(o);
+        else
+            refuse_offload(o, "the server is shutting down; retry");
         o = next;
     }
 }
@@ -550,6 +628,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                                      MHD_HTTP_HEADER_CONTENT_LENGTH);
         ctx = calloc(1, sizeof(*ctx));
+        ctx->srv = srv;
         *con_cls = ctx;
         atomic_fetch_add(&srv->in_flight, 1);
         clock_gettime(CLOCK_MONOTONIC, &ctx->start);

@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -1533,6 +1534,63 @@ class ThreadingTests(ApiTestCase):
                 locker.wait()
             self.assertEqual(server.stop(), 0, server.log_tail())
 
+    def test_export_pages_are_fetched_off_the_worker(self):
+        # A segment export of 60,000 customers (60 pages, 7 MB: more than the
+        # kernel lets the server send ahead of a client that does not read).
+        # Its first page is fetched by the handler; the client then reads
+        # slowly, through a small receive buffer, while the table the page
+        # query reads is locked: a later page's query waits on the lock on a
+        # long-route thread, and the one HTTP worker keeps answering.
+        server = harness.extra_server("--http-threads", "1", "--http-long-threads", "1")
+        locker = None
+        count = 60000
+        try:
+            marker = "export-" + uid()
+            # Set up in SQL: the API would take a minute under the sanitizers.
+            harness.sql("WITH c AS (INSERT INTO crm.customers (customer_id) SELECT gen_random_uuid()"
+                        " FROM generate_series(1, %d) RETURNING customer_id)"
+                        " INSERT INTO crm.customer_needs (customer_id, need, n, first_at, last_at)"
+                        " SELECT customer_id, '%s', 1, now(), now() FROM c" % (count, marker))
+            self.addCleanup(self.drop_need_customers, marker)
+            seg = self.assertJson(post("/v1/segments", {"name": marker,
+                                                        "rule": {"need": marker}}), 201)
+            self.addCleanup(harness.request, "DELETE", "/v1/segments/" + seg["segment_id"])
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect((harness.HOST, server.port))
+            conn = http.client.HTTPConnection(harness.HOST, server.port, timeout=60)
+            conn.sock = sock
+            conn.request("GET", "/v1/segments/%s/export" % seg["segment_id"],
+                         headers={"Authorization": "Bearer " + harness.ADMIN_KEY})
+            resp = conn.getresponse()
+            self.assertEqual(resp.status, 200)
+            head = resp.read(1000)
+            locker = self.lock_interactions("crm.customer_needs")
+            rest = {}
+            reader = threading.Thread(target=lambda: rest.setdefault("body", resp.read()))
+            reader.start()
+            self.wait_for("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                          " AND query LIKE '%customer_needs%' AND pid <> pg_backend_pid()")
+            self.assertJson(get("/health", port=server.port, timeout=3), 200)
+            metrics = get("/metrics", key=None, port=server.port, timeout=3).body.decode()
+            self.assertIn("\ncrm_http_long_requests 1\n", metrics)
+            self.assertTrue(reader.is_alive(), "the export should wait for its next page")
+            self.release(locker)
+            locker = None
+            reader.join(timeout=60)
+            self.assertFalse(reader.is_alive())
+            conn.close()
+            text = (head + rest["body"]).decode()
+            self.assertTrue(text.endswith("\n"))
+            ids = [json.loads(line)["customer_id"] for line in text.split("\n")[:-1]]
+            self.assertEqual(len(ids), count)
+            self.assertEqual(len(set(ids)), count)
+        finally:
+            if locker is not None:
+                locker.kill()
+                locker.wait()
+            self.assertEqual(server.stop(), 0, server.log_tail())
+
     def test_one_thread_per_connection_still_serves(self):
         server = harness.extra_server("--http-threads", "0")
         try:
@@ -1568,17 +1626,28 @@ class ThreadingTests(ApiTestCase):
             shutil.rmtree(tmp, ignore_errors=True)
             self.assertEqual(server.stop(), 0, server.log_tail())
 
-    def lock_interactions(self):
-        """A psql session holding crm.interactions in ACCESS EXCLUSIVE mode
-        (KPI requests wait on it); returns once the lock is granted."""
+    def lock_interactions(self, table="crm.interactions"):
+        """A psql session holding table (by default crm.interactions: KPI
+        requests wait on it) in ACCESS EXCLUSIVE mode; returns once the lock
+        is granted."""
         locker = subprocess.Popen(
             ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", os.environ["CRM_DATABASE_URL"]],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-        locker.stdin.write("BEGIN;\nLOCK TABLE crm.interactions IN ACCESS EXCLUSIVE MODE;\n")
+        locker.stdin.write("BEGIN;\nLOCK TABLE %s IN ACCESS EXCLUSIVE MODE;\n" % table)
         locker.stdin.flush()
-        self.wait_for("SELECT count(*) FROM pg_locks WHERE relation = 'crm.interactions'::regclass"
-                      " AND mode = 'AccessExclusiveLock' AND granted")
+        self.wait_for("SELECT count(*) FROM pg_locks WHERE relation = '%s'::regclass"
+                      " AND mode = 'AccessExclusiveLock' AND granted" % table)
         return locker
+
+    def drop_need_customers(self, need):
+        """Remove the customers a test made in SQL with this need (the other
+        suites count customers)."""
+        ids = "SELECT customer_id FROM crm.customer_needs WHERE need = '%s'" % need
+        harness.sql("CREATE TEMP TABLE gone AS %s;"
+                    " DELETE FROM crm.customer_needs WHERE need = '%s';"
+                    " DELETE FROM crm.profile_cache WHERE customer_id IN (SELECT * FROM gone);"
+                    " DELETE FROM crm.customers WHERE customer_id IN (SELECT * FROM gone)"
+                    % (ids, need))
 
     def release(self, locker):
         """End lock_interactions' transaction and session."""
