@@ -157,6 +157,58 @@ class HealthTests(ApiTestCase):
         r = get("/ready")
         self.assertEqual(self.assertJson(r, 200), {"status": "ready"})
 
+    def test_request_id_and_access_log(self):
+        # X-Request-Id is echoed when it is 1..64 printable ASCII characters
+        # without quotes or backslashes, else replaced by a generated UUID;
+        # every request is one JSON line on stdout with that id. The log is
+        # written in blocks: a quiet server's lines still appear within a
+        # moment, and the last ones at shutdown.
+        server = harness.extra_server()
+        try:
+            given = "req-" + uid()
+            r = get("/health", port=server.port, headers={"X-Request-Id": given})
+            self.assertEqual(r.headers.get("X-Request-Id"), given)
+            r = get("/health", port=server.port)
+            self.assertRegex(r.headers.get("X-Request-Id"), UUID_RE)
+            generated = r.headers.get("X-Request-Id")
+            for bad in ('has"quote', "x" * 65, "has space"):
+                r = get("/health", port=server.port, headers={"X-Request-Id": bad})
+                self.assertRegex(r.headers.get("X-Request-Id"), UUID_RE, bad)
+            r = get("/v1/customers/" + str(uuid.uuid4()), port=server.port,
+                    headers={"X-Request-Id": given + "-404"})
+            self.assertEqual(r.status, 404)
+            deadline = time.time() + 5
+            while True:
+                lines = self.access_lines(server)
+                if given + "-404" in lines:
+                    break
+                self.assertLess(time.time(), deadline, "access log lines did not appear")
+                time.sleep(0.05)
+            first = lines[given]
+            self.assertEqual((first["route"], first["status"], first["completed"]),
+                             ("health", 200, True))
+            self.assertEqual(first["client"], "127.0.0.1")
+            self.assertIsInstance(first["ms"], (int, float))
+            self.assertIn(generated, lines)
+            self.assertEqual((lines[given + "-404"]["route"], lines[given + "-404"]["status"]),
+                             ("customer_get", 404))
+            self.assertRegex(lines[given + "-404"]["key_id"], UUID_RE)
+            last = "last-" + uid()
+            get("/health", port=server.port, headers={"X-Request-Id": last})
+        finally:
+            self.assertEqual(server.stop(), 0, server.log_tail())
+        self.assertIn(last, self.access_lines(server))
+
+    def access_lines(self, server):
+        """The server's access-log lines so far, by request id."""
+        lines = {}
+        with open(server.log_path, encoding="utf-8") as f:
+            for line in f:
+                if line.startswith('{"request_id"'):
+                    doc = json.loads(line)
+                    lines[doc["request_id"]] = doc
+        return lines
+
     def test_metrics_count_requests_ingest_and_pool(self):
         before = self.metrics()
         cid = self.create_customer()
