@@ -1,9 +1,12 @@
 /*
  * access: a small table of recently verified keys (exact key text ->
- * principal, with an expiry), guarded by a mutex. Misses go to the
- * database through the "authenticate" statement; only successes are kept.
+ * principal, with an expiry) and the per-key rate limit (ratelimit.h),
+ * guarded by a mutex. Misses go to the database through the "authenticate"
+ * statement; only successes are kept.
  */
 #include "access.h"
+
+#include "ratelimit.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -19,28 +22,24 @@ struct cache_entry {
     time_t expires;
 };
 
-#define BUCKET_SLOTS 256
-
-struct bucket {
-    char key_id[UUID_TEXT_LEN + 1];
-    double tokens;
-    double updated; /* monotonic seconds */
-};
+/* Rate-limit buckets: enough for every key a deployment has, so that none
+ * is evicted while in use (see ratelimit.h). */
+#define RATE_SLOTS 4096
 
 struct access {
     struct db_pool *pool;
     struct db_pool *fallback; /* a read replica for key checks while the primary is away */
     pthread_mutex_t lock;
     struct cache_entry slots[CACHE_SLOTS];
-    double rate;
-    struct bucket buckets[BUCKET_SLOTS];
+    struct ratelimit *rate; /* NULL: no rate limit */
 };
 
 struct access *access_new(struct db_pool *pool, int rate_per_second)
 {
     struct access *a = calloc(1, sizeof(*a));
     a->pool = pool;
-    a->rate = rate_per_second;
+    if (rate_per_second > 0)
+        a->rate = ratelimit_new(rate_per_second, RATE_SLOTS);
     pthread_mutex_init(&a->lock, NULL);
     return a;
 }
@@ -55,6 +54,7 @@ void access_free(struct access *a)
     if (a == NULL)
         return;
     pthread_mutex_destroy(&a->lock);
+    ratelimit_free(a->rate);
     free(a);
 }
 
@@ -146,33 +146,11 @@ static double now_seconds(void)
 
 bool access_rate_take(struct access *a, const char *key_id, int *retry_after)
 {
-    double now = now_seconds(), burst = 2 * a->rate;
-    struct bucket *b = NULL;
     bool ok;
-    if (a->rate <= 0)
+    if (a->rate == NULL)
         return true;
     pthread_mutex_lock(&a->lock);
-    for (int i = 0; i < BUCKET_SLOTS && b == NULL; i++)
-        if (strcmp(a->buckets[i].key_id, key_id) == 0)
-            b = &a->buckets[i];
-    if (b == NULL) { /* new key: take the slot idle longest; a full bucket to start */
-        b = &a->buckets[0];
-        for (int i = 1; i < BUCKET_SLOTS; i++)
-            if (a->buckets[i].updated < b->updated)
-                b = &a->buckets[i];
-        snprintf(b->key_id, sizeof(b->key_id), "%s", key_id);
-        b->tokens = burst;
-        b->updated = now;
-    }
-    b->tokens += (now - b->updated) * a->rate;
-    if (b->tokens > burst)
-        b->tokens = burst;
-    b->updated = now;
-    ok = b->tokens >= 1;
-    if (ok)
-        b->tokens -= 1;
-    else
-        *retry_after = (int)((1 - b->tokens) / a->rate) + 1;
+    ok = ratelimit_take(a->rate, key_id, now_seconds(), retry_after);
     pthread_mutex_unlock(&a->lock);
     return ok;
 }

@@ -262,6 +262,26 @@ class AuthenticationTests(AccessTestCase):
 # ---------------------------------------------------------------------------
 # 2. key management
 
+class RateLimitTests(AccessTestCase):
+    def test_each_key_has_its_own_bucket(self):
+        # --rate-limit 1: a burst of 2 requests per key, then 429 with
+        # Retry-After until a token comes back (1 per second); another key
+        # has a bucket of its own.
+        server = harness.extra_server("--rate-limit", "1")
+        try:
+            other = create_key("call_center")["api_key"]
+            path = "/v1/customers?email=" + new_email()
+            self.assertEqual([get(path, port=server.port).status for _ in range(2)], [404, 404])
+            r = get(path, port=server.port)
+            self.assertProblem(r, 429, "too-many-requests")
+            self.assertEqual(r.headers.get("Retry-After"), "1")
+            self.assertEqual(get(path, port=server.port, key=other).status, 404)
+            time.sleep(1.1)  # one token back
+            self.assertEqual([get(path, port=server.port).status for _ in range(2)], [404, 429])
+        finally:
+            self.assertEqual(server.stop(), 0, server.log_tail())
+
+
 class KeyManagementTests(AccessTestCase):
     def test_create_one_key_per_role(self):
         created = {}
