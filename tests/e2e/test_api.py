@@ -1439,75 +1439,41 @@ class ThreadingTests(ApiTestCase):
         # server's queue, not in the database. Meanwhile the one worker must
         # answer a health check, /metrics and a profile read; both KPI
         # requests complete once the lock is gone.
-        server = harness.extra_server("--http-threads", "1", "--http-long-threads", "1")
-        locker = None
-        try:
-            cid = self.create_customer()
-            self.assertJson(get("/v1/customers/" + cid, port=server.port), 200)
-            locker = self.lock_interactions()
-            results = [None, None]
-
-            def kpis(i):
-                results[i] = get(KPI_PATH, port=server.port, timeout=60)
-            threads = [threading.Thread(target=kpis, args=(i,)) for i in range(2)]
-            threads[0].start()
-            self.wait_for_kpis_on_lock()
-            threads[1].start()
-            deadline = time.time() + 10
-            while "\ncrm_http_long_requests 2\n" not in get("/metrics", key=None,
-                                                            port=server.port).body.decode():
-                self.assertLess(time.time(), deadline, "the second KPI request was not queued")
-                time.sleep(0.05)
-            self.assertJson(get("/health", port=server.port, timeout=3), 200)
-            self.assertEqual(self.assertJson(get("/v1/customers/" + cid, port=server.port,
-                                                 timeout=3), 200)["customer_id"], cid)
-            # the queued request holds no database session
-            self.assertEqual(harness.sql("SELECT count(*) FROM pg_stat_activity"
-                                         " WHERE query LIKE '%kpis%' AND state = 'active'"
-                                         " AND pid <> pg_backend_pid()"), "1")
-            self.assertTrue(all(t.is_alive() for t in threads), "the KPI requests should wait")
-            self.release(locker)
-            locker = None
-            for t in threads:
-                t.join(timeout=60)
-                self.assertFalse(t.is_alive())
-            for r in results:
-                self.assertIn("customers", self.assertJson(r, 200))
-            r = get("/metrics", key=None, port=server.port)
-            self.assertIn("\ncrm_http_long_requests 0\n", r.body.decode())
-        finally:
-            if locker is not None:
-                locker.kill()
-                locker.wait()
-            self.assertEqual(server.stop(), 0, server.log_tail())
+        server = self.extra_server("--http-threads", "1", "--http-long-threads", "1")
+        cid = self.create_customer()
+        self.assertJson(get("/v1/customers/" + cid, port=server.port), 200)
+        locker = self.lock_interactions()
+        threads, results = self.start_kpis(server, 2)
+        self.assertJson(get("/health", port=server.port, timeout=3), 200)
+        self.assertEqual(self.assertJson(get("/v1/customers/" + cid, port=server.port,
+                                             timeout=3), 200)["customer_id"], cid)
+        # the queued request holds no database session
+        self.assertEqual(harness.sql("SELECT count(*) FROM pg_stat_activity"
+                                     " WHERE query LIKE '%kpis%' AND state = 'active'"
+                                     " AND pid <> pg_backend_pid()"), "1")
+        self.assertTrue(all(t.is_alive() for t in threads), "the KPI requests should wait")
+        self.release(locker)
+        for t in threads:
+            t.join(timeout=60)
+            self.assertFalse(t.is_alive())
+        for r in results:
+            self.assertIn("customers", self.assertJson(r, 200))
+        r = get("/metrics", key=None, port=server.port)
+        self.assertIn("\ncrm_http_long_requests 0\n", r.body.decode())
 
     def test_sigterm_waits_for_a_running_long_request(self):
         # SIGTERM while a KPI request (a long route) waits on a lock: the
         # server keeps running until it is done, answers it, then exits 0.
-        server = harness.extra_server("--http-threads", "1", "--http-long-threads", "1")
-        locker = None
-        try:
-            locker = self.lock_interactions()
-            result = {}
-
-            def kpis():
-                result["r"] = get(KPI_PATH, port=server.port, timeout=60)
-            t = threading.Thread(target=kpis)
-            t.start()
-            self.wait_for_kpis_on_lock()
-            server.proc.send_signal(signal.SIGTERM)
-            time.sleep(0.5)
-            self.assertIsNone(server.proc.poll(), "the server must wait for the KPI request")
-            self.release(locker)
-            locker = None
-            t.join(timeout=60)
-            self.assertIn("customers", self.assertJson(result["r"], 200))
-            self.assertEqual(server.proc.wait(timeout=30), 0, server.log_tail())
-        finally:
-            if locker is not None:
-                locker.kill()
-                locker.wait()
-            self.assertEqual(server.stop(), 0, server.log_tail())
+        server = self.extra_server("--http-threads", "1", "--http-long-threads", "1")
+        locker = self.lock_interactions()
+        threads, results = self.start_kpis(server, 1)
+        server.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        self.assertIsNone(server.proc.poll(), "the server must wait for the KPI request")
+        self.release(locker)
+        threads[0].join(timeout=60)
+        self.assertIn("customers", self.assertJson(results[0], 200))
+        self.assertEqual(server.proc.wait(timeout=30), 0, server.log_tail())
 
     def start_kpis(self, server, count):
         """count KPI requests (a long route) on threads, while crm.interactions
@@ -1533,58 +1499,42 @@ class ThreadingTests(ApiTestCase):
         # One long-route thread, room for one waiting request: with one KPI
         # request running (blocked on a lock) and one waiting, a third is
         # refused at once with 503 and Retry-After; the other two complete.
-        server = harness.extra_server("--http-threads", "1", "--http-long-threads", "1",
-                                      "--http-long-queue", "1")
-        locker = None
-        try:
-            locker = self.lock_interactions()
-            threads, results = self.start_kpis(server, 2)
-            r = get(KPI_PATH, port=server.port, timeout=5)
-            self.assertProblem(r, 503, "service-unavailable")
-            self.assertEqual(r.headers.get("Retry-After"), "1")
-            metrics = get("/metrics", key=None, port=server.port).body.decode()
-            self.assertIn("\ncrm_http_long_refused_total 1\n", metrics)
-            self.assertIn("\ncrm_http_long_requests 2\n", metrics)
-            self.release(locker)
-            locker = None
-            for t in threads:
-                t.join(timeout=60)
-                self.assertFalse(t.is_alive())
-            for r in results:
-                self.assertIn("customers", self.assertJson(r, 200))
-        finally:
-            if locker is not None:
-                locker.kill()
-                locker.wait()
-            self.assertEqual(server.stop(), 0, server.log_tail())
+        server = self.extra_server("--http-threads", "1", "--http-long-threads", "1",
+                                   "--http-long-queue", "1")
+        locker = self.lock_interactions()
+        threads, results = self.start_kpis(server, 2)
+        r = get(KPI_PATH, port=server.port, timeout=5)
+        self.assertProblem(r, 503, "service-unavailable")
+        self.assertEqual(r.headers.get("Retry-After"), "1")
+        metrics = get("/metrics", key=None, port=server.port).body.decode()
+        self.assertIn("\ncrm_http_long_refused_total 1\n", metrics)
+        self.assertIn("\ncrm_http_long_requests 2\n", metrics)
+        self.release(locker)
+        for t in threads:
+            t.join(timeout=60)
+            self.assertFalse(t.is_alive())
+        for r in results:
+            self.assertIn("customers", self.assertJson(r, 200))
 
     def test_sigterm_refuses_queued_long_requests(self):
         # SIGTERM with one KPI request running (blocked on a lock) and one
         # waiting in the queue: the waiting one is answered 503 at once (it
         # had not started; the client may retry elsewhere), the running one
         # completes, then the server exits 0.
-        server = harness.extra_server("--http-threads", "1", "--http-long-threads", "1")
-        locker = None
-        try:
-            locker = self.lock_interactions()
-            threads, results = self.start_kpis(server, 2)
-            server.proc.send_signal(signal.SIGTERM)
-            threads[1].join(timeout=10)
-            self.assertFalse(threads[1].is_alive(), "the queued request should be answered")
-            self.assertProblem(results[1], 503, "service-unavailable")
-            self.assertEqual(results[1].headers.get("Retry-After"), "1")
-            self.assertTrue(threads[0].is_alive(), "the running request waits for the lock")
-            self.assertIsNone(server.proc.poll(), "the server must wait for the running request")
-            self.release(locker)
-            locker = None
-            threads[0].join(timeout=60)
-            self.assertIn("customers", self.assertJson(results[0], 200))
-            self.assertEqual(server.proc.wait(timeout=30), 0, server.log_tail())
-        finally:
-            if locker is not None:
-                locker.kill()
-                locker.wait()
-            self.assertEqual(server.stop(), 0, server.log_tail())
+        server = self.extra_server("--http-threads", "1", "--http-long-threads", "1")
+        locker = self.lock_interactions()
+        threads, results = self.start_kpis(server, 2)
+        server.proc.send_signal(signal.SIGTERM)
+        threads[1].join(timeout=10)
+        self.assertFalse(threads[1].is_alive(), "the queued request should be answered")
+        self.assertProblem(results[1], 503, "service-unavailable")
+        self.assertEqual(results[1].headers.get("Retry-After"), "1")
+        self.assertTrue(threads[0].is_alive(), "the running request waits for the lock")
+        self.assertIsNone(server.proc.poll(), "the server must wait for the running request")
+        self.release(locker)
+        threads[0].join(timeout=60)
+        self.assertIn("customers", self.assertJson(results[0], 200))
+        self.assertEqual(server.proc.wait(timeout=30), 0, server.log_tail())
 
     def test_export_pages_are_fetched_off_the_worker(self):
         # A segment export of 60,000 customers (60 pages, 7 MB: more than the
@@ -1593,90 +1543,82 @@ class ThreadingTests(ApiTestCase):
         # slowly, through a small receive buffer, while the table the page
         # query reads is locked: a later page's query waits on the lock on a
         # long-route thread, and the one HTTP worker keeps answering.
-        server = harness.extra_server("--http-threads", "1", "--http-long-threads", "1")
-        locker = None
+        server = self.extra_server("--http-threads", "1", "--http-long-threads", "1")
         count = 60000
-        try:
-            marker = "export-" + uid()
-            # Set up in SQL: the API would take a minute under the sanitizers.
-            harness.sql("WITH c AS (INSERT INTO crm.customers (customer_id) SELECT gen_random_uuid()"
-                        " FROM generate_series(1, %d) RETURNING customer_id)"
-                        " INSERT INTO crm.customer_needs (customer_id, need, n, first_at, last_at)"
-                        " SELECT customer_id, '%s', 1, now(), now() FROM c" % (count, marker))
-            self.addCleanup(self.drop_need_customers, marker)
-            seg = self.assertJson(post("/v1/segments", {"name": marker,
-                                                        "rule": {"need": marker}}), 201)
-            self.addCleanup(harness.request, "DELETE", "/v1/segments/" + seg["segment_id"])
-            sock = socket.socket()
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            sock.connect((harness.HOST, server.port))
-            conn = http.client.HTTPConnection(harness.HOST, server.port, timeout=60)
-            conn.sock = sock
-            conn.request("GET", "/v1/segments/%s/export" % seg["segment_id"],
-                         headers={"Authorization": "Bearer " + harness.ADMIN_KEY})
-            resp = conn.getresponse()
-            self.assertEqual(resp.status, 200)
-            head = resp.read(1000)
-            locker = self.lock_interactions("crm.customer_needs")
-            rest = {}
-            reader = threading.Thread(target=lambda: rest.setdefault("body", resp.read()))
-            reader.start()
-            self.wait_for("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                          " AND query LIKE '%customer_needs%' AND pid <> pg_backend_pid()")
-            self.assertJson(get("/health", port=server.port, timeout=3), 200)
-            metrics = get("/metrics", key=None, port=server.port, timeout=3).body.decode()
-            self.assertIn("\ncrm_http_long_requests 1\n", metrics)
-            self.assertTrue(reader.is_alive(), "the export should wait for its next page")
-            self.release(locker)
-            locker = None
-            reader.join(timeout=60)
-            self.assertFalse(reader.is_alive())
-            conn.close()
-            text = (head + rest["body"]).decode()
-            self.assertTrue(text.endswith("\n"))
-            ids = [json.loads(line)["customer_id"] for line in text.split("\n")[:-1]]
-            self.assertEqual(len(ids), count)
-            self.assertEqual(len(set(ids)), count)
-        finally:
-            if locker is not None:
-                locker.kill()
-                locker.wait()
-            self.assertEqual(server.stop(), 0, server.log_tail())
+        marker = "export-" + uid()
+        # Set up in SQL: the API would take a minute under the sanitizers.
+        harness.sql("WITH c AS (INSERT INTO crm.customers (customer_id) SELECT gen_random_uuid()"
+                    " FROM generate_series(1, %d) RETURNING customer_id)"
+                    " INSERT INTO crm.customer_needs (customer_id, need, n, first_at, last_at)"
+                    " SELECT customer_id, '%s', 1, now(), now() FROM c" % (count, marker))
+        self.addCleanup(self.drop_need_customers, marker)
+        seg = self.assertJson(post("/v1/segments", {"name": marker,
+                                                    "rule": {"need": marker}}), 201)
+        self.addCleanup(harness.request, "DELETE", "/v1/segments/" + seg["segment_id"])
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect((harness.HOST, server.port))
+        conn = http.client.HTTPConnection(harness.HOST, server.port, timeout=60)
+        conn.sock = sock
+        conn.request("GET", "/v1/segments/%s/export" % seg["segment_id"],
+                     headers={"Authorization": "Bearer " + harness.ADMIN_KEY})
+        resp = conn.getresponse()
+        self.assertEqual(resp.status, 200)
+        head = resp.read(1000)
+        locker = self.lock_interactions("crm.customer_needs")
+        rest = {}
+        reader = threading.Thread(target=lambda: rest.setdefault("body", resp.read()))
+        reader.start()
+        self.wait_for("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                      " AND query LIKE '%customer_needs%' AND pid <> pg_backend_pid()")
+        self.assertJson(get("/health", port=server.port, timeout=3), 200)
+        metrics = get("/metrics", key=None, port=server.port, timeout=3).body.decode()
+        self.assertIn("\ncrm_http_long_requests 1\n", metrics)
+        self.assertTrue(reader.is_alive(), "the export should wait for its next page")
+        self.release(locker)
+        reader.join(timeout=60)
+        self.assertFalse(reader.is_alive())
+        conn.close()
+        text = (head + rest["body"]).decode()
+        self.assertTrue(text.endswith("\n"))
+        ids = [json.loads(line)["customer_id"] for line in text.split("\n")[:-1]]
+        self.assertEqual(len(ids), count)
+        self.assertEqual(len(set(ids)), count)
 
     def test_one_thread_per_connection_still_serves(self):
-        server = harness.extra_server("--http-threads", "0")
-        try:
-            cid = self.create_customer()
-            self.assertEqual(self.assertJson(get("/v1/customers/" + cid, port=server.port),
-                                             200)["customer_id"], cid)
-            r = get(KPI_PATH, port=server.port)
-            self.assertIn("customers", self.assertJson(r, 200))
-        finally:
-            self.assertEqual(server.stop(), 0, server.log_tail())
+        server = self.extra_server("--http-threads", "0")
+        cid = self.create_customer()
+        self.assertEqual(self.assertJson(get("/v1/customers/" + cid, port=server.port),
+                                         200)["customer_id"], cid)
+        r = get(KPI_PATH, port=server.port)
+        self.assertIn("customers", self.assertJson(r, 200))
 
     def test_https_with_worker_threads(self):
         # A self-signed certificate for 127.0.0.1; the client verifies it.
         # Served by the default worker threads, a long route included (its
         # connection is suspended and resumed under TLS).
         tmp = tempfile.mkdtemp(prefix="crm-e2e-tls-")
+        self.addCleanup(shutil.rmtree, tmp, ignore_errors=True)
         cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
         subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
                         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
                         "-keyout", key, "-out", cert], check=True, capture_output=True)
         context = ssl.create_default_context(cafile=cert)
-        server = harness.extra_server("--tls-cert", cert, "--tls-key", key, tls_context=context)
-        try:
-            cid = self.create_customer()
-            r = get("/v1/customers/" + cid, port=server.port, tls_context=context)
-            self.assertEqual(self.assertJson(r, 200)["customer_id"], cid)
-            r = get(KPI_PATH, port=server.port, tls_context=context)
-            self.assertIn("customers", self.assertJson(r, 200))
-            # plain HTTP on the HTTPS port gets no HTTP answer
-            with self.assertRaises((OSError, http.client.HTTPException)):
-                get("/health", port=server.port, timeout=3)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-            self.assertEqual(server.stop(), 0, server.log_tail())
+        server = self.extra_server("--tls-cert", cert, "--tls-key", key, tls_context=context)
+        cid = self.create_customer()
+        r = get("/v1/customers/" + cid, port=server.port, tls_context=context)
+        self.assertEqual(self.assertJson(r, 200)["customer_id"], cid)
+        r = get(KPI_PATH, port=server.port, tls_context=context)
+        self.assertIn("customers", self.assertJson(r, 200))
+        # plain HTTP on the HTTPS port gets no HTTP answer
+        with self.assertRaises((OSError, http.client.HTTPException)):
+            get("/health", port=server.port, timeout=3)
+
+    def extra_server(self, *args, **kw):
+        """harness.extra_server, stopped when the test ends (it must exit 0)."""
+        server = harness.extra_server(*args, **kw)
+        self.addCleanup(lambda: self.assertEqual(server.stop(), 0, server.log_tail()))
+        return server
 
     def lock_interactions(self, table="crm.interactions"):
         """A psql session holding table (by default crm.interactions: KPI
@@ -1687,6 +1629,7 @@ class ThreadingTests(ApiTestCase):
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
         locker.stdin.write("BEGIN;\nLOCK TABLE %s IN ACCESS EXCLUSIVE MODE;\n" % table)
         locker.stdin.flush()
+        self.addCleanup(self.end_session, locker)
         self.wait_for("SELECT count(*) FROM pg_locks WHERE relation = '%s'::regclass"
                       " AND mode = 'AccessExclusiveLock' AND granted" % table)
         return locker
@@ -1700,6 +1643,12 @@ class ThreadingTests(ApiTestCase):
                     " DELETE FROM crm.profile_cache WHERE customer_id IN (SELECT * FROM gone);"
                     " DELETE FROM crm.customers WHERE customer_id IN (SELECT * FROM gone)"
                     % (ids, need))
+
+    def end_session(self, locker):
+        """A lock session the test did not release (it failed first)."""
+        if locker.poll() is None:
+            locker.kill()
+            locker.wait()
 
     def release(self, locker):
         """End lock_interactions' transaction and session."""

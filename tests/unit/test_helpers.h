@@ -35,4 +35,15 @@ static inline const char *pointers(json_t *errors)
     return buf;
 }
 
+/* Run a suite's tests; the process's exit status. */
+static inline int run_suite(Suite *s)
+{
+    SRunner *sr = srunner_create(s);
+    int failed;
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? 0 : 1;
+}
+
 #endif

@@ -122,16 +122,10 @@ int main(void)
 {
     Suite *s = suite_create("jsontext");
     TCase *tc = tcase_create("core");
-    SRunner *sr;
-    int failed;
     tcase_add_test(tc, test_string_escapes);
     tcase_add_test(tc, test_control_characters_are_escaped);
     tcase_add_test(tc, test_members_and_commas);
     tcase_add_test(tc, test_grows_and_empties);
     suite_add_tcase(s, tc);
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return run_suite(s);
 }

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 
 #include "ratelimit.h"
+#include "test_helpers.h"
 
 static int take_all(struct ratelimit *rl, const char *key, double now)
 {
@@ -86,15 +87,9 @@ int main(void)
 {
     Suite *s = suite_create("ratelimit");
     TCase *tc = tcase_create("core");
-    SRunner *sr;
-    int failed;
     tcase_add_test(tc, test_burst_refill_and_retry_after);
     tcase_add_test(tc, test_keys_have_buckets_of_their_own);
     tcase_add_test(tc, test_a_full_table_evicts_the_idle_key);
     suite_add_tcase(s, tc);
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return run_suite(s);
 }
