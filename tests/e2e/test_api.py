@@ -1453,11 +1453,7 @@ class ThreadingTests(ApiTestCase):
                                      " AND pid <> pg_backend_pid()"), "1")
         self.assertTrue(all(t.is_alive() for t in threads), "the KPI requests should wait")
         self.release(locker)
-        for t in threads:
-            t.join(timeout=60)
-            self.assertFalse(t.is_alive())
-        for r in results:
-            self.assertIn("customers", self.assertJson(r, 200))
+        self.assert_kpis_answered(threads, results)
         r = get("/metrics", key=None, port=server.port)
         self.assertIn("\ncrm_http_long_requests 0\n", r.body.decode())
 
@@ -1474,6 +1470,14 @@ class ThreadingTests(ApiTestCase):
         threads[0].join(timeout=60)
         self.assertIn("customers", self.assertJson(results[0], 200))
         self.assertEqual(server.proc.wait(timeout=30), 0, server.log_tail())
+
+    def assert_kpis_answered(self, threads, results):
+        """start_kpis' requests all end with a KPI document."""
+        for t in threads:
+            t.join(timeout=60)
+            self.assertFalse(t.is_alive())
+        for r in results:
+            self.assertIn("customers", self.assertJson(r, 200))
 
     def start_kpis(self, server, count):
         """count KPI requests (a long route) on threads, while crm.interactions
@@ -1510,11 +1514,7 @@ class ThreadingTests(ApiTestCase):
         self.assertIn("\ncrm_http_long_refused_total 1\n", metrics)
         self.assertIn("\ncrm_http_long_requests 2\n", metrics)
         self.release(locker)
-        for t in threads:
-            t.join(timeout=60)
-            self.assertFalse(t.is_alive())
-        for r in results:
-            self.assertIn("customers", self.assertJson(r, 200))
+        self.assert_kpis_answered(threads, results)
 
     def test_sigterm_refuses_queued_long_requests(self):
         # SIGTERM with one KPI request running (blocked on a lock) and one
