@@ -9,6 +9,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #define UUID_TEXT_LEN 36
 
@@ -28,6 +29,10 @@ bool uuid_canonical(const char *text, char out[UUID_TEXT_LEN + 1]);
 
 /* A new random (version 4) UUID as lower-case text. */
 void uuid_new(char out[UUID_TEXT_LEN + 1]);
+
+/* 64-bit FNV-1a of a NUL-terminated string, for hash tables keyed by text
+ * (API keys and key ids); not for anything an attacker must not predict. */
+uint64_t text_hash(const char *s);
 
 /* True for YYYY-MM-DD naming a real calendar date with year in [min_year, max_year]. */
 bool date_valid(const char *text, int min_year, int max_year);

@@ -7,6 +7,7 @@
 #include "access.h"
 
 #include "ratelimit.h"
+#include "textutil.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -14,7 +15,13 @@
 #include <string.h>
 #include <time.h>
 
-#define CACHE_SLOTS 128
+/* The key cache is set-associative: a key can only be in the CACHE_WAYS
+ * entries of the set its text hashes to, so a lookup compares at most
+ * that many keys, and up to CACHE_SETS x CACHE_WAYS keys stay verified
+ * (128 in one list scanned whole before: a 129th busy key sent a request
+ * per key to the database). */
+#define CACHE_SETS 128
+#define CACHE_WAYS 8
 
 struct cache_entry {
     char key[API_KEY_LEN + 1];
@@ -30,7 +37,7 @@ struct access {
     struct db_pool *pool;
     struct db_pool *fallback; /* a read replica for key checks while the primary is away */
     pthread_mutex_t lock;
-    struct cache_entry slots[CACHE_SLOTS];
+    struct cache_entry cache[CACHE_SETS][CACHE_WAYS];
     struct ratelimit *rate; /* NULL: no rate limit */
 };
 
@@ -58,14 +65,20 @@ void access_free(struct access *a)
     free(a);
 }
 
+static struct cache_entry *cache_set(struct access *a, const char *key)
+{
+    return a->cache[text_hash(key) % CACHE_SETS];
+}
+
 static bool cache_get(struct access *a, const char *key, struct principal *out)
 {
+    struct cache_entry *set = cache_set(a, key);
     bool hit = false;
     time_t now = time(NULL);
     pthread_mutex_lock(&a->lock);
-    for (int i = 0; i < CACHE_SLOTS && !hit; i++) {
-        if (a->slots[i].expires > now && strcmp(a->slots[i].key, key) == 0) {
-            *out = a->slots[i].who;
+    for (int i = 0; i < CACHE_WAYS && !hit; i++) {
+        if (set[i].expires > now && strcmp(set[i].key, key) == 0) {
+            *out = set[i].who;
             hit = true;
         }
     }
@@ -75,14 +88,15 @@ static bool cache_get(struct access *a, const char *key, struct principal *out)
 
 static void cache_put(struct access *a, const char *key, const struct principal *who)
 {
+    struct cache_entry *set = cache_set(a, key);
     int victim = 0;
     pthread_mutex_lock(&a->lock);
-    for (int i = 1; i < CACHE_SLOTS; i++) /* the entry expiring first goes */
-        if (a->slots[i].expires < a->slots[victim].expires)
+    for (int i = 1; i < CACHE_WAYS; i++) /* the entry expiring first goes */
+        if (set[i].expires < set[victim].expires)
             victim = i;
-    memcpy(a->slots[victim].key, key, API_KEY_LEN + 1);
-    a->slots[victim].who = *who;
-    a->slots[victim].expires = time(NULL) + ACCESS_CACHE_SECONDS;
+    memcpy(set[victim].key, key, API_KEY_LEN + 1);
+    set[victim].who = *who;
+    set[victim].expires = time(NULL) + ACCESS_CACHE_SECONDS;
     pthread_mutex_unlock(&a->lock);
 }
 

@@ -1,10 +1,12 @@
 /*
  * ratelimit: token buckets by key id in an open-addressing table (see
- * ratelimit.h). Keys are hashed with FNV-1a and probed linearly over at most
+ * ratelimit.h). Keys are hashed (text_hash) and probed linearly over at most
  * PROBE_LIMIT slots; a new key takes the first empty slot there, else the
  * one idle longest.
  */
 #include "ratelimit.h"
+
+#include "textutil.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -54,21 +56,11 @@ void ratelimit_free(struct ratelimit *rl)
     free(rl);
 }
 
-static uint64_t fnv1a(const char *s)
-{
-    uint64_t h = 14695981039346656037ULL;
-    for (; *s != '\0'; s++) {
-        h ^= (unsigned char)*s;
-        h *= 1099511628211ULL;
-    }
-    return h;
-}
-
 /* key_id's slot: its own, else a free one, else the one idle longest among
  * the probed (reset to a full bucket for key_id). */
 static struct slot *find_slot(struct ratelimit *rl, const char *key_id, double now)
 {
-    size_t start = (size_t)fnv1a(key_id) & rl->mask;
+    size_t start = (size_t)text_hash(key_id) & rl->mask;
     struct slot *free_slot = NULL, *stalest = NULL;
     for (size_t i = 0; i < PROBE_LIMIT && i <= rl->mask; i++) {
         struct slot *s = &rl->slots[(start + i) & rl->mask];

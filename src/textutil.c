@@ -259,3 +259,13 @@ bool pg_lsn_valid(const char *text)
     lo = hex_run(text + hi + 1);
     return lo > 0 && text[hi + 1 + lo] == '\0';
 }
+
+uint64_t text_hash(const char *s)
+{
+    uint64_t h = 14695981039346656037ULL;
+    for (; *s != '\0'; s++) {
+        h ^= (unsigned char)*s;
+        h *= 1099511628211ULL;
+    }
+    return h;
+}

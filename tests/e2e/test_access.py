@@ -282,6 +282,29 @@ class RateLimitTests(AccessTestCase):
             self.assertEqual(server.stop(), 0, server.log_tail())
 
 
+class KeyCacheTests(AccessTestCase):
+    def test_two_hundred_keys_stay_verified(self):
+        # Verified keys are kept for 30 s per server (README): 200 keys used
+        # once each, then revoked behind the server's back, still answer
+        # from its cache. With the old 128-entry cache at most 128 did.
+        server = harness.extra_server()
+        try:
+            prefix = "e2e-cache-%s-" % uid()
+            keys = [create_key("call_center", name=prefix + str(i))["api_key"]
+                    for i in range(200)]
+            path = "/v1/customers?email=" + new_email()
+            for k in keys:
+                self.assertEqual(get(path, port=server.port, key=k).status, 404)
+            harness.sql("UPDATE crm.api_keys SET revoked_at = now() WHERE name LIKE '%s%%'"
+                        % prefix)
+            still = sum(get(path, port=server.port, key=k).status == 404 for k in keys)
+            self.assertGreaterEqual(still, 190, "keys answered from the cache")
+            # the main server never saw these keys: for it they are revoked
+            self.assertUnauthorized(get(path, key=keys[0]))
+        finally:
+            self.assertEqual(server.stop(), 0, server.log_tail())
+
+
 class KeyManagementTests(AccessTestCase):
     def test_create_one_key_per_role(self):
         created = {}

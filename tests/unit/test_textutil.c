@@ -334,6 +334,15 @@ END_TEST
 
 /* ---- base64url ----------------------------------------------------------- */
 
+START_TEST(test_text_hash_fnv1a)
+{
+    /* Published FNV-1a 64-bit test vectors. */
+    ck_assert(text_hash("") == 0xcbf29ce484222325ULL);
+    ck_assert(text_hash("a") == 0xaf63dc4c8601ec8cULL);
+    ck_assert(text_hash("foobar") == 0x85944171f73967e8ULL);
+}
+END_TEST
+
 START_TEST(test_pg_lsn_valid)
 {
     ck_assert(pg_lsn_valid("0/0"));
@@ -477,6 +486,7 @@ static Suite *textutil_suite(void)
     tc = tcase_create("base64url");
     tcase_add_test(tc, test_base64url_known_vectors);
     tcase_add_test(tc, test_pg_lsn_valid);
+    tcase_add_test(tc, test_text_hash_fnv1a);
     tcase_add_test(tc, test_base64url_round_trip);
     tcase_add_test(tc, test_base64url_invalid);
     tcase_add_test(tc, test_base64url_small_buffer);
