@@ -233,8 +233,21 @@ class HealthTests(ApiTestCase):
         self.assertGreaterEqual(after['crm_db_pool_connections{state="open"}'], 1)
         self.assertIn("crm_db_pool_waiting", after)
         self.assertIn("crm_audit_rows_queued", after)
-        self.assertGreaterEqual(after["crm_http_request_duration_seconds_count"],
-                                before["crm_http_request_duration_seconds_count"] + 5)
+        # latency histograms by route: two POSTs, one batch, cumulative buckets
+        self.assertEqual(delta('crm_http_request_duration_seconds_count{route="interaction_create"}'),
+                         2)
+        self.assertEqual(delta('crm_http_request_duration_seconds_count{route="interaction_batch"}'),
+                         1)
+        for route in ("interaction_create", "interaction_batch", "health"):
+            buckets = sorted(((float(k.split('le="')[1].rstrip('"}')), v) for k, v in after.items()
+                              if k.startswith('crm_http_request_duration_seconds_bucket{route="%s",'
+                                              % route)))
+            self.assertEqual(len(buckets), 15, route)
+            self.assertEqual([v for _, v in buckets], sorted(v for _, v in buckets), route)
+            self.assertEqual(buckets[-1][1],
+                             after['crm_http_request_duration_seconds_count{route="%s"}' % route])
+            self.assertGreater(after['crm_http_request_duration_seconds_sum{route="%s"}' % route], 0)
+        self.assertNotIn('crm_http_request_duration_seconds_count{route="value_recompute"}', after)
 
     def test_pool_connections_opened_ahead_of_use(self):
         # The server opens all of its primary pool's connections in the
