@@ -24,6 +24,8 @@ enum db_status {
     DB_OK,
     DB_UNAVAILABLE, /* could not reach the database (after retries) */
     DB_ERROR,       /* the database rejected the statement: a bug or bad data */
+    DB_CANCELLED,   /* the statement was cancelled: statement_timeout, or
+                       db_pool_cancel_busy at shutdown (not retried) */
 };
 
 struct db_pool;
@@ -66,6 +68,11 @@ struct db_conn *db_acquire(struct db_pool *pool, int timeout_ms);
 /* Give it back; broken = the connection's state is unknown, close it. */
 void db_release(struct db_pool *pool, struct db_conn *conn, bool broken);
 PGconn *db_pg(struct db_conn *conn);
+
+/* Ask PostgreSQL to cancel the statement running on every connection in
+ * use (shutdown after the drain timeout); returns how many requests were
+ * sent. A cancelled statement's call answers DB_CANCELLED. */
+int db_pool_cancel_busy(struct db_pool *pool);
 
 /* Connections in use / open, and threads waiting for one, for diagnostics. */
 void db_pool_stats(struct db_pool *pool, int *in_use, int *open, int *waiting);

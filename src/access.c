@@ -130,7 +130,7 @@ enum access_result access_check(struct access *a, const char *authorization,
         if (st == DB_UNAVAILABLE && a->fallback != NULL && !replica_ok)
             st = db_call_json(a->fallback, "authenticate", 2, params, &doc, err, sizeof(err));
     }
-    if (st == DB_UNAVAILABLE)
+    if (st == DB_UNAVAILABLE || st == DB_CANCELLED)
         return ACCESS_UNAVAILABLE;
     if (st != DB_OK) {
         fprintf(stderr, "error: key check: %s\n", err);

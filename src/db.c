@@ -19,6 +19,7 @@
 
 struct db_conn {
     PGconn *pg;
+    PGcancel *cancel; /* for db_pool_cancel_busy; set and cleared with pg, under the lock */
     bool in_use;
 };
 
@@ -95,6 +96,39 @@ static PGconn *open_connection(struct db_pool *pool)
     return pg;
 }
 
+/* Give conn a new connection (or none), with its cancel handle. Only the
+ * thread holding conn writes pg; the lock is for db_pool_cancel_busy. */
+static void attach_connection(struct db_pool *pool, struct db_conn *conn, PGconn *pg)
+{
+    PGcancel *cancel = pg != NULL ? PQgetCancel(pg) : NULL;
+    pthread_mutex_lock(&pool->lock);
+    conn->pg = pg;
+    conn->cancel = cancel;
+    pthread_mutex_unlock(&pool->lock);
+}
+
+/* Close conn's connection; the caller holds the pool's lock. */
+static void close_connection_locked(struct db_conn *conn)
+{
+    PQfreeCancel(conn->cancel);
+    conn->cancel = NULL;
+    PQfinish(conn->pg);
+    conn->pg = NULL;
+}
+
+int db_pool_cancel_busy(struct db_pool *pool)
+{
+    char err[256];
+    int sent = 0;
+    pthread_mutex_lock(&pool->lock);
+    for (int i = 0; i < pool->size; i++)
+        if (pool->conns[i].in_use && pool->conns[i].cancel != NULL &&
+            PQcancel(pool->conns[i].cancel, err, sizeof(err)))
+            sent++;
+    pthread_mutex_unlock(&pool->lock);
+    return sent;
+}
+
 int db_pool_warm(struct db_pool *pool, const atomic_bool *stop)
 {
     int opened = 0;
@@ -108,7 +142,7 @@ int db_pool_warm(struct db_pool *pool, const atomic_bool *stop)
         pthread_mutex_unlock(&pool->lock);
         if (conn == NULL)
             continue; /* busy or already open */
-        conn->pg = open_connection(pool);
+        attach_connection(pool, conn, open_connection(pool));
         bool ok = conn->pg != NULL; /* read before the release hands it on */
         db_release(pool, conn, false);
         if (!ok)
@@ -155,7 +189,7 @@ void db_pool_free(struct db_pool *pool)
         return;
     for (int i = 0; i < pool->size; i++)
         if (pool->conns[i].pg != NULL)
-            PQfinish(pool->conns[i].pg);
+            close_connection_locked(&pool->conns[i]);
     pthread_mutex_destroy(&pool->lock);
     free(pool->conns);
     free(pool->conninfo);
@@ -223,11 +257,12 @@ struct db_conn *db_acquire(struct db_pool *pool, int timeout_ms)
     pthread_mutex_unlock(&pool->lock);
 
     if (conn->pg != NULL && PQstatus(conn->pg) != CONNECTION_OK) {
-        PQfinish(conn->pg);
-        conn->pg = NULL;
+        pthread_mutex_lock(&pool->lock);
+        close_connection_locked(conn);
+        pthread_mutex_unlock(&pool->lock);
     }
     if (conn->pg == NULL) {
-        conn->pg = open_connection(pool);
+        attach_connection(pool, conn, open_connection(pool));
         if (conn->pg == NULL) {
             if (pool->fallback != NULL) {
                 pthread_mutex_lock(&pool->lock);
@@ -244,10 +279,8 @@ struct db_conn *db_acquire(struct db_pool *pool, int timeout_ms)
 void db_release(struct db_pool *pool, struct db_conn *conn, bool broken)
 {
     pthread_mutex_lock(&pool->lock);
-    if (broken && conn->pg != NULL) {
-        PQfinish(conn->pg);
-        conn->pg = NULL;
-    }
+    if (broken && conn->pg != NULL)
+        close_connection_locked(conn);
     if (pool->waiters_head != NULL) {
         /* Hand it straight to the oldest waiter; it stays in use. */
         struct db_waiter *w = pool->waiters_head;
@@ -296,6 +329,13 @@ bool db_error_is_transient(PGconn *conn, const PGresult *res)
            || strncmp(state, "57P0", 4) == 0; /* admin/crash shutdown, cannot connect now */
 }
 
+/* query_canceled: statement_timeout, or a cancel request. */
+static bool is_cancelled(const PGresult *res)
+{
+    const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    return state != NULL && strcmp(state, "57014") == 0;
+}
+
 /* The first row's first ncols columns as malloc'd text (NULL for SQL NULL);
  * all NULL when there is no row. Retries transient failures. */
 static enum db_status run_row(struct db_pool *pool, bool prepared, const char *statement,
@@ -309,7 +349,7 @@ static enum db_status run_row(struct db_pool *pool, bool prepared, const char *s
     for (int attempt = 0; attempt < attempts; attempt++) {
         struct db_conn *conn;
         PGresult *res;
-        bool transient;
+        bool transient, cancelled;
 
         if (attempt > 0)
             db_sleep_ms(50 << attempt); /* 100 ms .. 1.6 s, about 3 s in all */
@@ -327,9 +367,12 @@ static enum db_status run_row(struct db_pool *pool, bool prepared, const char *s
             return DB_OK;
         }
         transient = db_error_is_transient(conn->pg, res);
+        cancelled = is_cancelled(res);
         snprintf(err, errlen, "%s", PQresultErrorMessage(res));
         PQclear(res);
         db_release(pool, conn, transient && PQstatus(conn->pg) != CONNECTION_OK);
+        if (cancelled) /* statement_timeout, or db_pool_cancel_busy at shutdown */
+            return DB_CANCELLED;
         if (!transient)
             return DB_ERROR;
     }

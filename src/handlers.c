@@ -63,6 +63,12 @@ void respond_db_failure(struct response *res, enum db_status st, const char *err
     if (st == DB_UNAVAILABLE) {
         respond_problem(res, PROBLEM_SERVICE_UNAVAILABLE, "the database is unreachable; retry",
                         instance);
+    } else if (st == DB_CANCELLED) {
+        fprintf(stderr, "error: %s: %s\n", instance, err);
+        respond_problem(res, PROBLEM_SERVICE_UNAVAILABLE,
+                        "the request was cancelled (it ran past the statement timeout, or the "
+                        "server is shutting down); nothing was changed; retry",
+                        instance);
     } else {
         fprintf(stderr, "error: %s: %s\n", instance, err);
         respond_problem(res, PROBLEM_INTERNAL, "the request could not be completed", instance);

@@ -905,10 +905,26 @@ int http_drain_and_stop(struct http_server *srv, int timeout_s)
          waited_ms += 20)
         db_sleep_ms(20);
     left = atomic_load(&srv->in_flight);
-    /* libmicrohttpd must not be stopped with a connection suspended: let the
-     * long requests finish (the database's statement_timeout bounds them). */
-    while (atomic_load(&srv->offloaded) > 0)
+    /* Past the drain timeout, the statements still running are cancelled
+     * (their transactions roll back; the requests answer 503), so a value
+     * run, which has no statement_timeout, cannot hold the shutdown either.
+     * libmicrohttpd must not be stopped with a connection suspended: wait
+     * for the long requests, cancelling again while they start new
+     * statements. */
+    for (int waited_ms = 0; atomic_load(&srv->in_flight) > 0 || atomic_load(&srv->offloaded) > 0;
+         waited_ms += 20) {
+        if (waited_ms % 500 == 0) {
+            struct app *app = srv->app;
+            db_pool_cancel_busy(app->pool);
+            if (app->reads != app->pool)
+                db_pool_cancel_busy(app->reads);
+            if (app->replica != NULL && app->replica != app->reads)
+                db_pool_cancel_busy(app->replica);
+        }
+        if (atomic_load(&srv->offloaded) == 0 && waited_ms >= 1000)
+            break; /* the rest run on workers, which MHD_stop_daemon waits for */
         db_sleep_ms(20);
+    }
     MHD_stop_daemon(srv->daemon);
     if (srv->pooled)
         stop_long_threads(srv);

@@ -221,8 +221,8 @@ int main(int argc, char **argv)
     left = http_drain_and_stop(server, cfg.drain_timeout);
     stop_app(&app);
     if (left > 0) {
-        fprintf(stderr, "crm-server: %d requests still running after %d s\n", left,
-                cfg.drain_timeout);
+        fprintf(stderr, "crm-server: %d requests still running after %d s; their statements "
+                        "were cancelled\n", left, cfg.drain_timeout);
         return 1;
     }
     fprintf(stderr, "crm-server: stopped cleanly\n");

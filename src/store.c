@@ -413,7 +413,7 @@ enum db_status store_ingest_batch(struct db_pool *pool, struct interaction_reque
             json_t *r = json_array_get(out, (size_t)k);
             results[index[k]] = json_is_object(r) ? json_incref(r) : NULL;
         }
-    } else if (st != DB_UNAVAILABLE) {
+    } else if (st != DB_UNAVAILABLE && st != DB_CANCELLED) {
         /* Some item makes the set-based statement fail: store item by item,
          * so that only that item fails. */
         fprintf(stderr, "store: batch of %d falls back to item by item: %s\n", sent,
