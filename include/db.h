@@ -74,6 +74,10 @@ PGconn *db_pg(struct db_conn *conn);
  * sent. A cancelled statement's call answers DB_CANCELLED. */
 int db_pool_cancel_busy(struct db_pool *pool);
 
+/* True when db_pool_cancel_busy cancelled conn's statement since it was
+ * acquired (for callers running their own statements on it). */
+bool db_cancel_was_sent(struct db_pool *pool, struct db_conn *conn);
+
 /* Connections in use / open, and threads waiting for one, for diagnostics. */
 void db_pool_stats(struct db_pool *pool, int *in_use, int *open, int *waiting);
 

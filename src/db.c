@@ -20,6 +20,7 @@
 struct db_conn {
     PGconn *pg;
     PGcancel *cancel; /* for db_pool_cancel_busy; set and cleared with pg, under the lock */
+    bool cancel_sent; /* db_pool_cancel_busy asked to cancel its statement (lock) */
     bool in_use;
 };
 
@@ -123,8 +124,19 @@ int db_pool_cancel_busy(struct db_pool *pool)
     pthread_mutex_lock(&pool->lock);
     for (int i = 0; i < pool->size; i++)
         if (pool->conns[i].in_use && pool->conns[i].cancel != NULL &&
-            PQcancel(pool->conns[i].cancel, err, sizeof(err)))
+            PQcancel(pool->conns[i].cancel, err, sizeof(err))) {
+            pool->conns[i].cancel_sent = true;
             sent++;
+        }
+    pthread_mutex_unlock(&pool->lock);
+    return sent;
+}
+
+bool db_cancel_was_sent(struct db_pool *pool, struct db_conn *conn)
+{
+    bool sent;
+    pthread_mutex_lock(&pool->lock);
+    sent = conn->cancel_sent;
     pthread_mutex_unlock(&pool->lock);
     return sent;
 }
@@ -279,6 +291,7 @@ struct db_conn *db_acquire(struct db_pool *pool, int timeout_ms)
 void db_release(struct db_pool *pool, struct db_conn *conn, bool broken)
 {
     pthread_mutex_lock(&pool->lock);
+    conn->cancel_sent = false;
     if (broken && conn->pg != NULL)
         close_connection_locked(conn);
     if (pool->waiters_head != NULL) {

@@ -408,7 +408,7 @@ enum db_status value_recompute(struct db_pool *pool, const char *as_of,
 {
     struct db_conn *conn = db_acquire(pool, 5000);
     PGconn *pg;
-    bool ok, broken;
+    bool ok, broken, cancelled;
     *summary = NULL;
     if (conn == NULL) {
         snprintf(err, errlen, "database unavailable");
@@ -425,8 +425,11 @@ enum db_status value_recompute(struct db_pool *pool, const char *as_of,
         *summary = NULL;
     }
     broken = PQstatus(pg) != CONNECTION_OK;
+    cancelled = !ok && db_cancel_was_sent(pool, conn);
     db_release(pool, conn, broken);
     if (ok)
         return DB_OK;
+    if (cancelled)
+        return DB_CANCELLED;
     return broken ? DB_UNAVAILABLE : DB_ERROR;
 }

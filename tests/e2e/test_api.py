@@ -1493,23 +1493,31 @@ class ThreadingTests(ApiTestCase):
             self.assertIn("customers", self.assertJson(r, 200))
 
     def test_sigterm_past_the_drain_timeout_cancels_statements(self):
-        # --drain-timeout 1 and a KPI request blocked on a lock that is never
-        # released: one second after SIGTERM its statement is cancelled (its
-        # transaction rolls back), it is answered 503, and the server exits
-        # 1 (a request was still running at the drain timeout), without
-        # waiting for the 30 s statement timeout.
-        server = harness.extra_server("--http-threads", "1", "--http-long-threads", "1",
+        # --drain-timeout 1, and a KPI request and a value run (which has no
+        # statement timeout) blocked on a lock that is never released: one
+        # second after SIGTERM their statements are cancelled (their
+        # transactions roll back), both are answered 503, and the server
+        # exits 1 (requests were still running at the drain timeout).
+        server = harness.extra_server("--http-threads", "1", "--http-long-threads", "2",
                                       "--drain-timeout", "1")
         self.addCleanup(server.stop)
         self.lock_interactions()
         threads, results = self.start_kpis(server, 1)
+        run = {}
+        value_run = threading.Thread(target=lambda: run.setdefault(
+            "r", post("/v1/value:recompute", {}, port=server.port, timeout=60)))
+        value_run.start()
+        self.wait_for("SELECT count(*) - 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                      " AND pid <> pg_backend_pid()")
         started = time.time()
         server.proc.send_signal(signal.SIGTERM)
         self.assertEqual(server.proc.wait(timeout=20), 1, server.log_tail())
         self.assertLess(time.time() - started, 8)
         threads[0].join(timeout=10)
+        value_run.join(timeout=10)
         self.assertProblem(results[0], 503, "service-unavailable")
-        self.assertIn("1 requests still running after 1 s; their statements were cancelled",
+        self.assertProblem(run["r"], 503, "service-unavailable")
+        self.assertIn("requests still running after 1 s; their statements were cancelled",
                       server.log_tail())
 
     def start_kpis(self, server, count):
