@@ -895,11 +895,14 @@ struct http_server *http_start(struct app *app)
 
 int http_drain_and_stop(struct http_server *srv, int timeout_s)
 {
+    /* No new connections are accepted from here on. The listening socket is
+     * closed only after MHD_stop_daemon: libmicrohttpd's worker threads take
+     * it out of their epoll sets on their own time, and aborted ("Failed to
+     * remove listen FD from epoll set") when it was closed first, as its
+     * manual warns. */
     MHD_socket listener = MHD_quiesce_daemon(srv->daemon);
     int left;
     atomic_store(&srv->draining, true);
-    if (listener != MHD_INVALID_SOCKET)
-        close(listener);
     refuse_queued_offloads(srv);
     for (int waited_ms = 0; atomic_load(&srv->in_flight) > 0 && waited_ms < timeout_s * 1000;
          waited_ms += 20)
@@ -926,6 +929,8 @@ int http_drain_and_stop(struct http_server *srv, int timeout_s)
         db_sleep_ms(20);
     }
     MHD_stop_daemon(srv->daemon);
+    if (listener != MHD_INVALID_SOCKET)
+        close(listener);
     if (srv->pooled)
         stop_long_threads(srv);
     stop_log_flusher(srv);
