@@ -797,6 +797,18 @@ unsigned int http_worker_threads(int configured)
     return cpus > 0 ? (unsigned int)(cpus * 4) : 8;
 }
 
+/* Everything but the daemon: the long-route threads (when started), the log
+ * flusher (last lines out), the TLS texts and srv itself. */
+static void release_server(struct http_server *srv)
+{
+    if (srv->pooled)
+        stop_long_threads(srv);
+    stop_log_flusher(srv);
+    free(srv->tls_cert);
+    free(srv->tls_key);
+    free(srv);
+}
+
 struct http_server *http_start(struct app *app)
 {
     struct http_server *srv = calloc(1, sizeof(*srv));
@@ -860,11 +872,7 @@ struct http_server *http_start(struct app *app)
     start_log_flusher(srv);
     if (srv->pooled && !start_long_threads(srv, app->cfg->http_long_threads)) {
         fprintf(stderr, "http: cannot start the long-route threads\n");
-        stop_long_threads(srv);
-        stop_log_flusher(srv);
-        free(srv->tls_cert);
-        free(srv->tls_key);
-        free(srv);
+        release_server(srv);
         return NULL;
     }
     srv->daemon = MHD_start_daemon(
@@ -882,12 +890,7 @@ struct http_server *http_start(struct app *app)
         MHD_OPTION_END);
     if (srv->daemon == NULL) {
         fprintf(stderr, "http: cannot listen on %s port %d\n", app->cfg->listen, app->cfg->port);
-        if (srv->pooled)
-            stop_long_threads(srv);
-        stop_log_flusher(srv);
-        free(srv->tls_cert);
-        free(srv->tls_key);
-        free(srv);
+        release_server(srv);
         return NULL;
     }
     return srv;
@@ -931,11 +934,6 @@ int http_drain_and_stop(struct http_server *srv, int timeout_s)
     MHD_stop_daemon(srv->daemon);
     if (listener != MHD_INVALID_SOCKET)
         close(listener);
-    if (srv->pooled)
-        stop_long_threads(srv);
-    stop_log_flusher(srv);
-    free(srv->tls_cert);
-    free(srv->tls_key);
-    free(srv);
+    release_server(srv);
     return left;
 }
