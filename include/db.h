@@ -71,7 +71,9 @@ PGconn *db_pg(struct db_conn *conn);
 
 /* Ask PostgreSQL to cancel the statement running on every connection in
  * use (shutdown after the drain timeout); returns how many requests were
- * sent. A cancelled statement's call answers DB_CANCELLED. */
+ * sent. A cancelled statement's call answers DB_CANCELLED. Each request is
+ * a short connection to the server, made under the pool's lock: with the
+ * server unreachable it blocks until that connect fails. */
 int db_pool_cancel_busy(struct db_pool *pool);
 
 /* True when db_pool_cancel_busy cancelled conn's statement since it was
