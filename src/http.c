@@ -307,6 +307,16 @@ static void discard_response(struct response *res)
 }
 
 /* Run one long request, then hand its connection back to its worker. */
+/* The end of every offload: its connection goes back to its worker. From
+ * here on the worker owns what the offload produced; srv stays valid until
+ * offloaded is 0 (http_drain_and_stop waits for that). */
+static void hand_back(struct http_server *srv, struct MHD_Connection *conn)
+{
+    metrics_long_request(-1);
+    MHD_resume_connection(conn);
+    atomic_fetch_sub(&srv->offloaded, 1);
+}
+
 static void run_offload(struct offload *o)
 {
     struct http_server *srv = o->srv;
@@ -315,19 +325,13 @@ static void run_offload(struct offload *o)
         if (!o->fill->fill(o->fill->ctx))
             o->fill->fill_failed = true;
         free(o);
-        metrics_long_request(-1);
-        MHD_resume_connection(conn);
-        atomic_fetch_sub(&srv->offloaded, 1);
+        hand_back(srv, conn);
         return;
     }
     handle_request(srv->app, &o->req, &o->res);
     json_decref(o->req.body);
     o->req.body = NULL;
-    /* From here on the worker owns o (it sends o->res); srv stays valid
-     * until offloaded is 0 (http_drain_and_stop waits for that). */
-    metrics_long_request(-1);
-    MHD_resume_connection(o->conn);
-    atomic_fetch_sub(&srv->offloaded, 1);
+    hand_back(srv, o->conn); /* the worker sends o->res */
 }
 
 /* A long-route thread: takes queued requests in arrival order until the
@@ -380,9 +384,7 @@ static void refuse_offload(struct offload *o, const char *detail)
     o->req.body = NULL;
     respond_problem(&o->res, PROBLEM_SERVICE_UNAVAILABLE, detail, o->req.path);
     o->res.retry_after = 1;
-    metrics_long_request(-1);
-    MHD_resume_connection(o->conn);
-    atomic_fetch_sub(&srv->offloaded, 1);
+    hand_back(srv, o->conn);
 }
 
 /* Queue a long route's request for the long-route threads (the caller has
