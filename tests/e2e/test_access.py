@@ -71,14 +71,10 @@ sql_literal = harness.lit
 
 
 def interaction_body(identifiers=None, customer_id=None, **fields):
-    body = {"source": "e2e-access", "external_id": "ext-" + uid(), "channel": "web",
-            "type": "page_view", "occurred_at": "2025-11-20T15:04:05Z"}
-    if identifiers is not None:
-        body["identifiers"] = identifiers
-    if customer_id is not None:
-        body["customer_id"] = customer_id
-    body.update(fields)
-    return body
+    """harness.interaction with this suite's source and date."""
+    fields.setdefault("source", "e2e-access")
+    fields.setdefault("occurred_at", "2025-11-20T15:04:05Z")
+    return harness.interaction(customer_id, identifiers, **fields)
 
 
 def marker_rule(marker):
