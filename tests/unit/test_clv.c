@@ -5,9 +5,10 @@
  * the fits against the published CDNOW estimates, recovery of known
  * parameters from simulated customers, and the CLV helpers.
  *
- * Data: the CDNOW summary from $CRM_CDNOW_CSV, or else
- * CRM_SOURCE_ROOT/../shared/data/cdnow_customers_summary.csv (CI has
- * ../shared beside the clone). A missing file fails the tests that need it.
+ * Data: the CDNOW summary from $CRM_CDNOW_CSV, or else the copy the
+ * repository carries, CRM_SOURCE_ROOT/tests/data/cdnow_customers_summary.csv
+ * (source and licence in tests/data/README.md). A missing file fails the
+ * tests that need it.
  *
  * The fit on 1,000,000 simulated customers prints its time and asserts only
  * the result. It runs in optimised builds without sanitizers; elsewhere (the
@@ -28,7 +29,7 @@
 #error "build with -DCRM_SOURCE_ROOT=\"<repo root>\" (meson.build does this for test_clv)"
 #endif
 
-#define CDNOW_DEFAULT_PATH CRM_SOURCE_ROOT "/../shared/data/cdnow_customers_summary.csv"
+#define CDNOW_DEFAULT_PATH CRM_SOURCE_ROOT "/tests/data/cdnow_customers_summary.csv"
 #define CDNOW_CUSTOMERS 2357
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -42,7 +43,7 @@
 #define BUILT_WITH_SANITIZER 0
 #endif
 
-/* Published CDNOW estimates (Fader, Hardie & Lee 2005; shared/data/README.md). */
+/* Published CDNOW estimates (Fader, Hardie & Lee 2005; tests/data/README.md). */
 static const struct bgnbd_params cdnow_bg = {0.243, 4.414, 0.793, 2.426};
 static const struct gg_params cdnow_gg = {6.25, 3.74, 15.44};
 
@@ -116,8 +117,8 @@ static void load_cdnow(struct customers *c)
         path = CDNOW_DEFAULT_PATH;
     f = fopen(path, "r");
     ck_assert_msg(f != NULL,
-                  "CDNOW data not found at %s: set CRM_CDNOW_CSV or check out the shared data "
-                  "directory beside the repository (../shared/data)",
+                  "CDNOW data not found at %s: set CRM_CDNOW_CSV (the repository carries it "
+                  "in tests/data)",
                   path);
     ck_assert_msg(fgets(line, sizeof(line), f) != NULL, "%s: empty file", path);
     cx = column_of(line, "x");
