@@ -70,6 +70,15 @@ void route_request(const char *method, const char *path, struct route_match *out
 /* Short stable name of a route ("customer_get"), for logs and metrics. */
 const char *route_name(enum route route);
 
+/* The query parameters a route reads, space-separated ("" for none). Any
+ * other parameter is refused with 400 by the HTTP layer, so a misspelt
+ * filter (?typ=complaint) is an error, not a silently unfiltered answer. */
+const char *route_query_params(enum route route);
+
+/* Position of key (key_len bytes, not NUL-terminated) in route_query_params,
+ * or -1 when the route does not read it. At most 32 parameters per route. */
+int route_query_param_index(enum route route, const char *key, size_t key_len);
+
 /* Routes whose reads may be served by a streaming replica: profile, lookup,
  * timeline, segment members and export, KPIs (all GETs, none writes). */
 bool route_reads_from_replica(enum route route);

@@ -91,8 +91,17 @@ bool audit_read_or_fail(struct app *app, const struct request *req, struct respo
 bool query_param(const struct request *req, struct response *res, const char *key,
                         const char **value)
 {
-    const char *v = req->query(req->query_ctx, key);
+    const char *v;
     *value = NULL;
+    if (route_query_param_index(req->match->route, key, strlen(key)) < 0) {
+        /* The HTTP layer refuses parameters a route does not list, so this
+         * one would never arrive: add it to the route's row in router.c. */
+        fprintf(stderr, "bug: route %s reads query parameter '%s' it does not list\n",
+                route_name(req->match->route), key);
+        respond_problem(res, PROBLEM_INTERNAL, "the request could not be completed", req->path);
+        return false;
+    }
+    v = req->query(req->query_ctx, key);
     if (v == NULL)
         return true;
     if (!utf8_valid(v, strlen(v))) {
@@ -190,6 +199,38 @@ static void handle_ready(struct app *app, const struct request *req, struct resp
         respond_problem(res, PROBLEM_SERVICE_UNAVAILABLE, "the database is unreachable", req->path);
 }
 
+/* The resolve answer as the caller's role may see it. A role that may not
+ * read profiles (front office, partner) gets the identity outcome only:
+ * customer_id, created, merged_ids, ignored, conflicts; every other member
+ * (the profile with traits, phone, consents, needs, value) is dropped. A role
+ * that may read profiles gets the whole answer, audited like a GET of the
+ * profile (customer.resolve). False when res was filled (the audit failed);
+ * out is then released. */
+static bool resolve_answer_for(struct app *app, const struct request *req, struct response *res,
+                               json_t *out)
+{
+    static const char *const identity_only[] = {"customer_id", "created", "merged_ids",
+                                                "ignored", "conflicts"};
+    const char *key;
+    json_t *value;
+    void *tmp;
+    if (req->who == NULL || role_allows(req->who->role, ROUTE_CUSTOMER_GET)) {
+        if (audit_read_or_fail(app, req, res, "customer.resolve",
+                               json_string_value(json_object_get(out, "customer_id"))))
+            return true;
+        json_decref(out);
+        return false;
+    }
+    json_object_foreach_safe(out, tmp, key, value) {
+        bool keep = false;
+        for (size_t i = 0; i < sizeof(identity_only) / sizeof(identity_only[0]); i++)
+            keep = keep || strcmp(key, identity_only[i]) == 0;
+        if (!keep)
+            json_object_del(out, key);
+    }
+    return true;
+}
+
 static void handle_resolve(struct app *app, const struct request *req, struct response *res)
 {
     struct resolve_request rr;
@@ -216,8 +257,8 @@ static void handle_resolve(struct app *app, const struct request *req, struct re
         json_decref(out);
         return;
     }
-    if (req->who != NULL && req->who->role == ROLE_PARTNER)
-        json_object_del(out, "customer"); /* no cross-partner data in the profile */
+    if (!resolve_answer_for(app, req, res, out))
+        return;
     respond_json(res, json_is_true(json_object_get(out, "created")) ? 201 : 200, out);
 }
 
@@ -331,7 +372,12 @@ static void handle_lookup(struct app *app, const struct request *req, struct res
         return;
     }
     if (!identifier_normalize(kind, ns, value, &id, why, sizeof(why), NULL)) {
-        snprintf(detail, sizeof(detail), "invalid %s: %s", kind_name, why);
+        /* A URL query decodes '+' as a space: "?phone=+4930..." arrives as " 4930...". */
+        snprintf(detail, sizeof(detail), "invalid %s: %s%s", kind_name, why,
+                 kind == ID_PHONE && value[0] == ' '
+                     ? " (a '+' in a query string means a space: write it as %2B, "
+                       "e.g. ?phone=%2B4930123456)"
+                     : "");
         respond_problem(res, PROBLEM_INVALID_QUERY, detail, req->path);
         return;
     }

@@ -242,6 +242,57 @@ static const char *query_lookup(void *ctx, const char *key)
 }
 
 /* Nesting depth of a parsed document (jansson itself stops at 2048). */
+/* The query string against the route's parameters (route_query_params):
+ * the first unknown, repeated or NUL-carrying parameter is named in detail. */
+struct query_scan {
+    enum route route;
+    uint32_t seen;
+    char *detail;
+    size_t cap;
+};
+
+static enum MHD_Result query_scan_one(void *cls, enum MHD_ValueKind kind, const char *key,
+                                      size_t key_size, const char *value, size_t value_size)
+{
+    struct query_scan *q = cls;
+    int index;
+    (void)kind;
+    if (memchr(key, '\0', key_size) != NULL) {
+        snprintf(q->detail, q->cap, "a query parameter name contains a NUL character (%%00)");
+        return MHD_NO;
+    }
+    index = route_query_param_index(q->route, key, key_size);
+    if (index < 0 || index >= 32) {
+        const char *known = route_query_params(q->route);
+        snprintf(q->detail, q->cap, "unknown query parameter '%.*s'; this route accepts %s%s",
+                 key_size > 64 ? 64 : (int)key_size, key, *known ? "only: " : "none",
+                 known);
+        utf8_truncate(q->detail);
+        return MHD_NO;
+    }
+    if (q->seen & (1u << index)) {
+        snprintf(q->detail, q->cap, "query parameter '%.*s' is given more than once",
+                 (int)key_size, key);
+        return MHD_NO;
+    }
+    q->seen |= 1u << index;
+    if (value != NULL && memchr(value, '\0', value_size) != NULL) {
+        snprintf(q->detail, q->cap, "query parameter '%.*s' contains a NUL character (%%00)",
+                 (int)key_size, key);
+        return MHD_NO;
+    }
+    return MHD_YES;
+}
+
+static bool query_acceptable(struct MHD_Connection *conn, enum route route, char *detail,
+                             size_t cap)
+{
+    struct query_scan q = {.route = route, .detail = detail, .cap = cap};
+    detail[0] = '\0';
+    MHD_get_connection_values_n(conn, MHD_GET_ARGUMENT_KIND, query_scan_one, &q);
+    return detail[0] == '\0';
+}
+
 static int json_depth(json_t *v)
 {
     int deepest = 0;
@@ -564,6 +615,8 @@ static enum MHD_Result finish_request(struct http_server *srv, struct MHD_Connec
         req.who = &who;
         memcpy(ctx->key_id, who.key_id, sizeof(ctx->key_id));
     }
+    if (!query_acceptable(conn, match.route, detail, sizeof(detail)))
+        return send_problem(conn, PROBLEM_INVALID_QUERY, detail, path);
     if (ctx->too_large) {
         snprintf(detail, sizeof(detail), "the body exceeds the limit of %zu bytes",
                  srv->app->cfg->body_limit);

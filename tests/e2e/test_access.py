@@ -752,6 +752,29 @@ class AuditTests(AccessTestCase):
         rows = self.audit_rows(cc["key_id"])
         self.assertEqual(rows, [["call_center", "customer.read", cid]])
 
+    def test_resolve_answer_follows_the_role(self):
+        """Issue 13, item 3: resolve gives a profile only to roles that may read
+        one, and then audits it like a GET."""
+        email = new_email()
+        digits = "61%07d" % (uuid.uuid4().int % 10 ** 7)
+        cid = self.create_customer([email_id(email), {"kind": "phone", "value": "+33" + digits}],
+                                   traits={"first_name": "Secret"})
+        body = {"identifiers": [email_id(email)], "source": "e2e-access"}
+        fo = create_key(FO)
+        doc = self.assertJson(post("/v1/customers:resolve", body, key=fo["api_key"]), 200)
+        self.assertEqual(doc["customer_id"], cid)
+        self.assertLessEqual(set(doc), {"customer_id", "created", "merged_ids", "ignored",
+                                        "conflicts"}, doc)
+        self.assertNotIn("Secret", repr(doc))
+        self.assertNotIn(digits, repr(doc))
+        cc = create_key(CC)
+        doc = self.assertJson(post("/v1/customers:resolve", body, key=cc["api_key"]), 200)
+        self.assertEqual(doc["customer"]["traits"]["first_name"], "Secret")
+        rows = self.wait_audit_rows(cc["key_id"], cid, 1)
+        self.assertEqual(rows, [["call_center", "customer.resolve", cid]])
+        # The front office's answer carried no personal data: no audit row.
+        self.assertEqual(self.audit_rows(fo["key_id"]), [])
+
     def test_forbidden_read_is_not_audited(self):
         fo = create_key(FO)
         cid = self.create_customer()

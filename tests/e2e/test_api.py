@@ -1225,6 +1225,54 @@ class LookupTests(ApiTestCase):
 # ---------------------------------------------------------------------------
 # 11. errors
 
+class QueryStrictnessTests(ApiTestCase):
+    """Query strings (issue 13, item 9): a parameter the route does not read,
+    a repeated one, or a NUL in a name or value is a 400 naming it, never a
+    silently unfiltered or truncated answer."""
+
+    def test_unknown_parameter_is_400_naming_it(self):
+        cid = self.create_customer()
+        cases = [
+            ("/v1/customers/%s/interactions?typ=complaint" % cid, "typ"),
+            ("/v1/customers/%s?limit=5" % cid, "limit"),
+            ("/v1/customers?email=a@ex.org&emial=b@ex.org", "emial"),
+            ("/v1/kpis?from=2026-01-01T00:00:00Z&to=2026-02-01T00:00:00Z&segment=x", "segment"),
+            ("/v1/moments?kind=birthday&dayz=3", "dayz"),
+            ("/v1/segments?verbose", "verbose"),
+            ("/health?probe=1", "probe"),
+        ]
+        for path, name in cases:
+            with self.subTest(path=path):
+                doc = self.assertProblem(get(path), 400, "invalid-query")
+                self.assertIn("'%s'" % name, doc["detail"])
+        # The valid spelling of the first one still answers.
+        self.assertJson(get("/v1/customers/%s/interactions?type=complaint" % cid), 200)
+
+    def test_repeated_parameter_is_400(self):
+        cid = self.create_customer()
+        doc = self.assertProblem(get("/v1/customers/%s/interactions?limit=1&limit=500" % cid),
+                                 400, "invalid-query")
+        self.assertIn("'limit'", doc["detail"])
+
+    def test_nul_in_value_or_name_is_400(self):
+        doc = self.assertProblem(get("/v1/moments?kind=birthday%00"), 400, "invalid-query")
+        self.assertIn("'kind'", doc["detail"])
+        self.assertIn("NUL", doc["detail"])
+        doc = self.assertProblem(get("/v1/moments?kind%00x=birthday"), 400, "invalid-query")
+        self.assertIn("NUL", doc["detail"])
+        email = new_email()
+        self.create_customer([email_id(email)])
+        self.assertProblem(get("/v1/customers?email=" + email + "%00.evil"), 400,
+                           "invalid-query")
+
+    def test_plus_in_phone_hints_at_percent_2b(self):
+        phone, _ = new_phone()
+        self.create_customer([phone_id(phone)])
+        doc = self.assertProblem(get("/v1/customers?phone=" + phone), 400, "invalid-query")
+        self.assertIn("%2B", doc["detail"])
+        self.assertJson(get("/v1/customers?phone=" + phone.replace("+", "%2B")), 200)
+
+
 class ErrorTests(ApiTestCase):
     def test_malformed_json(self):
         for raw in (b'{"source": ', b"{'a': 1}", b"", b'{"a": 1} trailing'):

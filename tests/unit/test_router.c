@@ -262,6 +262,31 @@ START_TEST(test_route_name)
 }
 END_TEST
 
+START_TEST(test_query_params)
+{
+    ck_assert_int_eq(route_query_param_index(ROUTE_CUSTOMER_TIMELINE, "limit", 5), 0);
+    ck_assert_int_eq(route_query_param_index(ROUTE_CUSTOMER_TIMELINE, "until", 5), 5);
+    ck_assert_int_eq(route_query_param_index(ROUTE_CUSTOMER_TIMELINE, "type", 4), 3);
+    /* a prefix, an extension, a key cut at its length: none matches */
+    ck_assert_int_eq(route_query_param_index(ROUTE_CUSTOMER_TIMELINE, "typ", 3), -1);
+    ck_assert_int_eq(route_query_param_index(ROUTE_CUSTOMER_TIMELINE, "types", 5), -1);
+    ck_assert_int_eq(route_query_param_index(ROUTE_CUSTOMER_TIMELINE, "limitx", 5), 0);
+    ck_assert_int_eq(route_query_param_index(ROUTE_CUSTOMER_TIMELINE, "", 0), -1);
+    ck_assert_int_eq(route_query_param_index(ROUTE_MOMENTS, "days", 4), 6);
+    ck_assert_int_eq(route_query_param_index(ROUTE_CUSTOMER_GET, "limit", 5), -1);
+    ck_assert_str_eq(route_query_params(ROUTE_CUSTOMER_GET), "");
+    ck_assert_str_eq(route_query_params(ROUTE_KPIS), "from to segment_id");
+    ck_assert_str_eq(route_query_params(ROUTE_COUNT), "");
+    for (int r = 0; r < ROUTE_COUNT; r++) { /* the HTTP layer tracks repeats in 32 bits */
+        const char *p = route_query_params((enum route)r);
+        int words = 0;
+        for (; *p; p++)
+            words += p[0] != ' ' && (p[1] == ' ' || p[1] == '\0');
+        ck_assert_int_le(words, 32);
+    }
+}
+END_TEST
+
 static Suite *router_suite(void)
 {
     Suite *s = suite_create("router");
@@ -275,6 +300,7 @@ static Suite *router_suite(void)
     tcase_add_test(tc, test_route_name);
     tcase_add_test(tc, test_replica_routes);
     tcase_add_test(tc, test_long_routes);
+    tcase_add_test(tc, test_query_params);
     suite_add_tcase(s, tc);
     return s;
 }
