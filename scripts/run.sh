@@ -11,5 +11,7 @@ create_database crm
 export CRM_DATABASE_URL=${CRM_DATABASE_URL:-$(conninfo crm)}
 export CRM_BOOTSTRAP_ADMIN_KEY=${CRM_BOOTSTRAP_ADMIN_KEY:-$(admin_key)}
 log "admin API key (first start installs it): $RUN_DIR/admin.key"
-log "serving on http://${CRM_LISTEN:-127.0.0.1}:${CRM_PORT:-8080} (Ctrl-C to stop)"
+# The server prints the address it really listens on ("serving on …"), with
+# the environment and any --listen/--port/--tls-* given here taken into account.
+log "starting crm-server $* (Ctrl-C to stop)"
 exec "$ROOT/build/crm-server" "$@"

@@ -121,6 +121,11 @@ count_summary() {
     failed=$((failed + $(echo "$line" | sed -E 's/.* ([0-9]+) failed.*/\1/')))
 }
 
+echo "== scripts and self-containment (tests/scripts/run.sh)"
+scripts_out=$(bash "$ROOT/tests/scripts/run.sh" 2>&1)
+echo "$scripts_out"
+count_summary scripts "$scripts_out"
+
 echo "== fuzzing (libFuzzer, ${CRM_FUZZ_SECONDS:-20} s per harness)"
 fuzz_out=$("$ROOT/tests/fuzz/run.sh" "${CRM_FUZZ_SECONDS:-20}" 2>&1)
 echo "$fuzz_out"

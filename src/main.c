@@ -211,9 +211,10 @@ int main(int argc, char **argv)
         return 1;
     }
     fprintf(stderr,
-            "crm-server: listening on %s port %d (pool %d, http threads %u, body limit %zu)\n",
-            cfg.listen, cfg.port, cfg.pool_size, http_worker_threads(cfg.http_threads),
-            cfg.body_limit);
+            "crm-server: serving on %s://%s%s%s:%d (pool %d, http threads %u, body limit %zu)\n",
+            cfg.tls_cert[0] != '\0' ? "https" : "http", strchr(cfg.listen, ':') ? "[" : "",
+            cfg.listen, strchr(cfg.listen, ':') ? "]" : "", cfg.port, cfg.pool_size,
+            http_worker_threads(cfg.http_threads), cfg.body_limit);
     start_warm_up(&app);
 
     sigwait(&stop_signals, &sig);

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Tests of the repository's own scripts and of its self-containment:
+# - nothing the build, the scripts or the tests read lies outside the
+#   repository (a clone with nothing beside it must pass; issue 13, item 1);
+# - scripts/run.sh --port P serves on P and says so (it used to announce
+#   8080 whatever --port said; issue 13, item 10).
+# Expects test.sh's set-up (packages, build/, a running PostgreSQL). Last line:
+# "scripts: N passed, N failed".
+set -uo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+passed=0
+failed=0
+ok() { echo "ok: $*"; passed=$((passed + 1)); }
+bad() { echo "FAIL: $*"; failed=$((failed + 1)); }
+
+# 1. No path outside the repository: "../shared" (the team's pick-up folder)
+# or any "../" climbing out of the source root in build files, scripts and tests.
+hits=$(cd "$ROOT" && git grep -nE '\.\./shared|SOURCE_ROOT "/\.\./' -- \
+    meson.build '*.build' scripts tests src include bench tools ':!tests/scripts/run.sh' || true)
+if [ -z "$hits" ]; then
+    ok "no build file, script, test or source reads outside the repository"
+else
+    bad "paths outside the repository:"; echo "$hits"
+fi
+if [ -s "$ROOT/tests/data/cdnow_customers_summary.csv" ] && grep -q 'MIT' "$ROOT/tests/data/README.md"; then
+    ok "the CDNOW test data and its licence note are in tests/data"
+else
+    bad "tests/data lacks the CDNOW summary or its licence note"
+fi
+
+# 2. run.sh --port P.
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+log=$(mktemp)
+( cd "$ROOT" && env -u CRM_PORT -u CRM_LISTEN setsid ./scripts/run.sh --port "$port" >"$log" 2>&1 ) &
+pid=$!
+up=0
+for _ in $(seq 1 600); do
+    if curl -fsS -m 1 "http://127.0.0.1:$port/health" >/dev/null 2>&1; then up=1; break; fi
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+done
+if [ "$up" = 1 ]; then ok "run.sh --port $port serves on $port"; else bad "run.sh --port $port: no answer on $port"; fi
+if grep -q "serving on http://127.0.0.1:$port " "$log" && ! grep -q ':8080' "$log"; then
+    ok "run.sh announces the port it serves on"
+else
+    bad "run.sh's output does not name port $port (or names 8080):"; cat "$log"
+fi
+pkill -TERM -f "crm-server --port $port" 2>/dev/null
+for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+kill -0 "$pid" 2>/dev/null && { bad "run.sh did not stop on SIGTERM"; kill -9 "$pid"; }
+rm -f "$log"
+
+echo "scripts: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
