@@ -1,8 +1,8 @@
 /*
  * auth: who may call what. Owns the API-key format
  * ("crm_<32 hex key id>_<43 base64url secret>"), key generation from the
- * kernel's random source, reading the key from a request's headers, the
- * roles, and the role x route permission table. Verifying a key against
+ * kernel's random source, reading the key from a request's headers, and the
+ * role names (which role may call which route is router.c's table). Verifying a key against
  * the database (hash compare) and caching the answer is access.c's job.
  */
 #ifndef CRM_AUTH_H
@@ -16,9 +16,6 @@
 
 #define API_KEY_LEN (4 + 32 + 1 + 43)
 
-enum role { ROLE_FRONT_OFFICE, ROLE_CALL_CENTER, ROLE_MARKETING, ROLE_PARTNER, ROLE_ADMIN,
-            ROLE_COUNT };
-
 struct principal {
     char key_id[UUID_TEXT_LEN + 1];
     enum role role;
@@ -27,13 +24,6 @@ struct principal {
 
 bool role_parse(const char *name, enum role *out);
 const char *role_name(enum role role);
-
-/* Routes anyone may call without a key (health checks). */
-bool route_is_public(enum route route);
-
-/* Whether the role may call the route at all (partner calls are further
- * limited to their own namespace by the handlers). */
-bool role_allows(enum role role, enum route route);
 
 /* Extract the key from "Authorization: Bearer <key>" or "X-API-Key: <key>"
  * (either may be NULL). On success writes the key text and its key id. */

@@ -1,7 +1,10 @@
 /*
- * router: maps (method, path) to a route of the API. Owns the route table,
- * the 404/405 distinction (with the Allow list for 405) and the parsing of
- * the {id} path segment into a canonical UUID. Pure: no I/O.
+ * router: the route table and what is derived from it. Owns, in one row per
+ * route, its method, path pattern, name, the roles that may call it, its
+ * flags (public, replica read, long) and the query parameters it reads; maps
+ * (method, path) to a route with the 404/405 distinction (with the Allow
+ * list for 405) and parses the {id} path segment into a canonical UUID.
+ * Pure: no I/O. The handler of each route is dispatch.c's.
  */
 #ifndef CRM_ROUTER_H
 #define CRM_ROUTER_H
@@ -51,6 +54,16 @@ enum route {
     ROUTE_COUNT
 };
 
+/* The roles of API keys. Role names and key handling are auth.c's; which
+ * role may call which route is the route table's. */
+enum role { ROLE_FRONT_OFFICE, ROLE_CALL_CENTER, ROLE_MARKETING, ROLE_PARTNER, ROLE_ADMIN,
+            ROLE_COUNT };
+
+/* Route flags (the table's flags column). */
+#define ROUTE_FLAG_PUBLIC 1u       /* anyone may call it without a key (health checks) */
+#define ROUTE_FLAG_REPLICA_READ 2u /* its reads may be served by a streaming replica */
+#define ROUTE_FLAG_LONG 4u         /* runs on the long-route threads (see route_runs_long) */
+
 enum route_status {
     ROUTE_MATCHED,
     ROUTE_NOT_FOUND,
@@ -78,6 +91,18 @@ const char *route_query_params(enum route route);
 /* Position of key (key_len bytes, not NUL-terminated) in route_query_params,
  * or -1 when the route does not read it. At most 32 parameters per route. */
 int route_query_param_index(enum route route, const char *key, size_t key_len);
+
+unsigned int route_flags(enum route route);
+
+/* The roles that may call the route, as bits 1 << enum role. */
+unsigned int route_roles(enum route route);
+
+/* Routes anyone may call without a key (health checks). */
+bool route_is_public(enum route route);
+
+/* Whether the role may call the route at all (partner calls are further
+ * limited to their own namespace by the handlers). */
+bool role_allows(enum role role, enum route route);
 
 /* Routes whose reads may be served by a streaming replica: profile, lookup,
  * timeline, segment members and export, KPIs (all GETs, none writes). */

@@ -1,5 +1,5 @@
 /*
- * auth: key format, roles and the permission table. Keys carry their id so
+ * auth: key format and role names. Keys carry their id so
  * that verification is one primary-key lookup plus a hash compare in the
  * database; the secret part has 256 bits from getrandom(2).
  */
@@ -31,62 +31,6 @@ bool role_parse(const char *name, enum role *out)
 const char *role_name(enum role role)
 {
     return role >= 0 && role < ROLE_COUNT ? ROLE_NAMES[role] : "?";
-}
-
-bool route_is_public(enum route route)
-{
-    return route == ROUTE_HEALTH || route == ROUTE_READY || route == ROUTE_METRICS;
-}
-
-/* Bit per role. */
-#define FO (1u << ROLE_FRONT_OFFICE)
-#define CC (1u << ROLE_CALL_CENTER)
-#define MK (1u << ROLE_MARKETING)
-#define PA (1u << ROLE_PARTNER)
-
-static unsigned int allowed_roles(enum route route)
-{
-    switch (route) {
-    case ROUTE_CUSTOMER_RESOLVE:
-    case ROUTE_INTERACTION_CREATE:
-    case ROUTE_INTERACTION_BATCH:
-        return FO | CC | PA;
-    case ROUTE_CUSTOMER_TRAITS:
-        return FO | CC;
-    case ROUTE_CUSTOMER_LOOKUP:
-    case ROUTE_CUSTOMER_GET:
-    case ROUTE_CUSTOMER_TIMELINE:
-    case ROUTE_CUSTOMER_MERGES:
-        return CC;
-    case ROUTE_SEGMENT_CREATE:
-    case ROUTE_SEGMENT_LIST:
-    case ROUTE_SEGMENT_PREVIEW:
-    case ROUTE_SEGMENT_GET:
-    case ROUTE_SEGMENT_DELETE:
-    case ROUTE_SEGMENT_CUSTOMERS:
-    case ROUTE_SEGMENT_EXPORT:
-    case ROUTE_VALUE_RECOMPUTE:
-    case ROUTE_KPIS:
-        return MK;
-    case ROUTE_PREFERENCES_GET:
-    case ROUTE_PREFERENCES_PATCH:
-    case ROUTE_CONSENTS_LIST:
-    case ROUTE_CONSENT_CREATE:
-        return FO | CC;
-    case ROUTE_CONTACT_DECISION:
-        return FO | CC | MK;
-    case ROUTE_MOMENTS:
-        return MK;
-    default:
-        return 0; /* admin only (key management) */
-    }
-}
-
-bool role_allows(enum role role, enum route route)
-{
-    if (route_is_public(route) || role == ROLE_ADMIN)
-        return true;
-    return (allowed_roles(route) & (1u << role)) != 0;
 }
 
 static bool key_shape_valid(const char *key, char key_id[UUID_TEXT_LEN + 1])

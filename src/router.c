@@ -9,64 +9,115 @@
 #include <stdio.h>
 #include <string.h>
 
+/* One row per route, indexed by its id: everything the server knows about a
+ * route but its handler (dispatch.c) and its contract (openapi.yaml).
+ * roles: the roles that may call it (admin is listed like the others, so a
+ * row without roles is visible; a unit test requires roles on every
+ * non-public row). flags: PUBLIC (no key), REPLICA_READ (its reads may go to
+ * a streaming replica: all GETs, none writes), LONG (its work grows with the
+ * data set or moves a whole customer: the HTTP layer runs it on the
+ * long-route threads). query: the query parameters it reads, space-separated
+ * (NULL: none); any other is refused by the HTTP layer. */
 struct route_def {
     const char *method;
     const char *pattern;
-    enum route route;
     const char *name;
-    const char *query; /* the query parameters the route reads, space-separated; NULL: none */
+    unsigned int roles; /* bits 1 << enum role */
+    unsigned int flags; /* ROUTE_FLAG_* */
+    const char *query;
 };
 
-static const struct route_def ROUTES[] = {
-    {"GET", "/health", ROUTE_HEALTH, "health", NULL},
-    {"GET", "/ready", ROUTE_READY, "ready", NULL},
-    {"GET", "/metrics", ROUTE_METRICS, "metrics", NULL},
-    {"POST", "/v1/customers:resolve", ROUTE_CUSTOMER_RESOLVE, "customer_resolve", NULL},
-    {"GET", "/v1/customers", ROUTE_CUSTOMER_LOOKUP, "customer_lookup",
-     "email phone device loyalty_card kind value namespace"},
-    {"GET", "/v1/customers/{id}", ROUTE_CUSTOMER_GET, "customer_get", NULL},
-    {"PATCH", "/v1/customers/{id}/traits", ROUTE_CUSTOMER_TRAITS, "customer_traits", NULL},
-    {"GET", "/v1/customers/{id}/interactions", ROUTE_CUSTOMER_TIMELINE, "customer_timeline",
-     "limit cursor channel type since until"},
-    {"POST", "/v1/interactions", ROUTE_INTERACTION_CREATE, "interaction_create", NULL},
-    {"POST", "/v1/interactions:batch", ROUTE_INTERACTION_BATCH, "interaction_batch", NULL},
-    {"POST", "/v1/segments", ROUTE_SEGMENT_CREATE, "segment_create", NULL},
-    {"GET", "/v1/segments", ROUTE_SEGMENT_LIST, "segment_list", NULL},
-    {"POST", "/v1/segments:preview", ROUTE_SEGMENT_PREVIEW, "segment_preview", NULL},
-    {"GET", "/v1/segments/{id}", ROUTE_SEGMENT_GET, "segment_get", NULL},
-    {"DELETE", "/v1/segments/{id}", ROUTE_SEGMENT_DELETE, "segment_delete", NULL},
-    {"GET", "/v1/segments/{id}/customers", ROUTE_SEGMENT_CUSTOMERS, "segment_customers",
-     "limit cursor count"},
-    {"GET", "/v1/segments/{id}/export", ROUTE_SEGMENT_EXPORT, "segment_export", NULL},
-    {"POST", "/v1/value:recompute", ROUTE_VALUE_RECOMPUTE, "value_recompute", NULL},
-    {"GET", "/v1/kpis", ROUTE_KPIS, "kpis", "from to segment_id"},
-    {"POST", "/v1/admin/keys", ROUTE_KEY_CREATE, "key_create", NULL},
-    {"GET", "/v1/admin/keys", ROUTE_KEY_LIST, "key_list", NULL},
-    {"DELETE", "/v1/admin/keys/{id}", ROUTE_KEY_REVOKE, "key_revoke", NULL},
-    {"GET", "/v1/customers/{id}/merges", ROUTE_CUSTOMER_MERGES, "customer_merges", NULL},
-    {"POST", "/v1/admin/merges", ROUTE_MERGE_CREATE, "merge_create", NULL},
-    {"POST", "/v1/admin/unmerge", ROUTE_UNMERGE, "unmerge", NULL},
-    {"GET", "/v1/admin/blocked-identifiers", ROUTE_BLOCKED_LIST, "blocked_list", NULL},
-    {"POST", "/v1/admin/blocked-identifiers", ROUTE_BLOCKED_ADD, "blocked_add", NULL},
-    {"DELETE", "/v1/admin/blocked-identifiers", ROUTE_BLOCKED_REMOVE, "blocked_remove",
-     "kind value"},
-    {"GET", "/v1/admin/identifier-limits", ROUTE_LIMITS_GET, "limits_get", NULL},
-    {"PUT", "/v1/admin/identifier-limits", ROUTE_LIMITS_SET, "limits_set", NULL},
-    {"GET", "/v1/admin/identity-conflicts", ROUTE_CONFLICTS_LIST, "conflicts_list",
-     "limit"},
-    {"GET", "/v1/customers/{id}/preferences", ROUTE_PREFERENCES_GET, "preferences_get", NULL},
-    {"PATCH", "/v1/customers/{id}/preferences", ROUTE_PREFERENCES_PATCH, "preferences_patch", NULL},
-    {"GET", "/v1/customers/{id}/consents", ROUTE_CONSENTS_LIST, "consents_list", NULL},
-    {"POST", "/v1/customers/{id}/consents", ROUTE_CONSENT_CREATE, "consent_create", NULL},
-    {"GET", "/v1/customers/{id}/contact-decision", ROUTE_CONTACT_DECISION, "contact_decision",
-     "channel purpose at"},
-    {"GET", "/v1/moments", ROUTE_MOMENTS, "moments",
-     "kind at cursor segment_id purpose channel days limit"},
-    {"GET", "/v1/customers/{id}/export", ROUTE_CUSTOMER_EXPORT, "customer_export", NULL},
-    {"DELETE", "/v1/customers/{id}", ROUTE_CUSTOMER_ERASE, "customer_erase", NULL},
+#define FO (1u << ROLE_FRONT_OFFICE)
+#define CC (1u << ROLE_CALL_CENTER)
+#define MK (1u << ROLE_MARKETING)
+#define PA (1u << ROLE_PARTNER)
+#define AD (1u << ROLE_ADMIN)
+#define PUBLIC ROUTE_FLAG_PUBLIC
+#define REPLICA_READ ROUTE_FLAG_REPLICA_READ
+#define LONG ROUTE_FLAG_LONG
+
+static const struct route_def ROUTES[ROUTE_COUNT] = {
+    [ROUTE_HEALTH] = {"GET", "/health", "health",
+        0, PUBLIC, NULL},
+    [ROUTE_READY] = {"GET", "/ready", "ready",
+        0, PUBLIC, NULL},
+    [ROUTE_METRICS] = {"GET", "/metrics", "metrics",
+        0, PUBLIC, NULL},
+    [ROUTE_CUSTOMER_RESOLVE] = {"POST", "/v1/customers:resolve", "customer_resolve",
+        FO | CC | PA | AD, 0, NULL},
+    [ROUTE_CUSTOMER_LOOKUP] = {"GET", "/v1/customers", "customer_lookup",
+        CC | AD, REPLICA_READ, "email phone device loyalty_card kind value namespace"},
+    [ROUTE_CUSTOMER_GET] = {"GET", "/v1/customers/{id}", "customer_get",
+        CC | AD, REPLICA_READ, NULL},
+    [ROUTE_CUSTOMER_TRAITS] = {"PATCH", "/v1/customers/{id}/traits", "customer_traits",
+        FO | CC | AD, 0, NULL},
+    [ROUTE_CUSTOMER_TIMELINE] = {"GET", "/v1/customers/{id}/interactions", "customer_timeline",
+        CC | AD, REPLICA_READ, "limit cursor channel type since until"},
+    [ROUTE_INTERACTION_CREATE] = {"POST", "/v1/interactions", "interaction_create",
+        FO | CC | PA | AD, 0, NULL},
+    [ROUTE_INTERACTION_BATCH] = {"POST", "/v1/interactions:batch", "interaction_batch",
+        FO | CC | PA | AD, 0, NULL},
+    [ROUTE_SEGMENT_CREATE] = {"POST", "/v1/segments", "segment_create",
+        MK | AD, LONG, NULL},
+    [ROUTE_SEGMENT_LIST] = {"GET", "/v1/segments", "segment_list",
+        MK | AD, 0, NULL},
+    [ROUTE_SEGMENT_PREVIEW] = {"POST", "/v1/segments:preview", "segment_preview",
+        MK | AD, LONG, NULL},
+    [ROUTE_SEGMENT_GET] = {"GET", "/v1/segments/{id}", "segment_get",
+        MK | AD, 0, NULL},
+    [ROUTE_SEGMENT_DELETE] = {"DELETE", "/v1/segments/{id}", "segment_delete",
+        MK | AD, 0, NULL},
+    [ROUTE_SEGMENT_CUSTOMERS] = {"GET", "/v1/segments/{id}/customers", "segment_customers",
+        MK | AD, REPLICA_READ | LONG, "limit cursor count"},
+    [ROUTE_SEGMENT_EXPORT] = {"GET", "/v1/segments/{id}/export", "segment_export",
+        MK | AD, REPLICA_READ | LONG, NULL},
+    [ROUTE_VALUE_RECOMPUTE] = {"POST", "/v1/value:recompute", "value_recompute",
+        MK | AD, LONG, NULL},
+    [ROUTE_KPIS] = {"GET", "/v1/kpis", "kpis",
+        MK | AD, REPLICA_READ | LONG, "from to segment_id"},
+    [ROUTE_KEY_CREATE] = {"POST", "/v1/admin/keys", "key_create",
+        AD, 0, NULL},
+    [ROUTE_KEY_LIST] = {"GET", "/v1/admin/keys", "key_list",
+        AD, 0, NULL},
+    [ROUTE_KEY_REVOKE] = {"DELETE", "/v1/admin/keys/{id}", "key_revoke",
+        AD, 0, NULL},
+    [ROUTE_CUSTOMER_MERGES] = {"GET", "/v1/customers/{id}/merges", "customer_merges",
+        CC | AD, 0, NULL},
+    [ROUTE_MERGE_CREATE] = {"POST", "/v1/admin/merges", "merge_create",
+        AD, LONG, NULL},
+    [ROUTE_UNMERGE] = {"POST", "/v1/admin/unmerge", "unmerge",
+        AD, LONG, NULL},
+    [ROUTE_BLOCKED_LIST] = {"GET", "/v1/admin/blocked-identifiers", "blocked_list",
+        AD, 0, NULL},
+    [ROUTE_BLOCKED_ADD] = {"POST", "/v1/admin/blocked-identifiers", "blocked_add",
+        AD, 0, NULL},
+    [ROUTE_BLOCKED_REMOVE] = {"DELETE", "/v1/admin/blocked-identifiers", "blocked_remove",
+        AD, 0, "kind value"},
+    [ROUTE_LIMITS_GET] = {"GET", "/v1/admin/identifier-limits", "limits_get",
+        AD, 0, NULL},
+    [ROUTE_LIMITS_SET] = {"PUT", "/v1/admin/identifier-limits", "limits_set",
+        AD, 0, NULL},
+    [ROUTE_CONFLICTS_LIST] = {"GET", "/v1/admin/identity-conflicts", "conflicts_list",
+        AD, LONG, "limit"},
+    [ROUTE_PREFERENCES_GET] = {"GET", "/v1/customers/{id}/preferences", "preferences_get",
+        FO | CC | AD, 0, NULL},
+    [ROUTE_PREFERENCES_PATCH] = {"PATCH", "/v1/customers/{id}/preferences", "preferences_patch",
+        FO | CC | AD, 0, NULL},
+    [ROUTE_CONSENTS_LIST] = {"GET", "/v1/customers/{id}/consents", "consents_list",
+        FO | CC | AD, 0, NULL},
+    [ROUTE_CONSENT_CREATE] = {"POST", "/v1/customers/{id}/consents", "consent_create",
+        FO | CC | AD, 0, NULL},
+    [ROUTE_CONTACT_DECISION] = {"GET", "/v1/customers/{id}/contact-decision", "contact_decision",
+        FO | CC | MK | AD, 0, "channel purpose at"},
+    [ROUTE_MOMENTS] = {"GET", "/v1/moments", "moments",
+        MK | AD, LONG, "kind at cursor segment_id purpose channel days limit"},
+    [ROUTE_CUSTOMER_EXPORT] = {"GET", "/v1/customers/{id}/export", "customer_export",
+        AD, LONG, NULL},
+    [ROUTE_CUSTOMER_ERASE] = {"DELETE", "/v1/customers/{id}", "customer_erase",
+        AD, LONG, NULL},
 };
 
-#define ROUTE_TABLE_SIZE (sizeof(ROUTES) / sizeof(ROUTES[0]))
+#define ROUTE_TABLE_SIZE ((size_t)ROUTE_COUNT)
 
 /* Match path against pattern; on success copies the {id} segment (raw) to id. */
 static bool path_matches(const char *pattern, const char *path, char *id, size_t idcap,
@@ -113,7 +164,7 @@ void route_request(const char *method, const char *path, struct route_match *out
             path_known = true;
             continue;
         }
-        out->route = ROUTES[i].route;
+        out->route = (enum route)i;
         out->allow[0] = '\0'; /* only meaningful for 405 */
         if (has_id && !uuid_canonical(raw_id, out->id)) {
             out->status = ROUTE_BAD_UUID;
@@ -129,10 +180,7 @@ void route_request(const char *method, const char *path, struct route_match *out
 /* The row of a route; NULL for a value outside the table. */
 static const struct route_def *route_def_of(enum route route)
 {
-    for (size_t i = 0; i < ROUTE_TABLE_SIZE; i++)
-        if (ROUTES[i].route == route)
-            return &ROUTES[i];
-    return NULL;
+    return (unsigned int)route < ROUTE_TABLE_SIZE ? &ROUTES[route] : NULL;
 }
 
 const char *route_query_params(enum route route)
@@ -162,38 +210,35 @@ const char *route_name(enum route route)
     return d != NULL ? d->name : "unknown";
 }
 
+unsigned int route_flags(enum route route)
+{
+    const struct route_def *d = route_def_of(route);
+    return d != NULL ? d->flags : 0;
+}
+
+unsigned int route_roles(enum route route)
+{
+    const struct route_def *d = route_def_of(route);
+    return d != NULL ? d->roles : 0;
+}
+
+bool route_is_public(enum route route)
+{
+    return (route_flags(route) & ROUTE_FLAG_PUBLIC) != 0;
+}
+
+bool role_allows(enum role role, enum route route)
+{
+    return route_is_public(route) ||
+           ((unsigned int)role < ROLE_COUNT && (route_roles(route) & (1u << role)) != 0);
+}
+
 bool route_reads_from_replica(enum route route)
 {
-    switch (route) {
-    case ROUTE_CUSTOMER_GET:
-    case ROUTE_CUSTOMER_LOOKUP:
-    case ROUTE_CUSTOMER_TIMELINE:
-    case ROUTE_SEGMENT_CUSTOMERS:
-    case ROUTE_SEGMENT_EXPORT:
-    case ROUTE_KPIS:
-        return true;
-    default:
-        return false;
-    }
+    return (route_flags(route) & ROUTE_FLAG_REPLICA_READ) != 0;
 }
 
 bool route_runs_long(enum route route)
 {
-    switch (route) {
-    case ROUTE_SEGMENT_CREATE:
-    case ROUTE_SEGMENT_PREVIEW:
-    case ROUTE_SEGMENT_CUSTOMERS:
-    case ROUTE_SEGMENT_EXPORT:
-    case ROUTE_VALUE_RECOMPUTE:
-    case ROUTE_KPIS:
-    case ROUTE_MOMENTS:
-    case ROUTE_CONFLICTS_LIST:
-    case ROUTE_MERGE_CREATE:
-    case ROUTE_UNMERGE:
-    case ROUTE_CUSTOMER_EXPORT:
-    case ROUTE_CUSTOMER_ERASE:
-        return true;
-    default:
-        return false;
-    }
+    return (route_flags(route) & ROUTE_FLAG_LONG) != 0;
 }

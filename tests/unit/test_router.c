@@ -287,6 +287,57 @@ START_TEST(test_query_params)
 }
 END_TEST
 
+START_TEST(test_every_route_has_roles_and_flags_from_the_table)
+{
+    unsigned int fo = 1u << ROLE_FRONT_OFFICE, cc = 1u << ROLE_CALL_CENTER,
+                 mk = 1u << ROLE_MARKETING, pa = 1u << ROLE_PARTNER, ad = 1u << ROLE_ADMIN;
+    for (int r = 0; r < ROUTE_COUNT; r++) {
+        enum route route = (enum route)r;
+        if (route_is_public(route)) {
+            ck_assert_msg(route_roles(route) == 0, "%s: public with roles", route_name(route));
+            for (int role = 0; role < ROLE_COUNT; role++)
+                ck_assert(role_allows((enum role)role, route));
+            continue;
+        }
+        /* a row without roles (or one that forgets admin) fails here */
+        ck_assert_msg(route_roles(route) & ad, "%s: admin not among its roles",
+                      route_name(route));
+        ck_assert(role_allows(ROLE_ADMIN, route));
+        ck_assert_msg((route_roles(route) & ~((1u << ROLE_COUNT) - 1)) == 0, "%s: unknown role",
+                      route_name(route));
+    }
+    /* the permissions as documented (openapi.yaml, "Roles") */
+    ck_assert_uint_eq(route_roles(ROUTE_CUSTOMER_RESOLVE), fo | cc | pa | ad);
+    ck_assert_uint_eq(route_roles(ROUTE_INTERACTION_CREATE), fo | cc | pa | ad);
+    ck_assert_uint_eq(route_roles(ROUTE_INTERACTION_BATCH), fo | cc | pa | ad);
+    ck_assert_uint_eq(route_roles(ROUTE_CUSTOMER_TRAITS), fo | cc | ad);
+    ck_assert_uint_eq(route_roles(ROUTE_CUSTOMER_GET), cc | ad);
+    ck_assert_uint_eq(route_roles(ROUTE_CUSTOMER_LOOKUP), cc | ad);
+    ck_assert_uint_eq(route_roles(ROUTE_CUSTOMER_TIMELINE), cc | ad);
+    ck_assert_uint_eq(route_roles(ROUTE_CUSTOMER_MERGES), cc | ad);
+    ck_assert_uint_eq(route_roles(ROUTE_SEGMENT_EXPORT), mk | ad);
+    ck_assert_uint_eq(route_roles(ROUTE_KPIS), mk | ad);
+    ck_assert_uint_eq(route_roles(ROUTE_VALUE_RECOMPUTE), mk | ad);
+    ck_assert_uint_eq(route_roles(ROUTE_PREFERENCES_PATCH), fo | cc | ad);
+    ck_assert_uint_eq(route_roles(ROUTE_CONSENT_CREATE), fo | cc | ad);
+    ck_assert_uint_eq(route_roles(ROUTE_CONTACT_DECISION), fo | cc | mk | ad);
+    ck_assert_uint_eq(route_roles(ROUTE_MOMENTS), mk | ad);
+    ck_assert_uint_eq(route_roles(ROUTE_KEY_CREATE), ad);
+    ck_assert_uint_eq(route_roles(ROUTE_MERGE_CREATE), ad);
+    ck_assert_uint_eq(route_roles(ROUTE_CUSTOMER_EXPORT), ad);
+    ck_assert_uint_eq(route_roles(ROUTE_CUSTOMER_ERASE), ad);
+    ck_assert(!role_allows(ROLE_PARTNER, ROUTE_CUSTOMER_GET));
+    ck_assert(!role_allows(ROLE_MARKETING, ROUTE_CUSTOMER_GET));
+    ck_assert(role_allows(ROLE_MARKETING, ROUTE_HEALTH));
+    ck_assert(!role_allows(ROLE_COUNT, ROUTE_CUSTOMER_GET));
+    ck_assert(route_is_public(ROUTE_HEALTH) && route_is_public(ROUTE_READY) &&
+              route_is_public(ROUTE_METRICS));
+    ck_assert_uint_eq(route_flags(ROUTE_KPIS),
+                      ROUTE_FLAG_REPLICA_READ | ROUTE_FLAG_LONG);
+    ck_assert_uint_eq(route_flags(ROUTE_COUNT), 0);
+}
+END_TEST
+
 static Suite *router_suite(void)
 {
     Suite *s = suite_create("router");
@@ -301,6 +352,7 @@ static Suite *router_suite(void)
     tcase_add_test(tc, test_replica_routes);
     tcase_add_test(tc, test_long_routes);
     tcase_add_test(tc, test_query_params);
+    tcase_add_test(tc, test_every_route_has_roles_and_flags_from_the_table);
     suite_add_tcase(s, tc);
     return s;
 }
