@@ -1,112 +1,42 @@
 /*
- * handlers: the API operations. Each handler takes a routed request whose
- * body (if any) is already a parsed JSON object, validates it, calls the
- * store and fills in a response (status, JSON body, headers). No libmicrohttpd
- * here: the HTTP plumbing in http.c adapts connections to these structs.
+ * handlers: the route handlers, one function per route (a few serve
+ * several routes of one kind), each defined in the handler file of its
+ * domain under src/api/, and handle_request, which api/dispatch.c defines:
+ * it picks the read pool and calls the route's handler through an array
+ * indexed by route id. Each handler takes a routed, authorised request
+ * whose body (if any) is a parsed JSON object, validates it, calls the
+ * store and fills in the response.
  */
 #ifndef CRM_HANDLERS_H
 #define CRM_HANDLERS_H
 
-#include <jansson.h>
-#include <stdbool.h>
+#include "api.h"
 
-#include "access.h"
-#include "audit.h"
-#include "auth.h"
-#include "config.h"
-#include "db.h"
-#include "problem.h"
-#include "router.h"
-
-struct app {
-    const struct config *cfg;
-    struct db_pool *pool;    /* the primary */
-    struct db_pool *replica; /* a streaming replica for reads, or NULL */
-    struct db_pool *reads;   /* the read routes' pool: the replica's, or a small one on the primary */
-    struct access *access;
-    struct audit *audit;     /* read-audit rows */
-};
-
-struct request {
-    const char *method;
-    const char *path;
-    const struct route_match *match;
-    json_t *body; /* parsed object for POST/PATCH, else NULL */
-    const char *(*query)(void *ctx, const char *key); /* decoded query parameter or NULL */
-    void *query_ctx;
-    const struct principal *who; /* the caller's key; NULL on public routes */
-    const char *min_lsn; /* CRM-Min-LSN header or NULL */
-    /* Where this request's reads go: the primary, or for the read routes
-     * (route_reads_from_replica) the replica when one is configured and,
-     * given min_lsn, has replayed that far. Set by handle_request. */
-    struct db_pool *reads;
-};
-
-struct response {
-    int status;
-    json_t *body; /* owned */
-    char *raw_body; /* owned; JSON text sent as is instead of body (profiles) */
-    bool problem; /* body is application/problem+json */
-    char content_location[96];
-    char allow[32];
-    int retry_after; /* seconds; 0 = no header */
-    bool auth_challenge; /* send WWW-Authenticate (401) */
-    char write_lsn[32]; /* CRM-Write-LSN after a write, with a replica configured */
-    const char *read_from; /* CRM-Read-From on the read routes, with a replica configured */
-    /* A streamed body instead of body (e.g. NDJSON exports): read returns
-     * the bytes written to buf, 0 at the end, -1 on error (the response is
-     * then cut short), or STREAM_NEEDS_FILL when nothing is buffered: the
-     * server then calls fill, the blocking part (a database page), off the
-     * HTTP worker where it can, and reads again; fill returns false on
-     * failure (the response is cut short). fill may be NULL for streams that
-     * never ask. free releases ctx when the response is done. */
-    const char *stream_content_type;
-    long (*stream_read)(void *ctx, char *buf, size_t max);
-    bool (*stream_fill)(void *ctx);
-    void (*stream_free)(void *ctx);
-    void *stream_ctx;
-};
-
-#define STREAM_NEEDS_FILL (-2L)
+typedef void handler_fn(struct app *app, const struct request *req, struct response *res);
 
 void handle_request(struct app *app, const struct request *req, struct response *res);
 
-/* Record who's read of customer_id (audit.h); false when it cannot be
- * recorded, and res is then a 503: no personal data leaves unaudited. */
-bool audit_read_or_fail(struct app *app, const struct request *req, struct response *res,
-                        const char *action, const char *customer_id);
+/* The first route without a handler, or ROUTE_COUNT when every route has one. */
+enum route dispatch_first_unhandled(void);
 
-/* Fill res with a problem document. */
-void respond_problem(struct response *res, enum problem_kind kind, const char *detail,
-                     const char *instance);
-void respond_json(struct response *res, int status, json_t *body);
-/* 200-style answer with ready JSON text (taken over). */
-void respond_raw_json(struct response *res, int status, char *text);
-/* 422 with the errors array (stolen). */
-void respond_validation(struct response *res, json_t *errors, const char *instance);
-/* 503 for DB_UNAVAILABLE, else 500 (logged). */
-void respond_db_failure(struct response *res, enum db_status st, const char *err,
-                        const char *instance);
-/* A query parameter checked for UTF-8; false (and res filled) when invalid. */
-bool query_param(const struct request *req, struct response *res, const char *key,
-                 const char **value);
-
-/* A saved segment by its id as given in a query ("segment_id"), compiled;
- * false when res was filled (400 bad id, 404 unknown, 500 rule no longer compiles). */
-struct segment_sql;
-bool load_segment_by_text(struct app *app, const struct request *req, struct response *res,
-                          const char *text, struct segment_sql *seg);
-
-/* Value layer routes (handlers_value.c). */
-void handle_value_route(struct app *app, const struct request *req, struct response *res);
-/* Identity graph safety: merges, unmerge, blocked values, limits (handlers_identity.c). */
-void handle_identity_route(struct app *app, const struct request *req, struct response *res);
-/* Key management routes (handlers_admin.c). */
-void handle_admin_route(struct app *app, const struct request *req, struct response *res);
-/* Preferences, consents, contact decision, moments, export, erasure (handlers_customize.c). */
-void handle_customize_route(struct app *app, const struct request *req, struct response *res);
-/* If doc is the database's answer for an erased customer ({"gone": true, ...}),
- * release it, fill res with 410 Gone and return true. */
-bool respond_if_gone(struct response *res, json_t *doc, const char *instance);
+/* operations.c */
+handler_fn handle_health, handle_ready, handle_metrics;
+/* customers.c */
+handler_fn handle_resolve, handle_lookup, handle_customer_get, handle_traits, handle_timeline;
+/* interactions.c */
+handler_fn handle_interaction, handle_batch;
+/* segments.c: handle_segment_simple serves list, get and delete */
+handler_fn handle_segment_create, handle_segment_simple, handle_segment_preview,
+    handle_segment_customers, handle_segment_export, handle_kpis, handle_recompute;
+/* keys.c: handle_key_list_or_revoke serves list and revoke */
+handler_fn handle_key_create, handle_key_list_or_revoke;
+/* identity.c */
+handler_fn handle_customer_merges, handle_merge, handle_unmerge, handle_blocked_list,
+    handle_blocked_add, handle_blocked_remove, handle_limits_get, handle_limits_set,
+    handle_conflicts_list;
+/* customize.c */
+handler_fn handle_preferences_get, handle_preferences_patch, handle_consents_list,
+    handle_consent_create, handle_contact_decision, handle_moments, handle_customer_export,
+    handle_customer_erase;
 
 #endif

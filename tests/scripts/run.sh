@@ -2,6 +2,7 @@
 # Tests of the repository's own scripts and of its self-containment:
 # - nothing the build, the scripts or the tests read lies outside the
 #   repository (a clone with nothing beside it must pass; issue 13, item 1);
+# - handler files under src/api/ never call each other (issue 14);
 # - scripts/run.sh --port P serves on P and says so (it used to announce
 #   8080 whatever --port said; issue 13, item 10).
 # Expects test.sh's set-up (packages, build/, a running PostgreSQL). Last line:
@@ -28,7 +29,38 @@ else
     bad "tests/data lacks the CDNOW summary or its licence note"
 fi
 
-# 2. run.sh --port P.
+# 2. Handler files never call each other (issue 14): no object of a domain
+# handler file under src/api/ uses a symbol another one defines; only
+# dispatch.c reaches them all, and respond.c is what they share.
+objdir="$ROOT/build/libcrm_server.a.p"
+if [ -d "$objdir" ]; then
+    cross=""
+    for o in "$objdir"/src_api_*.c.o; do
+        case "$o" in *dispatch.c.o|*respond.c.o) continue ;; esac
+        for other in "$objdir"/src_api_*.c.o; do
+            [ "$other" = "$o" ] && continue
+            case "$other" in *dispatch.c.o|*respond.c.o) continue ;; esac
+            used=$(comm -12 <(nm -u "$o" | awk '{print $2}' | sort -u) \
+                            <(nm --defined-only -g "$other" | awk '{print $3}' | sort -u))
+            [ -n "$used" ] && cross="$cross $(basename "$o") uses $(basename "$other"): $used;"
+        done
+    done
+    if [ -z "$cross" ]; then ok "handler files under src/api/ do not call each other"
+    else bad "handler files call each other:$cross"; fi
+else
+    bad "no build/libcrm_server.a.p to check the handler files in"
+fi
+
+# 3. The README's Layout table names every source file.
+missing=""
+for f in $(cd "$ROOT" && git ls-files 'src/*.c' 'src/**/*.c'); do
+    grep -qF "\`$f\`" "$ROOT/README.md" || grep -qF "\`$(basename "$f")\`" "$ROOT/README.md" ||
+        missing="$missing $f"
+done
+if [ -z "$missing" ]; then ok "README's Layout table names every source file"
+else bad "README's Layout table omits:$missing"; fi
+
+# 4. run.sh --port P.
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 log=$(mktemp)
 ( cd "$ROOT" && env -u CRM_PORT -u CRM_LISTEN setsid ./scripts/run.sh --port "$port" >"$log" 2>&1 ) &

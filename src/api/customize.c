@@ -1,8 +1,8 @@
 /*
- * handlers_customize: the "customize" routes: preferences (read, JSON merge
- * patch), consents (append, read with history), the contact decision,
- * moments (birthdays, anniversaries, warranty expiries, keyset-paged), and
- * the data-subject rights: export and erasure. Every per-customer answer
+ * customize: the "customize" routes: preferences (read, JSON merge patch),
+ * consents (append, read with history), the contact decision, moments
+ * (birthdays, anniversaries, warranty expiries, keyset-paged), and the
+ * data-subject rights: export and erasure. Every per-customer answer
  * follows merges to the survivor; an erased customer answers 410 Gone.
  */
 #include <stdio.h>
@@ -13,28 +13,13 @@
 #include "handlers.h"
 #include "segment.h"
 #include "store_customize.h"
-#include "store_value.h"
 #include "textutil.h"
 #include "validate.h"
 
-#define ERR_LEN 512
 #define MOMENT_DAYS_DEFAULT 30
 #define MOMENT_DAYS_MAX 366
 #define MOMENT_LIMIT_DEFAULT 100
 #define MOMENT_LIMIT_MAX 1000
-
-bool respond_if_gone(struct response *res, json_t *doc, const char *instance)
-{
-    char detail[160];
-    if (!json_is_true(json_object_get(doc, "gone")))
-        return false;
-    snprintf(detail, sizeof(detail), "customer %.36s was erased at %.40s",
-             json_string_value(json_object_get(doc, "customer_id")),
-             json_string_value(json_object_get(doc, "erased_at")));
-    json_decref(doc);
-    respond_problem(res, PROBLEM_GONE, detail, instance);
-    return true;
-}
 
 /* A per-customer answer: 404 when there is none, 410 when erased. */
 static void respond_customer_doc(struct response *res, enum db_status st, json_t *out,
@@ -56,18 +41,18 @@ static void handle_audited_read(struct app *app, const struct request *req, stru
 {
     const char *params[3] = {req->match->id, req->who->key_id, role_name(req->who->role)};
     json_t *out = NULL;
-    char err[ERR_LEN];
+    char err[API_ERR_LEN];
     enum db_status st = db_call_json(app->pool, statement, 3, params, &out, err, sizeof(err));
     respond_customer_doc(res, st, out, err, req->path, 200);
 }
 
-static void handle_preferences_patch(struct app *app, const struct request *req,
-                                     struct response *res)
+void handle_preferences_patch(struct app *app, const struct request *req,
+                              struct response *res)
 {
     json_t *errors = json_array(), *patch = NULL, *out = NULL, *db_errors;
     const char *source;
     const char *params[3];
-    char err[ERR_LEN], *patch_text;
+    char err[API_ERR_LEN], *patch_text;
     enum db_status st;
 
     if (!validate_preferences_request(req->body, &patch, &source, errors)) {
@@ -92,13 +77,13 @@ static void handle_preferences_patch(struct app *app, const struct request *req,
     respond_customer_doc(res, st, out, err, req->path, 200);
 }
 
-static void handle_consent_create(struct app *app, const struct request *req,
-                                  struct response *res)
+void handle_consent_create(struct app *app, const struct request *req,
+                           struct response *res)
 {
     struct consent_request cr;
     json_t *errors = json_array(), *out = NULL;
     const char *params[6];
-    char err[ERR_LEN];
+    char err[API_ERR_LEN];
     enum db_status st;
 
     if (!validate_consent_request(req->body, &cr, errors)) {
@@ -140,13 +125,13 @@ static bool check_purpose_channel(struct response *res, const char *purpose, con
     return true;
 }
 
-static void handle_contact_decision(struct app *app, const struct request *req,
-                                    struct response *res)
+void handle_contact_decision(struct app *app, const struct request *req,
+                             struct response *res)
 {
     const char *channel, *purpose, *at;
     const char *params[4];
     json_t *out = NULL;
-    char err[ERR_LEN];
+    char err[API_ERR_LEN];
     enum db_status st;
 
     if (!query_param(req, res, "channel", &channel) || !query_param(req, res, "purpose", &purpose) ||
@@ -252,11 +237,11 @@ static bool moments_query_parse(const struct request *req, struct response *res,
     return true;
 }
 
-static void handle_moments(struct app *app, const struct request *req, struct response *res)
+void handle_moments(struct app *app, const struct request *req, struct response *res)
 {
     struct moments_query q;
     struct segment_sql seg = {0};
-    char cursor_date[11], cursor_id[UUID_TEXT_LEN + 1], err[ERR_LEN];
+    char cursor_date[11], cursor_id[UUID_TEXT_LEN + 1], err[API_ERR_LEN];
     const char *segment_id = NULL;
     json_t *out = NULL;
     enum db_status st;
@@ -278,36 +263,24 @@ static void handle_moments(struct app *app, const struct request *req, struct re
     respond_json(res, 200, out);
 }
 
-void handle_customize_route(struct app *app, const struct request *req, struct response *res)
+void handle_preferences_get(struct app *app, const struct request *req, struct response *res)
 {
-    switch (req->match->route) {
-    case ROUTE_PREFERENCES_GET:
-        handle_audited_read(app, req, res, "preferences_get");
-        break;
-    case ROUTE_PREFERENCES_PATCH:
-        handle_preferences_patch(app, req, res);
-        break;
-    case ROUTE_CONSENTS_LIST:
-        handle_audited_read(app, req, res, "consents_get");
-        break;
-    case ROUTE_CONSENT_CREATE:
-        handle_consent_create(app, req, res);
-        break;
-    case ROUTE_CONTACT_DECISION:
-        handle_contact_decision(app, req, res);
-        break;
-    case ROUTE_MOMENTS:
-        handle_moments(app, req, res);
-        break;
-    case ROUTE_CUSTOMER_EXPORT:
-        /* The export lists the audit trail: write this server's pending rows first. */
-        audit_flush(app->audit);
-        handle_audited_read(app, req, res, "customer_export");
-        break;
-    case ROUTE_CUSTOMER_ERASE:
-        handle_audited_read(app, req, res, "customer_erase");
-        break;
-    default:
-        respond_problem(res, PROBLEM_NOT_FOUND, "no such route", req->path);
-    }
+    handle_audited_read(app, req, res, "preferences_get");
+}
+
+void handle_consents_list(struct app *app, const struct request *req, struct response *res)
+{
+    handle_audited_read(app, req, res, "consents_get");
+}
+
+void handle_customer_export(struct app *app, const struct request *req, struct response *res)
+{
+    /* The export lists the audit trail: write this server's pending rows first. */
+    audit_flush(app->audit);
+    handle_audited_read(app, req, res, "customer_export");
+}
+
+void handle_customer_erase(struct app *app, const struct request *req, struct response *res)
+{
+    handle_audited_read(app, req, res, "customer_erase");
 }

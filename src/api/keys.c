@@ -1,9 +1,9 @@
 /*
- * handlers_admin: API key management for the admin role. A new key's secret
- * is returned once, in the creation response; only its SHA-256 is stored.
- * Creation and revocation are written to the audit log by the database.
+ * keys: API-key management for admins: create (the key is shown once and
+ * stored as a SHA-256 hash), list, revoke. Both writes are audited.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "auth.h"
@@ -11,9 +11,7 @@
 #include "normalize.h"
 #include "validate.h"
 
-#define ERR_LEN 512
-
-static void handle_key_create(struct app *app, const struct request *req, struct response *res)
+void handle_key_create(struct app *app, const struct request *req, struct response *res)
 {
     json_t *errors = json_array(), *name = json_object_get(req->body, "name");
     json_t *role_v = json_object_get(req->body, "role"), *ns_v = json_object_get(req->body, "namespace");
@@ -21,7 +19,7 @@ static void handle_key_create(struct app *app, const struct request *req, struct
     json_t *out = NULL;
     enum role role = ROLE_FRONT_OFFICE;
     struct identifier probe;
-    char key[API_KEY_LEN + 1], key_id[UUID_TEXT_LEN + 1], err[ERR_LEN];
+    char key[API_KEY_LEN + 1], key_id[UUID_TEXT_LEN + 1], err[API_ERR_LEN];
     const char *params[6];
     enum db_status st;
 
@@ -67,11 +65,11 @@ static void handle_key_create(struct app *app, const struct request *req, struct
     respond_json(res, 201, out);
 }
 
-static void handle_key_list_or_revoke(struct app *app, const struct request *req,
-                                      struct response *res)
+void handle_key_list_or_revoke(struct app *app, const struct request *req,
+                               struct response *res)
 {
     json_t *out = NULL;
-    char err[ERR_LEN];
+    char err[API_ERR_LEN];
     enum db_status st;
     if (req->match->route == ROUTE_KEY_LIST) {
         st = db_call_json(app->pool, "key_list", 0, NULL, &out, err, sizeof(err));
@@ -85,19 +83,4 @@ static void handle_key_list_or_revoke(struct app *app, const struct request *req
         respond_problem(res, PROBLEM_NOT_FOUND, "no key with this id", req->path);
     else
         respond_json(res, 200, out);
-}
-
-void handle_admin_route(struct app *app, const struct request *req, struct response *res)
-{
-    switch (req->match->route) {
-    case ROUTE_KEY_CREATE:
-        handle_key_create(app, req, res);
-        break;
-    case ROUTE_KEY_LIST:
-    case ROUTE_KEY_REVOKE:
-        handle_key_list_or_revoke(app, req, res);
-        break;
-    default:
-        handle_customize_route(app, req, res);
-    }
 }

@@ -1,9 +1,9 @@
 /*
- * handlers_identity: keeping the identity graph safe. Merge history per
- * customer; admin merge on demand (with dry_run: the resulting profile and
- * conflicts, nothing written) and unmerge; the blocked placeholder values
- * and the per-kind identifier limits that crm.resolve applies; and the log
- * of requests that were not merged because of those limits.
+ * identity: keeping the identity graph safe. Merge history per customer;
+ * admin merge on demand (with dry_run: the resulting profile and conflicts,
+ * nothing written) and unmerge; the blocked placeholder values and the
+ * per-kind identifier limits that crm.resolve applies; and the log of
+ * requests that were not merged because of those limits.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,8 +13,6 @@
 #include "normalize.h"
 #include "textutil.h"
 #include "validate.h"
-
-#define ERR_LEN 512
 
 static const char *uuid_field(json_t *body, const char *key, char out[UUID_TEXT_LEN + 1],
                               json_t *errors)
@@ -55,7 +53,7 @@ static void answer(struct app *app, const struct request *req, struct response *
                    const char *not_found_detail)
 {
     json_t *out = NULL;
-    char err[ERR_LEN];
+    char err[API_ERR_LEN];
     enum db_status st = db_call_json(app->pool, statement, n, params, &out, err, sizeof(err));
     if (st != DB_OK)
         respond_db_failure(res, st, err, req->path);
@@ -70,12 +68,12 @@ static void actor_of(const struct request *req, char *out, size_t cap)
     snprintf(out, cap, "key:%s", req->who ? req->who->key_id : "-");
 }
 
-static void handle_merge(struct app *app, const struct request *req, struct response *res)
+void handle_merge(struct app *app, const struct request *req, struct response *res)
 {
     static const char *const allowed[] = {"survivor_id", "absorbed_id", "reason", "dry_run",
                                           "force", NULL};
     json_t *errors = json_array(), *out = NULL;
-    char sid[UUID_TEXT_LEN + 1], aid[UUID_TEXT_LEN + 1], actor[64], err[ERR_LEN];
+    char sid[UUID_TEXT_LEN + 1], aid[UUID_TEXT_LEN + 1], actor[64], err[API_ERR_LEN];
     const char *reason, *status, *params[6];
     bool dry_run, force;
     enum db_status st;
@@ -125,11 +123,11 @@ static void handle_merge(struct app *app, const struct request *req, struct resp
     }
 }
 
-static void handle_unmerge(struct app *app, const struct request *req, struct response *res)
+void handle_unmerge(struct app *app, const struct request *req, struct response *res)
 {
     static const char *const allowed[] = {"customer_id", "reason", NULL};
     json_t *errors = json_array(), *out = NULL;
-    char cid[UUID_TEXT_LEN + 1], actor[64], err[ERR_LEN];
+    char cid[UUID_TEXT_LEN + 1], actor[64], err[API_ERR_LEN];
     const char *params[3];
     enum db_status st;
 
@@ -190,12 +188,12 @@ static bool blocked_value(const char *kind_name, const char *value, char *out, s
     return true;
 }
 
-static void handle_blocked_add(struct app *app, const struct request *req, struct response *res)
+void handle_blocked_add(struct app *app, const struct request *req, struct response *res)
 {
     static const char *const allowed[] = {"kind", "value", "reason", NULL};
     json_t *errors = json_array(), *kind = json_object_get(req->body, "kind");
     json_t *value = json_object_get(req->body, "value"), *out = NULL;
-    char normalised[ID_VALUE_MAX + 1], why[160], err[ERR_LEN];
+    char normalised[ID_VALUE_MAX + 1], why[160], err[API_ERR_LEN];
     const char *params[3];
     enum db_status st;
 
@@ -225,13 +223,13 @@ static void handle_blocked_add(struct app *app, const struct request *req, struc
     respond_json(res, 201, out);
 }
 
-static void handle_blocked_remove(struct app *app, const struct request *req,
-                                  struct response *res)
+void handle_blocked_remove(struct app *app, const struct request *req,
+                           struct response *res)
 {
     const char *kind, *value, *params[2];
     char normalised[ID_VALUE_MAX + 1], why[160];
     json_t *out = NULL;
-    char err[ERR_LEN];
+    char err[API_ERR_LEN];
     enum db_status st;
     if (!query_param(req, res, "kind", &kind) || !query_param(req, res, "value", &value))
         return;
@@ -254,7 +252,7 @@ static void handle_blocked_remove(struct app *app, const struct request *req,
     }
 }
 
-static void handle_limits_set(struct app *app, const struct request *req, struct response *res)
+void handle_limits_set(struct app *app, const struct request *req, struct response *res)
 {
     static const char *const allowed[] = {"kind", "max_per_customer", "priority", NULL};
     json_t *errors = json_array(), *kind = json_object_get(req->body, "kind"), *v;
@@ -286,56 +284,37 @@ static void handle_limits_set(struct app *app, const struct request *req, struct
     answer(app, req, res, "limits_set", 3, params, "no limit for this kind");
 }
 
-void handle_identity_route(struct app *app, const struct request *req, struct response *res)
+void handle_customer_merges(struct app *app, const struct request *req, struct response *res)
 {
-    const char *params[1];
-    const char *limit;
-    char limit_text[16];
-    switch (req->match->route) {
-    case ROUTE_CUSTOMER_MERGES: {
-        const char *audited[3] = {req->match->id, req->who->key_id, role_name(req->who->role)};
-        answer(app, req, res, "merge_history", 3, audited, "no customer with this id");
-        break;
-    }
-    case ROUTE_MERGE_CREATE:
-        handle_merge(app, req, res);
-        break;
-    case ROUTE_UNMERGE:
-        handle_unmerge(app, req, res);
-        break;
-    case ROUTE_BLOCKED_LIST:
-        answer(app, req, res, "blocked_list", 0, NULL, "");
-        break;
-    case ROUTE_BLOCKED_ADD:
-        handle_blocked_add(app, req, res);
-        break;
-    case ROUTE_BLOCKED_REMOVE:
-        handle_blocked_remove(app, req, res);
-        break;
-    case ROUTE_LIMITS_GET:
-        answer(app, req, res, "limits_get", 0, NULL, "");
-        break;
-    case ROUTE_LIMITS_SET:
-        handle_limits_set(app, req, res);
-        break;
-    case ROUTE_CONFLICTS_LIST: {
-        long n = 100;
-        char *end;
-        if (!query_param(req, res, "limit", &limit))
+    const char *audited[3] = {req->match->id, req->who->key_id, role_name(req->who->role)};
+    answer(app, req, res, "merge_history", 3, audited, "no customer with this id");
+}
+
+void handle_blocked_list(struct app *app, const struct request *req, struct response *res)
+{
+    answer(app, req, res, "blocked_list", 0, NULL, "");
+}
+
+void handle_limits_get(struct app *app, const struct request *req, struct response *res)
+{
+    answer(app, req, res, "limits_get", 0, NULL, "");
+}
+
+void handle_conflicts_list(struct app *app, const struct request *req, struct response *res)
+{
+    const char *params[1], *limit;
+    char limit_text[16], *end;
+    long n = 100;
+    if (!query_param(req, res, "limit", &limit))
+        return;
+    if (limit != NULL) {
+        n = strtol(limit, &end, 10);
+        if (*limit == '\0' || *end != '\0' || n < 1 || n > 500) {
+            respond_problem(res, PROBLEM_INVALID_QUERY, "limit must be 1 to 500", req->path);
             return;
-        if (limit != NULL) {
-            n = strtol(limit, &end, 10);
-            if (*limit == '\0' || *end != '\0' || n < 1 || n > 500) {
-                respond_problem(res, PROBLEM_INVALID_QUERY, "limit must be 1 to 500", req->path);
-                return;
-            }
         }
-        snprintf(limit_text, sizeof(limit_text), "%ld", n);
-        params[0] = limit_text;
-        answer(app, req, res, "conflicts_list", 1, params, "");
-        break;
     }
-    default:
-        respond_problem(res, PROBLEM_NOT_FOUND, "no such route", req->path);
-    }
+    snprintf(limit_text, sizeof(limit_text), "%ld", n);
+    params[0] = limit_text;
+    answer(app, req, res, "conflicts_list", 1, params, "");
 }

@@ -1,9 +1,9 @@
 /*
- * handlers_value: the "differentiate" routes: saved segments (create,
- * list, get, delete), segment members (pages with optional count, NDJSON
- * export streamed page by page), ad-hoc previews, KPIs and the value
- * recompute. Segment rules are compiled by segment.c on every use, so a
- * stored rule always runs with today's compiler.
+ * segments: the "differentiate" routes: saved segments (create, list, get,
+ * delete), segment members (pages with optional count, NDJSON export
+ * streamed page by page), ad-hoc previews, KPIs and the value recompute.
+ * Segment rules are compiled by segment.c on every use, so a stored rule
+ * always runs with today's compiler.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,52 +16,7 @@
 #include "validate.h"
 #include "value.h"
 
-#define ERR_LEN 512
 #define EXPORT_PAGE 1000
-
-/* Load a saved segment and compile its rule; false when res was filled. */
-static bool load_segment(struct app *app, const struct request *req, struct response *res,
-                         const char *id, struct segment_sql *seg);
-
-bool load_segment_by_text(struct app *app, const struct request *req, struct response *res,
-                          const char *text, struct segment_sql *seg)
-{
-    char id[UUID_TEXT_LEN + 1];
-    if (!uuid_canonical(text, id)) {
-        respond_problem(res, PROBLEM_INVALID_QUERY, "segment_id must be a UUID", req->path);
-        return false;
-    }
-    return load_segment(app, req, res, id, seg);
-}
-
-static bool load_segment(struct app *app, const struct request *req, struct response *res,
-                         const char *id, struct segment_sql *seg)
-{
-    json_t *doc = NULL, *errors;
-    char err[ERR_LEN];
-    enum db_status st = store_segment_get(app->pool, id, &doc, err, sizeof(err));
-    if (st != DB_OK) {
-        respond_db_failure(res, st, err, req->path);
-        return false;
-    }
-    if (doc == NULL) {
-        respond_problem(res, PROBLEM_NOT_FOUND, "no segment with this id", req->path);
-        return false;
-    }
-    errors = json_array();
-    if (!segment_compile(json_object_get(doc, "rule"), "/rule", seg, errors)) {
-        char *text = json_dumps(errors, JSON_COMPACT);
-        fprintf(stderr, "error: stored segment %s no longer compiles: %s\n", id, text);
-        free(text);
-        respond_problem(res, PROBLEM_INTERNAL, "the stored rule no longer compiles", req->path);
-        json_decref(errors);
-        json_decref(doc);
-        return false;
-    }
-    json_decref(errors);
-    json_decref(doc);
-    return true;
-}
 
 static bool parse_limit(const struct request *req, struct response *res, int def, int max,
                         int *limit)
@@ -90,7 +45,7 @@ static void respond_members(struct app *app, const struct request *req, struct r
                             bool with_count)
 {
     json_t *page = NULL, *count = NULL;
-    char err[ERR_LEN];
+    char err[API_ERR_LEN];
     enum db_status st = store_segment_page(req->reads, seg, cursor, limit, &page, err, sizeof(err));
     if (st == DB_OK && with_count)
         st = store_segment_count(req->reads, seg, &count, err, sizeof(err));
@@ -106,13 +61,13 @@ static void respond_members(struct app *app, const struct request *req, struct r
     respond_json(res, 200, page);
 }
 
-static void handle_segment_create(struct app *app, const struct request *req, struct response *res)
+void handle_segment_create(struct app *app, const struct request *req, struct response *res)
 {
     static const char *const allowed[] = {"name", "description", "rule", NULL};
     json_t *errors = json_array(), *name = json_object_get(req->body, "name");
     json_t *desc = json_object_get(req->body, "description"), *out = NULL;
     struct segment_sql seg = {0};
-    char id[UUID_TEXT_LEN + 1], err[ERR_LEN];
+    char id[UUID_TEXT_LEN + 1], err[API_ERR_LEN];
     enum db_status st;
 
     reject_unknown_fields(req->body, allowed, "", errors);
@@ -143,10 +98,10 @@ static void handle_segment_create(struct app *app, const struct request *req, st
         respond_json(res, 201, out);
 }
 
-static void handle_segment_simple(struct app *app, const struct request *req, struct response *res)
+void handle_segment_simple(struct app *app, const struct request *req, struct response *res)
 {
     json_t *out = NULL;
-    char err[ERR_LEN];
+    char err[API_ERR_LEN];
     enum db_status st;
     if (req->match->route == ROUTE_SEGMENT_LIST)
         st = store_segment_list(app->pool, &out, err, sizeof(err));
@@ -164,8 +119,8 @@ static void handle_segment_simple(struct app *app, const struct request *req, st
     }
 }
 
-static void handle_segment_customers(struct app *app, const struct request *req,
-                                     struct response *res)
+void handle_segment_customers(struct app *app, const struct request *req,
+                              struct response *res)
 {
     struct segment_sql seg = {0};
     const char *cursor, *count;
@@ -190,8 +145,8 @@ static void handle_segment_customers(struct app *app, const struct request *req,
     segment_sql_free(&seg);
 }
 
-static void handle_segment_preview(struct app *app, const struct request *req,
-                                   struct response *res)
+void handle_segment_preview(struct app *app, const struct request *req,
+                            struct response *res)
 {
     static const char *const allowed[] = {"rule", "limit", NULL};
     json_t *errors = json_array(), *limit_v = json_object_get(req->body, "limit");
@@ -232,7 +187,7 @@ struct export_state {
 static bool export_fetch(struct export_state *ex)
 {
     json_t *page = NULL, *item, *next;
-    char err[ERR_LEN];
+    char err[API_ERR_LEN];
     size_t i;
     size_t cap = 0;
     if (store_segment_page(ex->pool, &ex->seg, ex->started ? ex->cursor : NULL, EXPORT_PAGE,
@@ -296,7 +251,7 @@ static void export_free(void *ctx)
     free(ex);
 }
 
-static void handle_segment_export(struct app *app, const struct request *req, struct response *res)
+void handle_segment_export(struct app *app, const struct request *req, struct response *res)
 {
     struct export_state *ex = calloc(1, sizeof(*ex));
     if (!load_segment(app, req, res, req->match->id, &ex->seg)) {
@@ -319,10 +274,10 @@ static void handle_segment_export(struct app *app, const struct request *req, st
     res->stream_ctx = ex;
 }
 
-static void handle_kpis(struct app *app, const struct request *req, struct response *res)
+void handle_kpis(struct app *app, const struct request *req, struct response *res)
 {
     const char *from, *to, *segment_id;
-    char err[ERR_LEN];
+    char err[API_ERR_LEN];
     struct segment_sql seg = {0};
     json_t *out = NULL;
     enum db_status st;
@@ -346,11 +301,11 @@ static void handle_kpis(struct app *app, const struct request *req, struct respo
         respond_json(res, 200, out);
 }
 
-static void handle_recompute(struct app *app, const struct request *req, struct response *res)
+void handle_recompute(struct app *app, const struct request *req, struct response *res)
 {
     static const char *const allowed[] = {"as_of", NULL};
     json_t *as_of = json_object_get(req->body, "as_of"), *errors = json_array(), *out = NULL;
-    char err[ERR_LEN];
+    char err[API_ERR_LEN];
     enum db_status st;
     reject_unknown_fields(req->body, allowed, "", errors);
     if (as_of != NULL && (!json_is_string(as_of) || !rfc3339_valid(json_string_value(as_of))))
@@ -366,35 +321,4 @@ static void handle_recompute(struct app *app, const struct request *req, struct 
         respond_db_failure(res, st, err, req->path);
     else
         respond_json(res, 200, out);
-}
-
-void handle_value_route(struct app *app, const struct request *req, struct response *res)
-{
-    switch (req->match->route) {
-    case ROUTE_SEGMENT_CREATE:
-        handle_segment_create(app, req, res);
-        break;
-    case ROUTE_SEGMENT_LIST:
-    case ROUTE_SEGMENT_GET:
-    case ROUTE_SEGMENT_DELETE:
-        handle_segment_simple(app, req, res);
-        break;
-    case ROUTE_SEGMENT_CUSTOMERS:
-        handle_segment_customers(app, req, res);
-        break;
-    case ROUTE_SEGMENT_PREVIEW:
-        handle_segment_preview(app, req, res);
-        break;
-    case ROUTE_SEGMENT_EXPORT:
-        handle_segment_export(app, req, res);
-        break;
-    case ROUTE_KPIS:
-        handle_kpis(app, req, res);
-        break;
-    case ROUTE_VALUE_RECOMPUTE:
-        handle_recompute(app, req, res);
-        break;
-    default:
-        handle_admin_route(app, req, res);
-    }
 }

@@ -1,0 +1,106 @@
+/*
+ * dispatch: a routed, authorised request to its handler. Picks the pool the
+ * request's reads go to (the primary, the read routes' own pool, or a
+ * replica that has replayed the client's CRM-Min-LSN), calls the route's
+ * handler through an array indexed by route id, and adds the replica
+ * headers (CRM-Read-From, CRM-Write-LSN). The route's facts (path, roles,
+ * flags, query) are router.c's; the handlers are the domain files'.
+ */
+#include <string.h>
+
+#include "handlers.h"
+#include "textutil.h"
+
+static handler_fn *const HANDLERS[ROUTE_COUNT] = {
+    [ROUTE_HEALTH] = handle_health,
+    [ROUTE_READY] = handle_ready,
+    [ROUTE_METRICS] = handle_metrics,
+    [ROUTE_CUSTOMER_RESOLVE] = handle_resolve,
+    [ROUTE_CUSTOMER_LOOKUP] = handle_lookup,
+    [ROUTE_CUSTOMER_GET] = handle_customer_get,
+    [ROUTE_CUSTOMER_TRAITS] = handle_traits,
+    [ROUTE_CUSTOMER_TIMELINE] = handle_timeline,
+    [ROUTE_INTERACTION_CREATE] = handle_interaction,
+    [ROUTE_INTERACTION_BATCH] = handle_batch,
+    [ROUTE_SEGMENT_CREATE] = handle_segment_create,
+    [ROUTE_SEGMENT_LIST] = handle_segment_simple,
+    [ROUTE_SEGMENT_PREVIEW] = handle_segment_preview,
+    [ROUTE_SEGMENT_GET] = handle_segment_simple,
+    [ROUTE_SEGMENT_DELETE] = handle_segment_simple,
+    [ROUTE_SEGMENT_CUSTOMERS] = handle_segment_customers,
+    [ROUTE_SEGMENT_EXPORT] = handle_segment_export,
+    [ROUTE_VALUE_RECOMPUTE] = handle_recompute,
+    [ROUTE_KPIS] = handle_kpis,
+    [ROUTE_KEY_CREATE] = handle_key_create,
+    [ROUTE_KEY_LIST] = handle_key_list_or_revoke,
+    [ROUTE_KEY_REVOKE] = handle_key_list_or_revoke,
+    [ROUTE_CUSTOMER_MERGES] = handle_customer_merges,
+    [ROUTE_MERGE_CREATE] = handle_merge,
+    [ROUTE_UNMERGE] = handle_unmerge,
+    [ROUTE_BLOCKED_LIST] = handle_blocked_list,
+    [ROUTE_BLOCKED_ADD] = handle_blocked_add,
+    [ROUTE_BLOCKED_REMOVE] = handle_blocked_remove,
+    [ROUTE_LIMITS_GET] = handle_limits_get,
+    [ROUTE_LIMITS_SET] = handle_limits_set,
+    [ROUTE_CONFLICTS_LIST] = handle_conflicts_list,
+    [ROUTE_PREFERENCES_GET] = handle_preferences_get,
+    [ROUTE_PREFERENCES_PATCH] = handle_preferences_patch,
+    [ROUTE_CONSENTS_LIST] = handle_consents_list,
+    [ROUTE_CONSENT_CREATE] = handle_consent_create,
+    [ROUTE_CONTACT_DECISION] = handle_contact_decision,
+    [ROUTE_MOMENTS] = handle_moments,
+    [ROUTE_CUSTOMER_EXPORT] = handle_customer_export,
+    [ROUTE_CUSTOMER_ERASE] = handle_customer_erase,
+};
+
+enum route dispatch_first_unhandled(void)
+{
+    for (int r = 0; r < ROUTE_COUNT; r++)
+        if (HANDLERS[r] == NULL)
+            return (enum route)r;
+    return ROUTE_COUNT;
+}
+
+/* Where the request's reads go (see struct request). False when res was
+ * filled: a malformed CRM-Min-LSN. */
+static bool choose_read_pool(struct app *app, struct request *req, struct response *res)
+{
+    req->reads = app->pool;
+    if (req->min_lsn != NULL && req->min_lsn[0] == '\0')
+        req->min_lsn = NULL; /* an empty header is no header */
+    if (!route_reads_from_replica(req->match->route))
+        return true;
+    if (app->replica == NULL) {
+        req->reads = app->reads; /* the primary, through the read routes' own pool */
+        return true;
+    }
+    if (req->min_lsn != NULL && !pg_lsn_valid(req->min_lsn)) {
+        respond_problem(res, PROBLEM_INVALID_HEADER,
+                        "CRM-Min-LSN must be a PostgreSQL LSN such as 0/16B3748, as given in "
+                        "CRM-Write-LSN", req->path);
+        return false;
+    }
+    if (req->min_lsn == NULL ||
+        db_replica_caught_up(app->replica, req->min_lsn, app->cfg->replica_wait_ms))
+        req->reads = app->replica;
+    return true;
+}
+
+void handle_request(struct app *app, const struct request *in, struct response *res)
+{
+    struct request req = *in;
+    if (!choose_read_pool(app, &req, res))
+        return;
+    HANDLERS[req.match->route](app, &req, res);
+    if (app->replica == NULL)
+        return;
+    if (req.reads == app->replica)
+        res->read_from = db_served_by();
+    else if (route_reads_from_replica(req.match->route))
+        res->read_from = "primary";
+    /* A write's position in the WAL, for the client's next CRM-Min-LSN. */
+    if (strcmp(req.method, "GET") != 0 && strcmp(req.method, "HEAD") != 0 &&
+        res->status >= 200 && res->status < 300 &&
+        !db_write_lsn(app->pool, res->write_lsn, sizeof(res->write_lsn)))
+        res->write_lsn[0] = '\0';
+}
