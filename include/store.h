@@ -13,8 +13,53 @@
 #include "db.h"
 #include "validate.h"
 
-extern const struct db_statement store_statements[];
+/* The statement catalogue: one prepared statement per operation, named by
+ * this enum and prepared on every connection under the row's name. Callers
+ * run them with store_call (or the typed store_* functions below), never by
+ * a name string. */
+enum store_stmt {
+    STMT_PING,
+    STMT_RESOLVE,
+    STMT_PROFILE,
+    STMT_LOOKUP,
+    STMT_AUDIT_READS,
+    STMT_INGEST_BATCH,
+    STMT_AUTHENTICATE,
+    STMT_KEY_CREATE,
+    STMT_KEY_LIST,
+    STMT_KEY_REVOKE,
+    STMT_PATCH_TRAITS,
+    STMT_INGEST,
+    STMT_SEGMENT_CREATE,
+    STMT_SEGMENT_GET,
+    STMT_SEGMENT_LIST,
+    STMT_SEGMENT_DELETE,
+    STMT_MERGE_HISTORY,
+    STMT_MANUAL_MERGE,
+    STMT_UNMERGE,
+    STMT_BLOCKED_LIST,
+    STMT_BLOCKED_ADD,
+    STMT_BLOCKED_REMOVE,
+    STMT_LIMITS_GET,
+    STMT_LIMITS_SET,
+    STMT_CONFLICTS_LIST,
+    STMT_PREFERENCES_GET,
+    STMT_PREFERENCES_PATCH,
+    STMT_CONSENTS_GET,
+    STMT_CONSENT_RECORD,
+    STMT_CONTACT_DECISION,
+    STMT_MOMENTS,
+    STMT_CUSTOMER_EXPORT,
+    STMT_CUSTOMER_ERASE,
+    STMT_TIMELINE,
+    STMT_COUNT
+};
+extern const struct db_statement store_statements[STMT_COUNT];
 extern const int store_statement_count;
+
+/* Run a catalogue statement answering one json value (db_call_json). */
+enum db_status store_call(struct db_pool *pool, enum store_stmt stmt, int nparams,
+                          const char *const *params, json_t **out, char *err, size_t errlen);
 
 struct timeline_query {
     int limit;

@@ -7,6 +7,7 @@
 #include "access.h"
 
 #include "ratelimit.h"
+#include "store.h"
 #include "textutil.h"
 
 #include <pthread.h>
@@ -122,13 +123,13 @@ enum access_result access_check(struct access *a, const char *authorization,
      * created) is looked up on the primary as well. */
     st = DB_UNAVAILABLE;
     if (replica_ok && a->fallback != NULL)
-        st = db_call_json(a->fallback, "authenticate", 2, params, &doc, err, sizeof(err));
+        st = store_call(a->fallback, STMT_AUTHENTICATE, 2, params, &doc, err, sizeof(err));
     if (st != DB_OK || doc == NULL) {
         json_decref(doc);
         doc = NULL;
-        st = db_call_json(a->pool, "authenticate", 2, params, &doc, err, sizeof(err));
+        st = store_call(a->pool, STMT_AUTHENTICATE, 2, params, &doc, err, sizeof(err));
         if (st == DB_UNAVAILABLE && a->fallback != NULL && !replica_ok)
-            st = db_call_json(a->fallback, "authenticate", 2, params, &doc, err, sizeof(err));
+            st = store_call(a->fallback, STMT_AUTHENTICATE, 2, params, &doc, err, sizeof(err));
     }
     if (st == DB_UNAVAILABLE || st == DB_CANCELLED)
         return ACCESS_UNAVAILABLE;

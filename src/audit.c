@@ -13,6 +13,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "store.h"
 #include "textutil.h"
 
 #define AUDIT_BATCH_WAKE 2000 /* wake the writer early at this many rows */
@@ -64,7 +65,7 @@ static bool write_rows(struct db_pool *pool, const struct audit_row *rows, long 
                                 role_name(rows[i].role), rows[i].action, rows[i].customer_id);
     text[len++] = ']';
     text[len] = '\0';
-    st = db_call_json(pool, "audit_reads", 1, (const char *const *)&text, &out, err, sizeof(err));
+    st = store_call(pool, STMT_AUDIT_READS, 1, (const char *const *)&text, &out, err, sizeof(err));
     free(text);
     json_decref(out);
     if (st != DB_OK)

@@ -21,97 +21,103 @@
     "$9::timestamptz, $10::numeric, $11, $12::numeric, "                                   \
     "ARRAY(SELECT jsonb_array_elements_text($13::jsonb)), $14::jsonb)"
 
-const struct db_statement store_statements[] = {
-    {"ping", "SELECT '1'::json"},
-    {"resolve", "SELECT crm.resolve_customer($1::jsonb, $2::jsonb, $3, $4::uuid)"},
+const struct db_statement store_statements[STMT_COUNT] = {
+    [STMT_PING] = {"ping", "SELECT '1'::json"},
+    [STMT_RESOLVE] = {"resolve", "SELECT crm.resolve_customer($1::jsonb, $2::jsonb, $3, $4::uuid)"},
     /* Profile, lookup and timeline reads write no audit row themselves (the
      * server batches them, see audit.h), so a replica can answer them. */
     /* The document's text is passed on as the response body, unparsed; the
      * fields the server needs come as columns of their own. */
-    {"profile", "SELECT d::text, d->>'customer_id', d->>'merged_into', (d ? 'gone')::text "
+    [STMT_PROFILE] = {"profile", "SELECT d::text, d->>'customer_id', d->>'merged_into', (d ? 'gone')::text "
                 "FROM (SELECT doc AS d FROM crm.profile_read WHERE customer_id = $1::uuid "
                 "OFFSET 0) AS x"},
     /* A subquery, not a join: joined, the planner may build the view's doc
      * (a volatile call on a miss) for every customer before matching. */
-    {"lookup", "SELECT d::text, d->>'customer_id', d->>'merged_into', (d ? 'gone')::text "
+    [STMT_LOOKUP] = {"lookup", "SELECT d::text, d->>'customer_id', d->>'merged_into', (d ? 'gone')::text "
                "FROM (SELECT (SELECT r.doc FROM crm.profile_read r "
                "WHERE r.customer_id = i.customer_id) AS d FROM crm.identifiers i "
                "WHERE i.kind = $1 AND i.namespace = $2 AND i.value = $3 OFFSET 0) AS x"},
-    {"audit_reads", "SELECT crm.audit_reads($1::jsonb)"},
-    {"ingest_batch", "SELECT crm.ingest_batch($1::jsonb)"},
-    {"authenticate", "SELECT crm.authenticate($1::uuid, $2)"},
-    {"key_create", "SELECT crm.create_key($1::uuid, $2, $3, $4, $5, $6::uuid)"},
-    {"key_list", "SELECT jsonb_build_object('items', coalesce(jsonb_agg(crm.key_doc(k) "
+    [STMT_AUDIT_READS] = {"audit_reads", "SELECT crm.audit_reads($1::jsonb)"},
+    [STMT_INGEST_BATCH] = {"ingest_batch", "SELECT crm.ingest_batch($1::jsonb)"},
+    [STMT_AUTHENTICATE] = {"authenticate", "SELECT crm.authenticate($1::uuid, $2)"},
+    [STMT_KEY_CREATE] = {"key_create", "SELECT crm.create_key($1::uuid, $2, $3, $4, $5, $6::uuid)"},
+    [STMT_KEY_LIST] = {"key_list", "SELECT jsonb_build_object('items', coalesce(jsonb_agg(crm.key_doc(k) "
                  "ORDER BY k.created_at), '[]')) FROM crm.api_keys k"},
-    {"key_revoke", "SELECT crm.revoke_key($1::uuid, $2::uuid)"},
-    {"patch_traits", "SELECT crm.patch_traits($1::uuid, $2::jsonb, $3)"},
-    {"ingest", INGEST_SQL},
-    {"segment_create",
+    [STMT_KEY_REVOKE] = {"key_revoke", "SELECT crm.revoke_key($1::uuid, $2::uuid)"},
+    [STMT_PATCH_TRAITS] = {"patch_traits", "SELECT crm.patch_traits($1::uuid, $2::jsonb, $3)"},
+    [STMT_INGEST] = {"ingest", INGEST_SQL},
+    [STMT_SEGMENT_CREATE] = {"segment_create",
      "INSERT INTO crm.segments (segment_id, name, description, rule) "
      "VALUES ($1::uuid, $2, $3, $4::jsonb) ON CONFLICT (name) DO NOTHING "
      "RETURNING crm.segment_doc(segments)"},
-    {"segment_get",
+    [STMT_SEGMENT_GET] = {"segment_get",
      "SELECT crm.segment_doc(s) FROM crm.segments s WHERE segment_id = $1::uuid"},
-    {"segment_list",
+    [STMT_SEGMENT_LIST] = {"segment_list",
      "SELECT jsonb_build_object('items', coalesce(jsonb_agg(crm.segment_doc(s) ORDER BY name), "
      "'[]')) FROM crm.segments s"},
-    {"segment_delete",
+    [STMT_SEGMENT_DELETE] = {"segment_delete",
      "WITH d AS (DELETE FROM crm.segments WHERE segment_id = $1::uuid RETURNING 1) "
      "SELECT jsonb_build_object('deleted', EXISTS (SELECT 1 FROM d))"},
-    {"merge_history", "SELECT coalesce(crm.gone_doc($1::uuid), "
+    [STMT_MERGE_HISTORY] = {"merge_history", "SELECT coalesce(crm.gone_doc($1::uuid), "
                       "(SELECT crm.merge_history($1::uuid) "
                       "FROM (SELECT crm.audit_read($2::uuid, $3, 'customer.merges', $1::uuid) "
                       "WHERE crm.survivor_of($1::uuid) IS NOT NULL) AS a))"},
-    {"manual_merge", "SELECT crm.manual_merge($1::uuid, $2::uuid, $3, $4, $5::boolean, $6::boolean)"},
-    {"unmerge", "SELECT crm.unmerge($1::uuid, $2, $3)"},
-    {"blocked_list",
+    [STMT_MANUAL_MERGE] = {"manual_merge", "SELECT crm.manual_merge($1::uuid, $2::uuid, $3, $4, $5::boolean, $6::boolean)"},
+    [STMT_UNMERGE] = {"unmerge", "SELECT crm.unmerge($1::uuid, $2, $3)"},
+    [STMT_BLOCKED_LIST] = {"blocked_list",
      "SELECT jsonb_build_object('items', coalesce(jsonb_agg(jsonb_build_object('kind', kind, "
      "'value', value, 'reason', reason, 'builtin', builtin, 'created_at', crm.ts(created_at)) "
      "ORDER BY kind, value), '[]')) FROM crm.blocked_identifiers"},
-    {"blocked_add",
+    [STMT_BLOCKED_ADD] = {"blocked_add",
      "INSERT INTO crm.blocked_identifiers (kind, value, reason) VALUES ($1, $2, $3) "
      "ON CONFLICT (kind, value) DO UPDATE SET reason = excluded.reason "
      "RETURNING jsonb_build_object('kind', kind, 'value', value, 'reason', reason, "
      "'builtin', builtin, 'created_at', crm.ts(created_at))"},
-    {"blocked_remove",
+    [STMT_BLOCKED_REMOVE] = {"blocked_remove",
      "WITH d AS (DELETE FROM crm.blocked_identifiers WHERE kind = $1 AND value = $2 RETURNING 1) "
      "SELECT jsonb_build_object('deleted', EXISTS (SELECT 1 FROM d))"},
-    {"limits_get",
+    [STMT_LIMITS_GET] = {"limits_get",
      "SELECT jsonb_build_object('items', coalesce(jsonb_agg(jsonb_build_object('kind', kind, "
      "'max_per_customer', max_per_customer, 'priority', priority) ORDER BY priority), '[]')) "
      "FROM crm.identifier_limits"},
-    {"limits_set",
+    [STMT_LIMITS_SET] = {"limits_set",
      "UPDATE crm.identifier_limits SET max_per_customer = coalesce($2::int, max_per_customer), "
      "priority = coalesce($3::int, priority) WHERE kind = $1 "
      "RETURNING jsonb_build_object('kind', kind, 'max_per_customer', max_per_customer, "
      "'priority', priority)"},
-    {"conflicts_list",
+    [STMT_CONFLICTS_LIST] = {"conflicts_list",
      "SELECT jsonb_build_object('items', coalesce(jsonb_agg(jsonb_build_object("
      "'conflict_id', conflict_id, 'at', crm.ts(at), 'source', source, 'reason', reason, "
      "'customer_ids', to_jsonb(customer_ids), 'identifiers', identifiers, 'detail', detail) "
      "ORDER BY conflict_id DESC), '[]')) FROM (SELECT * FROM crm.identity_conflicts "
      "ORDER BY conflict_id DESC LIMIT $1::int) AS c"},
     /* Customize (sql/004_customize.sql); erased customers answer {"gone": true, ...}. */
-    {"preferences_get", "SELECT crm.read_customize($1::uuid, $2::uuid, $3, 'preferences')"},
-    {"preferences_patch", "SELECT crm.patch_preferences($1::uuid, $2::jsonb, $3)"},
-    {"consents_get", "SELECT crm.read_customize($1::uuid, $2::uuid, $3, 'consents')"},
-    {"consent_record", "SELECT crm.record_consent($1::uuid, $2, $3, $4, $5, $6::timestamptz)"},
-    {"contact_decision", "SELECT crm.contact_decision($1::uuid, $2, $3, $4::timestamptz)"},
-    {"moments", "SELECT crm.moments($1, $2::timestamptz, $3::int, $4::int, $5::date, $6::uuid, "
+    [STMT_PREFERENCES_GET] = {"preferences_get", "SELECT crm.read_customize($1::uuid, $2::uuid, $3, 'preferences')"},
+    [STMT_PREFERENCES_PATCH] = {"preferences_patch", "SELECT crm.patch_preferences($1::uuid, $2::jsonb, $3)"},
+    [STMT_CONSENTS_GET] = {"consents_get", "SELECT crm.read_customize($1::uuid, $2::uuid, $3, 'consents')"},
+    [STMT_CONSENT_RECORD] = {"consent_record", "SELECT crm.record_consent($1::uuid, $2, $3, $4, $5, $6::timestamptz)"},
+    [STMT_CONTACT_DECISION] = {"contact_decision", "SELECT crm.contact_decision($1::uuid, $2, $3, $4::timestamptz)"},
+    [STMT_MOMENTS] = {"moments", "SELECT crm.moments($1, $2::timestamptz, $3::int, $4::int, $5::date, $6::uuid, "
                 "$7, $8, NULL)"},
-    {"customer_export", "SELECT crm.export_customer($1::uuid, $2::uuid, $3)"},
-    {"customer_erase", "SELECT crm.erase_customer($1::uuid, $2::uuid, $3)"},
+    [STMT_CUSTOMER_EXPORT] = {"customer_export", "SELECT crm.export_customer($1::uuid, $2::uuid, $3)"},
+    [STMT_CUSTOMER_ERASE] = {"customer_erase", "SELECT crm.erase_customer($1::uuid, $2::uuid, $3)"},
     /* Erased: the gone document; unknown: NULL. */
-    {"timeline", "SELECT coalesce(crm.gone_doc($1::uuid), "
+    [STMT_TIMELINE] = {"timeline", "SELECT coalesce(crm.gone_doc($1::uuid), "
                  "crm.timeline($1::uuid, $2::int, $3::timestamptz, $4::uuid, $5, $6, "
                  "$7::timestamptz, $8::timestamptz))"},
 };
-const int store_statement_count = sizeof(store_statements) / sizeof(store_statements[0]);
+const int store_statement_count = STMT_COUNT;
+
+enum db_status store_call(struct db_pool *pool, enum store_stmt stmt, int nparams,
+                          const char *const *params, json_t **out, char *err, size_t errlen)
+{
+    return db_call_json(pool, store_statements[stmt].name, nparams, params, out, err, errlen);
+}
 
 enum db_status store_ping(struct db_pool *pool, char *err, size_t errlen)
 {
     json_t *out = NULL;
-    enum db_status st = db_call_json(pool, "ping", 0, NULL, &out, err, errlen);
+    enum db_status st = store_call(pool, STMT_PING, 0, NULL, &out, err, errlen);
     json_decref(out);
     return st;
 }
@@ -131,7 +137,7 @@ enum db_status store_resolve(struct db_pool *pool, const struct resolve_request 
     params[1] = traits_text;
     params[2] = req->source;
     params[3] = new_id;
-    st = db_call_json(pool, "resolve", 4, params, out, err, errlen);
+    st = store_call(pool, STMT_RESOLVE, 4, params, out, err, errlen);
     free(ids_text);
     free(traits_text);
     json_decref(ids);
@@ -139,12 +145,13 @@ enum db_status store_resolve(struct db_pool *pool, const struct resolve_request 
 }
 
 /* The row of the profile statements into a profile_text. */
-static enum db_status profile_row(struct db_pool *pool, const char *statement, int nparams,
+static enum db_status profile_row(struct db_pool *pool, enum store_stmt stmt, int nparams,
                                   const char *const *params, struct profile_text *out, char *err,
                                   size_t errlen)
 {
     char *cols[4];
-    enum db_status st = db_call_row(pool, statement, nparams, params, 4, cols, err, errlen);
+    enum db_status st = db_call_row(pool, store_statements[stmt].name, nparams, params, 4, cols,
+                                    err, errlen);
     out->doc = cols[0];
     out->customer_id = cols[1];
     out->merged_into = cols[2];
@@ -165,14 +172,14 @@ enum db_status store_profile(struct db_pool *pool, const char *customer_id,
                              struct profile_text *out, char *err, size_t errlen)
 {
     const char *params[1] = {customer_id};
-    return profile_row(pool, "profile", 1, params, out, err, errlen);
+    return profile_row(pool, STMT_PROFILE, 1, params, out, err, errlen);
 }
 
 enum db_status store_lookup(struct db_pool *pool, const struct identifier *id,
                             struct profile_text *out, char *err, size_t errlen)
 {
     const char *params[3] = {id_kind_name(id->kind), id->namespace_, id->value};
-    return profile_row(pool, "lookup", 3, params, out, err, errlen);
+    return profile_row(pool, STMT_LOOKUP, 3, params, out, err, errlen);
 }
 
 enum db_status store_patch_traits(struct db_pool *pool, const char *customer_id,
@@ -181,7 +188,7 @@ enum db_status store_patch_traits(struct db_pool *pool, const char *customer_id,
 {
     char *traits_text = json_dumps(req->traits, JSON_COMPACT);
     const char *params[3] = {customer_id, traits_text, req->source};
-    enum db_status st = db_call_json(pool, "patch_traits", 3, params, out, err, errlen);
+    enum db_status st = store_call(pool, STMT_PATCH_TRAITS, 3, params, out, err, errlen);
     free(traits_text);
     return st;
 }
@@ -236,7 +243,7 @@ enum db_status store_ingest(struct db_pool *pool, const struct interaction_reque
     struct ingest_params p;
     enum db_status st;
     ingest_params_init(&p, req);
-    st = db_call_json(pool, "ingest", 14, p.values, out, err, errlen);
+    st = store_call(pool, STMT_INGEST, 14, p.values, out, err, errlen);
     ingest_params_free(&p);
     return st;
 }
@@ -406,7 +413,7 @@ enum db_status store_ingest_batch(struct db_pool *pool, struct interaction_reque
         snprintf(err, errlen, "out of memory");
         return DB_ERROR;
     }
-    st = db_call_json(pool, "ingest_batch", 1, (const char *const *)&text, &out, err, errlen);
+    st = store_call(pool, STMT_INGEST_BATCH, 1, (const char *const *)&text, &out, err, errlen);
     free(text);
     if (st == DB_OK && json_is_array(out) && json_array_size(out) == (size_t)sent) {
         for (int k = 0; k < sent; k++) {
@@ -441,5 +448,5 @@ enum db_status store_timeline(struct db_pool *pool, const char *customer_id,
     params[5] = q->type;
     params[6] = q->since;
     params[7] = q->until;
-    return db_call_json(pool, "timeline", 8, params, out, err, errlen);
+    return store_call(pool, STMT_TIMELINE, 8, params, out, err, errlen);
 }

@@ -6,6 +6,8 @@
  */
 #include "store_customize.h"
 
+#include "store.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,7 +42,7 @@ enum db_status store_moments(struct db_pool *pool, const struct moments_query *q
     params[b + 6] = q->purpose;
     params[b + 7] = q->channel;
     if (seg == NULL) {
-        st = db_call_json(pool, "moments", MOMENT_PARAMS, params, out, err, errlen);
+        st = store_call(pool, STMT_MOMENTS, MOMENT_PARAMS, params, out, err, errlen);
     } else if (asprintf(&sql,
                         "SELECT crm.moments($%d, $%d::timestamptz, $%d::int, $%d::int,"
                         " $%d::date, $%d::uuid, $%d, $%d,"

@@ -6,6 +6,8 @@
  */
 #include "store_value.h"
 
+#include "store.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,7 +47,7 @@ enum db_status store_segment_create(struct db_pool *pool, const char *id, const 
 {
     char *rule_text = json_dumps(rule, JSON_COMPACT);
     const char *params[4] = {id, name, description, rule_text};
-    enum db_status st = db_call_json(pool, "segment_create", 4, params, out, err, errlen);
+    enum db_status st = store_call(pool, STMT_SEGMENT_CREATE, 4, params, out, err, errlen);
     free(rule_text);
     return st;
 }
@@ -54,19 +56,19 @@ enum db_status store_segment_get(struct db_pool *pool, const char *id, json_t **
                                  size_t errlen)
 {
     const char *params[1] = {id};
-    return db_call_json(pool, "segment_get", 1, params, out, err, errlen);
+    return store_call(pool, STMT_SEGMENT_GET, 1, params, out, err, errlen);
 }
 
 enum db_status store_segment_list(struct db_pool *pool, json_t **out, char *err, size_t errlen)
 {
-    return db_call_json(pool, "segment_list", 0, NULL, out, err, errlen);
+    return store_call(pool, STMT_SEGMENT_LIST, 0, NULL, out, err, errlen);
 }
 
 enum db_status store_segment_delete(struct db_pool *pool, const char *id, json_t **out,
                                     char *err, size_t errlen)
 {
     const char *params[1] = {id};
-    return db_call_json(pool, "segment_delete", 1, params, out, err, errlen);
+    return store_call(pool, STMT_SEGMENT_DELETE, 1, params, out, err, errlen);
 }
 
 enum db_status store_segment_page(struct db_pool *pool, const struct segment_sql *seg,

@@ -12,6 +12,7 @@
 #include "customize.h"
 #include "handlers.h"
 #include "segment.h"
+#include "store.h"
 #include "store_customize.h"
 #include "textutil.h"
 #include "validate.h"
@@ -37,12 +38,12 @@ static void respond_customer_doc(struct response *res, enum db_status st, json_t
 
 /* Statements taking (customer id, caller's key id, caller's role). */
 static void handle_audited_read(struct app *app, const struct request *req, struct response *res,
-                                const char *statement)
+                                enum store_stmt statement)
 {
     const char *params[3] = {req->match->id, req->who->key_id, role_name(req->who->role)};
     json_t *out = NULL;
     char err[API_ERR_LEN];
-    enum db_status st = db_call_json(app->pool, statement, 3, params, &out, err, sizeof(err));
+    enum db_status st = store_call(app->pool, statement, 3, params, &out, err, sizeof(err));
     respond_customer_doc(res, st, out, err, req->path, 200);
 }
 
@@ -64,7 +65,7 @@ void handle_preferences_patch(struct app *app, const struct request *req,
     params[0] = req->match->id;
     params[1] = patch_text;
     params[2] = source;
-    st = db_call_json(app->pool, "preferences_patch", 3, params, &out, err, sizeof(err));
+    st = store_call(app->pool, STMT_PREFERENCES_PATCH, 3, params, &out, err, sizeof(err));
     free(patch_text);
     json_decref(patch);
     db_errors = st == DB_OK ? json_object_get(out, "errors") : NULL;
@@ -97,7 +98,7 @@ void handle_consent_create(struct app *app, const struct request *req,
     params[3] = cr.status;
     params[4] = cr.source;
     params[5] = cr.occurred_at;
-    st = db_call_json(app->pool, "consent_record", 6, params, &out, err, sizeof(err));
+    st = store_call(app->pool, STMT_CONSENT_RECORD, 6, params, &out, err, sizeof(err));
     respond_customer_doc(res, st, out, err, req->path, 201);
 }
 
@@ -146,7 +147,7 @@ void handle_contact_decision(struct app *app, const struct request *req,
     params[1] = purpose;
     params[2] = channel;
     params[3] = at;
-    st = db_call_json(app->pool, "contact_decision", 4, params, &out, err, sizeof(err));
+    st = store_call(app->pool, STMT_CONTACT_DECISION, 4, params, &out, err, sizeof(err));
     respond_customer_doc(res, st, out, err, req->path, 200);
 }
 
@@ -265,22 +266,22 @@ void handle_moments(struct app *app, const struct request *req, struct response 
 
 void handle_preferences_get(struct app *app, const struct request *req, struct response *res)
 {
-    handle_audited_read(app, req, res, "preferences_get");
+    handle_audited_read(app, req, res, STMT_PREFERENCES_GET);
 }
 
 void handle_consents_list(struct app *app, const struct request *req, struct response *res)
 {
-    handle_audited_read(app, req, res, "consents_get");
+    handle_audited_read(app, req, res, STMT_CONSENTS_GET);
 }
 
 void handle_customer_export(struct app *app, const struct request *req, struct response *res)
 {
     /* The export lists the audit trail: write this server's pending rows first. */
     audit_flush(app->audit);
-    handle_audited_read(app, req, res, "customer_export");
+    handle_audited_read(app, req, res, STMT_CUSTOMER_EXPORT);
 }
 
 void handle_customer_erase(struct app *app, const struct request *req, struct response *res)
 {
-    handle_audited_read(app, req, res, "customer_erase");
+    handle_audited_read(app, req, res, STMT_CUSTOMER_ERASE);
 }

@@ -11,6 +11,7 @@
 
 #include "handlers.h"
 #include "normalize.h"
+#include "store.h"
 #include "textutil.h"
 #include "validate.h"
 
@@ -49,12 +50,12 @@ static bool optional_bool(json_t *body, const char *key, json_t *errors)
 
 /* Run a statement and answer 200 with its JSON, 404 (not_found_detail) when it is NULL. */
 static void answer(struct app *app, const struct request *req, struct response *res,
-                   const char *statement, int n, const char *const *params,
+                   enum store_stmt statement, int n, const char *const *params,
                    const char *not_found_detail)
 {
     json_t *out = NULL;
     char err[API_ERR_LEN];
-    enum db_status st = db_call_json(app->pool, statement, n, params, &out, err, sizeof(err));
+    enum db_status st = store_call(app->pool, statement, n, params, &out, err, sizeof(err));
     if (st != DB_OK)
         respond_db_failure(res, st, err, req->path);
     else if (out == NULL)
@@ -96,7 +97,7 @@ void handle_merge(struct app *app, const struct request *req, struct response *r
     params[3] = reason;
     params[4] = dry_run ? "true" : "false";
     params[5] = force ? "true" : "false";
-    st = db_call_json(app->pool, "manual_merge", 6, params, &out, err, sizeof(err));
+    st = store_call(app->pool, STMT_MANUAL_MERGE, 6, params, &out, err, sizeof(err));
     if (st != DB_OK || out == NULL) {
         respond_db_failure(res, st == DB_OK ? DB_ERROR : st, err, req->path);
         json_decref(out);
@@ -142,7 +143,7 @@ void handle_unmerge(struct app *app, const struct request *req, struct response 
     actor_of(req, actor, sizeof(actor));
     params[0] = cid;
     params[1] = actor;
-    st = db_call_json(app->pool, "unmerge", 3, params, &out, err, sizeof(err));
+    st = store_call(app->pool, STMT_UNMERGE, 3, params, &out, err, sizeof(err));
     if (st != DB_OK || out == NULL) {
         respond_db_failure(res, st == DB_OK ? DB_ERROR : st, err, req->path);
         json_decref(out);
@@ -214,7 +215,7 @@ void handle_blocked_add(struct app *app, const struct request *req, struct respo
     json_decref(errors);
     params[0] = json_string_value(kind);
     params[1] = normalised;
-    st = db_call_json(app->pool, "blocked_add", 3, params, &out, err, sizeof(err));
+    st = store_call(app->pool, STMT_BLOCKED_ADD, 3, params, &out, err, sizeof(err));
     if (st != DB_OK || out == NULL) {
         respond_db_failure(res, st == DB_OK ? DB_ERROR : st, err, req->path);
         json_decref(out);
@@ -241,7 +242,7 @@ void handle_blocked_remove(struct app *app, const struct request *req,
     }
     params[0] = kind;
     params[1] = normalised;
-    st = db_call_json(app->pool, "blocked_remove", 2, params, &out, err, sizeof(err));
+    st = store_call(app->pool, STMT_BLOCKED_REMOVE, 2, params, &out, err, sizeof(err));
     if (st != DB_OK)
         respond_db_failure(res, st, err, req->path);
     else if (!json_is_true(json_object_get(out, "deleted"))) {
@@ -281,23 +282,23 @@ void handle_limits_set(struct app *app, const struct request *req, struct respon
     }
     json_decref(errors);
     params[0] = json_string_value(kind);
-    answer(app, req, res, "limits_set", 3, params, "no limit for this kind");
+    answer(app, req, res, STMT_LIMITS_SET, 3, params, "no limit for this kind");
 }
 
 void handle_customer_merges(struct app *app, const struct request *req, struct response *res)
 {
     const char *audited[3] = {req->match->id, req->who->key_id, role_name(req->who->role)};
-    answer(app, req, res, "merge_history", 3, audited, "no customer with this id");
+    answer(app, req, res, STMT_MERGE_HISTORY, 3, audited, "no customer with this id");
 }
 
 void handle_blocked_list(struct app *app, const struct request *req, struct response *res)
 {
-    answer(app, req, res, "blocked_list", 0, NULL, "");
+    answer(app, req, res, STMT_BLOCKED_LIST, 0, NULL, "");
 }
 
 void handle_limits_get(struct app *app, const struct request *req, struct response *res)
 {
-    answer(app, req, res, "limits_get", 0, NULL, "");
+    answer(app, req, res, STMT_LIMITS_GET, 0, NULL, "");
 }
 
 void handle_conflicts_list(struct app *app, const struct request *req, struct response *res)
@@ -316,5 +317,5 @@ void handle_conflicts_list(struct app *app, const struct request *req, struct re
     }
     snprintf(limit_text, sizeof(limit_text), "%ld", n);
     params[0] = limit_text;
-    answer(app, req, res, "conflicts_list", 1, params, "");
+    answer(app, req, res, STMT_CONFLICTS_LIST, 1, params, "");
 }

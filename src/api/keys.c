@@ -9,6 +9,7 @@
 #include "auth.h"
 #include "handlers.h"
 #include "normalize.h"
+#include "store.h"
 #include "validate.h"
 
 void handle_key_create(struct app *app, const struct request *req, struct response *res)
@@ -55,7 +56,7 @@ void handle_key_create(struct app *app, const struct request *req, struct respon
     params[3] = role_name(role);
     params[4] = role == ROLE_PARTNER ? probe.namespace_ : NULL;
     params[5] = req->who->key_id;
-    st = db_call_json(app->pool, "key_create", 6, params, &out, err, sizeof(err));
+    st = store_call(app->pool, STMT_KEY_CREATE, 6, params, &out, err, sizeof(err));
     if (st != DB_OK || out == NULL) {
         respond_db_failure(res, st == DB_OK ? DB_ERROR : st, err, req->path);
         json_decref(out);
@@ -72,10 +73,10 @@ void handle_key_list_or_revoke(struct app *app, const struct request *req,
     char err[API_ERR_LEN];
     enum db_status st;
     if (req->match->route == ROUTE_KEY_LIST) {
-        st = db_call_json(app->pool, "key_list", 0, NULL, &out, err, sizeof(err));
+        st = store_call(app->pool, STMT_KEY_LIST, 0, NULL, &out, err, sizeof(err));
     } else {
         const char *params[2] = {req->match->id, req->who->key_id};
-        st = db_call_json(app->pool, "key_revoke", 2, params, &out, err, sizeof(err));
+        st = store_call(app->pool, STMT_KEY_REVOKE, 2, params, &out, err, sizeof(err));
     }
     if (st != DB_OK)
         respond_db_failure(res, st, err, req->path);
