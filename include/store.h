@@ -94,14 +94,19 @@ enum db_status store_patch_traits(struct db_pool *pool, const char *customer_id,
                                   const struct traits_request *req, json_t **out, char *err,
                                   size_t errlen);
 
-/* {status: created|duplicate|not_found, interaction_id, customer_id} */
+/* {status, interaction_id, customer_id[, ignored, conflicts]}: status is
+ * created, duplicate (the same source and external_id was stored before),
+ * not_found (customer_id names no customer) or blocked (every identifier was
+ * a blocked placeholder: nothing written; ignored lists them). */
 enum db_status store_ingest(struct db_pool *pool, const struct interaction_request *req,
                             json_t **out, char *err, size_t errlen);
 
 /*
- * Store the valid items of a batch in one transaction, each under its own
- * savepoint. results[i] receives the item's JSON result (as store_ingest)
- * or stays NULL if the item could not be stored (item_err[i] says why).
+ * Store the valid items of a batch (reqs[i] NULL for an item that failed
+ * validation) in one transaction: one call of crm.ingest_batch, or, if that
+ * fails, one ingest per item each under its own savepoint. results[i]
+ * receives the item's JSON result (as store_ingest, any of its statuses) or
+ * stays NULL if the item was skipped or could not be stored.
  */
 enum db_status store_ingest_batch(struct db_pool *pool, struct interaction_request *const *reqs,
                                   int count, json_t **results, char *err, size_t errlen);
