@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Lint openapi.yaml with Redocly CLI (config: redocly.yaml).
-# Fails on any lint error or warning.
+# Lint openapi.yaml with Redocly CLI (config: redocly.yaml) and Spectral
+# (config: .spectral.yaml, the spectral:oas ruleset).
+# Fails on any lint error or warning of either.
 #
-# @redocly/cli is installed with npm into a cache directory (once) so that
-# repeated runs do not hit the network:
+# @redocly/cli and @stoplight/spectral-cli are installed with npm into a
+# cache directory (once) so that repeated runs do not hit the network:
 #   ${XDG_CACHE_HOME:-$HOME/.cache}/crm-openapi-lint
 set -euo pipefail
 
@@ -14,6 +15,8 @@ redocly="$cache_dir/node_modules/.bin/redocly"
 # dependency @redocly/respect-core@1.34.21 is not published on the registry, so
 # that install fails (ETARGET). Bump deliberately, checking that it installs.
 redocly_version="1.34.20"
+spectral="$cache_dir/node_modules/.bin/spectral"
+spectral_version="6.16.3"
 
 if ! command -v npm >/dev/null 2>&1; then
     if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
@@ -31,7 +34,18 @@ if [ ! -x "$redocly" ] || [ "$("$redocly" --version 2>/dev/null)" != "$redocly_v
     npm install --no-audit --no-fund --prefix "$cache_dir" "@redocly/cli@$redocly_version" >&2
 fi
 
+if [ ! -x "$spectral" ] || [ "$("$spectral" --version 2>/dev/null)" != "$spectral_version" ]; then
+    echo "installing @stoplight/spectral-cli@$spectral_version into $cache_dir" >&2
+    mkdir -p "$cache_dir"
+    npm install --no-audit --no-fund --prefix "$cache_dir" \
+        "@redocly/cli@$redocly_version" "@stoplight/spectral-cli@$spectral_version" >&2
+fi
+
 cd "$repo_root"
+if ! "$spectral" lint --ruleset .spectral.yaml --fail-severity warn openapi.yaml >&2; then
+    echo "openapi lint: FAILED (Spectral)" >&2
+    exit 1
+fi
 status=0
 output="$("$redocly" lint openapi.yaml 2>&1)" || status=$?
 printf '%s\n' "$output"
