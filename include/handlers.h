@@ -15,6 +15,7 @@
 #include "auth.h"
 #include "config.h"
 #include "db.h"
+#include "health.h"
 #include "problem.h"
 #include "router.h"
 
@@ -25,6 +26,7 @@ struct app {
     struct db_pool *reads;   /* the read routes' pool: the replica's, or a small one on the primary */
     struct access *access;
     struct audit *audit;     /* read-audit rows */
+    struct health *health;   /* what /ready answers: database checked in the background, stopping */
 };
 
 struct request {
