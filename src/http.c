@@ -14,6 +14,13 @@
  * configured limit, rejected early when Content-Length is already too
  * large, then checked for UTF-8 and parsed as a JSON object before any
  * handler sees them.
+ *
+ * SIGTERM (http_drain_and_stop): the daemon keeps accepting, but every
+ * request arriving from then on is answered 503 (its body, if any, read and
+ * dropped first), except /health, /ready (503 itself then) and /metrics,
+ * and every response carries Connection: close, so kept-alive clients
+ * leave and new ones are told at once to go elsewhere; the requests that
+ * arrived before are waited for.
  */
 #include "http.h"
 
@@ -31,6 +38,7 @@
 #include <unistd.h>
 
 #include "db.h"
+#include "health.h"
 #include "metrics.h"
 #include "textutil.h"
 
@@ -41,7 +49,8 @@ struct http_server {
     atomic_int in_flight;
     bool pooled;          /* worker threads; false: one thread per connection */
     atomic_int offloaded; /* long requests queued or running on the long-route threads */
-    atomic_bool draining; /* stopping: long requests run on their worker instead */
+    atomic_bool draining; /* stopping: new requests are refused, responses close their
+                             connection, long requests run on their worker */
     /* The long-route threads and their FIFO queue (worker-thread mode only). */
     pthread_mutex_t long_lock;
     pthread_cond_t long_wake;
@@ -61,6 +70,12 @@ struct http_server {
 /* One write(2) per access-log line was 5-6 % of the server's CPU per profile
  * GET (perf); lines now wait at most this long in stdio's buffer. */
 #define ACCESS_LOG_FLUSH_MS 100
+
+/* A body the server will not use (a request refused during the drain) is
+ * still read, up to this many bytes, and dropped: a client still sending
+ * it then reads the answer instead of a broken pipe. Beyond, the
+ * connection is closed. */
+#define DISCARD_MAX ((size_t)16 * 1024 * 1024)
 
 struct stream;
 
@@ -84,6 +99,8 @@ struct request_ctx {
     char *body;
     size_t len, cap;
     bool too_large;
+    bool counted;  /* in in_flight: arrived before the drain began */
+    bool refused;  /* arrived during the drain: 503 once its body is read */
     struct timespec start;
     int route;  /* enum route, or -1 before/without a match */
     int status; /* of the queued response */
@@ -117,6 +134,9 @@ static void note_response(struct MHD_Response *r, int status)
         return;
     current->status = status;
     MHD_add_response_header(r, "X-Request-Id", current->request_id);
+    /* Stopping: libmicrohttpd closes the connection after this response. */
+    if (atomic_load(&current->srv->draining))
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
 }
 
 struct stream {
@@ -627,6 +647,41 @@ static enum MHD_Result finish_request(struct http_server *srv, struct MHD_Connec
     return ret;
 }
 
+/* The probes, served during the drain too (/ready then answers 503). */
+static bool is_probe(const char *url)
+{
+    return strcmp(url, "/health") == 0 || strcmp(url, "/ready") == 0 ||
+           strcmp(url, "/metrics") == 0;
+}
+
+/* A body follows the request head (a Content-Length above 0, or chunked). */
+static bool has_body_coming(struct MHD_Connection *conn)
+{
+    const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                 MHD_HTTP_HEADER_CONTENT_LENGTH);
+    return MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                       MHD_HTTP_HEADER_TRANSFER_ENCODING) != NULL ||
+           (cl != NULL && strtoull(cl, NULL, 10) > 0);
+}
+
+/* Expect: 100-continue: the client waits for a word before sending its
+ * body, so a refusal needs no reading of it. */
+static bool expects_continue(struct MHD_Connection *conn)
+{
+    const char *e = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT);
+    return e != NULL && strcasecmp(e, "100-continue") == 0;
+}
+
+/* A request that arrived during the drain. */
+static enum MHD_Result send_refusal(struct MHD_Connection *conn, const char *url)
+{
+    struct response res = {0};
+    respond_problem(&res, PROBLEM_SERVICE_UNAVAILABLE,
+                    "the server is shutting down; retry on another instance", url);
+    res.retry_after = 1;
+    return send_response(conn, &res);
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version,
                                   const char *upload_data, size_t *upload_data_size,
@@ -642,11 +697,25 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         ctx = calloc(1, sizeof(*ctx));
         ctx->srv = srv;
         *con_cls = ctx;
-        atomic_fetch_add(&srv->in_flight, 1);
         clock_gettime(CLOCK_MONOTONIC, &ctx->start);
         ctx->route = -1;
         take_request_id(conn, ctx);
         current = ctx;
+        /* Counted before draining is read, and http_drain_and_stop sets
+         * draining before it reads the count: either this request is
+         * waited for, or it sees draining and is refused. */
+        atomic_fetch_add(&srv->in_flight, 1);
+        ctx->counted = true;
+        if (atomic_load(&srv->draining)) {
+            atomic_fetch_sub(&srv->in_flight, 1);
+            ctx->counted = false;
+            if (!is_probe(url)) {
+                ctx->refused = true;
+                if (!has_body_coming(conn) || expects_continue(conn))
+                    return send_refusal(conn, url);
+                return MHD_YES; /* the body is read and dropped, then refused */
+            }
+        }
         if (cl != NULL && strtoull(cl, NULL, 10) > limit) {
             char detail[96];
             snprintf(detail, sizeof(detail), "the body exceeds the limit of %zu bytes", limit);
@@ -656,11 +725,18 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return MHD_YES;
     }
     if (*upload_data_size > 0) {
+        if (ctx->refused) {
+            ctx->len += *upload_data_size; /* counted, dropped */
+            *upload_data_size = 0;
+            return ctx->len <= DISCARD_MAX ? MHD_YES : MHD_NO; /* MHD_NO: closed unanswered */
+        }
         append_body(ctx, upload_data, *upload_data_size, limit);
         *upload_data_size = 0;
         return MHD_YES;
     }
     current = ctx;
+    if (ctx->refused)
+        return send_refusal(conn, url);
     if (ctx->offload != NULL) { /* resumed: the long route's answer is ready */
         struct offload *o = ctx->offload;
         enum MHD_Result ret = send_response(conn, &o->res);
@@ -763,9 +839,10 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         free(ctx->offload);
     }
     free(ctx->body);
+    if (ctx->counted)
+        atomic_fetch_sub(&srv->in_flight, 1);
     free(ctx);
     *con_cls = NULL;
-    atomic_fetch_sub(&srv->in_flight, 1);
 }
 
 /* Whole file into a NUL-terminated buffer (TLS PEM files); NULL on error. */
@@ -900,14 +977,17 @@ struct http_server *http_start(struct app *app)
 
 int http_drain_and_stop(struct http_server *srv, int timeout_s)
 {
-    /* No new connections are accepted from here on. The listening socket is
-     * closed only after MHD_stop_daemon: libmicrohttpd's worker threads take
-     * it out of their epoll sets on their own time, and aborted ("Failed to
-     * remove listen FD from epoll set") when it was closed first, as its
-     * manual warns. */
-    MHD_socket listener = MHD_quiesce_daemon(srv->daemon);
+    /* The daemon keeps its listening socket and keeps accepting: requests
+     * arriving from here on are answered 503 with Connection: close (see
+     * on_request), so clients are told at once instead of waiting in the
+     * backlog, and kept-alive connections close after their next response.
+     * The daemon is not quiesced: MHD_stop_daemon closes the listener
+     * itself, after its worker threads have stopped (a quiesced listener
+     * closed early aborted libmicrohttpd once: "Failed to remove listen FD
+     * from epoll set"). */
     int left;
     atomic_store(&srv->draining, true);
+    health_set_stopping(srv->app->health);
     refuse_queued_offloads(srv);
     for (int waited_ms = 0; atomic_load(&srv->in_flight) > 0 && waited_ms < timeout_s * 1000;
          waited_ms += 20)
@@ -934,8 +1014,6 @@ int http_drain_and_stop(struct http_server *srv, int timeout_s)
         db_sleep_ms(20);
     }
     MHD_stop_daemon(srv->daemon);
-    if (listener != MHD_INVALID_SOCKET)
-        close(listener);
     release_server(srv);
     return left;
 }
