@@ -15,6 +15,12 @@
  * large, then checked for UTF-8 and parsed as a JSON object before any
  * handler sees them.
  *
+ * HTTP framing is checked before anything else: a request with both
+ * Transfer-Encoding and Content-Length, two Content-Length headers, a
+ * transfer coding other than chunked, or HTTP/1.1 without exactly one Host
+ * is answered 400 (request smuggling and desync need such ambiguities); a
+ * query of more parameters than the request memory holds, 431.
+ *
  * SIGTERM (http_drain_and_stop): the daemon keeps accepting, but every
  * request arriving from then on is answered 503 (its body, if any, read and
  * dropped first), except /health, /ready (503 itself then) and /metrics,
@@ -71,11 +77,25 @@ struct http_server {
  * GET (perf); lines now wait at most this long in stdio's buffer. */
 #define ACCESS_LOG_FLUSH_MS 100
 
-/* A body the server will not use (a request refused during the drain) is
- * still read, up to this many bytes, and dropped: a client still sending
- * it then reads the answer instead of a broken pipe. Beyond, the
- * connection is closed. */
+/* A body the server will not use (larger than --body-limit, or a request
+ * refused during the drain) is still read, up to this many bytes, and
+ * dropped: a client still sending it (Python's urllib, Node) then reads the
+ * 413 or 503 instead of a broken pipe. A larger Content-Length, or one with
+ * Expect: 100-continue, is answered at once (the client with Expect sends
+ * nothing); a chunked body going past it has its connection closed. */
 #define DISCARD_MAX ((size_t)16 * 1024 * 1024)
+
+/* libmicrohttpd keeps a connection's request head (read buffer, header and
+ * query-parameter records) in a pool of this size. MHD clears the pool
+ * between keep-alive requests (callgrind: 64 KB cost 22 % of a profile GET's
+ * instructions), so it stays small; a head that does not fit is answered
+ * 414 or 431 by libmicrohttpd, and a query of too many parameters 431 by
+ * on_uri (libmicrohttpd 0.9.75 never answers that one itself). */
+#define CONNECTION_MEMORY ((size_t)16 * 1024)
+/* Query parameters accepted (the API uses a handful); more: 431. */
+#define MAX_QUERY_PARAMS 64
+/* libmicrohttpd's record of one query parameter, with its pool's alignment. */
+#define QUERY_PARAM_COST 64
 
 struct stream;
 
@@ -99,6 +119,8 @@ struct request_ctx {
     char *body;
     size_t len, cap;
     bool too_large;
+    bool declared_too_large; /* by its Content-Length: 413 before routing, once read */
+    size_t dropped; /* body bytes read and dropped (too large, or refused) */
     bool counted;  /* in in_flight: arrived before the drain began */
     bool refused;  /* arrived during the drain: 503 once its body is read */
     struct timespec start;
@@ -647,6 +669,81 @@ static enum MHD_Result finish_request(struct http_server *srv, struct MHD_Connec
     return ret;
 }
 
+/* What on_uri returns (as the request's con_cls) for a query of too many
+ * parameters: on_request answers 431. */
+static char too_many_params;
+
+/* MHD_OPTION_URI_LOG_CALLBACK: the request line's URI, before libmicrohttpd
+ * stores the query parameters in the connection's pool. When they would not
+ * fit, libmicrohttpd 0.9.75 queues its own 431 and then loses it in a state
+ * change: the client never gets an answer. So a query of more than
+ * MAX_QUERY_PARAMS parameters, or of more than the pool holds beside the
+ * read buffer (half the pool, or the request line) and room for headers, is
+ * cut off here: the URI is libmicrohttpd's own writable buffer, where it
+ * ends the path at the '?' itself next; ending the query there too leaves
+ * no parameter to store. */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    char *query = strchr(uri, '?');
+    size_t params = 1, len = strlen(uri), buffer;
+    (void)cls;
+    (void)conn;
+    if (query == NULL || query[1] == '\0')
+        return NULL;
+    for (const char *c = query + 1; *c; c++)
+        params += *c == '&';
+    buffer = len + len / 4 > CONNECTION_MEMORY / 2 ? len + len / 4 : CONNECTION_MEMORY / 2;
+    if (params <= MAX_QUERY_PARAMS &&
+        buffer + params * QUERY_PARAM_COST + 4096 <= CONNECTION_MEMORY)
+        return NULL;
+    query[1] = '\0';
+    return &too_many_params;
+}
+
+struct header_counts {
+    int host, content_length, transfer_encoding;
+    bool chunked;
+};
+
+static enum MHD_Result count_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                    const char *value)
+{
+    struct header_counts *n = cls;
+    (void)kind;
+    if (strcasecmp(key, MHD_HTTP_HEADER_HOST) == 0)
+        n->host++;
+    else if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0)
+        n->content_length++;
+    else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
+        n->transfer_encoding++;
+        n->chunked = value != NULL && strcasecmp(value, "chunked") == 0;
+    }
+    return MHD_YES;
+}
+
+/* Why the request's framing is ambiguous (RFC 9112 sections 3.2 and 6.3),
+ * or NULL. libmicrohttpd would take Transfer-Encoding over Content-Length
+ * and the first of two Content-Lengths; a proxy in front may read them the
+ * other way, which is how requests are smuggled. Its own strict mode
+ * (MHD_OPTION_STRICT_FOR_CLIENT) only checks Host, and answers that with an
+ * HTML page sent with its status line twice (0.9.75): checked here instead. */
+static const char *framing_error(struct MHD_Connection *conn, const char *version)
+{
+    struct header_counts n = {0};
+    MHD_get_connection_values(conn, MHD_HEADER_KIND, count_header, &n);
+    if (n.host == 0 && strcmp(version, MHD_HTTP_VERSION_1_1) == 0)
+        return "an HTTP/1.1 request needs a Host header";
+    if (n.host > 1)
+        return "more than one Host header";
+    if (n.transfer_encoding > 0 && n.content_length > 0)
+        return "Transfer-Encoding and Content-Length together";
+    if (n.content_length > 1)
+        return "more than one Content-Length header";
+    if (n.transfer_encoding > 1 || (n.transfer_encoding == 1 && !n.chunked))
+        return "the only transfer coding accepted is a single 'chunked'";
+    return NULL;
+}
+
 /* The probes, served during the drain too (/ready then answers 503). */
 static bool is_probe(const char *url)
 {
@@ -691,9 +788,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     struct request_ctx *ctx = *con_cls;
     size_t limit = srv->app->cfg->body_limit;
 
-    if (ctx == NULL) {
+    if (ctx == NULL || ctx == (void *)&too_many_params) {
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                                      MHD_HTTP_HEADER_CONTENT_LENGTH);
+        const char *framing = framing_error(conn, version);
+        bool overfull = ctx != NULL;
+        unsigned long long declared = cl != NULL ? strtoull(cl, NULL, 10) : 0;
         ctx = calloc(1, sizeof(*ctx));
         ctx->srv = srv;
         *con_cls = ctx;
@@ -704,6 +804,17 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         /* Counted before draining is read, and http_drain_and_stop sets
          * draining before it reads the count: either this request is
          * waited for, or it sees draining and is refused. */
+        /* Answered before its body, if any, is read: libmicrohttpd then
+         * closes the connection. */
+        if (framing != NULL)
+            return send_problem(conn, PROBLEM_INVALID_HEADER, framing, url);
+        if (overfull) {
+            char detail[128];
+            snprintf(detail, sizeof(detail),
+                     "the query has more parameters than the server accepts (at most %d, "
+                     "fewer when long)", MAX_QUERY_PARAMS);
+            return send_problem(conn, PROBLEM_HEADERS_TOO_LARGE, detail, url);
+        }
         atomic_fetch_add(&srv->in_flight, 1);
         ctx->counted = true;
         if (atomic_load(&srv->draining)) {
@@ -716,27 +827,36 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                 return MHD_YES; /* the body is read and dropped, then refused */
             }
         }
-        if (cl != NULL && strtoull(cl, NULL, 10) > limit) {
+        if (declared > limit) {
             char detail[96];
-            snprintf(detail, sizeof(detail), "the body exceeds the limit of %zu bytes", limit);
-            /* Answer before reading the body; MHD closes the connection after. */
-            return send_problem(conn, PROBLEM_PAYLOAD_TOO_LARGE, detail, url);
+            if (expects_continue(conn) || declared > DISCARD_MAX) {
+                snprintf(detail, sizeof(detail), "the body exceeds the limit of %zu bytes",
+                         limit);
+                /* Answer before the body; MHD closes the connection after. */
+                return send_problem(conn, PROBLEM_PAYLOAD_TOO_LARGE, detail, url);
+            }
+            ctx->too_large = ctx->declared_too_large = true; /* read and dropped, then 413 */
         }
         return MHD_YES;
     }
     if (*upload_data_size > 0) {
-        if (ctx->refused) {
-            ctx->len += *upload_data_size; /* counted, dropped */
-            *upload_data_size = 0;
-            return ctx->len <= DISCARD_MAX ? MHD_YES : MHD_NO; /* MHD_NO: closed unanswered */
-        }
-        append_body(ctx, upload_data, *upload_data_size, limit);
+        size_t n = *upload_data_size;
         *upload_data_size = 0;
+        if (ctx->refused || ctx->too_large) {
+            ctx->dropped += n;
+            return ctx->dropped <= DISCARD_MAX ? MHD_YES : MHD_NO; /* MHD_NO: closed unanswered */
+        }
+        append_body(ctx, upload_data, n, limit);
         return MHD_YES;
     }
     current = ctx;
     if (ctx->refused)
         return send_refusal(conn, url);
+    if (ctx->declared_too_large) {
+        char detail[96];
+        snprintf(detail, sizeof(detail), "the body exceeds the limit of %zu bytes", limit);
+        return send_problem(conn, PROBLEM_PAYLOAD_TOO_LARGE, detail, url);
+    }
     if (ctx->offload != NULL) { /* resumed: the long route's answer is ready */
         struct offload *o = ctx->offload;
         enum MHD_Result ret = send_response(conn, &o->res);
@@ -824,8 +944,10 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     struct request_ctx *ctx = *con_cls;
     struct timespec end;
     double seconds;
-    if (ctx == NULL)
+    if (ctx == NULL || ctx == (void *)&too_many_params) { /* never reached on_request */
+        *con_cls = NULL;
         return;
+    }
     clock_gettime(CLOCK_MONOTONIC, &end);
     seconds = (double)(end.tv_sec - ctx->start.tv_sec) +
               (double)(end.tv_nsec - ctx->start.tv_nsec) / 1e9;
@@ -961,9 +1083,9 @@ struct http_server *http_start(struct app *app)
         MHD_OPTION_SOCK_ADDR, addr,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned int)app->cfg->max_connections,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)app->cfg->connection_timeout,
-        /* Caps header size. MHD clears this pool between keep-alive requests
-         * (callgrind: 64 KB cost 22 % of a profile GET's instructions). */
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)16 * 1024,
+        /* Caps the request head (see CONNECTION_MEMORY). */
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, CONNECTION_MEMORY,
+        MHD_OPTION_URI_LOG_CALLBACK, on_uri, srv,
         MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
         MHD_OPTION_END);

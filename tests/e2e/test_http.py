@@ -1,0 +1,234 @@
+#!/usr/bin/env python3
+"""End-to-end tests of the HTTP layer itself: request framing, limits on the
+request head and body, connections (raw sockets where clients would hide
+what the server sends).
+
+Run:  CRM_BIN=build/crm-server CRM_DATABASE_URL=postgresql:///crm \
+      python3 tests/e2e/test_http.py [TestClass[.test_method] ...]
+"""
+
+import json
+import os
+import re
+import socket
+import sys
+import time
+import unittest
+import urllib.error
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+from harness import get  # noqa: E402
+
+
+def setUpModule():
+    harness.start_server()
+
+
+def tearDownModule():
+    harness.stop_server()
+
+
+def raw_exchange(data, port=None, timeout=5.0, then=None):
+    """Send data on a new connection, then `then` (if any), and read until the
+    server closes or `timeout` passes without a byte. Returns the bytes read
+    and whether the server closed the connection."""
+    s = socket.create_connection((harness.HOST, port or harness.SERVER.port), timeout=timeout)
+    try:
+        s.sendall(data)
+        if then is not None:
+            try:
+                s.sendall(then)
+            except OSError:
+                pass
+        out = b""
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except socket.timeout:
+                return out, False
+            except ConnectionResetError:
+                return out, True
+            if not chunk:
+                return out, True
+            out += chunk
+    finally:
+        s.close()
+
+
+STATUS_LINE = re.compile(rb"(?:^|\r\n)HTTP/1\.[01] \d{3} ")
+
+
+def status_lines(raw):
+    """How many status lines raw holds (at its start or after a CRLF)."""
+    return len(STATUS_LINE.findall(raw))
+
+
+def parse_one(raw):
+    """(status, headers dict with lower-case names, body) of the one response
+    in raw; fails when there is not exactly one status line."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ")[1])
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return status, headers, body
+
+
+class HttpTestCase(harness.CrmTestCase):
+    def assertOneProblem(self, raw, status, slug):
+        """raw is exactly one HTTP response: status, problem+json of that slug."""
+        self.assertTrue(raw, "no answer")
+        self.assertEqual(status_lines(raw), 1, raw)
+        code, headers, body = parse_one(raw)
+        self.assertEqual(code, status, raw)
+        self.assertEqual(headers.get("content-type"), harness.PROBLEM_CT, raw)
+        self.assertEqual(int(headers["content-length"]), len(body), raw)
+        doc = json.loads(body)
+        self.assertProblemDoc(doc, status, slug, raw)
+        return headers, doc
+
+
+AUTH = b"Authorization: Bearer " + harness.ADMIN_KEY.encode() + b"\r\n"
+
+
+class FramingTests(HttpTestCase):
+    """Ambiguous framing is refused with 400 (libmicrohttpd alone served
+    these requests, reading them its own way)."""
+
+    def test_transfer_encoding_with_content_length(self):
+        raw, closed = raw_exchange(
+            b"POST /v1/interactions HTTP/1.1\r\nHost: crm\r\n" + AUTH +
+            b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
+            b"Content-Length: 7\r\n\r\n2\r\n{}\r\n0\r\n\r\n")
+        headers, doc = self.assertOneProblem(raw, 400, "invalid-header")
+        self.assertEqual(doc["detail"], "Transfer-Encoding and Content-Length together")
+        self.assertEqual(headers.get("connection"), "close")
+        self.assertTrue(closed)
+
+    def test_two_content_lengths(self):
+        for values in ((b"2", b"5"), (b"2", b"2")):
+            raw, _ = raw_exchange(
+                b"POST /v1/interactions HTTP/1.1\r\nHost: crm\r\n" + AUTH +
+                b"Content-Type: application/json\r\nContent-Length: " + values[0] +
+                b"\r\nContent-Length: " + values[1] + b"\r\n\r\n{}")
+            _, doc = self.assertOneProblem(raw, 400, "invalid-header")
+            self.assertEqual(doc["detail"], "more than one Content-Length header")
+
+    def test_transfer_coding_other_than_chunked(self):
+        raw, _ = raw_exchange(
+            b"POST /v1/interactions HTTP/1.1\r\nHost: crm\r\n" + AUTH +
+            b"Content-Type: application/json\r\nTransfer-Encoding: gzip\r\n\r\n")
+        self.assertOneProblem(raw, 400, "invalid-header")
+
+    def test_http11_needs_one_host(self):
+        raw, _ = raw_exchange(b"GET /health HTTP/1.1\r\n\r\n")
+        _, doc = self.assertOneProblem(raw, 400, "invalid-header")
+        self.assertEqual(doc["detail"], "an HTTP/1.1 request needs a Host header")
+        raw, _ = raw_exchange(b"GET /health HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")
+        self.assertOneProblem(raw, 400, "invalid-header")
+        # HTTP/1.0 has no Host requirement
+        raw, _ = raw_exchange(b"GET /health HTTP/1.0\r\n\r\n")
+        self.assertEqual(parse_one(raw)[0], 200, raw)
+
+    def test_chunked_body_still_served(self):
+        body = json.dumps(harness.interaction(
+            identifiers=[harness.email_id("chunked-%s@example.com" % harness.uid())])).encode()
+        raw, _ = raw_exchange(
+            b"POST /v1/interactions HTTP/1.1\r\nHost: crm\r\n" + AUTH +
+            b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
+            b"Connection: close\r\n\r\n" + b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n")
+        self.assertEqual(parse_one(raw)[0], 201, raw)
+
+
+class HeadLimitTests(HttpTestCase):
+    def test_many_query_parameters_answer_431(self):
+        # 230 parameters filled libmicrohttpd's 16 KB request memory: it
+        # queued a 431 and lost it, the client waited for the idle timeout.
+        query = "&".join("p%d=v%d" % (i, i) for i in range(230))
+        started = time.monotonic()
+        raw, _ = raw_exchange(b"GET /v1/customers?" + query.encode() +
+                              b" HTTP/1.1\r\nHost: crm\r\n" + AUTH + b"\r\n")
+        self.assertLess(time.monotonic() - started, 5)
+        self.assertOneProblem(raw, 431, "request-head-too-large")
+        # a few parameters are fine, many too, up to 64
+        query = "&".join("p%d=v%d" % (i, i) for i in range(64))
+        self.assertJson(get("/health?" + query), 200)
+        self.assertJson(get("/health"), 200)
+
+    def test_oversized_header_answer_431(self):
+        # libmicrohttpd's own answer (HTML), documented in openapi.yaml
+        raw, closed = raw_exchange(b"GET /health HTTP/1.1\r\nHost: crm\r\nX-Big: " +
+                                   b"a" * 20000 + b"\r\n\r\n")
+        self.assertEqual(status_lines(raw), 1, raw)
+        self.assertEqual(parse_one(raw)[0], 431, raw)
+        self.assertTrue(closed)
+
+
+class BodyLimitTests(HttpTestCase):
+    def test_urllib_posting_too_large_a_body_reads_413(self):
+        # urllib sends the whole body before reading; the server answered
+        # 413 at the head and closed, and urllib saw a broken pipe or a reset.
+        body = json.dumps({"pad": "x" * (4 * 1024 * 1024)}).encode()  # 64 times the limit
+        req = urllib.request.Request(
+            harness.SERVER.base_url + "/v1/interactions", data=body, method="POST",
+            headers={"Content-Type": "application/json",
+                     "Authorization": "Bearer " + harness.ADMIN_KEY})
+        for _ in range(3):
+            with self.assertRaises(urllib.error.HTTPError) as caught:
+                urllib.request.urlopen(req, timeout=30)
+            self.assertEqual(caught.exception.code, 413)
+            self.assertEqual(caught.exception.headers["Content-Type"], harness.PROBLEM_CT)
+            doc = json.loads(caught.exception.read())
+            self.assertProblemDoc(doc, 413, "payload-too-large")
+
+    def test_expect_100_continue_gets_413_before_the_body(self):
+        raw, closed = raw_exchange(
+            b"POST /v1/interactions HTTP/1.1\r\nHost: crm\r\n" + AUTH +
+            b"Content-Type: application/json\r\nExpect: 100-continue\r\n"
+            b"Content-Length: %d\r\n\r\n" % (10 * harness.BODY_LIMIT))
+        self.assertNotIn(b"100 Continue", raw)
+        self.assertOneProblem(raw, 413, "payload-too-large")
+        self.assertTrue(closed)
+
+    def test_body_within_the_limit_with_expect_is_read(self):
+        body = json.dumps(harness.interaction(
+            identifiers=[harness.email_id("expect-%s@example.com" % harness.uid())])).encode()
+        s = socket.create_connection((harness.HOST, harness.SERVER.port), timeout=5)
+        try:
+            s.sendall(b"POST /v1/interactions HTTP/1.1\r\nHost: crm\r\n" + AUTH +
+                      b"Content-Type: application/json\r\nExpect: 100-continue\r\n"
+                      b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body))
+            self.assertTrue(s.recv(100).startswith(b"HTTP/1.1 100 Continue"))
+            s.sendall(body)
+            raw = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                raw += chunk
+        finally:
+            s.close()
+        self.assertEqual(parse_one(raw)[0], 201, raw)
+
+    @unittest.expectedFailure
+    def test_invalid_content_length_answers_one_status_line(self):
+        # Known libmicrohttpd 0.9.75 bug (Debian 12), out of the server's
+        # reach: a Content-Length that is negative or of 2^64 or more is
+        # answered by the library itself (400 or 413, HTML) before the server
+        # sees the request, and the library writes that answer's status line
+        # and headers twice. Expected to fail until the library is fixed;
+        # the harness counts an unexpected success as a failure, so this
+        # test says when that happens.
+        for value, status in ((b"-1", 400), (b"18446744073709551616", 413)):
+            raw, _ = raw_exchange(b"POST /v1/interactions HTTP/1.1\r\nHost: crm\r\n"
+                                  b"Content-Length: " + value + b"\r\n\r\n")
+            self.assertEqual(parse_one(raw)[0], status, raw)
+            self.assertEqual(status_lines(raw), 1, raw)
+
+
+if __name__ == "__main__":
+    sys.exit(harness.main())
