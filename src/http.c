@@ -21,6 +21,13 @@
  * is answered 400 (request smuggling and desync need such ambiguities); a
  * query of more parameters than the request memory holds, 431.
  *
+ * Connections: at most --max-connections, and --max-connections-per-ip from
+ * one address (more are closed as soon as accepted), so idle sockets from
+ * one client cannot hold every slot while new clients wait in the backlog;
+ * a new connection has --header-timeout idle seconds to complete its first
+ * request head (slowloris), then the usual --connection-timeout applies.
+ * The connection limit is kept within the process's descriptor limit.
+ *
  * SIGTERM (http_drain_and_stop): the daemon keeps accepting, but every
  * request arriving from then on is answered 503 (its body, if any, read and
  * dropped first), except /health, /ready (503 itself then) and /metrics,
@@ -34,11 +41,13 @@
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -744,6 +753,85 @@ static const char *framing_error(struct MHD_Connection *conn, const char *versio
     return NULL;
 }
 
+/* libmicrohttpd's messages go to stderr, except the one it writes for every
+ * connection closed at a connection limit (2,000 connections from one
+ * address made 1,744 identical lines): that one at most every 10 s, with
+ * how many came meanwhile. */
+static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    static time_t last;
+    static unsigned long skipped;
+    char msg[512];
+    (void)cls;
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    if (strstr(msg, "connection limit") != NULL) {
+        time_t now = time(NULL);
+        pthread_mutex_lock(&lock);
+        if (now - last < 10) {
+            skipped++;
+            pthread_mutex_unlock(&lock);
+            return;
+        }
+        if (skipped > 0)
+            fprintf(stderr, "http: %lu more connections closed at a connection limit\n",
+                    skipped);
+        last = now;
+        skipped = 0;
+        pthread_mutex_unlock(&lock);
+    }
+    fputs(msg, stderr);
+}
+
+/* MHD_OPTION_NOTIFY_CONNECTION: a new connection gets the short timeout
+ * for its first request head (on_request restores the idle timeout). */
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    const struct config *cfg = ((struct http_server *)cls)->app->cfg;
+    (void)socket_context;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED && cfg->header_timeout < cfg->connection_timeout)
+        MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT,
+                                  (unsigned int)cfg->header_timeout);
+}
+
+/* A request head is complete: the connection idles on the usual timeout. */
+static void restore_idle_timeout(struct MHD_Connection *conn, const struct config *cfg)
+{
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_TIMEOUT);
+    if (cfg->header_timeout < cfg->connection_timeout &&
+        (info == NULL || info->connection_timeout != (unsigned int)cfg->connection_timeout))
+        MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT,
+                                  (unsigned int)cfg->connection_timeout);
+}
+
+/* The connection limit, within the descriptor limit: each connection is a
+ * descriptor, as are the database connections (up to three pools), two per
+ * worker thread (epoll, wake-up) and a margin for logs, listener and
+ * libraries. The soft RLIMIT_NOFILE is raised toward the hard one when
+ * needed; if even that is short, fewer connections are allowed (logged), so
+ * that accept never fails for want of a descriptor. */
+static unsigned int connection_limit(const struct config *cfg, unsigned int workers)
+{
+    struct rlimit rl;
+    rlim_t reserve = 64 + 2 * (rlim_t)workers + 3 * (rlim_t)cfg->pool_size;
+    rlim_t wanted = (rlim_t)cfg->max_connections + reserve;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= wanted)
+        return (unsigned int)cfg->max_connections;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > wanted ? wanted : rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (rl.rlim_cur >= wanted)
+        return (unsigned int)cfg->max_connections;
+    rl.rlim_cur = rl.rlim_cur > reserve + 16 ? rl.rlim_cur - reserve : 16;
+    fprintf(stderr, "http: the descriptor limit (ulimit -n) allows %u connections, not %d\n",
+            (unsigned int)rl.rlim_cur, cfg->max_connections);
+    return (unsigned int)rl.rlim_cur;
+}
+
 /* The probes, served during the drain too (/ready then answers 503). */
 static bool is_probe(const char *url)
 {
@@ -801,6 +889,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         ctx->route = -1;
         take_request_id(conn, ctx);
         current = ctx;
+        restore_idle_timeout(conn, srv->app->cfg);
         /* Counted before draining is read, and http_drain_and_stop sets
          * draining before it reads the count: either this request is
          * waited for, or it sees draining and is refused. */
@@ -1078,10 +1167,13 @@ struct http_server *http_start(struct app *app)
     }
     srv->daemon = MHD_start_daemon(
         flags, (uint16_t)app->cfg->port, NULL, NULL, on_request, srv,
+        MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL, /* first, or MHD warns */
         MHD_OPTION_ARRAY, workers > 1 ? pool_options : pool_options + 1,
         MHD_OPTION_ARRAY, srv->tls_cert ? tls_options : tls_options + 2,
         MHD_OPTION_SOCK_ADDR, addr,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned int)app->cfg->max_connections,
+        MHD_OPTION_CONNECTION_LIMIT, connection_limit(app->cfg, workers),
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int)app->cfg->max_connections_per_ip,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)app->cfg->connection_timeout,
         /* Caps the request head (see CONNECTION_MEMORY). */
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, CONNECTION_MEMORY,

@@ -10,6 +10,7 @@ Run:  CRM_BIN=build/crm-server CRM_DATABASE_URL=postgresql:///crm \
 import json
 import os
 import re
+import resource
 import socket
 import sys
 import time
@@ -228,6 +229,88 @@ class BodyLimitTests(HttpTestCase):
                                   b"Content-Length: " + value + b"\r\n\r\n")
             self.assertEqual(parse_one(raw)[0], status, raw)
             self.assertEqual(status_lines(raw), 1, raw)
+
+
+class ConnectionLimitTests(HttpTestCase):
+    IDLE = 2000
+
+    def extra_server(self, *args):
+        server = harness.extra_server(*args)
+        self.addCleanup(lambda: self.assertEqual(server.stop(), 0, server.log_tail()))
+        return server
+
+    def test_idle_connections_from_one_address_leave_room_for_others(self):
+        # 2,000 connections from 127.0.0.2 that never send a byte: the server
+        # keeps 256 of them (--max-connections-per-ip) and closes the others
+        # as soon as accepted, so a client from 127.0.0.1 is answered at once.
+        # Before, 1,024 of them (--max-connections) took every slot and the
+        # rest, then the new client, waited in the backlog for the idle
+        # timeout (30 s).
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        wanted = self.IDLE + 512
+        if soft < wanted:
+            if hard != resource.RLIM_INFINITY and hard < wanted:
+                self.skipTest("ulimit -n %d is too small for %d sockets" % (hard, self.IDLE))
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            self.addCleanup(resource.setrlimit, resource.RLIMIT_NOFILE, (soft, hard))
+        try:
+            probe = socket.socket()
+            probe.bind(("127.0.0.2", 0))
+            probe.close()
+        except OSError as e:
+            self.skipTest("cannot bind 127.0.0.2: %s" % e)
+        server = self.extra_server()
+        idle = []
+        self.addCleanup(lambda: [s.close() for s in idle])
+        for _ in range(self.IDLE):
+            s = socket.socket()
+            s.bind(("127.0.0.2", 0))
+            s.settimeout(10)
+            s.connect((harness.HOST, server.port))
+            idle.append(s)
+        slowest = 0.0
+        for _ in range(5):
+            started = time.monotonic()
+            r = get("/health", port=server.port, timeout=10)
+            slowest = max(slowest, time.monotonic() - started)
+            self.assertJson(r, 200)
+        print("\n/health beside %d idle connections: slowest of 5 answers %.1f ms"
+              % (self.IDLE, slowest * 1000), file=sys.stderr)
+        self.assertLess(slowest, 1.0)
+        # the server closed all but --max-connections-per-ip of them
+        time.sleep(0.5)
+        kept = 0
+        for s in idle:
+            s.setblocking(False)
+            try:
+                kept += s.recv(1) != b""
+            except BlockingIOError:
+                kept += 1
+            except OSError:
+                pass
+        print("kept open by the server: %d of %d" % (kept, self.IDLE), file=sys.stderr)
+        self.assertLessEqual(kept, 256)
+        self.assertGreater(kept, 0)
+
+    def test_a_request_head_that_does_not_come_is_cut_short(self):
+        # slowloris: a connection that has not completed its first request
+        # head is closed after --header-timeout idle seconds; a connection
+        # that has sent a request then idles on --connection-timeout (30 s).
+        server = self.extra_server("--header-timeout", "1")
+        slow = socket.create_connection((harness.HOST, server.port), timeout=20)
+        self.addCleanup(slow.close)
+        slow.sendall(b"GET /health HTTP/1.1\r\nHost: crm\r\n")
+        kept = socket.create_connection((harness.HOST, server.port), timeout=20)
+        self.addCleanup(kept.close)
+        kept.sendall(b"GET /health HTTP/1.1\r\nHost: crm\r\n\r\n")
+        self.assertTrue(kept.recv(65536).startswith(b"HTTP/1.1 200 "))
+        started = time.monotonic()
+        self.assertEqual(slow.recv(65536), b"", "the server should close the connection")
+        self.assertLess(time.monotonic() - started, 10)
+        time.sleep(max(0.0, 2.5 - (time.monotonic() - started)))
+        kept.sendall(b"GET /health HTTP/1.1\r\nHost: crm\r\n\r\n")
+        self.assertTrue(kept.recv(65536).startswith(b"HTTP/1.1 200 "),
+                        "a kept-alive connection idles on the usual timeout")
 
 
 if __name__ == "__main__":
