@@ -693,12 +693,13 @@ static char too_many_params;
  * no parameter to store. */
 static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 {
-    char *query = strchr(uri, '?');
-    size_t params = 1, len = strlen(uri), buffer;
+    char *query = uri != NULL ? strchr(uri, '?') : NULL; /* NULL: a request line without URI */
+    size_t params = 1, len, buffer;
     (void)cls;
     (void)conn;
     if (query == NULL || query[1] == '\0')
         return NULL;
+    len = strlen(uri);
     for (const char *c = query + 1; *c; c++)
         params += *c == '&';
     buffer = len + len / 4 > CONNECTION_MEMORY / 2 ? len + len / 4 : CONNECTION_MEMORY / 2;
@@ -890,9 +891,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         take_request_id(conn, ctx);
         current = ctx;
         restore_idle_timeout(conn, srv->app->cfg);
-        /* Counted before draining is read, and http_drain_and_stop sets
-         * draining before it reads the count: either this request is
-         * waited for, or it sees draining and is refused. */
         /* Answered before its body, if any, is read: libmicrohttpd then
          * closes the connection. */
         if (framing != NULL)
@@ -904,6 +902,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                      "fewer when long)", MAX_QUERY_PARAMS);
             return send_problem(conn, PROBLEM_HEADERS_TOO_LARGE, detail, url);
         }
+        /* Counted before draining is read, and http_drain_and_stop sets
+         * draining before it reads the count: either this request is
+         * waited for, or it sees draining and is refused. */
         atomic_fetch_add(&srv->in_flight, 1);
         ctx->counted = true;
         if (atomic_load(&srv->draining)) {
