@@ -1,8 +1,10 @@
 /*
- * http: the libmicrohttpd front end. Owns connections and request bodies
- * (size limit, UTF-8 check, JSON parsing, Content-Type check), routing to
- * the handlers, writing responses with the right headers, and draining
- * in-flight requests on shutdown.
+ * http: the libmicrohttpd front end. Owns connections (limits in all and per
+ * client address, the request-head and idle timeouts), request framing
+ * (ambiguous Content-Length/Transfer-Encoding/Host refused, query size) and
+ * request bodies (size limit, UTF-8 check, JSON parsing, Content-Type check),
+ * routing to the handlers, writing responses with the right headers, and
+ * draining in-flight requests on shutdown.
  */
 #ifndef CRM_HTTP_H
 #define CRM_HTTP_H
