@@ -154,7 +154,8 @@ class SigtermDrainTests(unittest.TestCase):
         # flight (its body not yet sent) so that the drain lasts. Requests
         # sent more than 0.5 s after SIGTERM (time for the signal to arrive)
         # are answered 503 with Connection: close (new connections
-        # included: none may wait for an answer), /ready says 503, the held
+        # included: none may wait for an answer), /ready and a long route
+        # (KPIs) say 503, the held
         # request is answered once its body arrives, and the server exits 0
         # within the drain timeout. Before: kept-alive clients were served
         # on (200s without Connection: close) and new connections waited in
@@ -231,6 +232,12 @@ class SigtermDrainTests(unittest.TestCase):
         self.assertEqual(ready.status, 503)
         self.assertEqual(ready.body["detail"], "the server is shutting down")
         self.assertEqual(ready.headers.get("Connection"), "close")
+        # a long route (KPIs, run on the long-route threads) arriving now is refused too
+        kpis = get("/v1/kpis?from=2025-01-01T00:00:00Z&to=2025-02-01T00:00:00Z",
+                   port=server.port, timeout=5)
+        self.assertEqual(kpis.status, 503)
+        self.assertEqual(kpis.headers.get("Retry-After"), "1")
+        self.assertEqual(kpis.headers.get("Connection"), "close")
         self.assertIsNone(server.proc.poll(), "the held request keeps the server draining")
         held.sendall(b"{}")
         answer = held.recv(65536).decode("latin-1")
