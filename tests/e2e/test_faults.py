@@ -171,7 +171,7 @@ class SigtermDrainTests(unittest.TestCase):
         held.sendall(b"POST /v1/interactions HTTP/1.1\r\nHost: crm\r\n"
                      b"Authorization: Bearer " + harness.ADMIN_KEY.encode() +
                      b"\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n")
-        time.sleep(0.5)  # its head is read: the request is in flight
+        time.sleep(1.0)  # its head is read (in microseconds): the request is in flight
         stop = threading.Event()
         signalled = []
         lock = threading.Lock()
