@@ -19,7 +19,9 @@
  * Transfer-Encoding and Content-Length, two Content-Length headers, a
  * transfer coding other than chunked, or HTTP/1.1 without exactly one Host
  * is answered 400 (request smuggling and desync need such ambiguities); a
- * query of more parameters than the request memory holds, 431.
+ * query of more parameters than the request memory holds, 431; an
+ * unreadable Content-Length, which libmicrohttpd rejects itself with a
+ * malformed answer, 400 or 413 (answer_bad_content_length).
  *
  * Connections: at most --max-connections, and --max-connections-per-ip from
  * one address (more are closed as soon as accepted), so idle sockets from
@@ -38,6 +40,7 @@
 #include "http.h"
 
 #include <arpa/inet.h>
+#include <limits.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -682,6 +685,28 @@ static enum MHD_Result finish_request(struct http_server *srv, struct MHD_Connec
  * parameters: on_request answers 431. */
 static char too_many_params;
 
+/* The connections whose request lines this thread parsed last (on_uri;
+ * removed when they close): see answer_bad_content_length. A connection is
+ * served by one thread for its whole life (its worker, or its own thread). */
+#define PARSING_KEPT 8
+static _Thread_local struct MHD_Connection *parsing[PARSING_KEPT];
+static _Thread_local unsigned int parsing_next;
+
+static void note_parsing(struct MHD_Connection *conn)
+{
+    for (int i = 0; i < PARSING_KEPT; i++)
+        if (parsing[i] == conn)
+            return;
+    parsing[parsing_next++ % PARSING_KEPT] = conn;
+}
+
+static void forget_parsing(struct MHD_Connection *conn)
+{
+    for (int i = 0; i < PARSING_KEPT; i++)
+        if (parsing[i] == conn)
+            parsing[i] = NULL;
+}
+
 /* MHD_OPTION_URI_LOG_CALLBACK: the request line's URI, before libmicrohttpd
  * stores the query parameters in the connection's pool. When they would not
  * fit, libmicrohttpd 0.9.75 queues its own 431 and then loses it in a state
@@ -696,7 +721,7 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
     char *query = uri != NULL ? strchr(uri, '?') : NULL; /* NULL: a request line without URI */
     size_t params = 1, len, buffer;
     (void)cls;
-    (void)conn;
+    note_parsing(conn);
     if (query == NULL || query[1] == '\0')
         return NULL;
     len = strlen(uri);
@@ -754,6 +779,81 @@ static const char *framing_error(struct MHD_Connection *conn, const char *versio
     return NULL;
 }
 
+/* A Content-Length of digits only that fits in 64 bits. */
+static bool decimal_u64(const char *s, bool *overflow)
+{
+    unsigned long long v = 0;
+    *overflow = false;
+    if (*s == '\0')
+        return false;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9')
+            return false;
+        if (v > (ULLONG_MAX - (unsigned long long)(*s - '0')) / 10)
+            *overflow = true;
+        v = v * 10 + (unsigned long long)(*s - '0');
+    }
+    return !*overflow;
+}
+
+/* libmicrohttpd 0.9.75 answers a Content-Length it cannot read (negative,
+ * not a number, 2^64 or more) itself, before the server sees the request,
+ * with an HTML page whose status line and headers it writes twice. Its log
+ * message about it comes first, on the thread that is parsing that request,
+ * before its answer is built: on_mhd_log then calls this, which answers the
+ * connection with a problem document and shuts the socket's sending side,
+ * so that libmicrohttpd's own answer cannot go out (EPIPE: it closes the
+ * connection). The connection is found among the last PARSING_KEPT this
+ * thread parsed as the one whose head is in (REQUEST_HEADER_SIZE), that
+ * has no answer yet (HTTP_STATUS) and whose Content-Length is unreadable:
+ * any other connection with such a header would have been answered
+ * already. If it is not found (more request lines came in on this thread
+ * meanwhile), libmicrohttpd's answer goes out as it is. Not with TLS (the
+ * bytes would have to go through the TLS session). */
+static void answer_bad_content_length(const struct http_server *srv)
+{
+    struct MHD_Connection *conn = NULL;
+    const union MHD_ConnectionInfo *fd = NULL;
+    const char *cl = NULL;
+    bool overflow = false;
+    enum problem_kind kind;
+    char id[UUID_TEXT_LEN + 1], head[256], *body;
+    json_t *doc;
+    int n;
+    if (srv->tls_cert != NULL)
+        return;
+    for (int i = 0; i < PARSING_KEPT && conn == NULL; i++) {
+        struct MHD_Connection *c = parsing[i];
+        if (c == NULL ||
+            MHD_get_connection_info(c, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE) == NULL ||
+            MHD_get_connection_info(c, MHD_CONNECTION_INFO_HTTP_STATUS) != NULL)
+            continue;
+        cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        fd = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+        if (cl != NULL && !decimal_u64(cl, &overflow) && fd != NULL)
+            conn = c;
+    }
+    if (conn == NULL)
+        return;
+    forget_parsing(conn);
+    kind = overflow ? PROBLEM_PAYLOAD_TOO_LARGE : PROBLEM_INVALID_HEADER;
+    doc = problem_new(kind, overflow ? "the Content-Length is 2^64 or more"
+                                     : "the Content-Length is not a decimal number", NULL);
+    body = json_dumps(doc, JSON_COMPACT);
+    json_decref(doc);
+    uuid_new(id);
+    n = snprintf(head, sizeof(head),
+                 "HTTP/1.1 %d %s\r\nConnection: close\r\n"
+                 "Content-Type: application/problem+json\r\nX-Request-Id: %s\r\n"
+                 "Content-Length: %zu\r\n\r\n",
+                 problem_status(kind), overflow ? "Content Too Large" : "Bad Request", id,
+                 strlen(body));
+    if (send(fd->connect_fd, head, (size_t)n, MSG_NOSIGNAL) == n)
+        send(fd->connect_fd, body, strlen(body), MSG_NOSIGNAL);
+    shutdown(fd->connect_fd, SHUT_WR);
+    free(body);
+}
+
 /* libmicrohttpd's messages go to stderr, except the one it writes for every
  * connection closed at a connection limit (2,000 connections from one
  * address made 1,744 identical lines): that one at most every 10 s, with
@@ -764,8 +864,10 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
     static time_t last;
     static unsigned long skipped;
     char msg[512];
-    (void)cls;
     vsnprintf(msg, sizeof(msg), fmt, ap);
+    if (strstr(msg, "Content-Length' header") != NULL &&
+        (strncmp(msg, "Failed to parse", 15) == 0 || strncmp(msg, "Too large value", 15) == 0))
+        answer_bad_content_length(cls);
     if (strstr(msg, "connection limit") != NULL) {
         time_t now = time(NULL);
         pthread_mutex_lock(&lock);
@@ -791,6 +893,8 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
 {
     const struct config *cfg = ((struct http_server *)cls)->app->cfg;
     (void)socket_context;
+    if (code == MHD_CONNECTION_NOTIFY_CLOSED)
+        forget_parsing(conn);
     if (code == MHD_CONNECTION_NOTIFY_STARTED && cfg->header_timeout < cfg->connection_timeout)
         MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT,
                                   (unsigned int)cfg->header_timeout);
@@ -1168,7 +1272,7 @@ struct http_server *http_start(struct app *app)
     }
     srv->daemon = MHD_start_daemon(
         flags, (uint16_t)app->cfg->port, NULL, NULL, on_request, srv,
-        MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL, /* first, or MHD warns */
+        MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, srv, /* first, or MHD warns */
         MHD_OPTION_ARRAY, workers > 1 ? pool_options : pool_options + 1,
         MHD_OPTION_ARRAY, srv->tls_cert ? tls_options : tls_options + 2,
         MHD_OPTION_SOCK_ADDR, addr,
