@@ -3,7 +3,9 @@
  * libmicrohttpd server started with the same daemon mode, flags and options
  * as src/http.c (worker threads with epoll, 4 per CPU, or one thread per
  * connection with THREADS 0; internal polling thread, ITC, same connection
- * limit, timeout, memory limit and listen backlog) that
+ * limit, timeout, memory limit and listen backlog; not the server's
+ * per-address limit, head timeout, URI check and logger, which cost a
+ * little per connection, a scan of the URI and of the headers per request) that
  * answers every request with a small fixed JSON body, the size of the real
  * server's GET /health reply ({"status":"ok"} plus an X-Request-Id header).
  * No routing, no database, no JSON building, no access log: what wrk

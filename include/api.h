@@ -19,6 +19,7 @@
 #include "auth.h"
 #include "config.h"
 #include "db.h"
+#include "health.h"
 #include "problem.h"
 #include "router.h"
 
@@ -32,6 +33,7 @@ struct app {
     struct db_pool *reads;   /* the read routes' pool: the replica's, or a small one on the primary */
     struct access *access;
     struct audit *audit;     /* read-audit rows */
+    struct health *health;   /* what /ready answers: database checked in the background, stopping */
 };
 
 struct request {

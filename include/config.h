@@ -24,7 +24,11 @@ struct config {
                                may wait for those threads; more are answered 503 */
     size_t body_limit;      /* CRM_BODY_LIMIT, --body-limit: bytes */
     int max_connections;    /* CRM_MAX_CONNECTIONS, --max-connections */
+    int max_connections_per_ip; /* CRM_MAX_CONNECTIONS_PER_IP, --max-connections-per-ip:
+                               connections from one client address, 0 = no limit */
     int connection_timeout; /* CRM_CONNECTION_TIMEOUT, --connection-timeout: seconds idle */
+    int header_timeout;     /* CRM_HEADER_TIMEOUT, --header-timeout: seconds idle before a
+                               new connection's first request head is complete */
     int db_wait;            /* CRM_DB_WAIT, --db-wait: seconds to wait for the database at start */
     int drain_timeout;      /* CRM_DRAIN_TIMEOUT, --drain-timeout: seconds to finish requests on SIGTERM */
     int rate_limit;         /* CRM_RATE_LIMIT, --rate-limit: requests/s per API key, 0 = off */

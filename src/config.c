@@ -34,8 +34,12 @@ static const struct setting SETTINGS[] = {
      64L * 1024 * 1024},
     {"--max-connections", "CRM_MAX_CONNECTIONS", 'i', offsetof(struct config, max_connections), 0,
      1, 100000},
+    {"--max-connections-per-ip", "CRM_MAX_CONNECTIONS_PER_IP", 'i',
+     offsetof(struct config, max_connections_per_ip), 0, 0, 100000},
     {"--connection-timeout", "CRM_CONNECTION_TIMEOUT", 'i',
      offsetof(struct config, connection_timeout), 0, 1, 3600},
+    {"--header-timeout", "CRM_HEADER_TIMEOUT", 'i', offsetof(struct config, header_timeout), 0, 1,
+     3600},
     {"--db-wait", "CRM_DB_WAIT", 'i', offsetof(struct config, db_wait), 0, 0, 3600},
     {"--drain-timeout", "CRM_DRAIN_TIMEOUT", 'i', offsetof(struct config, drain_timeout), 0, 0, 3600},
     {"--as-of", "CRM_AS_OF", 's', offsetof(struct config, as_of), 64, 0, 0},
@@ -98,8 +102,15 @@ const char *config_usage(void)
            "  --body-limit BYTES         largest request body (CRM_BODY_LIMIT, default 1048576)\n"
            "  --max-connections N        concurrent HTTP connections (CRM_MAX_CONNECTIONS,\n"
            "                             default 1024)\n"
+           "  --max-connections-per-ip N connections from one client address; more are\n"
+           "                             closed at once (CRM_MAX_CONNECTIONS_PER_IP, default\n"
+           "                             256, 0 = no limit; behind a proxy, at least the\n"
+           "                             proxy's connections to this server)\n"
            "  --connection-timeout SEC   idle HTTP connection timeout (CRM_CONNECTION_TIMEOUT,\n"
            "                             default 30)\n"
+           "  --header-timeout SEC       a new connection that has not sent a complete request\n"
+           "                             head after this many idle seconds is closed\n"
+           "                             (CRM_HEADER_TIMEOUT, default 10)\n"
            "  --db-wait SEC              wait this long for the database at start (CRM_DB_WAIT,\n"
            "                             default 30)\n"
            "  --drain-timeout SEC        on SIGTERM, wait this long for in-flight requests\n"
@@ -155,7 +166,9 @@ bool config_load(struct config *cfg, int argc, char **argv, getenv_fn env, char 
     cfg->pool_size = 16;
     cfg->body_limit = 1024 * 1024;
     cfg->max_connections = 1024;
+    cfg->max_connections_per_ip = 256;
     cfg->connection_timeout = 30;
+    cfg->header_timeout = 10;
     cfg->db_wait = 30;
     cfg->drain_timeout = 30;
     cfg->rate_limit = 1000;

@@ -14,23 +14,49 @@
  * configured limit, rejected early when Content-Length is already too
  * large, then checked for UTF-8 and parsed as a JSON object before any
  * handler sees them.
+ *
+ * HTTP framing is checked before anything else: a request with both
+ * Transfer-Encoding and Content-Length, two Content-Length headers, a
+ * transfer coding other than chunked, or HTTP/1.1 without exactly one Host
+ * is answered 400 (request smuggling and desync need such ambiguities); a
+ * query of more parameters than the request memory holds, 431; an
+ * unreadable Content-Length, which libmicrohttpd rejects itself with a
+ * malformed answer, 400 or 413 (answer_bad_content_length).
+ *
+ * Connections: at most --max-connections, and --max-connections-per-ip from
+ * one address (more are closed as soon as accepted), so idle sockets from
+ * one client cannot hold every slot while new clients wait in the backlog;
+ * a new connection has --header-timeout idle seconds to complete its first
+ * request head (slowloris), then the usual --connection-timeout applies.
+ * The connection limit is kept within the process's descriptor limit.
+ *
+ * SIGTERM (http_drain_and_stop): the daemon keeps accepting, but every
+ * request arriving from then on is answered 503 (its body, if any, read and
+ * dropped first), except /health, /ready (503 itself then) and /metrics,
+ * and every response carries Connection: close, so kept-alive clients
+ * leave and new ones are told at once to go elsewhere; the requests that
+ * arrived before are waited for.
  */
 #include "http.h"
 
 #include <arpa/inet.h>
+#include <limits.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "db.h"
+#include "health.h"
 #include "metrics.h"
 #include "textutil.h"
 
@@ -41,7 +67,8 @@ struct http_server {
     atomic_int in_flight;
     bool pooled;          /* worker threads; false: one thread per connection */
     atomic_int offloaded; /* long requests queued or running on the long-route threads */
-    atomic_bool draining; /* stopping: long requests run on their worker instead */
+    atomic_bool draining; /* stopping: new requests are refused, responses close their
+                             connection, long requests run on their worker */
     /* The long-route threads and their FIFO queue (worker-thread mode only). */
     pthread_mutex_t long_lock;
     pthread_cond_t long_wake;
@@ -61,6 +88,26 @@ struct http_server {
 /* One write(2) per access-log line was 5-6 % of the server's CPU per profile
  * GET (perf); lines now wait at most this long in stdio's buffer. */
 #define ACCESS_LOG_FLUSH_MS 100
+
+/* A body the server will not use (larger than --body-limit, or a request
+ * refused during the drain) is still read, up to this many bytes, and
+ * dropped: a client still sending it (Python's urllib, Node) then reads the
+ * 413 or 503 instead of a broken pipe. A larger Content-Length, or one with
+ * Expect: 100-continue, is answered at once (the client with Expect sends
+ * nothing); a chunked body going past it has its connection closed. */
+#define DISCARD_MAX ((size_t)16 * 1024 * 1024)
+
+/* libmicrohttpd keeps a connection's request head (read buffer, header and
+ * query-parameter records) in a pool of this size. MHD clears the pool
+ * between keep-alive requests (callgrind: 64 KB cost 22 % of a profile GET's
+ * instructions), so it stays small; a head that does not fit is answered
+ * 414 or 431 by libmicrohttpd, and a query of too many parameters 431 by
+ * on_uri (libmicrohttpd 0.9.75 never answers that one itself). */
+#define CONNECTION_MEMORY ((size_t)16 * 1024)
+/* Query parameters accepted (the API uses a handful); more: 431. */
+#define MAX_QUERY_PARAMS 64
+/* libmicrohttpd's record of one query parameter, with its pool's alignment. */
+#define QUERY_PARAM_COST 64
 
 struct stream;
 
@@ -84,6 +131,10 @@ struct request_ctx {
     char *body;
     size_t len, cap;
     bool too_large;
+    bool declared_too_large; /* by its Content-Length: 413 before routing, once read */
+    size_t dropped; /* body bytes read and dropped (too large, or refused) */
+    bool counted;  /* in in_flight: arrived before the drain began */
+    bool refused;  /* arrived during the drain: 503 once its body is read */
     struct timespec start;
     int route;  /* enum route, or -1 before/without a match */
     int status; /* of the queued response */
@@ -117,6 +168,9 @@ static void note_response(struct MHD_Response *r, int status)
         return;
     current->status = status;
     MHD_add_response_header(r, "X-Request-Id", current->request_id);
+    /* Stopping: libmicrohttpd closes the connection after this response. */
+    if (atomic_load(&current->srv->draining))
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
 }
 
 struct stream {
@@ -680,6 +734,297 @@ static enum MHD_Result finish_request(struct http_server *srv, struct MHD_Connec
     return ret;
 }
 
+/* What on_uri returns (as the request's con_cls) for a query of too many
+ * parameters: on_request answers 431. */
+static char too_many_params;
+
+/* The connections whose request lines this thread parsed last (on_uri;
+ * removed when they close): see answer_bad_content_length. A connection is
+ * served by one thread for its whole life (its worker, or its own thread). */
+#define PARSING_KEPT 8
+static _Thread_local struct MHD_Connection *parsing[PARSING_KEPT];
+static _Thread_local unsigned int parsing_next;
+
+static void note_parsing(struct MHD_Connection *conn)
+{
+    for (int i = 0; i < PARSING_KEPT; i++)
+        if (parsing[i] == conn)
+            return;
+    parsing[parsing_next++ % PARSING_KEPT] = conn;
+}
+
+static void forget_parsing(struct MHD_Connection *conn)
+{
+    for (int i = 0; i < PARSING_KEPT; i++)
+        if (parsing[i] == conn)
+            parsing[i] = NULL;
+}
+
+/* MHD_OPTION_URI_LOG_CALLBACK: the request line's URI, before libmicrohttpd
+ * stores the query parameters in the connection's pool. When they would not
+ * fit, libmicrohttpd 0.9.75 queues its own 431 and then loses it in a state
+ * change: the client never gets an answer. So a query of more than
+ * MAX_QUERY_PARAMS parameters, or of more than the pool holds beside the
+ * read buffer (half the pool, or the request line) and room for headers, is
+ * cut off here: the URI is libmicrohttpd's own writable buffer, where it
+ * ends the path at the '?' itself next; ending the query there too leaves
+ * no parameter to store. */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    char *query = uri != NULL ? strchr(uri, '?') : NULL; /* NULL: a request line without URI */
+    size_t params = 1, len, buffer;
+    (void)cls;
+    note_parsing(conn);
+    if (query == NULL || query[1] == '\0')
+        return NULL;
+    len = strlen(uri);
+    for (const char *c = query + 1; *c; c++)
+        params += *c == '&';
+    buffer = len + len / 4 > CONNECTION_MEMORY / 2 ? len + len / 4 : CONNECTION_MEMORY / 2;
+    if (params <= MAX_QUERY_PARAMS &&
+        buffer + params * QUERY_PARAM_COST + 4096 <= CONNECTION_MEMORY)
+        return NULL;
+    query[1] = '\0';
+    return &too_many_params;
+}
+
+struct header_counts {
+    int host, content_length, transfer_encoding;
+    bool chunked;
+};
+
+static enum MHD_Result count_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                    const char *value)
+{
+    struct header_counts *n = cls;
+    (void)kind;
+    if (strcasecmp(key, MHD_HTTP_HEADER_HOST) == 0)
+        n->host++;
+    else if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0)
+        n->content_length++;
+    else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
+        n->transfer_encoding++;
+        n->chunked = value != NULL && strcasecmp(value, "chunked") == 0;
+    }
+    return MHD_YES;
+}
+
+/* Why the request's framing is ambiguous (RFC 9112 sections 3.2 and 6.3),
+ * or NULL. libmicrohttpd would take Transfer-Encoding over Content-Length
+ * and the first of two Content-Lengths; a proxy in front may read them the
+ * other way, which is how requests are smuggled. Its own strict mode
+ * (MHD_OPTION_STRICT_FOR_CLIENT) only checks Host, and answers that with an
+ * HTML page sent with its status line twice (0.9.75): checked here instead. */
+static const char *framing_error(struct MHD_Connection *conn, const char *version)
+{
+    struct header_counts n = {0};
+    MHD_get_connection_values(conn, MHD_HEADER_KIND, count_header, &n);
+    if (n.host == 0 && strcmp(version, MHD_HTTP_VERSION_1_1) == 0)
+        return "an HTTP/1.1 request needs a Host header";
+    if (n.host > 1)
+        return "more than one Host header";
+    if (n.transfer_encoding > 0 && n.content_length > 0)
+        return "Transfer-Encoding and Content-Length together";
+    if (n.content_length > 1)
+        return "more than one Content-Length header";
+    if (n.transfer_encoding > 1 || (n.transfer_encoding == 1 && !n.chunked))
+        return "the only transfer coding accepted is a single 'chunked'";
+    return NULL;
+}
+
+/* A Content-Length of digits only that fits in 64 bits. */
+static bool decimal_u64(const char *s, bool *overflow)
+{
+    unsigned long long v = 0;
+    *overflow = false;
+    if (*s == '\0')
+        return false;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9')
+            return false;
+        if (v > (ULLONG_MAX - (unsigned long long)(*s - '0')) / 10)
+            *overflow = true;
+        v = v * 10 + (unsigned long long)(*s - '0');
+    }
+    return !*overflow;
+}
+
+/* libmicrohttpd 0.9.75 answers a Content-Length it cannot read (negative,
+ * not a number, 2^64 or more) itself, before the server sees the request,
+ * with an HTML page whose status line and headers it writes twice. Its log
+ * message about it comes first, on the thread that is parsing that request,
+ * before its answer is built: on_mhd_log then calls this, which answers the
+ * connection with a problem document and shuts the socket's sending side,
+ * so that libmicrohttpd's own answer cannot go out (EPIPE: it closes the
+ * connection). The connection is found among the last PARSING_KEPT this
+ * thread parsed as the one whose head is in (REQUEST_HEADER_SIZE), that
+ * has no answer yet (HTTP_STATUS) and whose Content-Length is unreadable:
+ * any other connection with such a header would have been answered
+ * already. If it is not found (more request lines came in on this thread
+ * meanwhile), libmicrohttpd's answer goes out as it is. Not with TLS (the
+ * bytes would have to go through the TLS session). */
+static void answer_bad_content_length(const struct http_server *srv)
+{
+    struct MHD_Connection *conn = NULL;
+    const union MHD_ConnectionInfo *fd = NULL;
+    const char *cl = NULL;
+    bool overflow = false;
+    enum problem_kind kind;
+    char id[UUID_TEXT_LEN + 1], head[256], *body;
+    json_t *doc;
+    int n;
+    if (srv->tls_cert != NULL)
+        return;
+    for (int i = 0; i < PARSING_KEPT && conn == NULL; i++) {
+        struct MHD_Connection *c = parsing[i];
+        if (c == NULL ||
+            MHD_get_connection_info(c, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE) == NULL ||
+            MHD_get_connection_info(c, MHD_CONNECTION_INFO_HTTP_STATUS) != NULL)
+            continue;
+        cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        fd = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+        if (cl != NULL && !decimal_u64(cl, &overflow) && fd != NULL)
+            conn = c;
+    }
+    if (conn == NULL)
+        return;
+    forget_parsing(conn);
+    kind = overflow ? PROBLEM_PAYLOAD_TOO_LARGE : PROBLEM_INVALID_HEADER;
+    doc = problem_new(kind, overflow ? "the Content-Length is 2^64 or more"
+                                     : "the Content-Length is not a decimal number", NULL);
+    body = json_dumps(doc, JSON_COMPACT);
+    json_decref(doc);
+    uuid_new(id);
+    n = snprintf(head, sizeof(head),
+                 "HTTP/1.1 %d %s\r\nConnection: close\r\n"
+                 "Content-Type: application/problem+json\r\nX-Request-Id: %s\r\n"
+                 "Content-Length: %zu\r\n\r\n",
+                 problem_status(kind), overflow ? "Content Too Large" : "Bad Request", id,
+                 strlen(body));
+    if (send(fd->connect_fd, head, (size_t)n, MSG_NOSIGNAL) == n)
+        send(fd->connect_fd, body, strlen(body), MSG_NOSIGNAL);
+    shutdown(fd->connect_fd, SHUT_WR);
+    free(body);
+}
+
+/* libmicrohttpd's messages go to stderr, except the one it writes for every
+ * connection closed at a connection limit (2,000 connections from one
+ * address made 1,744 identical lines): that one at most every 10 s, with
+ * how many came meanwhile. */
+static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    static time_t last;
+    static unsigned long skipped;
+    char msg[512];
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    if (strstr(msg, "Content-Length' header") != NULL &&
+        (strncmp(msg, "Failed to parse", 15) == 0 || strncmp(msg, "Too large value", 15) == 0))
+        answer_bad_content_length(cls);
+    if (strstr(msg, "connection limit") != NULL) {
+        time_t now = time(NULL);
+        pthread_mutex_lock(&lock);
+        if (now - last < 10) {
+            skipped++;
+            pthread_mutex_unlock(&lock);
+            return;
+        }
+        if (skipped > 0)
+            fprintf(stderr, "http: %lu more connections closed at a connection limit\n",
+                    skipped);
+        last = now;
+        skipped = 0;
+        pthread_mutex_unlock(&lock);
+    }
+    fputs(msg, stderr);
+}
+
+/* MHD_OPTION_NOTIFY_CONNECTION: a new connection gets the short timeout
+ * for its first request head (on_request restores the idle timeout). */
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    const struct config *cfg = ((struct http_server *)cls)->app->cfg;
+    (void)socket_context;
+    if (code == MHD_CONNECTION_NOTIFY_CLOSED)
+        forget_parsing(conn);
+    if (code == MHD_CONNECTION_NOTIFY_STARTED && cfg->header_timeout < cfg->connection_timeout)
+        MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT,
+                                  (unsigned int)cfg->header_timeout);
+}
+
+/* A request head is complete: the connection idles on the usual timeout. */
+static void restore_idle_timeout(struct MHD_Connection *conn, const struct config *cfg)
+{
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_TIMEOUT);
+    if (cfg->header_timeout < cfg->connection_timeout &&
+        (info == NULL || info->connection_timeout != (unsigned int)cfg->connection_timeout))
+        MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT,
+                                  (unsigned int)cfg->connection_timeout);
+}
+
+/* The connection limit, within the descriptor limit: each connection is a
+ * descriptor, as are the database connections (up to three pools), two per
+ * worker thread (epoll, wake-up) and a margin for logs, listener and
+ * libraries. The soft RLIMIT_NOFILE is raised toward the hard one when
+ * needed; if even that is short, fewer connections are allowed (logged), so
+ * that accept never fails for want of a descriptor. */
+static unsigned int connection_limit(const struct config *cfg, unsigned int workers)
+{
+    struct rlimit rl;
+    rlim_t reserve = 64 + 2 * (rlim_t)workers + 3 * (rlim_t)cfg->pool_size;
+    rlim_t wanted = (rlim_t)cfg->max_connections + reserve;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= wanted)
+        return (unsigned int)cfg->max_connections;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > wanted ? wanted : rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (rl.rlim_cur >= wanted)
+        return (unsigned int)cfg->max_connections;
+    rl.rlim_cur = rl.rlim_cur > reserve + 16 ? rl.rlim_cur - reserve : 16;
+    fprintf(stderr, "http: the descriptor limit (ulimit -n) allows %u connections, not %d\n",
+            (unsigned int)rl.rlim_cur, cfg->max_connections);
+    return (unsigned int)rl.rlim_cur;
+}
+
+/* The probes, served during the drain too (/ready then answers 503). */
+static bool is_probe(const char *url)
+{
+    return strcmp(url, "/health") == 0 || strcmp(url, "/ready") == 0 ||
+           strcmp(url, "/metrics") == 0;
+}
+
+/* A body follows the request head (a Content-Length above 0, or chunked). */
+static bool has_body_coming(struct MHD_Connection *conn)
+{
+    const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                 MHD_HTTP_HEADER_CONTENT_LENGTH);
+    return MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                       MHD_HTTP_HEADER_TRANSFER_ENCODING) != NULL ||
+           (cl != NULL && strtoull(cl, NULL, 10) > 0);
+}
+
+/* Expect: 100-continue: the client waits for a word before sending its
+ * body, so a refusal needs no reading of it. */
+static bool expects_continue(struct MHD_Connection *conn)
+{
+    const char *e = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT);
+    return e != NULL && strcasecmp(e, "100-continue") == 0;
+}
+
+/* A request that arrived during the drain. */
+static enum MHD_Result send_refusal(struct MHD_Connection *conn, const char *url)
+{
+    struct response res = {0};
+    respond_problem(&res, PROBLEM_SERVICE_UNAVAILABLE,
+                    "the server is shutting down; retry on another instance", url);
+    res.retry_after = 1;
+    return send_response(conn, &res);
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version,
                                   const char *upload_data, size_t *upload_data_size,
@@ -689,31 +1034,76 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     struct request_ctx *ctx = *con_cls;
     size_t limit = srv->app->cfg->body_limit;
 
-    if (ctx == NULL) {
+    if (ctx == NULL || ctx == (void *)&too_many_params) {
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                                      MHD_HTTP_HEADER_CONTENT_LENGTH);
+        const char *framing = framing_error(conn, version);
+        bool overfull = ctx != NULL;
+        unsigned long long declared = cl != NULL ? strtoull(cl, NULL, 10) : 0;
         ctx = calloc(1, sizeof(*ctx));
         ctx->srv = srv;
         *con_cls = ctx;
-        atomic_fetch_add(&srv->in_flight, 1);
         clock_gettime(CLOCK_MONOTONIC, &ctx->start);
         ctx->route = -1;
         take_request_id(conn, ctx);
         current = ctx;
-        if (cl != NULL && strtoull(cl, NULL, 10) > limit) {
+        restore_idle_timeout(conn, srv->app->cfg);
+        /* Answered before its body, if any, is read: libmicrohttpd then
+         * closes the connection. */
+        if (framing != NULL)
+            return send_problem(conn, PROBLEM_INVALID_HEADER, framing, url);
+        if (overfull) {
+            char detail[128];
+            snprintf(detail, sizeof(detail),
+                     "the query has more parameters than the server accepts (at most %d, "
+                     "fewer when long)", MAX_QUERY_PARAMS);
+            return send_problem(conn, PROBLEM_HEADERS_TOO_LARGE, detail, url);
+        }
+        /* Counted before draining is read, and http_drain_and_stop sets
+         * draining before it reads the count: either this request is
+         * waited for, or it sees draining and is refused. */
+        atomic_fetch_add(&srv->in_flight, 1);
+        ctx->counted = true;
+        if (atomic_load(&srv->draining)) {
+            atomic_fetch_sub(&srv->in_flight, 1);
+            ctx->counted = false;
+            if (!is_probe(url)) {
+                ctx->refused = true;
+                if (!has_body_coming(conn) || expects_continue(conn))
+                    return send_refusal(conn, url);
+                return MHD_YES; /* the body is read and dropped, then refused */
+            }
+        }
+        if (declared > limit) {
             char detail[96];
-            snprintf(detail, sizeof(detail), "the body exceeds the limit of %zu bytes", limit);
-            /* Answer before reading the body; MHD closes the connection after. */
-            return send_problem(conn, PROBLEM_PAYLOAD_TOO_LARGE, detail, url);
+            if (expects_continue(conn) || declared > DISCARD_MAX) {
+                snprintf(detail, sizeof(detail), "the body exceeds the limit of %zu bytes",
+                         limit);
+                /* Answer before the body; MHD closes the connection after. */
+                return send_problem(conn, PROBLEM_PAYLOAD_TOO_LARGE, detail, url);
+            }
+            ctx->too_large = ctx->declared_too_large = true; /* read and dropped, then 413 */
         }
         return MHD_YES;
     }
     if (*upload_data_size > 0) {
-        append_body(ctx, upload_data, *upload_data_size, limit);
+        size_t n = *upload_data_size;
         *upload_data_size = 0;
+        if (ctx->refused || ctx->too_large) {
+            ctx->dropped += n;
+            return ctx->dropped <= DISCARD_MAX ? MHD_YES : MHD_NO; /* MHD_NO: closed unanswered */
+        }
+        append_body(ctx, upload_data, n, limit);
         return MHD_YES;
     }
     current = ctx;
+    if (ctx->refused)
+        return send_refusal(conn, url);
+    if (ctx->declared_too_large) {
+        char detail[96];
+        snprintf(detail, sizeof(detail), "the body exceeds the limit of %zu bytes", limit);
+        return send_problem(conn, PROBLEM_PAYLOAD_TOO_LARGE, detail, url);
+    }
     if (ctx->offload != NULL) { /* resumed: the long route's answer is ready */
         struct offload *o = ctx->offload;
         enum MHD_Result ret = send_response(conn, &o->res);
@@ -801,8 +1191,10 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     struct request_ctx *ctx = *con_cls;
     struct timespec end;
     double seconds;
-    if (ctx == NULL)
+    if (ctx == NULL || ctx == (void *)&too_many_params) { /* never reached on_request */
+        *con_cls = NULL;
         return;
+    }
     clock_gettime(CLOCK_MONOTONIC, &end);
     seconds = (double)(end.tv_sec - ctx->start.tv_sec) +
               (double)(end.tv_nsec - ctx->start.tv_nsec) / 1e9;
@@ -816,9 +1208,10 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         free(ctx->offload);
     }
     free(ctx->body);
+    if (ctx->counted)
+        atomic_fetch_sub(&srv->in_flight, 1);
     free(ctx);
     *con_cls = NULL;
-    atomic_fetch_sub(&srv->in_flight, 1);
 }
 
 /* Whole file into a NUL-terminated buffer (TLS PEM files); NULL on error. */
@@ -932,14 +1325,17 @@ struct http_server *http_start(struct app *app)
     }
     srv->daemon = MHD_start_daemon(
         flags, (uint16_t)app->cfg->port, NULL, NULL, on_request, srv,
+        MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, srv, /* first, or MHD warns */
         MHD_OPTION_ARRAY, workers > 1 ? pool_options : pool_options + 1,
         MHD_OPTION_ARRAY, srv->tls_cert ? tls_options : tls_options + 2,
         MHD_OPTION_SOCK_ADDR, addr,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned int)app->cfg->max_connections,
+        MHD_OPTION_CONNECTION_LIMIT, connection_limit(app->cfg, workers),
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int)app->cfg->max_connections_per_ip,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)app->cfg->connection_timeout,
-        /* Caps header size. MHD clears this pool between keep-alive requests
-         * (callgrind: 64 KB cost 22 % of a profile GET's instructions). */
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)16 * 1024,
+        /* Caps the request head (see CONNECTION_MEMORY). */
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, CONNECTION_MEMORY,
+        MHD_OPTION_URI_LOG_CALLBACK, on_uri, srv,
         MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
         MHD_OPTION_END);
@@ -953,14 +1349,17 @@ struct http_server *http_start(struct app *app)
 
 int http_drain_and_stop(struct http_server *srv, int timeout_s)
 {
-    /* No new connections are accepted from here on. The listening socket is
-     * closed only after MHD_stop_daemon: libmicrohttpd's worker threads take
-     * it out of their epoll sets on their own time, and aborted ("Failed to
-     * remove listen FD from epoll set") when it was closed first, as its
-     * manual warns. */
-    MHD_socket listener = MHD_quiesce_daemon(srv->daemon);
+    /* The daemon keeps its listening socket and keeps accepting: requests
+     * arriving from here on are answered 503 with Connection: close (see
+     * on_request), so clients are told at once instead of waiting in the
+     * backlog, and kept-alive connections close after their next response.
+     * The daemon is not quiesced: MHD_stop_daemon closes the listener
+     * itself, after its worker threads have stopped (a quiesced listener
+     * closed early aborted libmicrohttpd once: "Failed to remove listen FD
+     * from epoll set"). */
     int left;
     atomic_store(&srv->draining, true);
+    health_set_stopping(srv->app->health);
     refuse_queued_offloads(srv);
     for (int waited_ms = 0; atomic_load(&srv->in_flight) > 0 && waited_ms < timeout_s * 1000;
          waited_ms += 20)
@@ -987,8 +1386,6 @@ int http_drain_and_stop(struct http_server *srv, int timeout_s)
         db_sleep_ms(20);
     }
     MHD_stop_daemon(srv->daemon);
-    if (listener != MHD_INVALID_SOCKET)
-        close(listener);
     release_server(srv);
     return left;
 }

@@ -18,6 +18,7 @@
 #include "config.h"
 #include "db.h"
 #include "handlers.h"
+#include "health.h"
 #include "http.h"
 #include "migrate.h"
 #include "store.h"
@@ -102,6 +103,7 @@ static void stop_app(struct app *app)
         pthread_join(warm_up.thread, NULL);
         warm_up.started = false;
     }
+    health_stop(app->health);
     audit_free(app->audit);
     access_free(app->access);
     if (app->reads != app->replica)
@@ -205,6 +207,11 @@ int main(int argc, char **argv)
     if (app.replica != NULL)
         access_set_fallback(app.access, app.replica);
     app.audit = audit_new(app.pool, cfg.audit_flush_ms);
+    app.health = health_start(cfg.database_url);
+    if (app.health == NULL) {
+        stop_app(&app);
+        return 1;
+    }
     server = http_start(&app);
     if (server == NULL) {
         stop_app(&app);

@@ -30,6 +30,7 @@ static const struct problem_def DEFS[PROBLEM_KIND_COUNT] = {
     [PROBLEM_CONFLICT] = {409, "conflict", "Conflict with the current state"},
     [PROBLEM_GONE] = {410, "gone", "The customer has been erased"},
     [PROBLEM_PAYLOAD_TOO_LARGE] = {413, "payload-too-large", "Request body too large"},
+    [PROBLEM_HEADERS_TOO_LARGE] = {431, "request-head-too-large", "Request head too large"},
     [PROBLEM_UNSUPPORTED_MEDIA_TYPE] = {415, "unsupported-media-type", "Unsupported media type"},
     [PROBLEM_TOO_MANY_REQUESTS] = {429, "too-many-requests", "Too many requests"},
     [PROBLEM_VALIDATION_FAILED] = {422, "validation-failed", "Request validation failed"},

@@ -1,6 +1,7 @@
 /*
  * operations: the routes for whoever runs the service: /health (the
- * process answers), /ready (the database answers) and /metrics (Prometheus
+ * process answers), /ready (the database answered the background check
+ * and the server is not stopping) and /metrics (Prometheus
  * text, streamed).
  */
 #include <stdlib.h>
@@ -8,7 +9,6 @@
 
 #include "handlers.h"
 #include "metrics.h"
-#include "store.h"
 
 void handle_health(struct app *app, const struct request *req, struct response *res)
 {
@@ -51,11 +51,16 @@ void handle_metrics(struct app *app, const struct request *req, struct response 
     res->stream_ctx = t;
 }
 
+/* From memory (health.c): the database as last checked, at most a second
+ * ago, and whether the server is stopping. Never waits for the database. */
 void handle_ready(struct app *app, const struct request *req, struct response *res)
 {
-    char err[API_ERR_LEN];
-    if (store_ping(app->pool, err, sizeof(err)) == DB_OK)
-        respond_json(res, 200, json_pack("{s:s}", "status", "ready"));
+    if (health_stopping(app->health))
+        respond_problem(res, PROBLEM_SERVICE_UNAVAILABLE, "the server is shutting down",
+                        req->path);
+    else if (!health_database_ok(app->health))
+        respond_problem(res, PROBLEM_SERVICE_UNAVAILABLE, "the database is unreachable",
+                        req->path);
     else
-        respond_problem(res, PROBLEM_SERVICE_UNAVAILABLE, "the database is unreachable", req->path);
+        respond_json(res, 200, json_pack("{s:s}", "status", "ready"));
 }

@@ -48,7 +48,9 @@ START_TEST(test_defaults)
     ck_assert_int_eq(cfg.pool_size, 16);
     ck_assert_uint_eq(cfg.body_limit, 1048576);
     ck_assert_int_eq(cfg.max_connections, 1024);
+    ck_assert_int_eq(cfg.max_connections_per_ip, 256);
     ck_assert_int_eq(cfg.connection_timeout, 30);
+    ck_assert_int_eq(cfg.header_timeout, 10);
     ck_assert_int_eq(cfg.db_wait, 30);
     ck_assert_int_eq(cfg.drain_timeout, 30);
     ck_assert(!cfg.migrate_only);
@@ -81,6 +83,8 @@ START_TEST(test_env_overrides)
         "CRM_BODY_LIMIT", "2048",
         "CRM_MAX_CONNECTIONS", "10",
         "CRM_CONNECTION_TIMEOUT", "5",
+        "CRM_MAX_CONNECTIONS_PER_IP", "0",
+        "CRM_HEADER_TIMEOUT", "2",
         "CRM_DB_WAIT", "0",
         "CRM_DRAIN_TIMEOUT", "7",
         "PORT", "1", /* unrelated names are ignored */
@@ -95,6 +99,8 @@ START_TEST(test_env_overrides)
     ck_assert_uint_eq(cfg.body_limit, 2048);
     ck_assert_int_eq(cfg.max_connections, 10);
     ck_assert_int_eq(cfg.connection_timeout, 5);
+    ck_assert_int_eq(cfg.max_connections_per_ip, 0);
+    ck_assert_int_eq(cfg.header_timeout, 2);
     ck_assert_int_eq(cfg.db_wait, 0);
     ck_assert_int_eq(cfg.drain_timeout, 7);
 }
@@ -168,7 +174,8 @@ START_TEST(test_flags_override_env)
                                       "CRM_DATABASE_URL", "dbname=env", NULL};
     char *argv[] = {"crm-server", "--port", "9100", "--listen", "::1", "--db=dbname=flag host=x",
                     "--pool-size=32", "--body-limit", "1024", "--max-connections=100000",
-                    "--connection-timeout", "3600", "--db-wait=0", "--drain-timeout", "60"};
+                    "--connection-timeout", "3600", "--db-wait=0", "--drain-timeout", "60",
+                    "--max-connections-per-ip=100000", "--header-timeout", "3600"};
     ck_assert_msg(load(ARGC(argv), argv, env), "failed: %s", err);
     ck_assert_int_eq(cfg.port, 9100);
     ck_assert_str_eq(cfg.listen, "::1");
@@ -177,6 +184,8 @@ START_TEST(test_flags_override_env)
     ck_assert_uint_eq(cfg.body_limit, 1024);
     ck_assert_int_eq(cfg.max_connections, 100000);
     ck_assert_int_eq(cfg.connection_timeout, 3600);
+    ck_assert_int_eq(cfg.max_connections_per_ip, 100000);
+    ck_assert_int_eq(cfg.header_timeout, 3600);
     ck_assert_int_eq(cfg.db_wait, 0);
     ck_assert_int_eq(cfg.drain_timeout, 60);
 }
@@ -223,6 +232,8 @@ START_TEST(test_ranges)
     char *bad5[] = {"crm-server", "--connection-timeout=0"};
     char *bad6[] = {"crm-server", "--drain-timeout=-1"};
     char *bad7[] = {"crm-server", "--db-wait=3601"};
+    char *bad8[] = {"crm-server", "--header-timeout=0"};
+    char *bad9[] = {"crm-server", "--max-connections-per-ip=-1"};
     ck_assert_msg(load(ARGC(ok1), ok1, NULL), "failed: %s", err);
     ck_assert_uint_eq(cfg.body_limit, 67108864);
     ck_assert_int_eq(cfg.pool_size, 256);
@@ -235,6 +246,10 @@ START_TEST(test_ranges)
     ck_assert(!load(ARGC(bad4), bad4, NULL));
     ck_assert(!load(ARGC(bad5), bad5, NULL));
     ck_assert(!load(ARGC(bad6), bad6, NULL));
+    ck_assert(!load(ARGC(bad8), bad8, NULL));
+    ck_assert_str_eq(err, "--header-timeout / CRM_HEADER_TIMEOUT must be an integer from 1 to "
+                          "3600, got '0'");
+    ck_assert(!load(ARGC(bad9), bad9, NULL));
     ck_assert(!load(ARGC(bad7), bad7, NULL));
     ck_assert_str_eq(err, "--db-wait / CRM_DB_WAIT must be an integer from 0 to 3600, got '3601'");
 }
@@ -352,7 +367,9 @@ START_TEST(test_usage)
                                         "CRM_AS_OF", "CRM_LISTEN", "CRM_PORT",
                                         "CRM_DATABASE_URL", "CRM_POOL_SIZE", "CRM_BODY_LIMIT",
                                         "CRM_MAX_CONNECTIONS", "CRM_CONNECTION_TIMEOUT",
-                                        "CRM_DB_WAIT", "CRM_DRAIN_TIMEOUT"};
+                                        "CRM_DB_WAIT", "CRM_DRAIN_TIMEOUT",
+                                        "--max-connections-per-ip", "CRM_MAX_CONNECTIONS_PER_IP",
+                                        "--header-timeout", "CRM_HEADER_TIMEOUT"};
     ck_assert_int_eq(strncmp(u, "usage: crm-server", 17), 0);
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         ck_assert_msg(strstr(u, names[i]) != NULL, "usage lacks %s", names[i]);

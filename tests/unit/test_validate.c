@@ -990,6 +990,8 @@ START_TEST(test_problem_catalogue)
         {PROBLEM_NOT_FOUND, 404, "not-found"},
         {PROBLEM_METHOD_NOT_ALLOWED, 405, "method-not-allowed"},
         {PROBLEM_PAYLOAD_TOO_LARGE, 413, "payload-too-large"},
+        {PROBLEM_HEADERS_TOO_LARGE, 431, "request-head-too-large"},
+        {PROBLEM_INVALID_HEADER, 400, "invalid-header"},
         {PROBLEM_UNSUPPORTED_MEDIA_TYPE, 415, "unsupported-media-type"},
         {PROBLEM_VALIDATION_FAILED, 422, "validation-failed"},
         {PROBLEM_SERVICE_UNAVAILABLE, 503, "service-unavailable"},
