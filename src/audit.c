@@ -1,6 +1,6 @@
 /*
- * audit: a mutex-protected array of pending rows and one writer thread.
- * The writer wakes every flush_ms (or when the batch is large), takes the
+ * audit: a mutex-protected array of pending rows and one writer thread (a
+ * ticker). The writer wakes every flush_ms (or when the batch is large), takes the
  * whole array, turns it into one JSON array and calls crm.audit_reads; on
  * failure the rows go back in front of the queue for the next round.
  */
@@ -15,6 +15,7 @@
 
 #include "store.h"
 #include "textutil.h"
+#include "ticker.h"
 
 #define AUDIT_BATCH_WAKE 2000 /* wake the writer early at this many rows */
 
@@ -30,9 +31,7 @@ struct audit {
     struct db_pool *pool;
     int flush_ms;
     pthread_mutex_t lock;
-    pthread_cond_t wake;
-    pthread_t writer;
-    bool stopping;
+    struct ticker *writer; /* NULL: every row is written synchronously */
     struct audit_row *rows;
     long count, capacity;
     long written;
@@ -110,40 +109,19 @@ static bool flush_once(struct audit *a)
     return ok;
 }
 
-static void *writer_main(void *arg)
+static void write_pending(void *arg)
 {
-    struct audit *a = arg;
-    pthread_mutex_lock(&a->lock);
-    while (!a->stopping) {
-        struct timespec deadline;
-        clock_gettime(CLOCK_REALTIME, &deadline);
-        deadline.tv_nsec += (long)a->flush_ms * 1000000L;
-        deadline.tv_sec += deadline.tv_nsec / 1000000000L;
-        deadline.tv_nsec %= 1000000000L;
-        while (!a->stopping && a->count < AUDIT_BATCH_WAKE &&
-               pthread_cond_timedwait(&a->wake, &a->lock, &deadline) == 0)
-            ;
-        if (a->count == 0)
-            continue;
-        pthread_mutex_unlock(&a->lock);
-        flush_once(a);
-        pthread_mutex_lock(&a->lock);
-    }
-    pthread_mutex_unlock(&a->lock);
-    return NULL;
+    flush_once(arg);
 }
 
 struct audit *audit_new(struct db_pool *pool, int flush_ms)
 {
     struct audit *a = calloc(1, sizeof(*a));
     a->pool = pool;
-    a->flush_ms = flush_ms;
     pthread_mutex_init(&a->lock, NULL);
-    pthread_cond_init(&a->wake, NULL);
-    if (flush_ms > 0 && pthread_create(&a->writer, NULL, writer_main, a) != 0) {
+    if (flush_ms > 0 && (a->writer = ticker_start(flush_ms, write_pending, a)) == NULL)
         fprintf(stderr, "audit: no writer thread; writing each row synchronously\n");
-        a->flush_ms = 0;
-    }
+    a->flush_ms = a->writer != NULL ? flush_ms : 0;
     return a;
 }
 
@@ -151,12 +129,8 @@ void audit_free(struct audit *a)
 {
     if (a == NULL)
         return;
-    if (a->flush_ms > 0) {
-        pthread_mutex_lock(&a->lock);
-        a->stopping = true;
-        pthread_cond_signal(&a->wake);
-        pthread_mutex_unlock(&a->lock);
-        pthread_join(a->writer, NULL);
+    if (a->writer != NULL) {
+        ticker_stop(a->writer);
         for (int attempt = 0; attempt < 3 && !flush_once(a); attempt++)
             db_sleep_ms(1000);
         if (a->count > 0)
@@ -164,7 +138,6 @@ void audit_free(struct audit *a)
                     a->count);
     }
     pthread_mutex_destroy(&a->lock);
-    pthread_cond_destroy(&a->wake);
     free(a->rows);
     free(a);
 }
@@ -173,6 +146,7 @@ bool audit_add(struct audit *a, const struct principal *who, const char *action,
                const char *customer_id)
 {
     struct audit_row row;
+    bool wake;
     memset(&row, 0, sizeof(row));
     now_rfc3339(row.at, sizeof(row.at));
     snprintf(row.key_id, sizeof(row.key_id), "%s", who->key_id);
@@ -198,9 +172,10 @@ bool audit_add(struct audit *a, const struct principal *who, const char *action,
         a->rows = realloc(a->rows, (size_t)a->capacity * sizeof(*a->rows));
     }
     a->rows[a->count++] = row;
-    if (a->count == AUDIT_BATCH_WAKE)
-        pthread_cond_signal(&a->wake);
+    wake = a->count == AUDIT_BATCH_WAKE;
     pthread_mutex_unlock(&a->lock);
+    if (wake)
+        ticker_wake(a->writer);
     return true;
 }
 

@@ -7,9 +7,10 @@
  */
 #include "health.h"
 
+#include "ticker.h"
+
 #include <libpq-fe.h>
 #include <poll.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,10 +25,7 @@ struct health {
     atomic_llong last_ok_ms;    /* CLOCK_MONOTONIC ms of the last success; 0 = none */
     atomic_bool ok;             /* the last check succeeded */
     atomic_bool stopping;       /* SIGTERM received */
-    pthread_t thread;
-    pthread_mutex_t lock;
-    pthread_cond_t wake;
-    bool stop;                  /* under lock */
+    struct ticker *checker;
 };
 
 static long long now_ms(void)
@@ -105,49 +103,24 @@ static void record(struct health *h, bool ok)
     atomic_store(&h->ok, ok);
 }
 
-static void *health_main(void *arg)
+static void check(void *arg)
 {
     struct health *h = arg;
-    pthread_mutex_lock(&h->lock);
-    while (!h->stop) {
-        struct timespec until;
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        until.tv_sec += HEALTH_INTERVAL_MS / 1000;
-        until.tv_nsec += (long)(HEALTH_INTERVAL_MS % 1000) * 1000000L;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&h->wake, &h->lock, &until);
-        if (h->stop)
-            break;
-        pthread_mutex_unlock(&h->lock);
-        record(h, check_once(h));
-        pthread_mutex_lock(&h->lock);
-    }
-    pthread_mutex_unlock(&h->lock);
-    return NULL;
+    record(h, check_once(h));
 }
 
 struct health *health_start(const char *conninfo)
 {
     struct health *h = calloc(1, sizeof(*h));
-    pthread_condattr_t attr;
     h->conninfo = strdup(conninfo);
     atomic_init(&h->last_ok_ms, 0);
     atomic_init(&h->ok, true); /* so that a first failure is logged */
     atomic_init(&h->stopping, false);
-    pthread_mutex_init(&h->lock, NULL);
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&h->wake, &attr);
-    pthread_condattr_destroy(&attr);
-    record(h, check_once(h));
-    if (pthread_create(&h->thread, NULL, health_main, h) != 0) {
+    check(h);
+    h->checker = ticker_start(HEALTH_INTERVAL_MS, check, h);
+    if (h->checker == NULL) {
         fprintf(stderr, "health: cannot start the checker thread\n");
         PQfinish(h->pg);
-        pthread_mutex_destroy(&h->lock);
-        pthread_cond_destroy(&h->wake);
         free(h->conninfo);
         free(h);
         return NULL;
@@ -175,14 +148,8 @@ void health_stop(struct health *h)
 {
     if (h == NULL)
         return;
-    pthread_mutex_lock(&h->lock);
-    h->stop = true;
-    pthread_cond_signal(&h->wake);
-    pthread_mutex_unlock(&h->lock);
-    pthread_join(h->thread, NULL);
+    ticker_stop(h->checker);
     PQfinish(h->pg);
-    pthread_mutex_destroy(&h->lock);
-    pthread_cond_destroy(&h->wake);
     free(h->conninfo);
     free(h);
 }

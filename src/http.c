@@ -55,10 +55,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "accesslog.h"
 #include "db.h"
 #include "health.h"
 #include "metrics.h"
 #include "textutil.h"
+#include "workq.h"
 
 struct http_server {
     struct MHD_Daemon *daemon;
@@ -69,25 +71,10 @@ struct http_server {
     atomic_int offloaded; /* long requests queued or running on the long-route threads */
     atomic_bool draining; /* stopping: new requests are refused, responses close their
                              connection, long requests run on their worker */
-    /* The long-route threads and their FIFO queue (worker-thread mode only). */
-    pthread_mutex_t long_lock;
-    pthread_cond_t long_wake;
-    struct offload *long_head, *long_tail;
-    int long_queued; /* in the queue, not yet taken by a thread (at most http_long_queue) */
-    bool long_stopping;
-    pthread_t *long_threads;
-    int long_thread_count;
-    /* The access log is written in blocks by stdio; this thread flushes it
-     * every ACCESS_LOG_FLUSH_MS so a quiet server's lines still go out. */
-    pthread_t log_flusher;
-    bool log_flusher_started, log_flusher_stop;
-    pthread_mutex_t log_lock;
-    pthread_cond_t log_wake;
+    /* The long-route threads and their FIFO queue of offloads (worker-thread
+     * mode only), bounded by http_long_queue. */
+    struct workq *long_routes;
 };
-
-/* One write(2) per access-log line was 5-6 % of the server's CPU per profile
- * GET (perf); lines now wait at most this long in stdio's buffer. */
-#define ACCESS_LOG_FLUSH_MS 100
 
 /* A body the server will not use (larger than --body-limit, or a request
  * refused during the drain) is still read, up to this many bytes, and
@@ -116,6 +103,7 @@ struct stream;
  * when fill is set, the next part of a streamed response (an export's
  * next page), fetched the same way. */
 struct offload {
+    struct workq_item item; /* first: the long-route queue hands it back */
     struct http_server *srv;
     struct MHD_Connection *conn;
     struct stream *fill;
@@ -123,7 +111,6 @@ struct offload {
     struct route_match match;
     struct principal who;
     struct response res;
-    struct offload *next; /* in the long-route queue */
 };
 
 struct request_ctx {
@@ -439,44 +426,10 @@ static void run_offload(struct offload *o)
     hand_back(srv, o->conn); /* the worker sends o->res */
 }
 
-/* A long-route thread: takes queued requests in arrival order until the
- * server stops. */
-static void *long_thread_main(void *arg)
+/* A long-route thread's work (workq runs queued offloads in arrival order). */
+static void run_queued(struct workq_item *item)
 {
-    struct http_server *srv = arg;
-    pthread_mutex_lock(&srv->long_lock);
-    for (;;) {
-        struct offload *o;
-        while (srv->long_head == NULL && !srv->long_stopping)
-            pthread_cond_wait(&srv->long_wake, &srv->long_lock);
-        if (srv->long_head == NULL)
-            break; /* stopping, and nothing left */
-        o = srv->long_head;
-        srv->long_head = o->next;
-        if (srv->long_head == NULL)
-            srv->long_tail = NULL;
-        srv->long_queued--;
-        pthread_mutex_unlock(&srv->long_lock);
-        run_offload(o);
-        pthread_mutex_lock(&srv->long_lock);
-    }
-    pthread_mutex_unlock(&srv->long_lock);
-    return NULL;
-}
-
-/* Append o to the long-route queue (reserve: places to add to long_queued
- * now) and wake a thread. */
-static void enqueue_offload(struct http_server *srv, struct offload *o, int reserve)
-{
-    pthread_mutex_lock(&srv->long_lock);
-    srv->long_queued += reserve;
-    if (srv->long_tail != NULL)
-        srv->long_tail->next = o;
-    else
-        srv->long_head = o;
-    srv->long_tail = o;
-    pthread_cond_signal(&srv->long_wake);
-    pthread_mutex_unlock(&srv->long_lock);
+    run_offload((struct offload *)(void *)item);
 }
 
 /* Hand a long request back to its worker unrun, answered 503 (the queue is
@@ -500,13 +453,8 @@ static bool start_offload(struct http_server *srv, struct MHD_Connection *conn,
                           struct request_ctx *ctx, const struct request *req)
 {
     struct offload *o;
-    pthread_mutex_lock(&srv->long_lock);
-    if (srv->long_queued >= srv->app->cfg->http_long_queue) {
-        pthread_mutex_unlock(&srv->long_lock);
+    if (!workq_reserve(srv->long_routes)) /* this request's place, taken before it is queued */
         return false;
-    }
-    srv->long_queued++; /* this request's place, taken before it is queued */
-    pthread_mutex_unlock(&srv->long_lock);
     o = calloc(1, sizeof(*o));
     o->srv = srv;
     o->conn = conn;
@@ -520,7 +468,7 @@ static bool start_offload(struct http_server *srv, struct MHD_Connection *conn,
     ctx->offload = o;
     metrics_long_request(1);
     MHD_suspend_connection(conn);
-    enqueue_offload(srv, o, 0); /* its place was taken above */
+    workq_push(srv->long_routes, &o->item, true); /* its place was taken above */
     return true;
 }
 
@@ -545,7 +493,7 @@ static bool start_fill(struct stream *s)
     o->fill = s;
     metrics_long_request(1);
     MHD_suspend_connection(s->conn);
-    enqueue_offload(srv, o, 1);
+    workq_push(srv->long_routes, &o->item, false);
     return true;
 }
 
@@ -558,13 +506,9 @@ static void refuse_queued_offloads(struct http_server *srv)
     struct offload *o;
     if (!srv->pooled)
         return;
-    pthread_mutex_lock(&srv->long_lock);
-    o = srv->long_head;
-    srv->long_head = srv->long_tail = NULL;
-    srv->long_queued = 0;
-    pthread_mutex_unlock(&srv->long_lock);
+    o = (struct offload *)(void *)workq_take_all(srv->long_routes);
     while (o != NULL) {
-        struct offload *next = o->next;
+        struct offload *next = (struct offload *)(void *)o->item.next;
         if (o->fill != NULL)
             run_offload(o);
         else
@@ -573,35 +517,6 @@ static void refuse_queued_offloads(struct http_server *srv)
     }
 }
 
-/* Start the long-route threads; false when not even one could be started. */
-static bool start_long_threads(struct http_server *srv, int count)
-{
-    pthread_mutex_init(&srv->long_lock, NULL);
-    pthread_cond_init(&srv->long_wake, NULL);
-    srv->long_threads = calloc((size_t)count, sizeof(*srv->long_threads));
-    for (int i = 0; i < count; i++) {
-        if (pthread_create(&srv->long_threads[i], NULL, long_thread_main, srv) != 0)
-            break;
-        srv->long_thread_count++;
-    }
-    return srv->long_thread_count > 0;
-}
-
-/* After the daemon stopped (no request can be queued any more). */
-static void stop_long_threads(struct http_server *srv)
-{
-    pthread_mutex_lock(&srv->long_lock);
-    srv->long_stopping = true;
-    pthread_cond_broadcast(&srv->long_wake);
-    pthread_mutex_unlock(&srv->long_lock);
-    for (int i = 0; i < srv->long_thread_count; i++)
-        pthread_join(srv->long_threads[i], NULL);
-    free(srv->long_threads);
-    pthread_mutex_destroy(&srv->long_lock);
-    pthread_cond_destroy(&srv->long_wake);
-}
-
-/* Everything after the body has arrived: checks, parse, route, handle. */
 static enum MHD_Result finish_request(struct http_server *srv, struct MHD_Connection *conn,
                                       const char *method, const char *path,
                                       struct request_ctx *ctx)
@@ -1114,7 +1029,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     return finish_request(srv, conn, method, url, ctx);
 }
 
-/* One JSON line per request on stdout (the access log). */
+/* The access-log line of a finished request (accesslog.c). */
 static void log_access(struct MHD_Connection *conn, struct request_ctx *ctx, double seconds,
                        enum MHD_RequestTerminationCode toe)
 {
@@ -1130,58 +1045,11 @@ static void log_access(struct MHD_Connection *conn, struct request_ctx *ctx, dou
             inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr,
                       addr, sizeof(addr));
     }
-    /* Every field is known to need no JSON escaping: the request id is
-     * printable ASCII without '"' or '\\' (take_request_id), the route a
-     * fixed name, the address numeric, the key id a UUID. */
-    fprintf(stdout,
-            "{\"request_id\":\"%s\",\"route\":\"%s\",\"client\":\"%s\",\"status\":%d,"
-            "\"ms\":%.6g,\"key_id\":\"%s\",\"completed\":%s}\n",
-            ctx->request_id,
-            ctx->route >= 0 ? route_name((enum route)ctx->route) : "unmatched", addr,
-            ctx->status, seconds * 1000, ctx->key_id[0] ? ctx->key_id : "-",
-            toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "true" : "false");
-}
-
-static void *log_flusher_main(void *arg)
-{
-    struct http_server *srv = arg;
-    pthread_mutex_lock(&srv->log_lock);
-    while (!srv->log_flusher_stop) {
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_nsec += ACCESS_LOG_FLUSH_MS * 1000000L;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&srv->log_wake, &srv->log_lock, &until);
-        fflush(stdout);
-    }
-    pthread_mutex_unlock(&srv->log_lock);
-    return NULL;
-}
-
-static void start_log_flusher(struct http_server *srv)
-{
-    pthread_mutex_init(&srv->log_lock, NULL);
-    pthread_cond_init(&srv->log_wake, NULL);
-    srv->log_flusher_started =
-        pthread_create(&srv->log_flusher, NULL, log_flusher_main, srv) == 0;
-}
-
-/* After the daemon stopped: the last lines go out. */
-static void stop_log_flusher(struct http_server *srv)
-{
-    if (srv->log_flusher_started) {
-        pthread_mutex_lock(&srv->log_lock);
-        srv->log_flusher_stop = true;
-        pthread_cond_signal(&srv->log_wake);
-        pthread_mutex_unlock(&srv->log_lock);
-        pthread_join(srv->log_flusher, NULL);
-    }
-    pthread_mutex_destroy(&srv->log_lock);
-    pthread_cond_destroy(&srv->log_wake);
-    fflush(stdout);
+    /* take_request_id keeps the id printable ASCII without '"' or '\\'. */
+    accesslog_write(ctx->request_id,
+                    ctx->route >= 0 ? route_name((enum route)ctx->route) : "unmatched", addr,
+                    ctx->status, seconds * 1000, ctx->key_id[0] ? ctx->key_id : "-",
+                    toe == MHD_REQUEST_TERMINATED_COMPLETED_OK);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
@@ -1249,9 +1117,8 @@ unsigned int http_worker_threads(int configured)
  * flusher (last lines out), the TLS texts and srv itself. */
 static void release_server(struct http_server *srv)
 {
-    if (srv->pooled)
-        stop_long_threads(srv);
-    stop_log_flusher(srv);
+    workq_stop(srv->long_routes); /* after the daemon stopped: nothing can be queued */
+    accesslog_stop();
     free(srv->tls_cert);
     free(srv->tls_key);
     free(srv);
@@ -1317,8 +1184,10 @@ struct http_server *http_start(struct app *app)
         flags |= MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME;
     else
         flags |= MHD_USE_THREAD_PER_CONNECTION;
-    start_log_flusher(srv);
-    if (srv->pooled && !start_long_threads(srv, app->cfg->http_long_threads)) {
+    accesslog_start();
+    if (srv->pooled &&
+        (srv->long_routes = workq_start(app->cfg->http_long_threads, app->cfg->http_long_queue,
+                                        run_queued)) == NULL) {
         fprintf(stderr, "http: cannot start the long-route threads\n");
         release_server(srv);
         return NULL;
