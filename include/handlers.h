@@ -14,6 +14,14 @@
 
 typedef void handler_fn(struct app *app, const struct request *req, struct response *res);
 
+/* The gate of a non-public route: the API key (Authorization: Bearer or
+ * X-API-Key; either may be NULL), its rate limit and the role's permission
+ * for route. True with who filled; false with res filled (401 with a
+ * challenge, 429 with Retry-After, 403, 503 or 500). */
+bool dispatch_admit(struct app *app, enum route route, const char *path,
+                    const char *authorization, const char *x_api_key, struct principal *who,
+                    struct response *res);
+
 void handle_request(struct app *app, const struct request *req, struct response *res);
 
 /* The first route without a handler, or ROUTE_COUNT when every route has one. */

@@ -554,33 +554,8 @@ static enum MHD_Result finish_request(struct http_server *srv, struct MHD_Connec
         const char *authz = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                                         MHD_HTTP_HEADER_AUTHORIZATION);
         const char *xkey = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-API-Key");
-        bool replica_ok = srv->app->replica != NULL && route_reads_from_replica(match.route);
-        switch (access_check(srv->app->access, authz, xkey, replica_ok, &who)) {
-        case ACCESS_OK:
-            break;
-        case ACCESS_UNAVAILABLE:
-            return send_problem(conn, PROBLEM_SERVICE_UNAVAILABLE,
-                                "the database is unreachable; retry", path);
-        case ACCESS_ERROR:
-            return send_problem(conn, PROBLEM_INTERNAL, "the key could not be checked", path);
-        case ACCESS_NO_KEY:
-        case ACCESS_BAD_KEY:
-            respond_problem(&res, PROBLEM_UNAUTHORIZED,
-                            "send a valid API key as 'Authorization: Bearer <key>'", path);
-            res.auth_challenge = true;
+        if (!dispatch_admit(srv->app, match.route, path, authz, xkey, &who, &res))
             return send_response(conn, &res);
-        }
-        if (!access_rate_take(srv->app->access, who.key_id, &res.retry_after)) {
-            respond_problem(&res, PROBLEM_TOO_MANY_REQUESTS,
-                            "this API key is over its request rate; retry later", path);
-            res.retry_after = res.retry_after > 0 ? res.retry_after : 1;
-            return send_response(conn, &res);
-        }
-        if (!role_allows(who.role, match.route)) {
-            snprintf(detail, sizeof(detail), "the %s role may not call this route",
-                     role_name(who.role));
-            return send_problem(conn, PROBLEM_FORBIDDEN, detail, path);
-        }
         req.who = &who;
         memcpy(ctx->key_id, who.key_id, sizeof(ctx->key_id));
     }

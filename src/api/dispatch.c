@@ -1,11 +1,14 @@
 /*
- * dispatch: a routed, authorised request to its handler. Picks the pool the
+ * dispatch: a routed request to its handler. Admits it first (the key, its
+ * rate limit and the role the route's row allows: 401, 429, 403, or 503/500
+ * when the key cannot be checked), then picks the pool the
  * request's reads go to (the primary, the read routes' own pool, or a
  * replica that has replayed the client's CRM-Min-LSN), calls the route's
  * handler through an array indexed by route id, and adds the replica
  * headers (CRM-Read-From, CRM-Write-LSN). The route's facts (path, roles,
  * flags, query) are router.c's; the handlers are the domain files'.
  */
+#include <stdio.h>
 #include <string.h>
 
 #include "handlers.h"
@@ -52,6 +55,44 @@ static handler_fn *const HANDLERS[ROUTE_COUNT] = {
     [ROUTE_CUSTOMER_EXPORT] = handle_customer_export,
     [ROUTE_CUSTOMER_ERASE] = handle_customer_erase,
 };
+
+bool dispatch_admit(struct app *app, enum route route, const char *path,
+                    const char *authorization, const char *x_api_key, struct principal *who,
+                    struct response *res)
+{
+    bool replica_ok = app->replica != NULL && route_reads_from_replica(route);
+    char detail[96];
+    switch (access_check(app->access, authorization, x_api_key, replica_ok, who)) {
+    case ACCESS_OK:
+        break;
+    case ACCESS_UNAVAILABLE:
+        respond_problem(res, PROBLEM_SERVICE_UNAVAILABLE, "the database is unreachable; retry",
+                        path);
+        return false;
+    case ACCESS_ERROR:
+        respond_problem(res, PROBLEM_INTERNAL, "the key could not be checked", path);
+        return false;
+    case ACCESS_NO_KEY:
+    case ACCESS_BAD_KEY:
+        respond_problem(res, PROBLEM_UNAUTHORIZED,
+                        "send a valid API key as 'Authorization: Bearer <key>'", path);
+        res->auth_challenge = true;
+        return false;
+    }
+    if (!access_rate_take(app->access, who->key_id, &res->retry_after)) {
+        respond_problem(res, PROBLEM_TOO_MANY_REQUESTS,
+                        "this API key is over its request rate; retry later", path);
+        res->retry_after = res->retry_after > 0 ? res->retry_after : 1;
+        return false;
+    }
+    if (!role_allows(who->role, route)) {
+        snprintf(detail, sizeof(detail), "the %s role may not call this route",
+                 role_name(who->role));
+        respond_problem(res, PROBLEM_FORBIDDEN, detail, path);
+        return false;
+    }
+    return true;
+}
 
 enum route dispatch_first_unhandled(void)
 {
