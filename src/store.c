@@ -66,13 +66,9 @@ const struct db_statement store_statements[] = {
     {"unmerge", "SELECT crm.unmerge($1::uuid, $2, $3)"},
     {"blocked_list",
      "SELECT jsonb_build_object('items', coalesce(jsonb_agg(jsonb_build_object('kind', kind, "
-     "'value', value, 'reason', reason, 'builtin', builtin, 'created_at', crm.ts(created_at)) "
-     "ORDER BY kind, value), '[]')) FROM crm.blocked_identifiers"},
-    {"blocked_add",
-     "INSERT INTO crm.blocked_identifiers (kind, value, reason) VALUES ($1, $2, $3) "
-     "ON CONFLICT (kind, value) DO UPDATE SET reason = excluded.reason "
-     "RETURNING jsonb_build_object('kind', kind, 'value', value, 'reason', reason, "
-     "'builtin', builtin, 'created_at', crm.ts(created_at))"},
+     "'value', value, 'pattern', pattern, 'reason', reason, 'builtin', builtin, "
+     "'created_at', crm.ts(created_at)) ORDER BY kind, value), '[]')) FROM crm.blocked_identifiers"},
+    {"blocked_add", "SELECT crm.block_identifier($1, $2, $3, $4::boolean)"},
     {"blocked_remove",
      "WITH d AS (DELETE FROM crm.blocked_identifiers WHERE kind = $1 AND value = $2 RETURNING 1) "
      "SELECT jsonb_build_object('deleted', EXISTS (SELECT 1 FROM d))"},
@@ -120,7 +116,7 @@ enum db_status store_resolve(struct db_pool *pool, const struct resolve_request 
                              json_t **out, char *err, size_t errlen)
 {
     char new_id[UUID_TEXT_LEN + 1];
-    json_t *ids = identifiers_to_json(&req->ids);
+    json_t *ids = identifiers_to_db_json(&req->ids);
     char *ids_text = json_dumps(ids, JSON_COMPACT);
     char *traits_text = req->traits ? json_dumps(req->traits, JSON_COMPACT) : NULL;
     const char *params[4];
@@ -201,7 +197,7 @@ static void ingest_params_init(struct ingest_params *p, const struct interaction
     uuid_new(p->new_customer);
     uuid_new(p->interaction_id);
     if (!req->by_customer_id) {
-        ids = identifiers_to_json(&req->ids);
+        ids = identifiers_to_db_json(&req->ids);
         p->ids_text = json_dumps(ids, JSON_COMPACT);
         json_decref(ids);
     }
@@ -357,6 +353,8 @@ static void append_batch_item(struct jsontext *t, const struct interaction_reque
             jsontext_raw(t, k > 0 ? ",{" : "{");
             jsontext_member(t, "kind", id_kind_name(id->kind));
             jsontext_member(t, "value", id->value);
+            if (identifier_raw_differs(id))
+                jsontext_member(t, "raw", id->raw);
             if (id->namespace_[0] != '\0')
                 jsontext_member(t, "namespace", id->namespace_);
             jsontext_raw(t, "}");
