@@ -1,5 +1,38 @@
 -- 007_identity_junk_and_lock_order: placeholder values by pattern and on
--- the raw value; an identifier that would break a limit is not matched.
+-- the raw value; an identifier that would break a limit is not matched; one
+-- lock order for every path that locks customers.
+--
+-- ---- lock order ---------------------------------------------------------------------
+--
+-- Every transaction that writes customer data takes its locks in this order,
+-- each step complete before the next begins:
+--   1. advisory transaction locks on identifier keys (pg_advisory_xact_lock of
+--      hashtextextended(kind || chr(31) || namespace || chr(31) || value, 0)),
+--      ascending: crm.resolve for its identifiers, crm.lock_batch for those of
+--      every batch item crm.resolve will look at;
+--   2. the rows in crm.customers of every customer it will write to (for an
+--      absorbed id, its survivor), FOR NO KEY UPDATE - one mode for every
+--      writer, so one writer per customer at a time - ascending customer_id,
+--      re-checked after locking (a merge may have moved identifiers meanwhile:
+--      the locks are then given back by rolling back a subtransaction and taken
+--      again); crm.resolve, crm.lock_survivor(s), crm.lock_batch, merge,
+--      unmerge, erasure;
+--   3. the rows that belong to those customers (identifiers, traits,
+--      interactions, interaction_stats, customer_needs, profile_cache,
+--      preferences, consents, merges, and the crm.customers rows of the
+--      customers they absorbed), in any order: only the holder of a
+--      customer's lock writes them. A lock attempt that finds its row merged
+--      meanwhile is rolled back (subtransaction) so that no stray lock on an
+--      absorbed row is kept;
+--   4. interaction idempotency keys (source, external_id): a batch inserts its
+--      interactions in ascending (source, external_id) order.
+-- Before 007 a batch share-locked its known customers up front, then resolved
+-- the other items one by one (advisory locks and exclusive row locks taken in
+-- item order, upgrading share locks other batches also held) and wrote stats,
+-- needs and profile_cache rows of many customers in whatever order the plan
+-- produced: a storm of 1,600 mixed requests (tests/e2e/test_identity.py,
+-- LockOrderTests) saw 103 deadlocks. Readers lock nothing but a profile_cache
+-- row (crm.profile_cache_store), one at a time.
 --
 -- ---- blocked values -------------------------------------------------------------
 --
@@ -120,6 +153,97 @@ BEGIN
     );
 END $$;
 
+-- ---- customer locks (see the lock order at the top) --------------------------------
+
+-- A row lock that waited for a merge keeps the absorbed row locked even
+-- though the row no longer qualifies (merged_into IS NULL is re-checked after
+-- locking): a stray lock outside the order. So every lock attempt that can
+-- fail runs in a subtransaction, rolled back (SQLSTATE P0L01) to give the
+-- stray lock back before the next attempt.
+
+-- As in 004 (an erased customer counts as absent), with the writers' lock
+-- mode and a failed attempt's lock given back.
+CREATE OR REPLACE FUNCTION crm.lock_survivor(p_id uuid) RETURNS uuid
+LANGUAGE plpgsql AS $$
+DECLARE
+    sid uuid;
+    gone boolean;
+BEGIN
+    FOR attempt IN 1..5 LOOP
+        sid := crm.survivor_of(p_id);
+        IF sid IS NULL THEN
+            RETURN NULL;
+        END IF;
+        BEGIN
+            SELECT erased_at IS NOT NULL INTO gone FROM crm.customers
+             WHERE customer_id = sid AND merged_into IS NULL FOR NO KEY UPDATE;
+            IF FOUND THEN
+                RETURN CASE WHEN gone THEN NULL ELSE sid END;
+            END IF;
+            RAISE EXCEPTION 'lock order: start over' USING ERRCODE = 'P0L01';
+        EXCEPTION WHEN SQLSTATE 'P0L01' THEN
+            NULL;
+        END;
+    END LOOP;
+    RAISE EXCEPTION 'customer % kept being merged', p_id USING ERRCODE = '40001';
+END $$;
+
+-- The survivors of p_ids (in the order of p_ids; NULL for an absent or erased
+-- one), all locked in ascending customer_id order. A merge that moves one of
+-- them while we wait gives the locks back (subtransaction) and starts over,
+-- so the order holds.
+CREATE FUNCTION crm.lock_survivors(p_ids uuid[]) RETURNS uuid[]
+LANGUAGE plpgsql AS $$
+DECLARE
+    want uuid[];
+    got uuid[];
+BEGIN
+    FOR attempt IN 1..5 LOOP
+        want := ARRAY(SELECT DISTINCT s FROM (SELECT crm.survivor_of(x) AS s FROM unnest(p_ids) AS x) AS y
+                       WHERE s IS NOT NULL ORDER BY s);
+        BEGIN
+            got := ARRAY(SELECT l.customer_id
+                           FROM (SELECT id FROM unnest(want) AS u(id) ORDER BY id) AS k
+                          CROSS JOIN LATERAL (
+                                SELECT c.customer_id FROM crm.customers c
+                                 WHERE c.customer_id = k.id AND c.merged_into IS NULL
+                                   FOR NO KEY UPDATE OFFSET 0) AS l);
+            IF got = want THEN
+                RETURN ARRAY(SELECT CASE WHEN c.erased_at IS NULL THEN c.customer_id END
+                               FROM unnest(p_ids) WITH ORDINALITY AS x(id, n)
+                               LEFT JOIN crm.customers c ON c.customer_id = crm.survivor_of(x.id)
+                              ORDER BY x.n);
+            END IF;
+            RAISE EXCEPTION 'lock order: start over' USING ERRCODE = 'P0L01';
+        EXCEPTION WHEN SQLSTATE 'P0L01' THEN
+            NULL;
+        END;
+    END LOOP;
+    RAISE EXCEPTION 'customers % kept being merged', p_ids USING ERRCODE = '40001';
+END $$;
+
+-- As in 005, with the writers' lock mode.
+CREATE OR REPLACE FUNCTION crm.known_customer(p_identifiers jsonb) RETURNS uuid
+LANGUAGE plpgsql AS $$
+DECLARE
+    found_owner uuid := crm.known_owner(p_identifiers);
+BEGIN
+    IF found_owner IS NULL THEN
+        RETURN NULL;
+    END IF;
+    BEGIN
+        PERFORM 1 FROM crm.customers
+          WHERE customer_id = found_owner AND merged_into IS NULL AND erased_at IS NULL
+            FOR NO KEY UPDATE;
+        IF FOUND THEN
+            RETURN found_owner;
+        END IF;
+        RAISE EXCEPTION 'lock order: start over' USING ERRCODE = 'P0L01';
+    EXCEPTION WHEN SQLSTATE 'P0L01' THEN
+        RETURN NULL; -- merged meanwhile: crm.resolve_general takes it from here
+    END;
+END $$;
+
 -- crm.resolve's general path (005 put the known-customer shortcut in front
 -- of it). Returns {customer_id, created, merged_ids, ignored, conflicts}, or
 -- {status: 'blocked', ignored} when every identifier is blocked.
@@ -176,13 +300,20 @@ BEGIN
             IF ids IS NULL THEN
                 EXIT;
             END IF;
-            SELECT array_agg(customer_id ORDER BY customer_id) INTO locked_ids
-              FROM (SELECT customer_id FROM crm.customers
-                     WHERE customer_id = ANY (ids) AND merged_into IS NULL
-                     ORDER BY customer_id FOR UPDATE) AS l;
-            IF locked_ids IS NOT DISTINCT FROM ids THEN
-                EXIT;
-            END IF;
+            BEGIN
+                SELECT array_agg(customer_id ORDER BY customer_id) INTO locked_ids
+                  FROM (SELECT customer_id FROM crm.customers
+                         WHERE customer_id = ANY (ids) AND merged_into IS NULL
+                         ORDER BY customer_id FOR NO KEY UPDATE) AS l;
+                IF locked_ids IS NOT DISTINCT FROM ids THEN
+                    EXIT;
+                END IF;
+                -- A concurrent merge moved identifiers while we waited: give
+                -- the locks back and look again.
+                RAISE EXCEPTION 'lock order: start over' USING ERRCODE = 'P0L01';
+            EXCEPTION WHEN SQLSTATE 'P0L01' THEN
+                NULL;
+            END;
             IF attempt = 5 THEN
                 RAISE EXCEPTION 'identity graph kept changing during resolve'
                     USING ERRCODE = '40001';
@@ -319,8 +450,91 @@ END $$;
 
 -- ---- ingestion --------------------------------------------------------------------
 
--- As in 006, with crm.identifier_blocked (raw values, patterns) for the
--- known customers, and interactions' resolved_by without the raw values.
+-- The customers a batch will write to: the owners of its items' identifiers
+-- and the survivors of its customer ids, ascending.
+CREATE FUNCTION crm.batch_customers(p_items jsonb) RETURNS uuid[]
+LANGUAGE sql STABLE AS $$
+    SELECT coalesce(array_agg(DISTINCT c ORDER BY c), '{}')
+      FROM (SELECT d.customer_id AS c
+              FROM jsonb_array_elements(p_items) AS x(item)
+             CROSS JOIN LATERAL jsonb_array_elements(
+                    CASE WHEN x.item ? 'identifiers' THEN x.item->'identifiers' ELSE '[]' END) AS i(id)
+             CROSS JOIN LATERAL (
+                    SELECT y.customer_id FROM crm.identifiers y
+                     WHERE y.kind = i.id->>'kind' AND y.namespace = coalesce(i.id->>'namespace', '')
+                       AND y.value = i.id->>'value'
+                     LIMIT 1) AS d
+            UNION ALL
+            SELECT crm.survivor_of((x.item->>'customer_id')::uuid)
+              FROM jsonb_array_elements(p_items) AS x(item)
+             WHERE x.item ? 'customer_id') AS all_customers
+     WHERE c IS NOT NULL
+$$;
+
+-- Every lock a batch needs, in the order at the top of this migration, before
+-- it writes anything: the advisory locks of the identifiers of the items that
+-- go through crm.resolve, then every customer the batch will write to. Returns
+-- the known items {ord: customer}: every identifier exists, none is blocked,
+-- all belong to one customer (crm.resolve would change nothing there). The
+-- set is looked up again after locking; if a merge changed it meanwhile, the
+-- locks are given back (subtransaction) and taken again.
+CREATE FUNCTION crm.lock_batch(p_items jsonb) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    known jsonb;
+    want uuid[];
+    got uuid[];
+BEGIN
+    FOR attempt IN 1..5 LOOP
+        BEGIN
+            -- (crm.known_owner's rule, inlined: calling it per item made
+            -- batches 19 % slower.)
+            SELECT coalesce(jsonb_object_agg(k.ord::text, k.owner_id), '{}') INTO known
+              FROM (SELECT x.ord, min(d.customer_id::text)::uuid AS owner_id
+                      FROM jsonb_array_elements(p_items) WITH ORDINALITY AS x(item, ord)
+                     CROSS JOIN LATERAL jsonb_array_elements(x.item->'identifiers') AS i(id)
+                      LEFT JOIN LATERAL (
+                            SELECT y.customer_id FROM crm.identifiers y
+                             WHERE y.kind = i.id->>'kind'
+                               AND y.namespace = coalesce(i.id->>'namespace', '')
+                               AND y.value = i.id->>'value'
+                             LIMIT 1) AS d ON true
+                     WHERE x.item ? 'identifiers'
+                     GROUP BY x.ord
+                    HAVING count(*) = count(d.customer_id) AND count(DISTINCT d.customer_id) = 1
+                       AND NOT bool_or(crm.identifier_blocked(i.id))) AS k;
+            PERFORM pg_advisory_xact_lock(h)
+               FROM (SELECT DISTINCT hashtextextended(i.id->>'kind' || chr(31)
+                                                      || coalesce(i.id->>'namespace', '') || chr(31)
+                                                      || (i.id->>'value'), 0) AS h
+                       FROM jsonb_array_elements(p_items) WITH ORDINALITY AS x(item, ord)
+                      CROSS JOIN LATERAL jsonb_array_elements(x.item->'identifiers') AS i(id)
+                      WHERE x.item ? 'identifiers' AND NOT known ? x.ord::text) AS keys
+              ORDER BY h;
+            want := crm.batch_customers(p_items);
+            -- One index probe per customer, ascending. OFFSET 0 keeps each
+            -- probe a subquery of its own (no scan of the whole table).
+            got := ARRAY(SELECT l.customer_id
+                           FROM (SELECT id FROM unnest(want) AS u(id) ORDER BY id) AS k
+                          CROSS JOIN LATERAL (
+                                SELECT c.customer_id FROM crm.customers c
+                                 WHERE c.customer_id = k.id AND c.merged_into IS NULL
+                                   FOR NO KEY UPDATE OFFSET 0) AS l);
+            IF got = want AND crm.batch_customers(p_items) = want THEN
+                RETURN known;
+            END IF;
+            RAISE EXCEPTION 'lock order: start over' USING ERRCODE = 'P0L01';
+        EXCEPTION WHEN SQLSTATE 'P0L01' THEN
+            NULL;
+        END;
+    END LOOP;
+    RAISE EXCEPTION 'the customers of a batch kept being merged' USING ERRCODE = '40001';
+END $$;
+
+-- As in 006, but every lock is taken first, in the order at the top of this
+-- migration (crm.lock_batch), and interactions are inserted in (source,
+-- external_id) order; with crm.identifier_blocked (raw values, patterns) and
+-- interactions' resolved_by without the raw values.
 CREATE OR REPLACE FUNCTION crm.ingest_batch(p_items jsonb) RETURNS jsonb
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -332,38 +546,12 @@ DECLARE
     resolved jsonb;
     cid uuid;
     known jsonb;      -- {ord: customer} for items a plain lookup resolves
-    locked uuid[];
 BEGIN
-    -- Known customers, found set-based: every identifier of the item exists,
-    -- none is blocked, all belong to one customer. crm.resolve would find
-    -- that customer and change nothing, so only its row lock is needed (an
-    -- earlier item of the batch can only merge that customer away, which the
-    -- insert below follows). All other items go through crm.resolve.
-    -- (crm.known_owner's rule, inlined: calling it per item made batches
-    -- 19 % slower.)
-    SELECT coalesce(jsonb_object_agg(k.ord::text, k.owner_id), '{}') INTO known
-      FROM (SELECT x.ord, min(d.customer_id::text)::uuid AS owner_id
-              FROM jsonb_array_elements(p_items) WITH ORDINALITY AS x(item, ord)
-             CROSS JOIN LATERAL jsonb_array_elements(x.item->'identifiers') AS i(id)
-              LEFT JOIN LATERAL (
-                    SELECT y.customer_id FROM crm.identifiers y
-                     WHERE y.kind = i.id->>'kind' AND y.namespace = coalesce(i.id->>'namespace', '')
-                       AND y.value = i.id->>'value'
-                     LIMIT 1) AS d ON true
-             CROSS JOIN LATERAL (SELECT crm.identifier_blocked(i.id) AS blocked) AS bl
-             WHERE x.item ? 'identifiers'
-             GROUP BY x.ord
-            HAVING count(*) = count(d.customer_id) AND count(DISTINCT d.customer_id) = 1
-               AND NOT bool_or(bl.blocked)) AS k;
-    -- One index probe per customer, in customer_id order (the order every
-    -- batch locks in). OFFSET 0 keeps each probe a subquery of its own, so
-    -- the planner cannot turn it into a scan of the whole table.
-    SELECT coalesce(array_agg(l.customer_id ORDER BY k.id), '{}') INTO locked
-      FROM (SELECT DISTINCT (value #>> '{}')::uuid AS id FROM jsonb_each(known) ORDER BY 1) AS k
-     CROSS JOIN LATERAL (
-            SELECT c.customer_id FROM crm.customers c
-             WHERE c.customer_id = k.id AND c.merged_into IS NULL AND c.erased_at IS NULL
-               FOR SHARE OFFSET 0) AS l;
+    -- Known items need only their customer's lock (an earlier item of the
+    -- batch can only merge that customer away, which the insert below
+    -- follows); all other items go through crm.resolve, whose locks
+    -- crm.lock_batch holds already, so it takes none out of order.
+    known := crm.lock_batch(p_items);
 
     FOR r IN
         SELECT x.ord::int AS ord, x.item, d.interaction_id AS dup_id, d.customer_id AS dup_customer,
@@ -381,13 +569,16 @@ BEGIN
         END IF;
         CONTINUE WHEN r.nth > 1; -- a repeat within the batch: answered after the insert
         IF r.item ? 'customer_id' THEN
-            cid := crm.lock_survivor((r.item->>'customer_id')::uuid);
+            -- crm.lock_batch holds the survivor's lock: a plain lookup.
+            SELECT c.customer_id INTO cid FROM crm.customers c
+             WHERE c.customer_id = crm.survivor_of((r.item->>'customer_id')::uuid)
+               AND c.erased_at IS NULL;
             IF cid IS NULL THEN
                 results[r.ord] := jsonb_build_object('status', 'not_found');
                 CONTINUE;
             END IF;
             origin[r.ord] := (r.item->>'customer_id')::uuid;
-        ELSIF (known->>r.ord::text)::uuid = ANY (locked) THEN
+        ELSIF known ? r.ord::text THEN
             cid := (known->>r.ord::text)::uuid;
             origin[r.ord] := cid;
         ELSE
@@ -426,7 +617,7 @@ BEGIN
                item->>'currency', (item->>'cost')::numeric,
                ARRAY(SELECT jsonb_array_elements_text(coalesce(item->'tags', '[]'))),
                coalesce(item->'payload', '{}'), origin_id, crm.without_raw(item->'identifiers')
-          FROM todo ORDER BY ord
+          FROM todo ORDER BY item->>'source', item->>'external_id'
         ON CONFLICT (source, external_id) DO NOTHING
         RETURNING interaction_id, customer_id, channel, type, occurred_at, amount, currency,
                   cost, tags
@@ -556,4 +747,214 @@ BEGIN
                    THEN jsonb_build_object('conflicts', resolved->'conflicts',
                                            'ignored', resolved->'ignored')
                    ELSE '{}'::jsonb END;
+END $$;
+
+-- ---- merge, unmerge, erasure: the same lock order ----------------------------------
+
+-- As in 001, with both customers locked in id order by crm.lock_survivors
+-- (001 share-locked the survivor, then the absorbed customer, then upgraded
+-- both: two merges of the same pair the other way round deadlocked).
+CREATE OR REPLACE FUNCTION crm.manual_merge(p_survivor uuid, p_absorbed uuid, p_actor text, p_reason text,
+                                 p_dry_run boolean, p_force boolean)
+RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+    survivors uuid[];
+    sid uuid;
+    aid uuid;
+    traits jsonb;
+    violations jsonb;
+    doc jsonb;
+BEGIN
+    -- Both locked in id order (absent and erased customers are NULL).
+    survivors := crm.lock_survivors(ARRAY[p_survivor, p_absorbed]);
+    sid := survivors[1];
+    aid := survivors[2];
+    IF sid IS NULL OR aid IS NULL THEN
+        RETURN jsonb_build_object('status', 'not_found');
+    END IF;
+    IF sid = aid THEN
+        RETURN jsonb_build_object('status', 'same_customer', 'survivor_id', sid);
+    END IF;
+    traits := crm.trait_conflicts(sid, aid);
+    violations := crm.limit_violations(ARRAY[sid, aid], NULL);
+    IF jsonb_array_length(violations) > 0 AND NOT p_force THEN
+        RETURN jsonb_build_object('status', 'conflict', 'survivor_id', sid, 'absorbed_id', aid,
+                                  'trait_conflicts', traits, 'limit_violations', violations);
+    END IF;
+    BEGIN
+        PERFORM crm.merge_into(sid, aid, p_actor, p_reason, '[]');
+        doc := crm.profile(sid);
+        IF p_dry_run THEN
+            RAISE EXCEPTION 'dry run' USING ERRCODE = 'P0D01';
+        END IF;
+    EXCEPTION WHEN SQLSTATE 'P0D01' THEN
+        NULL; -- rolled back; doc keeps the would-be profile
+    END;
+    RETURN jsonb_build_object('status', CASE WHEN p_dry_run THEN 'dry_run' ELSE 'merged' END,
+                              'survivor_id', sid, 'absorbed_id', aid, 'trait_conflicts', traits,
+                              'limit_violations', violations, 'customer', doc);
+END $$;
+
+-- As in 001, with the writers' lock mode: the survivor first, re-checked after
+-- locking (a concurrent merge of the survivor would have changed it), then the
+-- absorbed row, which belongs to it (001 locked both in id order, so a merge of
+-- the survivor, which updates its absorbed rows, could deadlock with it).
+CREATE OR REPLACE FUNCTION crm.unmerge(p_absorbed uuid, p_actor text, p_reason text)
+RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+    m crm.merges%ROWTYPE;
+    sid uuid;
+    t jsonb;
+BEGIN
+    SELECT * INTO m FROM crm.merges
+     WHERE absorbed_id = p_absorbed AND unmerged_at IS NULL
+     ORDER BY merge_id DESC LIMIT 1;
+    IF NOT FOUND OR (SELECT merged_into FROM crm.customers WHERE customer_id = p_absorbed) IS NULL
+    THEN
+        RETURN jsonb_build_object('status', 'not_merged');
+    END IF;
+    -- The survivor and the absorbed row, in id order; again if a merge moved
+    -- the survivor meanwhile.
+    FOR attempt IN 1..5 LOOP
+        sid := crm.survivor_of(p_absorbed);
+        BEGIN
+            PERFORM 1 FROM crm.customers WHERE customer_id = sid AND merged_into IS NULL
+               FOR NO KEY UPDATE;
+            IF FOUND AND crm.survivor_of(p_absorbed) = sid THEN
+                -- The absorbed row belongs to the survivor (step 3).
+                PERFORM 1 FROM crm.customers WHERE customer_id = p_absorbed FOR NO KEY UPDATE;
+                EXIT;
+            END IF;
+            RAISE EXCEPTION 'lock order: start over' USING ERRCODE = 'P0L01';
+        EXCEPTION WHEN SQLSTATE 'P0L01' THEN
+            NULL;
+        END;
+        IF attempt = 5 THEN
+            RAISE EXCEPTION 'customer % kept being merged', p_absorbed USING ERRCODE = '40001';
+        END IF;
+    END LOOP;
+    -- Read again under the locks: a concurrent unmerge may have won.
+    SELECT * INTO m FROM crm.merges
+     WHERE absorbed_id = p_absorbed AND unmerged_at IS NULL
+     ORDER BY merge_id DESC LIMIT 1;
+    IF NOT FOUND OR sid = p_absorbed THEN
+        RETURN jsonb_build_object('status', 'not_merged');
+    END IF;
+
+    UPDATE crm.customers SET merged_into = NULL, merged_at = NULL,
+                             updated_at = m.absorbed_updated_at
+     WHERE customer_id = p_absorbed;
+    -- Members it had absorbed, unless one was unmerged on its own since.
+    UPDATE crm.customers SET merged_into = p_absorbed
+     WHERE customer_id = ANY (m.absorbed_members) AND customer_id <> p_absorbed
+       AND merged_into = sid;
+
+    UPDATE crm.identifiers d SET customer_id = p_absorbed
+      FROM jsonb_array_elements(m.absorbed_identifiers) AS s
+     WHERE d.customer_id = sid AND d.kind = s->>'kind' AND d.namespace = s->>'namespace'
+       AND d.value = s->>'value';
+
+    UPDATE crm.interactions i SET customer_id = p_absorbed
+     WHERE i.customer_id = sid
+       AND (i.origin_customer_id = ANY (m.absorbed_members)
+            OR (i.received_at > m.merged_at AND EXISTS (
+                    SELECT 1 FROM jsonb_array_elements(coalesce(i.resolved_by, '[]')) AS r
+                      JOIN crm.identifiers d ON d.kind = r->>'kind'
+                       AND d.namespace = coalesce(r->>'namespace', '') AND d.value = r->>'value'
+                     WHERE d.customer_id = p_absorbed)));
+
+    -- Traits: the absorbed customer's as they were; on the survivor, every
+    -- field still holding what the merge brought over goes back to the
+    -- survivor's own earlier value (or away).
+    FOR t IN SELECT * FROM jsonb_array_elements(m.absorbed_traits) LOOP
+        -- A member unmerged on its own since took this very row back already.
+        CONTINUE WHEN EXISTS (
+            SELECT 1 FROM crm.traits x
+             WHERE x.customer_id = ANY (m.absorbed_members) AND x.customer_id <> p_absorbed
+               AND x.name = t->>'name' AND x.value = t->'value' AND x.source = t->>'source'
+               AND x.updated_at = (t->>'updated_at')::timestamptz);
+        DELETE FROM crm.traits
+         WHERE customer_id = sid AND name = t->>'name' AND value = t->'value'
+           AND source = t->>'source' AND updated_at = (t->>'updated_at')::timestamptz;
+        IF FOUND THEN
+            INSERT INTO crm.traits (customer_id, name, value, source, updated_at)
+            SELECT sid, s->>'name', s->'value', s->>'source', (s->>'updated_at')::timestamptz
+              FROM jsonb_array_elements(m.survivor_traits) AS s
+             WHERE s->>'name' = t->>'name';
+        END IF;
+        INSERT INTO crm.traits (customer_id, name, value, source, updated_at)
+        VALUES (p_absorbed, t->>'name', t->'value', t->>'source', (t->>'updated_at')::timestamptz);
+    END LOOP;
+
+    PERFORM crm.rebuild_aggregates(sid);
+    PERFORM crm.rebuild_aggregates(p_absorbed);
+    IF sid = m.survivor_id AND NOT EXISTS (SELECT 1 FROM crm.merges
+                                            WHERE survivor_id = sid AND merge_id > m.merge_id
+                                              AND unmerged_at IS NULL) THEN
+        UPDATE crm.customers SET updated_at = m.survivor_updated_at WHERE customer_id = sid;
+    ELSE
+        PERFORM crm.forget_in_later_snapshots(m);
+    END IF;
+    UPDATE crm.merges SET unmerged_at = clock_timestamp(), unmerged_by = p_actor,
+                          unmerge_reason = p_reason
+     WHERE merge_id = m.merge_id;
+    -- Profiles read here, after the changes (a caller's own statement
+    -- snapshot would still show the merged state).
+    RETURN jsonb_build_object('status', 'unmerged', 'survivor_id', sid,
+                              'customer_id', p_absorbed, 'merge_id', m.merge_id,
+                              'survivor', crm.profile(sid), 'customer', crm.profile(p_absorbed));
+END $$;
+
+-- As in 004, with the writers' lock mode.
+CREATE OR REPLACE FUNCTION crm.erase_customer(p_id uuid, p_key uuid, p_role text) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    sid uuid;
+    ids uuid[];
+    n_identifiers bigint;
+    n_traits bigint;
+    n_preferences bigint;
+    n_interactions bigint;
+    at timestamptz := clock_timestamp();
+    result jsonb;
+BEGIN
+    IF crm.is_erased(p_id) THEN
+        RETURN crm.gone_doc(p_id);
+    END IF;
+    -- Locks the survivor (erased or not; NULL for an erased one).
+    PERFORM crm.lock_survivors(ARRAY[p_id]);
+    sid := crm.survivor_of(p_id);
+    IF sid IS NULL THEN
+        RETURN NULL;
+    END IF;
+    IF crm.is_erased(sid) THEN
+        RETURN crm.gone_doc(sid);
+    END IF;
+    ids := ARRAY[sid] || ARRAY(SELECT customer_id FROM crm.customers WHERE merged_into = sid
+                               ORDER BY customer_id);
+
+    DELETE FROM crm.identifiers WHERE customer_id = ANY (ids);
+    GET DIAGNOSTICS n_identifiers = ROW_COUNT;
+    DELETE FROM crm.traits WHERE customer_id = ANY (ids);
+    GET DIAGNOSTICS n_traits = ROW_COUNT;
+    DELETE FROM crm.preferences WHERE customer_id = ANY (ids);
+    GET DIAGNOSTICS n_preferences = ROW_COUNT;
+    UPDATE crm.interactions SET payload = '{}', resolved_by = NULL WHERE customer_id = ANY (ids);
+    GET DIAGNOSTICS n_interactions = ROW_COUNT;
+    -- Merge records keep who merged with whom and when, not the data.
+    UPDATE crm.merges SET trigger_identifiers = '[]', absorbed_identifiers = '[]',
+                          absorbed_traits = '[]', survivor_traits = '[]'
+     WHERE survivor_id = ANY (ids) OR absorbed_id = ANY (ids);
+    UPDATE crm.merge_preferences SET absorbed_preferences = '[]', survivor_preferences = '[]'
+     WHERE merge_id IN (SELECT merge_id FROM crm.merges
+                         WHERE survivor_id = ANY (ids) OR absorbed_id = ANY (ids));
+    UPDATE crm.identity_conflicts SET identifiers = '[]' WHERE customer_ids && ids;
+    UPDATE crm.customers SET erased_at = at, updated_at = at WHERE customer_id = ANY (ids);
+
+    result := jsonb_build_object(
+        'customer_id', sid, 'erased_at', crm.ts(at), 'erased_ids', to_jsonb(ids[2:]),
+        'identifiers_deleted', n_identifiers, 'traits_deleted', n_traits,
+        'preferences_deleted', n_preferences, 'interactions_anonymised', n_interactions);
+    PERFORM crm.audit(p_key, p_role, 'customer.erase', sid, result - 'customer_id');
+    RETURN result;
 END $$;

@@ -246,15 +246,33 @@ static bool run_simple(PGconn *pg, const char *sql)
 }
 
 /* One attempt at the whole batch on one connection. Returns DB_OK when
- * committed; *retry says whether a failure is worth another attempt. */
+ * committed; *retry says whether a failure is worth another attempt.
+ * items_text is the batch as crm.ingest_batch reads it: crm.lock_batch takes
+ * every lock the items need first, in the one lock order of
+ * sql/007_identity_junk_and_lock_order.sql (if it fails, the items go on
+ * without it and take their locks one by one, as before). */
 static enum db_status batch_attempt(PGconn *pg, struct interaction_request *const *reqs, int count,
-                                    json_t **results, char *err, size_t errlen, bool *retry)
+                                    const char *items_text, json_t **results, char *err,
+                                    size_t errlen, bool *retry)
 {
+    PGresult *locks;
     *retry = false;
     if (!run_simple(pg, "BEGIN")) {
         *retry = true;
         snprintf(err, errlen, "%s", PQerrorMessage(pg));
         return DB_UNAVAILABLE;
+    }
+    if (!run_simple(pg, "SAVEPOINT locks"))
+        goto broken;
+    locks = PQexecParams(pg, "SELECT crm.lock_batch($1::jsonb)", 1, NULL, &items_text, NULL,
+                         NULL, 0);
+    if (PQresultStatus(locks) != PGRES_TUPLES_OK) {
+        fprintf(stderr, "store: batch locks: %s", PQresultErrorMessage(locks));
+        PQclear(locks);
+        if (PQstatus(pg) != CONNECTION_OK || !run_simple(pg, "ROLLBACK TO SAVEPOINT locks"))
+            goto broken;
+    } else {
+        PQclear(locks);
     }
     for (int i = 0; i < count; i++) {
         struct ingest_params p;
@@ -301,7 +319,8 @@ broken:
 }
 
 static enum db_status ingest_itemwise(struct db_pool *pool, struct interaction_request *const *reqs,
-                                      int count, json_t **results, char *err, size_t errlen)
+                                      int count, const char *items_text, json_t **results,
+                                      char *err, size_t errlen)
 {
     enum db_status st = DB_UNAVAILABLE;
     snprintf(err, errlen, "database unavailable");
@@ -313,7 +332,7 @@ static enum db_status ingest_itemwise(struct db_pool *pool, struct interaction_r
         conn = db_acquire(pool, 5000);
         if (conn == NULL)
             continue;
-        st = batch_attempt(db_pg(conn), reqs, count, results, err, errlen, &retry);
+        st = batch_attempt(db_pg(conn), reqs, count, items_text, results, err, errlen, &retry);
         db_release(pool, conn, st != DB_OK && PQstatus(db_pg(conn)) != CONNECTION_OK);
         if (st == DB_OK || !retry)
             return st;
@@ -405,7 +424,6 @@ enum db_status store_ingest_batch(struct db_pool *pool, struct interaction_reque
         return DB_ERROR;
     }
     st = db_call_json(pool, "ingest_batch", 1, (const char *const *)&text, &out, err, errlen);
-    free(text);
     if (st == DB_OK && json_is_array(out) && json_array_size(out) == (size_t)sent) {
         for (int k = 0; k < sent; k++) {
             json_t *r = json_array_get(out, (size_t)k);
@@ -417,8 +435,9 @@ enum db_status store_ingest_batch(struct db_pool *pool, struct interaction_reque
         fprintf(stderr, "store: batch of %d falls back to item by item: %s\n", sent,
                 st == DB_OK ? "unexpected answer" : err);
         metrics_batch_fallback();
-        st = ingest_itemwise(pool, reqs, count, results, err, errlen);
+        st = ingest_itemwise(pool, reqs, count, text, results, err, errlen);
     }
+    free(text);
     json_decref(out);
     free(index);
     return st;

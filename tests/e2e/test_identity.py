@@ -1255,5 +1255,127 @@ class MergeErrorTests(IdentityTestCase):
                            "malformed-json")
 
 
+# ---------------------------------------------------------------------------
+# 7. one lock order: no deadlocks between batch ingest, resolve, merges and traits
+
+def deadlocks():
+    return int(harness.sql("SELECT deadlocks FROM pg_stat_database "
+                           "WHERE datname = current_database()"))
+
+
+def client_backends():
+    return int(harness.sql("SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                           "current_database() AND application_name = 'crm-server'"))
+
+
+def lock_storm(port, threads=16, per_thread=100, batches=True, seed=7):
+    """A mixed storm on the server at `port`: resolves of known customers,
+    resolves that merge pairs of customers, batches of 8 items whose
+    identifier pairs overlap between batches (and whose customers come in
+    random order), interactions written by id to customers about to be
+    absorbed, redeliveries of shared idempotency keys and traits PATCHes.
+    Returns (failures, seconds): every answer that was not the expected 2xx."""
+    import random as rnd
+    import threading
+    import time
+    run = uid()
+    n = 24
+    emails = ["lock-%s-%02d@ex.org" % (run, i) for i in range(n)]
+    phones = ["+3361%s%02d" % (random_digits(5), i) for i in range(n)]
+    ids = []
+    for i in range(n):
+        r = resolve([email_id(emails[i]), phone_id(phones[i])], source="storm", port=port)
+        assert r.status == 201, r
+        ids.append(r.body["customer_id"])
+    # Pairs (older, younger): the younger is absorbed by a merging resolve
+    # during the storm while others still write to its id.
+    pairs = [(2 * k, 2 * k + 1) for k in range(n // 2)]
+    failures = []
+    lock = threading.Lock()
+
+    def fail(what, r):
+        with lock:
+            failures.append("%s: HTTP %d %r" % (what, r.status, r.body))
+
+    def item(rng, t, j, k):
+        i = rng.randrange(n)
+        pick = rng.random()
+        ext = ("dup-%s-%d" % (run, rng.randrange(40)) if pick < 0.1
+               else "st-%s-%d-%d-%d" % (run, t, j, k))
+        if pick < 0.35:
+            return interaction(identifiers=[email_id(emails[i]), phone_id(phones[i])],
+                               external_id=ext, source="storm", tags=["t%d" % (k % 3)])
+        if pick < 0.55:
+            return interaction(identifiers=[phone_id(phones[i]),
+                                            {"kind": "device",
+                                             "value": "dev-%s-%d-%d" % (run, i, rng.randrange(6))}],
+                               external_id=ext, source="storm")
+        if pick < 0.8:
+            return interaction(customer_id=ids[rng.choice(pairs)[1]], external_id=ext,
+                               source="storm", type="purchase", amount=5, currency="EUR")
+        return interaction(customer_id=ids[i], external_id=ext, source="storm",
+                           channel="store", type="purchase", amount=1, currency="EUR")
+
+    def worker(t):
+        rng = rnd.Random(seed * 1000 + t)
+        for j in range(per_thread):
+            op = rng.random()
+            if op < 0.3 and batches:
+                body = {"items": [item(rng, t, j, k) for k in range(8)]}
+                r = post("/v1/interactions:batch", body, port=port)
+                if r.status != 200 or r.body.get("failed") != 0:
+                    fail("batch", r)
+            elif op < 0.5:
+                i = rng.randrange(n)
+                r = resolve([phone_id(phones[i]), email_id(emails[i])], source="storm",
+                            port=port)
+                if r.status != 200:
+                    fail("resolve", r)
+            elif op < 0.6:
+                a, b = rng.choice(pairs)
+                r = resolve([email_id(emails[b]), email_id(emails[a])], source="storm",
+                            port=port)
+                if r.status != 200:
+                    fail("merging resolve", r)
+            elif op < 0.85:
+                r = post("/v1/interactions", item(rng, t, j, 0), port=port)
+                if r.status not in (200, 201):
+                    fail("interaction", r)
+            else:
+                cid = ids[rng.randrange(n)]
+                r = patch("/v1/customers/%s/traits" % cid,
+                          {"source": "storm", "traits": {"attributes": {"t%d" % t: j}}},
+                          port=port)
+                if r.status != 200:
+                    fail("traits", r)
+
+    started = time.monotonic()
+    workers = [threading.Thread(target=worker, args=(t,)) for t in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return failures, time.monotonic() - started
+
+
+class LockOrderTests(IdentityTestCase):
+    def test_mixed_storm_has_no_deadlocks(self):
+        import time
+        before_backends = client_backends()
+        server = harness.extra_server("--pool-size", "16")
+        self.addCleanup(server.stop)
+        before = deadlocks()
+        failures, _ = lock_storm(server.port)
+        server.stop()
+        # Statistics reach pg_stat_database when the backends flush them:
+        # at the latest when they exit, which stopping the server makes them do.
+        deadline = time.monotonic() + 15
+        while client_backends() > before_backends and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(0.5)
+        self.assertEqual(failures, [])
+        self.assertEqual(deadlocks() - before, 0, "deadlocks in PostgreSQL's statistics")
+
+
 if __name__ == "__main__":
     raise SystemExit(harness.main())
