@@ -177,7 +177,8 @@ BEGIN
         BEGIN
             SELECT erased_at IS NOT NULL INTO gone FROM crm.customers
              WHERE customer_id = sid AND merged_into IS NULL FOR NO KEY UPDATE;
-            IF FOUND THEN
+            -- Still p_id's survivor (an unmerge may have committed meanwhile)?
+            IF FOUND AND crm.survivor_of(p_id) = sid THEN
                 RETURN CASE WHEN gone THEN NULL ELSE sid END;
             END IF;
             RAISE EXCEPTION 'lock order: start over' USING ERRCODE = 'P0L01';
@@ -208,7 +209,11 @@ BEGIN
                                 SELECT c.customer_id FROM crm.customers c
                                  WHERE c.customer_id = k.id AND c.merged_into IS NULL
                                    FOR NO KEY UPDATE OFFSET 0) AS l);
-            IF got = want THEN
+            -- Looked up again under the locks: an unmerge that committed
+            -- while we waited makes an absorbed id a survivor of its own.
+            IF got = want AND want = ARRAY(SELECT DISTINCT s FROM (SELECT crm.survivor_of(x) AS s
+                                                                     FROM unnest(p_ids) AS x) AS y
+                                            WHERE s IS NOT NULL ORDER BY s) THEN
                 RETURN ARRAY(SELECT CASE WHEN c.erased_at IS NULL THEN c.customer_id END
                                FROM unnest(p_ids) WITH ORDINALITY AS x(id, n)
                                LEFT JOIN crm.customers c ON c.customer_id = crm.survivor_of(x.id)
@@ -235,7 +240,9 @@ BEGIN
         PERFORM 1 FROM crm.customers
           WHERE customer_id = found_owner AND merged_into IS NULL AND erased_at IS NULL
             FOR NO KEY UPDATE;
-        IF FOUND THEN
+        -- Looked up again under the lock (an unmerge may have moved some of
+        -- the identifiers while we waited).
+        IF FOUND AND crm.known_owner(p_identifiers) IS NOT DISTINCT FROM found_owner THEN
             RETURN found_owner;
         END IF;
         RAISE EXCEPTION 'lock order: start over' USING ERRCODE = 'P0L01';
@@ -305,11 +312,20 @@ BEGIN
                   FROM (SELECT customer_id FROM crm.customers
                          WHERE customer_id = ANY (ids) AND merged_into IS NULL
                          ORDER BY customer_id FOR NO KEY UPDATE) AS l;
-                IF locked_ids IS NOT DISTINCT FROM ids THEN
+                IF locked_ids IS NOT DISTINCT FROM ids
+                   AND ids IS NOT DISTINCT FROM (
+                        SELECT array_agg(DISTINCT d.customer_id ORDER BY d.customer_id)
+                          FROM jsonb_array_elements(usable) AS i
+                          CROSS JOIN LATERAL (
+                                SELECT x.customer_id FROM crm.identifiers x
+                                 WHERE x.kind = i->>'kind'
+                                   AND x.namespace = coalesce(i->>'namespace', '')
+                                   AND x.value = i->>'value'
+                                 LIMIT 1) AS d) THEN
                     EXIT;
                 END IF;
-                -- A concurrent merge moved identifiers while we waited: give
-                -- the locks back and look again.
+                -- A concurrent merge or unmerge moved identifiers while we
+                -- waited: give the locks back and look again.
                 RAISE EXCEPTION 'lock order: start over' USING ERRCODE = 'P0L01';
             EXCEPTION WHEN SQLSTATE 'P0L01' THEN
                 NULL;

@@ -1273,8 +1273,9 @@ def lock_storm(port, threads=16, per_thread=100, batches=True, seed=7):
     resolves that merge pairs of customers, batches of 8 items whose
     identifier pairs overlap between batches (and whose customers come in
     random order), interactions written by id to customers about to be
-    absorbed, redeliveries of shared idempotency keys and traits PATCHes.
-    Returns (failures, seconds): every answer that was not the expected 2xx."""
+    absorbed, redeliveries of shared idempotency keys, traits PATCHes, and
+    admin merges and unmerges of customers the others write to. Returns
+    (failures, seconds): every answer that was not the expected one."""
     import random as rnd
     import threading
     import time
@@ -1290,6 +1291,17 @@ def lock_storm(port, threads=16, per_thread=100, batches=True, seed=7):
     # Pairs (older, younger): the younger is absorbed by a merging resolve
     # during the storm while others still write to its id.
     pairs = [(2 * k, 2 * k + 1) for k in range(n // 2)]
+    # Four more pairs that admins merge and unmerge during the storm.
+    admin_pairs = []
+    for k in range(4):
+        pair = []
+        for side in "ab":
+            r = resolve([email_id("lock-%s-adm%d%s@ex.org" % (run, k, side))], source="storm",
+                        port=port)
+            assert r.status == 201, r
+            pair.append(r.body["customer_id"])
+        admin_pairs.append(tuple(pair))
+    by_id = [ids[b] for _, b in pairs] + [c for pair in admin_pairs for c in pair]
     failures = []
     lock = threading.Lock()
 
@@ -1311,7 +1323,7 @@ def lock_storm(port, threads=16, per_thread=100, batches=True, seed=7):
                                              "value": "dev-%s-%d-%d" % (run, i, rng.randrange(6))}],
                                external_id=ext, source="storm")
         if pick < 0.8:
-            return interaction(customer_id=ids[rng.choice(pairs)[1]], external_id=ext,
+            return interaction(customer_id=rng.choice(by_id), external_id=ext,
                                source="storm", type="purchase", amount=5, currency="EUR")
         return interaction(customer_id=ids[i], external_id=ext, source="storm",
                            channel="store", type="purchase", amount=1, currency="EUR")
@@ -1337,10 +1349,20 @@ def lock_storm(port, threads=16, per_thread=100, batches=True, seed=7):
                             port=port)
                 if r.status != 200:
                     fail("merging resolve", r)
-            elif op < 0.85:
+            elif op < 0.8:
                 r = post("/v1/interactions", item(rng, t, j, 0), port=port)
                 if r.status not in (200, 201):
                     fail("interaction", r)
+            elif op < 0.85:
+                a, b = rng.choice(admin_pairs)
+                if rng.random() < 0.5:
+                    a, b = b, a
+                r = post("/v1/admin/merges", {"survivor_id": a, "absorbed_id": b}, port=port)
+                if r.status not in (200, 409):  # 409: already one customer
+                    fail("admin merge", r)
+                r = post("/v1/admin/unmerge", {"customer_id": b}, port=port)
+                if r.status not in (200, 409):  # 409: not merged (any more)
+                    fail("unmerge", r)
             else:
                 cid = ids[rng.randrange(n)]
                 r = patch("/v1/customers/%s/traits" % cid,
