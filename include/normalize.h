@@ -21,6 +21,10 @@ struct identifier {
     enum id_kind kind;
     char namespace_[ID_NAMESPACE_MAX + 1]; /* "" when the kind has none */
     char value[ID_VALUE_MAX + 1];
+    /* The value as the client wrote it (borrowed from the caller's string;
+     * set by identifier_normalize): blocked placeholders are checked on it
+     * too, since normalising can turn "-1" into "1". */
+    const char *raw;
 };
 
 /* Kind from its API name ("email", ...); false if unknown. */

@@ -87,5 +87,11 @@ bool money_text(json_t *v, char *out, size_t cap, const char **why);
 
 /* [{kind, namespace?, value}] for the database (namespace omitted when ""). */
 json_t *identifiers_to_json(const struct identifier_list *ids);
+/* The same as sent to the database: each item also carries "raw", the value
+ * as written, when it differs from the normalised value other than by case
+ * or surrounding white space (crm.resolve checks both against the block list). */
+json_t *identifiers_to_db_json(const struct identifier_list *ids);
+/* True when an identifier's raw value is worth sending (see above). */
+bool identifier_raw_differs(const struct identifier *id);
 
 #endif

@@ -190,6 +190,7 @@ bool identifier_normalize(enum id_kind kind, const char *namespace_, const char 
         *field_is_namespace = false;
     out->kind = kind;
     out->namespace_[0] = '\0';
+    out->raw = value;
     if (namespace_ != NULL && !takes_namespace) {
         snprintf(err, errlen, "kind '%s' does not take a namespace", id_kind_name(kind));
         if (field_is_namespace)

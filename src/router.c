@@ -92,7 +92,7 @@ static const struct route_def ROUTES[ROUTE_COUNT] = {
     [ROUTE_BLOCKED_ADD] = {"POST", "/v1/admin/blocked-identifiers", "blocked_add",
         AD, 0, NULL},
     [ROUTE_BLOCKED_REMOVE] = {"DELETE", "/v1/admin/blocked-identifiers", "blocked_remove",
-        AD, 0, "kind value"},
+        AD, 0, "kind value pattern"},
     [ROUTE_LIMITS_GET] = {"GET", "/v1/admin/identifier-limits", "limits_get",
         AD, 0, NULL},
     [ROUTE_LIMITS_SET] = {"PUT", "/v1/admin/identifier-limits", "limits_set",

@@ -66,13 +66,9 @@ const struct db_statement store_statements[STMT_COUNT] = {
     [STMT_UNMERGE] = {"unmerge", "SELECT crm.unmerge($1::uuid, $2, $3)"},
     [STMT_BLOCKED_LIST] = {"blocked_list",
      "SELECT jsonb_build_object('items', coalesce(jsonb_agg(jsonb_build_object('kind', kind, "
-     "'value', value, 'reason', reason, 'builtin', builtin, 'created_at', crm.ts(created_at)) "
-     "ORDER BY kind, value), '[]')) FROM crm.blocked_identifiers"},
-    [STMT_BLOCKED_ADD] = {"blocked_add",
-     "INSERT INTO crm.blocked_identifiers (kind, value, reason) VALUES ($1, $2, $3) "
-     "ON CONFLICT (kind, value) DO UPDATE SET reason = excluded.reason "
-     "RETURNING jsonb_build_object('kind', kind, 'value', value, 'reason', reason, "
-     "'builtin', builtin, 'created_at', crm.ts(created_at))"},
+     "'value', value, 'pattern', pattern, 'reason', reason, 'builtin', builtin, "
+     "'created_at', crm.ts(created_at)) ORDER BY kind, value), '[]')) FROM crm.blocked_identifiers"},
+    [STMT_BLOCKED_ADD] = {"blocked_add", "SELECT crm.block_identifier($1, $2, $3, $4::boolean)"},
     [STMT_BLOCKED_REMOVE] = {"blocked_remove",
      "WITH d AS (DELETE FROM crm.blocked_identifiers WHERE kind = $1 AND value = $2 RETURNING 1) "
      "SELECT jsonb_build_object('deleted', EXISTS (SELECT 1 FROM d))"},
@@ -126,7 +122,7 @@ enum db_status store_resolve(struct db_pool *pool, const struct resolve_request 
                              json_t **out, char *err, size_t errlen)
 {
     char new_id[UUID_TEXT_LEN + 1];
-    json_t *ids = identifiers_to_json(&req->ids);
+    json_t *ids = identifiers_to_db_json(&req->ids);
     char *ids_text = json_dumps(ids, JSON_COMPACT);
     char *traits_text = req->traits ? json_dumps(req->traits, JSON_COMPACT) : NULL;
     const char *params[4];
@@ -208,7 +204,7 @@ static void ingest_params_init(struct ingest_params *p, const struct interaction
     uuid_new(p->new_customer);
     uuid_new(p->interaction_id);
     if (!req->by_customer_id) {
-        ids = identifiers_to_json(&req->ids);
+        ids = identifiers_to_db_json(&req->ids);
         p->ids_text = json_dumps(ids, JSON_COMPACT);
         json_decref(ids);
     }
@@ -257,15 +253,33 @@ static bool run_simple(PGconn *pg, const char *sql)
 }
 
 /* One attempt at the whole batch on one connection. Returns DB_OK when
- * committed; *retry says whether a failure is worth another attempt. */
+ * committed; *retry says whether a failure is worth another attempt.
+ * items_text is the batch as crm.ingest_batch reads it: crm.lock_batch takes
+ * every lock the items need first, in the one lock order of
+ * sql/007_identity_junk_and_lock_order.sql (if it fails, the items go on
+ * without it and take their locks one by one, as before). */
 static enum db_status batch_attempt(PGconn *pg, struct interaction_request *const *reqs, int count,
-                                    json_t **results, char *err, size_t errlen, bool *retry)
+                                    const char *items_text, json_t **results, char *err,
+                                    size_t errlen, bool *retry)
 {
+    PGresult *locks;
     *retry = false;
     if (!run_simple(pg, "BEGIN")) {
         *retry = true;
         snprintf(err, errlen, "%s", PQerrorMessage(pg));
         return DB_UNAVAILABLE;
+    }
+    if (!run_simple(pg, "SAVEPOINT locks"))
+        goto broken;
+    locks = PQexecParams(pg, "SELECT crm.lock_batch($1::jsonb)", 1, NULL, &items_text, NULL,
+                         NULL, 0);
+    if (PQresultStatus(locks) != PGRES_TUPLES_OK) {
+        fprintf(stderr, "store: batch locks: %s", PQresultErrorMessage(locks));
+        PQclear(locks);
+        if (PQstatus(pg) != CONNECTION_OK || !run_simple(pg, "ROLLBACK TO SAVEPOINT locks"))
+            goto broken;
+    } else {
+        PQclear(locks);
     }
     for (int i = 0; i < count; i++) {
         struct ingest_params p;
@@ -312,7 +326,8 @@ broken:
 }
 
 static enum db_status ingest_itemwise(struct db_pool *pool, struct interaction_request *const *reqs,
-                                      int count, json_t **results, char *err, size_t errlen)
+                                      int count, const char *items_text, json_t **results,
+                                      char *err, size_t errlen)
 {
     enum db_status st = DB_UNAVAILABLE;
     snprintf(err, errlen, "database unavailable");
@@ -324,7 +339,7 @@ static enum db_status ingest_itemwise(struct db_pool *pool, struct interaction_r
         conn = db_acquire(pool, 5000);
         if (conn == NULL)
             continue;
-        st = batch_attempt(db_pg(conn), reqs, count, results, err, errlen, &retry);
+        st = batch_attempt(db_pg(conn), reqs, count, items_text, results, err, errlen, &retry);
         db_release(pool, conn, st != DB_OK && PQstatus(db_pg(conn)) != CONNECTION_OK);
         if (st == DB_OK || !retry)
             return st;
@@ -364,6 +379,8 @@ static void append_batch_item(struct jsontext *t, const struct interaction_reque
             jsontext_raw(t, k > 0 ? ",{" : "{");
             jsontext_member(t, "kind", id_kind_name(id->kind));
             jsontext_member(t, "value", id->value);
+            if (identifier_raw_differs(id))
+                jsontext_member(t, "raw", id->raw);
             if (id->namespace_[0] != '\0')
                 jsontext_member(t, "namespace", id->namespace_);
             jsontext_raw(t, "}");
@@ -414,7 +431,6 @@ enum db_status store_ingest_batch(struct db_pool *pool, struct interaction_reque
         return DB_ERROR;
     }
     st = store_call(pool, STMT_INGEST_BATCH, 1, (const char *const *)&text, &out, err, errlen);
-    free(text);
     if (st == DB_OK && json_is_array(out) && json_array_size(out) == (size_t)sent) {
         for (int k = 0; k < sent; k++) {
             json_t *r = json_array_get(out, (size_t)k);
@@ -426,8 +442,9 @@ enum db_status store_ingest_batch(struct db_pool *pool, struct interaction_reque
         fprintf(stderr, "store: batch of %d falls back to item by item: %s\n", sent,
                 st == DB_OK ? "unexpected answer" : err);
         metrics_batch_fallback();
-        st = ingest_itemwise(pool, reqs, count, results, err, errlen);
+        st = ingest_itemwise(pool, reqs, count, text, results, err, errlen);
     }
+    free(text);
     json_decref(out);
     free(index);
     return st;

@@ -448,6 +448,36 @@ bool validate_batch_envelope(json_t *body, json_t **items, json_t *errors)
     return ok;
 }
 
+bool identifier_raw_differs(const struct identifier *id)
+{
+    const char *r = id->raw, *end;
+    size_t n;
+    if (r == NULL)
+        return false;
+    while (*r && isspace((unsigned char)*r))
+        r++;
+    end = r + strlen(r);
+    while (end > r && isspace((unsigned char)end[-1]))
+        end--;
+    n = (size_t)(end - r);
+    if (n != strlen(id->value))
+        return true;
+    for (size_t i = 0; i < n; i++)
+        if (tolower((unsigned char)r[i]) != tolower((unsigned char)id->value[i]))
+            return true;
+    return false;
+}
+
+json_t *identifiers_to_db_json(const struct identifier_list *ids)
+{
+    json_t *arr = identifiers_to_json(ids);
+    for (int i = 0; i < ids->count; i++)
+        if (identifier_raw_differs(&ids->items[i]))
+            json_object_set_new(json_array_get(arr, (size_t)i), "raw",
+                                json_string(ids->items[i].raw));
+    return arr;
+}
+
 json_t *identifiers_to_json(const struct identifier_list *ids)
 {
     json_t *arr = json_array();

@@ -189,38 +189,69 @@ static bool blocked_value(const char *kind_name, const char *value, char *out, s
     return true;
 }
 
+/* A pattern: a regular expression of 1 to ID_VALUE_MAX bytes, stored as
+ * written (crm.block_identifier checks that it compiles). */
+static bool blocked_pattern(const char *value, char *out, size_t cap, char *why, size_t whylen)
+{
+    size_t n = strlen(value);
+    if (n == 0 || n > ID_VALUE_MAX || n >= cap) {
+        snprintf(why, whylen, "a pattern must be 1 to %d characters", ID_VALUE_MAX);
+        return false;
+    }
+    memcpy(out, value, n + 1);
+    return true;
+}
+
 void handle_blocked_add(struct app *app, const struct request *req, struct response *res)
 {
-    static const char *const allowed[] = {"kind", "value", "reason", NULL};
+    static const char *const allowed[] = {"kind", "value", "reason", "pattern", NULL};
     json_t *errors = json_array(), *kind = json_object_get(req->body, "kind");
     json_t *value = json_object_get(req->body, "value"), *out = NULL;
+    json_t *pattern_v = json_object_get(req->body, "pattern");
     char normalised[ID_VALUE_MAX + 1], why[160], err[API_ERR_LEN];
-    const char *params[3];
+    const char *params[4];
+    bool pattern = json_is_true(pattern_v);
     enum db_status st;
 
     reject_unknown_fields(req->body, allowed, "", errors);
     params[2] = optional_text(req->body, "reason", 200, "blocked by an administrator", errors);
-    if (!json_is_string(kind))
+    if (pattern_v != NULL && !json_is_boolean(pattern_v))
+        verr_add(errors, "", "pattern", "'pattern' must be true or false");
+    if (!json_is_string(kind) ||
+        (pattern && strcmp(json_string_value(kind), "*") != 0 &&
+         !id_kind_parse(json_string_value(kind), &(enum id_kind){0})))
         verr_add(errors, "", "kind", "'kind' must be '*' or an identifier kind");
     if (!json_is_string(value))
         verr_add(errors, "", "value", "'value' must be a string");
-    else if (json_is_string(kind) && !blocked_value(json_string_value(kind),
-                                                    json_string_value(value), normalised,
-                                                    sizeof(normalised), why, sizeof(why)))
+    else if (pattern && !blocked_pattern(json_string_value(value), normalised,
+                                         sizeof(normalised), why, sizeof(why)))
+        verr_add(errors, "", "value", "%s", why);
+    else if (!pattern && json_is_string(kind) &&
+             !blocked_value(json_string_value(kind), json_string_value(value), normalised,
+                            sizeof(normalised), why, sizeof(why)))
         verr_add(errors, "", "value", "%s", why);
     if (json_array_size(errors) > 0) {
         respond_validation(res, errors, req->path);
         return;
     }
-    json_decref(errors);
     params[0] = json_string_value(kind);
     params[1] = normalised;
-    st = store_call(app->pool, STMT_BLOCKED_ADD, 3, params, &out, err, sizeof(err));
+    params[3] = pattern ? "true" : "false";
+    st = store_call(app->pool, STMT_BLOCKED_ADD, 4, params, &out, err, sizeof(err));
     if (st != DB_OK || out == NULL) {
+        json_decref(errors);
         respond_db_failure(res, st == DB_OK ? DB_ERROR : st, err, req->path);
         json_decref(out);
         return;
     }
+    if (json_is_string(json_object_get(out, "invalid"))) {
+        verr_add(errors, "", "value", "not a valid regular expression: %s",
+                 json_string_value(json_object_get(out, "invalid")));
+        json_decref(out);
+        respond_validation(res, errors, req->path);
+        return;
+    }
+    json_decref(errors);
     respond_json(res, 201, out);
 }
 
@@ -232,10 +263,18 @@ void handle_blocked_remove(struct app *app, const struct request *req,
     json_t *out = NULL;
     char err[API_ERR_LEN];
     enum db_status st;
-    if (!query_param(req, res, "kind", &kind) || !query_param(req, res, "value", &value))
+    const char *pattern;
+    if (!query_param(req, res, "kind", &kind) || !query_param(req, res, "value", &value) ||
+        !query_param(req, res, "pattern", &pattern))
         return;
+    if (pattern != NULL && strcmp(pattern, "true") != 0 && strcmp(pattern, "false") != 0) {
+        respond_problem(res, PROBLEM_INVALID_QUERY, "pattern must be true or false", req->path);
+        return;
+    }
     if (kind == NULL || value == NULL ||
-        !blocked_value(kind, value, normalised, sizeof(normalised), why, sizeof(why))) {
+        !(pattern != NULL && strcmp(pattern, "true") == 0
+              ? blocked_pattern(value, normalised, sizeof(normalised), why, sizeof(why))
+              : blocked_value(kind, value, normalised, sizeof(normalised), why, sizeof(why)))) {
         respond_problem(res, PROBLEM_INVALID_QUERY,
                         "give kind ('*' or an identifier kind) and a valid value", req->path);
         return;

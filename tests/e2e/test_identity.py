@@ -37,6 +37,11 @@ ANON_DEVICE = {"kind": "device", "value": "anonymous"}
 BLOCKED_PHONE = {"kind": "phone", "value": "+10000000000"}
 
 
+def blocked(identifier):
+    """An identifier as `ignored` lists it when it is a blocked placeholder."""
+    return dict(identifier, reason="blocked")
+
+
 def setUpModule():
     harness.start_server()
 
@@ -288,7 +293,7 @@ class PlaceholderTests(IdentityTestCase):
                                external_id="storm-%s-%04d" % (run, i),
                                occurred_at="2026-03-01T10:%02d:00Z" % (i % 60))
 
-        expected_ignored = [ANON_DEVICE, BLOCKED_PHONE]
+        expected_ignored = [blocked(ANON_DEVICE), blocked(BLOCKED_PHONE)]
         customer_of = {}
         # 900 through six batches of 150 (the body limit is 64 KiB), 100 one by one.
         for start in range(0, 900, 150):
@@ -331,8 +336,8 @@ class PlaceholderTests(IdentityTestCase):
         ns = new_ns()
         only_blocked = [dict(ANON_DEVICE), phone_id("+1 000 000 0000"),
                         email_id(" TEST@test.com "), ext_id(" N/A ", ns), card_id("null")]
-        normalised = [dict(ANON_DEVICE), dict(BLOCKED_PHONE), email_id("test@test.com"),
-                      ext_id("N/A", ns), card_id("NULL")]
+        normalised = [blocked(i) for i in (ANON_DEVICE, BLOCKED_PHONE, email_id("test@test.com"),
+                                           ext_id("N/A", ns), card_id("NULL"))]
         doc = self.assertProblem(resolve(only_blocked), 422, "validation-failed",
                                  pointers=["/identifiers"])
         self.assertEqual(doc["ignored"], normalised, doc)
@@ -356,7 +361,7 @@ class PlaceholderTests(IdentityTestCase):
         self.assertProblemDoc(res["problem"], 422, "validation-failed", res)
         self.assertIn("/items/1/identifiers", [e["pointer"] for e in res["problem"]["errors"]])
         self.assertEqual(res["problem"]["ignored"], normalised, res)
-        self.assertEqual(doc["results"][0]["ignored"], [ANON_DEVICE], doc)
+        self.assertEqual(doc["results"][0]["ignored"], [blocked(ANON_DEVICE)], doc)
         self.assertEqual(doc["results"][0]["status"], "created")
         self.assertEqual(doc["results"][2]["status"], "created")
         self.assertNotIn("ignored", doc["results"][2], "ignored only when non-empty")
@@ -413,12 +418,12 @@ class PlaceholderTests(IdentityTestCase):
         body = self.assertJson(resolve([email_id(other_email), phone_id(spaced)]), 201)
         self.assertNotEqual(body["customer_id"], owner)
         self.assertEqual(body["merged_ids"], [])
-        self.assertEqual(body["ignored"], [phone_id(phone)])
+        self.assertEqual(body["ignored"], [blocked(phone_id(phone))])
         self.assertEqual([(d["kind"], d["value"]) for d in body["customer"]["identifiers"]],
                          [("email", other_email)])
         doc = self.assertProblem(ingest(identifiers=[phone_id(phone)]), 422,
                                  "validation-failed", pointers=["/identifiers"])
-        self.assertEqual(doc["ignored"], [phone_id(phone)])
+        self.assertEqual(doc["ignored"], [blocked(phone_id(phone))])
         owner_doc = self.get_profile(owner)
         self.assertEqual(owner_doc["aggregates"]["interaction_count"], 0)
         self.assertIn(phone, [d["value"] for d in owner_doc["identifiers"]])
@@ -441,7 +446,8 @@ class PlaceholderTests(IdentityTestCase):
         email = new_email()
         body = self.assertJson(resolve([email_id(email), device_id(value.upper()),
                                         ext_id(value, ns)]), 201)
-        self.assertEqual(body["ignored"], [device_id(value.upper()), ext_id(value, ns)])
+        self.assertEqual(body["ignored"], [blocked(device_id(value.upper())),
+                                           blocked(ext_id(value, ns))])
         self.assertEqual([d["kind"] for d in body["customer"]["identifiers"]], ["email"])
         doc = self.assertProblem(resolve([device_id(value)]), 422, "validation-failed",
                                  pointers=["/identifiers"])
@@ -477,6 +483,148 @@ class PlaceholderTests(IdentityTestCase):
         self.assertFalse([i for i in items if i["value"].startswith("x-")], items)
         self.assertProblem(post("/v1/admin/blocked-identifiers", {"kind": "*", "value": "x"},
                                 key=create_key("call_center")), 403, "forbidden")
+
+
+class JunkPatternTests(IdentityTestCase):
+    def test_builtin_patterns_and_raw_values(self):
+        junk = [phone_id("+33 3333 33333"), card_id("0000"), card_id(" 7 7 7 "), card_id("-1"),
+                email_id("anonymous@shop.fr"), email_id("Nobody@mail.com"),
+                email_id("n/a@x.io"), email_id("noreply@shop.fr"),
+                email_id("someone@example.org"), email_id("a@sub.example.net"),
+                email_id("joe@test.com"), email_id("joe@foo.test"),
+                email_id("joe@bar.invalid"), device_id("[object Object]"), device_id("NaN"),
+                ext_id("undefined undefined", new_ns())]
+        for ident in junk:
+            with self.subTest(identifier=ident):
+                email = "real-%s@ex.org" % uid()
+                body = self.assertJson(resolve([email_id(email), ident]), 201)
+                self.assertEqual([i["reason"] for i in body["ignored"]], ["blocked"], body)
+                self.assertEqual([(d["kind"], d["value"]) for d in body["customer"]["identifiers"]],
+                                 [("email", email)])
+        # Real values next to them are kept.
+        u = uid()
+        real = [phone_id("+33 6 12 %s" % random_digits(6)), card_id("C-" + u),
+                card_id("1234" + random_digits(6)), email_id("anonymous.%s@ex.org" % u),
+                email_id("testing-%s@ex.org" % u), device_id("nan-" + u)]
+        body = self.assertJson(resolve(real), 201)
+        self.assertEqual(body["ignored"], [])
+        self.assertEqual(len(body["customer"]["identifiers"]), len(real))
+        items = self.assertJson(get("/v1/admin/blocked-identifiers"), 200)["items"]
+        by_key = {(i["kind"], i["value"]): i for i in items}
+        for key in (("phone", r"^\+([0-9])\1+$"), ("loyalty_card", r"^([0-9])\1*$"),
+                    ("*", "[object object]"), ("*", "nan"), ("*", "undefined undefined")):
+            with self.subTest(key=key):
+                self.assertIn(key, by_key)
+                self.assertIs(by_key[key]["builtin"], True)
+                self.assertIs(by_key[key]["pattern"], key[1].startswith("^"))
+        self.assertIs(by_key[("*", "anonymous")]["pattern"], False)
+
+    def test_custom_pattern_lifecycle(self):
+        tag = uid()[:8]
+        rx = "^kiosk-%s-[0-9]+$" % tag
+        self.addCleanup(unblock, "device", rx)
+        doc = self.assertJson(post("/v1/admin/blocked-identifiers",
+                                   {"kind": "device", "value": rx, "pattern": True,
+                                    "reason": "shared kiosks"}), 201)
+        self.assertEqual({k: doc[k] for k in ("kind", "value", "pattern", "reason", "builtin")},
+                         {"kind": "device", "value": rx, "pattern": True,
+                          "reason": "shared kiosks", "builtin": False})
+        email = new_email()
+        body = self.assertJson(resolve([email_id(email), device_id("KIOSK-%s-12" % tag)]), 201)
+        self.assertEqual(body["ignored"], [blocked(device_id("KIOSK-%s-12" % tag))])
+        self.assertProblem(post("/v1/admin/blocked-identifiers",
+                                {"kind": "device", "value": "(", "pattern": True}), 422,
+                           "validation-failed", pointers=["/value"])
+        self.assertProblem(post("/v1/admin/blocked-identifiers",
+                                {"kind": "device", "value": "x", "pattern": "yes"}), 422,
+                           "validation-failed", pointers=["/pattern"])
+        self.assertEqual(self.assertJson(request("DELETE", query(
+            "/v1/admin/blocked-identifiers", {"kind": "device", "value": rx, "pattern": "true"})),
+            200), {"deleted": True})
+        body = self.assertJson(resolve([email_id(email), device_id("kiosk-%s-12" % tag)]), 200)
+        self.assertEqual(body["ignored"], [])
+
+
+class FullOwnerTests(IdentityTestCase):
+    """Issue: a junk value on a customer at a limit must not hand that
+    customer to every new person who sends it."""
+
+    def test_minus_one_card_does_not_swallow_new_customers(self):
+        run = uid()
+        customers = []
+        for n in range(1, 8):
+            email = "p%d-%s@ex.org" % (n, run)
+            body = self.assertJson(resolve([email_id(email), card_id("-1")],
+                                           traits={"first_name": "P%d" % n}), 201)
+            self.assertEqual(body["ignored"], [blocked(card_id("1"))], body)
+            self.assertEqual([(d["kind"], d["value"]) for d in body["customer"]["identifiers"]],
+                             [("email", email)])
+            self.assertEqual(body["customer"]["traits"]["first_name"], "P%d" % n)
+            customers.append(body["customer_id"])
+        self.assertEqual(len(set(customers)), 7, customers)
+
+    def full_owner(self, card):
+        """A customer holding five emails (the limit) and an unblocked junk card."""
+        emails = [new_email("owner") for _ in range(5)]
+        owner = self.create_customer([email_id(e) for e in emails] + [card_id(card)],
+                                     traits={"first_name": "Owner"})
+        return owner, emails
+
+    def check_new_person(self, doc, owner, card, email):
+        self.assertNotEqual(doc["customer_id"], owner, doc)
+        violation = [{"kind": "email", "count": 6, "limit": 5}]
+        self.assertEqual(doc["ignored"], [dict(card_id(card), reason="match_would_exceed_limit",
+                                               customer_id=owner, violations=violation)], doc)
+        self.assertEqual(doc["conflicts"], [{
+            "reason": "match_would_exceed_limit", "identifier": card_id(card),
+            "customer_id": owner, "violations": violation}], doc)
+        person = self.get_profile(doc["customer_id"])
+        self.assertEqual([(d["kind"], d["value"]) for d in person["identifiers"]],
+                         [("email", email)])
+        return person
+
+    def test_identifier_of_a_full_owner_is_not_used_for_matching(self):
+        card = "JUNK" + uid().upper()
+        owner, owner_emails = self.full_owner(card)
+        before = self.get_profile(owner)
+        source = "e2e-fullowner-" + uid()
+        # resolve
+        e1 = new_email("newcomer")
+        body = self.assertJson(resolve([email_id(e1), card_id(card)], source=source,
+                                       traits={"first_name": "Newcomer"}), 201)
+        self.assertIs(body["created"], True)
+        person = self.check_new_person(body, owner, card, e1)
+        self.assertEqual(person["traits"]["first_name"], "Newcomer")
+        # a single interaction
+        e2 = new_email("newcomer")
+        doc = self.assertJson(ingest(identifiers=[card_id(card), email_id(e2)]), 201)
+        person = self.check_new_person(doc, owner, card, e2)
+        self.assertEqual(person["aggregates"]["interaction_count"], 1)
+        # a batch: two more people, each their own customer
+        e3, e4 = new_email("newcomer"), new_email("newcomer")
+        doc = self.assertJson(post("/v1/interactions:batch", {"items": [
+            interaction(identifiers=[email_id(e3), card_id(card)]),
+            interaction(identifiers=[card_id(card), email_id(e4)])]}), 200)
+        self.assertEqual((doc["created"], doc["failed"]), (2, 0), doc)
+        for res, email in zip(doc["results"], (e3, e4)):
+            self.check_new_person(res, owner, card, email)
+        self.assertNotEqual(doc["results"][0]["customer_id"], doc["results"][1]["customer_id"])
+        # The owner is untouched, and still found by its card alone.
+        self.assertEqual(self.get_profile(owner), before)
+        self.assertEqual(self.assertJson(resolve([card_id(card)]), 200)["customer_id"], owner)
+        rec = [c for c in self.assertJson(get(query("/v1/admin/identity-conflicts",
+                                                    {"limit": 50})), 200)["items"]
+               if c["source"] == source]
+        self.assertEqual([(c["reason"], c["customer_ids"], c["identifiers"]) for c in rec],
+                         [("match_would_exceed_limit", [owner], [card_id(card)])])
+        # Named by one of its own emails too, the owner is the customer: the
+        # new email is the identifier too many (as before).
+        e5 = new_email("sixth")
+        body = self.assertJson(resolve([card_id(card), email_id(owner_emails[2]),
+                                        email_id(e5)]), 200)
+        self.assertEqual(body["customer_id"], owner)
+        self.assertEqual([(i["value"], i["reason"]) for i in body["ignored"]],
+                         [(e5, "identifier_would_exceed_limit")])
 
 
 # ---------------------------------------------------------------------------
@@ -570,6 +718,9 @@ class LimitTests(IdentityTestCase):
             "reason": "identifier_would_exceed_limit", "identifier": email_id(emails[5]),
             "customer_id": cid,
             "violations": [{"kind": "email", "count": 6, "limit": 5}]}])
+        self.assertEqual(body["ignored"], [dict(
+            email_id(emails[5]), reason="identifier_would_exceed_limit", customer_id=cid,
+            violations=[{"kind": "email", "count": 6, "limit": 5}])])
         got = sorted((d["kind"], d["value"]) for d in body["customer"]["identifiers"])
         self.assertEqual(got, sorted([("email", e) for e in emails[:5]]
                                      + [("phone", phone), ("device", device)]))
@@ -1102,6 +1253,150 @@ class MergeErrorTests(IdentityTestCase):
         self.assertEqual(self.get_profile(b)["merged_into"], a)
         self.assertProblem(request("POST", "/v1/admin/merges", raw=b"[1]"), 400,
                            "malformed-json")
+
+
+# ---------------------------------------------------------------------------
+# 7. one lock order: no deadlocks between batch ingest, resolve, merges and traits
+
+def deadlocks():
+    return int(harness.sql("SELECT deadlocks FROM pg_stat_database "
+                           "WHERE datname = current_database()"))
+
+
+def client_backends():
+    return int(harness.sql("SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                           "current_database() AND application_name = 'crm-server'"))
+
+
+def lock_storm(port, threads=16, per_thread=100, batches=True, seed=7):
+    """A mixed storm on the server at `port`: resolves of known customers,
+    resolves that merge pairs of customers, batches of 8 items whose
+    identifier pairs overlap between batches (and whose customers come in
+    random order), interactions written by id to customers about to be
+    absorbed, redeliveries of shared idempotency keys, traits PATCHes, and
+    admin merges and unmerges of customers the others write to. Returns
+    (failures, seconds): every answer that was not the expected one."""
+    import random as rnd
+    import threading
+    import time
+    run = uid()
+    n = 24
+    emails = ["lock-%s-%02d@ex.org" % (run, i) for i in range(n)]
+    phones = ["+3361%s%02d" % (random_digits(5), i) for i in range(n)]
+    ids = []
+    for i in range(n):
+        r = resolve([email_id(emails[i]), phone_id(phones[i])], source="storm", port=port)
+        assert r.status == 201, r
+        ids.append(r.body["customer_id"])
+    # Pairs (older, younger): the younger is absorbed by a merging resolve
+    # during the storm while others still write to its id.
+    pairs = [(2 * k, 2 * k + 1) for k in range(n // 2)]
+    # Four more pairs that admins merge and unmerge during the storm.
+    admin_pairs = []
+    for k in range(4):
+        pair = []
+        for side in "ab":
+            r = resolve([email_id("lock-%s-adm%d%s@ex.org" % (run, k, side))], source="storm",
+                        port=port)
+            assert r.status == 201, r
+            pair.append(r.body["customer_id"])
+        admin_pairs.append(tuple(pair))
+    by_id = [ids[b] for _, b in pairs] + [c for pair in admin_pairs for c in pair]
+    failures = []
+    lock = threading.Lock()
+
+    def fail(what, r):
+        with lock:
+            failures.append("%s: HTTP %d %r" % (what, r.status, r.body))
+
+    def item(rng, t, j, k):
+        i = rng.randrange(n)
+        pick = rng.random()
+        ext = ("dup-%s-%d" % (run, rng.randrange(40)) if pick < 0.1
+               else "st-%s-%d-%d-%d" % (run, t, j, k))
+        if pick < 0.35:
+            return interaction(identifiers=[email_id(emails[i]), phone_id(phones[i])],
+                               external_id=ext, source="storm", tags=["t%d" % (k % 3)])
+        if pick < 0.55:
+            return interaction(identifiers=[phone_id(phones[i]),
+                                            {"kind": "device",
+                                             "value": "dev-%s-%d-%d" % (run, i, rng.randrange(6))}],
+                               external_id=ext, source="storm")
+        if pick < 0.8:
+            return interaction(customer_id=rng.choice(by_id), external_id=ext,
+                               source="storm", type="purchase", amount=5, currency="EUR")
+        return interaction(customer_id=ids[i], external_id=ext, source="storm",
+                           channel="store", type="purchase", amount=1, currency="EUR")
+
+    def worker(t):
+        rng = rnd.Random(seed * 1000 + t)
+        for j in range(per_thread):
+            op = rng.random()
+            if op < 0.3 and batches:
+                body = {"items": [item(rng, t, j, k) for k in range(8)]}
+                r = post("/v1/interactions:batch", body, port=port)
+                if r.status != 200 or r.body.get("failed") != 0:
+                    fail("batch", r)
+            elif op < 0.5:
+                i = rng.randrange(n)
+                r = resolve([phone_id(phones[i]), email_id(emails[i])], source="storm",
+                            port=port)
+                if r.status != 200:
+                    fail("resolve", r)
+            elif op < 0.6:
+                a, b = rng.choice(pairs)
+                r = resolve([email_id(emails[b]), email_id(emails[a])], source="storm",
+                            port=port)
+                if r.status != 200:
+                    fail("merging resolve", r)
+            elif op < 0.8:
+                r = post("/v1/interactions", item(rng, t, j, 0), port=port)
+                if r.status not in (200, 201):
+                    fail("interaction", r)
+            elif op < 0.85:
+                a, b = rng.choice(admin_pairs)
+                if rng.random() < 0.5:
+                    a, b = b, a
+                r = post("/v1/admin/merges", {"survivor_id": a, "absorbed_id": b}, port=port)
+                if r.status not in (200, 409):  # 409: already one customer
+                    fail("admin merge", r)
+                r = post("/v1/admin/unmerge", {"customer_id": b}, port=port)
+                if r.status not in (200, 409):  # 409: not merged (any more)
+                    fail("unmerge", r)
+            else:
+                cid = ids[rng.randrange(n)]
+                r = patch("/v1/customers/%s/traits" % cid,
+                          {"source": "storm", "traits": {"attributes": {"t%d" % t: j}}},
+                          port=port)
+                if r.status != 200:
+                    fail("traits", r)
+
+    started = time.monotonic()
+    workers = [threading.Thread(target=worker, args=(t,)) for t in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return failures, time.monotonic() - started
+
+
+class LockOrderTests(IdentityTestCase):
+    def test_mixed_storm_has_no_deadlocks(self):
+        import time
+        before_backends = client_backends()
+        server = harness.extra_server("--pool-size", "16")
+        self.addCleanup(server.stop)
+        before = deadlocks()
+        failures, _ = lock_storm(server.port)
+        server.stop()
+        # Statistics reach pg_stat_database when the backends flush them:
+        # at the latest when they exit, which stopping the server makes them do.
+        deadline = time.monotonic() + 15
+        while client_backends() > before_backends and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(0.5)
+        self.assertEqual(failures, [])
+        self.assertEqual(deadlocks() - before, 0, "deadlocks in PostgreSQL's statistics")
 
 
 if __name__ == "__main__":

@@ -951,6 +951,45 @@ START_TEST(test_identifiers_to_json)
 }
 END_TEST
 
+/* What the database gets: "raw" only where normalising changed more than case
+ * and surrounding white space (the block list is checked on both). */
+START_TEST(test_identifiers_to_db_json)
+{
+    struct identifier_list ids;
+    char err[128];
+    json_t *got, *want;
+
+    memset(&ids, 0, sizeof(ids));
+    ck_assert(identifier_normalize(ID_EMAIL, NULL, " Ann@X.io ", &ids.items[0], err, sizeof(err),
+                                   NULL));
+    ck_assert(identifier_normalize(ID_LOYALTY_CARD, NULL, "-1", &ids.items[1], err, sizeof(err),
+                                   NULL));
+    ck_assert(identifier_normalize(ID_PHONE, NULL, "+1 415 555 2671", &ids.items[2], err,
+                                   sizeof(err), NULL));
+    ck_assert(identifier_normalize(ID_DEVICE, NULL, "NaN", &ids.items[3], err, sizeof(err),
+                                   NULL));
+    ids.count = 4;
+    ck_assert(!identifier_raw_differs(&ids.items[0]));
+    ck_assert(identifier_raw_differs(&ids.items[1]));
+    ck_assert(identifier_raw_differs(&ids.items[2]));
+    ck_assert(!identifier_raw_differs(&ids.items[3]));
+    got = identifiers_to_db_json(&ids);
+    want = J("[{\"kind\": \"email\", \"value\": \"ann@x.io\"},"
+             " {\"kind\": \"loyalty_card\", \"value\": \"1\", \"raw\": \"-1\"},"
+             " {\"kind\": \"phone\", \"value\": \"+14155552671\", \"raw\": \"+1 415 555 2671\"},"
+             " {\"kind\": \"device\", \"value\": \"NaN\"}]");
+    if (!json_equal(got, want)) {
+        char *s = json_dumps(got, JSON_COMPACT);
+        ck_assert_msg(0, "identifiers_to_db_json gave %s", s);
+        free(s);
+    }
+    json_decref(got);
+    json_decref(want);
+    ids.items[0].raw = NULL; /* built without identifier_normalize */
+    ck_assert(!identifier_raw_differs(&ids.items[0]));
+}
+END_TEST
+
 /* ---- problem ------------------------------------------------------------- */
 
 START_TEST(test_problem_new)
@@ -1160,6 +1199,7 @@ static Suite *validate_suite(void)
 
     tc = tcase_create("output");
     tcase_add_test(tc, test_identifiers_to_json);
+    tcase_add_test(tc, test_identifiers_to_db_json);
     tcase_add_test(tc, test_problem_new);
     tcase_add_test(tc, test_problem_catalogue);
     tcase_add_test(tc, test_problem_validation);
