@@ -649,6 +649,24 @@ class IngestTests(ApiTestCase):
         self.assertNotEqual(other["interaction_id"], iid)
         self.assertEqual(self.get_profile(cid)["aggregates"]["interaction_count"], 2)
 
+    def test_duplicate_answer_commits_a_transaction(self):
+        # A duplicate is answered only after a commit of its own (it takes a
+        # transaction id), which waits for a synchronous standby like any
+        # write, so the row it reports cannot be one that a failover loses
+        # (tests/ha). Seen here as the transaction counter moving on: five
+        # single duplicates and one all-duplicate batch take one id each.
+        cid = self.create_customer()
+        body = interaction(cid, external_id="durable-" + uid())
+        self.assertJson(post("/v1/interactions", body), 201)
+        before = int(harness.sql("SELECT pg_current_xact_id()"))
+        for _ in range(5):
+            self.assertEqual(self.assertJson(post("/v1/interactions", body), 200)["status"],
+                             "duplicate")
+        res = self.assertJson(post("/v1/interactions:batch", {"items": [body, body]}), 200)
+        self.assertEqual((res["created"], res["duplicates"]), (0, 2), res)
+        after = int(harness.sql("SELECT pg_current_xact_id()"))
+        self.assertGreaterEqual(after - before, 5 + 1 + 1)
+
     def test_concurrent_identical_posts_create_one(self):
         cid = self.create_customer()
         body = interaction(cid, external_id="conc-" + uid(), type="purchase", amount=3,
