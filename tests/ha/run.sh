@@ -49,12 +49,10 @@ pick_port() {  # pick_port VAR: the next free port into VAR
 
 # pg_autoctl as the cluster owner, with its files under $HA_DIR/xdg and the
 # PostgreSQL binaries of pg_bindir on PATH.
-autoctl() {
-    as_pg_owner env XDG_CONFIG_HOME="$HA_DIR/xdg/config" XDG_DATA_HOME="$HA_DIR/xdg/data" \
-        XDG_RUNTIME_DIR="$HA_DIR/xdg/run" PATH="$BIN_PG:/usr/local/bin:/usr/bin:/bin" \
-        PGHOST="$HA_SOCK" \
-        pg_autoctl "$@"
-}
+AUTOCTL=(env XDG_CONFIG_HOME="$HA_DIR/xdg/config" XDG_DATA_HOME="$HA_DIR/xdg/data"
+         XDG_RUNTIME_DIR="$HA_DIR/xdg/run" PGHOST="$HA_SOCK" pg_autoctl)
+[ "$(id -u)" -eq 0 ] && AUTOCTL=(runuser -u postgres -- "${AUTOCTL[@]}")
+autoctl() { PATH="$BIN_PG:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin" "${AUTOCTL[@]}" "$@"; }
 
 stop_formation() {
     local d
@@ -62,10 +60,12 @@ stop_formation() {
         [ -f "$d/pg_autoctl.cfg" ] || [ -f "$d/postmaster.pid" ] || continue
         autoctl stop --pgdata "$d" --immediate >/dev/null 2>&1
     done
+    # Each pg_autoctl runs in a session of its own (run_autoctl): what is
+    # left of it (a keeper orphaned by the test's SIGKILL) goes with its group.
     local p
     for p in "${AUTOCTL_PIDS[@]}"; do
         for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-        kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null
+        kill -KILL -- "-$p" 2>/dev/null
     done
     # Whatever pg_autoctl left running (e.g. it was killed itself).
     for d in "$NODE2_DATA" "$NODE1_DATA" "$MONITOR_DATA"; do
@@ -142,7 +142,8 @@ PSQL=("$BIN_PG/psql" -X -q -At -h 127.0.0.1 -U "$PG_SUPER" -v ON_ERROR_STOP=1)
 run_autoctl() {
     local name=$1
     shift
-    autoctl "$@" >>"$HA_DIR/$name.log" 2>&1 &
+    PATH="$BIN_PG:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin" setsid "${AUTOCTL[@]}" "$@" \
+        >>"$HA_DIR/$name.log" 2>&1 &
     AUTOCTL_PIDS+=($!)
 }
 
@@ -190,11 +191,17 @@ MONITOR_URI="postgres://autoctl_node@127.0.0.1:$MONITOR_PORT/pg_auto_failover?ss
 # Failure detection. pg_auto_failover's defaults (production values, see
 # deploy/pg_auto_failover.md): health_check_period 5 s, health_check_timeout
 # 5 s, health_check_max_retries 2, health_check_retry_delay 2 s,
-# node_considered_unhealthy_timeout 20 s. A killed postmaster is reported by
-# the node's own keeper within a second and needs none of them; shorter
-# values here only matter if the whole node (keeper included) goes silent.
+# node_considered_unhealthy_timeout 20 s, primary_demote_timeout 30 s. A
+# killed postmaster is reported by the node's own keeper within a second and
+# needs none of them; they decide when the whole node (keeper included) goes
+# silent: the monitor waits for unhealthy, then gives the old primary
+# primary_demote_timeout to demote itself before promoting the secondary.
+# That must stay above the keepers' network_partition_timeout (a primary cut
+# off from the monitor and its standby demotes itself after that long), so
+# both are shortened here, in the same order (5 s < 10 s).
 for setting in health_check_period=1000 health_check_timeout=1000 health_check_max_retries=1 \
-               health_check_retry_delay=500 node_considered_unhealthy_timeout=5000; do
+               health_check_retry_delay=500 node_considered_unhealthy_timeout=5000 \
+               primary_demote_timeout=10000; do
     monitor_sql "ALTER SYSTEM SET pgautofailover.${setting%%=*} = ${setting#*=}" ||
         setup_failed "tuning the monitor"
 done
@@ -212,12 +219,16 @@ create_node() {
 }
 create_node node1 "$NODE1_DATA" NODE1_PORT
 wait_for 90 "node1 primary" node_in_state "$NODE1_PORT" single
+autoctl config set --pgdata "$NODE1_DATA" timeout.network_partition_timeout 5 >/dev/null ||
+    setup_failed "node1 network_partition_timeout"
 # The server's role and database (the secondary gets them by replication).
 "${PSQL[@]}" -p "$NODE1_PORT" -d crm -c "CREATE ROLE $PG_USER LOGIN;
     ALTER DATABASE crm OWNER TO $PG_USER; ALTER SCHEMA public OWNER TO $PG_USER" ||
     setup_failed "creating role $PG_USER"
 create_node node2 "$NODE2_DATA" NODE2_PORT
 wait_for 120 "node2 secondary" node_in_state "$NODE2_PORT" secondary
+autoctl config set --pgdata "$NODE2_DATA" timeout.network_partition_timeout 5 >/dev/null ||
+    setup_failed "node2 network_partition_timeout"
 wait_for 60 "node1 primary" node_in_state "$NODE1_PORT" primary
 log "formation up after $(elapsed) ms: $(autoctl show uri --pgdata "$MONITOR_DATA" \
     --formation default 2>/dev/null)"

@@ -77,7 +77,6 @@ REQUEST_TIMEOUT = 30.0
 IMPATIENT_CLIENTS = 4
 IMPATIENT_TIMEOUT = 1.0
 RUN = uuid.uuid4().hex[:8]
-SOURCE = "ha-" + RUN
 AS_PG_OWNER = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
 
 
@@ -87,11 +86,11 @@ AS_PG_OWNER = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
 Result = collections.namedtuple("Result", "external_id sent done status body error patient")
 
 
-def body_for(external_id):
+def body_for(external_id, source):
     # A handful of customers, so that writes contend on the same rows too.
     n = zlib.crc32(external_id.encode()) % 64
     return {"identifiers": [{"kind": "email", "value": "ha-%s-%d@example.com" % (RUN, n)}],
-            "source": SOURCE, "external_id": external_id, "channel": "web",
+            "source": source, "external_id": external_id, "channel": "web",
             "type": "page_view", "occurred_at": "2026-11-20T15:04:05Z",
             "amount": 1.5, "currency": "EUR"}
 
@@ -183,11 +182,37 @@ def show_state_text():
         return str(e)
 
 
-def primary_port():
+WRITABLE = ("wait_primary", "primary")  # primary states (wait_primary: no standby yet)
+
+
+def primary_port(states=("primary",)):
     for port, (reported, assigned) in show_state().items():
-        if reported == "primary" and assigned == "primary":
+        if reported in states and assigned == reported:
             return port
     return None
+
+
+def pids_of_node(data_dir):
+    """The pg_autoctl supervisor of data_dir's node and all its descendants
+    (its services rename themselves, "pg_autoctl: node active"; Postgres)."""
+    parents, roots = {}, []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % d, "rb") as f:
+                argv = f.read().split(b"\0")
+            with open("/proc/%s/stat" % d) as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        parents[int(d)] = ppid
+        if argv and argv[0].endswith(b"pg_autoctl") and data_dir.encode() in argv:
+            roots.append(int(d))
+    tree = list(roots)
+    for pid in tree:  # grows while walking: breadth first
+        tree.extend(p for p, pp in parents.items() if pp == pid and p not in tree)
+    return tree
 
 
 def postmaster_pid(data_dir):
@@ -197,7 +222,11 @@ def postmaster_pid(data_dir):
 
 # ---------------------------------------------------------------------------
 
-class LosingThePrimary(unittest.TestCase):
+class Failover:
+    """The scenario and its checks; a subclass says how the primary is lost
+    (kill) and what the other node's state settles to (SETTLED)."""
+    SOURCE = None
+    SETTLED = ("primary",)
     results = []
     t_kill = None
     killed_port = None
@@ -206,10 +235,23 @@ class LosingThePrimary(unittest.TestCase):
     states = []
 
     @classmethod
+    def kill(cls, data_dir):
+        raise NotImplementedError
+
+    @classmethod
     def setUpClass(cls):
+        # A formation with a primary and a secondary to start from (after an
+        # earlier scenario, the old primary has to rejoin first).
+        deadline = time.monotonic() + 90
+        while True:
+            st = show_state()
+            if sorted(st.values()) == [("primary", "primary"), ("secondary", "secondary")]:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError("no primary and secondary:\n" + show_state_text())
+            time.sleep(0.5)
+        cls.states = []
         cls.killed_port = primary_port()
-        if cls.killed_port is None:
-            raise RuntimeError("no primary before the kill:\n" + show_state_text())
         killed_data = NODE_DATA[NODE_PORTS.index(cls.killed_port)]
         sys.stderr.write("  primary before: port %d\n%s" % (cls.killed_port, show_state_text()))
 
@@ -224,7 +266,7 @@ class LosingThePrimary(unittest.TestCase):
                 with lock:
                     ext = "%d-%d" % (i, next(counter))
                 sent = time.monotonic()
-                status, doc, err = c.post("/v1/interactions", body_for(ext))
+                status, doc, err = c.post("/v1/interactions", body_for(ext, cls.SOURCE))
                 done = time.monotonic()
                 with lock:
                     results.append(Result(ext, sent, done, status, doc, err,
@@ -239,9 +281,8 @@ class LosingThePrimary(unittest.TestCase):
                 try:
                     st = show_state()
                     cls.states.append((time.monotonic(), st))
-                    writable = ("wait_primary", "primary")
                     other = [p for p, s in st.items() if p != cls.killed_port
-                             and s[0] in writable and s[1] in writable]
+                             and s[0] in WRITABLE and s[1] in WRITABLE]
                     if cls.t_kill is not None and cls.promoted_at is None and other:
                         cls.promoted_at = time.monotonic()
                 except (RuntimeError, ValueError, subprocess.TimeoutExpired):
@@ -256,11 +297,9 @@ class LosingThePrimary(unittest.TestCase):
         watcher.start()
         time.sleep(BEFORE_KILL)
 
-        pid = postmaster_pid(killed_data)
-        os.kill(pid, signal.SIGKILL)
+        what = cls.kill(killed_data)
         cls.t_kill = time.monotonic()
-        sys.stderr.write("  SIGKILL to the primary's postmaster (pid %d) after %d requests\n"
-                         % (pid, len(results)))
+        sys.stderr.write("  SIGKILL to %s after %d requests\n" % (what, len(results)))
 
         # Load goes on until writes have succeeded for AFTER_RESUME seconds.
         while True:
@@ -283,7 +322,7 @@ class LosingThePrimary(unittest.TestCase):
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
-                p = primary_port()
+                p = primary_port(cls.SETTLED)
             except (RuntimeError, ValueError):
                 p = None
             if p is not None and p != cls.killed_port:
@@ -321,7 +360,7 @@ class LosingThePrimary(unittest.TestCase):
         """{external_id: rows} of this run on the new primary."""
         self.assertIsNotNone(self.new_primary, "no new primary")
         out = psql(self.new_primary, "SELECT external_id, count(*) FROM crm.interactions "
-                   "WHERE source = '%s' GROUP BY external_id" % SOURCE)
+                   "WHERE source = '%s' GROUP BY external_id" % self.SOURCE)
         rows = {}
         for line in out.splitlines():
             ext, n = line.split("|")
@@ -346,7 +385,7 @@ class LosingThePrimary(unittest.TestCase):
         c = Client()
         for i in range(5):
             ext = "after-%d" % i
-            status, doc, err = c.post("/v1/interactions", body_for(ext))
+            status, doc, err = c.post("/v1/interactions", body_for(ext, self.SOURCE))
             self.assertEqual(status, 201, (doc, err))
             self.assertEqual(doc.get("status"), "created", doc)
         c.close()
@@ -388,7 +427,7 @@ class LosingThePrimary(unittest.TestCase):
         c = Client()
         answers = collections.Counter()
         for r in failed:
-            status, doc, err = c.post("/v1/interactions", body_for(r.external_id))
+            status, doc, err = c.post("/v1/interactions", body_for(r.external_id, self.SOURCE))
             self.assertIn(status, (200, 201), (r.external_id, status, doc, err))
             self.assertEqual(doc.get("status"), "created" if status == 201 else "duplicate", doc)
             # Stored before the retry exactly when the retry says duplicate.
@@ -397,7 +436,7 @@ class LosingThePrimary(unittest.TestCase):
         # Acknowledged ones re-posted answer duplicate with the same interaction.
         acked = list(self.acknowledged().values())
         for r in acked[:: max(1, len(acked) // 50)]:
-            status, doc, err = c.post("/v1/interactions", body_for(r.external_id))
+            status, doc, err = c.post("/v1/interactions", body_for(r.external_id, self.SOURCE))
             self.assertEqual(status, 200, (r, doc, err))
             self.assertEqual(doc.get("status"), "duplicate")
             self.assertEqual(doc.get("interaction_id"), r.body.get("interaction_id"))
@@ -424,8 +463,8 @@ class LosingThePrimary(unittest.TestCase):
         sys.stderr.write("  writes resumed %.1f s after the kill (bound %.0f s); last failed "
                          "answer at %.1f s; slowest request %.1f s\n"
                          % (took, RESUME_BOUND, last_fail, longest))
-        with open(os.path.join(HA_DIR, "result.txt"), "w") as f:
-            f.write("kill_to_resume_s=%.2f promoted_s=%s requests=%d acknowledged=%d "
+        with open(os.path.join(HA_DIR, "result.txt"), "a") as f:
+            f.write(type(self).__name__ + " kill_to_resume_s=%.2f promoted_s=%s requests=%d acknowledged=%d "
                     "failed=%d\n" % (took, "%.2f" % (self.promoted_at - self.t_kill)
                                       if self.promoted_at else "?", len(self.results),
                                       len(self.acknowledged()), len(self.failed())))
@@ -436,6 +475,44 @@ class LosingThePrimary(unittest.TestCase):
         late = [r for r in self.results if not ok(r.status) and r.sent >= resume + 2.0
                 and (r.patient or r.status is not None)]
         self.assertEqual(late, [], "failures after writes had resumed")
+
+
+class LosingThePrimary(Failover, unittest.TestCase):
+    """SIGKILL to the primary's postmaster. Its keeper (pg_autoctl) sees
+    Postgres gone and reports it to the monitor, which promotes the secondary
+    at once; the keeper restarts the old primary, which is then demoted,
+    rewound and rejoins as the new secondary."""
+    SOURCE = "ha-" + RUN
+
+    @classmethod
+    def kill(cls, data_dir):
+        pid = postmaster_pid(data_dir)
+        os.kill(pid, signal.SIGKILL)
+        return "the primary's postmaster (pid %d)" % pid
+
+
+class LosingTheWholeNode(Failover, unittest.TestCase):
+    """SIGKILL to the primary's pg_autoctl processes, then its postmaster: the
+    node goes silent as a crashed host would. The monitor's health checks
+    find it unreachable, the secondary is promoted after
+    node_considered_unhealthy_timeout and primary_demote_timeout (tuned by
+    run.sh), and stays alone in wait_primary (synchronous replication off)."""
+    SOURCE = "ha2-" + RUN
+    SETTLED = ("wait_primary",)
+
+    @classmethod
+    def kill(cls, data_dir):
+        pids = pids_of_node(data_dir)
+        postmaster = postmaster_pid(data_dir)
+        if not pids or postmaster not in pids:
+            raise RuntimeError("pg_autoctl of %s not found (%s)" % (data_dir, pids))
+        for pid in pids:  # the supervisor first: nothing is restarted
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        return ("the primary's pg_autoctl and everything under it, postmaster (pid %d) "
+                "included: %d processes" % (postmaster, len(pids)))
 
 
 def main(argv=None):
