@@ -157,6 +157,29 @@ class HealthTests(ApiTestCase):
         r = get("/ready")
         self.assertEqual(self.assertJson(r, 200), {"status": "ready"})
 
+    def test_conninfo_settings_win_over_the_defaults(self):
+        # The server's connection defaults (connect_timeout 5, application_name
+        # crm-server, keepalives_idle 30) apply only where the conninfo says
+        # nothing: a multi-host conninfo's own connect_timeout, keepalives and
+        # tcp_user_timeout decide how fast a dead host is given up (tests/ha).
+        name = "crm-e2e-" + uid()[:8]
+        url = os.environ["CRM_DATABASE_URL"]
+        if "://" in url:
+            url += ("&" if "?" in url else "?") + "application_name=" + name
+        else:
+            url += " application_name=" + name
+        server = harness.extra_server("--db", url)
+        try:
+            self.assertJson(get("/ready", port=server.port), 200)
+            n = harness.sql("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
+                            % harness.lit(name))
+            self.assertGreater(int(n), 0)
+            n = harness.sql("SELECT count(*) FROM pg_stat_activity "
+                            "WHERE application_name = 'crm-server'")
+            self.assertGreater(int(n), 0, "the suite's server keeps the default name")
+        finally:
+            server.stop()
+
     def test_request_id_and_access_log(self):
         # X-Request-Id is echoed when it is 1..64 printable ASCII characters
         # without quotes or backslashes, else replaced by a generated UUID;
