@@ -199,9 +199,16 @@ MONITOR_URI="postgres://autoctl_node@127.0.0.1:$MONITOR_PORT/pg_auto_failover?ss
 # That must stay above the keepers' network_partition_timeout (a primary cut
 # off from the monitor and its standby demotes itself after that long), so
 # both are shortened here, in the same order (5 s < 10 s).
-for setting in health_check_period=1000 health_check_timeout=1000 health_check_max_retries=1 \
-               health_check_retry_delay=500 node_considered_unhealthy_timeout=5000 \
-               primary_demote_timeout=10000; do
+# CRM_HA_PRODUCTION_TIMEOUTS=1 keeps pg_auto_failover's defaults (slower:
+# about a minute of outage when the whole node is lost).
+TUNED=(health_check_period=1000 health_check_timeout=1000 health_check_max_retries=1
+       health_check_retry_delay=500 node_considered_unhealthy_timeout=5000
+       primary_demote_timeout=10000)
+if [ "${CRM_HA_PRODUCTION_TIMEOUTS:-0}" = 1 ]; then
+    log "keeping pg_auto_failover's default timeouts"
+    TUNED=()
+fi
+for setting in "${TUNED[@]}"; do
     monitor_sql "ALTER SYSTEM SET pgautofailover.${setting%%=*} = ${setting#*=}" ||
         setup_failed "tuning the monitor"
 done
@@ -219,7 +226,8 @@ create_node() {
 }
 create_node node1 "$NODE1_DATA" NODE1_PORT
 wait_for 90 "node1 primary" node_in_state "$NODE1_PORT" single
-autoctl config set --pgdata "$NODE1_DATA" timeout.network_partition_timeout 5 >/dev/null ||
+[ "${CRM_HA_PRODUCTION_TIMEOUTS:-0}" = 1 ] ||
+    autoctl config set --pgdata "$NODE1_DATA" timeout.network_partition_timeout 5 >/dev/null ||
     setup_failed "node1 network_partition_timeout"
 # The server's role and database (the secondary gets them by replication).
 "${PSQL[@]}" -p "$NODE1_PORT" -d crm -c "CREATE ROLE $PG_USER LOGIN;
@@ -227,7 +235,8 @@ autoctl config set --pgdata "$NODE1_DATA" timeout.network_partition_timeout 5 >/
     setup_failed "creating role $PG_USER"
 create_node node2 "$NODE2_DATA" NODE2_PORT
 wait_for 120 "node2 secondary" node_in_state "$NODE2_PORT" secondary
-autoctl config set --pgdata "$NODE2_DATA" timeout.network_partition_timeout 5 >/dev/null ||
+[ "${CRM_HA_PRODUCTION_TIMEOUTS:-0}" = 1 ] ||
+    autoctl config set --pgdata "$NODE2_DATA" timeout.network_partition_timeout 5 >/dev/null ||
     setup_failed "node2 network_partition_timeout"
 wait_for 60 "node1 primary" node_in_state "$NODE1_PORT" primary
 log "formation up after $(elapsed) ms: $(autoctl show uri --pgdata "$MONITOR_DATA" \
