@@ -4,10 +4,15 @@
 # primary and a secondary with synchronous replication, each run by its own
 # `pg_autoctl run`), one crm-server whose --db is the libpq multi-host
 # conninfo of both nodes with target_session_attrs=read-write, then
-# tests/ha/test_ha.py: 16 clients POST interactions, the primary's postmaster
-# is killed (SIGKILL), and the test checks the promotion, the server's
-# reconnection, that every acknowledged interaction survived, that re-posting
-# the failed ones is idempotent, and how long writes stopped.
+# tests/ha/test_ha.py: 16 clients POST interactions while the primary is
+# lost, twice (its postmaster SIGKILLed; then, once the old primary has
+# rejoined, the new primary's whole node: pg_autoctl and Postgres), and the
+# test checks the promotion, the server's reconnection, that every
+# acknowledged interaction survived, that re-posting the failed ones is
+# idempotent, and how long writes stopped. About 50 s on 2 cores.
+# CRM_HA_PRODUCTION_TIMEOUTS=1 keeps pg_auto_failover's default detection
+# timeouts (then also set HA_RESUME_BOUND=120: the whole-node loss takes
+# about 50 s); CRM_HA_PORT_BASE moves the ports.
 #
 # Everything lives under $RUN_DIR/ha (wiped at start; pg_autoctl's own
 # configuration and state files too, through XDG_CONFIG_HOME/XDG_DATA_HOME/

@@ -5,12 +5,14 @@ formation (monitor, primary, secondary with synchronous replication) and one
 crm-server whose --db is the multi-host conninfo of both nodes with
 target_session_attrs=read-write.
 
-The scenario (setUpClass): 16 client threads POST /v1/interactions without
+A scenario (setUpClass): 16 client threads POST /v1/interactions without
 pause, each with a new (source, external_id), four of them giving up on a
-request after one second (outcome unknown); after a few seconds the
-primary's postmaster is killed with SIGKILL; the clients go on until writes
-have been succeeding again for a while. Every request is recorded (sent,
-answered, status). The tests then check:
+request after one second (outcome unknown); after a few seconds the primary
+is lost; the clients go on until writes have been succeeding again for a
+while. Every request is recorded (sent, answered, status). Two scenarios:
+LosingThePrimary (SIGKILL to the primary's postmaster; its keeper lives) and
+LosingTheWholeNode (SIGKILL to the primary's pg_autoctl and everything under
+it, as a crashed host). For each, the tests check:
 
   a  the monitor promoted the secondary (pg_autoctl show state);
   b  the server reconnected by itself (/ready, new writes, its connections
