@@ -20,14 +20,16 @@
  * which may not have reached the synchronous standby yet: committed locally
  * on a primary that then crashed and was restarted by its HA keeper before
  * being demoted (tests/ha: the row was lost on failover although the retry
- * had answered "duplicate"). Taking a transaction id makes this transaction
- * write a commit record after that row's, and the commit waits for the
- * synchronous standby to have it, so the answer is only given once the row
- * is as durable as a created one. pg_current_xact_id is volatile: evaluated
- * only in the WHEN reached, never folded away. */
+ * had answered "duplicate"). A transactional logical message makes this
+ * transaction write WAL after that row's commit, and PostgreSQL makes a
+ * commit that wrote WAL wait for the synchronous standby (a transaction id
+ * alone does not: RecordTransactionCommit waits only if WAL was written
+ * before the commit record), so the answer is only given once the row is as
+ * durable as a created one. The function is volatile: evaluated only in the
+ * WHEN reached, never folded away. */
 #define DURABLE_DUPLICATE(doc, has_duplicate)                                              \
     "SELECT CASE WHEN (" has_duplicate ") IS NOT TRUE THEN " doc                           \
-    " WHEN pg_current_xact_id() IS NOT NULL THEN " doc " END"
+    " WHEN pg_logical_emit_message(true, 'crm.duplicate', '') IS NOT NULL THEN " doc " END"
 #define INGEST_SQL                                                                         \
     DURABLE_DUPLICATE("d", "d->>'status' = 'duplicate'")                                  \
     " FROM crm.ingest($1::uuid, $2::jsonb, $3::uuid, $4::uuid, $5, $6, $7, $8, "           \

@@ -672,23 +672,39 @@ class IngestTests(ApiTestCase):
         self.assertNotEqual(other["interaction_id"], iid)
         self.assertEqual(self.get_profile(cid)["aggregates"]["interaction_count"], 2)
 
-    def test_duplicate_answer_commits_a_transaction(self):
-        # A duplicate is answered only after a commit of its own (it takes a
-        # transaction id), which waits for a synchronous standby like any
-        # write, so the row it reports cannot be one that a failover loses
-        # (tests/ha). Seen here as the transaction counter moving on: five
-        # single duplicates and one all-duplicate batch take one id each.
-        cid = self.create_customer()
-        body = interaction(cid, external_id="durable-" + uid())
-        self.assertJson(post("/v1/interactions", body), 201)
-        before = int(harness.sql("SELECT pg_current_xact_id()"))
-        for _ in range(5):
-            self.assertEqual(self.assertJson(post("/v1/interactions", body), 200)["status"],
-                             "duplicate")
-        res = self.assertJson(post("/v1/interactions:batch", {"items": [body, body]}), 200)
-        self.assertEqual((res["created"], res["duplicates"]), (0, 2), res)
-        after = int(harness.sql("SELECT pg_current_xact_id()"))
-        self.assertGreaterEqual(after - before, 5 + 1 + 1)
+    def test_duplicate_answer_commits_a_wal_record(self):
+        # A duplicate is answered only after a commit that wrote WAL of its
+        # own (a transactional logical message): PostgreSQL makes such a
+        # commit wait for a synchronous standby like any write, so the row it
+        # reports cannot be one that a failover loses (tests/ha). Seen in the
+        # WAL with pg_walinspect: one message per duplicate answer (five
+        # single ones, one all-duplicate batch), each in a committed
+        # transaction.
+        if harness.sql("SELECT count(*) FROM pg_available_extensions "
+                       "WHERE name = 'pg_walinspect'") != "1":
+            self.skipTest("pg_walinspect not available")
+        psql("CREATE EXTENSION IF NOT EXISTS pg_walinspect WITH SCHEMA public")
+        try:
+            cid = self.create_customer()
+            body = interaction(cid, external_id="durable-" + uid())
+            self.assertJson(post("/v1/interactions", body), 201)
+            start = harness.sql("SELECT pg_current_wal_flush_lsn()")
+            for _ in range(5):
+                self.assertEqual(self.assertJson(post("/v1/interactions", body), 200)["status"],
+                                 "duplicate")
+            res = self.assertJson(post("/v1/interactions:batch", {"items": [body, body]}), 200)
+            self.assertEqual((res["created"], res["duplicates"]), (0, 2), res)
+            end = harness.sql("SELECT pg_current_wal_flush_lsn()")
+            self.assertNotEqual(start, end, "the duplicate answers wrote no WAL")
+            n = harness.sql(
+                "WITH r AS (SELECT * FROM public.pg_get_wal_records_info('%s', '%s')) "
+                "SELECT count(DISTINCT m.xid::text) FROM r m JOIN r c ON c.xid = m.xid "
+                "AND c.resource_manager = 'Transaction' AND c.record_type = 'COMMIT' "
+                "WHERE m.resource_manager = 'LogicalMessage' "
+                "AND m.description LIKE '%%crm.duplicate%%'" % (start, end))
+            self.assertEqual(n, "6")
+        finally:
+            psql("DROP EXTENSION IF EXISTS pg_walinspect")
 
     def test_concurrent_identical_posts_create_one(self):
         cid = self.create_customer()
