@@ -125,8 +125,18 @@ ensure_packages || setup_failed "installing postgresql-$PG_MAJOR-auto-failover"
 command -v pg_autoctl >/dev/null || setup_failed "pg_autoctl not installed"
 build build --buildtype=debugoptimized || setup_failed "build"
 
-# A previous run may have left a formation running (killed script).
+# A previous run may have left a formation running (killed script): stop it,
+# then kill what is left in its pg_autoctl sessions (process groups).
 stop_formation
+if [ -s "$HA_DIR/autoctl.pgids" ]; then
+    while read -r g; do
+        for f in /proc/[0-9]*/stat; do
+            read -r pid comm _ _ pgrp _ < "$f" 2>/dev/null || continue
+            [ "$pgrp" = "$g" ] || continue
+            case $comm in "(pg_autoctl)" | "(postgres)") kill -KILL "$pid" 2>/dev/null ;; esac
+        done
+    done < "$HA_DIR/autoctl.pgids"
+fi
 p=$(cat "$HA_DIR/crm.pid" 2>/dev/null) &&
     { tr '\0' ' ' < "/proc/$p/cmdline"; } 2>/dev/null | grep -qF -- "$BIN --listen 127.0.0.1" &&
     kill "$p"
@@ -150,6 +160,7 @@ run_autoctl() {
     PATH="$BIN_PG:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin" setsid "${AUTOCTL[@]}" "$@" \
         >>"$HA_DIR/$name.log" 2>&1 &
     AUTOCTL_PIDS+=($!)
+    echo "$!" >> "$HA_DIR/autoctl.pgids"
 }
 
 # wait_for SECONDS WHAT COMMAND...: until COMMAND succeeds.
