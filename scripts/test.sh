@@ -136,6 +136,11 @@ so_out=$(bash "$ROOT/tests/scaleout/run.sh" 2>&1)
 echo "$so_out"
 count_summary scaleout "$so_out"
 
+echo "== HA loopback test (pg_auto_failover: the primary's postmaster killed under 16 writing clients)"
+ha_out=$(bash "$ROOT/tests/ha/run.sh" 2>&1)
+echo "$ha_out"
+count_summary ha "$ha_out"
+
 if [ -x "$ROOT/tests/lint_openapi.sh" ]; then
     echo "== openapi.yaml lint"
     if "$ROOT/tests/lint_openapi.sh"; then

@@ -57,8 +57,12 @@ void db_sleep_ms(int ms)
 
 PGconn *db_connect(const char *conninfo)
 {
-    const char *keys[] = {"dbname", "connect_timeout", "application_name", "keepalives_idle", NULL};
-    const char *values[] = {conninfo, "5", "crm-server", "30", NULL};
+    /* Defaults first: libpq keeps the last value of a repeated keyword, so
+     * what the conninfo (expanded from "dbname") says wins. With a multi-host
+     * conninfo for failover, its connect_timeout, keepalives and
+     * tcp_user_timeout decide how soon a dead host is given up. */
+    const char *keys[] = {"connect_timeout", "application_name", "keepalives_idle", "dbname", NULL};
+    const char *values[] = {"5", "crm-server", "30", conninfo, NULL};
     PGconn *pg = PQconnectdbParams(keys, values, 1);
     PGresult *res;
     if (PQstatus(pg) != CONNECTION_OK) {

@@ -16,10 +16,25 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* A duplicate answer acknowledges a row that another transaction committed,
+ * which may not have reached the synchronous standby yet: committed locally
+ * on a primary that then crashed and was restarted by its HA keeper before
+ * being demoted (tests/ha: the row was lost on failover although the retry
+ * had answered "duplicate"). A transactional logical message makes this
+ * transaction write WAL after that row's commit, and PostgreSQL makes a
+ * commit that wrote WAL wait for the synchronous standby (a transaction id
+ * alone does not: RecordTransactionCommit waits only if WAL was written
+ * before the commit record), so the answer is only given once the row is as
+ * durable as a created one. The function is volatile: evaluated only in the
+ * WHEN reached, never folded away. */
+#define DURABLE_DUPLICATE(doc, has_duplicate)                                              \
+    "SELECT CASE WHEN (" has_duplicate ") IS NOT TRUE THEN " doc                           \
+    " WHEN pg_logical_emit_message(true, 'crm.duplicate', '') IS NOT NULL THEN " doc " END"
 #define INGEST_SQL                                                                         \
-    "SELECT crm.ingest($1::uuid, $2::jsonb, $3::uuid, $4::uuid, $5, $6, $7, $8, "          \
+    DURABLE_DUPLICATE("d", "d->>'status' = 'duplicate'")                                  \
+    " FROM crm.ingest($1::uuid, $2::jsonb, $3::uuid, $4::uuid, $5, $6, $7, $8, "           \
     "$9::timestamptz, $10::numeric, $11, $12::numeric, "                                   \
-    "ARRAY(SELECT jsonb_array_elements_text($13::jsonb)), $14::jsonb)"
+    "ARRAY(SELECT jsonb_array_elements_text($13::jsonb)), $14::jsonb) AS d"
 
 const struct db_statement store_statements[STMT_COUNT] = {
     [STMT_PING] = {"ping", "SELECT '1'::json"},
@@ -38,7 +53,9 @@ const struct db_statement store_statements[STMT_COUNT] = {
                "WHERE r.customer_id = i.customer_id) AS d FROM crm.identifiers i "
                "WHERE i.kind = $1 AND i.namespace = $2 AND i.value = $3 OFFSET 0) AS x"},
     [STMT_AUDIT_READS] = {"audit_reads", "SELECT crm.audit_reads($1::jsonb)"},
-    [STMT_INGEST_BATCH] = {"ingest_batch", "SELECT crm.ingest_batch($1::jsonb)"},
+    [STMT_INGEST_BATCH] = {"ingest_batch",
+     DURABLE_DUPLICATE("b", "jsonb_path_exists(b, '$[*] ? (@.status == \"duplicate\")')")
+     " FROM crm.ingest_batch($1::jsonb) AS b"},
     [STMT_AUTHENTICATE] = {"authenticate", "SELECT crm.authenticate($1::uuid, $2)"},
     [STMT_KEY_CREATE] = {"key_create", "SELECT crm.create_key($1::uuid, $2, $3, $4, $5, $6::uuid)"},
     [STMT_KEY_LIST] = {"key_list", "SELECT jsonb_build_object('items', coalesce(jsonb_agg(crm.key_doc(k) "

@@ -157,6 +157,29 @@ class HealthTests(ApiTestCase):
         r = get("/ready")
         self.assertEqual(self.assertJson(r, 200), {"status": "ready"})
 
+    def test_conninfo_settings_win_over_the_defaults(self):
+        # The server's connection defaults (connect_timeout 5, application_name
+        # crm-server, keepalives_idle 30) apply only where the conninfo says
+        # nothing: a multi-host conninfo's own connect_timeout, keepalives and
+        # tcp_user_timeout decide how fast a dead host is given up (tests/ha).
+        name = "crm-e2e-" + uid()[:8]
+        url = os.environ["CRM_DATABASE_URL"]
+        if "://" in url:
+            url += ("&" if "?" in url else "?") + "application_name=" + name
+        else:
+            url += " application_name=" + name
+        server = harness.extra_server("--db", url)
+        try:
+            self.assertJson(get("/ready", port=server.port), 200)
+            n = harness.sql("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
+                            % harness.lit(name))
+            self.assertGreater(int(n), 0)
+            n = harness.sql("SELECT count(*) FROM pg_stat_activity "
+                            "WHERE application_name = 'crm-server'")
+            self.assertGreater(int(n), 0, "the suite's server keeps the default name")
+        finally:
+            server.stop()
+
     def test_request_id_and_access_log(self):
         # X-Request-Id is echoed when it is 1..64 printable ASCII characters
         # without quotes or backslashes, else replaced by a generated UUID;
@@ -648,6 +671,40 @@ class IngestTests(ApiTestCase):
         other = self.assertJson(post("/v1/interactions", dict(body, source="pos-us")), 201)
         self.assertNotEqual(other["interaction_id"], iid)
         self.assertEqual(self.get_profile(cid)["aggregates"]["interaction_count"], 2)
+
+    def test_duplicate_answer_commits_a_wal_record(self):
+        # A duplicate is answered only after a commit that wrote WAL of its
+        # own (a transactional logical message): PostgreSQL makes such a
+        # commit wait for a synchronous standby like any write, so the row it
+        # reports cannot be one that a failover loses (tests/ha). Seen in the
+        # WAL with pg_walinspect: one message per duplicate answer (five
+        # single ones, one all-duplicate batch), each in a committed
+        # transaction.
+        if harness.sql("SELECT count(*) FROM pg_available_extensions "
+                       "WHERE name = 'pg_walinspect'") != "1":
+            self.skipTest("pg_walinspect not available")
+        psql("CREATE EXTENSION IF NOT EXISTS pg_walinspect WITH SCHEMA public")
+        try:
+            cid = self.create_customer()
+            body = interaction(cid, external_id="durable-" + uid())
+            self.assertJson(post("/v1/interactions", body), 201)
+            start = harness.sql("SELECT pg_current_wal_flush_lsn()")
+            for _ in range(5):
+                self.assertEqual(self.assertJson(post("/v1/interactions", body), 200)["status"],
+                                 "duplicate")
+            res = self.assertJson(post("/v1/interactions:batch", {"items": [body, body]}), 200)
+            self.assertEqual((res["created"], res["duplicates"]), (0, 2), res)
+            end = harness.sql("SELECT pg_current_wal_flush_lsn()")
+            self.assertNotEqual(start, end, "the duplicate answers wrote no WAL")
+            n = harness.sql(
+                "WITH r AS (SELECT * FROM public.pg_get_wal_records_info('%s', '%s')) "
+                "SELECT count(DISTINCT m.xid::text) FROM r m JOIN r c ON c.xid = m.xid "
+                "AND c.resource_manager = 'Transaction' AND c.record_type = 'COMMIT' "
+                "WHERE m.resource_manager = 'LogicalMessage' "
+                "AND m.description LIKE '%%crm.duplicate%%'" % (start, end))
+            self.assertEqual(n, "6")
+        finally:
+            psql("DROP EXTENSION IF EXISTS pg_walinspect")
 
     def test_concurrent_identical_posts_create_one(self):
         cid = self.create_customer()
