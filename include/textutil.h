@@ -23,6 +23,18 @@ size_t utf8_length(const char *s);
  * multi-byte sequence cut short by truncation). */
 void utf8_truncate(char *s);
 
+/* An enumeration's names joined as "a, b, c" for error messages, built once
+ * from the array that defines them (so a message never lists a stale set).
+ * names is NULL-terminated. Thread-safe; the text lives as long as the
+ * struct. Declare one per array:
+ *   static struct name_list channel_names = {.names = CHANNELS};  */
+struct name_list {
+    const char *const *names;
+    int ready; /* 0 until text is built (read with acquire ordering) */
+    char text[512];
+};
+const char *name_list_text(struct name_list *l);
+
 /* Parse a UUID in 8-4-4-4-12 hex form (any case); writes the lower-case
  * canonical text (37 bytes with NUL) to out. */
 bool uuid_canonical(const char *text, char out[UUID_TEXT_LEN + 1]);

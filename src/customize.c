@@ -45,7 +45,14 @@ bool moment_kind_valid(const char *name)
 
 const char *consent_purpose_list(void)
 {
-    return "marketing, service, profiling, partner_sharing";
+    static struct name_list names = {.names = PURPOSES};
+    return name_list_text(&names);
+}
+
+const char *consent_status_list(void)
+{
+    static struct name_list names = {.names = STATUSES};
+    return name_list_text(&names);
 }
 
 /* ---- small parsers ---------------------------------------------------------- */

@@ -10,7 +10,9 @@
 #include <stdio.h>
 #include <string.h>
 
-static const char *const KIND_NAMES[ID_KIND_COUNT] = {
+#include "textutil.h"
+
+static const char *const KIND_NAMES[ID_KIND_COUNT + 1] = { /* NULL-terminated */
     [ID_EMAIL] = "email",
     [ID_PHONE] = "phone",
     [ID_EXTERNAL] = "external",
@@ -36,7 +38,8 @@ const char *id_kind_name(enum id_kind kind)
 
 const char *id_kind_list(void)
 {
-    return "email, phone, external, loyalty_card, device";
+    static struct name_list names = {.names = KIND_NAMES};
+    return name_list_text(&names);
 }
 
 /* Copy in without leading/trailing ASCII white space; false if it does not fit. */

@@ -7,6 +7,8 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -268,4 +270,23 @@ uint64_t text_hash(const char *s)
         h *= 1099511628211ULL;
     }
     return h;
+}
+
+static pthread_mutex_t name_list_lock = PTHREAD_MUTEX_INITIALIZER;
+
+const char *name_list_text(struct name_list *l)
+{
+    if (__atomic_load_n(&l->ready, __ATOMIC_ACQUIRE))
+        return l->text;
+    pthread_mutex_lock(&name_list_lock);
+    if (!l->ready) {
+        size_t len = 0;
+        l->text[0] = '\0';
+        for (int i = 0; l->names[i] != NULL && len < sizeof(l->text); i++)
+            len += (size_t)snprintf(l->text + len, sizeof(l->text) - len, "%s%s",
+                                    i > 0 ? ", " : "", l->names[i]);
+        __atomic_store_n(&l->ready, 1, __ATOMIC_RELEASE);
+    }
+    pthread_mutex_unlock(&name_list_lock);
+    return l->text;
 }

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "problem.h"
+#include "textutil.h"
 
 static const char *const CHANNELS[] = {"web", "app", "email", "sms", "phone", "chat",
                                        "social", "store", "partner", NULL};
@@ -39,13 +40,14 @@ bool interaction_type_valid(const char *name)
 
 const char *channel_list(void)
 {
-    return "web, app, email, sms, phone, chat, social, store, partner";
+    static struct name_list names = {.names = CHANNELS};
+    return name_list_text(&names);
 }
 
 const char *interaction_type_list(void)
 {
-    return "purchase, return, exchange, complaint, feedback, review, support_call, inquiry, "
-           "visit, page_view, cart, outbound_message";
+    static struct name_list names = {.names = TYPES};
+    return name_list_text(&names);
 }
 
 bool reject_unknown_fields(json_t *obj, const char *const *allowed, const char *prefix,

@@ -1,0 +1,211 @@
+/*
+ * Unit tests for the enumerations: each is written once in C (channels and
+ * interaction types in validate.c, identifier kinds in normalize.c, consent
+ * purposes and statuses in customize.c, roles in auth.c), and the error
+ * messages list them from those arrays. Here the contract (openapi.yaml's
+ * enums) and the schema (the CHECK constraints in sql/) are read from the
+ * source tree and compared with the C lists, in order.
+ */
+#include <check.h>
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "auth.h"
+#include "customize.h"
+#include "normalize.h"
+#include "validate.h"
+
+#ifndef CRM_SOURCE_ROOT
+#error "build with -DCRM_SOURCE_ROOT=\"<repo root>\" (meson.build does this for test_enums)"
+#endif
+
+static char *slurp(const char *rel)
+{
+    char path[1024];
+    FILE *f;
+    long n;
+    char *text;
+    snprintf(path, sizeof(path), "%s/%s", CRM_SOURCE_ROOT, rel);
+    f = fopen(path, "rb");
+    ck_assert_msg(f != NULL, "cannot read %s", path);
+    fseek(f, 0, SEEK_END);
+    n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    text = malloc((size_t)n + 1);
+    ck_assert(fread(text, 1, (size_t)n, f) == (size_t)n);
+    text[n] = '\0';
+    fclose(f);
+    return text;
+}
+
+static void append(char *out, size_t cap, const char *word, size_t n)
+{
+    size_t len = strlen(out);
+    snprintf(out + len, cap - len, "%s%.*s", len > 0 ? ", " : "", (int)n, word);
+}
+
+/* The enum of components.schemas.<name> in openapi.yaml ("a, b, c"), inline
+ * ([a, b]) or as a block list (- a). */
+static const char *openapi_enum(const char *yaml, const char *name)
+{
+    static char out[1024];
+    char header[96];
+    const char *p, *end, *e;
+    out[0] = '\0';
+    snprintf(header, sizeof(header), "\n    %s:\n", name);
+    p = strstr(yaml, header);
+    ck_assert_msg(p != NULL, "openapi.yaml has no schema %s", name);
+    p += strlen(header);
+    /* the schema ends at the next line indented by exactly four spaces */
+    for (end = p; (end = strstr(end, "\n    ")) != NULL && end[5] == ' '; end++)
+        ;
+    e = strstr(p, "enum:");
+    ck_assert_msg(e != NULL && (end == NULL || e < end), "schema %s has no enum", name);
+    e += 5;
+    while (*e == ' ')
+        e++;
+    if (*e == '[') {
+        for (e++; *e != ']';) {
+            size_t n = strcspn(e, ",]");
+            const char *w = e;
+            while (*w == ' ')
+                w++, n--;
+            append(out, sizeof(out), w, n);
+            e += strcspn(e, ",]");
+            if (*e == ',')
+                e++;
+        }
+    } else {
+        while ((e = strchr(e, '\n')) != NULL) {
+            const char *w = e + 1;
+            while (*w == ' ')
+                w++;
+            if (strncmp(w, "- ", 2) != 0)
+                break;
+            w += 2;
+            append(out, sizeof(out), w, strcspn(w, "\n"));
+            e = w;
+        }
+    }
+    return out;
+}
+
+/* The values of the last "CHECK (<column> IN ('a', 'b'))" in the migrations. */
+static const char *sql_check(const char *sql, const char *column)
+{
+    static char out[1024];
+    char needle[96];
+    const char *p = NULL, *q;
+    out[0] = '\0';
+    snprintf(needle, sizeof(needle), "CHECK (%s IN (", column);
+    for (q = strstr(sql, needle); q != NULL; q = strstr(q + 1, needle))
+        p = q;
+    ck_assert_msg(p != NULL, "no CHECK (%s IN (...)) in sql/", column);
+    for (p += strlen(needle); *p != ')';) {
+        const char *a = strchr(p, '\''), *b;
+        ck_assert(a != NULL);
+        b = strchr(a + 1, '\'');
+        append(out, sizeof(out), a + 1, (size_t)(b - a - 1));
+        p = b + 1;
+        p += strspn(p, ", \n");
+    }
+    return out;
+}
+
+static int by_name(const struct dirent **x, const struct dirent **y)
+{
+    return strcmp((*x)->d_name, (*y)->d_name);
+}
+
+/* Every migration (sql/NNN_*.sql), in the order they are applied. */
+static char *all_sql(void)
+{
+    struct dirent **entries;
+    char dir[1024];
+    size_t len = 0;
+    char *all = calloc(1, 1);
+    int n;
+    snprintf(dir, sizeof(dir), "%s/sql", CRM_SOURCE_ROOT);
+    n = scandir(dir, &entries, NULL, by_name);
+    ck_assert_msg(n > 0, "cannot list %s", dir);
+    for (int i = 0; i < n; i++) {
+        const char *name = entries[i]->d_name;
+        size_t nl = strlen(name);
+        if (name[0] >= '0' && name[0] <= '9' && nl > 4 && strcmp(name + nl - 4, ".sql") == 0) {
+            char rel[600], *t;
+            snprintf(rel, sizeof(rel), "sql/%s", name);
+            t = slurp(rel);
+            all = realloc(all, len + strlen(t) + 1);
+            strcpy(all + len, t);
+            len += strlen(t);
+            free(t);
+        }
+        free(entries[i]);
+    }
+    free(entries);
+    return all;
+}
+
+static char *roles(void)
+{
+    static char out[256];
+    out[0] = '\0';
+    for (int r = 0; r < ROLE_COUNT; r++)
+        append(out, sizeof(out), role_name((enum role)r), strlen(role_name((enum role)r)));
+    return out;
+}
+
+START_TEST(test_openapi_enums_match_c)
+{
+    char *yaml = slurp("openapi.yaml");
+    char any[256];
+    ck_assert_str_eq(openapi_enum(yaml, "Channel"), channel_list());
+    ck_assert_str_eq(openapi_enum(yaml, "InteractionType"), interaction_type_list());
+    ck_assert_str_eq(openapi_enum(yaml, "IdentifierKind"), id_kind_list());
+    ck_assert_str_eq(openapi_enum(yaml, "ConsentPurpose"), consent_purpose_list());
+    ck_assert_str_eq(openapi_enum(yaml, "ConsentStatus"), consent_status_list());
+    snprintf(any, sizeof(any), "%s, any", channel_list());
+    ck_assert_str_eq(openapi_enum(yaml, "ConsentChannel"), any);
+    ck_assert_str_eq(openapi_enum(yaml, "Role"), roles());
+    free(yaml);
+}
+END_TEST
+
+START_TEST(test_sql_checks_match_c)
+{
+    char *sql = all_sql();
+    ck_assert_str_eq(sql_check(sql, "purpose"), consent_purpose_list());
+    ck_assert_str_eq(sql_check(sql, "status"), consent_status_list());
+    ck_assert_str_eq(sql_check(sql, "role"), roles());
+    free(sql);
+}
+END_TEST
+
+START_TEST(test_lists_are_built_from_the_arrays)
+{
+    ck_assert_str_eq(channel_list(), "web, app, email, sms, phone, chat, social, store, partner");
+    ck_assert_str_eq(id_kind_list(), "email, phone, external, loyalty_card, device");
+    ck_assert(channel_valid("partner") && !channel_valid("fax"));
+    ck_assert(interaction_type_valid("outbound_message"));
+    ck_assert_ptr_eq(channel_list(), channel_list()); /* built once */
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("enums");
+    TCase *tc = tcase_create("written once");
+    SRunner *sr;
+    int failed;
+    tcase_add_test(tc, test_openapi_enums_match_c);
+    tcase_add_test(tc, test_sql_checks_match_c);
+    tcase_add_test(tc, test_lists_are_built_from_the_arrays);
+    suite_add_tcase(s, tc);
+    sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? 0 : 1;
+}
