@@ -6,6 +6,7 @@
  */
 #include "access.h"
 
+#include "log.h"
 #include "ratelimit.h"
 #include "store.h"
 #include "textutil.h"
@@ -134,7 +135,7 @@ enum access_result access_check(struct access *a, const char *authorization,
     if (st == DB_UNAVAILABLE || st == DB_CANCELLED)
         return ACCESS_UNAVAILABLE;
     if (st != DB_OK) {
-        fprintf(stderr, "error: key check: %s\n", err);
+        log_msg(LOG_ERROR, "access", "key check: %s", err);
         return ACCESS_ERROR;
     }
     if (doc == NULL)
@@ -177,8 +178,8 @@ bool access_bootstrap(PGconn *pg, const char *key)
     PGresult *res;
     bool ok;
     if (!api_key_parse(NULL, key, text, key_id)) {
-        fprintf(stderr, "crm-server: CRM_BOOTSTRAP_ADMIN_KEY is not a key of the form "
-                        "crm_<32 hex>_<43 base64url>\n");
+        log_msg(LOG_ERROR, "access", "CRM_BOOTSTRAP_ADMIN_KEY is not a key of the form "
+                        "crm_<32 hex>_<43 base64url>");
         return false;
     }
     params[0] = key_id;
@@ -187,9 +188,9 @@ bool access_bootstrap(PGconn *pg, const char *key)
                        NULL, 0);
     ok = PQresultStatus(res) == PGRES_TUPLES_OK;
     if (!ok)
-        fprintf(stderr, "crm-server: bootstrap admin key: %s", PQerrorMessage(pg));
+        log_msg(LOG_ERROR, "access", "bootstrap admin key: %s", PQerrorMessage(pg));
     else if (strcmp(PQgetvalue(res, 0, 0), "t") == 0)
-        fprintf(stderr, "crm-server: installed the bootstrap admin key %s\n", key_id);
+        log_msg(LOG_INFO, "access", "installed the bootstrap admin key %s", key_id);
     PQclear(res);
     return ok;
 }

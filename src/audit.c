@@ -13,6 +13,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "log.h"
 #include "store.h"
 #include "textutil.h"
 #include "ticker.h"
@@ -68,8 +69,8 @@ static bool write_rows(struct db_pool *pool, const struct audit_row *rows, long 
     free(text);
     json_decref(out);
     if (st != DB_OK)
-        fprintf(stderr, "audit: writing %ld read-audit rows failed (kept, will retry): %s\n", n,
-                err);
+        log_msg(LOG_ERROR, "audit", "writing %ld read-audit rows failed (kept, will retry): %s",
+                n, err);
     return st == DB_OK;
 }
 
@@ -120,7 +121,7 @@ struct audit *audit_new(struct db_pool *pool, int flush_ms)
     a->pool = pool;
     pthread_mutex_init(&a->lock, NULL);
     if (flush_ms > 0 && (a->writer = ticker_start(flush_ms, write_pending, a)) == NULL)
-        fprintf(stderr, "audit: no writer thread; writing each row synchronously\n");
+        log_msg(LOG_WARNING, "audit", "no writer thread; writing each row synchronously");
     a->flush_ms = a->writer != NULL ? flush_ms : 0;
     return a;
 }
@@ -134,7 +135,7 @@ void audit_free(struct audit *a)
         for (int attempt = 0; attempt < 3 && !flush_once(a); attempt++)
             db_sleep_ms(1000);
         if (a->count > 0)
-            fprintf(stderr, "audit: %ld read-audit rows could not be written at shutdown\n",
+            log_msg(LOG_ERROR, "audit", "%ld read-audit rows could not be written at shutdown",
                     a->count);
     }
     pthread_mutex_destroy(&a->lock);

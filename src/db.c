@@ -7,6 +7,7 @@
  * "one statement, one JSON value back" call with bounded retries.
  */
 #include "db.h"
+#include "log.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -66,7 +67,7 @@ PGconn *db_connect(const char *conninfo)
     PGconn *pg = PQconnectdbParams(keys, values, 1);
     PGresult *res;
     if (PQstatus(pg) != CONNECTION_OK) {
-        fprintf(stderr, "db: connect failed: %s", PQerrorMessage(pg));
+        log_msg(LOG_ERROR, "db", "connect failed: %s", PQerrorMessage(pg));
         PQfinish(pg);
         return NULL;
     }
@@ -81,7 +82,7 @@ static bool prepare_all(struct db_pool *pool, PGconn *pg)
         PGresult *res = PQprepare(pg, pool->statements[i].name, pool->statements[i].sql, 0, NULL);
         bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
         if (!ok)
-            fprintf(stderr, "db: prepare %s failed: %s", pool->statements[i].name,
+            log_msg(LOG_ERROR, "db", "prepare %s failed: %s", pool->statements[i].name,
                     PQerrorMessage(pg));
         PQclear(res);
         if (!ok)

@@ -7,6 +7,7 @@
  */
 #include "health.h"
 
+#include "log.h"
 #include "ticker.h"
 
 #include <libpq-fe.h>
@@ -99,7 +100,8 @@ static void record(struct health *h, bool ok)
     if (ok)
         atomic_store(&h->last_ok_ms, now_ms());
     if (ok != atomic_load(&h->ok))
-        fprintf(stderr, "health: the database is %s\n", ok ? "reachable again" : "unreachable");
+        log_msg(ok ? LOG_INFO : LOG_WARNING, "health", "the database is %s",
+                ok ? "reachable again" : "unreachable");
     atomic_store(&h->ok, ok);
 }
 
@@ -119,7 +121,7 @@ struct health *health_start(const char *conninfo)
     check(h);
     h->checker = ticker_start(HEALTH_INTERVAL_MS, check, h);
     if (h->checker == NULL) {
-        fprintf(stderr, "health: cannot start the checker thread\n");
+        log_msg(LOG_ERROR, "health", "cannot start the checker thread");
         PQfinish(h->pg);
         free(h->conninfo);
         free(h);

@@ -58,6 +58,7 @@
 #include "accesslog.h"
 #include "db.h"
 #include "health.h"
+#include "log.h"
 #include "metrics.h"
 #include "textutil.h"
 #include "workq.h"
@@ -820,7 +821,7 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
             return;
         }
         if (skipped > 0)
-            fprintf(stderr, "http: %lu more connections closed at a connection limit\n",
+            log_msg(LOG_WARNING, "http", "%lu more connections closed at a connection limit",
                     skipped);
         last = now;
         skipped = 0;
@@ -875,7 +876,7 @@ static unsigned int connection_limit(const struct config *cfg, unsigned int work
     if (rl.rlim_cur >= wanted)
         return (unsigned int)cfg->max_connections;
     rl.rlim_cur = rl.rlim_cur > reserve + 16 ? rl.rlim_cur - reserve : 16;
-    fprintf(stderr, "http: the descriptor limit (ulimit -n) allows %u connections, not %d\n",
+    log_msg(LOG_WARNING, "http", "the descriptor limit (ulimit -n) allows %u connections, not %d",
             (unsigned int)rl.rlim_cur, cfg->max_connections);
     return (unsigned int)rl.rlim_cur;
 }
@@ -1119,20 +1120,21 @@ struct http_server *http_start(struct app *app)
         addr = (const struct sockaddr *)&a6;
         flags |= MHD_USE_IPv6;
     } else {
-        fprintf(stderr, "http: --listen '%s' is not an IPv4 or IPv6 address\n", app->cfg->listen);
+        log_msg(LOG_ERROR, "http", "--listen '%s' is not an IPv4 or IPv6 address",
+                app->cfg->listen);
         free(srv);
         return NULL;
     }
     if (app->cfg->tls_cert[0] != '\0') {
         if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) {
-            fprintf(stderr, "http: this libmicrohttpd has no TLS support\n");
+            log_msg(LOG_ERROR, "http", "this libmicrohttpd has no TLS support");
             free(srv);
             return NULL;
         }
         srv->tls_cert = read_file(app->cfg->tls_cert);
         srv->tls_key = read_file(app->cfg->tls_key);
         if (srv->tls_cert == NULL || srv->tls_key == NULL) {
-            fprintf(stderr, "http: cannot read --tls-cert/--tls-key files\n");
+            log_msg(LOG_ERROR, "http", "cannot read --tls-cert/--tls-key files");
             free(srv->tls_cert);
             free(srv->tls_key);
             free(srv);
@@ -1163,7 +1165,7 @@ struct http_server *http_start(struct app *app)
     if (srv->pooled &&
         (srv->long_routes = workq_start(app->cfg->http_long_threads, app->cfg->http_long_queue,
                                         run_queued)) == NULL) {
-        fprintf(stderr, "http: cannot start the long-route threads\n");
+        log_msg(LOG_ERROR, "http", "cannot start the long-route threads");
         release_server(srv);
         return NULL;
     }
@@ -1184,7 +1186,8 @@ struct http_server *http_start(struct app *app)
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
         MHD_OPTION_END);
     if (srv->daemon == NULL) {
-        fprintf(stderr, "http: cannot listen on %s port %d\n", app->cfg->listen, app->cfg->port);
+        log_msg(LOG_ERROR, "http", "cannot listen on %s port %d", app->cfg->listen,
+                app->cfg->port);
         release_server(srv);
         return NULL;
     }

@@ -20,6 +20,7 @@
 #include "handlers.h"
 #include "health.h"
 #include "http.h"
+#include "log.h"
 #include "migrate.h"
 #include "store.h"
 #include "textutil.h"
@@ -81,7 +82,7 @@ static void *warm_up_main(void *arg)
     struct warm_up *w = arg;
     int reads = db_pool_warm(w->app->reads, &w->stop);
     int writes = db_pool_warm(w->app->pool, &w->stop);
-    fprintf(stderr, "crm-server: opened %d read and %d primary connections ahead of use\n", reads,
+    log_msg(LOG_INFO, "main", "opened %d read and %d primary connections ahead of use", reads,
             writes);
     return NULL;
 }
@@ -114,7 +115,7 @@ static void stop_app(struct app *app)
 
 static void print_progress(const char *message)
 {
-    fprintf(stderr, "recompute-value: %s\n", message);
+    log_msg(LOG_INFO, "recompute-value", "%s", message);
 }
 
 /* The recompute-value subcommand: one run, summary on stdout. */
@@ -125,7 +126,7 @@ static int recompute_value_command(const struct config *cfg)
     char err[512];
     enum db_status st;
     if (cfg->as_of[0] != '\0' && !rfc3339_valid(cfg->as_of)) {
-        fprintf(stderr, "crm-server: --as-of must be an RFC 3339 timestamp with offset\n");
+        log_msg(LOG_ERROR, "main", "--as-of must be an RFC 3339 timestamp with offset");
         return 2;
     }
     pool = open_pool(cfg, cfg->database_url, 1);
@@ -133,7 +134,7 @@ static int recompute_value_command(const struct config *cfg)
                          sizeof(err));
     db_pool_free(pool);
     if (st != DB_OK) {
-        fprintf(stderr, "crm-server: recompute failed: %s\n", err);
+        log_msg(LOG_ERROR, "main", "recompute failed: %s", err);
         return 1;
     }
     json_dumpf(summary, stdout, JSON_INDENT(2) | JSON_REAL_PRECISION(15));
@@ -152,7 +153,7 @@ int main(int argc, char **argv)
     int sig, left;
 
     if (!config_load(&cfg, argc, argv, env_lookup, err, sizeof(err))) {
-        fprintf(stderr, "crm-server: %s\n", err);
+        log_msg(LOG_ERROR, "main", "%s", err);
         return 2;
     }
     if (cfg.help) {
@@ -168,7 +169,7 @@ int main(int argc, char **argv)
         PGconn *pg = connect_with_wait(cfg.database_url, cfg.db_wait);
         bool ok = true;
         if (pg == NULL) {
-            fprintf(stderr, "crm-server: database not reachable after %d s\n", cfg.db_wait);
+            log_msg(LOG_ERROR, "main", "database not reachable after %d s", cfg.db_wait);
             return 1;
         }
         if (!cfg.no_migrate || cfg.migrate_only)
@@ -217,22 +218,22 @@ int main(int argc, char **argv)
         stop_app(&app);
         return 1;
     }
-    fprintf(stderr,
-            "crm-server: serving on %s://%s%s%s:%d (pool %d, http threads %u, body limit %zu)\n",
+    log_msg(LOG_INFO, "main",
+            "serving on %s://%s%s%s:%d (pool %d, http threads %u, body limit %zu)",
             cfg.tls_cert[0] != '\0' ? "https" : "http", strchr(cfg.listen, ':') ? "[" : "",
             cfg.listen, strchr(cfg.listen, ':') ? "]" : "", cfg.port, cfg.pool_size,
             http_worker_threads(cfg.http_threads), cfg.body_limit);
     start_warm_up(&app);
 
     sigwait(&stop_signals, &sig);
-    fprintf(stderr, "crm-server: %s received, draining\n", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    log_msg(LOG_INFO, "main", "%s received, draining", sig == SIGTERM ? "SIGTERM" : "SIGINT");
     left = http_drain_and_stop(server, cfg.drain_timeout);
     stop_app(&app);
     if (left > 0) {
-        fprintf(stderr, "crm-server: %d requests still running after %d s; their statements "
-                        "were cancelled\n", left, cfg.drain_timeout);
+        log_msg(LOG_WARNING, "main", "%d requests still running after %d s; their statements "
+                "were cancelled", left, cfg.drain_timeout);
         return 1;
     }
-    fprintf(stderr, "crm-server: stopped cleanly\n");
+    log_msg(LOG_INFO, "main", "stopped cleanly");
     return 0;
 }

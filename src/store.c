@@ -9,6 +9,7 @@
 #include "store.h"
 
 #include "jsontext.h"
+#include "log.h"
 #include "metrics.h"
 #include "normalize.h"
 
@@ -291,7 +292,7 @@ static enum db_status batch_attempt(PGconn *pg, struct interaction_request *cons
     locks = PQexecParams(pg, "SELECT crm.lock_batch($1::jsonb)", 1, NULL, &items_text, NULL,
                          NULL, 0);
     if (PQresultStatus(locks) != PGRES_TUPLES_OK) {
-        fprintf(stderr, "store: batch locks: %s", PQresultErrorMessage(locks));
+        log_msg(LOG_WARNING, "store", "batch locks: %s", PQresultErrorMessage(locks));
         PQclear(locks);
         if (PQstatus(pg) != CONNECTION_OK || !run_simple(pg, "ROLLBACK TO SAVEPOINT locks"))
             goto broken;
@@ -320,7 +321,7 @@ static enum db_status batch_attempt(PGconn *pg, struct interaction_request *cons
                 PQclear(res);
                 goto broken;
             }
-            fprintf(stderr, "store: batch item %d: %s", i, PQresultErrorMessage(res));
+            log_msg(LOG_WARNING, "store", "batch item %d: %s", i, PQresultErrorMessage(res));
             bool transient = db_error_is_transient(pg, res);
             PQclear(res);
             if (!run_simple(pg, "ROLLBACK TO SAVEPOINT item"))
@@ -456,7 +457,7 @@ enum db_status store_ingest_batch(struct db_pool *pool, struct interaction_reque
     } else if (st != DB_UNAVAILABLE && st != DB_CANCELLED) {
         /* Some item makes the set-based statement fail: store item by item,
          * so that only that item fails. */
-        fprintf(stderr, "store: batch of %d falls back to item by item: %s\n", sent,
+        log_msg(LOG_WARNING, "store", "batch of %d falls back to item by item: %s", sent,
                 st == DB_OK ? "unexpected answer" : err);
         metrics_batch_fallback();
         st = ingest_itemwise(pool, reqs, count, text, results, err, errlen);

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "api.h"
+#include "log.h"
 #include "segment.h"
 #include "store_value.h"
 #include "textutil.h"
@@ -65,13 +66,13 @@ void respond_db_failure(struct response *res, enum db_status st, const char *err
         respond_problem(res, PROBLEM_SERVICE_UNAVAILABLE, "the database is unreachable; retry",
                         instance);
     } else if (st == DB_CANCELLED) {
-        fprintf(stderr, "error: %s: %s\n", instance, err);
+        log_msg(LOG_ERROR, "request", "%s: %s", instance, err);
         respond_problem(res, PROBLEM_SERVICE_UNAVAILABLE,
                         "the request was cancelled (it ran past the statement timeout, or the "
                         "server is shutting down); nothing was changed; retry",
                         instance);
     } else {
-        fprintf(stderr, "error: %s: %s\n", instance, err);
+        log_msg(LOG_ERROR, "request", "%s: %s", instance, err);
         respond_problem(res, PROBLEM_INTERNAL, "the request could not be completed", instance);
     }
 }
@@ -97,7 +98,7 @@ bool query_param(const struct request *req, struct response *res, const char *ke
     if (route_query_param_index(req->match->route, key, strlen(key)) < 0) {
         /* The HTTP layer refuses parameters a route does not list, so this
          * one would never arrive: add it to the route's row in router.c. */
-        fprintf(stderr, "bug: route %s reads query parameter '%s' it does not list\n",
+        log_msg(LOG_ERROR, "request", "bug: route %s reads query parameter '%s' it does not list",
                 route_name(req->match->route), key);
         respond_problem(res, PROBLEM_INTERNAL, "the request could not be completed", req->path);
         return false;
@@ -191,7 +192,7 @@ bool load_segment(struct app *app, const struct request *req, struct response *r
     errors = json_array();
     if (!segment_compile(json_object_get(doc, "rule"), "/rule", seg, errors)) {
         char *text = json_dumps(errors, JSON_COMPACT);
-        fprintf(stderr, "error: stored segment %s no longer compiles: %s\n", id, text);
+        log_msg(LOG_ERROR, "request", "stored segment %s no longer compiles: %s", id, text);
         free(text);
         respond_problem(res, PROBLEM_INTERNAL, "the stored rule no longer compiles", req->path);
         json_decref(errors);

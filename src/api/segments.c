@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "handlers.h"
+#include "log.h"
 #include "segment.h"
 #include "store_value.h"
 #include "textutil.h"
@@ -192,7 +193,7 @@ static bool export_fetch(struct export_state *ex)
     size_t cap = 0;
     if (store_segment_page(ex->pool, &ex->seg, ex->started ? ex->cursor : NULL, EXPORT_PAGE,
                            &page, err, sizeof(err)) != DB_OK || page == NULL) {
-        fprintf(stderr, "error: segment export: %s\n", err);
+        log_msg(LOG_ERROR, "request", "segment export: %s", err);
         json_decref(page);
         return false;
     }
