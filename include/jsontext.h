@@ -1,5 +1,7 @@
 /*
- * jsontext: JSON text written straight into a growing buffer, for documents
+ * jsontext: the server's growing text buffer (also for the segment SQL and
+ * the metrics page, through jsontext_printf), made for JSON text written
+ * straight into it, for documents
  * whose shape the code already knows (a batch of interactions for the
  * database). Building a jansson tree and dumping it costs an allocation per
  * value and a second pass; for a batch of 100 that was a quarter of the
@@ -11,6 +13,7 @@
 #define CRM_JSONTEXT_H
 
 #include <jansson.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -35,6 +38,13 @@ void jsontext_member(struct jsontext *t, const char *key, const char *value);
 
 /* Append "key": and v in compact form, with the same comma rule. */
 void jsontext_member_json(struct jsontext *t, const char *key, const json_t *v);
+
+/* Append formatted text (printf), e.g. SQL or Prometheus lines: the one
+ * growing text buffer of the server, whatever the text is. */
+void jsontext_printf(struct jsontext *t, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void jsontext_vprintf(struct jsontext *t, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
 
 /* The NUL-terminated text (the caller frees it), or NULL when an allocation
  * failed; t is empty afterwards. */

@@ -5,6 +5,8 @@
  */
 #include "jsontext.h"
 
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -111,6 +113,27 @@ void jsontext_member_json(struct jsontext *t, const char *key, const json_t *v)
     member_key(t, key);
     if (json_dump_callback(v, dump_chunk, t, JSON_COMPACT | JSON_ENCODE_ANY) != 0)
         t->failed = true;
+}
+
+void jsontext_vprintf(struct jsontext *t, const char *fmt, va_list ap)
+{
+    va_list again;
+    int n;
+    va_copy(again, ap);
+    n = vsnprintf(NULL, 0, fmt, ap);
+    if (n >= 0 && reserve(t, (size_t)n)) {
+        vsnprintf(t->buf + t->len, (size_t)n + 1, fmt, again);
+        t->len += (size_t)n;
+    }
+    va_end(again);
+}
+
+void jsontext_printf(struct jsontext *t, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    jsontext_vprintf(t, fmt, ap);
+    va_end(ap);
 }
 
 char *jsontext_take(struct jsontext *t)

@@ -6,6 +6,8 @@
  */
 #include "metrics.h"
 
+#include "jsontext.h"
+
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,47 +66,23 @@ void metrics_record(int route, int status, double seconds)
     atomic_fetch_add(&latency_count[r], 1);
 }
 
-struct text {
-    char *buf;
-    size_t len, cap;
-};
-
-static void put(struct text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-#include <stdarg.h>
-static void put(struct text *t, const char *fmt, ...)
-{
-    va_list ap;
-    int n;
-    va_start(ap, fmt);
-    n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (t->len + (size_t)n + 1 > t->cap) {
-        t->cap = (t->len + (size_t)n + 1) * 2;
-        t->buf = realloc(t->buf, t->cap);
-    }
-    va_start(ap, fmt);
-    vsnprintf(t->buf + t->len, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    t->len += (size_t)n;
-}
-
 char *metrics_render(struct db_pool *pool, struct audit *audit)
 {
-    struct text t = {0};
+    struct jsontext t;
     int in_use, open, waiting;
     long audit_queued, audit_written;
+    jsontext_init(&t);
 
-    put(&t, "# HELP crm_http_requests_total HTTP requests by route and status class.\n"
+    jsontext_printf(&t, "# HELP crm_http_requests_total HTTP requests by route and status class.\n"
             "# TYPE crm_http_requests_total counter\n");
     for (int r = 0; r <= ROUTE_COUNT; r++)
         for (int c = 1; c < STATUS_CLASSES; c++) {
             unsigned long long n = atomic_load(&requests[r][c]);
             if (n > 0)
-                put(&t, "crm_http_requests_total{route=\"%s\",status=\"%dxx\"} %llu\n",
+                jsontext_printf(&t, "crm_http_requests_total{route=\"%s\",status=\"%dxx\"} %llu\n",
                     r == ROUTE_COUNT ? "unmatched" : route_name((enum route)r), c, n);
         }
-    put(&t, "# HELP crm_http_request_duration_seconds Time from request start to response, by route.\n"
+    jsontext_printf(&t, "# HELP crm_http_request_duration_seconds Time from request start to response, by route.\n"
             "# TYPE crm_http_request_duration_seconds histogram\n");
     for (int r = 0; r <= ROUTE_COUNT; r++) {
         const char *name = r == ROUTE_COUNT ? "unmatched" : route_name((enum route)r);
@@ -118,16 +96,16 @@ char *metrics_render(struct db_pool *pool, struct audit *audit)
                 snprintf(le, sizeof(le), "%g", BUCKETS[b]);
             else
                 snprintf(le, sizeof(le), "+Inf");
-            put(&t, "crm_http_request_duration_seconds_bucket{route=\"%s\",le=\"%s\"} %llu\n",
+            jsontext_printf(&t, "crm_http_request_duration_seconds_bucket{route=\"%s\",le=\"%s\"} %llu\n",
                 name, le, cumulative);
         }
-        put(&t, "crm_http_request_duration_seconds_sum{route=\"%s\"} %.6f\n", name,
+        jsontext_printf(&t, "crm_http_request_duration_seconds_sum{route=\"%s\"} %.6f\n", name,
             (double)atomic_load(&latency_sum_us[r]) / 1e6);
-        put(&t, "crm_http_request_duration_seconds_count{route=\"%s\"} %llu\n", name,
+        jsontext_printf(&t, "crm_http_request_duration_seconds_count{route=\"%s\"} %llu\n", name,
             atomic_load(&latency_count[r]));
     }
     db_pool_stats(pool, &in_use, &open, &waiting);
-    put(&t, "# HELP crm_db_pool_connections Database connections by state.\n"
+    jsontext_printf(&t, "# HELP crm_db_pool_connections Database connections by state.\n"
             "# TYPE crm_db_pool_connections gauge\n"
             "crm_db_pool_connections{state=\"in_use\"} %d\n"
             "crm_db_pool_connections{state=\"open\"} %d\n"
@@ -135,16 +113,16 @@ char *metrics_render(struct db_pool *pool, struct audit *audit)
             "# TYPE crm_db_pool_waiting gauge\n"
             "crm_db_pool_waiting %d\n",
         in_use, open, waiting);
-    put(&t, "# HELP crm_http_long_requests Long-route requests queued or running on the long-route threads.\n"
+    jsontext_printf(&t, "# HELP crm_http_long_requests Long-route requests queued or running on the long-route threads.\n"
             "# TYPE crm_http_long_requests gauge\n"
             "crm_http_long_requests %d\n",
         atomic_load(&long_requests));
-    put(&t, "# HELP crm_http_long_refused_total Long-route requests answered 503 because "
+    jsontext_printf(&t, "# HELP crm_http_long_refused_total Long-route requests answered 503 because "
             "CRM_HTTP_LONG_QUEUE of them were already waiting.\n"
             "# TYPE crm_http_long_refused_total counter\n"
             "crm_http_long_refused_total %llu\n",
         atomic_load(&long_refused));
-    put(&t, "# HELP crm_ingest_interactions_total Interactions received (single and batch) by result.\n"
+    jsontext_printf(&t, "# HELP crm_ingest_interactions_total Interactions received (single and batch) by result.\n"
             "# TYPE crm_ingest_interactions_total counter\n"
             "crm_ingest_interactions_total{result=\"created\"} %llu\n"
             "crm_ingest_interactions_total{result=\"duplicate\"} %llu\n"
@@ -155,12 +133,12 @@ char *metrics_render(struct db_pool *pool, struct audit *audit)
         atomic_load(&ingested[0]), atomic_load(&ingested[1]), atomic_load(&ingested[2]),
         atomic_load(&batch_fallbacks));
     audit_stats(audit, &audit_queued, &audit_written);
-    put(&t, "# HELP crm_audit_rows_queued Read-audit rows waiting to be written.\n"
+    jsontext_printf(&t, "# HELP crm_audit_rows_queued Read-audit rows waiting to be written.\n"
             "# TYPE crm_audit_rows_queued gauge\n"
             "crm_audit_rows_queued %ld\n"
             "# HELP crm_audit_rows_written_total Read-audit rows written.\n"
             "# TYPE crm_audit_rows_written_total counter\n"
             "crm_audit_rows_written_total %ld\n",
         audit_queued, audit_written);
-    return t.buf;
+    return jsontext_take(&t);
 }

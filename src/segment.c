@@ -12,6 +12,8 @@
  */
 #include "segment.h"
 
+#include "jsontext.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -76,8 +78,7 @@ const char *segment_field_list(void)
 
 /* Growing SQL text plus the parameter list. */
 struct compiler {
-    char *buf;
-    size_t len, cap;
+    struct jsontext sql;
     json_t *params;
     json_t *errors;
     int nodes;
@@ -110,21 +111,9 @@ static bool clean_string(json_t *v)
 static void emit(struct compiler *c, const char *fmt, ...)
 {
     va_list ap;
-    int n;
     va_start(ap, fmt);
-    n = vsnprintf(NULL, 0, fmt, ap);
+    jsontext_vprintf(&c->sql, fmt, ap);
     va_end(ap);
-    if (c->len + (size_t)n + 1 > c->cap) {
-        size_t cap = c->cap ? c->cap : 256;
-        while (cap < c->len + (size_t)n + 1)
-            cap *= 2;
-        c->buf = realloc(c->buf, cap);
-        c->cap = cap;
-    }
-    va_start(ap, fmt);
-    vsnprintf(c->buf + c->len, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    c->len += (size_t)n;
 }
 
 /* Add a parameter (string value, stolen) and return its number. */
@@ -575,15 +564,16 @@ static void compile_node(struct compiler *c, json_t *node, const char *ptr, int 
 bool segment_compile(json_t *rule, const char *prefix, struct segment_sql *out, json_t *errors)
 {
     struct compiler c = {.params = json_array(), .errors = errors, .ok = true};
+    jsontext_init(&c.sql);
     compile_node(&c, rule, prefix, 1);
     if (!c.ok) {
-        free(c.buf);
+        jsontext_free(&c.sql);
         json_decref(c.params);
         out->where = NULL;
         out->params = NULL;
         return false;
     }
-    out->where = c.buf;
+    out->where = jsontext_take(&c.sql);
     out->params = c.params;
     return true;
 }

@@ -9,7 +9,7 @@ SECONDS_EACH=${1:-20}
 OUT=$ROOT/.run/fuzz
 mkdir -p "$OUT"
 command -v clang >/dev/null || { echo "fuzz: clang not found"; echo "fuzz: 0 passed, 1 failed"; exit 1; }
-PURE=(textutil normalize problem validate router segment)
+PURE=(textutil normalize problem validate router segment jsontext)
 SRCS=()
 for m in "${PURE[@]}"; do SRCS+=("$ROOT/src/$m.c"); done
 CFLAGS=(-std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined

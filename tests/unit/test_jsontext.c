@@ -90,6 +90,25 @@ START_TEST(test_members_and_commas)
 }
 END_TEST
 
+START_TEST(test_printf_appends_formatted_text)
+{
+    struct jsontext t;
+    char big[3000];
+    char *out;
+    jsontext_init(&t);
+    jsontext_printf(&t, "(%s = $%d)", "c.tier", 1);
+    jsontext_raw(&t, " AND ");
+    memset(big, 'x', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    jsontext_printf(&t, "%s|%.2f", big, 19.99); /* past the first 256-byte buffer */
+    out = jsontext_take(&t);
+    ck_assert_int_eq(strlen(out), strlen("(c.tier = $1) AND ") + 2999 + strlen("|19.99"));
+    ck_assert(strncmp(out, "(c.tier = $1) AND xxx", 21) == 0);
+    ck_assert_str_eq(out + strlen(out) - 6, "|19.99");
+    free(out);
+}
+END_TEST
+
 START_TEST(test_grows_and_empties)
 {
     struct jsontext t;
@@ -126,6 +145,7 @@ int main(void)
     tcase_add_test(tc, test_control_characters_are_escaped);
     tcase_add_test(tc, test_members_and_commas);
     tcase_add_test(tc, test_grows_and_empties);
+    tcase_add_test(tc, test_printf_appends_formatted_text);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }
