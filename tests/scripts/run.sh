@@ -2,7 +2,8 @@
 # Tests of the repository's own scripts and of its self-containment:
 # - nothing the build, the scripts or the tests read lies outside the
 #   repository (a clone with nothing beside it must pass; issue 13, item 1);
-# - handler files under src/api/ never call each other (issue 14);
+# - handler files under src/api/ never call each other, no include cycle,
+#   no lower layer including a higher one (issue 14);
 # - scripts/run.sh --port P serves on P and says so (it used to announce
 #   8080 whatever --port said; issue 13, item 10).
 # Expects test.sh's set-up (packages, build/, a running PostgreSQL). Last line:
@@ -60,7 +61,49 @@ done
 if [ -z "$missing" ]; then ok "README's Layout table names every source file"
 else bad "README's Layout table omits:$missing"; fi
 
-# 4. run.sh --port P.
+# 4. Layers: no include cycle among the headers; the pure library (meson.build's
+# crm_pure) includes only pure headers; only the API wing, http.c and main.c
+# include api.h or handlers.h.
+layers=$(python3 - "$ROOT" <<'PY'
+import os, re, sys
+root = sys.argv[1]
+inc = lambda path: re.findall(r'^#include "([a-z_]+\.h)"', open(path).read(), re.M)
+headers = {h: inc(os.path.join(root, "include", h)) for h in os.listdir(os.path.join(root, "include")) if h.endswith(".h")}
+bad = []
+def visit(h, stack):
+    if h in stack:
+        bad.append("include cycle: " + " -> ".join(stack[stack.index(h):] + [h])); return
+    for d in headers.get(h, []):
+        visit(d, stack + [h])
+for h in headers:
+    visit(h, [])
+build = open(os.path.join(root, "meson.build")).read()
+pure = re.findall(r"'src/([a-z_]+)\.c'", re.search(r"static_library\('crm_pure',(.*?)include_directories", build, re.S).group(1))
+pure_h = {m + ".h" for m in pure}
+def closure(h, seen):
+    for d in headers.get(h, []):
+        if d not in seen:
+            seen.add(d); closure(d, seen)
+    return seen
+for m in pure:
+    for h in set(inc(os.path.join(root, "src", m + ".c"))):
+        for d in closure(h, {h}):
+            if d not in pure_h:
+                bad.append("pure module %s.c reaches %s" % (m, d))
+for dirpath, _, files in os.walk(os.path.join(root, "src")):
+    for f in files:
+        rel = os.path.relpath(os.path.join(dirpath, f), root)
+        if f.endswith(".c") and not rel.startswith("src/api/") and rel not in ("src/main.c", "src/http.c"):
+            for h in inc(os.path.join(root, rel)):
+                if "api.h" in closure(h, {h}) or "handlers.h" in closure(h, {h}):
+                    bad.append("%s reaches the API wing through %s" % (rel, h))
+print("\n".join(sorted(set(bad))))
+PY
+)
+if [ -z "$layers" ]; then ok "no include cycle; the pure library and the lower layers include nothing above them"
+else bad "layering:"; echo "$layers"; fi
+
+# 5. run.sh --port P.
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 log=$(mktemp)
 ( cd "$ROOT" && env -u CRM_PORT -u CRM_LISTEN setsid ./scripts/run.sh --port "$port" >"$log" 2>&1 ) &
