@@ -7,8 +7,10 @@
 # Compared in schema crm: every function (pg_get_functiondef, by signature),
 # trigger (pg_get_triggerdef), index (pg_get_indexdef), view
 # (pg_get_viewdef), constraint (pg_get_constraintdef) and the columns of
-# every table (name, type, default, not null). Then a check of the check:
-# a body changed by hand in B must show up as a difference.
+# every table (name, type, default, not null). Then two checks of the check:
+# a body changed by hand in B must show up as a difference, and the next
+# `crm-server migrate` must put the repository's body back (the functions
+# files are applied at every start).
 # Expects test.sh's set-up (build/, a running PostgreSQL; CRM_BIN overrides
 # the binary). Last line: "schema: N passed, N failed".
 set -uo pipefail
@@ -105,5 +107,13 @@ if compare drift; then
 else
     ok "a function body changed by hand in B is detected"
 fi
+# ... and the next start puts the repository's body back.
+"$BIN" migrate --db "$(conninfo crm_schema_b)" > "$OUT/migrate_b2.log" 2>&1
+if compare repaired; then
+    ok "the next crm-server migrate puts the repository's function bodies back"
+else
+    bad "after another crm-server migrate, B still differs from A"
+fi
+
 echo "schema: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -1,0 +1,65 @@
+-- core: helpers every domain uses (timestamps, settings, following merges,
+-- erased customers).
+--
+-- Applied after the migrations at every start, inside the migration
+-- transaction, in the order of meson.build's `functions` list: every
+-- statement must be idempotent (CREATE OR REPLACE; DROP ... IF EXISTS first
+-- when a signature or return type changes). One current definition per object.
+
+-- Follow merged_into to the surviving customer (merges flatten chains, so
+-- this is at most one hop; the loop is defensive).
+CREATE OR REPLACE FUNCTION crm.survivor_of(p_id uuid) RETURNS uuid
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    cur uuid := p_id;
+    nxt uuid;
+    found_row boolean;
+BEGIN
+    FOR i IN 1..16 LOOP
+        SELECT merged_into, true INTO nxt, found_row FROM crm.customers WHERE customer_id = cur;
+        IF found_row IS NULL THEN
+            RETURN NULL;
+        END IF;
+        IF nxt IS NULL THEN
+            RETURN cur;
+        END IF;
+        cur := nxt;
+    END LOOP;
+    RETURN cur;
+END $$;
+
+CREATE OR REPLACE FUNCTION crm.ts(t timestamptz) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+$$;
+
+CREATE OR REPLACE FUNCTION crm.setting(p_key text) RETURNS jsonb
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (
+        SELECT value FROM crm.settings WHERE key = p_key
+    );
+END $$;
+
+-- ---- erasure guards -------------------------------------------------------
+
+-- True when p_id (or the customer that absorbed it) has been erased.
+CREATE OR REPLACE FUNCTION crm.is_erased(p_id uuid) RETURNS boolean
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (
+        SELECT coalesce((SELECT erased_at IS NOT NULL FROM crm.customers
+                              WHERE customer_id = crm.survivor_of(p_id)), false)
+    );
+END $$;
+
+-- The answer for an erased customer (the server turns it into 410 Gone).
+CREATE OR REPLACE FUNCTION crm.gone_doc(p_id uuid) RETURNS jsonb
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (
+        SELECT jsonb_build_object('gone', true, 'customer_id', customer_id,
+                                      'erased_at', crm.ts(erased_at))
+              FROM crm.customers WHERE customer_id = crm.survivor_of(p_id) AND erased_at IS NOT NULL
+    );
+END $$;
