@@ -43,23 +43,39 @@ END $$;
 
 -- ---- erasure guards -------------------------------------------------------
 
+-- The opening of every function that answers for a customer given by id:
+-- sid is the surviving customer of p_id (NULL: no such customer), gone the
+-- answer for an erased customer (the server turns it into 410 Gone), NULL
+-- when it is not erased. A caller opens with
+--     SELECT o.sid, o.gone INTO sid, gone FROM crm.open_customer(p_id) AS o;
+--     IF sid IS NULL OR gone IS NOT NULL THEN
+--         RETURN gone;    -- NULL: not found; else the gone document
+--     END IF;
+-- (or tests only gone, when it locks the survivor afterwards).
+CREATE OR REPLACE FUNCTION crm.open_customer(p_id uuid, OUT sid uuid, OUT gone jsonb)
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    sid := crm.survivor_of(p_id);
+    IF sid IS NOT NULL THEN
+        SELECT jsonb_build_object('gone', true, 'customer_id', c.customer_id,
+                                  'erased_at', crm.ts(c.erased_at))
+          INTO gone
+          FROM crm.customers c WHERE c.customer_id = sid AND c.erased_at IS NOT NULL;
+    END IF;
+END $$;
+
+-- The gone document of p_id's survivor when it has been erased, else NULL
+-- (crm.open_customer's gone; the timeline and merge-history statements of
+-- src/store.c and crm.cached_profile use it).
+CREATE OR REPLACE FUNCTION crm.gone_doc(p_id uuid) RETURNS jsonb
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (SELECT o.gone FROM crm.open_customer(p_id) AS o);
+END $$;
+
 -- True when p_id (or the customer that absorbed it) has been erased.
 CREATE OR REPLACE FUNCTION crm.is_erased(p_id uuid) RETURNS boolean
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
-    RETURN (
-        SELECT coalesce((SELECT erased_at IS NOT NULL FROM crm.customers
-                              WHERE customer_id = crm.survivor_of(p_id)), false)
-    );
-END $$;
-
--- The answer for an erased customer (the server turns it into 410 Gone).
-CREATE OR REPLACE FUNCTION crm.gone_doc(p_id uuid) RETURNS jsonb
-LANGUAGE plpgsql STABLE AS $$
-BEGIN
-    RETURN (
-        SELECT jsonb_build_object('gone', true, 'customer_id', customer_id,
-                                      'erased_at', crm.ts(erased_at))
-              FROM crm.customers WHERE customer_id = crm.survivor_of(p_id) AND erased_at IS NOT NULL
-    );
+    RETURN (SELECT o.gone IS NOT NULL FROM crm.open_customer(p_id) AS o);
 END $$;

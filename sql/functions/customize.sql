@@ -83,26 +83,12 @@ CREATE OR REPLACE FUNCTION crm.unmerge_customize() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
     snap crm.merge_preferences%ROWTYPE;
-    sid uuid := crm.survivor_of(NEW.survivor_id);
-    p jsonb;
 BEGIN
     SELECT * INTO snap FROM crm.merge_preferences WHERE merge_id = NEW.merge_id;
     IF FOUND THEN
-        FOR p IN SELECT * FROM jsonb_array_elements(snap.absorbed_preferences) LOOP
-            DELETE FROM crm.preferences
-             WHERE customer_id = sid AND name = p->>'name' AND value = p->'value'
-               AND source = p->>'source' AND updated_at = (p->>'updated_at')::timestamptz;
-            IF FOUND THEN
-                INSERT INTO crm.preferences (customer_id, name, value, source, updated_at)
-                SELECT sid, s->>'name', s->'value', s->>'source', (s->>'updated_at')::timestamptz
-                  FROM jsonb_array_elements(snap.survivor_preferences) AS s
-                 WHERE s->>'name' = p->>'name';
-            END IF;
-            INSERT INTO crm.preferences (customer_id, name, value, source, updated_at)
-            VALUES (NEW.absorbed_id, p->>'name', p->'value', p->>'source',
-                    (p->>'updated_at')::timestamptz)
-            ON CONFLICT (customer_id, name) DO NOTHING;
-        END LOOP;
+        PERFORM crm.restore_snapshot('crm.preferences', crm.survivor_of(NEW.survivor_id),
+                                     NEW.absorbed_id, snap.absorbed_preferences,
+                                     snap.survivor_preferences, NULL);
     END IF;
     UPDATE crm.consent_events SET customer_id = NEW.absorbed_id
      WHERE origin_customer_id = ANY (NEW.absorbed_members) AND customer_id <> NEW.absorbed_id;
@@ -175,13 +161,12 @@ END $$;
 CREATE OR REPLACE FUNCTION crm.read_customize(p_id uuid, p_key uuid, p_role text, p_what text)
 RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
-    sid uuid := crm.survivor_of(p_id);
+    sid uuid;
+    gone jsonb;
 BEGIN
-    IF sid IS NULL THEN
-        RETURN NULL;
-    END IF;
-    IF crm.is_erased(sid) THEN
-        RETURN crm.gone_doc(sid);
+    SELECT o.sid, o.gone INTO sid, gone FROM crm.open_customer(p_id) AS o;
+    IF sid IS NULL OR gone IS NOT NULL THEN
+        RETURN gone;
     END IF;
     PERFORM crm.audit_read(p_key, p_role, 'customer.' || p_what || '.read', sid);
     RETURN jsonb_build_object('customer_id', sid)
@@ -196,14 +181,16 @@ CREATE OR REPLACE FUNCTION crm.patch_preferences(p_id uuid, p_patch jsonb, p_sou
 LANGUAGE plpgsql AS $$
 DECLARE
     sid uuid;
+    gone jsonb;
     tz text := p_patch #>> '{quiet_hours,time_zone}';
     k text;
     v jsonb;
     ck text;
     cv jsonb;
 BEGIN
-    IF crm.is_erased(p_id) THEN
-        RETURN crm.gone_doc(p_id);
+    gone := (SELECT o.gone FROM crm.open_customer(p_id) AS o);
+    IF gone IS NOT NULL THEN
+        RETURN gone;
     END IF;
     IF tz IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = tz) THEN
         RETURN jsonb_build_object('errors', jsonb_build_array(jsonb_build_object(
@@ -305,11 +292,13 @@ CREATE OR REPLACE FUNCTION crm.record_consent(p_id uuid, p_purpose text, p_chann
 LANGUAGE plpgsql AS $$
 DECLARE
     sid uuid;
+    gone jsonb;
     doc jsonb;
     now_ts timestamptz := clock_timestamp();
 BEGIN
-    IF crm.is_erased(p_id) THEN
-        RETURN crm.gone_doc(p_id);
+    gone := (SELECT o.gone FROM crm.open_customer(p_id) AS o);
+    IF gone IS NOT NULL THEN
+        RETURN gone;
     END IF;
     sid := crm.lock_survivor(p_id);
     IF sid IS NULL THEN
@@ -335,7 +324,8 @@ CREATE OR REPLACE FUNCTION crm.contact_decision(p_id uuid, p_purpose text, p_cha
                                      p_at timestamptz) RETURNS jsonb
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
-    sid uuid := crm.survivor_of(p_id);
+    sid uuid;
+    gone jsonb;
     at timestamptz := coalesce(p_at, now());
     qh jsonb;
     fc jsonb;
@@ -348,11 +338,9 @@ DECLARE
     detail text;
     best text;
 BEGIN
-    IF sid IS NULL THEN
-        RETURN NULL;
-    END IF;
-    IF crm.is_erased(sid) THEN
-        RETURN crm.gone_doc(sid);
+    SELECT o.sid, o.gone INTO sid, gone FROM crm.open_customer(p_id) AS o;
+    IF sid IS NULL OR gone IS NOT NULL THEN
+        RETURN gone;
     END IF;
     SELECT value INTO qh FROM crm.preferences WHERE customer_id = sid AND name = 'quiet_hours';
     SELECT value INTO fc FROM crm.preferences WHERE customer_id = sid AND name = 'frequency_cap';
@@ -511,14 +499,13 @@ END $$;
 CREATE OR REPLACE FUNCTION crm.export_customer(p_id uuid, p_key uuid, p_role text) RETURNS jsonb
 LANGUAGE plpgsql AS $$
 DECLARE
-    sid uuid := crm.survivor_of(p_id);
+    sid uuid;
+    gone jsonb;
     ids uuid[];
 BEGIN
-    IF sid IS NULL THEN
-        RETURN NULL;
-    END IF;
-    IF crm.is_erased(sid) THEN
-        RETURN crm.gone_doc(sid);
+    SELECT o.sid, o.gone INTO sid, gone FROM crm.open_customer(p_id) AS o;
+    IF sid IS NULL OR gone IS NOT NULL THEN
+        RETURN gone;
     END IF;
     ids := ARRAY[sid] || ARRAY(SELECT customer_id FROM crm.customers WHERE merged_into = sid
                                ORDER BY customer_id);
@@ -580,6 +567,7 @@ CREATE OR REPLACE FUNCTION crm.erase_customer(p_id uuid, p_key uuid, p_role text
 LANGUAGE plpgsql AS $$
 DECLARE
     sid uuid;
+    gone jsonb;
     ids uuid[];
     n_identifiers bigint;
     n_traits bigint;
@@ -588,8 +576,9 @@ DECLARE
     at timestamptz := clock_timestamp();
     result jsonb;
 BEGIN
-    IF crm.is_erased(p_id) THEN
-        RETURN crm.gone_doc(p_id);
+    gone := (SELECT o.gone FROM crm.open_customer(p_id) AS o);
+    IF gone IS NOT NULL THEN
+        RETURN gone;
     END IF;
     -- Locks the survivor (erased or not; NULL for an erased one).
     PERFORM crm.lock_survivors(ARRAY[p_id]);
@@ -597,8 +586,9 @@ BEGIN
     IF sid IS NULL THEN
         RETURN NULL;
     END IF;
-    IF crm.is_erased(sid) THEN
-        RETURN crm.gone_doc(sid);
+    gone := (SELECT o.gone FROM crm.open_customer(sid) AS o);
+    IF gone IS NOT NULL THEN
+        RETURN gone;
     END IF;
     ids := ARRAY[sid] || ARRAY(SELECT customer_id FROM crm.customers WHERE merged_into = sid
                                ORDER BY customer_id);

@@ -348,6 +348,55 @@ BEGIN
     END LOOP;
 END $$;
 
+-- Unmerge, for a table of (customer_id, name, value, source, updated_at) rows
+-- whose two sides a merge snapshotted (crm.traits: crm.merges'
+-- absorbed_traits and survivor_traits; crm.preferences: crm.merge_preferences):
+-- every field of the survivor p_sid still holding the row the merge brought
+-- over goes back to the survivor's own earlier value (or away), and the
+-- absorbed customer gets its rows back. With p_members, a row that one of
+-- them (other than p_absorbed) took back by an unmerge of its own since is
+-- left alone.
+CREATE OR REPLACE FUNCTION crm.restore_snapshot(p_table regclass, p_sid uuid, p_absorbed uuid,
+                                                p_absorbed_rows jsonb, p_survivor_rows jsonb,
+                                                p_members uuid[]) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    r jsonb;
+    taken boolean;
+    n bigint;
+BEGIN
+    FOR r IN SELECT * FROM jsonb_array_elements(p_absorbed_rows) LOOP
+        IF p_members IS NOT NULL THEN
+            EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s x
+                             WHERE x.customer_id = ANY ($1) AND x.customer_id <> $2
+                               AND x.name = $3->>''name'' AND x.value = $3->''value''
+                               AND x.source = $3->>''source''
+                               AND x.updated_at = ($3->>''updated_at'')::timestamptz)', p_table)
+               INTO taken USING p_members, p_absorbed, r;
+            CONTINUE WHEN taken;
+        END IF;
+        EXECUTE format('DELETE FROM %s
+                         WHERE customer_id = $1 AND name = $2->>''name'' AND value = $2->''value''
+                           AND source = $2->>''source''
+                           AND updated_at = ($2->>''updated_at'')::timestamptz', p_table)
+          USING p_sid, r;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        IF n > 0 THEN
+            EXECUTE format('INSERT INTO %s (customer_id, name, value, source, updated_at)
+                            SELECT $1, s->>''name'', s->''value'', s->>''source'',
+                                   (s->>''updated_at'')::timestamptz
+                              FROM jsonb_array_elements($2) AS s
+                             WHERE s->>''name'' = $3->>''name''', p_table)
+              USING p_sid, p_survivor_rows, r;
+        END IF;
+        EXECUTE format('INSERT INTO %s (customer_id, name, value, source, updated_at)
+                        VALUES ($1, $2->>''name'', $2->''value'', $2->>''source'',
+                                ($2->>''updated_at'')::timestamptz)
+                        ON CONFLICT (customer_id, name) DO NOTHING', p_table)
+          USING p_absorbed, r;
+    END LOOP;
+END $$;
+
 -- Split p_absorbed out of the customer that absorbed it, undoing its latest
 -- merge: its members, identifiers, traits and interactions go back as they
 -- were; interactions added after the merge follow the identifier (or id)
@@ -362,7 +411,6 @@ RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
     m crm.merges%ROWTYPE;
     sid uuid;
-    t jsonb;
 BEGIN
     SELECT * INTO m FROM crm.merges
      WHERE absorbed_id = p_absorbed AND unmerged_at IS NULL
@@ -423,26 +471,10 @@ BEGIN
 
     -- Traits: the absorbed customer's as they were; on the survivor, every
     -- field still holding what the merge brought over goes back to the
-    -- survivor's own earlier value (or away).
-    FOR t IN SELECT * FROM jsonb_array_elements(m.absorbed_traits) LOOP
-        -- A member unmerged on its own since took this very row back already.
-        CONTINUE WHEN EXISTS (
-            SELECT 1 FROM crm.traits x
-             WHERE x.customer_id = ANY (m.absorbed_members) AND x.customer_id <> p_absorbed
-               AND x.name = t->>'name' AND x.value = t->'value' AND x.source = t->>'source'
-               AND x.updated_at = (t->>'updated_at')::timestamptz);
-        DELETE FROM crm.traits
-         WHERE customer_id = sid AND name = t->>'name' AND value = t->'value'
-           AND source = t->>'source' AND updated_at = (t->>'updated_at')::timestamptz;
-        IF FOUND THEN
-            INSERT INTO crm.traits (customer_id, name, value, source, updated_at)
-            SELECT sid, s->>'name', s->'value', s->>'source', (s->>'updated_at')::timestamptz
-              FROM jsonb_array_elements(m.survivor_traits) AS s
-             WHERE s->>'name' = t->>'name';
-        END IF;
-        INSERT INTO crm.traits (customer_id, name, value, source, updated_at)
-        VALUES (p_absorbed, t->>'name', t->'value', t->>'source', (t->>'updated_at')::timestamptz);
-    END LOOP;
+    -- survivor's own earlier value (or away). A member unmerged on its own
+    -- since took its rows back already.
+    PERFORM crm.restore_snapshot('crm.traits', sid, p_absorbed, m.absorbed_traits,
+                                 m.survivor_traits, m.absorbed_members);
 
     PERFORM crm.rebuild_aggregates(sid);
     PERFORM crm.rebuild_aggregates(p_absorbed);
