@@ -3,8 +3,10 @@
 --
 -- Applied after the migrations at every start, inside the migration
 -- transaction, in the order of meson.build's `functions` list: every
--- statement must be idempotent (CREATE OR REPLACE; DROP ... IF EXISTS first
--- when a signature or return type changes). One current definition per object.
+-- statement must be idempotent (CREATE OR REPLACE FUNCTION; DROP ... IF
+-- EXISTS first when a signature or return type changes; triggers and views
+-- through crm.define_trigger and crm.define_view, core.sql). One current
+-- definition per object.
 
 -- Follow merged_into to the surviving customer (merges flatten chains, so
 -- this is at most one hop; the loop is defensive).
@@ -78,4 +80,48 @@ CREATE OR REPLACE FUNCTION crm.is_erased(p_id uuid) RETURNS boolean
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
     RETURN (SELECT o.gone IS NOT NULL FROM crm.open_customer(p_id) AS o);
+END $$;
+
+-- ---- how triggers and views are defined in these files ---------------------
+
+-- Functions are replaced at every start: CREATE OR REPLACE FUNCTION locks
+-- no table. Replacing a trigger takes a SHARE ROW EXCLUSIVE lock on its
+-- table and replacing a view an ACCESS EXCLUSIVE lock on it: at every start
+-- that would queue the writes (or reads) of the servers already running
+-- behind the start-up, and deadlock with them. So a trigger or a view is
+-- (re)created only when its definition here differs from the one it was
+-- created from, whose md5 is kept as the object's comment:
+--     SELECT crm.define_trigger('name', 'crm.table', $def$
+--         CREATE OR REPLACE TRIGGER name ... ON crm.table ... $def$);
+--     SELECT crm.define_view('crm.name', $def$ CREATE OR REPLACE VIEW crm.name AS ... $def$);
+CREATE OR REPLACE FUNCTION crm.define_trigger(p_name text, p_table regclass, p_definition text)
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    tag text := 'sql/functions md5:' || md5(p_definition);
+BEGIN
+    IF (SELECT obj_description(t.oid, 'pg_trigger') FROM pg_trigger t
+         WHERE t.tgrelid = p_table AND t.tgname = p_name) IS NOT DISTINCT FROM tag THEN
+        RETURN;
+    END IF;
+    EXECUTE p_definition;
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = p_table AND t.tgname = p_name) THEN
+        RAISE EXCEPTION 'crm.define_trigger: the definition does not create trigger % on %',
+                        p_name, p_table;
+    END IF;
+    EXECUTE format('COMMENT ON TRIGGER %I ON %s IS %L', p_name, p_table, tag);
+END $$;
+
+CREATE OR REPLACE FUNCTION crm.define_view(p_view text, p_definition text)
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    tag text := 'sql/functions md5:' || md5(p_definition);
+BEGIN
+    IF obj_description(to_regclass(p_view), 'pg_class') IS NOT DISTINCT FROM tag THEN
+        RETURN;
+    END IF;
+    EXECUTE p_definition;
+    IF to_regclass(p_view) IS NULL THEN
+        RAISE EXCEPTION 'crm.define_view: the definition does not create view %', p_view;
+    END IF;
+    EXECUTE format('COMMENT ON VIEW %s IS %L', p_view, tag);
 END $$;

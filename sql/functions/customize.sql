@@ -5,8 +5,10 @@
 --
 -- Applied after the migrations at every start, inside the migration
 -- transaction, in the order of meson.build's `functions` list: every
--- statement must be idempotent (CREATE OR REPLACE; DROP ... IF EXISTS first
--- when a signature or return type changes). One current definition per object.
+-- statement must be idempotent (CREATE OR REPLACE FUNCTION; DROP ... IF
+-- EXISTS first when a signature or return type changes; triggers and views
+-- through crm.define_trigger and crm.define_view, core.sql). One current
+-- definition per object.
 
 -- Only a merge may touch a consent row, and only to move it to the survivor.
 CREATE OR REPLACE FUNCTION crm.consent_events_append_only() RETURNS trigger
@@ -21,8 +23,10 @@ BEGIN
     RETURN NEW;
 END $$;
 
+SELECT crm.define_trigger('consent_events_append_only', 'crm.consent_events', $def$
 CREATE OR REPLACE TRIGGER consent_events_append_only BEFORE UPDATE OR DELETE ON crm.consent_events
-    FOR EACH ROW EXECUTE FUNCTION crm.consent_events_append_only();
+    FOR EACH ROW EXECUTE FUNCTION crm.consent_events_append_only()
+$def$);
 
 -- A resolve that looked an identifier up just before an erasure committed
 -- must not attach identifiers to (or merge) the erased customer: fail with
@@ -37,8 +41,10 @@ BEGIN
     RETURN NEW;
 END $$;
 
+SELECT crm.define_trigger('identifiers_not_erased', 'crm.identifiers', $def$
 CREATE OR REPLACE TRIGGER identifiers_not_erased BEFORE INSERT OR UPDATE OF customer_id ON crm.identifiers
-    FOR EACH ROW EXECUTE FUNCTION crm.identifiers_not_erased();
+    FOR EACH ROW EXECUTE FUNCTION crm.identifiers_not_erased()
+$def$);
 
 CREATE OR REPLACE FUNCTION crm.preference_rows(p_customer uuid) RETURNS jsonb
 LANGUAGE plpgsql STABLE AS $$
@@ -73,8 +79,10 @@ BEGIN
     RETURN NULL;
 END $$;
 
+SELECT crm.define_trigger('merges_customize', 'crm.merges', $def$
 CREATE OR REPLACE TRIGGER merges_customize AFTER INSERT ON crm.merges
-    FOR EACH ROW EXECUTE FUNCTION crm.merge_customize();
+    FOR EACH ROW EXECUTE FUNCTION crm.merge_customize()
+$def$);
 
 -- Unmerge: every survivor field still holding what the merge brought over
 -- goes back to the survivor's earlier value (or away); the absorbed side
@@ -95,9 +103,11 @@ BEGIN
     RETURN NULL;
 END $$;
 
+SELECT crm.define_trigger('merges_unmerge_customize', 'crm.merges', $def$
 CREATE OR REPLACE TRIGGER merges_unmerge_customize AFTER UPDATE OF unmerged_at ON crm.merges
     FOR EACH ROW WHEN (OLD.unmerged_at IS NULL AND NEW.unmerged_at IS NOT NULL)
-    EXECUTE FUNCTION crm.unmerge_customize();
+    EXECUTE FUNCTION crm.unmerge_customize()
+$def$);
 
 -- ---- preferences ------------------------------------------------------------
 

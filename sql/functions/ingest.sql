@@ -3,8 +3,10 @@
 --
 -- Applied after the migrations at every start, inside the migration
 -- transaction, in the order of meson.build's `functions` list: every
--- statement must be idempotent (CREATE OR REPLACE; DROP ... IF EXISTS first
--- when a signature or return type changes). One current definition per object.
+-- statement must be idempotent (CREATE OR REPLACE FUNCTION; DROP ... IF
+-- EXISTS first when a signature or return type changes; triggers and views
+-- through crm.define_trigger and crm.define_view, core.sql). One current
+-- definition per object.
 
 -- Store one interaction idempotently. The customer is given either by id
 -- (p_customer) or by identifiers (p_identifiers, resolved as crm.resolve).

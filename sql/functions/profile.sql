@@ -3,8 +3,10 @@
 --
 -- Applied after the migrations at every start, inside the migration
 -- transaction, in the order of meson.build's `functions` list: every
--- statement must be idempotent (CREATE OR REPLACE; DROP ... IF EXISTS first
--- when a signature or return type changes). One current definition per object.
+-- statement must be idempotent (CREATE OR REPLACE FUNCTION; DROP ... IF
+-- EXISTS first when a signature or return type changes; triggers and views
+-- through crm.define_trigger and crm.define_view, core.sql). One current
+-- definition per object.
 
 -- Needs: derived (interaction tags, with counts and recency) merged with
 -- declared ones (the attributes.interests trait, an array of strings).
@@ -200,23 +202,35 @@ END $$;
 
 -- Every table the profile document is built from (see crm.profile and
 -- crm.profile_sections), except the value tables, which use the epoch.
+SELECT crm.define_trigger('identifiers_profile_stale', 'crm.identifiers', $def$
 CREATE OR REPLACE TRIGGER identifiers_profile_stale AFTER INSERT OR UPDATE OR DELETE ON crm.identifiers
-    FOR EACH ROW EXECUTE FUNCTION crm.profile_stale_row();
+    FOR EACH ROW EXECUTE FUNCTION crm.profile_stale_row()
+$def$);
 
+SELECT crm.define_trigger('traits_profile_stale', 'crm.traits', $def$
 CREATE OR REPLACE TRIGGER traits_profile_stale AFTER INSERT OR UPDATE OR DELETE ON crm.traits
-    FOR EACH ROW EXECUTE FUNCTION crm.profile_stale_row();
+    FOR EACH ROW EXECUTE FUNCTION crm.profile_stale_row()
+$def$);
 
+SELECT crm.define_trigger('interaction_stats_profile_stale', 'crm.interaction_stats', $def$
 CREATE OR REPLACE TRIGGER interaction_stats_profile_stale AFTER INSERT OR UPDATE OR DELETE
-    ON crm.interaction_stats FOR EACH ROW EXECUTE FUNCTION crm.profile_stale_row();
+    ON crm.interaction_stats FOR EACH ROW EXECUTE FUNCTION crm.profile_stale_row()
+$def$);
 
+SELECT crm.define_trigger('customer_needs_profile_stale', 'crm.customer_needs', $def$
 CREATE OR REPLACE TRIGGER customer_needs_profile_stale AFTER INSERT OR UPDATE OR DELETE
-    ON crm.customer_needs FOR EACH ROW EXECUTE FUNCTION crm.profile_stale_row();
+    ON crm.customer_needs FOR EACH ROW EXECUTE FUNCTION crm.profile_stale_row()
+$def$);
 
+SELECT crm.define_trigger('preferences_profile_stale', 'crm.preferences', $def$
 CREATE OR REPLACE TRIGGER preferences_profile_stale AFTER INSERT OR UPDATE OR DELETE ON crm.preferences
-    FOR EACH ROW EXECUTE FUNCTION crm.profile_stale_row();
+    FOR EACH ROW EXECUTE FUNCTION crm.profile_stale_row()
+$def$);
 
+SELECT crm.define_trigger('consent_events_profile_stale', 'crm.consent_events', $def$
 CREATE OR REPLACE TRIGGER consent_events_profile_stale AFTER INSERT OR UPDATE OR DELETE
-    ON crm.consent_events FOR EACH ROW EXECUTE FUNCTION crm.profile_stale_row();
+    ON crm.consent_events FOR EACH ROW EXECUTE FUNCTION crm.profile_stale_row()
+$def$);
 
 -- A customer row: its own document, and the merged_ids of the survivors it
 -- joins or leaves.
@@ -231,8 +245,10 @@ BEGIN
     RETURN NULL;
 END $$;
 
+SELECT crm.define_trigger('customers_profile_stale', 'crm.customers', $def$
 CREATE OR REPLACE TRIGGER customers_profile_stale AFTER UPDATE ON crm.customers
-    FOR EACH ROW EXECUTE FUNCTION crm.profile_stale_customer();
+    FOR EACH ROW EXECUTE FUNCTION crm.profile_stale_customer()
+$def$);
 
 CREATE OR REPLACE FUNCTION crm.profile_stale_all() RETURNS trigger
 LANGUAGE plpgsql AS $$
@@ -241,11 +257,15 @@ BEGIN
     RETURN NULL;
 END $$;
 
+SELECT crm.define_trigger('customer_value_profile_stale', 'crm.customer_value', $def$
 CREATE OR REPLACE TRIGGER customer_value_profile_stale AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
-    ON crm.customer_value FOR EACH STATEMENT EXECUTE FUNCTION crm.profile_stale_all();
+    ON crm.customer_value FOR EACH STATEMENT EXECUTE FUNCTION crm.profile_stale_all()
+$def$);
 
+SELECT crm.define_trigger('settings_profile_stale', 'crm.settings', $def$
 CREATE OR REPLACE TRIGGER settings_profile_stale AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
-    ON crm.settings FOR EACH STATEMENT EXECUTE FUNCTION crm.profile_stale_all();
+    ON crm.settings FOR EACH STATEMENT EXECUTE FUNCTION crm.profile_stale_all()
+$def$);
 
 -- The profile read: the cached document of p_id's survivor when it is still
 -- good, else built (crm.profile, or the gone document of an erased customer)
@@ -284,6 +304,7 @@ END $$;
 -- good is answered by this plain join, without entering PL/pgSQL (about 40 %
 -- faster than calling crm.cached_profile); anything else (a miss, an absorbed
 -- id) goes through crm.cached_profile. No row: no such customer.
+SELECT crm.define_view('crm.profile_read', $def$
 CREATE OR REPLACE VIEW crm.profile_read AS
 SELECT c.customer_id,
        CASE WHEN pc.doc IS NOT NULL AND pc.epoch = e.epoch AND c.merged_into IS NULL
@@ -292,7 +313,8 @@ SELECT c.customer_id,
             ELSE crm.cached_profile(c.customer_id) END AS doc
   FROM crm.customers c
  CROSS JOIN crm.profile_cache_epoch e
-  LEFT JOIN crm.profile_cache pc ON pc.customer_id = c.customer_id;
+  LEFT JOIN crm.profile_cache pc ON pc.customer_id = c.customer_id
+$def$);
 
 CREATE OR REPLACE FUNCTION crm.profile_cache_store(p_customer uuid, p_version bigint, p_epoch bigint,
                                         p_doc jsonb) RETURNS void

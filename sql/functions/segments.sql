@@ -2,8 +2,10 @@
 --
 -- Applied after the migrations at every start, inside the migration
 -- transaction, in the order of meson.build's `functions` list: every
--- statement must be idempotent (CREATE OR REPLACE; DROP ... IF EXISTS first
--- when a signature or return type changes). One current definition per object.
+-- statement must be idempotent (CREATE OR REPLACE FUNCTION; DROP ... IF
+-- EXISTS first when a signature or return type changes; triggers and views
+-- through crm.define_trigger and crm.define_view, core.sql). One current
+-- definition per object.
 
 -- KPIs for [p_from, p_to) against the prior period of equal length, over
 -- the customers in p_customers (NULL = all). Money in the base currency.

@@ -7,10 +7,10 @@
 # Compared in schema crm: every function (pg_get_functiondef, by signature),
 # trigger (pg_get_triggerdef), index (pg_get_indexdef), view
 # (pg_get_viewdef), constraint (pg_get_constraintdef) and the columns of
-# every table (name, type, default, not null). Then two checks of the check:
-# a body changed by hand in B must show up as a difference, and the next
-# `crm-server migrate` must put the repository's body back (the functions
-# files are applied at every start).
+# every table (name, type, default, not null). Then checks of the check: a
+# body changed and a trigger dropped by hand in B must show up as
+# differences, and the next `crm-server migrate` must put both back (the
+# functions files are applied at every start).
 # Expects test.sh's set-up (build/, a running PostgreSQL; CRM_BIN overrides
 # the binary). Last line: "schema: N passed, N failed".
 set -uo pipefail
@@ -107,10 +107,16 @@ if compare drift; then
 else
     ok "a function body changed by hand in B is detected"
 fi
+psql_db crm_schema_b -c "DROP TRIGGER settings_profile_stale ON crm.settings" > /dev/null 2>&1
+if catalogue crm_schema_b triggers | diff -q "$OUT/a.triggers" - > /dev/null; then
+    bad "a trigger dropped by hand in B is not detected"
+else
+    ok "a trigger dropped by hand in B is detected"
+fi
 # ... and the next start puts the repository's body back.
 "$BIN" migrate --db "$(conninfo crm_schema_b)" > "$OUT/migrate_b2.log" 2>&1
 if compare repaired; then
-    ok "the next crm-server migrate puts the repository's function bodies back"
+    ok "the next crm-server migrate puts the repository's function body and trigger back"
 else
     bad "after another crm-server migrate, B still differs from A"
 fi
