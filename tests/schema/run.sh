@@ -4,10 +4,11 @@
 #   A: an empty database, `crm-server migrate`;
 #   B: tests/data/release_9275496_schema.sql (what release 9275496 left:
 #      migrations 001..006), then `crm-server migrate`.
-# Compared in schema crm: every function (pg_get_functiondef, by signature),
-# trigger (pg_get_triggerdef), index (pg_get_indexdef), view
-# (pg_get_viewdef), constraint (pg_get_constraintdef) and the columns of
-# every table (name, type, default, not null). Then checks of the check: a
+# First, the layout: no function, trigger or view in a migration, one
+# definition per function. Compared in schema crm: every function
+# (pg_get_functiondef, by signature), trigger (pg_get_triggerdef), index
+# (pg_get_indexdef), view (pg_get_viewdef), constraint (pg_get_constraintdef)
+# and the columns of every table (name, type, default, not null). Then checks of the check: a
 # body changed and a trigger dropped by hand in B must show up as
 # differences, and the next `crm-server migrate` must put both back (the
 # functions files are applied at every start).
@@ -82,6 +83,22 @@ compare() {
     done
     [ "$diffs" -eq 0 ]
 }
+
+# The layout: migrations hold no function, trigger or view, and each crm.*
+# function has one definition under sql/functions/.
+hits=$(cd "$ROOT" && grep -nEi '^[[:space:]]*CREATE[[:space:]]+(OR[[:space:]]+REPLACE[[:space:]]+)?(FUNCTION|PROCEDURE|TRIGGER|VIEW)' sql/[0-9]*.sql)
+if [ -z "$hits" ]; then
+    ok "sql/NNN_*.sql create no function, trigger or view"
+else
+    bad "functions, triggers or views in migrations (they belong in sql/functions/):"; echo "$hits"
+fi
+dups=$(cd "$ROOT" && grep -ohEi 'CREATE[[:space:]]+OR[[:space:]]+REPLACE[[:space:]]+FUNCTION[[:space:]]+crm\.[a-z_0-9]+' \
+           sql/functions/*.sql | awk '{print tolower($NF)}' | sort | uniq -d)
+if [ -z "$dups" ]; then
+    ok "each crm.* function has one definition in sql/functions/"
+else
+    bad "defined more than once in sql/functions/: $dups"
+fi
 
 create_database crm_schema_a recreate
 create_database crm_schema_b recreate
