@@ -3,7 +3,7 @@
  * run time: a page of moments restricted to a saved segment (the compiled
  * rule's $1..$n first, then the page parameters). Everything else is a
  * prepared statement of store.c's catalogue calling a crm.* function of
- * sql/004_customize.sql.
+ * sql/functions/customize.sql.
  */
 #ifndef CRM_STORE_CUSTOMIZE_H
 #define CRM_STORE_CUSTOMIZE_H

@@ -121,6 +121,11 @@ count_summary() {
     failed=$((failed + $(echo "$line" | sed -E 's/.* ([0-9]+) failed.*/\1/')))
 }
 
+echo "== catalogue: fresh database vs upgraded from release 9275496 (tests/schema/run.sh)"
+schema_out=$(bash "$ROOT/tests/schema/run.sh" 2>&1)
+echo "$schema_out"
+count_summary schema "$schema_out"
+
 echo "== scripts and self-containment (tests/scripts/run.sh)"
 scripts_out=$(bash "$ROOT/tests/scripts/run.sh" 2>&1)
 echo "$scripts_out"

@@ -105,7 +105,7 @@ const struct db_statement store_statements[STMT_COUNT] = {
      "'customer_ids', to_jsonb(customer_ids), 'identifiers', identifiers, 'detail', detail) "
      "ORDER BY conflict_id DESC), '[]')) FROM (SELECT * FROM crm.identity_conflicts "
      "ORDER BY conflict_id DESC LIMIT $1::int) AS c"},
-    /* Customize (sql/004_customize.sql); erased customers answer {"gone": true, ...}. */
+    /* Customize (sql/functions/customize.sql); erased customers answer {"gone": true, ...}. */
     [STMT_PREFERENCES_GET] = {"preferences_get", "SELECT crm.read_customize($1::uuid, $2::uuid, $3, 'preferences')"},
     [STMT_PREFERENCES_PATCH] = {"preferences_patch", "SELECT crm.patch_preferences($1::uuid, $2::jsonb, $3)"},
     [STMT_CONSENTS_GET] = {"consents_get", "SELECT crm.read_customize($1::uuid, $2::uuid, $3, 'consents')"},

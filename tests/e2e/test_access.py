@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """End-to-end tests of access control: API keys, roles, partner scope,
 revocation and the audit log (src/auth.c, src/access.c, src/handlers_admin.c,
-sql/003_access.sql).
+sql/003_access.sql, sql/functions/access.sql).
 
 Run:  CRM_BIN=build/crm-server CRM_DATABASE_URL=postgresql:///crm \
       python3 tests/e2e/test_access.py [TestClass[.test_method] ...]

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""End-to-end tests of the maintained profile document (sql/005_profile_cache.sql).
+"""End-to-end tests of the maintained profile document (sql/005_profile_cache.sql,
+sql/functions/profile.sql).
 
 A profile read stores the built document in crm.profile_cache; every write
 that changes what the profile shows invalidates it in the same transaction.

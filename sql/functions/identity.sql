@@ -1,0 +1,861 @@
+-- identity: resolution of identifiers to one customer, blocked values and
+-- limits, the customer locks (every path follows one lock order: see
+-- docs/identity.md, "Lock order", and sql/007_identity_junk_and_lock_order.sql),
+-- traits, merge, unmerge and merge history.
+--
+-- Applied after the migrations at every start, inside the migration
+-- transaction, in the order of meson.build's `functions` list: every
+-- statement must be idempotent (CREATE OR REPLACE FUNCTION; DROP ... IF
+-- EXISTS first when a signature or return type changes; triggers and views
+-- through crm.define_trigger and crm.define_view, core.sql). One current
+-- definition per object.
+
+-- ---- customer locks (the lock order: docs/identity.md) ----------------------------
+
+-- A row lock that waited for a merge keeps the absorbed row locked even
+-- though the row no longer qualifies (merged_into IS NULL is re-checked after
+-- locking): a stray lock outside the order. So every lock attempt that can
+-- fail runs in a subtransaction, rolled back (SQLSTATE P0L01) to give the
+-- stray lock back before the next attempt.
+
+-- Lock the surviving customer of p_id until commit (FOR NO KEY UPDATE, the
+-- writers' lock mode), so no merge can absorb it while we write to it; if a
+-- merge wins the race, follow it (a failed attempt's lock is given back).
+-- Returns NULL when the customer does not exist or is erased.
+CREATE OR REPLACE FUNCTION crm.lock_survivor(p_id uuid) RETURNS uuid
+LANGUAGE plpgsql AS $$
+DECLARE
+    sid uuid;
+    gone boolean;
+BEGIN
+    FOR attempt IN 1..5 LOOP
+        sid := crm.survivor_of(p_id);
+        IF sid IS NULL THEN
+            RETURN NULL;
+        END IF;
+        BEGIN
+            SELECT erased_at IS NOT NULL INTO gone FROM crm.customers
+             WHERE customer_id = sid AND merged_into IS NULL FOR NO KEY UPDATE;
+            -- Still p_id's survivor (an unmerge may have committed meanwhile)?
+            IF FOUND AND crm.survivor_of(p_id) = sid THEN
+                RETURN CASE WHEN gone THEN NULL ELSE sid END;
+            END IF;
+            RAISE EXCEPTION 'lock order: start over' USING ERRCODE = 'P0L01';
+        EXCEPTION WHEN SQLSTATE 'P0L01' THEN
+            NULL;
+        END;
+    END LOOP;
+    RAISE EXCEPTION 'customer % kept being merged', p_id USING ERRCODE = '40001';
+END $$;
+
+-- Set traits from a JSON object; null removes. attributes is merged per key.
+CREATE OR REPLACE FUNCTION crm.apply_traits(p_customer uuid, p_traits jsonb, p_source text)
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    k text;
+    v jsonb;
+    ak text;
+    av jsonb;
+BEGIN
+    IF p_traits IS NULL OR jsonb_typeof(p_traits) <> 'object' THEN
+        RETURN;
+    END IF;
+    FOR k, v IN SELECT key, value FROM jsonb_each(p_traits) LOOP
+        IF k = 'attributes' AND jsonb_typeof(v) = 'object' THEN
+            FOR ak, av IN SELECT key, value FROM jsonb_each(v) LOOP
+                PERFORM crm.set_trait(p_customer, 'attributes.' || ak, av, p_source);
+            END LOOP;
+        ELSIF k = 'attributes' AND jsonb_typeof(v) = 'null' THEN
+            DELETE FROM crm.traits WHERE customer_id = p_customer AND name LIKE 'attributes.%';
+        ELSE
+            PERFORM crm.set_trait(p_customer, k, v, p_source);
+        END IF;
+    END LOOP;
+END $$;
+
+CREATE OR REPLACE FUNCTION crm.set_trait(p_customer uuid, p_name text, p_value jsonb, p_source text)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF jsonb_typeof(p_value) = 'null' THEN
+        DELETE FROM crm.traits WHERE customer_id = p_customer AND name = p_name;
+    ELSE
+        INSERT INTO crm.traits (customer_id, name, value, source, updated_at)
+        VALUES (p_customer, p_name, p_value, p_source, clock_timestamp())
+        ON CONFLICT (customer_id, name) DO UPDATE
+            SET value = excluded.value, source = excluded.source, updated_at = excluded.updated_at;
+    END IF;
+END $$;
+
+-- A customer's identifier or trait rows as a JSON array (merge snapshots).
+CREATE OR REPLACE FUNCTION crm.snapshot_rows(p_what text, p_customer uuid) RETURNS jsonb
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (
+        SELECT CASE p_what
+                WHEN 'identifiers' THEN
+                    (SELECT coalesce(jsonb_agg(jsonb_build_object('kind', kind, 'namespace', namespace,
+                                                                  'value', value, 'source', source,
+                                                                  'created_at', created_at)), '[]')
+                       FROM crm.identifiers WHERE customer_id = p_customer)
+                ELSE
+                    (SELECT coalesce(jsonb_agg(jsonb_build_object('name', name, 'value', value,
+                                                                  'source', source,
+                                                                  'updated_at', updated_at)), '[]')
+                       FROM crm.traits WHERE customer_id = p_customer)
+                END
+    );
+END $$;
+
+-- Move everything of p_absorbed into p_survivor, first recording in
+-- crm.merges what an unmerge needs. Caller holds row locks on both.
+CREATE OR REPLACE FUNCTION crm.merge_into(p_survivor uuid, p_absorbed uuid, p_actor text,
+                               p_reason text, p_trigger jsonb)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO crm.merges (survivor_id, absorbed_id, actor, reason, trigger_identifiers,
+                            absorbed_members, absorbed_identifiers, absorbed_traits,
+                            survivor_traits, absorbed_updated_at, survivor_updated_at)
+    SELECT p_survivor, p_absorbed, p_actor, p_reason, p_trigger,
+           ARRAY(SELECT p_absorbed UNION SELECT customer_id FROM crm.customers
+                  WHERE merged_into = p_absorbed),
+           crm.snapshot_rows('identifiers', p_absorbed),
+           crm.snapshot_rows('traits', p_absorbed),
+           crm.snapshot_rows('traits', p_survivor),
+           (SELECT updated_at FROM crm.customers WHERE customer_id = p_absorbed),
+           (SELECT updated_at FROM crm.customers WHERE customer_id = p_survivor);
+
+    UPDATE crm.identifiers SET customer_id = p_survivor WHERE customer_id = p_absorbed;
+    UPDATE crm.interactions SET customer_id = p_survivor WHERE customer_id = p_absorbed;
+
+    -- Traits: the most recently written value of each field wins.
+    INSERT INTO crm.traits (customer_id, name, value, source, updated_at)
+    SELECT p_survivor, name, value, source, updated_at
+      FROM crm.traits WHERE customer_id = p_absorbed
+    ON CONFLICT (customer_id, name) DO UPDATE
+        SET value = excluded.value, source = excluded.source, updated_at = excluded.updated_at
+        WHERE excluded.updated_at > crm.traits.updated_at;
+    DELETE FROM crm.traits WHERE customer_id = p_absorbed;
+
+    INSERT INTO crm.interaction_stats AS s
+    SELECT p_survivor, channel, type, currency, n, amount, cost, first_at, last_at
+      FROM crm.interaction_stats WHERE customer_id = p_absorbed
+    ON CONFLICT (customer_id, channel, type, currency) DO UPDATE
+        SET n = s.n + excluded.n, amount = s.amount + excluded.amount,
+            cost = s.cost + excluded.cost,
+            first_at = least(s.first_at, excluded.first_at),
+            last_at = greatest(s.last_at, excluded.last_at);
+    DELETE FROM crm.interaction_stats WHERE customer_id = p_absorbed;
+
+    INSERT INTO crm.customer_needs AS s
+    SELECT p_survivor, need, n, first_at, last_at
+      FROM crm.customer_needs WHERE customer_id = p_absorbed
+    ON CONFLICT (customer_id, need) DO UPDATE
+        SET n = s.n + excluded.n,
+            first_at = least(s.first_at, excluded.first_at),
+            last_at = greatest(s.last_at, excluded.last_at);
+    DELETE FROM crm.customer_needs WHERE customer_id = p_absorbed;
+
+    -- Earlier absorbed customers now point straight at the new survivor.
+    UPDATE crm.customers SET merged_into = p_survivor
+     WHERE merged_into = p_absorbed;
+    UPDATE crm.customers SET merged_into = p_survivor, merged_at = clock_timestamp(),
+                             updated_at = clock_timestamp()
+     WHERE customer_id = p_absorbed;
+    UPDATE crm.customers SET updated_at = clock_timestamp() WHERE customer_id = p_survivor;
+END $$;
+
+-- True when a (normalised or raw) value is blocked for its kind.
+CREATE OR REPLACE FUNCTION crm.is_blocked(p_kind text, p_value text) RETURNS boolean
+LANGUAGE sql STABLE AS $$
+    SELECT EXISTS (SELECT 1 FROM crm.blocked_identifiers b
+                    WHERE b.kind IN (p_kind, '*')
+                      AND CASE WHEN b.pattern THEN lower(p_value) ~ b.value
+                               ELSE b.value = lower(p_value) END)
+$$;
+
+-- Identifier counts of the given customers together that would break a
+-- limit: [{kind, namespace, count, limit}] (namespace only for external).
+CREATE OR REPLACE FUNCTION crm.limit_violations(p_customers uuid[], p_extra jsonb) RETURNS jsonb
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (
+        SELECT coalesce(jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
+                       'kind', x.kind, 'namespace', nullif(x.bucket, ''), 'count', x.n,
+                       'limit', l.max_per_customer)) ORDER BY l.priority, x.bucket), '[]')
+              FROM (SELECT kind, bucket, count(DISTINCT (namespace, value)) AS n
+                      FROM (SELECT kind, namespace, value,
+                                   CASE WHEN kind = 'external' THEN namespace ELSE '' END AS bucket
+                              FROM crm.identifiers WHERE customer_id = ANY (p_customers)
+                            UNION
+                            SELECT i->>'kind', coalesce(i->>'namespace', ''), i->>'value',
+                                   CASE WHEN i->>'kind' = 'external' THEN coalesce(i->>'namespace', '')
+                                        ELSE '' END
+                              FROM jsonb_array_elements(coalesce(p_extra, '[]')) AS i) AS all_ids
+                     GROUP BY kind, bucket) AS x
+              JOIN crm.identifier_limits l ON l.kind = x.kind
+             WHERE x.n > l.max_per_customer
+    );
+END $$;
+
+-- crm.resolve with that shortcut in front: a known customer needs no
+-- advisory locks, no limit checks and no exclusive row lock. The answer is
+-- the one crm.resolve gives in that case. Callers (crm.ingest,
+-- crm.resolve_customer, crm.ingest_batch) call it by name.
+CREATE OR REPLACE FUNCTION crm.resolve(p_identifiers jsonb, p_source text, p_new_id uuid)
+RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+    known uuid := crm.known_customer(p_identifiers);
+BEGIN
+    IF known IS NOT NULL THEN
+        RETURN jsonb_build_object('customer_id', known, 'created', false,
+                                  'merged_ids', '[]'::jsonb, 'ignored', '[]'::jsonb,
+                                  'conflicts', '[]'::jsonb);
+    END IF;
+    RETURN crm.resolve_general(p_identifiers, p_source, p_new_id);
+END $$;
+
+-- Resolve (optionally) and set traits; returns {customer_id, created, merged_ids, customer}.
+CREATE OR REPLACE FUNCTION crm.resolve_customer(p_identifiers jsonb, p_traits jsonb, p_source text,
+                                     p_new_id uuid)
+RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+    r jsonb := crm.resolve(p_identifiers, p_source, p_new_id);
+    cid uuid := (r->>'customer_id')::uuid;
+BEGIN
+    IF r->>'status' = 'blocked' THEN
+        RETURN r;
+    END IF;
+    PERFORM crm.apply_traits(cid, p_traits, p_source);
+    RETURN r || jsonb_build_object('customer', crm.profile(cid));
+END $$;
+
+-- Set traits on an existing customer (absorbed ids follow to the survivor).
+-- Returns the profile, or NULL when the customer does not exist.
+CREATE OR REPLACE FUNCTION crm.patch_traits(p_id uuid, p_traits jsonb, p_source text)
+RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+    sid uuid;
+BEGIN
+    sid := crm.lock_survivor(p_id);
+    IF sid IS NULL THEN
+        RETURN NULL;
+    END IF;
+    PERFORM crm.apply_traits(sid, p_traits, p_source);
+    RETURN crm.profile(p_id);
+END $$;
+
+-- Trait fields on which two customers disagree and which value a merge of
+-- p_absorbed into p_survivor keeps (the most recently written one).
+CREATE OR REPLACE FUNCTION crm.trait_conflicts(p_survivor uuid, p_absorbed uuid) RETURNS jsonb
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (
+        SELECT coalesce(jsonb_agg(jsonb_build_object(
+                       'trait', s.name, 'survivor_value', s.value, 'absorbed_value', a.value,
+                       'winner', CASE WHEN a.updated_at > s.updated_at THEN 'absorbed' ELSE 'survivor' END)
+                     ORDER BY s.name), '[]')
+              FROM crm.traits s JOIN crm.traits a ON a.name = s.name
+             WHERE s.customer_id = p_survivor AND a.customer_id = p_absorbed AND a.value <> s.value
+    );
+END $$;
+
+-- ---- merge, unmerge, erasure: the same lock order ----------------------------------
+
+-- Merge on demand (admin). Returns {status: merged|dry_run|conflict|not_found|
+-- same_customer, survivor_id, absorbed_id, trait_conflicts, limit_violations,
+-- customer}. A dry run does the merge inside a subtransaction, takes the
+-- resulting profile and rolls the subtransaction back: nothing is written.
+-- Limits are enforced unless p_force. Both customers are locked in id order
+-- by crm.lock_survivors (locking the survivor, then the absorbed customer,
+-- deadlocked two merges of the same pair the other way round).
+CREATE OR REPLACE FUNCTION crm.manual_merge(p_survivor uuid, p_absorbed uuid, p_actor text, p_reason text,
+                                 p_dry_run boolean, p_force boolean)
+RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+    survivors uuid[];
+    sid uuid;
+    aid uuid;
+    traits jsonb;
+    violations jsonb;
+    doc jsonb;
+BEGIN
+    -- Both locked in id order (absent and erased customers are NULL).
+    survivors := crm.lock_survivors(ARRAY[p_survivor, p_absorbed]);
+    sid := survivors[1];
+    aid := survivors[2];
+    IF sid IS NULL OR aid IS NULL THEN
+        RETURN jsonb_build_object('status', 'not_found');
+    END IF;
+    IF sid = aid THEN
+        RETURN jsonb_build_object('status', 'same_customer', 'survivor_id', sid);
+    END IF;
+    traits := crm.trait_conflicts(sid, aid);
+    violations := crm.limit_violations(ARRAY[sid, aid], NULL);
+    IF jsonb_array_length(violations) > 0 AND NOT p_force THEN
+        RETURN jsonb_build_object('status', 'conflict', 'survivor_id', sid, 'absorbed_id', aid,
+                                  'trait_conflicts', traits, 'limit_violations', violations);
+    END IF;
+    BEGIN
+        PERFORM crm.merge_into(sid, aid, p_actor, p_reason, '[]');
+        doc := crm.profile(sid);
+        IF p_dry_run THEN
+            RAISE EXCEPTION 'dry run' USING ERRCODE = 'P0D01';
+        END IF;
+    EXCEPTION WHEN SQLSTATE 'P0D01' THEN
+        NULL; -- rolled back; doc keeps the would-be profile
+    END;
+    RETURN jsonb_build_object('status', CASE WHEN p_dry_run THEN 'dry_run' ELSE 'merged' END,
+                              'survivor_id', sid, 'absorbed_id', aid, 'trait_conflicts', traits,
+                              'limit_violations', violations, 'customer', doc);
+END $$;
+
+-- The survivor of merge m was itself absorbed later (m2, maybe further up a
+-- chain): those later snapshots still hold what m brought in. Make them as
+-- if m had never happened, so undoing them later restores the survivor as
+-- it was before m: m's absorbed trait rows become the survivor's earlier
+-- rows, its members and identifiers leave, and the survivor's updated_at
+-- goes back.
+CREATE OR REPLACE FUNCTION crm.forget_in_later_snapshots(m crm.merges) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    cur uuid := m.survivor_id;
+    later crm.merges%ROWTYPE;
+    first boolean := true;
+BEGIN
+    LOOP
+        SELECT * INTO later FROM crm.merges
+         WHERE absorbed_id = cur AND unmerged_at IS NULL AND merge_id > m.merge_id
+         ORDER BY merge_id DESC LIMIT 1;
+        EXIT WHEN NOT FOUND;
+        UPDATE crm.merges SET
+            absorbed_traits = (
+                SELECT coalesce(jsonb_agg(r), '[]') FROM (
+                    SELECT r FROM jsonb_array_elements(later.absorbed_traits) AS r
+                     WHERE NOT (r IN (SELECT jsonb_array_elements(m.absorbed_traits)))
+                    UNION ALL
+                    SELECT s FROM jsonb_array_elements(m.survivor_traits) AS s
+                     WHERE s->>'name' IN (SELECT a->>'name' FROM jsonb_array_elements(m.absorbed_traits) AS a
+                                           WHERE a IN (SELECT jsonb_array_elements(later.absorbed_traits)))
+                ) AS kept),
+            absorbed_members = ARRAY(SELECT unnest(later.absorbed_members)
+                                     EXCEPT SELECT unnest(m.absorbed_members)),
+            absorbed_identifiers = (
+                SELECT coalesce(jsonb_agg(i), '[]') FROM jsonb_array_elements(later.absorbed_identifiers) AS i
+                 WHERE NOT (i IN (SELECT jsonb_array_elements(m.absorbed_identifiers)))),
+            absorbed_updated_at = CASE WHEN first THEN m.survivor_updated_at
+                                       ELSE absorbed_updated_at END
+         WHERE merge_id = later.merge_id;
+        first := false;
+        cur := later.survivor_id;
+    END LOOP;
+END $$;
+
+-- Unmerge, for a table of (customer_id, name, value, source, updated_at) rows
+-- whose two sides a merge snapshotted (crm.traits: crm.merges'
+-- absorbed_traits and survivor_traits; crm.preferences: crm.merge_preferences):
+-- every field of the survivor p_sid still holding the row the merge brought
+-- over goes back to the survivor's own earlier value (or away), and the
+-- absorbed customer gets its rows back. With p_members, a row that one of
+-- them (other than p_absorbed) took back by an unmerge of its own since is
+-- left alone.
+CREATE OR REPLACE FUNCTION crm.restore_snapshot(p_table regclass, p_sid uuid, p_absorbed uuid,
+                                                p_absorbed_rows jsonb, p_survivor_rows jsonb,
+                                                p_members uuid[]) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    r jsonb;
+    taken boolean;
+    n bigint;
+BEGIN
+    FOR r IN SELECT * FROM jsonb_array_elements(p_absorbed_rows) LOOP
+        IF p_members IS NOT NULL THEN
+            EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s x
+                             WHERE x.customer_id = ANY ($1) AND x.customer_id <> $2
+                               AND x.name = $3->>''name'' AND x.value = $3->''value''
+                               AND x.source = $3->>''source''
+                               AND x.updated_at = ($3->>''updated_at'')::timestamptz)', p_table)
+               INTO taken USING p_members, p_absorbed, r;
+            CONTINUE WHEN taken;
+        END IF;
+        EXECUTE format('DELETE FROM %s
+                         WHERE customer_id = $1 AND name = $2->>''name'' AND value = $2->''value''
+                           AND source = $2->>''source''
+                           AND updated_at = ($2->>''updated_at'')::timestamptz', p_table)
+          USING p_sid, r;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        IF n > 0 THEN
+            EXECUTE format('INSERT INTO %s (customer_id, name, value, source, updated_at)
+                            SELECT $1, s->>''name'', s->''value'', s->>''source'',
+                                   (s->>''updated_at'')::timestamptz
+                              FROM jsonb_array_elements($2) AS s
+                             WHERE s->>''name'' = $3->>''name''', p_table)
+              USING p_sid, p_survivor_rows, r;
+        END IF;
+        EXECUTE format('INSERT INTO %s (customer_id, name, value, source, updated_at)
+                        VALUES ($1, $2->>''name'', $2->''value'', $2->>''source'',
+                                ($2->>''updated_at'')::timestamptz)
+                        ON CONFLICT (customer_id, name) DO NOTHING', p_table)
+          USING p_absorbed, r;
+    END LOOP;
+END $$;
+
+-- Split p_absorbed out of the customer that absorbed it, undoing its latest
+-- merge: its members, identifiers, traits and interactions go back as they
+-- were; interactions added after the merge follow the identifier (or id)
+-- they were addressed to; survivor traits written by the merge are restored.
+-- Returns {status: unmerged|not_merged, survivor_id, customer_id, merge_id}.
+-- Locks in the writers' lock mode: the survivor first, re-checked after
+-- locking (a concurrent merge of the survivor would have changed it), then the
+-- absorbed row, which belongs to it (locking both in id order let a merge of
+-- the survivor, which updates its absorbed rows, deadlock with it).
+CREATE OR REPLACE FUNCTION crm.unmerge(p_absorbed uuid, p_actor text, p_reason text)
+RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+    m crm.merges%ROWTYPE;
+    sid uuid;
+BEGIN
+    SELECT * INTO m FROM crm.merges
+     WHERE absorbed_id = p_absorbed AND unmerged_at IS NULL
+     ORDER BY merge_id DESC LIMIT 1;
+    IF NOT FOUND OR (SELECT merged_into FROM crm.customers WHERE customer_id = p_absorbed) IS NULL
+    THEN
+        RETURN jsonb_build_object('status', 'not_merged');
+    END IF;
+    -- The survivor and the absorbed row, in id order; again if a merge moved
+    -- the survivor meanwhile.
+    FOR attempt IN 1..5 LOOP
+        sid := crm.survivor_of(p_absorbed);
+        BEGIN
+            PERFORM 1 FROM crm.customers WHERE customer_id = sid AND merged_into IS NULL
+               FOR NO KEY UPDATE;
+            IF FOUND AND crm.survivor_of(p_absorbed) = sid THEN
+                -- The absorbed row belongs to the survivor (step 3).
+                PERFORM 1 FROM crm.customers WHERE customer_id = p_absorbed FOR NO KEY UPDATE;
+                EXIT;
+            END IF;
+            RAISE EXCEPTION 'lock order: start over' USING ERRCODE = 'P0L01';
+        EXCEPTION WHEN SQLSTATE 'P0L01' THEN
+            NULL;
+        END;
+        IF attempt = 5 THEN
+            RAISE EXCEPTION 'customer % kept being merged', p_absorbed USING ERRCODE = '40001';
+        END IF;
+    END LOOP;
+    -- Read again under the locks: a concurrent unmerge may have won.
+    SELECT * INTO m FROM crm.merges
+     WHERE absorbed_id = p_absorbed AND unmerged_at IS NULL
+     ORDER BY merge_id DESC LIMIT 1;
+    IF NOT FOUND OR sid = p_absorbed THEN
+        RETURN jsonb_build_object('status', 'not_merged');
+    END IF;
+
+    UPDATE crm.customers SET merged_into = NULL, merged_at = NULL,
+                             updated_at = m.absorbed_updated_at
+     WHERE customer_id = p_absorbed;
+    -- Members it had absorbed, unless one was unmerged on its own since.
+    UPDATE crm.customers SET merged_into = p_absorbed
+     WHERE customer_id = ANY (m.absorbed_members) AND customer_id <> p_absorbed
+       AND merged_into = sid;
+
+    UPDATE crm.identifiers d SET customer_id = p_absorbed
+      FROM jsonb_array_elements(m.absorbed_identifiers) AS s
+     WHERE d.customer_id = sid AND d.kind = s->>'kind' AND d.namespace = s->>'namespace'
+       AND d.value = s->>'value';
+
+    UPDATE crm.interactions i SET customer_id = p_absorbed
+     WHERE i.customer_id = sid
+       AND (i.origin_customer_id = ANY (m.absorbed_members)
+            OR (i.received_at > m.merged_at AND EXISTS (
+                    SELECT 1 FROM jsonb_array_elements(coalesce(i.resolved_by, '[]')) AS r
+                      JOIN crm.identifiers d ON d.kind = r->>'kind'
+                       AND d.namespace = coalesce(r->>'namespace', '') AND d.value = r->>'value'
+                     WHERE d.customer_id = p_absorbed)));
+
+    -- Traits: the absorbed customer's as they were; on the survivor, every
+    -- field still holding what the merge brought over goes back to the
+    -- survivor's own earlier value (or away). A member unmerged on its own
+    -- since took its rows back already.
+    PERFORM crm.restore_snapshot('crm.traits', sid, p_absorbed, m.absorbed_traits,
+                                 m.survivor_traits, m.absorbed_members);
+
+    PERFORM crm.rebuild_aggregates(sid);
+    PERFORM crm.rebuild_aggregates(p_absorbed);
+    IF sid = m.survivor_id AND NOT EXISTS (SELECT 1 FROM crm.merges
+                                            WHERE survivor_id = sid AND merge_id > m.merge_id
+                                              AND unmerged_at IS NULL) THEN
+        UPDATE crm.customers SET updated_at = m.survivor_updated_at WHERE customer_id = sid;
+    ELSE
+        PERFORM crm.forget_in_later_snapshots(m);
+    END IF;
+    UPDATE crm.merges SET unmerged_at = clock_timestamp(), unmerged_by = p_actor,
+                          unmerge_reason = p_reason
+     WHERE merge_id = m.merge_id;
+    -- Profiles read here, after the changes (a caller's own statement
+    -- snapshot would still show the merged state).
+    RETURN jsonb_build_object('status', 'unmerged', 'survivor_id', sid,
+                              'customer_id', p_absorbed, 'merge_id', m.merge_id,
+                              'survivor', crm.profile(sid), 'customer', crm.profile(p_absorbed));
+END $$;
+
+-- Merge history of a customer (as survivor or absorbed, any id it ever had).
+CREATE OR REPLACE FUNCTION crm.merge_history(p_id uuid) RETURNS jsonb
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (
+        WITH me AS (SELECT crm.survivor_of(p_id) AS sid)
+            SELECT CASE WHEN (SELECT sid FROM me) IS NULL THEN NULL ELSE jsonb_build_object(
+                'customer_id', (SELECT sid FROM me),
+                'items', coalesce((SELECT jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
+                            'merge_id', m.merge_id, 'survivor_id', m.survivor_id,
+                            'absorbed_id', m.absorbed_id, 'actor', m.actor, 'reason', m.reason,
+                            'trigger_identifiers', m.trigger_identifiers,
+                            'merged_at', crm.ts(m.merged_at), 'unmerged_at', crm.ts(m.unmerged_at),
+                            'unmerged_by', m.unmerged_by, 'unmerge_reason', m.unmerge_reason))
+                          ORDER BY m.merge_id)
+                     FROM crm.merges m
+                    WHERE m.survivor_id IN (p_id, (SELECT sid FROM me))
+                       OR m.absorbed_id IN (p_id, (SELECT sid FROM me))
+                       OR m.survivor_id IN (SELECT customer_id FROM crm.customers
+                                             WHERE merged_into = (SELECT sid FROM me))), '[]'))
+            END
+    );
+END $$;
+
+-- The one customer that p_identifiers all belong to when every identifier
+-- exists and none is blocked (normalised or raw value, exact or pattern);
+-- NULL otherwise (a new or blocked identifier, or several owners: work for
+-- crm.resolve). No lock taken.
+CREATE OR REPLACE FUNCTION crm.known_owner(p_identifiers jsonb) RETURNS uuid
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (
+        SELECT CASE WHEN count(*) = count(d.customer_id) AND count(DISTINCT d.customer_id) = 1
+                         AND NOT bool_or(crm.identifier_blocked(i.id))
+                    THEN min(d.customer_id::text)::uuid END
+          FROM jsonb_array_elements(p_identifiers) AS i(id)
+          LEFT JOIN LATERAL (
+                SELECT y.customer_id FROM crm.identifiers y
+                 WHERE y.kind = i.id->>'kind' AND y.namespace = coalesce(i.id->>'namespace', '')
+                   AND y.value = i.id->>'value'
+                 LIMIT 1) AS d ON true
+    );
+END $$;
+
+-- The customer p_identifiers already name, locked in the writers' lock mode,
+-- when there is nothing for crm.resolve to do (see crm.known_owner); NULL
+-- otherwise. The lock keeps a merge from absorbing the customer until
+-- commit, as crm.lock_survivor does for writes by customer id.
+CREATE OR REPLACE FUNCTION crm.known_customer(p_identifiers jsonb) RETURNS uuid
+LANGUAGE plpgsql AS $$
+DECLARE
+    found_owner uuid := crm.known_owner(p_identifiers);
+BEGIN
+    IF found_owner IS NULL THEN
+        RETURN NULL;
+    END IF;
+    BEGIN
+        PERFORM 1 FROM crm.customers
+          WHERE customer_id = found_owner AND merged_into IS NULL AND erased_at IS NULL
+            FOR NO KEY UPDATE;
+        -- Looked up again under the lock (an unmerge may have moved some of
+        -- the identifiers while we waited).
+        IF FOUND AND crm.known_owner(p_identifiers) IS NOT DISTINCT FROM found_owner THEN
+            RETURN found_owner;
+        END IF;
+        RAISE EXCEPTION 'lock order: start over' USING ERRCODE = 'P0L01';
+    EXCEPTION WHEN SQLSTATE 'P0L01' THEN
+        RETURN NULL; -- merged meanwhile: crm.resolve_general takes it from here
+    END;
+END $$;
+
+-- An identifier as crm.resolve receives it ({kind, namespace?, value, raw?}):
+-- blocked when its value or its raw value is.
+CREATE OR REPLACE FUNCTION crm.identifier_blocked(p_id jsonb) RETURNS boolean
+LANGUAGE sql STABLE AS $$
+    SELECT crm.is_blocked(p_id->>'kind', p_id->>'value')
+           OR (p_id ? 'raw' AND crm.is_blocked(p_id->>'kind', btrim(p_id->>'raw', E' \t\n\r\f\v')))
+$$;
+
+-- The identifiers without the raw values (what is stored and answered).
+CREATE OR REPLACE FUNCTION crm.without_raw(p_identifiers jsonb) RETURNS jsonb
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN jsonb_typeof(p_identifiers) = 'array' THEN
+                (SELECT coalesce(jsonb_agg(i - 'raw' ORDER BY n), '[]')
+                   FROM jsonb_array_elements(p_identifiers) WITH ORDINALITY AS x(i, n))
+           END
+$$;
+
+-- Admin: block a value or a pattern. A pattern must be a valid regular
+-- expression: {"invalid": message} otherwise.
+CREATE OR REPLACE FUNCTION crm.block_identifier(p_kind text, p_value text, p_reason text, p_pattern boolean)
+RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+    doc jsonb;
+BEGIN
+    IF p_pattern THEN
+        BEGIN
+            PERFORM '' ~ p_value;
+        EXCEPTION WHEN invalid_regular_expression THEN
+            RETURN jsonb_build_object('invalid', SQLERRM);
+        END;
+    END IF;
+    INSERT INTO crm.blocked_identifiers AS b (kind, value, reason, pattern)
+    VALUES (p_kind, p_value, p_reason, p_pattern)
+    ON CONFLICT (kind, value) DO UPDATE SET reason = excluded.reason, pattern = excluded.pattern
+    RETURNING jsonb_build_object('kind', b.kind, 'value', b.value, 'pattern', b.pattern,
+                                 'reason', b.reason, 'builtin', b.builtin,
+                                 'created_at', crm.ts(b.created_at))
+      INTO doc;
+    RETURN doc;
+END $$;
+
+-- The survivors of p_ids (in the order of p_ids; NULL for an absent or erased
+-- one), all locked in ascending customer_id order. A merge that moves one of
+-- them while we wait gives the locks back (subtransaction) and starts over,
+-- so the order holds.
+CREATE OR REPLACE FUNCTION crm.lock_survivors(p_ids uuid[]) RETURNS uuid[]
+LANGUAGE plpgsql AS $$
+DECLARE
+    want uuid[];
+    got uuid[];
+BEGIN
+    FOR attempt IN 1..5 LOOP
+        want := ARRAY(SELECT DISTINCT s FROM (SELECT crm.survivor_of(x) AS s FROM unnest(p_ids) AS x) AS y
+                       WHERE s IS NOT NULL ORDER BY s);
+        BEGIN
+            got := ARRAY(SELECT l.customer_id
+                           FROM (SELECT id FROM unnest(want) AS u(id) ORDER BY id) AS k
+                          CROSS JOIN LATERAL (
+                                SELECT c.customer_id FROM crm.customers c
+                                 WHERE c.customer_id = k.id AND c.merged_into IS NULL
+                                   FOR NO KEY UPDATE OFFSET 0) AS l);
+            -- Looked up again under the locks: an unmerge that committed
+            -- while we waited makes an absorbed id a survivor of its own.
+            IF got = want AND want = ARRAY(SELECT DISTINCT s FROM (SELECT crm.survivor_of(x) AS s
+                                                                     FROM unnest(p_ids) AS x) AS y
+                                            WHERE s IS NOT NULL ORDER BY s) THEN
+                RETURN ARRAY(SELECT CASE WHEN c.erased_at IS NULL THEN c.customer_id END
+                               FROM unnest(p_ids) WITH ORDINALITY AS x(id, n)
+                               LEFT JOIN crm.customers c ON c.customer_id = crm.survivor_of(x.id)
+                              ORDER BY x.n);
+            END IF;
+            RAISE EXCEPTION 'lock order: start over' USING ERRCODE = 'P0L01';
+        EXCEPTION WHEN SQLSTATE 'P0L01' THEN
+            NULL;
+        END;
+    END LOOP;
+    RAISE EXCEPTION 'customers % kept being merged', p_ids USING ERRCODE = '40001';
+END $$;
+
+-- crm.resolve's general path (crm.resolve puts the known-customer shortcut
+-- in front of it). Returns {customer_id, created, merged_ids, ignored, conflicts}, or
+-- {status: 'blocked', ignored} when every identifier is blocked.
+CREATE OR REPLACE FUNCTION crm.resolve_general(p_identifiers jsonb, p_source text, p_new_id uuid)
+RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+    usable jsonb;       -- identifiers still used for matching
+    ignored jsonb;
+    ids uuid[];         -- the customers they name, locked
+    locked_ids uuid[];
+    targets uuid[];     -- the customer(s) the request will land on
+    survivor uuid;
+    absorbed uuid;
+    merged uuid[] := '{}';
+    conflicts jsonb := '[]';
+    merge_violations jsonb;
+    violations jsonb;
+    accepted jsonb;     -- new identifiers to attach
+    refused jsonb;      -- new identifiers the customer cannot take: [{item, violations}]
+    dropped jsonb;      -- identifiers not used for matching: [{item, customer, violations}]
+    created boolean := false;
+    attempt int;
+    item jsonb;
+    r jsonb;
+BEGIN
+    SELECT coalesce(jsonb_agg(i.id - 'raw' ORDER BY i.n)
+                        FILTER (WHERE NOT crm.identifier_blocked(i.id)), '[]'),
+           coalesce(jsonb_agg((i.id - 'raw') || '{"reason": "blocked"}' ORDER BY i.n)
+                        FILTER (WHERE crm.identifier_blocked(i.id)), '[]')
+      INTO usable, ignored
+      FROM jsonb_array_elements(p_identifiers) WITH ORDINALITY AS i(id, n);
+    IF jsonb_array_length(usable) = 0 THEN
+        RETURN jsonb_build_object('status', 'blocked', 'ignored', ignored);
+    END IF;
+
+    PERFORM pg_advisory_xact_lock(h)
+       FROM (SELECT DISTINCT hashtextextended(i->>'kind' || chr(31) || coalesce(i->>'namespace', '')
+                                              || chr(31) || (i->>'value'), 0) AS h
+               FROM jsonb_array_elements(usable) AS i) AS keys
+      ORDER BY h;
+
+    -- Decide before writing anything. Each round drops the identifiers that
+    -- led to a customer who cannot take the request's new identifiers; the
+    -- customers they name are already locked, so later rounds lock nothing new.
+    LOOP
+        FOR attempt IN 1..5 LOOP
+            SELECT array_agg(DISTINCT d.customer_id ORDER BY d.customer_id) INTO ids
+              FROM jsonb_array_elements(usable) AS i
+              CROSS JOIN LATERAL (
+                    SELECT x.customer_id FROM crm.identifiers x
+                     WHERE x.kind = i->>'kind' AND x.namespace = coalesce(i->>'namespace', '')
+                       AND x.value = i->>'value'
+                     LIMIT 1) AS d;
+            IF ids IS NULL THEN
+                EXIT;
+            END IF;
+            BEGIN
+                SELECT array_agg(customer_id ORDER BY customer_id) INTO locked_ids
+                  FROM (SELECT customer_id FROM crm.customers
+                         WHERE customer_id = ANY (ids) AND merged_into IS NULL
+                         ORDER BY customer_id FOR NO KEY UPDATE) AS l;
+                IF locked_ids IS NOT DISTINCT FROM ids
+                   AND ids IS NOT DISTINCT FROM (
+                        SELECT array_agg(DISTINCT d.customer_id ORDER BY d.customer_id)
+                          FROM jsonb_array_elements(usable) AS i
+                          CROSS JOIN LATERAL (
+                                SELECT x.customer_id FROM crm.identifiers x
+                                 WHERE x.kind = i->>'kind'
+                                   AND x.namespace = coalesce(i->>'namespace', '')
+                                   AND x.value = i->>'value'
+                                 LIMIT 1) AS d) THEN
+                    EXIT;
+                END IF;
+                -- A concurrent merge or unmerge moved identifiers while we
+                -- waited: give the locks back and look again.
+                RAISE EXCEPTION 'lock order: start over' USING ERRCODE = 'P0L01';
+            EXCEPTION WHEN SQLSTATE 'P0L01' THEN
+                NULL;
+            END;
+            IF attempt = 5 THEN
+                RAISE EXCEPTION 'identity graph kept changing during resolve'
+                    USING ERRCODE = '40001';
+            END IF;
+        END LOOP;
+
+        merge_violations := NULL;
+        IF ids IS NULL THEN
+            targets := '{}';
+            survivor := NULL;
+        ELSIF cardinality(ids) = 1 THEN
+            targets := ids;
+            survivor := ids[1];
+        ELSE
+            merge_violations := crm.limit_violations(ids, NULL);
+            IF jsonb_array_length(merge_violations) = 0 THEN
+                targets := ids;
+                SELECT customer_id INTO survivor FROM crm.customers
+                 WHERE customer_id = ANY (ids) ORDER BY created_at, customer_id LIMIT 1;
+            ELSE
+                -- No merge: the customer of the most trusted identifier.
+                SELECT d.customer_id INTO survivor
+                  FROM jsonb_array_elements(usable) AS i
+                  JOIN crm.identifiers d ON d.kind = i->>'kind'
+                   AND d.namespace = coalesce(i->>'namespace', '') AND d.value = i->>'value'
+                  JOIN crm.identifier_limits l ON l.kind = d.kind
+                  JOIN crm.customers c ON c.customer_id = d.customer_id
+                 ORDER BY l.priority, c.created_at, c.customer_id LIMIT 1;
+                targets := ARRAY[survivor];
+            END IF;
+        END IF;
+
+        -- The new identifiers, one by one, against the target customer(s).
+        accepted := '[]';
+        refused := '[]';
+        FOR item IN
+            SELECT i FROM (SELECT DISTINCT ON (i) i, n
+                             FROM jsonb_array_elements(usable) WITH ORDINALITY AS x(i, n)
+                            ORDER BY i, n) AS u
+             WHERE NOT EXISTS (SELECT 1 FROM crm.identifiers
+                                WHERE kind = i->>'kind' AND namespace = coalesce(i->>'namespace', '')
+                                  AND value = i->>'value')
+             ORDER BY n
+        LOOP
+            violations := crm.limit_violations(targets, accepted || item);
+            IF jsonb_array_length(violations) = 0 THEN
+                accepted := accepted || item;
+            ELSE
+                refused := refused || jsonb_build_object('item', item, 'violations', violations);
+            END IF;
+        END LOOP;
+
+        -- A refused identifier whose kind the request does not also use to
+        -- name the customer: the identifiers that led there are the culprits.
+        dropped := '[]';
+        IF cardinality(targets) > 0 THEN
+            FOR r IN SELECT * FROM jsonb_array_elements(refused) LOOP
+                CONTINUE WHEN EXISTS (
+                    SELECT 1 FROM jsonb_array_elements(usable) AS i
+                      JOIN crm.identifiers d ON d.kind = i->>'kind'
+                       AND d.namespace = coalesce(i->>'namespace', '') AND d.value = i->>'value'
+                     WHERE d.customer_id = ANY (targets) AND d.kind = r->'item'->>'kind');
+                SELECT coalesce(jsonb_agg(jsonb_build_object('item', i, 'customer_id', d.customer_id,
+                                                             'violations', r->'violations')
+                                          ORDER BY n), '[]')
+                  INTO dropped
+                  FROM jsonb_array_elements(usable) WITH ORDINALITY AS x(i, n)
+                  JOIN crm.identifiers d ON d.kind = i->>'kind'
+                   AND d.namespace = coalesce(i->>'namespace', '') AND d.value = i->>'value'
+                 WHERE d.customer_id = ANY (targets);
+                EXIT;
+            END LOOP;
+        END IF;
+        EXIT WHEN jsonb_array_length(dropped) = 0;
+
+        FOR r IN SELECT * FROM jsonb_array_elements(dropped) LOOP
+            ignored := ignored || ((r->'item') || jsonb_build_object(
+                'reason', 'match_would_exceed_limit', 'customer_id', r->'customer_id',
+                'violations', r->'violations'));
+            conflicts := conflicts || jsonb_build_object(
+                'reason', 'match_would_exceed_limit', 'identifier', r->'item',
+                'customer_id', r->'customer_id', 'violations', r->'violations');
+            INSERT INTO crm.identity_conflicts (source, reason, customer_ids, identifiers, detail)
+            VALUES (p_source, 'match_would_exceed_limit', ARRAY[(r->>'customer_id')::uuid],
+                    jsonb_build_array(r->'item'), jsonb_build_object('violations', r->'violations'));
+        END LOOP;
+        SELECT coalesce(jsonb_agg(i ORDER BY n), '[]') INTO usable
+          FROM jsonb_array_elements(usable) WITH ORDINALITY AS x(i, n)
+         WHERE NOT EXISTS (SELECT 1 FROM jsonb_array_elements(dropped) AS d WHERE d->'item' = i);
+    END LOOP;
+
+    IF survivor IS NULL THEN
+        INSERT INTO crm.customers (customer_id) VALUES (p_new_id);
+        survivor := p_new_id;
+        created := true;
+    ELSIF merge_violations IS NOT NULL AND jsonb_array_length(merge_violations) = 0 THEN
+        FOREACH absorbed IN ARRAY ids LOOP
+            IF absorbed <> survivor THEN
+                PERFORM crm.merge_into(survivor, absorbed, p_source,
+                                       'identifiers matched more than one customer', usable);
+                merged := merged || absorbed;
+            END IF;
+        END LOOP;
+    ELSIF merge_violations IS NOT NULL THEN
+        conflicts := conflicts || jsonb_build_object(
+            'reason', 'merge_would_exceed_limits', 'customer_ids', to_jsonb(ids),
+            'chosen', survivor, 'violations', merge_violations);
+        INSERT INTO crm.identity_conflicts (source, reason, customer_ids, identifiers, detail)
+        VALUES (p_source, 'merge_would_exceed_limits', ids, usable,
+                jsonb_build_object('chosen', survivor, 'violations', merge_violations));
+    END IF;
+
+    FOR r IN SELECT * FROM jsonb_array_elements(refused) LOOP
+        ignored := ignored || ((r->'item') || jsonb_build_object(
+            'reason', 'identifier_would_exceed_limit', 'customer_id', survivor,
+            'violations', r->'violations'));
+        conflicts := conflicts || jsonb_build_object(
+            'reason', 'identifier_would_exceed_limit', 'identifier', r->'item',
+            'customer_id', survivor, 'violations', r->'violations');
+        INSERT INTO crm.identity_conflicts (source, reason, customer_ids, identifiers, detail)
+        VALUES (p_source, 'identifier_would_exceed_limit', ARRAY[survivor],
+                jsonb_build_array(r->'item'), jsonb_build_object('violations', r->'violations'));
+    END LOOP;
+
+    INSERT INTO crm.identifiers (kind, namespace, value, customer_id, source)
+    SELECT i->>'kind', coalesce(i->>'namespace', ''), i->>'value', survivor, p_source
+      FROM jsonb_array_elements(accepted) AS i
+    ON CONFLICT (kind, namespace, value) DO NOTHING;
+
+    RETURN jsonb_build_object('customer_id', survivor, 'created', created,
+                              'merged_ids', to_jsonb(merged), 'ignored', ignored,
+                              'conflicts', conflicts);
+END $$;

@@ -1,0 +1,102 @@
+-- segments: KPIs over a set of customers and the saved-segment document.
+--
+-- Applied after the migrations at every start, inside the migration
+-- transaction, in the order of meson.build's `functions` list: every
+-- statement must be idempotent (CREATE OR REPLACE FUNCTION; DROP ... IF
+-- EXISTS first when a signature or return type changes; triggers and views
+-- through crm.define_trigger and crm.define_view, core.sql). One current
+-- definition per object.
+
+-- KPIs for [p_from, p_to) against the prior period of equal length, over
+-- the customers in p_customers (NULL = all). Money in the base currency.
+-- Definitions are in docs/value.md.
+CREATE OR REPLACE FUNCTION crm.kpis(p_from timestamptz, p_to timestamptz, p_customers uuid[])
+RETURNS jsonb LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (
+        WITH cur AS (SELECT crm.setting('base_currency') #>> '{}' AS c),
+            -- Customers known before the end of the period: first interaction
+            -- before p_to (the record's created_at may be a later import).
+            base AS (
+                SELECT c.customer_id FROM crm.customers c
+                 WHERE c.merged_into IS NULL
+                   AND (p_customers IS NULL OR c.customer_id = ANY (p_customers))
+                   AND EXISTS (SELECT 1 FROM crm.interaction_stats s
+                                WHERE s.customer_id = c.customer_id AND s.first_at < p_to)),
+            ev AS (
+                SELECT i.customer_id, i.type, i.occurred_at >= p_from AS in_period,
+                       CASE WHEN i.currency = cur.c THEN coalesce(i.amount, 0) ELSE 0 END AS amount,
+                       CASE WHEN i.currency = cur.c THEN coalesce(i.cost, 0) ELSE 0 END AS cost
+                  FROM crm.interactions i JOIN base b ON b.customer_id = i.customer_id, cur
+                 WHERE i.occurred_at >= p_from - (p_to - p_from) AND i.occurred_at < p_to),
+            firsts AS (
+                SELECT i.customer_id, min(i.occurred_at) AS first_purchase
+                  FROM crm.interactions i JOIN base b ON b.customer_id = i.customer_id
+                 WHERE i.type = 'purchase' AND i.occurred_at < p_to GROUP BY 1),
+            agg AS (
+                SELECT count(DISTINCT customer_id) FILTER (WHERE type = 'purchase' AND in_period) AS active_now,
+                       count(DISTINCT customer_id) FILTER (WHERE type = 'purchase' AND NOT in_period) AS active_prior,
+                       coalesce(sum(amount) FILTER (WHERE type = 'purchase' AND in_period), 0) AS revenue_now,
+                       coalesce(sum(amount) FILTER (WHERE type = 'purchase' AND NOT in_period), 0) AS revenue_prior,
+                       coalesce(sum(amount) FILTER (WHERE type = 'return' AND in_period), 0) AS refunds_now,
+                       coalesce(sum(cost) FILTER (WHERE in_period), 0) AS cost_now,
+                       count(*) FILTER (WHERE type = 'complaint' AND in_period) AS complaints,
+                       count(*) FILTER (WHERE type = 'return' AND in_period) AS returns
+                  FROM ev),
+            retained AS (
+                SELECT count(*) AS n FROM (
+                    SELECT customer_id FROM ev WHERE type = 'purchase' AND NOT in_period
+                    INTERSECT
+                    SELECT customer_id FROM ev WHERE type = 'purchase' AND in_period) AS r),
+            equity AS (
+                SELECT (SELECT sum(s.clv) FROM crm.value_snapshots s JOIN base b ON b.customer_id = s.customer_id
+                         WHERE s.run_id = (SELECT max(run_id) FROM crm.model_runs
+                                            WHERE finished_at IS NOT NULL AND as_of <= p_from)) AS at_start,
+                       (SELECT sum(s.clv) FROM crm.value_snapshots s JOIN base b ON b.customer_id = s.customer_id
+                         WHERE s.run_id = (SELECT max(run_id) FROM crm.model_runs
+                                            WHERE finished_at IS NOT NULL AND as_of <= p_to)) AS at_end,
+                       EXISTS (SELECT 1 FROM crm.model_runs WHERE finished_at IS NOT NULL AND as_of <= p_to) AS has_end,
+                       EXISTS (SELECT 1 FROM crm.model_runs WHERE finished_at IS NOT NULL AND as_of <= p_from) AS has_start)
+            SELECT jsonb_build_object(
+                'period', jsonb_build_object('from', crm.ts(p_from), 'to', crm.ts(p_to)),
+                'prior_period', jsonb_build_object('from', crm.ts(p_from - (p_to - p_from)), 'to', crm.ts(p_from)),
+                'currency', (SELECT c FROM cur),
+                'customers', (SELECT count(*) FROM base),
+                'active_customers', a.active_now,
+                'active_customers_prior', a.active_prior,
+                'retained_customers', r.n,
+                'retention_rate', CASE WHEN a.active_prior > 0 THEN round(r.n::numeric / a.active_prior, 6) END,
+                'churn_rate', CASE WHEN a.active_prior > 0 THEN round(1 - r.n::numeric / a.active_prior, 6) END,
+                'new_customers', (SELECT count(*) FROM firsts WHERE first_purchase >= p_from),
+                'revenue', trim_scale(a.revenue_now),
+                'revenue_per_active_customer', CASE WHEN a.active_now > 0 THEN round(a.revenue_now / a.active_now, 4) END,
+                'growth_rate', CASE WHEN a.active_now > 0 AND a.active_prior > 0 AND a.revenue_prior > 0 THEN
+                    round((a.revenue_now / a.active_now) / (a.revenue_prior / a.active_prior) - 1, 6) END,
+                'complaints', a.complaints,
+                'complaints_per_1000', CASE WHEN (SELECT count(*) FROM base) > 0 THEN
+                    round(1000.0 * a.complaints / (SELECT count(*) FROM base), 4) END,
+                'returns', a.returns,
+                'returns_per_1000', CASE WHEN (SELECT count(*) FROM base) > 0 THEN
+                    round(1000.0 * a.returns / (SELECT count(*) FROM base), 4) END,
+                'cash_flow', trim_scale(a.revenue_now - a.refunds_now - a.cost_now),
+                'customer_equity_start', CASE WHEN e.has_start THEN trim_scale(coalesce(e.at_start, 0)) END,
+                'customer_equity_end', CASE WHEN e.has_end THEN trim_scale(coalesce(e.at_end, 0)) END,
+                'roc', CASE WHEN e.has_start AND coalesce(e.at_start, 0) > 0 AND e.has_end THEN
+                    round((a.revenue_now - a.refunds_now - a.cost_now + coalesce(e.at_end, 0) - e.at_start)
+                          / e.at_start, 6) END)
+              FROM agg a, retained r, equity e
+             WHERE p_to > p_from
+    );
+END $$;
+
+-- A segment as the API shows it (the rule verbatim: nulls inside it matter).
+CREATE OR REPLACE FUNCTION crm.segment_doc(s crm.segments) RETURNS jsonb
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (
+        SELECT jsonb_build_object('segment_id', s.segment_id, 'name', s.name, 'rule', s.rule,
+                                      'created_at', crm.ts(s.created_at))
+                   || CASE WHEN s.description IS NULL THEN '{}'::jsonb
+                           ELSE jsonb_build_object('description', s.description) END
+    );
+END $$;
