@@ -119,6 +119,12 @@ const struct db_statement store_statements[STMT_COUNT] = {
     [STMT_TIMELINE] = {"timeline", "SELECT coalesce(crm.gone_doc($1::uuid), "
                  "crm.timeline($1::uuid, $2::int, $3::timestamptz, $4::uuid, $5, $6, "
                  "$7::timestamptz, $8::timestamptz))"},
+    /* Audiences (sql/011_audiences.sql): one audit row per segment export. */
+    [STMT_SEGMENT_EXPORT_AUDIT] = {"segment_export_audit",
+     "SELECT crm.audit_segment_export($1::uuid, $2, $3::uuid, $4, $5, $6::jsonb, $7, "
+     "$8::bigint, $9::boolean)"},
+    [STMT_SEGMENT_EXPORT_AUDIT_ADD] = {"segment_export_audit_add",
+     "SELECT crm.audit_segment_export_add($1::bigint, $2::bigint, $3::boolean)"},
 };
 const int store_statement_count = STMT_COUNT;
 
