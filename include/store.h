@@ -54,6 +54,7 @@ enum store_stmt {
     STMT_TIMELINE,
     STMT_SEGMENT_EXPORT_AUDIT,
     STMT_SEGMENT_EXPORT_AUDIT_ADD,
+    STMT_PARTNER_CUSTOMER,
     STMT_COUNT
 };
 extern const struct db_statement store_statements[STMT_COUNT];

@@ -64,3 +64,85 @@ BEGIN
     END IF;
     RETURN doc;
 END $$;
+
+-- ---- partner sharing ----------------------------------------------------------
+
+-- The profile fields a partner key may read (names of the audience field
+-- list, docs/value.md), set by an admin when the key is created.
+ALTER TABLE crm.api_keys ADD COLUMN shared_fields text[];
+ALTER TABLE crm.api_keys ADD CONSTRAINT api_keys_shared_fields_partner
+    CHECK (shared_fields IS NULL OR role = 'partner');
+
+-- crm.create_key (003) plus the partner key's shared fields (NULL: none),
+-- in one transaction; the shared fields are audited with the key.
+CREATE FUNCTION crm.create_key_shared(p_key_id uuid, p_key text, p_name text, p_role text,
+                                      p_namespace text, p_by uuid, p_shared jsonb)
+RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+    doc jsonb := crm.create_key(p_key_id, p_key, p_name, p_role, p_namespace, p_by);
+BEGIN
+    IF p_shared IS NOT NULL THEN
+        UPDATE crm.api_keys SET shared_fields = ARRAY(SELECT jsonb_array_elements_text(p_shared))
+         WHERE key_id = p_key_id;
+        PERFORM crm.audit(p_by, 'admin', 'key.shared_fields', NULL,
+                          jsonb_build_object('key_id', p_key_id, 'shared_fields', p_shared));
+        doc := doc || jsonb_build_object('shared_fields', p_shared);
+    END IF;
+    RETURN doc;
+END $$;
+
+-- Every field a partner may be allowed, by the audience field names.
+CREATE FUNCTION crm.partner_fields(p_customer uuid) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT jsonb_build_object(
+        'email', crm.customer_address(c.customer_id, 'email'),
+        'phone', crm.customer_address(c.customer_id, 'phone'),
+        'device', crm.customer_address(c.customer_id, 'device'),
+        'first_name', (SELECT t.value #>> '{}' FROM crm.traits t
+                        WHERE t.customer_id = c.customer_id AND t.name = 'first_name'),
+        'last_name', (SELECT t.value #>> '{}' FROM crm.traits t
+                       WHERE t.customer_id = c.customer_id AND t.name = 'last_name'),
+        'birthday', (SELECT t.value #>> '{}' FROM crm.traits t
+                      WHERE t.customer_id = c.customer_id AND t.name = 'birthday'),
+        'value.clv', trim_scale(v.clv), 'value.tier', v.tier,
+        'value.churn_risk', 1 - v.p_alive, 'value.p_alive', v.p_alive,
+        'value.margin', trim_scale(v.margin),
+        'value.rfm', CASE WHEN v.rfm_r IS NULL THEN NULL
+                          ELSE v.rfm_r::text || v.rfm_f::text || v.rfm_m::text END)
+      FROM crm.customers c LEFT JOIN crm.customer_value v ON v.customer_id = c.customer_id
+     WHERE c.customer_id = p_customer
+$$;
+
+-- A partner key's read of a customer: the key's shared fields, only when
+-- the customer (followed to its survivor, not erased) has an external id in
+-- the key's namespace and partner_sharing consent covers channel 'partner'
+-- now (granted for 'partner' or 'any', not withdrawn; docs/customize.md).
+-- Anything else is NULL, as for an unknown customer. Audited.
+CREATE FUNCTION crm.partner_customer(p_id uuid, p_key uuid) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    sid uuid := crm.survivor_of(p_id);
+    k crm.api_keys%ROWTYPE;
+    doc jsonb;
+BEGIN
+    SELECT * INTO k FROM crm.api_keys
+     WHERE key_id = p_key AND role = 'partner' AND revoked_at IS NULL;
+    IF sid IS NULL OR NOT FOUND OR coalesce(cardinality(k.shared_fields), 0) = 0
+       OR crm.is_erased(sid) THEN
+        RETURN NULL;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM crm.identifiers
+                    WHERE customer_id = sid AND kind = 'external' AND namespace = k.namespace) THEN
+        RETURN NULL;
+    END IF;
+    IF crm.consent_reason(sid, 'partner_sharing', 'partner', now()) <> 'ok' THEN
+        RETURN NULL;
+    END IF;
+    SELECT jsonb_object_agg(f.key, f.value) INTO doc
+      FROM jsonb_each(crm.partner_fields(sid)) AS f
+     WHERE f.key = ANY (k.shared_fields);
+    PERFORM crm.audit(p_key, 'partner', 'customer.partner_read', sid,
+                      jsonb_build_object('namespace', k.namespace,
+                                         'fields', to_jsonb(k.shared_fields)));
+    RETURN jsonb_build_object('customer_id', sid) || coalesce(doc, '{}');
+END $$;

@@ -115,6 +115,8 @@ static const struct route_def ROUTES[ROUTE_COUNT] = {
         AD, LONG, NULL},
     [ROUTE_CUSTOMER_ERASE] = {"DELETE", "/v1/customers/{id}", "customer_erase",
         AD, LONG, NULL},
+    [ROUTE_PARTNER_CUSTOMER] = {"GET", "/v1/partners/customers/{id}", "partner_customer",
+        PA | AD, 0, NULL},
 };
 
 #define ROUTE_TABLE_SIZE ((size_t)ROUTE_COUNT)

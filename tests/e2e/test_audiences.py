@@ -475,6 +475,126 @@ class SortByClvTests(harness.CrmTestCase):
                          [c for c in order if clv[c] is None])
 
 
+# ---------------------------------------------------------------------------
+# partner sharing
+
+class PartnerSharingTests(harness.CrmTestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.ns = "aud-p-" + uid()
+        body = must(post("/v1/admin/keys", {"name": "e2e-aud-partner", "role": "partner",
+                                            "namespace": cls.ns,
+                                            "shared_fields": ["email", "first_name",
+                                                              "value.tier"]}), 201)
+        cls.key, cls.key_id = body["api_key"], body["key_id"]
+        cls.key_doc = body
+        cls.bare_key = must(post("/v1/admin/keys", {"name": "e2e-aud-partner-bare",
+                                                    "role": "partner",
+                                                    "namespace": cls.ns}), 201)["api_key"]
+
+    def customer(self, namespace=None, consent_channel="partner", first_name="Cleo"):
+        """A customer with an email, a first name and (unless namespace is False)
+        an external id in namespace (default: the key's), with partner_sharing
+        consent on consent_channel (None: none)."""
+        email = "aud-p-%s@example.com" % uid()
+        ids = [{"kind": "email", "value": email}]
+        if namespace is not False:
+            ids.append({"kind": "external", "namespace": namespace or self.ns,
+                        "value": "p-" + uid()})
+        cid = must(post("/v1/customers:resolve", {"identifiers": ids, "source": SOURCE,
+                                                  "traits": {"first_name": first_name,
+                                                             "last_name": "Secret"}}),
+                   201)["customer_id"]
+        if consent_channel is not None:
+            consent(cid, consent_channel, purpose="partner_sharing")
+        return cid, email
+
+    def read(self, cid, key=None):
+        return get("/v1/partners/customers/%s" % cid, key=key or self.key)
+
+    def assertNotFound(self, r):
+        body = self.assertProblem(r, 404, "not-found")
+        self.assertEqual(body["detail"], "no customer with this id")
+
+    def test_key_shows_its_shared_fields(self):
+        self.assertEqual(self.key_doc["shared_fields"], ["email", "first_name", "value.tier"])
+        items = self.assertJson(get("/v1/admin/keys"), 200)["items"]
+        mine = [k for k in items if k["key_id"] == self.key_id]
+        self.assertEqual(mine[0]["shared_fields"], ["email", "first_name", "value.tier"])
+        others = [k for k in items if k.get("role") != "partner"]
+        self.assertTrue(all("shared_fields" not in k for k in others))
+
+    def test_shared_fields_of_a_consenting_customer(self):
+        cid, email = self.customer()
+        doc = self.assertJson(self.read(cid), 200)
+        self.assertEqual(doc, {"customer_id": cid, "email": email, "first_name": "Cleo",
+                               "value.tier": None})
+        # Consent for any channel covers the partner channel too.
+        cid2, email2 = self.customer(consent_channel="any")
+        self.assertEqual(self.assertJson(self.read(cid2), 200)["email"], email2)
+
+    def test_everything_else_is_not_found(self):
+        cases = {
+            "no consent": self.customer(consent_channel=None)[0],
+            "consent for another channel": self.customer(consent_channel="email")[0],
+            "no external id of this partner": self.customer(namespace=False)[0],
+            "external id of another partner": self.customer(namespace="other-" + uid())[0],
+            "unknown": "00000000-0000-4000-8000-000000000000",
+        }
+        withdrawn = self.customer()[0]
+        consent(withdrawn, "partner", purpose="partner_sharing", status="withdrawn",
+                at="2026-02-01T00:00:00Z")
+        cases["consent withdrawn"] = withdrawn
+        for name, cid in cases.items():
+            with self.subTest(case=name):
+                self.assertNotFound(self.read(cid))
+        # A partner key without shared fields reads nobody; an admin key has none either.
+        cid, _ = self.customer()
+        self.assertJson(self.read(cid), 200)
+        self.assertNotFound(self.read(cid, key=self.bare_key))
+        self.assertNotFound(self.read(cid, key=harness.ADMIN_KEY))
+        # Other roles may not call the route.
+        self.assertProblem(self.read(cid, key=key_for("marketing")), 403, "forbidden")
+        self.assertProblem(get("/v1/partners/customers/not-a-uuid", key=self.key), 400,
+                           "invalid-uuid")
+        # The partner still may not read the profile route.
+        self.assertProblem(get("/v1/customers/%s" % cid, key=self.key), 403, "forbidden")
+
+    def test_reads_are_audited(self):
+        cid, _ = self.customer()
+        self.assertJson(self.read(cid), 200)
+        self.assertNotFound(self.read(self.customer(consent_channel=None)[0]))
+        rows = json.loads(sql(
+            "SELECT coalesce(jsonb_agg(jsonb_build_object('key_id', key_id, 'role', role, "
+            "'customer_id', customer_id, 'detail', detail) ORDER BY audit_id), '[]') "
+            "FROM crm.audit_log WHERE action = 'customer.partner_read' AND key_id = "
+            + lit(self.key_id) + " AND customer_id = " + lit(cid)))
+        self.assertEqual(len(rows), 1, rows)
+        self.assertEqual(rows[0]["role"], "partner")
+        self.assertEqual(rows[0]["detail"], {"namespace": self.ns,
+                                             "fields": ["email", "first_name", "value.tier"]})
+
+    def test_key_validation(self):
+        cases = [
+            ({"role": "marketing", "shared_fields": ["email"]}, "/shared_fields"),
+            ({"role": "partner", "namespace": "x", "shared_fields": []}, "/shared_fields"),
+            ({"role": "partner", "namespace": "x", "shared_fields": "email"}, "/shared_fields"),
+            ({"role": "partner", "namespace": "x", "shared_fields": ["email", "shoe"]},
+             "/shared_fields/1"),
+            ({"role": "partner", "namespace": "x", "shared_fields": ["email", 3]},
+             "/shared_fields/1"),
+            ({"role": "partner", "namespace": "x", "shared_fields": ["email,phone"]},
+             "/shared_fields/0"),
+            ({"role": "partner", "namespace": "x", "shared_fields": ["phone", "phone"]},
+             "/shared_fields/1"),
+        ]
+        for body, pointer in cases:
+            with self.subTest(body=body):
+                body = dict(body, name="e2e-aud-bad-" + uid())
+                self.assertProblem(post("/v1/admin/keys", body), 422, "validation-failed",
+                                   pointers=[pointer])
+
+
 def harness_b64(text):
     import base64
     return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
