@@ -30,4 +30,35 @@ void segment_sql_free(struct segment_sql *out);
 /* Comma-separated field names, for documentation and errors. */
 const char *segment_field_list(void);
 
+/*
+ * Audience fields: what a segment's members page or export may give out per
+ * member (fields=). Contact fields (identifiers and names/birthday) are
+ * personal data: the marketing role only gets them with a purpose and a
+ * channel that the contact decision allows. sql is an expression over "c"
+ * and "v" like the rule fields; it holds no user text.
+ */
+struct audience_field {
+    const char *name; /* as in fields= and as the item's key */
+    bool contact;
+    const char *sql;
+};
+#define AUDIENCE_FIELDS_MAX 32
+
+/* The fixed list, in the order items carry them. */
+const struct audience_field *audience_field_at(int i);
+int audience_field_count(void);
+/* "email, phone, device, first_name, ..." for errors and docs. */
+const char *audience_field_list(void);
+
+/* Parse fields= (comma-separated names, each at most once, none empty) into
+ * a bit set of audience_field_at indexes; false with a message in err. */
+bool audience_fields_parse(const char *text, unsigned int *mask, char *err, size_t errlen);
+/* Whether mask holds a contact field. */
+bool audience_fields_have_contact(unsigned int mask);
+
+/* The identifier kind that carries the address for an interaction channel
+ * (email -> email, sms and phone -> phone, app -> device), NULL when the
+ * channel has none (web, store, ...). */
+const char *channel_address_kind(const char *channel);
+
 #endif

@@ -52,6 +52,9 @@ enum store_stmt {
     STMT_CUSTOMER_EXPORT,
     STMT_CUSTOMER_ERASE,
     STMT_TIMELINE,
+    STMT_SEGMENT_EXPORT_AUDIT,
+    STMT_SEGMENT_EXPORT_AUDIT_ADD,
+    STMT_PARTNER_CUSTOMER,
     STMT_COUNT
 };
 extern const struct db_statement store_statements[STMT_COUNT];

@@ -68,9 +68,9 @@ static const struct route_def ROUTES[ROUTE_COUNT] = {
     [ROUTE_SEGMENT_DELETE] = {"DELETE", "/v1/segments/{id}", "segment_delete",
         MK | AD, 0, NULL},
     [ROUTE_SEGMENT_CUSTOMERS] = {"GET", "/v1/segments/{id}/customers", "segment_customers",
-        MK | AD, REPLICA_READ | LONG, "limit cursor count"},
+        MK | AD, REPLICA_READ | LONG, "limit cursor count sort fields purpose channel at"},
     [ROUTE_SEGMENT_EXPORT] = {"GET", "/v1/segments/{id}/export", "segment_export",
-        MK | AD, REPLICA_READ | LONG, NULL},
+        MK | AD, REPLICA_READ | LONG, "fields purpose channel at"},
     [ROUTE_VALUE_RECOMPUTE] = {"POST", "/v1/value:recompute", "value_recompute",
         MK | AD, LONG, NULL},
     [ROUTE_KPIS] = {"GET", "/v1/kpis", "kpis",
@@ -115,6 +115,8 @@ static const struct route_def ROUTES[ROUTE_COUNT] = {
         AD, LONG, NULL},
     [ROUTE_CUSTOMER_ERASE] = {"DELETE", "/v1/customers/{id}", "customer_erase",
         AD, LONG, NULL},
+    [ROUTE_PARTNER_CUSTOMER] = {"GET", "/v1/partners/customers/{id}", "partner_customer",
+        PA | AD, 0, NULL},
 };
 
 #define ROUTE_TABLE_SIZE ((size_t)ROUTE_COUNT)

@@ -585,3 +585,100 @@ void segment_sql_free(struct segment_sql *out)
     out->where = NULL;
     out->params = NULL;
 }
+
+/* ---- audience fields --------------------------------------------------- */
+
+#define TRAIT_TEXT(name)                                                                  \
+    "(SELECT t.value #>> '{}' FROM crm.traits t WHERE t.customer_id = c.customer_id "     \
+    "AND t.name = '" name "')"
+
+static const struct audience_field AUDIENCE_FIELDS[] = {
+    {"email", true, "crm.customer_address(c.customer_id, 'email')"},
+    {"phone", true, "crm.customer_address(c.customer_id, 'phone')"},
+    {"device", true, "crm.customer_address(c.customer_id, 'device')"},
+    {"first_name", true, TRAIT_TEXT("first_name")},
+    {"last_name", true, TRAIT_TEXT("last_name")},
+    {"birthday", true, TRAIT_TEXT("birthday")},
+    {"value.clv", false, "trim_scale(v.clv)"},
+    {"value.tier", false, "v.tier"},
+    {"value.churn_risk", false, "(1 - v.p_alive)"},
+    {"value.p_alive", false, "v.p_alive"},
+    {"value.margin", false, "trim_scale(v.margin)"},
+    {"value.rfm", false,
+     "CASE WHEN v.rfm_r IS NULL THEN NULL ELSE v.rfm_r::text || v.rfm_f::text || v.rfm_m::text END"},
+};
+/* The same names, for name_list_text (a test checks they match). */
+static const char *const AUDIENCE_NAMES[] = {
+    "email", "phone", "device", "first_name", "last_name", "birthday", "value.clv",
+    "value.tier", "value.churn_risk", "value.p_alive", "value.margin", "value.rfm", NULL};
+static struct name_list AUDIENCE_FIELD_NAMES = {.names = AUDIENCE_NAMES};
+#define AUDIENCE_FIELD_COUNT ((int)(sizeof(AUDIENCE_FIELDS) / sizeof(AUDIENCE_FIELDS[0])))
+_Static_assert(sizeof(AUDIENCE_NAMES) / sizeof(AUDIENCE_NAMES[0]) ==
+                   sizeof(AUDIENCE_FIELDS) / sizeof(AUDIENCE_FIELDS[0]) + 1,
+               "one name per audience field");
+_Static_assert(sizeof(AUDIENCE_FIELDS) / sizeof(AUDIENCE_FIELDS[0]) <= AUDIENCE_FIELDS_MAX,
+               "audience fields must fit the bit set");
+
+const struct audience_field *audience_field_at(int i)
+{
+    return i >= 0 && i < AUDIENCE_FIELD_COUNT ? &AUDIENCE_FIELDS[i] : NULL;
+}
+
+int audience_field_count(void)
+{
+    return AUDIENCE_FIELD_COUNT;
+}
+
+const char *audience_field_list(void)
+{
+    return name_list_text(&AUDIENCE_FIELD_NAMES);
+}
+
+bool audience_fields_parse(const char *text, unsigned int *mask, char *err, size_t errlen)
+{
+    const char *p = text;
+    *mask = 0;
+    for (;;) {
+        size_t n = strcspn(p, ",");
+        int found = -1;
+        for (int i = 0; i < AUDIENCE_FIELD_COUNT; i++)
+            if (strlen(AUDIENCE_FIELDS[i].name) == n &&
+                memcmp(AUDIENCE_FIELDS[i].name, p, n) == 0)
+                found = i;
+        if (found < 0) {
+            if (n == 0)
+                snprintf(err, errlen, "fields has an empty name; give comma-separated names "
+                                      "of: %s", audience_field_list());
+            else
+                snprintf(err, errlen, "unknown field '%.*s' in fields; known: %s",
+                         (int)(n > 64 ? 64 : n), p, audience_field_list());
+            return false;
+        }
+        if (*mask & (1u << found)) {
+            snprintf(err, errlen, "field '%s' is given twice in fields", AUDIENCE_FIELDS[found].name);
+            return false;
+        }
+        *mask |= 1u << found;
+        if (p[n] == '\0')
+            return true;
+        p += n + 1;
+    }
+}
+
+bool audience_fields_have_contact(unsigned int mask)
+{
+    for (int i = 0; i < AUDIENCE_FIELD_COUNT; i++)
+        if ((mask & (1u << i)) && AUDIENCE_FIELDS[i].contact)
+            return true;
+    return false;
+}
+
+const char *channel_address_kind(const char *channel)
+{
+    static const char *const map[][2] = {
+        {"email", "email"}, {"sms", "phone"}, {"phone", "phone"}, {"app", "device"}};
+    for (size_t i = 0; channel != NULL && i < sizeof(map) / sizeof(map[0]); i++)
+        if (strcmp(map[i][0], channel) == 0)
+            return map[i][1];
+    return NULL;
+}

@@ -58,8 +58,9 @@ const struct db_statement store_statements[STMT_COUNT] = {
      DURABLE_DUPLICATE("b", "jsonb_path_exists(b, '$[*] ? (@.status == \"duplicate\")')")
      " FROM crm.ingest_batch($1::jsonb) AS b"},
     [STMT_AUTHENTICATE] = {"authenticate", "SELECT crm.authenticate($1::uuid, $2)"},
-    [STMT_KEY_CREATE] = {"key_create", "SELECT crm.create_key($1::uuid, $2, $3, $4, $5, $6::uuid)"},
+    [STMT_KEY_CREATE] = {"key_create", "SELECT crm.create_key_shared($1::uuid, $2, $3, $4, $5, $6::uuid, $7::jsonb)"},
     [STMT_KEY_LIST] = {"key_list", "SELECT jsonb_build_object('items', coalesce(jsonb_agg(crm.key_doc(k) "
+                 "|| jsonb_strip_nulls(jsonb_build_object('shared_fields', to_jsonb(k.shared_fields))) "
                  "ORDER BY k.created_at), '[]')) FROM crm.api_keys k"},
     [STMT_KEY_REVOKE] = {"key_revoke", "SELECT crm.revoke_key($1::uuid, $2::uuid)"},
     [STMT_PATCH_TRAITS] = {"patch_traits", "SELECT crm.patch_traits($1::uuid, $2::jsonb, $3)"},
@@ -119,6 +120,14 @@ const struct db_statement store_statements[STMT_COUNT] = {
     [STMT_TIMELINE] = {"timeline", "SELECT coalesce(crm.gone_doc($1::uuid), "
                  "crm.timeline($1::uuid, $2::int, $3::timestamptz, $4::uuid, $5, $6, "
                  "$7::timestamptz, $8::timestamptz))"},
+    /* Audiences (sql/011_audiences.sql): one audit row per segment export. */
+    [STMT_SEGMENT_EXPORT_AUDIT] = {"segment_export_audit",
+     "SELECT crm.audit_segment_export($1::uuid, $2, $3::uuid, $4, $5, $6::jsonb, $7, "
+     "$8::bigint, $9::boolean)"},
+    [STMT_SEGMENT_EXPORT_AUDIT_ADD] = {"segment_export_audit_add",
+     "SELECT crm.audit_segment_export_add($1::bigint, $2::bigint, $3::boolean)"},
+    /* A partner key's read of a customer: NULL unless shared (and audited). */
+    [STMT_PARTNER_CUSTOMER] = {"partner_customer", "SELECT crm.partner_customer($1::uuid, $2::uuid)"},
 };
 const int store_statement_count = STMT_COUNT;
 

@@ -301,3 +301,23 @@ void handle_timeline(struct app *app, const struct request *req, struct response
     json_object_del(out, "next_cursor_id");
     respond_json(res, 200, out);
 }
+
+/* A partner key reads the profile fields an admin shared with it, only for
+ * customers who have an external id in its namespace and gave
+ * partner_sharing consent (crm.partner_customer); anything else is a 404,
+ * as for a customer that does not exist. The read is audited in the same
+ * statement. */
+void handle_partner_customer(struct app *app, const struct request *req, struct response *res)
+{
+    const char *params[2] = {req->match->id, req->who != NULL ? req->who->key_id : NULL};
+    json_t *out = NULL;
+    char err[API_ERR_LEN];
+    enum db_status st = store_call(app->pool, STMT_PARTNER_CUSTOMER, 2, params, &out, err,
+                                   sizeof(err));
+    if (st != DB_OK)
+        respond_db_failure(res, st, err, req->path);
+    else if (out == NULL)
+        respond_problem(res, PROBLEM_NOT_FOUND, "no customer with this id", req->path);
+    else
+        respond_json(res, 200, out);
+}

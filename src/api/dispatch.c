@@ -54,6 +54,7 @@ static handler_fn *const HANDLERS[ROUTE_COUNT] = {
     [ROUTE_MOMENTS] = handle_moments,
     [ROUTE_CUSTOMER_EXPORT] = handle_customer_export,
     [ROUTE_CUSTOMER_ERASE] = handle_customer_erase,
+    [ROUTE_PARTNER_CUSTOMER] = handle_partner_customer,
 };
 
 bool dispatch_admit(struct app *app, enum route route, const char *path,

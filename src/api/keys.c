@@ -9,19 +9,56 @@
 #include "auth.h"
 #include "handlers.h"
 #include "normalize.h"
+#include "segment.h"
 #include "store.h"
 #include "validate.h"
+
+/* shared_fields of a partner key: 1 to AUDIENCE_FIELDS_MAX distinct names of
+ * the audience field list (segment.h). */
+static bool shared_fields_valid(json_t *shared, json_t *errors)
+{
+    unsigned int seen = 0, one;
+    size_t i;
+    json_t *v;
+    char err[512];
+    if (!json_is_array(shared) || json_array_size(shared) < 1) {
+        verr_add(errors, "", "shared_fields",
+                 "'shared_fields' must be a non-empty array of field names, of: %s",
+                 audience_field_list());
+        return false;
+    }
+    json_array_foreach(shared, i, v) {
+        char index[24];
+        snprintf(index, sizeof(index), "%zu", i);
+        if (!json_is_string(v) || strchr(json_string_value(v), ',') != NULL ||
+            strlen(json_string_value(v)) != json_string_length(v) ||
+            !audience_fields_parse(json_string_value(v), &one, err, sizeof(err))) {
+            verr_add(errors, "/shared_fields", index, "unknown field; one of: %s",
+                     audience_field_list());
+            return false;
+        }
+        if (seen & one) {
+            verr_add(errors, "/shared_fields", index, "'%s' is listed twice",
+                     json_string_value(v));
+            return false;
+        }
+        seen |= one;
+    }
+    return true;
+}
 
 void handle_key_create(struct app *app, const struct request *req, struct response *res)
 {
     json_t *errors = json_array(), *name = json_object_get(req->body, "name");
     json_t *role_v = json_object_get(req->body, "role"), *ns_v = json_object_get(req->body, "namespace");
-    static const char *const allowed[] = {"name", "role", "namespace", NULL};
+    static const char *const allowed[] = {"name", "role", "namespace", "shared_fields", NULL};
+    json_t *shared = json_object_get(req->body, "shared_fields");
     json_t *out = NULL;
+    char *shared_text = NULL;
     enum role role = ROLE_FRONT_OFFICE;
     struct identifier probe;
     char key[API_KEY_LEN + 1], key_id[UUID_TEXT_LEN + 1], err[API_ERR_LEN];
-    const char *params[6];
+    const char *params[7];
     enum db_status st;
 
     reject_unknown_fields(req->body, allowed, "", errors);
@@ -41,6 +78,10 @@ void handle_key_create(struct app *app, const struct request *req, struct respon
     } else if (ns_v != NULL) {
         verr_add(errors, "", "namespace", "only partner keys have a 'namespace'");
     }
+    if (shared != NULL && json_is_string(role_v) && role != ROLE_PARTNER)
+        verr_add(errors, "", "shared_fields", "only partner keys have 'shared_fields'");
+    else if (shared != NULL)
+        shared_fields_valid(shared, errors);
     if (json_array_size(errors) > 0) {
         respond_validation(res, errors, req->path);
         return;
@@ -56,7 +97,10 @@ void handle_key_create(struct app *app, const struct request *req, struct respon
     params[3] = role_name(role);
     params[4] = role == ROLE_PARTNER ? probe.namespace_ : NULL;
     params[5] = req->who->key_id;
-    st = store_call(app->pool, STMT_KEY_CREATE, 6, params, &out, err, sizeof(err));
+    shared_text = shared != NULL ? json_dumps(shared, JSON_COMPACT) : NULL;
+    params[6] = shared_text;
+    st = store_call(app->pool, STMT_KEY_CREATE, 7, params, &out, err, sizeof(err));
+    free(shared_text);
     if (st != DB_OK || out == NULL) {
         respond_db_failure(res, st == DB_OK ? DB_ERROR : st, err, req->path);
         json_decref(out);

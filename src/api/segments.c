@@ -8,7 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+#include "customize.h"
 #include "handlers.h"
 #include "log.h"
 #include "segment.h"
@@ -40,22 +42,185 @@ static bool parse_limit(const struct request *req, struct response *res, int def
     return true;
 }
 
-/* Members page plus, if asked, the count: {items, next_cursor[, count]}. */
+/* What a members page or export gives out (fields=, purpose=, channel=,
+ * at=), checked: the fixed field list, purpose and channel together (the
+ * channel one that carries an address), and contact fields only with a
+ * purpose unless the caller is an admin. */
+struct audience {
+    struct segment_page_query q;
+    char at[40];       /* the decision time: at= or the request's time */
+    json_t *fields;    /* the field names given out, for the audit row */
+    bool personal;     /* contact data leaves: contact fields or addresses */
+};
+
+static void audience_free(struct audience *a)
+{
+    json_decref(a->fields);
+    a->fields = NULL;
+}
+
+static bool bad_query(struct response *res, const char *detail, const char *path)
+{
+    respond_problem(res, PROBLEM_INVALID_QUERY, detail, path);
+    return false;
+}
+
+/* The current time as RFC 3339 UTC with microseconds. */
+static void now_text(char *out, size_t cap)
+{
+    struct timespec ts;
+    struct tm tm;
+    size_t n;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    n = strftime(out, cap, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out + n, cap - n, ".%06dZ", (int)(ts.tv_nsec / 1000 % 1000000));
+}
+
+static bool parse_audience(const struct request *req, struct response *res, struct audience *a)
+{
+    const char *fields, *purpose, *channel, *at;
+    char detail[640];
+    memset(a, 0, sizeof(*a));
+    if (!query_param(req, res, "fields", &fields) || !query_param(req, res, "purpose", &purpose) ||
+        !query_param(req, res, "channel", &channel) || !query_param(req, res, "at", &at))
+        return false;
+    if (fields != NULL && !audience_fields_parse(fields, &a->q.fields, detail, sizeof(detail)))
+        return bad_query(res, detail, req->path);
+    if (purpose == NULL && (channel != NULL || at != NULL))
+        return bad_query(res, "channel and at choose whom the contact decision allows and "
+                              "need purpose", req->path);
+    if (purpose != NULL) {
+        if (!consent_purpose_valid(purpose)) {
+            snprintf(detail, sizeof(detail), "purpose must be one of: %s", consent_purpose_list());
+            return bad_query(res, detail, req->path);
+        }
+        if (channel == NULL || !channel_valid(channel) || channel_address_kind(channel) == NULL)
+            return bad_query(res, "with purpose, channel is required: one of email, sms, phone, "
+                                  "app (the channels whose address a member has: email, phone, "
+                                  "device)", req->path);
+        if (at != NULL && !rfc3339_valid(at))
+            return bad_query(res, "at must be an RFC 3339 timestamp with offset", req->path);
+        if (at != NULL)
+            snprintf(a->at, sizeof(a->at), "%s", at);
+        else
+            now_text(a->at, sizeof(a->at));
+        a->q.purpose = purpose;
+        a->q.channel = channel;
+        a->q.at = a->at;
+        a->q.address_kind = channel_address_kind(channel);
+    }
+    if (purpose == NULL && audience_fields_have_contact(a->q.fields) &&
+        (req->who == NULL || req->who->role != ROLE_ADMIN)) {
+        respond_problem(res, PROBLEM_FORBIDDEN,
+                        "contact fields (identifiers, names, birthday) need purpose and channel: "
+                        "only the members whom the contact decision allows for them are given "
+                        "out; value fields and ids need neither",
+                        req->path);
+        return false;
+    }
+    a->personal = purpose != NULL || audience_fields_have_contact(a->q.fields);
+    a->fields = json_array();
+    if (a->q.fields == 0) {
+        static const char *const defaults[] = {"value.tier", "value.clv", "value.p_alive",
+                                               "value.margin", "value.rfm"};
+        for (size_t i = 0; i < sizeof(defaults) / sizeof(defaults[0]); i++)
+            json_array_append_new(a->fields, json_string(defaults[i]));
+    }
+    for (int i = 0; i < audience_field_count(); i++)
+        if (a->q.fields & (1u << i))
+            json_array_append_new(a->fields, json_string(audience_field_at(i)->name));
+    return true;
+}
+
+/* Cursor of sort=clv: base64url("<clv>|<customer_id>"), clv empty when null. */
+static bool clv_cursor_decode(const char *text, char clv[48], char id[UUID_TEXT_LEN + 1])
+{
+    unsigned char buf[96];
+    long n = base64url_decode(text, buf, sizeof(buf) - 1);
+    size_t k;
+    if (n < UUID_TEXT_LEN + 1 || n - UUID_TEXT_LEN - 1 >= 48 || buf[n - UUID_TEXT_LEN - 1] != '|')
+        return false;
+    buf[n] = '\0';
+    k = (size_t)n - UUID_TEXT_LEN - 1;
+    memcpy(clv, buf, k);
+    clv[k] = '\0';
+    for (size_t i = 0; i < k; i++)
+        if (!((clv[i] >= '0' && clv[i] <= '9') || (clv[i] == '-' && i == 0) ||
+              (clv[i] == '.' && i > 0 && strchr(clv, '.') == clv + i)))
+            return false;
+    if (k > 0 && (clv[k - 1] == '.' || clv[k - 1] == '-'))
+        return false;
+    return uuid_canonical((char *)buf + k + 1, id);
+}
+
+/* next_cursor and next_cursor_clv of a sort=clv page become one opaque cursor. */
+static void clv_cursor_encode(json_t *page)
+{
+    json_t *id = json_object_get(page, "next_cursor"), *clv = json_object_get(page, "next_cursor_clv");
+    if (json_is_string(id)) {
+        char buf[96];
+        int n = snprintf(buf, sizeof(buf), "%s|%s", json_is_string(clv) ? json_string_value(clv) : "",
+                         json_string_value(id));
+        char *c = base64url_encode((const unsigned char *)buf, (size_t)n);
+        json_object_set_new(page, "next_cursor", json_string(c));
+        free(c);
+    }
+    json_object_del(page, "next_cursor_clv");
+}
+
+/* Write the audit row of a page or export that gives out contact data (or
+ * of any export); false (res filled with 503) when it cannot be written. */
+static bool audit_audience(struct app *app, const struct request *req, struct response *res,
+                           const struct audience *a, const char *via, long count, bool complete,
+                           long long *audit_id)
+{
+    json_t *out = NULL;
+    char err[API_ERR_LEN];
+    enum db_status st = store_segment_export_audit(app->pool, req->who, req->match->id,
+                                                   a->q.purpose, a->q.channel, a->fields, via,
+                                                   count, complete, &out, err, sizeof(err));
+    if (st != DB_OK || !json_is_integer(json_object_get(out, "audit_id"))) {
+        if (st != DB_OK)
+            log_msg(LOG_ERROR, "request", "%s: audit: %s", req->path, err);
+        json_decref(out);
+        respond_problem(res, PROBLEM_SERVICE_UNAVAILABLE,
+                        "the export could not be audited; nothing was given out; retry",
+                        req->path);
+        return false;
+    }
+    if (audit_id != NULL)
+        *audit_id = json_integer_value(json_object_get(out, "audit_id"));
+    json_decref(out);
+    return true;
+}
+
+/* Members page plus, if asked, the count: {items, next_cursor[, count]}.
+ * a is NULL for previews (the default item, no filter). */
 static void respond_members(struct app *app, const struct request *req, struct response *res,
-                            const struct segment_sql *seg, const char *cursor, int limit,
-                            bool with_count)
+                            const struct segment_sql *seg, const struct segment_page_query *q,
+                            bool with_count, const struct audience *a)
 {
     json_t *page = NULL, *count = NULL;
     char err[API_ERR_LEN];
-    enum db_status st = store_segment_page(req->reads, seg, cursor, limit, &page, err, sizeof(err));
+    enum db_status st = store_segment_page(req->reads, seg, q, &page, err, sizeof(err));
     if (st == DB_OK && with_count)
-        st = store_segment_count(req->reads, seg, &count, err, sizeof(err));
+        st = store_segment_count(req->reads, seg, q, &count, err, sizeof(err));
     if (st != DB_OK || page == NULL) {
         respond_db_failure(res, st == DB_OK ? DB_ERROR : st, err, req->path);
         json_decref(page);
         json_decref(count);
         return;
     }
+    if (a != NULL && a->personal &&
+        !audit_audience(app, req, res, a, "customers",
+                        (long)json_array_size(json_object_get(page, "items")), true, NULL)) {
+        json_decref(page);
+        json_decref(count);
+        return;
+    }
+    if (q->by_clv)
+        clv_cursor_encode(page);
     if (count != NULL)
         json_object_update(page, count);
     json_decref(count);
@@ -124,26 +289,42 @@ void handle_segment_customers(struct app *app, const struct request *req,
                               struct response *res)
 {
     struct segment_sql seg = {0};
-    const char *cursor, *count;
-    char cursor_id[UUID_TEXT_LEN + 1];
+    struct audience a;
+    const char *cursor, *count, *sort;
+    char cursor_id[UUID_TEXT_LEN + 1], cursor_clv[48];
     int limit;
     if (!parse_limit(req, res, 100, 1000, &limit) || !query_param(req, res, "cursor", &cursor) ||
-        !query_param(req, res, "count", &count))
+        !query_param(req, res, "count", &count) || !query_param(req, res, "sort", &sort))
         return;
-    if (cursor != NULL && !uuid_canonical(cursor, cursor_id)) {
-        respond_problem(res, PROBLEM_INVALID_QUERY, "cursor is not one this server issued",
-                        req->path);
+    if (sort != NULL && strcmp(sort, "customer_id") != 0 && strcmp(sort, "clv") != 0) {
+        bad_query(res, "sort must be customer_id (the default) or clv", req->path);
         return;
+    }
+    if (!parse_audience(req, res, &a))
+        return;
+    a.q.by_clv = sort != NULL && strcmp(sort, "clv") == 0;
+    a.q.limit = limit;
+    if (cursor != NULL) {
+        bool ok = a.q.by_clv ? clv_cursor_decode(cursor, cursor_clv, cursor_id)
+                             : uuid_canonical(cursor, cursor_id);
+        if (!ok) {
+            audience_free(&a);
+            bad_query(res, "cursor is not one this server issued (for this sort)", req->path);
+            return;
+        }
+        a.q.cursor_id = cursor_id;
+        a.q.cursor_clv = a.q.by_clv && cursor_clv[0] != '\0' ? cursor_clv : NULL;
     }
     if (count != NULL && strcmp(count, "true") != 0 && strcmp(count, "false") != 0) {
-        respond_problem(res, PROBLEM_INVALID_QUERY, "count must be true or false", req->path);
+        audience_free(&a);
+        bad_query(res, "count must be true or false", req->path);
         return;
     }
-    if (!load_segment(app, req, res, req->match->id, &seg))
-        return;
-    respond_members(app, req, res, &seg, cursor ? cursor_id : NULL, limit,
-                    count != NULL && strcmp(count, "true") == 0);
+    if (load_segment(app, req, res, req->match->id, &seg))
+        respond_members(app, req, res, &seg, &a.q, count != NULL && strcmp(count, "true") == 0,
+                        &a);
     segment_sql_free(&seg);
+    audience_free(&a);
 }
 
 void handle_segment_preview(struct app *app, const struct request *req,
@@ -171,33 +352,58 @@ void handle_segment_preview(struct app *app, const struct request *req,
         return;
     }
     json_decref(errors);
-    respond_members(app, req, res, &seg, NULL, limit, true);
+    {
+        struct segment_page_query q = {.limit = limit};
+        respond_members(app, req, res, &seg, &q, true, NULL);
+    }
     segment_sql_free(&seg);
 }
 
-/* NDJSON export: one member per line, fetched EXPORT_PAGE at a time. */
+/* NDJSON export: one member per line, fetched EXPORT_PAGE at a time. Every
+ * export has one audit row (segment.export) whose count grows by each
+ * page's members before that page is given out. */
 struct export_state {
-    struct db_pool *pool;
+    struct db_pool *pool;  /* reads */
+    struct db_pool *audit; /* the primary: the audit row */
     struct segment_sql seg;
+    struct segment_page_query q;
+    char purpose[32], channel[32], at[40];
     char cursor[UUID_TEXT_LEN + 1];
+    long long audit_id;
     bool started, done;
     char *pending;
     size_t pending_len, pending_off;
 };
 
-static bool export_fetch(struct export_state *ex)
+/* The next page: its members (*page, owned) and whether it is the last. */
+static bool export_page(struct export_state *ex, json_t **page)
 {
-    json_t *page = NULL, *item, *next;
+    json_t *next;
     char err[API_ERR_LEN];
-    size_t i;
-    size_t cap = 0;
-    if (store_segment_page(ex->pool, &ex->seg, ex->started ? ex->cursor : NULL, EXPORT_PAGE,
-                           &page, err, sizeof(err)) != DB_OK || page == NULL) {
+    ex->q.limit = EXPORT_PAGE;
+    ex->q.cursor_id = ex->started ? ex->cursor : NULL;
+    *page = NULL;
+    if (store_segment_page(ex->pool, &ex->seg, &ex->q, page, err, sizeof(err)) != DB_OK ||
+        *page == NULL) {
         log_msg(LOG_ERROR, "request", "segment export: %s", err);
-        json_decref(page);
+        json_decref(*page);
+        *page = NULL;
         return false;
     }
     ex->started = true;
+    next = json_object_get(*page, "next_cursor");
+    if (json_is_string(next))
+        snprintf(ex->cursor, sizeof(ex->cursor), "%s", json_string_value(next));
+    else
+        ex->done = true;
+    return true;
+}
+
+/* The page's lines become the pending bytes. */
+static void export_render(struct export_state *ex, json_t *page)
+{
+    json_t *item;
+    size_t i, cap = 0;
     free(ex->pending);
     ex->pending = NULL;
     ex->pending_len = ex->pending_off = 0;
@@ -213,11 +419,23 @@ static bool export_fetch(struct export_state *ex)
         ex->pending_len += n + 1;
         free(line);
     }
-    next = json_object_get(page, "next_cursor");
-    if (json_is_string(next))
-        snprintf(ex->cursor, sizeof(ex->cursor), "%s", json_string_value(next));
-    else
-        ex->done = true;
+}
+
+/* A later page: fetched, counted in the audit row, then given out. */
+static bool export_fetch(struct export_state *ex)
+{
+    json_t *page;
+    char err[API_ERR_LEN];
+    if (!export_page(ex, &page))
+        return false;
+    if (store_segment_export_audit_add(ex->audit, ex->audit_id,
+                                       (long)json_array_size(json_object_get(page, "items")),
+                                       ex->done, err, sizeof(err)) != DB_OK) {
+        log_msg(LOG_ERROR, "request", "segment export: audit: %s", err);
+        json_decref(page);
+        return false;
+    }
+    export_render(ex, page);
     json_decref(page);
     return true;
 }
@@ -254,19 +472,48 @@ static void export_free(void *ctx)
 
 void handle_segment_export(struct app *app, const struct request *req, struct response *res)
 {
-    struct export_state *ex = calloc(1, sizeof(*ex));
+    struct export_state *ex;
+    struct audience a;
+    json_t *page;
+    if (!parse_audience(req, res, &a))
+        return;
+    ex = calloc(1, sizeof(*ex));
     if (!load_segment(app, req, res, req->match->id, &ex->seg)) {
+        audience_free(&a);
         free(ex);
         return;
     }
     ex->pool = req->reads;
-    /* Fetch the first page now, so a database failure is still a clean 503. */
-    if (!export_fetch(ex)) {
+    ex->audit = app->pool;
+    ex->q = a.q;
+    if (a.q.purpose != NULL) { /* the query strings live as long as the request only */
+        snprintf(ex->purpose, sizeof(ex->purpose), "%s", a.q.purpose);
+        snprintf(ex->channel, sizeof(ex->channel), "%s", a.q.channel);
+        snprintf(ex->at, sizeof(ex->at), "%s", a.at);
+        ex->q.purpose = ex->purpose;
+        ex->q.channel = ex->channel;
+        ex->q.at = ex->at;
+    }
+    /* Fetch the first page now, so a database failure is still a clean 503,
+     * and write the audit row with its count before anything is sent. */
+    if (!export_page(ex, &page)) {
+        audience_free(&a);
         export_free(ex);
         respond_problem(res, PROBLEM_SERVICE_UNAVAILABLE, "the database is unreachable; retry",
                         req->path);
         return;
     }
+    if (!audit_audience(app, req, res, &a, "export",
+                        (long)json_array_size(json_object_get(page, "items")), ex->done,
+                        &ex->audit_id)) {
+        json_decref(page);
+        audience_free(&a);
+        export_free(ex);
+        return;
+    }
+    audience_free(&a);
+    export_render(ex, page);
+    json_decref(page);
     res->status = 200;
     res->stream_content_type = "application/x-ndjson";
     res->stream_read = export_read;

@@ -15,6 +15,7 @@
 #include "auth.h"
 #include "customize.h"
 #include "normalize.h"
+#include "segment.h"
 #include "validate.h"
 
 #ifndef CRM_SOURCE_ROOT
@@ -169,6 +170,8 @@ START_TEST(test_openapi_enums_match_c)
     snprintf(any, sizeof(any), "%s, any", channel_list());
     ck_assert_str_eq(openapi_enum(yaml, "ConsentChannel"), any);
     ck_assert_str_eq(openapi_enum(yaml, "Role"), roles());
+    /* the fields a partner key may be given are the audience fields */
+    ck_assert_str_eq(openapi_enum(yaml, "SharedFields"), audience_field_list());
     free(yaml);
 }
 END_TEST

@@ -75,6 +75,7 @@ START_TEST(test_segment_and_value_routes)
     expect_match("GET", "/v1/moments", ROUTE_MOMENTS, "");
     expect_match("GET", "/v1/customers/" UUID_LC "/export", ROUTE_CUSTOMER_EXPORT, UUID_LC);
     expect_match("DELETE", "/v1/customers/" UUID_UC, ROUTE_CUSTOMER_ERASE, UUID_LC);
+    expect_match("GET", "/v1/partners/customers/" UUID_UC, ROUTE_PARTNER_CUSTOMER, UUID_LC);
     expect_status("DELETE", "/v1/customers/nope", ROUTE_BAD_UUID, NULL);
     /* two methods on one path: Allow lists both, in table order */
     expect_status("PUT", "/v1/segments", ROUTE_METHOD_NOT_ALLOWED, "POST, GET");
@@ -253,6 +254,7 @@ START_TEST(test_route_name)
         {ROUTE_MOMENTS, "moments"},
         {ROUTE_CUSTOMER_EXPORT, "customer_export"},
         {ROUTE_CUSTOMER_ERASE, "customer_erase"},
+        {ROUTE_PARTNER_CUSTOMER, "partner_customer"},
     };
     for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++)
         ck_assert_str_eq(route_name(t[i].r), t[i].name);
@@ -326,6 +328,7 @@ START_TEST(test_every_route_has_roles_and_flags_from_the_table)
     ck_assert_uint_eq(route_roles(ROUTE_MERGE_CREATE), ad);
     ck_assert_uint_eq(route_roles(ROUTE_CUSTOMER_EXPORT), ad);
     ck_assert_uint_eq(route_roles(ROUTE_CUSTOMER_ERASE), ad);
+    ck_assert_uint_eq(route_roles(ROUTE_PARTNER_CUSTOMER), pa | ad);
     ck_assert(!role_allows(ROLE_PARTNER, ROUTE_CUSTOMER_GET));
     ck_assert(!role_allows(ROLE_MARKETING, ROUTE_CUSTOMER_GET));
     ck_assert(role_allows(ROLE_MARKETING, ROUTE_HEALTH));

@@ -1276,6 +1276,69 @@ END_TEST
 
 /* ---- suite --------------------------------------------------------------- */
 
+
+/* ---- audience fields ------------------------------------------------------ */
+
+static int field_index(const char *name)
+{
+    for (int i = 0; i < audience_field_count(); i++)
+        if (strcmp(audience_field_at(i)->name, name) == 0)
+            return i;
+    return -1;
+}
+
+START_TEST(test_audience_fields_parse)
+{
+    unsigned int mask;
+    char err[512];
+    ck_assert(audience_fields_parse("email", &mask, err, sizeof(err)));
+    ck_assert_uint_eq(mask, 1u << field_index("email"));
+    ck_assert(audience_fields_have_contact(mask));
+    ck_assert(audience_fields_parse("value.clv,value.tier,value.churn_risk", &mask, err,
+                                    sizeof(err)));
+    ck_assert_uint_eq(mask, (1u << field_index("value.clv")) | (1u << field_index("value.tier")) |
+                                (1u << field_index("value.churn_risk")));
+    ck_assert(!audience_fields_have_contact(mask));
+    ck_assert(audience_fields_parse("birthday,value.clv", &mask, err, sizeof(err)));
+    ck_assert(audience_fields_have_contact(mask));
+    /* every listed field parses, and only those */
+    for (int i = 0; i < audience_field_count(); i++) {
+        ck_assert(audience_fields_parse(audience_field_at(i)->name, &mask, err, sizeof(err)));
+        ck_assert_uint_eq(mask, 1u << i);
+        ck_assert_ptr_nonnull(strstr(audience_field_list(), audience_field_at(i)->name));
+        ck_assert_ptr_null(strchr(audience_field_at(i)->sql, '$')); /* no parameters */
+    }
+    ck_assert(audience_field_at(audience_field_count()) == NULL);
+    ck_assert(audience_field_at(-1) == NULL);
+    ck_assert(!audience_fields_parse("email,shoe_size", &mask, err, sizeof(err)));
+    ck_assert_ptr_nonnull(strstr(err, "'shoe_size'"));
+    ck_assert_ptr_nonnull(strstr(err, "value.churn_risk")); /* lists the known ones */
+    ck_assert(!audience_fields_parse("", &mask, err, sizeof(err)));
+    ck_assert_ptr_nonnull(strstr(err, "empty"));
+    ck_assert(!audience_fields_parse("email,", &mask, err, sizeof(err)));
+    ck_assert(!audience_fields_parse(",email", &mask, err, sizeof(err)));
+    ck_assert(!audience_fields_parse("email,email", &mask, err, sizeof(err)));
+    ck_assert_ptr_nonnull(strstr(err, "twice"));
+    ck_assert(!audience_fields_parse("Email", &mask, err, sizeof(err)));
+    ck_assert(!audience_fields_parse("email ", &mask, err, sizeof(err)));
+    ck_assert(!audience_fields_parse("value.clvx", &mask, err, sizeof(err)));
+    ck_assert(!audience_fields_parse("traits.first_name", &mask, err, sizeof(err)));
+}
+END_TEST
+
+START_TEST(test_channel_address_kind)
+{
+    ck_assert_str_eq(channel_address_kind("email"), "email");
+    ck_assert_str_eq(channel_address_kind("sms"), "phone");
+    ck_assert_str_eq(channel_address_kind("phone"), "phone");
+    ck_assert_str_eq(channel_address_kind("app"), "device");
+    ck_assert_ptr_null(channel_address_kind("web"));
+    ck_assert_ptr_null(channel_address_kind("store"));
+    ck_assert_ptr_null(channel_address_kind("any"));
+    ck_assert_ptr_null(channel_address_kind(NULL));
+}
+END_TEST
+
 static Suite *segment_suite(void)
 {
     Suite *s = suite_create("segment");
@@ -1322,6 +1385,11 @@ static Suite *segment_suite(void)
     tcase_add_test(tc, test_error_nodes);
     tcase_add_test(tc, test_error_several_at_once);
     tcase_add_test(tc, test_error_prefix);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("audience");
+    tcase_add_test(tc, test_audience_fields_parse);
+    tcase_add_test(tc, test_channel_address_kind);
     suite_add_tcase(s, tc);
 
     /* Known bugs, see the comments at each test. */
