@@ -38,5 +38,8 @@ handler_fn handle_customer_merges, handle_merge, handle_unmerge, handle_blocked_
 handler_fn handle_preferences_get, handle_preferences_patch, handle_consents_list,
     handle_consent_create, handle_contact_decision, handle_moments, handle_customer_export,
     handle_customer_erase;
+/* activation.c: handle_webhook_simple serves list, get and delete */
+handler_fn handle_events, handle_webhook_create, handle_webhook_update, handle_webhook_simple,
+    handle_webhook_deliveries, handle_webhook_replay;
 
 #endif

@@ -24,6 +24,7 @@
 #include "store.h"
 #include "textutil.h"
 #include "value.h"
+#include "webhook.h"
 
 static const char *env_lookup(const char *name)
 {
@@ -87,6 +88,7 @@ static void *warm_up_main(void *arg)
 }
 
 static struct warm_up warm_up;
+static struct webhooks *webhooks;
 
 static void start_warm_up(struct app *app)
 {
@@ -103,6 +105,8 @@ static void stop_app(struct app *app)
         pthread_join(warm_up.thread, NULL);
         warm_up.started = false;
     }
+    webhooks_stop(webhooks); /* within --webhook-timeout: signalled at SIGTERM */
+    webhooks = NULL;
     health_stop(app->health);
     audit_free(app->audit);
     access_free(app->access);
@@ -217,6 +221,12 @@ int main(int argc, char **argv)
         stop_app(&app);
         return 1;
     }
+    webhooks = webhooks_start(&cfg);
+    if (webhooks == NULL) {
+        http_drain_and_stop(server, 0);
+        stop_app(&app);
+        return 1;
+    }
     fprintf(stderr,
             "crm-server: serving on %s://%s%s%s:%d (pool %d, http threads %u, body limit %zu)\n",
             cfg.tls_cert[0] != '\0' ? "https" : "http", strchr(cfg.listen, ':') ? "[" : "",
@@ -226,6 +236,7 @@ int main(int argc, char **argv)
 
     sigwait(&stop_signals, &sig);
     fprintf(stderr, "crm-server: %s received, draining\n", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    webhooks_signal_stop(webhooks); /* they stop while the requests drain */
     left = http_drain_and_stop(server, cfg.drain_timeout);
     stop_app(&app);
     if (left > 0) {

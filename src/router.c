@@ -115,6 +115,24 @@ static const struct route_def ROUTES[ROUTE_COUNT] = {
         AD, LONG, NULL},
     [ROUTE_CUSTOMER_ERASE] = {"DELETE", "/v1/customers/{id}", "customer_erase",
         AD, LONG, NULL},
+    /* Activation (docs/activation.md): the feed carries personal data of
+     * every customer, so marketing and admin only (no partner key). */
+    [ROUTE_EVENTS] = {"GET", "/v1/events", "events",
+        MK | AD, 0, "after types limit"},
+    [ROUTE_WEBHOOK_CREATE] = {"POST", "/v1/webhooks", "webhook_create",
+        AD, 0, NULL},
+    [ROUTE_WEBHOOK_LIST] = {"GET", "/v1/webhooks", "webhook_list",
+        AD, 0, NULL},
+    [ROUTE_WEBHOOK_GET] = {"GET", "/v1/webhooks/{id}", "webhook_get",
+        AD, 0, NULL},
+    [ROUTE_WEBHOOK_UPDATE] = {"PATCH", "/v1/webhooks/{id}", "webhook_update",
+        AD, 0, NULL},
+    [ROUTE_WEBHOOK_DELETE] = {"DELETE", "/v1/webhooks/{id}", "webhook_delete",
+        AD, 0, NULL},
+    [ROUTE_WEBHOOK_DELIVERIES] = {"GET", "/v1/webhooks/{id}/deliveries", "webhook_deliveries",
+        AD, 0, "status limit"},
+    [ROUTE_WEBHOOK_REPLAY] = {"POST", "/v1/webhooks/{id}/deliveries:replay", "webhook_replay",
+        AD, 0, NULL},
 };
 
 #define ROUTE_TABLE_SIZE ((size_t)ROUTE_COUNT)

@@ -1,0 +1,523 @@
+-- 010_activation: hand customers to the systems that act on them.
+--
+-- A durable change feed: every business change writes its event in the
+-- transaction of the change, by AFTER triggers on the tables (no crm.*
+-- function body is touched), into crm.events; an interaction is its own
+-- event (crm.interactions carries its feed position), so ingest writes no
+-- second copy. The feed's order is (xid, seq): the writing transaction's id,
+-- then a global sequence. Readers only see events of transactions older
+-- than the oldest one still running (pg_snapshot_xmin), so an event can never
+-- appear behind a cursor a reader already moved past. docs/activation.md.
+--
+-- Webhooks: endpoints (crm.webhooks), one delivery row per (endpoint,
+-- event) made by a fan-out that follows the feed (one instance at a time:
+-- a row lock on crm.activation_state), claimed by delivery workers of any
+-- instance with leases (FOR UPDATE SKIP LOCKED), in order per customer.
+
+CREATE SEQUENCE crm.event_seq;
+
+CREATE TABLE crm.events (
+    xid          xid8 NOT NULL DEFAULT pg_current_xact_id(),
+    seq          bigint NOT NULL DEFAULT nextval('crm.event_seq'),
+    type         text NOT NULL,
+    occurred_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+    customer_id  uuid NOT NULL,
+    data         jsonb NOT NULL DEFAULT '{}',
+    PRIMARY KEY (xid, seq)
+);
+CREATE INDEX events_customer_idx ON crm.events (customer_id);
+CREATE INDEX events_occurred_idx ON crm.events (occurred_at);
+-- One traits.changed / preferences.changed event per customer and
+-- transaction: later changes of the same transaction are merged into it.
+CREATE UNIQUE INDEX events_field_changes_idx ON crm.events (xid, customer_id, type)
+    WHERE type IN ('traits.changed', 'preferences.changed');
+
+-- Interactions are events as they are: their feed position is assigned on
+-- insert (no table rewrite: rows stored before this migration have none and
+-- are not in the feed).
+ALTER TABLE crm.interactions ADD COLUMN event_xid xid8, ADD COLUMN event_seq bigint;
+ALTER TABLE crm.interactions ALTER COLUMN event_xid SET DEFAULT pg_current_xact_id(),
+                             ALTER COLUMN event_seq SET DEFAULT nextval('crm.event_seq');
+CREATE INDEX interactions_feed_idx ON crm.interactions (event_xid, event_seq);
+
+-- ---- emitting ---------------------------------------------------------------
+
+CREATE FUNCTION crm.customers_created_event() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO crm.events (type, customer_id, data)
+    SELECT 'customer.created', n.customer_id, '{}' FROM new_rows n ORDER BY n.customer_id;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER customers_created_event AFTER INSERT ON crm.customers
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT
+    EXECUTE FUNCTION crm.customers_created_event();
+
+CREATE FUNCTION crm.identifiers_added_event() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO crm.events (type, customer_id, data)
+    SELECT 'identifier.added', n.customer_id,
+           jsonb_build_object('kind', n.kind, 'namespace', n.namespace, 'value', n.value,
+                              'source', n.source)
+      FROM new_rows n ORDER BY n.kind, n.namespace, n.value;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER identifiers_added_event AFTER INSERT ON crm.identifiers
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT
+    EXECUTE FUNCTION crm.identifiers_added_event();
+
+CREATE FUNCTION crm.merges_event() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO crm.events (type, customer_id, data)
+    SELECT 'customer.merged', n.survivor_id,
+           jsonb_build_object('survivor_id', n.survivor_id, 'absorbed_id', n.absorbed_id,
+                              'merge_id', n.merge_id, 'reason', n.reason)
+      FROM new_rows n ORDER BY n.merge_id;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER merges_event AFTER INSERT ON crm.merges
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION crm.merges_event();
+
+-- crm.unmerge sets unmerged_at once; rare, so a row trigger.
+CREATE FUNCTION crm.unmerge_event() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO crm.events (type, customer_id, data)
+    VALUES ('customer.unmerged', NEW.absorbed_id,
+            jsonb_build_object('customer_id', NEW.absorbed_id, 'survivor_id', NEW.survivor_id,
+                               'merge_id', NEW.merge_id));
+    RETURN NULL;
+END $$;
+CREATE TRIGGER merges_unmerge_event AFTER UPDATE OF unmerged_at ON crm.merges
+    FOR EACH ROW WHEN (OLD.unmerged_at IS NULL AND NEW.unmerged_at IS NOT NULL)
+    EXECUTE FUNCTION crm.unmerge_event();
+
+-- Field changes (traits, preferences): {"<field>": new value, or null when
+-- removed}, one event per customer and transaction.
+CREATE FUNCTION crm.field_change_event() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    ev_type text := CASE TG_TABLE_NAME WHEN 'traits' THEN 'traits.changed'
+                                       ELSE 'preferences.changed' END;
+    member text := TG_TABLE_NAME;
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        INSERT INTO crm.events AS e (type, customer_id, data)
+        SELECT ev_type, o.customer_id,
+               jsonb_build_object(member, jsonb_object_agg(o.name, 'null'::jsonb))
+          FROM old_rows o GROUP BY o.customer_id ORDER BY o.customer_id
+        ON CONFLICT (xid, customer_id, type)
+            WHERE type IN ('traits.changed', 'preferences.changed')
+        DO UPDATE SET data = jsonb_build_object(member,
+                                 coalesce(e.data->member, '{}') || (excluded.data->member));
+    ELSE
+        INSERT INTO crm.events AS e (type, customer_id, data)
+        SELECT ev_type, n.customer_id, jsonb_build_object(member, jsonb_object_agg(n.name, n.value))
+          FROM new_rows n GROUP BY n.customer_id ORDER BY n.customer_id
+        ON CONFLICT (xid, customer_id, type)
+            WHERE type IN ('traits.changed', 'preferences.changed')
+        DO UPDATE SET data = jsonb_build_object(member,
+                                 coalesce(e.data->member, '{}') || (excluded.data->member));
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER traits_insert_event AFTER INSERT ON crm.traits
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION crm.field_change_event();
+CREATE TRIGGER traits_update_event AFTER UPDATE ON crm.traits
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION crm.field_change_event();
+CREATE TRIGGER traits_delete_event AFTER DELETE ON crm.traits
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION crm.field_change_event();
+CREATE TRIGGER preferences_insert_event AFTER INSERT ON crm.preferences
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION crm.field_change_event();
+CREATE TRIGGER preferences_update_event AFTER UPDATE ON crm.preferences
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION crm.field_change_event();
+CREATE TRIGGER preferences_delete_event AFTER DELETE ON crm.preferences
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION crm.field_change_event();
+
+CREATE FUNCTION crm.consent_changed_event() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO crm.events (type, customer_id, data)
+    SELECT 'consent.changed', n.customer_id,
+           jsonb_build_object('consent_event_id', n.event_id, 'purpose', n.purpose,
+                              'channel', n.channel, 'status', n.status, 'source', n.source,
+                              'occurred_at', crm.ts(n.occurred_at))
+      FROM new_rows n ORDER BY n.event_id;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER consent_events_changed_event AFTER INSERT ON crm.consent_events
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT
+    EXECUTE FUNCTION crm.consent_changed_event();
+
+-- Value tiers: a customer's first tier, and every change of it.
+CREATE FUNCTION crm.tier_insert_event() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO crm.events (type, customer_id, data)
+    SELECT 'value.tier_changed', n.customer_id,
+           jsonb_build_object('from', NULL, 'to', n.tier, 'run_id', n.run_id)
+      FROM new_rows n ORDER BY n.customer_id;
+    RETURN NULL;
+END $$;
+CREATE FUNCTION crm.tier_update_event() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO crm.events (type, customer_id, data)
+    SELECT 'value.tier_changed', n.customer_id,
+           jsonb_build_object('from', o.tier, 'to', n.tier, 'run_id', n.run_id)
+      FROM new_rows n JOIN old_rows o ON o.customer_id = n.customer_id
+     WHERE o.tier IS DISTINCT FROM n.tier ORDER BY n.customer_id;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER customer_value_insert_event AFTER INSERT ON crm.customer_value
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION crm.tier_insert_event();
+CREATE TRIGGER customer_value_update_event AFTER UPDATE ON crm.customer_value
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT
+    EXECUTE FUNCTION crm.tier_update_event();
+
+-- Erasure (crm.erase_customer sets erased_at on the customer and the ids it
+-- absorbed): the personal data of the retained events of each goes (the
+-- identifier values, trait and preference values; interaction payloads are
+-- cleared on the interaction itself, which is its own event), and the
+-- survivor gets its customer.erased event.
+CREATE FUNCTION crm.customer_erased_event() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE crm.events SET data = jsonb_build_object('erased', true)
+     WHERE customer_id = NEW.customer_id
+       AND type IN ('identifier.added', 'traits.changed', 'preferences.changed');
+    IF NEW.merged_into IS NULL THEN
+        INSERT INTO crm.events (type, customer_id, data)
+        VALUES ('customer.erased', NEW.customer_id,
+                jsonb_build_object('erased_at', crm.ts(NEW.erased_at)));
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER customers_erased_event AFTER UPDATE OF erased_at ON crm.customers
+    FOR EACH ROW WHEN (OLD.erased_at IS NULL AND NEW.erased_at IS NOT NULL)
+    EXECUTE FUNCTION crm.customer_erased_event();
+
+-- ---- reading ----------------------------------------------------------------
+
+CREATE FUNCTION crm.interaction_event_data(i crm.interactions) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT jsonb_build_object('interaction_id', i.interaction_id, 'source', i.source,
+                              'external_id', i.external_id, 'channel', i.channel,
+                              'type', i.type, 'occurred_at', crm.ts(i.occurred_at),
+                              'amount', trim_scale(i.amount), 'currency', i.currency,
+                              'tags', to_jsonb(i.tags), 'payload', i.payload)
+$$;
+
+-- The envelope every consumer sees (feed item and webhook body alike).
+CREATE FUNCTION crm.event_envelope(p_seq bigint, p_type text, p_at timestamptz,
+                                   p_customer uuid, p_data jsonb) RETURNS jsonb
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT jsonb_build_object('id', 'evt_' || p_seq, 'type', p_type,
+                              'occurred_at', crm.ts(p_at), 'customer_id', p_customer,
+                              'schema_version', 1, 'data', p_data)
+$$;
+
+-- Events after (p_xid, p_seq) in feed order, of transactions older than the
+-- oldest still running (so none can later appear before them), newer than
+-- the retention, of the given types (NULL: all).
+CREATE FUNCTION crm.event_rows(p_xid xid8, p_seq bigint, p_types text[], p_limit int,
+                               p_retention_s int)
+RETURNS TABLE (xid xid8, seq bigint, type text, occurred_at timestamptz, customer_id uuid,
+               data jsonb)
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    horizon xid8 := pg_snapshot_xmin(pg_current_snapshot());
+    since timestamptz := now() - make_interval(secs => p_retention_s);
+BEGIN
+    RETURN QUERY
+    SELECT * FROM (
+        (SELECT e.xid, e.seq, e.type, e.occurred_at, e.customer_id, e.data
+           FROM crm.events e
+          WHERE (e.xid, e.seq) > (p_xid, p_seq) AND e.xid < horizon AND e.occurred_at >= since
+            AND (p_types IS NULL OR e.type = ANY (p_types))
+          ORDER BY e.xid, e.seq LIMIT p_limit)
+        UNION ALL
+        (SELECT i.event_xid, i.event_seq, 'interaction.created'::text, i.received_at,
+                i.customer_id, crm.interaction_event_data(i)
+           FROM crm.interactions i
+          WHERE (p_types IS NULL OR 'interaction.created' = ANY (p_types))
+            AND (i.event_xid, i.event_seq) > (p_xid, p_seq) AND i.event_xid < horizon
+            AND i.received_at >= since
+          ORDER BY i.event_xid, i.event_seq LIMIT p_limit)
+    ) AS r ORDER BY 1, 2 LIMIT p_limit;
+END $$;
+
+-- One feed page: {items: [envelope...], next_cursor} (next_cursor: the
+-- position of the last item; when there is none, the position given with
+-- the current time, so a consumer of a quiet feed does not see its cursor
+-- expire: nothing after it was left unread).
+CREATE FUNCTION crm.event_feed(p_xid xid8, p_seq bigint, p_types text[],
+                               p_limit int, p_retention_s int) RETURNS jsonb
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    doc jsonb;
+BEGIN
+    SELECT jsonb_build_object(
+               'items', coalesce(jsonb_agg(crm.event_envelope(r.seq, r.type, r.occurred_at,
+                                                              r.customer_id, r.data)
+                                           ORDER BY r.xid, r.seq), '[]'),
+               'next_cursor', coalesce(
+                   (array_agg(r.xid::text || '-' || r.seq || '-'
+                              || floor(extract(epoch FROM r.occurred_at))::bigint
+                              ORDER BY r.xid DESC, r.seq DESC))[1],
+                   p_xid::text || '-' || p_seq || '-' || floor(extract(epoch FROM now()))::bigint))
+      INTO doc
+      FROM crm.event_rows(p_xid, p_seq, p_types, p_limit, p_retention_s) AS r;
+    RETURN doc;
+END $$;
+
+-- One event's envelope by its position; NULL when it is no longer retained.
+CREATE FUNCTION crm.event_doc(p_xid xid8, p_seq bigint) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT coalesce(
+        (SELECT crm.event_envelope(e.seq, e.type, e.occurred_at, e.customer_id, e.data)
+           FROM crm.events e WHERE e.xid = p_xid AND e.seq = p_seq),
+        (SELECT crm.event_envelope(i.event_seq, 'interaction.created', i.received_at,
+                                   i.customer_id, crm.interaction_event_data(i))
+           FROM crm.interactions i WHERE i.event_xid = p_xid AND i.event_seq = p_seq))
+$$;
+
+-- ---- webhooks ---------------------------------------------------------------
+
+-- The signing secret is stored as given to the client (whsec_ + base64):
+-- the server must read it back to sign. See docs/activation.md.
+CREATE TABLE crm.webhooks (
+    webhook_id   uuid PRIMARY KEY,
+    url          text NOT NULL,
+    event_types  text[],             -- NULL: every type
+    enabled      boolean NOT NULL DEFAULT true,
+    description  text NOT NULL DEFAULT '',
+    secret       text NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT clock_timestamp(),
+    updated_at   timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+
+CREATE TABLE crm.webhook_deliveries (
+    delivery_id      bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    webhook_id       uuid NOT NULL REFERENCES crm.webhooks (webhook_id) ON DELETE CASCADE,
+    event_xid        xid8 NOT NULL,
+    event_seq        bigint NOT NULL,
+    event_type       text NOT NULL,
+    event_at         timestamptz NOT NULL,
+    customer_id      uuid NOT NULL,
+    status           text NOT NULL DEFAULT 'pending'
+                     CHECK (status IN ('pending', 'delivered', 'dead')),
+    attempts         integer NOT NULL DEFAULT 0,
+    created_at       timestamptz NOT NULL DEFAULT clock_timestamp(),
+    next_attempt_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+    last_attempt_at  timestamptz,
+    last_status      integer,
+    last_error       text,
+    delivered_at     timestamptz,
+    lease_owner      text,
+    lease_until      timestamptz,
+    UNIQUE (webhook_id, event_xid, event_seq)
+);
+CREATE INDEX webhook_deliveries_due_idx ON crm.webhook_deliveries (next_attempt_at)
+    WHERE status = 'pending';
+CREATE INDEX webhook_deliveries_order_idx
+    ON crm.webhook_deliveries (webhook_id, customer_id, event_xid, event_seq)
+    WHERE status = 'pending';
+CREATE INDEX webhook_deliveries_list_idx ON crm.webhook_deliveries (webhook_id, delivery_id DESC);
+
+-- Where the fan-out stands in the feed: one row, locked by the instance
+-- fanning out. Starts at the migration: no history is delivered.
+CREATE TABLE crm.activation_state (
+    id          boolean PRIMARY KEY DEFAULT true CHECK (id),
+    fanout_xid  xid8 NOT NULL,
+    fanout_seq  bigint NOT NULL
+);
+INSERT INTO crm.activation_state (fanout_xid, fanout_seq) VALUES (pg_current_xact_id(), 0);
+
+CREATE FUNCTION crm.webhook_doc(w crm.webhooks) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT jsonb_build_object('webhook_id', w.webhook_id, 'url', w.url,
+                              'event_types', to_jsonb(w.event_types), 'enabled', w.enabled,
+                              'description', w.description,
+                              'created_at', crm.ts(w.created_at),
+                              'updated_at', crm.ts(w.updated_at))
+$$;
+
+CREATE FUNCTION crm.delivery_doc(d crm.webhook_deliveries) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT jsonb_build_object('delivery_id', d.delivery_id, 'webhook_id', d.webhook_id,
+                              'event_id', 'evt_' || d.event_seq, 'event_type', d.event_type,
+                              'customer_id', d.customer_id, 'status', d.status,
+                              'attempts', d.attempts, 'created_at', crm.ts(d.created_at),
+                              'last_attempt_at', crm.ts(d.last_attempt_at),
+                              'last_status', d.last_status, 'last_error', d.last_error,
+                              'next_attempt_at', CASE WHEN d.status = 'pending'
+                                                      THEN crm.ts(d.next_attempt_at) END,
+                              'delivered_at', crm.ts(d.delivered_at))
+$$;
+
+-- Make the deliveries of the next events of the feed (for every enabled
+-- webhook that wants their type and existed when they happened) and move
+-- the fan-out position past them. Returns how many events it passed, or -1
+-- when another instance is fanning out.
+CREATE FUNCTION crm.webhook_fanout(p_limit int, p_retention_s int) RETURNS int
+LANGUAGE plpgsql AS $$
+DECLARE
+    st crm.activation_state%ROWTYPE;
+    n int;
+    last_xid xid8;
+    last_seq bigint;
+BEGIN
+    SELECT * INTO st FROM crm.activation_state FOR UPDATE SKIP LOCKED;
+    IF NOT FOUND THEN
+        RETURN -1;
+    END IF;
+    WITH p AS MATERIALIZED (
+        SELECT r.xid, r.seq, r.type, r.occurred_at, r.customer_id
+          FROM crm.event_rows(st.fanout_xid, st.fanout_seq, NULL, p_limit, p_retention_s) AS r),
+    ins AS (
+        INSERT INTO crm.webhook_deliveries (webhook_id, event_xid, event_seq, event_type,
+                                            event_at, customer_id)
+        SELECT w.webhook_id, p.xid, p.seq, p.type, p.occurred_at, p.customer_id
+          FROM p
+          JOIN crm.webhooks w ON w.enabled AND w.created_at <= p.occurred_at
+                             AND (w.event_types IS NULL OR p.type = ANY (w.event_types))
+         ORDER BY p.xid, p.seq, w.webhook_id
+        ON CONFLICT (webhook_id, event_xid, event_seq) DO NOTHING)
+    SELECT count(*), (array_agg(p.xid ORDER BY p.xid DESC, p.seq DESC))[1],
+           (array_agg(p.seq ORDER BY p.xid DESC, p.seq DESC))[1]
+      INTO n, last_xid, last_seq FROM p;
+    IF n = 0 THEN
+        RETURN 0;
+    END IF;
+    UPDATE crm.activation_state SET fanout_xid = last_xid, fanout_seq = last_seq;
+    RETURN n;
+END $$;
+
+-- Claim up to p_limit due deliveries for p_owner for p_lease_s seconds: not
+-- leased by another, of an enabled webhook, and with no earlier pending
+-- delivery of the same customer to the same webhook (order per customer).
+-- Each claim counts as an attempt. Returns the body to send (NULL when the
+-- event is no longer retained).
+CREATE FUNCTION crm.webhook_claim(p_owner text, p_lease_s int, p_limit int)
+RETURNS TABLE (delivery_id bigint, url text, secret text, attempts int, event_id text,
+               body text)
+LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN QUERY
+    WITH c AS (
+        SELECT d.delivery_id FROM crm.webhook_deliveries d
+         WHERE d.status = 'pending' AND d.next_attempt_at <= clock_timestamp()
+           AND (d.lease_until IS NULL OR d.lease_until < clock_timestamp())
+           AND EXISTS (SELECT 1 FROM crm.webhooks w
+                        WHERE w.webhook_id = d.webhook_id AND w.enabled)
+           AND NOT EXISTS (SELECT 1 FROM crm.webhook_deliveries e
+                            WHERE e.webhook_id = d.webhook_id AND e.customer_id = d.customer_id
+                              AND e.status = 'pending'
+                              AND (e.event_xid, e.event_seq) < (d.event_xid, d.event_seq))
+         ORDER BY d.next_attempt_at, d.delivery_id
+         LIMIT p_limit
+         FOR UPDATE OF d SKIP LOCKED),
+    u AS (
+        UPDATE crm.webhook_deliveries d
+           SET lease_owner = p_owner,
+               lease_until = clock_timestamp() + make_interval(secs => p_lease_s),
+               attempts = d.attempts + 1
+          FROM c WHERE d.delivery_id = c.delivery_id
+        RETURNING d.delivery_id, d.webhook_id, d.attempts, d.event_xid, d.event_seq)
+    SELECT u.delivery_id, w.url, w.secret, u.attempts, 'evt_' || u.event_seq,
+           crm.event_doc(u.event_xid, u.event_seq)::text
+      FROM u JOIN crm.webhooks w ON w.webhook_id = u.webhook_id
+     ORDER BY u.event_xid, u.event_seq;
+END $$;
+
+-- The outcome of a claimed attempt (ignored when the lease was lost). A
+-- failure is retried after p_delay_ms, unless that is past p_horizon_s
+-- since the delivery was made: then it is dead-lettered. Returns the status.
+CREATE FUNCTION crm.webhook_result(p_delivery bigint, p_owner text, p_ok boolean,
+                                   p_status int, p_error text, p_delay_ms bigint,
+                                   p_horizon_s int) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    now_ts timestamptz := clock_timestamp();
+    result text;
+BEGIN
+    UPDATE crm.webhook_deliveries d SET
+        status = CASE WHEN p_ok THEN 'delivered'
+                      WHEN now_ts + make_interval(secs => p_delay_ms / 1000.0)
+                           > d.created_at + make_interval(secs => p_horizon_s) THEN 'dead'
+                      ELSE 'pending' END,
+        delivered_at = CASE WHEN p_ok THEN now_ts END,
+        last_attempt_at = now_ts, last_status = p_status, last_error = left(p_error, 500),
+        next_attempt_at = CASE WHEN p_ok THEN d.next_attempt_at
+                               ELSE now_ts + make_interval(secs => p_delay_ms / 1000.0) END,
+        lease_owner = NULL, lease_until = NULL
+     WHERE d.delivery_id = p_delivery AND d.lease_owner = p_owner AND d.status = 'pending'
+    RETURNING d.status INTO result;
+    RETURN result;
+END $$;
+
+-- Queue depth and the age of the oldest undelivered event, for /metrics.
+CREATE FUNCTION crm.webhook_queue() RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT jsonb_build_object('pending', count(*),
+                              'oldest_age_seconds', coalesce(
+                                  extract(epoch FROM clock_timestamp() - min(event_at)), 0))
+      FROM crm.webhook_deliveries WHERE status = 'pending'
+$$;
+
+-- Retention: events and finished deliveries older than it go.
+CREATE FUNCTION crm.activation_purge(p_retention_s int) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    since timestamptz := now() - make_interval(secs => p_retention_s);
+    n_events bigint;
+    n_deliveries bigint;
+BEGIN
+    DELETE FROM crm.events WHERE occurred_at < since;
+    GET DIAGNOSTICS n_events = ROW_COUNT;
+    DELETE FROM crm.webhook_deliveries WHERE status <> 'pending' AND created_at < since;
+    GET DIAGNOSTICS n_deliveries = ROW_COUNT;
+    RETURN jsonb_build_object('events', n_events, 'deliveries', n_deliveries);
+END $$;
+
+-- A webhook's deliveries, newest first: {webhook_id, items}; NULL when
+-- there is no such webhook.
+CREATE FUNCTION crm.webhook_deliveries_doc(p_webhook uuid, p_status text, p_limit int)
+RETURNS jsonb LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM crm.webhooks WHERE webhook_id = p_webhook) THEN
+        RETURN NULL;
+    END IF;
+    RETURN jsonb_build_object('webhook_id', p_webhook, 'items', coalesce(
+        (SELECT jsonb_agg(crm.delivery_doc(x.d) ORDER BY (x.d).delivery_id DESC)
+           FROM (SELECT d FROM crm.webhook_deliveries d
+                  WHERE d.webhook_id = p_webhook AND (p_status IS NULL OR d.status = p_status)
+                  ORDER BY d.delivery_id DESC LIMIT p_limit) AS x), '[]'));
+END $$;
+
+-- Send a delivered or dead-lettered delivery again, as a new series of
+-- attempts (the retry horizon starts afresh). {status: replayed|pending,
+-- delivery}; NULL when the webhook has no such delivery.
+CREATE FUNCTION crm.webhook_replay(p_webhook uuid, p_delivery bigint) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    d crm.webhook_deliveries%ROWTYPE;
+BEGIN
+    UPDATE crm.webhook_deliveries SET status = 'pending', attempts = 0,
+           created_at = clock_timestamp(), next_attempt_at = clock_timestamp(),
+           delivered_at = NULL, lease_owner = NULL, lease_until = NULL
+     WHERE webhook_id = p_webhook AND delivery_id = p_delivery AND status <> 'pending'
+    RETURNING * INTO d;
+    IF FOUND THEN
+        RETURN jsonb_build_object('status', 'replayed', 'delivery', crm.delivery_doc(d));
+    END IF;
+    SELECT * INTO d FROM crm.webhook_deliveries
+     WHERE webhook_id = p_webhook AND delivery_id = p_delivery;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    RETURN jsonb_build_object('status', 'pending', 'delivery', crm.delivery_doc(d));
+END $$;
