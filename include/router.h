@@ -118,7 +118,8 @@ bool route_reads_from_replica(enum route route);
 
 /* True for the routes whose work grows with the data set rather than one
  * customer (segments, KPIs, value runs, moments, conflicts) or moves a whole
- * customer (merge, unmerge, export, erase): the HTTP layer runs them on its
+ * customer (merge, unmerge, export, erase) or wait for DNS (webhook create and
+ * change): the HTTP layer runs them on its
  * long-route threads so they cannot hold up the requests that share their
  * worker thread. */
 bool route_runs_long(enum route route);

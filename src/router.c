@@ -119,14 +119,15 @@ static const struct route_def ROUTES[ROUTE_COUNT] = {
      * every customer, so marketing and admin only (no partner key). */
     [ROUTE_EVENTS] = {"GET", "/v1/events", "events",
         MK | AD, 0, "after types limit"},
+    /* create and change resolve the URL's host (DNS may take seconds): LONG */
     [ROUTE_WEBHOOK_CREATE] = {"POST", "/v1/webhooks", "webhook_create",
-        AD, 0, NULL},
+        AD, LONG, NULL},
     [ROUTE_WEBHOOK_LIST] = {"GET", "/v1/webhooks", "webhook_list",
         AD, 0, NULL},
     [ROUTE_WEBHOOK_GET] = {"GET", "/v1/webhooks/{id}", "webhook_get",
         AD, 0, NULL},
     [ROUTE_WEBHOOK_UPDATE] = {"PATCH", "/v1/webhooks/{id}", "webhook_update",
-        AD, 0, NULL},
+        AD, LONG, NULL},
     [ROUTE_WEBHOOK_DELETE] = {"DELETE", "/v1/webhooks/{id}", "webhook_delete",
         AD, 0, NULL},
     [ROUTE_WEBHOOK_DELIVERIES] = {"GET", "/v1/webhooks/{id}/deliveries", "webhook_deliveries",

@@ -78,6 +78,7 @@ class Receiver:
         self.mode = "ok"
         self.secret = None
         self.requests = 0
+        self.hung = 0
         self.connections = []
         receiver = self
 
@@ -95,6 +96,13 @@ class Receiver:
                 with receiver.lock:
                     receiver.requests += 1
                     mode = receiver.mode
+                if mode == "hang":  # hold the request (a receiver that is slow to answer)
+                    with receiver.lock:
+                        receiver.hung += 1
+                    deadline = time.monotonic() + 10
+                    while receiver.mode == "hang" and time.monotonic() < deadline:
+                        time.sleep(0.05)
+                    mode = "fail"
                 if mode == "ok":
                     msg_id = self.headers.get("webhook-id", "")
                     ts = self.headers.get("webhook-timestamp", "")
@@ -543,6 +551,46 @@ class WebhookTests(harness.CrmTestCase):
 
 
 class TwoInstanceTests(harness.CrmTestCase):
+
+    def test_delivery_of_a_crashed_instance_is_retried_after_its_lease(self):
+        """An instance is killed (SIGKILL) while a delivery it claimed is in
+        flight: once its lease (6 s) has passed, another instance delivers it."""
+        rec = Receiver()
+        other = harness.extra_server(*SERVER_ARGS)
+        body = self.assertJson(create_webhook(rec.url, event_types=["customer.created"]), 201)
+        rec.secret = body["secret"]
+        rec.mode = "hang"
+        try:
+            a, _ = new_customer()
+            deadline = time.monotonic() + WAIT
+            while rec.hung == 0:
+                self.assertLess(time.monotonic(), deadline, "no attempt arrived")
+                time.sleep(0.02)
+            owner = harness.sql("SELECT lease_owner FROM crm.webhook_deliveries "
+                                "WHERE webhook_id = %s" % harness.lit(body["webhook_id"]))
+            pid = int(owner.split(":")[1])
+            victim = other if other.proc.pid == pid else harness.SERVER
+            self.assertEqual(victim.proc.pid, pid, owner)
+            victim.proc.kill()
+            victim.proc.wait()
+            killed_at = time.monotonic()
+            if victim is harness.SERVER:  # the suite's own server: start it again
+                harness.SERVER = harness.extra_server(*SERVER_ARGS)
+            rec.mode = "ok"
+            recs = rec.wait_for(lambda rs: any(r["body"] and r["body"]["customer_id"] == a
+                                               for r in rs))
+            self.assertTrue(recs[0]["verified"])
+            self.assertGreater(time.monotonic() - killed_at, 3.0)  # not before the lease ended
+            d = self.assertJson(get("/v1/webhooks/%s/deliveries" % body["webhook_id"]),
+                                200)["items"][0]
+            self.assertEqual(d["status"], "delivered")
+            self.assertEqual(d["attempts"], 2)  # the crashed one counted
+            request("DELETE", "/v1/webhooks/%s" % body["webhook_id"])
+        finally:
+            rec.mode = "ok"
+            if other.proc is not None:
+                other.stop()
+            rec.stop()
 
     def test_two_instances_deliver_every_event(self):
         rec = Receiver()
