@@ -595,6 +595,47 @@ class TwoInstanceTests(harness.CrmTestCase):
                 other.stop()
             rec.stop()
 
+    def test_sigterm_with_a_delivery_in_flight(self):
+        """SIGTERM while a worker waits on a slow receiver: the instance exits
+        0 once the attempt has timed out (--webhook-timeout 3), the attempt is
+        recorded, and the other instance delivers the event."""
+        rec = Receiver()
+        other = harness.extra_server(*SERVER_ARGS)
+        body = self.assertJson(create_webhook(rec.url, event_types=["customer.created"]), 201)
+        rec.secret = body["secret"]
+        rec.mode = "hang"
+        try:
+            a, _ = new_customer()
+            deadline = time.monotonic() + WAIT
+            while rec.hung == 0:
+                self.assertLess(time.monotonic(), deadline, "no attempt arrived")
+                time.sleep(0.02)
+            owner = harness.sql("SELECT lease_owner FROM crm.webhook_deliveries "
+                                "WHERE webhook_id = %s" % harness.lit(body["webhook_id"]))
+            pid = int(owner.split(":")[1])
+            victim = other if other.proc.pid == pid else harness.SERVER
+            self.assertEqual(victim.proc.pid, pid, owner)
+            started = time.monotonic()
+            rc = victim.stop()
+            took = time.monotonic() - started
+            if victim is harness.SERVER:
+                harness.SERVER = harness.extra_server(*SERVER_ARGS)
+            self.assertEqual(rc, 0, victim.log_tail())
+            self.assertLess(took, 9.0)
+            rec.mode = "ok"
+            recs = rec.wait_for(lambda rs: any(r["body"] and r["body"]["customer_id"] == a
+                                               for r in rs))
+            self.assertTrue(recs[0]["verified"])
+            d = self.assertJson(get("/v1/webhooks/%s/deliveries" % body["webhook_id"]),
+                                200)["items"][0]
+            self.assertEqual((d["status"], d["attempts"]), ("delivered", 2), d)
+            request("DELETE", "/v1/webhooks/%s" % body["webhook_id"])
+        finally:
+            rec.mode = "ok"
+            if other.proc is not None:
+                other.stop()
+            rec.stop()
+
     def test_two_instances_deliver_every_event(self):
         rec = Receiver()
         other = harness.extra_server(*SERVER_ARGS)
