@@ -321,6 +321,24 @@ class FeedTests(harness.CrmTestCase):
         self.assertProblem(feed_page(types="segment.entered"), 400, "invalid-query")
         self.assertProblem(feed_page(types=""), 400, "invalid-query")
 
+    def test_batch_ingest_writes_its_events(self):
+        """A batch (one set-based statement) writes an interaction event per
+        item and the events of the customers it creates."""
+        start = feed_tail()
+        emails = ["batch-%s@example.org" % uid() for _ in range(3)]
+        items = [harness.interaction(identifiers=[{"kind": "email", "value": e}],
+                                     channel="web", type="page_view") for e in emails]
+        body = must(post("/v1/interactions:batch", {"items": items}), 200)
+        self.assertEqual(body["created"], 3, body)
+        ids = {r["interaction_id"] for r in body["results"]}
+        got = feed_wait(start, lambda it: ids <= {e["data"].get("interaction_id") for e in it})
+        added = {e["data"].get("value") for e in got if e["type"] == "identifier.added"}
+        self.assertTrue(set(emails) <= added, added)
+        created = {e["customer_id"] for e in got if e["type"] == "customer.created"}
+        owners = {e["customer_id"] for e in got if e["data"].get("interaction_id") in ids}
+        self.assertEqual(len(owners), 3)
+        self.assertTrue(owners <= created)
+
     def test_cursor_too_old_is_410_and_garbage_400(self):
         old = "1-1-%d" % (time.time() - 8 * 86400)
         self.assertProblem(feed_page(after=old), 410, "cursor-expired")
