@@ -40,6 +40,19 @@ struct config {
     int replica_wait_ms;    /* CRM_REPLICA_WAIT_MS, --replica-wait-ms: wait for CRM-Min-LSN */
     int db_prepared;        /* CRM_DB_PREPARED, --db-prepared: 0 = no named prepared statements */
     int audit_flush_ms;     /* CRM_AUDIT_FLUSH_MS, --audit-flush-ms: read-audit batching interval */
+    int event_retention;    /* CRM_EVENT_RETENTION, --event-retention: seconds the change
+                               feed keeps events (older cursors answer 410) */
+    int webhook_workers;    /* CRM_WEBHOOK_WORKERS, --webhook-workers: delivery threads,
+                               0 = this instance delivers nothing */
+    char webhook_allow_hosts[1024]; /* CRM_WEBHOOK_ALLOW_HOSTS, --webhook-allow-hosts:
+                               CIDRs, addresses or hosts a webhook may reach although
+                               private, loopback or link-local */
+    int webhook_timeout;    /* CRM_WEBHOOK_TIMEOUT, --webhook-timeout: seconds per attempt */
+    int webhook_retry_base_ms; /* CRM_WEBHOOK_RETRY_BASE_MS: first retry delay */
+    int webhook_retry_max_ms;  /* CRM_WEBHOOK_RETRY_MAX_MS: longest retry delay */
+    int webhook_retry_horizon; /* CRM_WEBHOOK_RETRY_HORIZON: seconds before dead-lettering */
+    int webhook_poll_ms;    /* CRM_WEBHOOK_POLL_MS: how often an idle worker looks for work */
+    int webhook_lease;      /* CRM_WEBHOOK_LEASE: seconds a claimed delivery stays claimed */
     bool migrate_only;      /* "migrate" subcommand */
     bool recompute_value;   /* "recompute-value" subcommand */
     char as_of[64];         /* --as-of: value as of this time (default now) */

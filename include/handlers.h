@@ -48,5 +48,8 @@ handler_fn handle_preferences_get, handle_preferences_patch, handle_consents_lis
     handle_customer_erase;
 /* api/customers.c: a partner key's read of the fields shared with it. */
 handler_fn handle_partner_customer;
+/* activation.c: handle_webhook_simple serves list, get and delete */
+handler_fn handle_events, handle_webhook_create, handle_webhook_update, handle_webhook_simple,
+    handle_webhook_deliveries, handle_webhook_replay;
 
 #endif

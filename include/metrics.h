@@ -26,6 +26,13 @@ void metrics_long_request(int delta);
 /* A long-route request answered 503 because the queue was full. */
 void metrics_long_refused(void);
 
+/* Webhook delivery attempts by outcome (webhook.c). */
+enum webhook_outcome { WEBHOOK_DELIVERED, WEBHOOK_RETRY, WEBHOOK_DEAD, WEBHOOK_OUTCOME_COUNT };
+void metrics_webhook_outcome(enum webhook_outcome outcome);
+/* Pending deliveries and the age of the oldest undelivered event, as last
+ * read by the fanning-out worker (every 2 s). */
+void metrics_webhook_queue(long long pending, double oldest_age_seconds);
+
 /* Render everything; returns a malloc'd string. */
 char *metrics_render(struct db_pool *pool, struct audit *audit);
 

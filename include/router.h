@@ -52,6 +52,14 @@ enum route {
     ROUTE_CUSTOMER_EXPORT,
     ROUTE_CUSTOMER_ERASE,
     ROUTE_PARTNER_CUSTOMER,
+    ROUTE_EVENTS,
+    ROUTE_WEBHOOK_CREATE,
+    ROUTE_WEBHOOK_LIST,
+    ROUTE_WEBHOOK_GET,
+    ROUTE_WEBHOOK_UPDATE,
+    ROUTE_WEBHOOK_DELETE,
+    ROUTE_WEBHOOK_DELIVERIES,
+    ROUTE_WEBHOOK_REPLAY,
     ROUTE_COUNT
 };
 
@@ -111,7 +119,8 @@ bool route_reads_from_replica(enum route route);
 
 /* True for the routes whose work grows with the data set rather than one
  * customer (segments, KPIs, value runs, moments, conflicts) or moves a whole
- * customer (merge, unmerge, export, erase): the HTTP layer runs them on its
+ * customer (merge, unmerge, export, erase) or wait for DNS (webhook create and
+ * change): the HTTP layer runs them on its
  * long-route threads so they cannot hold up the requests that share their
  * worker thread. */
 bool route_runs_long(enum route route);

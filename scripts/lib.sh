@@ -15,7 +15,8 @@ PG_PORT=${CRM_PG_PORT:-$(cat "$PG_DIR/port" 2>/dev/null || echo 54329)}
 PG_USER=crm
 
 PACKAGES=(gcc meson ninja-build pkg-config libmicrohttpd-dev libpq-dev libjansson-dev
-          uuid-dev check postgresql postgresql-contrib curl clang openssl)
+          uuid-dev check postgresql postgresql-contrib curl clang openssl
+          libcurl4-openssl-dev libssl-dev)
 # Needed as commands, from whatever package provides them (e.g. a NodeSource
 # nodejs that bundles npm conflicts with Debian's npm package).
 COMMANDS=("python3:python3" "npm:nodejs npm")

@@ -3,6 +3,7 @@
  * one flag; values are range-checked so a typo fails at start-up, not later.
  */
 #include "config.h"
+#include "webhook_policy.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -55,6 +56,24 @@ static const struct setting SETTINGS[] = {
     {"--db-prepared", "CRM_DB_PREPARED", 'i', offsetof(struct config, db_prepared), 0, 0, 1},
     {"--audit-flush-ms", "CRM_AUDIT_FLUSH_MS", 'i', offsetof(struct config, audit_flush_ms), 0, 0,
      10000},
+    {"--event-retention", "CRM_EVENT_RETENTION", 'i', offsetof(struct config, event_retention), 0,
+     1, 366 * 86400},
+    {"--webhook-workers", "CRM_WEBHOOK_WORKERS", 'i', offsetof(struct config, webhook_workers), 0,
+     0, 64},
+    {"--webhook-allow-hosts", "CRM_WEBHOOK_ALLOW_HOSTS", 's',
+     offsetof(struct config, webhook_allow_hosts), 1024, 0, 0},
+    {"--webhook-timeout", "CRM_WEBHOOK_TIMEOUT", 'i', offsetof(struct config, webhook_timeout), 0,
+     1, 300},
+    {"--webhook-retry-base-ms", "CRM_WEBHOOK_RETRY_BASE_MS", 'i',
+     offsetof(struct config, webhook_retry_base_ms), 0, 1, 86400000},
+    {"--webhook-retry-max-ms", "CRM_WEBHOOK_RETRY_MAX_MS", 'i',
+     offsetof(struct config, webhook_retry_max_ms), 0, 1, 86400000},
+    {"--webhook-retry-horizon", "CRM_WEBHOOK_RETRY_HORIZON", 'i',
+     offsetof(struct config, webhook_retry_horizon), 0, 1, 30 * 86400},
+    {"--webhook-poll-ms", "CRM_WEBHOOK_POLL_MS", 'i', offsetof(struct config, webhook_poll_ms), 0,
+     10, 60000},
+    {"--webhook-lease", "CRM_WEBHOOK_LEASE", 'i', offsetof(struct config, webhook_lease), 0, 2,
+     3600},
 };
 
 #define SETTING_COUNT (sizeof(SETTINGS) / sizeof(SETTINGS[0]))
@@ -123,6 +142,27 @@ const char *config_usage(void)
            "                             (CRM_JSON_DEPTH, default 32)\n"
            "  --tls-cert FILE            serve HTTPS with this PEM certificate (CRM_TLS_CERT)\n"
            "  --tls-key FILE             and this PEM private key (CRM_TLS_KEY)\n"
+           "  --event-retention SEC      how long the change feed keeps events; older cursors\n"
+           "                             answer 410 (CRM_EVENT_RETENTION, default 604800)\n"
+           "  --webhook-workers N        webhook delivery threads; 0 = no delivery from this\n"
+           "                             instance (CRM_WEBHOOK_WORKERS, default 2)\n"
+           "  --webhook-allow-hosts LIST comma-separated CIDRs, addresses or host names that\n"
+           "                             webhooks may reach although private, loopback or\n"
+           "                             link-local (CRM_WEBHOOK_ALLOW_HOSTS, default none)\n"
+           "  --webhook-timeout SEC      time allowed per delivery attempt, connect included\n"
+           "                             (CRM_WEBHOOK_TIMEOUT, default 10)\n"
+           "  --webhook-retry-base-ms N  first retry delay, doubled per attempt, jittered\n"
+           "                             (CRM_WEBHOOK_RETRY_BASE_MS, default 5000)\n"
+           "  --webhook-retry-max-ms N   longest retry delay (CRM_WEBHOOK_RETRY_MAX_MS,\n"
+           "                             default 3600000)\n"
+           "  --webhook-retry-horizon SEC a delivery still failing this long after its event\n"
+           "                             is dead-lettered (CRM_WEBHOOK_RETRY_HORIZON,\n"
+           "                             default 86400)\n"
+           "  --webhook-poll-ms N        how often an idle delivery worker looks for work\n"
+           "                             (CRM_WEBHOOK_POLL_MS, default 1000)\n"
+           "  --webhook-lease SEC        how long a claimed delivery stays claimed; an instance\n"
+           "                             that dies holding it frees it after this\n"
+           "                             (CRM_WEBHOOK_LEASE, default 60)\n"
            "  --no-migrate               do not apply migrations at start\n"
            "  --help                     this text\n";
 }
@@ -180,6 +220,14 @@ bool config_load(struct config *cfg, int argc, char **argv, getenv_fn env, char 
     cfg->http_threads = -1; /* 4 per CPU: see http_worker_threads */
     cfg->http_long_threads = 4;
     cfg->http_long_queue = 64;
+    cfg->event_retention = 7 * 86400;
+    cfg->webhook_workers = 2;
+    cfg->webhook_timeout = 10;
+    cfg->webhook_retry_base_ms = 5000;
+    cfg->webhook_retry_max_ms = 3600000;
+    cfg->webhook_retry_horizon = 86400;
+    cfg->webhook_poll_ms = 1000;
+    cfg->webhook_lease = 60;
 
     for (size_t i = 0; i < SETTING_COUNT; i++) {
         const char *v = env(SETTINGS[i].env);
@@ -230,6 +278,17 @@ bool config_load(struct config *cfg, int argc, char **argv, getenv_fn env, char 
     }
     if ((cfg->tls_cert[0] != '\0') != (cfg->tls_key[0] != '\0')) {
         snprintf(err, errlen, "--tls-cert and --tls-key go together");
+        return false;
+    }
+    if (!webhook_allow_valid(cfg->webhook_allow_hosts, err + 0, errlen)) {
+        char why[160];
+        snprintf(why, sizeof(why), "%s", err);
+        snprintf(err, errlen, "--webhook-allow-hosts / CRM_WEBHOOK_ALLOW_HOSTS: %s", why);
+        return false;
+    }
+    if (cfg->webhook_lease <= cfg->webhook_timeout) {
+        snprintf(err, errlen, "--webhook-lease must be longer than --webhook-timeout (a delivery "
+                 "still running must not be claimed again)");
         return false;
     }
     return true;

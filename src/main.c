@@ -25,6 +25,7 @@
 #include "store.h"
 #include "textutil.h"
 #include "value.h"
+#include "webhook.h"
 
 static const char *env_lookup(const char *name)
 {
@@ -88,6 +89,7 @@ static void *warm_up_main(void *arg)
 }
 
 static struct warm_up warm_up;
+static struct webhooks *webhooks;
 
 static void start_warm_up(struct app *app)
 {
@@ -104,6 +106,8 @@ static void stop_app(struct app *app)
         pthread_join(warm_up.thread, NULL);
         warm_up.started = false;
     }
+    webhooks_stop(webhooks); /* within --webhook-timeout: signalled at SIGTERM */
+    webhooks = NULL;
     health_stop(app->health);
     audit_free(app->audit);
     access_free(app->access);
@@ -218,6 +222,12 @@ int main(int argc, char **argv)
         stop_app(&app);
         return 1;
     }
+    webhooks = webhooks_start(&cfg);
+    if (webhooks == NULL) {
+        http_drain_and_stop(server, 0);
+        stop_app(&app);
+        return 1;
+    }
     log_msg(LOG_INFO, "main",
             "serving on %s://%s%s%s:%d (pool %d, http threads %u, body limit %zu)",
             cfg.tls_cert[0] != '\0' ? "https" : "http", strchr(cfg.listen, ':') ? "[" : "",
@@ -227,6 +237,7 @@ int main(int argc, char **argv)
 
     sigwait(&stop_signals, &sig);
     log_msg(LOG_INFO, "main", "%s received, draining", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    webhooks_signal_stop(webhooks); /* they stop while the requests drain */
     left = http_drain_and_stop(server, cfg.drain_timeout);
     stop_app(&app);
     if (left > 0) {

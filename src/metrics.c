@@ -29,6 +29,22 @@ static atomic_ullong batch_fallbacks;
 static atomic_int long_requests; /* long-route requests queued or running */
 static atomic_ullong long_refused; /* long-route requests refused: queue full */
 
+static atomic_ullong webhook_outcomes[WEBHOOK_OUTCOME_COUNT];
+static atomic_llong webhook_pending;
+static atomic_llong webhook_oldest_ms;
+
+void metrics_webhook_outcome(enum webhook_outcome outcome)
+{
+    if ((unsigned int)outcome < WEBHOOK_OUTCOME_COUNT)
+        atomic_fetch_add(&webhook_outcomes[outcome], 1);
+}
+
+void metrics_webhook_queue(long long pending, double oldest_age_seconds)
+{
+    atomic_store(&webhook_pending, pending);
+    atomic_store(&webhook_oldest_ms, (long long)(oldest_age_seconds * 1000.0));
+}
+
 void metrics_ingest(int created, int duplicates, int failed)
 {
     atomic_fetch_add(&ingested[0], (unsigned long long)created);
@@ -140,5 +156,22 @@ char *metrics_render(struct db_pool *pool, struct audit *audit)
             "# TYPE crm_audit_rows_written_total counter\n"
             "crm_audit_rows_written_total %ld\n",
         audit_queued, audit_written);
+    jsontext_printf(&t, "# HELP crm_webhook_deliveries_total Webhook delivery attempts by outcome (retry: "
+            "failed, to be tried again; dead: failed past the retry horizon).\n"
+            "# TYPE crm_webhook_deliveries_total counter\n"
+            "crm_webhook_deliveries_total{outcome=\"delivered\"} %llu\n"
+            "crm_webhook_deliveries_total{outcome=\"retry\"} %llu\n"
+            "crm_webhook_deliveries_total{outcome=\"dead\"} %llu\n"
+            "# HELP crm_webhook_queue_depth Webhook deliveries pending (all instances; read "
+            "every 2 s by the instance fanning out, 0 elsewhere).\n"
+            "# TYPE crm_webhook_queue_depth gauge\n"
+            "crm_webhook_queue_depth %lld\n"
+            "# HELP crm_webhook_oldest_undelivered_seconds Age of the oldest event with a "
+            "pending delivery.\n"
+            "# TYPE crm_webhook_oldest_undelivered_seconds gauge\n"
+            "crm_webhook_oldest_undelivered_seconds %.3f\n",
+        atomic_load(&webhook_outcomes[WEBHOOK_DELIVERED]),
+        atomic_load(&webhook_outcomes[WEBHOOK_RETRY]), atomic_load(&webhook_outcomes[WEBHOOK_DEAD]),
+        atomic_load(&webhook_pending), (double)atomic_load(&webhook_oldest_ms) / 1000.0);
     return jsontext_take(&t);
 }

@@ -29,6 +29,8 @@ static const struct problem_def DEFS[PROBLEM_KIND_COUNT] = {
     [PROBLEM_METHOD_NOT_ALLOWED] = {405, "method-not-allowed", "Method not allowed"},
     [PROBLEM_CONFLICT] = {409, "conflict", "Conflict with the current state"},
     [PROBLEM_GONE] = {410, "gone", "The customer has been erased"},
+    [PROBLEM_CURSOR_EXPIRED] = {410, "cursor-expired",
+                                "The cursor is older than the change feed's retention"},
     [PROBLEM_PAYLOAD_TOO_LARGE] = {413, "payload-too-large", "Request body too large"},
     [PROBLEM_HEADERS_TOO_LARGE] = {431, "request-head-too-large", "Request head too large"},
     [PROBLEM_UNSUPPORTED_MEDIA_TYPE] = {415, "unsupported-media-type", "Unsupported media type"},

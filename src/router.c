@@ -117,6 +117,25 @@ static const struct route_def ROUTES[ROUTE_COUNT] = {
         AD, LONG, NULL},
     [ROUTE_PARTNER_CUSTOMER] = {"GET", "/v1/partners/customers/{id}", "partner_customer",
         PA | AD, 0, NULL},
+    /* Activation (docs/activation.md): the feed carries personal data of
+     * every customer, so marketing and admin only (no partner key). */
+    [ROUTE_EVENTS] = {"GET", "/v1/events", "events",
+        MK | AD, 0, "after types limit"},
+    /* create and change resolve the URL's host (DNS may take seconds): LONG */
+    [ROUTE_WEBHOOK_CREATE] = {"POST", "/v1/webhooks", "webhook_create",
+        AD, LONG, NULL},
+    [ROUTE_WEBHOOK_LIST] = {"GET", "/v1/webhooks", "webhook_list",
+        AD, 0, NULL},
+    [ROUTE_WEBHOOK_GET] = {"GET", "/v1/webhooks/{id}", "webhook_get",
+        AD, 0, NULL},
+    [ROUTE_WEBHOOK_UPDATE] = {"PATCH", "/v1/webhooks/{id}", "webhook_update",
+        AD, LONG, NULL},
+    [ROUTE_WEBHOOK_DELETE] = {"DELETE", "/v1/webhooks/{id}", "webhook_delete",
+        AD, 0, NULL},
+    [ROUTE_WEBHOOK_DELIVERIES] = {"GET", "/v1/webhooks/{id}/deliveries", "webhook_deliveries",
+        AD, 0, "status limit"},
+    [ROUTE_WEBHOOK_REPLAY] = {"POST", "/v1/webhooks/{id}/deliveries:replay", "webhook_replay",
+        AD, 0, NULL},
 };
 
 #define ROUTE_TABLE_SIZE ((size_t)ROUTE_COUNT)

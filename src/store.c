@@ -128,6 +128,30 @@ const struct db_statement store_statements[STMT_COUNT] = {
      "SELECT crm.audit_segment_export_add($1::bigint, $2::bigint, $3::boolean)"},
     /* A partner key's read of a customer: NULL unless shared (and audited). */
     [STMT_PARTNER_CUSTOMER] = {"partner_customer", "SELECT crm.partner_customer($1::uuid, $2::uuid)"},
+    /* Activation (sql/010_activation.sql). */
+    [STMT_EVENT_FEED] = {"event_feed", "SELECT crm.event_feed($1::xid8, $2::bigint, $3::text[], "
+                    "$4::int, $5::int)"},
+    [STMT_WEBHOOK_CREATE] = {"webhook_create",
+     "INSERT INTO crm.webhooks (webhook_id, url, event_types, enabled, description, secret) "
+     "VALUES ($1::uuid, $2, $3::text[], $4::boolean, $5, $6) RETURNING crm.webhook_doc(webhooks)"},
+    [STMT_WEBHOOK_LIST] = {"webhook_list",
+     "SELECT jsonb_build_object('items', coalesce(jsonb_agg(crm.webhook_doc(w) "
+     "ORDER BY w.created_at, w.webhook_id), '[]')) FROM crm.webhooks w"},
+    [STMT_WEBHOOK_GET] = {"webhook_get",
+     "SELECT crm.webhook_doc(w) FROM crm.webhooks w WHERE webhook_id = $1::uuid"},
+    /* $3: whether event_types is given ($4 NULL then means every type). */
+    [STMT_WEBHOOK_UPDATE] = {"webhook_update",
+     "UPDATE crm.webhooks SET url = coalesce($2, url), "
+     "event_types = CASE WHEN $3::boolean THEN $4::text[] ELSE event_types END, "
+     "enabled = coalesce($5::boolean, enabled), description = coalesce($6, description), "
+     "updated_at = clock_timestamp() WHERE webhook_id = $1::uuid "
+     "RETURNING crm.webhook_doc(webhooks)"},
+    [STMT_WEBHOOK_DELETE] = {"webhook_delete",
+     "WITH d AS (DELETE FROM crm.webhooks WHERE webhook_id = $1::uuid RETURNING 1) "
+     "SELECT jsonb_build_object('deleted', EXISTS (SELECT 1 FROM d))"},
+    [STMT_WEBHOOK_DELIVERIES] = {"webhook_deliveries",
+     "SELECT crm.webhook_deliveries_doc($1::uuid, $2, $3::int)"},
+    [STMT_WEBHOOK_REPLAY] = {"webhook_replay", "SELECT crm.webhook_replay($1::uuid, $2::bigint)"},
 };
 const int store_statement_count = STMT_COUNT;
 

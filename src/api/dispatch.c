@@ -55,6 +55,14 @@ static handler_fn *const HANDLERS[ROUTE_COUNT] = {
     [ROUTE_CUSTOMER_EXPORT] = handle_customer_export,
     [ROUTE_CUSTOMER_ERASE] = handle_customer_erase,
     [ROUTE_PARTNER_CUSTOMER] = handle_partner_customer,
+    [ROUTE_EVENTS] = handle_events,
+    [ROUTE_WEBHOOK_CREATE] = handle_webhook_create,
+    [ROUTE_WEBHOOK_LIST] = handle_webhook_simple,
+    [ROUTE_WEBHOOK_GET] = handle_webhook_simple,
+    [ROUTE_WEBHOOK_UPDATE] = handle_webhook_update,
+    [ROUTE_WEBHOOK_DELETE] = handle_webhook_simple,
+    [ROUTE_WEBHOOK_DELIVERIES] = handle_webhook_deliveries,
+    [ROUTE_WEBHOOK_REPLAY] = handle_webhook_replay,
 };
 
 bool dispatch_admit(struct app *app, enum route route, const char *path,

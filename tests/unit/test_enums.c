@@ -93,17 +93,21 @@ static const char *openapi_enum(const char *yaml, const char *name)
     return out;
 }
 
-/* The values of the last "CHECK (<column> IN ('a', 'b'))" in the migrations. */
-static const char *sql_check(const char *sql, const char *column)
+/* The values of "CHECK (<column> IN ('a', 'b'))" in the definition of
+ * table crm.<table> (CREATE TABLE up to its closing ");") in the migrations. */
+static const char *sql_check(const char *sql, const char *table, const char *column)
 {
     static char out[1024];
-    char needle[96];
-    const char *p = NULL, *q;
+    char needle[96], create[96];
+    const char *p, *start, *end;
     out[0] = '\0';
+    snprintf(create, sizeof(create), "CREATE TABLE crm.%s (", table);
+    start = strstr(sql, create);
+    ck_assert_msg(start != NULL, "no %s in sql/", create);
+    end = strstr(start, "\n);");
     snprintf(needle, sizeof(needle), "CHECK (%s IN (", column);
-    for (q = strstr(sql, needle); q != NULL; q = strstr(q + 1, needle))
-        p = q;
-    ck_assert_msg(p != NULL, "no CHECK (%s IN (...)) in sql/", column);
+    p = strstr(start, needle);
+    ck_assert_msg(p != NULL && p < end, "no CHECK (%s IN (...)) in crm.%s", column, table);
     for (p += strlen(needle); *p != ')';) {
         const char *a = strchr(p, '\''), *b;
         ck_assert(a != NULL);
@@ -179,9 +183,9 @@ END_TEST
 START_TEST(test_sql_checks_match_c)
 {
     char *sql = all_sql();
-    ck_assert_str_eq(sql_check(sql, "purpose"), consent_purpose_list());
-    ck_assert_str_eq(sql_check(sql, "status"), consent_status_list());
-    ck_assert_str_eq(sql_check(sql, "role"), roles());
+    ck_assert_str_eq(sql_check(sql, "consent_events", "purpose"), consent_purpose_list());
+    ck_assert_str_eq(sql_check(sql, "consent_events", "status"), consent_status_list());
+    ck_assert_str_eq(sql_check(sql, "api_keys", "role"), roles());
     free(sql);
 }
 END_TEST

@@ -53,6 +53,38 @@ START_TEST(test_all_routes)
 }
 END_TEST
 
+START_TEST(test_activation_routes)
+{
+    expect_match("GET", "/v1/events", ROUTE_EVENTS, "");
+    expect_match("POST", "/v1/webhooks", ROUTE_WEBHOOK_CREATE, "");
+    expect_match("GET", "/v1/webhooks", ROUTE_WEBHOOK_LIST, "");
+    expect_match("GET", "/v1/webhooks/" UUID_LC, ROUTE_WEBHOOK_GET, UUID_LC);
+    expect_match("PATCH", "/v1/webhooks/" UUID_UC, ROUTE_WEBHOOK_UPDATE, UUID_LC);
+    expect_match("DELETE", "/v1/webhooks/" UUID_LC, ROUTE_WEBHOOK_DELETE, UUID_LC);
+    expect_match("GET", "/v1/webhooks/" UUID_LC "/deliveries", ROUTE_WEBHOOK_DELIVERIES, UUID_LC);
+    expect_match("POST", "/v1/webhooks/" UUID_LC "/deliveries:replay", ROUTE_WEBHOOK_REPLAY,
+                 UUID_LC);
+    expect_status("PUT", "/v1/webhooks/" UUID_LC, ROUTE_METHOD_NOT_ALLOWED, "GET, PATCH, DELETE");
+    expect_status("GET", "/v1/webhooks/" UUID_LC "/deliveries:replay", ROUTE_METHOD_NOT_ALLOWED,
+                  "POST");
+    expect_status("GET", "/v1/webhooks/x/deliveries", ROUTE_BAD_UUID, NULL);
+    /* the feed: marketing and admin; webhooks: admin only; never a partner */
+    ck_assert(role_allows(ROLE_MARKETING, ROUTE_EVENTS));
+    ck_assert(role_allows(ROLE_ADMIN, ROUTE_EVENTS));
+    ck_assert(!role_allows(ROLE_PARTNER, ROUTE_EVENTS));
+    ck_assert(!role_allows(ROLE_FRONT_OFFICE, ROUTE_EVENTS));
+    ck_assert(!role_allows(ROLE_CALL_CENTER, ROUTE_EVENTS));
+    for (int r = ROUTE_WEBHOOK_CREATE; r <= ROUTE_WEBHOOK_REPLAY; r++) {
+        ck_assert(role_allows(ROLE_ADMIN, (enum route)r));
+        ck_assert(!role_allows(ROLE_MARKETING, (enum route)r));
+        ck_assert(!role_allows(ROLE_PARTNER, (enum route)r));
+    }
+    ck_assert_int_eq(route_query_param_index(ROUTE_EVENTS, "after", 5), 0);
+    ck_assert_int_eq(route_query_param_index(ROUTE_EVENTS, "types", 5), 1);
+    ck_assert_int_eq(route_query_param_index(ROUTE_EVENTS, "cursor", 6), -1);
+}
+END_TEST
+
 START_TEST(test_segment_and_value_routes)
 {
     expect_match("POST", "/v1/segments", ROUTE_SEGMENT_CREATE, "");
@@ -218,7 +250,10 @@ START_TEST(test_long_routes)
     ck_assert(!route_runs_long(ROUTE_HEALTH));
     for (int r = 0; r < ROUTE_COUNT; r++)
         long_running += route_runs_long((enum route)r);
-    ck_assert_int_eq(long_running, 12);
+    ck_assert(route_runs_long(ROUTE_WEBHOOK_CREATE)); /* they resolve the URL's host */
+    ck_assert(route_runs_long(ROUTE_WEBHOOK_UPDATE));
+    ck_assert(!route_runs_long(ROUTE_EVENTS));
+    ck_assert_int_eq(long_running, 14);
 }
 END_TEST
 
@@ -347,6 +382,7 @@ static Suite *router_suite(void)
     TCase *tc = tcase_create("routes");
     tcase_add_test(tc, test_all_routes);
     tcase_add_test(tc, test_segment_and_value_routes);
+    tcase_add_test(tc, test_activation_routes);
     tcase_add_test(tc, test_uuid_lowercased);
     tcase_add_test(tc, test_bad_uuid);
     tcase_add_test(tc, test_method_not_allowed);
