@@ -609,6 +609,72 @@ BEGIN
     RETURN doc;
 END $$;
 
+--
+-- ---- lock order: how a failed attempt gives its locks back (issue 13) ------
+--
+-- The order (docs/identity.md, "Lock order") stands: advisory locks on identifier keys
+-- ascending; customer rows FOR NO KEY UPDATE ascending customer_id,
+-- re-checked after locking; then the rows that belong to them. What the first
+-- version got wrong is how a failed attempt gives back its locks. crm.lock_batch,
+-- crm.lock_survivors and crm.resolve_general locked all their customers in
+-- one statement and checked the result afterwards. A customer absorbed by a
+-- merge that committed while the statement waited for it fails the
+-- statement's "merged_into IS NULL" re-check, but PostgreSQL has locked the
+-- row's new version all the same: a lock on an absorbed row, kept while the
+-- statement went on to wait for the higher ids of the set, and given back
+-- only when the subtransaction was rolled back after the statement.
+--
+-- An absorbed row is otherwise locked only after its survivor's row (merge,
+-- unmerge and erasure write the rows of the customers the survivor absorbed,
+-- step 3 of the order): crm.unmerge locks the survivor, then the absorbed
+-- row. So the stray lock closed cycles: an unmerge holding survivor S waits
+-- for absorbed A (A < S), held by a batch that waits for X (A < X < S), held
+-- by a batch or merge that waits (directly or through others queued on the
+-- same row) for S. The mixed storm of tests/e2e/test_identity.py
+-- (LockOrderTests) logged two of them in a CI run on the AddressSanitizer
+-- build (three batches and an unmerge; crm.manual_merge in
+-- crm.lock_survivors and an unmerge) and three in one of 4 runs on the plain
+-- build here (two batches, a resolve, crm.manual_merge and an unmerge);
+-- LockOrderTests now also replays the interleaving step by step.
+--
+-- Now every multi-customer lock goes through crm.lock_customers: one row at
+-- a time, ascending, and at the first row found merged (or gone) it raises
+-- at once, so the caller's subtransaction rolls back and gives back every
+-- lock of the attempt, the stray one included, before the attempt waits for
+-- anything else. Hence the rule the order relies on:
+--   a lock on the row of an absorbed customer is held only by the holder of
+--   its survivor's lock (merge, unmerge, erasure), or for the instant between
+--   a failed attempt and its rollback, when that transaction waits for
+--   nothing.
+-- crm.unmerge keeps locking the survivor first and the absorbed row second,
+-- unchanged: the absorbed row belongs to the survivor. Locking the two in
+-- ascending id order instead would break the rule the other way: a merge of
+-- the survivor S into T (holding S and T) moves S's absorbed rows to T, and
+-- would wait for an unmerge that had locked an absorbed row A < S and then
+-- waited for S.
+-- (crm.lock_survivor and crm.known_customer lock one row per attempt and
+-- roll back at once already.)
+
+-- Lock the rows of customers p_ids (survivors), FOR NO KEY UPDATE, one at a
+-- time in ascending customer_id order. A row found merged (or absent) raises
+-- SQLSTATE P0L01 at once: callers call this inside a block that catches
+-- P0L01, whose rollback gives back every lock taken in it before they look
+-- again. Never holds a lock on an absorbed row while waiting for another.
+CREATE OR REPLACE FUNCTION crm.lock_customers(p_ids uuid[]) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    k uuid;
+BEGIN
+    FOREACH k IN ARRAY ARRAY(SELECT DISTINCT id FROM unnest(p_ids) AS u(id)
+                              WHERE id IS NOT NULL ORDER BY id) LOOP
+        PERFORM 1 FROM crm.customers WHERE customer_id = k AND merged_into IS NULL
+           FOR NO KEY UPDATE;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'lock order: start over' USING ERRCODE = 'P0L01';
+        END IF;
+    END LOOP;
+END $$;
+
 -- The survivors of p_ids (in the order of p_ids; NULL for an absent or erased
 -- one), all locked in ascending customer_id order. A merge that moves one of
 -- them while we wait gives the locks back (subtransaction) and starts over,
@@ -617,23 +683,17 @@ CREATE OR REPLACE FUNCTION crm.lock_survivors(p_ids uuid[]) RETURNS uuid[]
 LANGUAGE plpgsql AS $$
 DECLARE
     want uuid[];
-    got uuid[];
 BEGIN
     FOR attempt IN 1..5 LOOP
         want := ARRAY(SELECT DISTINCT s FROM (SELECT crm.survivor_of(x) AS s FROM unnest(p_ids) AS x) AS y
                        WHERE s IS NOT NULL ORDER BY s);
         BEGIN
-            got := ARRAY(SELECT l.customer_id
-                           FROM (SELECT id FROM unnest(want) AS u(id) ORDER BY id) AS k
-                          CROSS JOIN LATERAL (
-                                SELECT c.customer_id FROM crm.customers c
-                                 WHERE c.customer_id = k.id AND c.merged_into IS NULL
-                                   FOR NO KEY UPDATE OFFSET 0) AS l);
+            PERFORM crm.lock_customers(want);
             -- Looked up again under the locks: an unmerge that committed
             -- while we waited makes an absorbed id a survivor of its own.
-            IF got = want AND want = ARRAY(SELECT DISTINCT s FROM (SELECT crm.survivor_of(x) AS s
-                                                                     FROM unnest(p_ids) AS x) AS y
-                                            WHERE s IS NOT NULL ORDER BY s) THEN
+            IF want = ARRAY(SELECT DISTINCT s FROM (SELECT crm.survivor_of(x) AS s
+                                                      FROM unnest(p_ids) AS x) AS y
+                             WHERE s IS NOT NULL ORDER BY s) THEN
                 RETURN ARRAY(SELECT CASE WHEN c.erased_at IS NULL THEN c.customer_id END
                                FROM unnest(p_ids) WITH ORDINALITY AS x(id, n)
                                LEFT JOIN crm.customers c ON c.customer_id = crm.survivor_of(x.id)
@@ -656,7 +716,6 @@ DECLARE
     usable jsonb;       -- identifiers still used for matching
     ignored jsonb;
     ids uuid[];         -- the customers they name, locked
-    locked_ids uuid[];
     targets uuid[];     -- the customer(s) the request will land on
     survivor uuid;
     absorbed uuid;
@@ -704,12 +763,10 @@ BEGIN
                 EXIT;
             END IF;
             BEGIN
-                SELECT array_agg(customer_id ORDER BY customer_id) INTO locked_ids
-                  FROM (SELECT customer_id FROM crm.customers
-                         WHERE customer_id = ANY (ids) AND merged_into IS NULL
-                         ORDER BY customer_id FOR NO KEY UPDATE) AS l;
-                IF locked_ids IS NOT DISTINCT FROM ids
-                   AND ids IS NOT DISTINCT FROM (
+                -- One row at a time; the first one merged meanwhile gives
+                -- them all back at once (crm.lock_customers).
+                PERFORM crm.lock_customers(ids);
+                IF ids IS NOT DISTINCT FROM (
                         SELECT array_agg(DISTINCT d.customer_id ORDER BY d.customer_id)
                           FROM jsonb_array_elements(usable) AS i
                           CROSS JOIN LATERAL (

@@ -292,7 +292,6 @@ LANGUAGE plpgsql AS $$
 DECLARE
     known jsonb;
     want uuid[];
-    got uuid[];
 BEGIN
     FOR attempt IN 1..5 LOOP
         BEGIN
@@ -321,15 +320,8 @@ BEGIN
                       WHERE x.item ? 'identifiers' AND NOT known ? x.ord::text) AS keys
               ORDER BY h;
             want := crm.batch_customers(p_items);
-            -- One index probe per customer, ascending. OFFSET 0 keeps each
-            -- probe a subquery of its own (no scan of the whole table).
-            got := ARRAY(SELECT l.customer_id
-                           FROM (SELECT id FROM unnest(want) AS u(id) ORDER BY id) AS k
-                          CROSS JOIN LATERAL (
-                                SELECT c.customer_id FROM crm.customers c
-                                 WHERE c.customer_id = k.id AND c.merged_into IS NULL
-                                   FOR NO KEY UPDATE OFFSET 0) AS l);
-            IF got = want AND crm.batch_customers(p_items) = want THEN
+            PERFORM crm.lock_customers(want);
+            IF crm.batch_customers(p_items) = want THEN
                 RETURN known;
             END IF;
             RAISE EXCEPTION 'lock order: start over' USING ERRCODE = 'P0L01';

@@ -1380,7 +1380,133 @@ def lock_storm(port, threads=16, per_thread=100, batches=True, seed=7):
     return failures, time.monotonic() - started
 
 
+class Session:
+    """One psql session on the test database, fed statement by statement, so
+    that a test can interleave transactions exactly."""
+
+    def __init__(self):
+        import subprocess
+        self.p = subprocess.Popen(["psql", "-X", "-q", "-tA", "-v", "VERBOSITY=terse", "-d",
+                                   os.environ["CRM_DATABASE_URL"]],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True)
+        self.send("SELECT pg_backend_pid();")
+        self.pid = int(self.p.stdout.readline())
+
+    def send(self, q):
+        self.p.stdin.write(q + "\n")
+        self.p.stdin.flush()
+
+    def result(self):
+        """The next line of output: the answer of a statement sent before."""
+        return self.p.stdout.readline().strip()
+
+    def finish(self):
+        self.send("\\q")
+        out, _ = self.p.communicate(timeout=60)
+        return out.strip()
+
+
+def wait_until(q, what):
+    """Poll the SQL condition q (true/false) until it holds."""
+    import time
+    deadline = time.monotonic() + 20
+    while harness.sql(q) != "t":
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting: " + what)
+        time.sleep(0.05)
+
+
+def wait_blocked_by(s, holder):
+    wait_until("SELECT pg_blocking_pids(%d) = ARRAY[%d]" % (s.pid, holder.pid),
+               "session %d blocked by %d" % (s.pid, holder.pid))
+
+
+def wait_done_or_blocked(s, call):
+    """Until session s has run its statement with `call` in it, or waits for a lock."""
+    wait_until("SELECT (state = 'idle' AND strpos(query, %s) > 0) OR wait_event_type = 'Lock' "
+               "FROM pg_stat_activity WHERE pid = %d" % (harness.lit(call), s.pid),
+               "session %d done or waiting" % s.pid)
+
+
+def customers_in_order(n):
+    """n new customers whose ids ascend in the order returned."""
+    tail = uuid.uuid4().hex[1:]
+    ids = []
+    for k in range(n):
+        cid = str(uuid.UUID("%x%s" % (k + 1, tail)))
+        harness.sql("SELECT crm.resolve(%s, 'lock-order', %s)" % (
+            harness.lit(json.dumps([email_id("lock-%s-%d@ex.org" % (tail, k))])) + "::jsonb",
+            harness.lit(cid) + "::uuid"))
+        ids.append(cid)
+    return ids
+
+
 class LockOrderTests(IdentityTestCase):
+    def assert_no_deadlock(self, before, sessions):
+        outputs = [x.finish() for x in sessions]
+        # A backend's statistics reach pg_stat_database at the latest when it exits.
+        wait_until("SELECT count(*) = 0 FROM pg_stat_activity WHERE pid IN (%s)"
+                   % ", ".join(str(x.pid) for x in sessions), "sessions gone")
+        for out in outputs:
+            self.assertNotIn("ERROR", out)
+        self.assertEqual(deadlocks() - before, 0, "deadlocks in PostgreSQL's statistics")
+        return outputs
+
+    def test_lock_on_a_row_merged_meanwhile_is_given_back_before_waiting(self):
+        # b < c < a. A locker wants b, c and a; b is merged into a while it
+        # waits for b; it must give b back before it waits for c, or an
+        # unmerge of b (which holds a and waits for b) closes a cycle when
+        # c is released. Both multi-customer lockers: crm.lock_survivors
+        # (admin merge, erasure) and crm.lock_batch (batches).
+        for locker in ("survivors", "batch"):
+            with self.subTest(locker=locker):
+                b, c, a = customers_in_order(3)
+                before = deadlocks()
+                merger, holder, waiter, unmerger = Session(), Session(), Session(), Session()
+                merger.send("BEGIN; SELECT crm.manual_merge('%s', '%s', 'test', 'lock order', "
+                            "false, true)->>'status';" % (a, b))
+                self.assertEqual(merger.result(), "merged")
+                holder.send("BEGIN; SELECT crm.lock_survivors(ARRAY['%s']::uuid[]) IS NOT NULL;" % c)
+                self.assertEqual(holder.result(), "t")
+                if locker == "survivors":
+                    waiter.send("SELECT crm.lock_survivors(ARRAY['%s', '%s', '%s']::uuid[]) "
+                                "IS NOT NULL;" % (b, c, a))
+                else:
+                    waiter.send("SELECT crm.lock_batch(%s::jsonb) IS NOT NULL;" % harness.lit(
+                        json.dumps([{"customer_id": x} for x in (b, c, a)])))
+                wait_blocked_by(waiter, merger)
+                merger.send("COMMIT;")
+                wait_blocked_by(waiter, holder)
+                unmerger.send("SELECT crm.unmerge('%s', 'test', 'lock order')->>'status';" % b)
+                wait_done_or_blocked(unmerger, "crm.unmerge(")
+                holder.send("COMMIT;")
+                outputs = self.assert_no_deadlock(before, [waiter, holder, unmerger, merger])
+                self.assertEqual(outputs[0], "t")
+                self.assertEqual(outputs[2], "unmerged")
+
+    def test_unmerge_waits_for_the_survivor_before_its_absorbed_row(self):
+        # m < s < a, m merged into a. A merge of a into s holds s and a, then
+        # moves a's absorbed rows (m); an unmerge of m must not hold m while
+        # it waits for a.
+        m, s, a = customers_in_order(3)
+        self.assertEqual(merge(a, m).body["status"], "merged")
+        before = deadlocks()
+        holder, merger, unmerger = Session(), Session(), Session()
+        # Holds a's identifiers: the merge waits there, holding s and a.
+        holder.send("BEGIN; SELECT count(*) > 0 FROM (SELECT 1 FROM crm.identifiers "
+                    "WHERE customer_id = '%s' FOR UPDATE) AS x;" % a)
+        self.assertEqual(holder.result(), "t")
+        merger.send("SELECT crm.manual_merge('%s', '%s', 'test', 'lock order', false, true)"
+                    "->>'status';" % (s, a))
+        wait_blocked_by(merger, holder)
+        unmerger.send("SELECT crm.unmerge('%s', 'test', 'lock order')->>'status';" % m)
+        wait_done_or_blocked(unmerger, "crm.unmerge(")
+        holder.send("COMMIT;")
+        outputs = self.assert_no_deadlock(before, [merger, unmerger, holder])
+        self.assertEqual(outputs[0], "merged")
+        self.assertEqual(outputs[1], "unmerged")
+
     def test_mixed_storm_has_no_deadlocks(self):
         import time
         before_backends = client_backends()
