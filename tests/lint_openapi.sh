@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Lint openapi.yaml with Redocly CLI (config: redocly.yaml) and Spectral
-# (config: .spectral.yaml, the spectral:oas ruleset).
+# Check that openapi.yaml is the bundle of openapi/ (tools/openapi.sh), then
+# lint it with Redocly CLI (config: redocly.yaml) and Spectral (config:
+# .spectral.yaml, the spectral:oas ruleset).
 # Fails on any lint error or warning of either.
 #
 # @redocly/cli and @stoplight/spectral-cli are installed with npm into a
@@ -42,6 +43,11 @@ if [ ! -x "$spectral" ] || [ "$("$spectral" --version 2>/dev/null)" != "$spectra
 fi
 
 cd "$repo_root"
+# openapi/ is the source; openapi.yaml must be its bundle (tools/openapi.sh).
+if ! "$repo_root/tools/openapi.sh" check; then
+    echo "openapi lint: FAILED (openapi.yaml is not the bundle of openapi/)" >&2
+    exit 1
+fi
 if ! "$spectral" lint --ruleset .spectral.yaml --fail-severity warn openapi.yaml >&2; then
     echo "openapi lint: FAILED (Spectral)" >&2
     exit 1
