@@ -91,17 +91,33 @@ start_postgres() {
     if as_pg_owner "$bin/pg_ctl" -D "$PG_DATA" status >/dev/null 2>&1; then
         log "PostgreSQL already running on port $PG_PORT"
     else
-        if [ ! -f "$PG_DIR/port" ] && [ -z "${CRM_PG_PORT:-}" ]; then
-            while port_in_use "$PG_PORT"; do PG_PORT=$((PG_PORT + 1)); done
-        fi
-        echo "$PG_PORT" > "$PG_DIR/port"
-        log "starting PostgreSQL on port $PG_PORT (socket $PG_SOCK)"
-        if ! as_pg_owner "$bin/pg_ctl" -D "$PG_DATA" -l "$PG_DIR/postgres.log" -w -t 60 \
-            -o "-p $PG_PORT -k $PG_SOCK -c listen_addresses=127.0.0.1 -c max_connections=300" \
-            start >/dev/null; then
+        # A port chosen here (none remembered, none given) that turns out to
+        # be taken when PostgreSQL binds it (a connect test cannot see an
+        # outgoing connection's local port in the ephemeral range, which on
+        # a busy machine may be any of ours) is given up for the next one.
+        local choose=0 attempt
+        if [ ! -f "$PG_DIR/port" ] && [ -z "${CRM_PG_PORT:-}" ]; then choose=1; fi
+        for attempt in 1 2 3 4 5 6 7 8; do
+            if [ "$choose" = 1 ]; then
+                while port_in_use "$PG_PORT"; do PG_PORT=$((PG_PORT + 1)); done
+            fi
+            echo "$PG_PORT" > "$PG_DIR/port"
+            log "starting PostgreSQL on port $PG_PORT (socket $PG_SOCK)"
+            if as_pg_owner "$bin/pg_ctl" -D "$PG_DATA" -l "$PG_DIR/postgres.log" -w -t 60 \
+                -o "-p $PG_PORT -k $PG_SOCK -c listen_addresses=127.0.0.1 -c max_connections=300" \
+                start >/dev/null; then
+                return 0
+            fi
+            if [ "$choose" = 1 ] && tail -n 5 "$PG_DIR/postgres.log" | grep -q "Address already in use"; then
+                log "port $PG_PORT was taken; trying the next one"
+                PG_PORT=$((PG_PORT + 1))
+                continue
+            fi
             tail -n 20 "$PG_DIR/postgres.log" >&2
             return 1
-        fi
+        done
+        tail -n 20 "$PG_DIR/postgres.log" >&2
+        return 1
     fi
 }
 
