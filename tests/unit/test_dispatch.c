@@ -9,6 +9,7 @@
 
 #include "handlers.h"
 #include "store.h"
+#include "test_helpers.h"
 
 START_TEST(test_every_route_has_a_handler)
 {
@@ -35,14 +36,8 @@ int main(void)
 {
     Suite *s = suite_create("dispatch");
     TCase *tc = tcase_create("handlers");
-    SRunner *sr;
-    int failed;
     tcase_add_test(tc, test_every_route_has_a_handler);
     tcase_add_test(tc, test_every_statement_has_a_unique_name_and_sql);
     suite_add_tcase(s, tc);
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? 0 : 1;
+    return run_suite(s);
 }

@@ -17,6 +17,7 @@
 #include "normalize.h"
 #include "segment.h"
 #include "validate.h"
+#include "test_helpers.h"
 
 #ifndef CRM_SOURCE_ROOT
 #error "build with -DCRM_SOURCE_ROOT=\"<repo root>\" (meson.build does this for test_enums)"
@@ -204,15 +205,9 @@ int main(void)
 {
     Suite *s = suite_create("enums");
     TCase *tc = tcase_create("written once");
-    SRunner *sr;
-    int failed;
     tcase_add_test(tc, test_openapi_enums_match_c);
     tcase_add_test(tc, test_sql_checks_match_c);
     tcase_add_test(tc, test_lists_are_built_from_the_arrays);
     suite_add_tcase(s, tc);
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? 0 : 1;
+    return run_suite(s);
 }

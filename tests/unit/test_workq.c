@@ -8,6 +8,7 @@
 #include <stdlib.h>
 
 #include "workq.h"
+#include "test_helpers.h"
 
 struct job {
     struct workq_item item;
@@ -103,14 +104,8 @@ int main(void)
 {
     Suite *s = suite_create("workq");
     TCase *tc = tcase_create("queue");
-    SRunner *sr;
-    int failed;
     tcase_add_test(tc, test_order_and_stop_runs_the_rest);
     tcase_add_test(tc, test_bound_and_take_all);
     suite_add_tcase(s, tc);
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? 0 : 1;
+    return run_suite(s);
 }
