@@ -94,6 +94,10 @@ void respond_validation(struct response *res, json_t *errors, const char *instan
 /* 503 for DB_UNAVAILABLE, else 500 (logged). */
 void respond_db_failure(struct response *res, enum db_status st, const char *err,
                         const char *instance);
+/* The usual end of a read or write by id: st's failure (503/500), 404 with
+ * not_found when out is NULL, else 200 with out (taken over). */
+void respond_found(struct response *res, enum db_status st, json_t *out, const char *err,
+                   const char *not_found, const char *instance);
 /* A query parameter checked for UTF-8; false (and res filled) when invalid. */
 bool query_param(const struct request *req, struct response *res, const char *key,
                  const char **value);

@@ -222,12 +222,7 @@ void handle_webhook_update(struct app *app, const struct request *req, struct re
     params[4] = f.enabled;
     params[5] = f.description;
     st = store_call(app->pool, STMT_WEBHOOK_UPDATE, 6, params, &out, err, sizeof(err));
-    if (st != DB_OK)
-        respond_db_failure(res, st, err, req->path);
-    else if (out == NULL)
-        respond_problem(res, PROBLEM_NOT_FOUND, "no webhook with this id", req->path);
-    else
-        respond_json(res, 200, out);
+    respond_found(res, st, out, err, "no webhook with this id", req->path);
 }
 
 void handle_webhook_simple(struct app *app, const struct request *req, struct response *res)
@@ -251,12 +246,7 @@ void handle_webhook_simple(struct app *app, const struct request *req, struct re
         st = store_call(app->pool, STMT_WEBHOOK_GET, 1, params, &out, err, sizeof(err));
         break;
     }
-    if (st != DB_OK)
-        respond_db_failure(res, st, err, req->path);
-    else if (out == NULL)
-        respond_problem(res, PROBLEM_NOT_FOUND, "no webhook with this id", req->path);
-    else
-        respond_json(res, 200, out);
+    respond_found(res, st, out, err, "no webhook with this id", req->path);
 }
 
 void handle_webhook_deliveries(struct app *app, const struct request *req, struct response *res)
@@ -280,12 +270,7 @@ void handle_webhook_deliveries(struct app *app, const struct request *req, struc
     params[1] = status;
     params[2] = limit_text;
     st = store_call(app->pool, STMT_WEBHOOK_DELIVERIES, 3, params, &out, err, sizeof(err));
-    if (st != DB_OK)
-        respond_db_failure(res, st, err, req->path);
-    else if (out == NULL)
-        respond_problem(res, PROBLEM_NOT_FOUND, "no webhook with this id", req->path);
-    else
-        respond_json(res, 200, out);
+    respond_found(res, st, out, err, "no webhook with this id", req->path);
 }
 
 void handle_webhook_replay(struct app *app, const struct request *req, struct response *res)

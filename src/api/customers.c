@@ -314,10 +314,5 @@ void handle_partner_customer(struct app *app, const struct request *req, struct 
     char err[API_ERR_LEN];
     enum db_status st = store_call(app->pool, STMT_PARTNER_CUSTOMER, 2, params, &out, err,
                                    sizeof(err));
-    if (st != DB_OK)
-        respond_db_failure(res, st, err, req->path);
-    else if (out == NULL)
-        respond_problem(res, PROBLEM_NOT_FOUND, "no customer with this id", req->path);
-    else
-        respond_json(res, 200, out);
+    respond_found(res, st, out, err, "no customer with this id", req->path);
 }

@@ -122,10 +122,5 @@ void handle_key_list_or_revoke(struct app *app, const struct request *req,
         const char *params[2] = {req->match->id, req->who->key_id};
         st = store_call(app->pool, STMT_KEY_REVOKE, 2, params, &out, err, sizeof(err));
     }
-    if (st != DB_OK)
-        respond_db_failure(res, st, err, req->path);
-    else if (out == NULL)
-        respond_problem(res, PROBLEM_NOT_FOUND, "no key with this id", req->path);
-    else
-        respond_json(res, 200, out);
+    respond_found(res, st, out, err, "no key with this id", req->path);
 }

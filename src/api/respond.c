@@ -77,6 +77,19 @@ void respond_db_failure(struct response *res, enum db_status st, const char *err
     }
 }
 
+void respond_found(struct response *res, enum db_status st, json_t *out, const char *err,
+                   const char *not_found, const char *instance)
+{
+    if (st != DB_OK) {
+        json_decref(out);
+        respond_db_failure(res, st, err, instance);
+    } else if (out == NULL) {
+        respond_problem(res, PROBLEM_NOT_FOUND, not_found, instance);
+    } else {
+        respond_json(res, 200, out);
+    }
+}
+
 bool audit_read_or_fail(struct app *app, const struct request *req, struct response *res,
                         const char *action, const char *customer_id)
 {
