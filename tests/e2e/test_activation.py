@@ -582,6 +582,20 @@ class WebhookTests(harness.CrmTestCase):
 
 class TwoInstanceTests(harness.CrmTestCase):
 
+    def instance_holding_the_attempt(self, rec, webhook_id, other):
+        """Wait until the hanging receiver has an attempt, then return the
+        instance (the suite's server or other) whose lease covers it."""
+        deadline = time.monotonic() + WAIT
+        while rec.hung == 0:
+            self.assertLess(time.monotonic(), deadline, "no attempt arrived")
+            time.sleep(0.02)
+        owner = harness.sql("SELECT lease_owner FROM crm.webhook_deliveries "
+                            "WHERE webhook_id = %s" % harness.lit(webhook_id))
+        pid = int(owner.split(":")[1])
+        victim = other if other.proc.pid == pid else harness.SERVER
+        self.assertEqual(victim.proc.pid, pid, owner)
+        return victim
+
     def test_delivery_of_a_crashed_instance_is_retried_after_its_lease(self):
         """An instance is killed (SIGKILL) while a delivery it claimed is in
         flight: once its lease (6 s) has passed, another instance delivers it."""
@@ -592,15 +606,7 @@ class TwoInstanceTests(harness.CrmTestCase):
         rec.mode = "hang"
         try:
             a, _ = new_customer()
-            deadline = time.monotonic() + WAIT
-            while rec.hung == 0:
-                self.assertLess(time.monotonic(), deadline, "no attempt arrived")
-                time.sleep(0.02)
-            owner = harness.sql("SELECT lease_owner FROM crm.webhook_deliveries "
-                                "WHERE webhook_id = %s" % harness.lit(body["webhook_id"]))
-            pid = int(owner.split(":")[1])
-            victim = other if other.proc.pid == pid else harness.SERVER
-            self.assertEqual(victim.proc.pid, pid, owner)
+            victim = self.instance_holding_the_attempt(rec, body["webhook_id"], other)
             victim.proc.kill()
             victim.proc.wait()
             killed_at = time.monotonic()
@@ -633,15 +639,7 @@ class TwoInstanceTests(harness.CrmTestCase):
         rec.mode = "hang"
         try:
             a, _ = new_customer()
-            deadline = time.monotonic() + WAIT
-            while rec.hung == 0:
-                self.assertLess(time.monotonic(), deadline, "no attempt arrived")
-                time.sleep(0.02)
-            owner = harness.sql("SELECT lease_owner FROM crm.webhook_deliveries "
-                                "WHERE webhook_id = %s" % harness.lit(body["webhook_id"]))
-            pid = int(owner.split(":")[1])
-            victim = other if other.proc.pid == pid else harness.SERVER
-            self.assertEqual(victim.proc.pid, pid, owner)
+            victim = self.instance_holding_the_attempt(rec, body["webhook_id"], other)
             started = time.monotonic()
             rc = victim.stop()
             took = time.monotonic() - started
