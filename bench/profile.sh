@@ -2,7 +2,8 @@
 # Profile of the profile-GET hot path (issue 6), for before/after comparisons.
 # Seeds CUSTOMERS customers into a fresh database crm_prof (so every run sees
 # the same data), then drives REQUESTS sequential GET /v1/customers/{id} over
-# one keep-alive connection and measures:
+# one keep-alive connection (with CRM_PROF_REQUEST=post: POST /v1/interactions,
+# one new purchase of an existing customer each, the write path) and measures:
 #   1. instructions of the server process with valgrind --tool=callgrind
 #      (repeatable on a shared machine): counters zeroed after a warm-up,
 #      dumped after the run; Ir per request, self Ir by object, top 15
@@ -18,7 +19,7 @@
 #   rev (or CRM_PROF_REV): profile a committed revision (e.g. HEAD) built from
 #   `git archive` instead of the working tree; the working tree is built into
 #   build-prof, a revision into build-prof-<sha>, both debugoptimized.
-# Environment: CRM_PROF_PORT (server port, 18082).
+# Environment: CRM_PROF_PORT (server port, 18082); CRM_PROF_REQUEST (get or post).
 set -euo pipefail
 . "$(dirname "$0")/../scripts/lib.sh"
 
@@ -27,6 +28,8 @@ REQUESTS=${2:-2000}
 CUSTOMERS=${3:-1000}
 REV=${4:-${CRM_PROF_REV:-}}
 PORT=${CRM_PROF_PORT:-18082}
+REQUEST=${CRM_PROF_REQUEST:-get}
+case $REQUEST in get|post) ;; *) echo "CRM_PROF_REQUEST must be get or post" >&2; exit 2 ;; esac
 DB=crm_prof
 WARMUP=200
 PERF_REQUESTS=$((REQUESTS * 5)) # more samples for the timer-based fallback
@@ -102,20 +105,34 @@ stop_server() {
     SERVER=
 }
 
-# drive N: N sequential profile GETs over one keep-alive connection (ids
-# round-robin); every answer must be 200. Prints the elapsed seconds.
+# drive N: N sequential requests over one keep-alive connection (ids
+# round-robin): profile GETs (200), or with REQUEST=post new purchases of those
+# customers by id (201; external ids unique per call). Prints the elapsed seconds.
+DRIVES=0
 drive() {
-    python3 - "$PORT" "$1" "$WORK/ids.txt" <<'PY'
-import http.client, os, sys, time
-port, n, ids_path = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    DRIVES=$((DRIVES + 1))
+    python3 - "$PORT" "$1" "$WORK/ids.txt" "$REQUEST" "$DRIVES" <<'PY'
+import http.client, json, os, sys, time
+port, n, ids_path, mode, run = (int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4],
+                                sys.argv[5])
 ids = open(ids_path).read().split()
 auth = {"Authorization": "Bearer " + os.environ["CRM_PROF_KEY"]}
+post = dict(auth, **{"Content-Type": "application/json"})
 c = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
 start = time.monotonic()
 for i in range(n):
-    c.request("GET", "/v1/customers/" + ids[i % len(ids)], headers=auth)
+    cid = ids[i % len(ids)]
+    if mode == "post":
+        c.request("POST", "/v1/interactions", json.dumps({
+            "customer_id": cid, "source": "prof", "external_id": "p%s-%d-%d" % (run, os.getpid(), i),
+            "channel": "web", "type": "purchase", "occurred_at": "2026-02-01T10:00:00Z",
+            "amount": 12.5, "currency": "EUR"}), post)
+        want = 201
+    else:
+        c.request("GET", "/v1/customers/" + cid, headers=auth)
+        want = 200
     r = c.getresponse(); body = r.read()
-    assert r.status == 200, (r.status, body[:300])
+    assert r.status == want, (r.status, body[:300])
 print("%.6f" % (time.monotonic() - start))
 PY
 }
@@ -140,7 +157,7 @@ SERVER=$!
 wait_up
 CRM_SEED_KEY=$KEY python3 "$ROOT/bench/seed.py" "$PORT" "$CUSTOMERS" "$WORK/ids.txt" prof 1
 
-log "CPU time per request ($REQUESTS GETs, no valgrind)"
+log "CPU time per request ($REQUESTS ${REQUEST^^}s, no valgrind)"
 drive "$WARMUP" >/dev/null
 read -ra BACKENDS <<< "$(backend_pids)"
 HZ=$(getconf CLK_TCK)
@@ -196,7 +213,7 @@ else
 fi
 stop_server
 
-log "callgrind: $REQUESTS GETs (warm-up $WARMUP not counted)"
+log "callgrind: $REQUESTS ${REQUEST^^}s (warm-up $WARMUP not counted)"
 valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.out" \
     "$SERVER_BIN" "${SERVER_ARGS[@]}" > "$WORK/server-callgrind.log" 2>&1 &
 SERVER=$!
@@ -211,7 +228,9 @@ stop_server
 [ -s "$WORK/callgrind.out.1" ] || { echo "no callgrind dump (see $WORK)" >&2; exit 1; }
 log "callgrind run took ${CG_WALL}s"
 
-SETUP="$REQUESTS sequential \`GET /v1/customers/{id}\` over one keep-alive connection (python http.client, ids round-robin over $CUSTOMERS customers seeded through the batch API into a fresh database $DB), after $WARMUP warm-up requests; server \`--pool-size 4 --rate-limit 0\`, access log on (default), build debugoptimized; $(nproc) cores shared with other work. Raw files: .run/prof/$LABEL/."
+WHAT='`GET /v1/customers/{id}`'
+[ "$REQUEST" = post ] && WHAT='`POST /v1/interactions` (a new purchase of a seeded customer, by customer_id)'
+SETUP="$REQUESTS sequential $WHAT over one keep-alive connection (python http.client, ids round-robin over $CUSTOMERS customers seeded through the batch API into a fresh database $DB), after $WARMUP warm-up requests; server \`--pool-size 4 --rate-limit 0\`, access log on (default), build debugoptimized; $(nproc) cores shared with other work. Raw files: .run/prof/$LABEL/."
 M_LABEL=$LABEL M_DATE=$(date -u +%FT%TZ) M_CODE=$CODE M_REQUESTS=$REQUESTS M_CUSTOMERS=$CUSTOMERS \
 M_CALLGRIND=$WORK/callgrind.out.1 M_SETUP=$SETUP M_WALL=$WALL_US M_SERVER=$CPU_SERVER \
 M_BACKEND=$CPU_BACKEND M_DB=$DB M_PERF_STATUS=$PERF_STATUS M_PERF_REPORT=$PERF_REPORT \
