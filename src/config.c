@@ -145,7 +145,7 @@ const char *config_usage(void)
            "  --event-retention SEC      how long the change feed keeps events; older cursors\n"
            "                             answer 410 (CRM_EVENT_RETENTION, default 604800)\n"
            "  --webhook-workers N        webhook delivery threads; 0 = no delivery from this\n"
-           "                             instance (CRM_WEBHOOK_WORKERS, default 2)\n"
+           "                             instance (CRM_WEBHOOK_WORKERS, default 4)\n"
            "  --webhook-allow-hosts LIST comma-separated CIDRs, addresses or host names that\n"
            "                             webhooks may reach although private, loopback or\n"
            "                             link-local (CRM_WEBHOOK_ALLOW_HOSTS, default none)\n"
@@ -221,7 +221,7 @@ bool config_load(struct config *cfg, int argc, char **argv, getenv_fn env, char 
     cfg->http_long_threads = 4;
     cfg->http_long_queue = 64;
     cfg->event_retention = 7 * 86400;
-    cfg->webhook_workers = 2;
+    cfg->webhook_workers = 4;
     cfg->webhook_timeout = 10;
     cfg->webhook_retry_base_ms = 5000;
     cfg->webhook_retry_max_ms = 3600000;

@@ -422,31 +422,34 @@ BEGIN
 END $$;
 
 
--- The outcome of a claimed attempt (ignored when the lease was lost). A
--- failure is retried after p_delay_ms, unless that is past p_horizon_s
--- since the delivery was made: then it is dead-lettered. Returns the status.
-CREATE OR REPLACE FUNCTION crm.webhook_result(p_delivery bigint, p_owner text, p_ok boolean,
-                                   p_status int, p_error text, p_delay_ms bigint,
-                                   p_horizon_s int) RETURNS text
-LANGUAGE plpgsql AS $$
-DECLARE
-    now_ts timestamptz := clock_timestamp();
-    result text;
-BEGIN
+-- The outcomes of claimed attempts, recorded together: p_results is
+-- [{id, ok, status, error, delay_ms, horizon_s}, ...]. An outcome is ignored
+-- when its lease was lost. A failure is retried after delay_ms, unless that
+-- is past horizon_s since the delivery was made: then it is dead-lettered.
+-- Returns each recorded delivery with its status.
+DROP FUNCTION IF EXISTS crm.webhook_result(bigint, text, boolean, int, text, bigint, int);
+
+CREATE OR REPLACE FUNCTION crm.webhook_results(p_owner text, p_results jsonb)
+RETURNS TABLE (delivery_id bigint, status text)
+LANGUAGE sql AS $$
+    WITH now_ts AS (SELECT clock_timestamp() AS t),
+    r AS (SELECT * FROM jsonb_to_recordset(p_results)
+                 AS x(id bigint, ok boolean, status int, error text, delay_ms bigint,
+                      horizon_s int))
     UPDATE crm.webhook_deliveries d SET
-        status = CASE WHEN p_ok THEN 'delivered'
-                      WHEN now_ts + make_interval(secs => p_delay_ms / 1000.0)
-                           > d.created_at + make_interval(secs => p_horizon_s) THEN 'dead'
+        status = CASE WHEN r.ok THEN 'delivered'
+                      WHEN n.t + make_interval(secs => r.delay_ms / 1000.0)
+                           > d.created_at + make_interval(secs => r.horizon_s) THEN 'dead'
                       ELSE 'pending' END,
-        delivered_at = CASE WHEN p_ok THEN now_ts END,
-        last_attempt_at = now_ts, last_status = p_status, last_error = left(p_error, 500),
-        next_attempt_at = CASE WHEN p_ok THEN d.next_attempt_at
-                               ELSE now_ts + make_interval(secs => p_delay_ms / 1000.0) END,
+        delivered_at = CASE WHEN r.ok THEN n.t END,
+        last_attempt_at = n.t, last_status = r.status, last_error = left(r.error, 500),
+        next_attempt_at = CASE WHEN r.ok THEN d.next_attempt_at
+                               ELSE n.t + make_interval(secs => r.delay_ms / 1000.0) END,
         lease_owner = NULL, lease_until = NULL
-     WHERE d.delivery_id = p_delivery AND d.lease_owner = p_owner AND d.status = 'pending'
-    RETURNING d.status INTO result;
-    RETURN result;
-END $$;
+      FROM r, now_ts n
+     WHERE d.delivery_id = r.id AND d.lease_owner = p_owner AND d.status = 'pending'
+    RETURNING d.delivery_id, d.status
+$$;
 
 
 -- Queue depth and the age of the oldest undelivered event, for /metrics.
