@@ -11,6 +11,8 @@ tests/e2e/test_activation.py's receiver. Figures come from the database
         by a server that does not deliver (--webhook-workers 0); then a
         second server with WORKERS delivery workers starts; prints the
         deliveries per second between the first and the last delivery.
+  feed: PAGES pages of GET /v1/events?limit=LIMIT from the start of the
+        feed (keep-alive); prints events/s and ms per page.
   lag:  one server with WORKERS workers; RATE events/s are ingested for
         SECONDS s (batches every 100 ms); prints p50/p99/max of
         delivered_at - event_at.
@@ -18,6 +20,7 @@ tests/e2e/test_activation.py's receiver. Figures come from the database
     CRM_BIN=build/crm-server CRM_DATABASE_URL=... CRM_CEILING=build/bench/crm-bench-ceiling \\
         python3 bench/webhook_rate.py rate [WORKERS=2] [EVENTS=10000] [CUSTOMERS=2000]
     ... python3 bench/webhook_rate.py lag [WORKERS=2] [RATE=500] [SECONDS=20] [CUSTOMERS=2000]
+    ... python3 bench/webhook_rate.py feed 0 [LIMIT=1000] [PAGES=50]
 """
 import os
 import subprocess
@@ -91,6 +94,21 @@ def main():
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     srv = None
     try:
+        if mode == "feed":
+            limit, pages = arg(3, 1000), arg(4, 50)
+            srv = harness.SERVER = server(0)
+            cursor, n, t0 = None, 0, time.monotonic()
+            for _ in range(pages):
+                path = "/v1/events?limit=%d" % limit + ("&after=" + cursor if cursor else "")
+                body = must(harness.get(path), 200)
+                n += len(body["items"])
+                cursor = body["next_cursor"]
+                if len(body["items"]) < limit:
+                    break
+            took = time.monotonic() - t0
+            print("feed read: %d events in %.2f s: %.0f events/s (limit %d, %.1f ms per page)"
+                  % (n, took, n / took, limit, 1000 * took / max(1, pages)))
+            return
         if mode == "rate":
             events, ncust = arg(3, 10000), arg(4, 2000)
             srv = harness.SERVER = server(0)
