@@ -101,6 +101,10 @@ void respond_found(struct response *res, enum db_status st, json_t *out, const c
 /* A query parameter checked for UTF-8; false (and res filled) when invalid. */
 bool query_param(const struct request *req, struct response *res, const char *key,
                  const char **value);
+/* An integer query parameter in [min, max], def when absent; false (and res
+ * filled with 400 invalid-query) when it is not one. */
+bool int_param(const struct request *req, struct response *res, const char *key, int def,
+               int min, int max, int *out);
 
 struct segment_sql;
 /* A saved segment by its id as given in a query ("segment_id"), compiled;

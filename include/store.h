@@ -63,6 +63,7 @@ enum store_stmt {
     STMT_WEBHOOK_DELETE,
     STMT_WEBHOOK_DELIVERIES,
     STMT_WEBHOOK_REPLAY,
+    STMT_VALUE_RUNS,
     STMT_COUNT
 };
 extern const struct db_statement store_statements[STMT_COUNT];

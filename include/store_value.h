@@ -71,4 +71,9 @@ enum db_status store_segment_export_audit_add(struct db_pool *pool, long long au
 enum db_status store_kpis(struct db_pool *pool, const char *from, const char *to,
                           const struct segment_sql *seg, json_t **out, char *err, size_t errlen);
 
+/* One page of value runs, newest first, before run before (NULL: from the
+ * newest): {items: [run...], next_cursor}. */
+enum db_status store_value_runs(struct db_pool *pool, const char *before, const char *limit,
+                                json_t **out, char *err, size_t errlen);
+
 #endif

@@ -12,10 +12,16 @@
 
 #include "db.h"
 
-/* progress, when given, receives one-line human-readable messages. On
- * success *summary is the run ({run_id, as_of, customers, buyers, params,
- * log_likelihood, fit_seconds, customer_equity, tiers}). */
-enum db_status value_recompute(struct db_pool *pool, const char *as_of,
+/* progress, when given, receives one-line human-readable messages. A live
+ * run replaces the live values, tiers and the profile's value section; any
+ * other only writes its snapshot (the callers make runs without as_of live
+ * and dated runs not, unless asked otherwise). Both
+ * record the value settings they used with the run. On success *summary is
+ * the run ({run_id, status: "succeeded", live, as_of, customers, buyers,
+ * params, diagnostics, fit_seconds, customer_equity, settings, tiers}). A fit
+ * that did not converge applies nothing: the run is recorded as failed and
+ * *summary is {status: "failed", error, run} (DB_OK all the same). */
+enum db_status value_recompute(struct db_pool *pool, const char *as_of, bool live,
                                void (*progress)(const char *message), json_t **summary,
                                char *err, size_t errlen);
 

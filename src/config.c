@@ -44,6 +44,7 @@ static const struct setting SETTINGS[] = {
     {"--db-wait", "CRM_DB_WAIT", 'i', offsetof(struct config, db_wait), 0, 0, 3600},
     {"--drain-timeout", "CRM_DRAIN_TIMEOUT", 'i', offsetof(struct config, drain_timeout), 0, 0, 3600},
     {"--as-of", "CRM_AS_OF", 's', offsetof(struct config, as_of), 64, 0, 0},
+    {"--live", "CRM_LIVE", 'i', offsetof(struct config, live), 0, 0, 1},
     {"--rate-limit", "CRM_RATE_LIMIT", 'i', offsetof(struct config, rate_limit), 0, 0, 1000000},
     {"--tls-cert", "CRM_TLS_CERT", 's', offsetof(struct config, tls_cert), 512, 0, 0},
     {"--tls-key", "CRM_TLS_KEY", 's', offsetof(struct config, tls_key), 512, 0, 0},
@@ -87,6 +88,9 @@ const char *config_usage(void)
            "                             for every customer (progress on stderr), and exit\n"
            "  --as-of TIME               with recompute-value: value as of this RFC 3339 time\n"
            "                             (CRM_AS_OF, default now)\n"
+           "  --live 0|1                 with recompute-value: 1 replaces the live values, 0\n"
+           "                             writes the run's snapshot only (CRM_LIVE, default 1\n"
+           "                             without --as-of, 0 with it)\n"
            "  --listen ADDR              listen address (CRM_LISTEN, default 127.0.0.1)\n"
            "  --port N                   TCP port (CRM_PORT, default 8080)\n"
            "  --db CONNINFO              PostgreSQL conninfo or URI (CRM_DATABASE_URL,\n"
@@ -222,6 +226,7 @@ bool config_load(struct config *cfg, int argc, char **argv, getenv_fn env, char 
     cfg->http_long_queue = 64;
     cfg->event_retention = 7 * 86400;
     cfg->webhook_workers = 4;
+    cfg->live = -1;
     cfg->webhook_timeout = 10;
     cfg->webhook_retry_base_ms = 5000;
     cfg->webhook_retry_max_ms = 3600000;

@@ -134,8 +134,9 @@ static int recompute_value_command(const struct config *cfg)
         return 2;
     }
     pool = open_pool(cfg, cfg->database_url, 1);
-    st = value_recompute(pool, cfg->as_of[0] ? cfg->as_of : NULL, print_progress, &summary, err,
-                         sizeof(err));
+    st = value_recompute(pool, cfg->as_of[0] ? cfg->as_of : NULL,
+                         cfg->live >= 0 ? cfg->live == 1 : cfg->as_of[0] == '\0', print_progress,
+                         &summary, err, sizeof(err));
     db_pool_free(pool);
     if (st != DB_OK) {
         log_msg(LOG_ERROR, "main", "recompute failed: %s", err);
@@ -143,8 +144,10 @@ static int recompute_value_command(const struct config *cfg)
     }
     json_dumpf(summary, stdout, JSON_INDENT(2) | JSON_REAL_PRECISION(15));
     fputc('\n', stdout);
+    /* a fit that did not converge: recorded as a failed run, nothing applied */
+    int rc = strcmp(json_string_value(json_object_get(summary, "status")) ?: "", "failed") == 0;
     json_decref(summary);
-    return 0;
+    return rc;
 }
 
 int main(int argc, char **argv)

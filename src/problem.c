@@ -36,6 +36,8 @@ static const struct problem_def DEFS[PROBLEM_KIND_COUNT] = {
     [PROBLEM_UNSUPPORTED_MEDIA_TYPE] = {415, "unsupported-media-type", "Unsupported media type"},
     [PROBLEM_TOO_MANY_REQUESTS] = {429, "too-many-requests", "Too many requests"},
     [PROBLEM_VALIDATION_FAILED] = {422, "validation-failed", "Request validation failed"},
+    [PROBLEM_MODEL_NOT_FITTED] = {422, "model-not-fitted",
+                                  "The value model could not be fitted; the live values are unchanged"},
     [PROBLEM_SERVICE_UNAVAILABLE] = {503, "service-unavailable", "Service temporarily unavailable"},
     [PROBLEM_INTERNAL] = {500, "internal-error", "Internal server error"},
 };

@@ -73,6 +73,8 @@ static const struct route_def ROUTES[ROUTE_COUNT] = {
         MK | AD, REPLICA_READ | LONG, "fields purpose channel at"},
     [ROUTE_VALUE_RECOMPUTE] = {"POST", "/v1/value:recompute", "value_recompute",
         MK | AD, LONG, NULL},
+    [ROUTE_VALUE_RUNS] = {"GET", "/v1/value/runs", "value_runs",
+        MK | AD, REPLICA_READ, "limit cursor"},
     [ROUTE_KPIS] = {"GET", "/v1/kpis", "kpis",
         MK | AD, REPLICA_READ | LONG, "from to segment_id"},
     [ROUTE_KEY_CREATE] = {"POST", "/v1/admin/keys", "key_create",

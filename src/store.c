@@ -152,6 +152,7 @@ const struct db_statement store_statements[STMT_COUNT] = {
     [STMT_WEBHOOK_DELIVERIES] = {"webhook_deliveries",
      "SELECT crm.webhook_deliveries_doc($1::uuid, $2, $3::int)"},
     [STMT_WEBHOOK_REPLAY] = {"webhook_replay", "SELECT crm.webhook_replay($1::uuid, $2::bigint)"},
+    [STMT_VALUE_RUNS] = {"value_runs", "SELECT crm.value_runs($1::bigint, $2::int)"},
 };
 const int store_statement_count = STMT_COUNT;
 

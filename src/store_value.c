@@ -253,3 +253,10 @@ enum db_status store_kpis(struct db_pool *pool, const char *from, const char *to
     free(params);
     return st;
 }
+
+enum db_status store_value_runs(struct db_pool *pool, const char *before, const char *limit,
+                                json_t **out, char *err, size_t errlen)
+{
+    const char *params[2] = {before, limit};
+    return store_call(pool, STMT_VALUE_RUNS, 2, params, out, err, errlen);
+}

@@ -19,6 +19,9 @@
 #include "clv.h"
 
 #define VALUE_LOCK_KEY "7412093002"
+/* A Gamma-Gamma q past this, unconverged, is the model's boundary (see
+ * fit_models); on the CDNOW data q is 4.1 (Fader, Hardie and Lee 2005). */
+#define GG_BOUNDARY_Q 1e5
 
 struct customer_row {
     char *line;     /* the COPY row, tab-split in place */
@@ -150,15 +153,23 @@ struct fit {
     struct gg_params gg;
     struct fit_report bg_report, gg_report;
     bool has_bg, has_gg;
+    /* why a model was not fitted (inputs it cannot describe), or NULL */
+    const char *bg_skipped, *gg_skipped;
 };
 
+/* Fit BG/NBD on the buyers and Gamma-Gamma on the repeat buyers. Inputs a
+ * model cannot describe are found before fitting and leave that model out
+ * with the reason in bg_skipped / gg_skipped: no buyer with a repeat
+ * purchase (BG/NBD: the dropout process is not identified), fewer than two
+ * repeat buyers, or every repeat buyer with the same average spend
+ * (Gamma-Gamma: no spread to fit; the expected spend is then that spend). */
 static bool fit_models(const struct inputs *in, struct fit *fit)
 {
-    size_t nb = in->buyers, nr = 0, k = 0, j = 0;
+    size_t nb = in->buyers, nr = 0, k = 0, j = 0, repeaters = 0;
     double *x = malloc(nb * sizeof(double)), *tx = malloc(nb * sizeof(double));
     double *T = malloc(nb * sizeof(double)), *rx = malloc(nb * sizeof(double));
     double *rz = malloc(nb * sizeof(double));
-    bool ok;
+    bool ok = false, spread = false;
     for (size_t i = 0; i < in->n; i++) {
         const struct customer_row *row = &in->rows[i];
         if (row->purchase_days == 0)
@@ -167,22 +178,48 @@ static bool fit_models(const struct inputs *in, struct fit *fit)
         tx[k] = row->tx;
         T[k] = row->T;
         k++;
+        if (row->x > 0)
+            repeaters++;
         if (row->x > 0 && row->zbar > 0) {
             rx[j] = row->x;
             rz[j] = row->zbar;
+            spread = spread || (j > 0 && rz[j] != rz[0]);
             j++;
         }
     }
     nr = j;
-    /* A fit that stopped short of the tolerances still holds its best
-     * point; use it if the likelihood is finite (params record converged). */
+    if (repeaters == 0) {
+        fit->bg_skipped = "no buyer has purchases on two different days: BG/NBD cannot be "
+                          "fitted; historic value, RFM and tiers only";
+        goto out;
+    }
     bgnbd_fit(x, tx, T, NULL, nb, &fit->bg, &fit->bg_report);
     ok = isfinite(fit->bg_report.log_likelihood) && fit->bg.r > 0 && fit->bg.alpha > 0 &&
          fit->bg.a > 0 && fit->bg.b > 0;
-    if (ok && nr >= 2) {
+    if (!ok)
+        fit->bg_skipped = "the BG/NBD likelihood is not finite at any point tried";
+    else if (nr < 2)
+        fit->gg_skipped = "fewer than 2 repeat buyers with a spend: Gamma-Gamma not fitted; "
+                          "the expected spend is the mean repeat spend";
+    else if (!spread)
+        fit->gg_skipped = "every repeat buyer has the same average spend: Gamma-Gamma cannot "
+                          "be fitted; the expected spend is that spend";
+    else {
         gg_fit(rx, rz, NULL, nr, &fit->gg, &fit->gg_report);
         fit->has_gg = isfinite(fit->gg_report.log_likelihood) && fit->gg.q > 1;
+        if (!fit->has_gg) {
+            fit->gg_skipped = "the Gamma-Gamma fit ended outside q > 1 (no finite mean spend)";
+        } else if (!fit->gg_report.converged && fit->gg.q > GG_BOUNDARY_Q) {
+            /* q, gamma -> infinity with gamma/q fixed: the limit of a model
+             * without spread in mean spend between customers, where every
+             * E[Z] is the population mean; taken as that limit, not a fit */
+            fit->has_gg = false;
+            fit->gg_skipped = "the Gamma-Gamma fit ran to its boundary (q -> infinity: no "
+                              "spread in average spend between customers); the expected spend "
+                              "is the mean repeat spend";
+        }
     }
+out:
     free(x);
     free(tx);
     free(T);
@@ -298,39 +335,80 @@ static json_t *params_json(const struct fit *fit)
     return p;
 }
 
-/* Everything inside the transaction; false leaves err set. */
-static bool recompute_in_tx(PGconn *pg, const char *as_of, void (*progress)(const char *),
-                            json_t **summary, char *err, size_t errlen)
+/* A run whose fit did not converge: what is recorded once its transaction
+ * is rolled back (nothing of it is applied). */
+struct failure {
+    bool failed;
+    char error[512];
+    char *as_of, *started_at, *live, *settings, *params, *diagnostics;
+    char customers[24], buyers[24];
+};
+
+static void failure_free(struct failure *f)
+{
+    free(f->as_of);
+    free(f->started_at);
+    free(f->live);
+    free(f->settings);
+    free(f->params);
+    free(f->diagnostics);
+}
+
+/* The reasons the run left a model out, for the answer and the run row. */
+static json_t *diagnostics_json(const struct fit *fit, const struct inputs *in)
+{
+    size_t repeaters = 0;
+    for (size_t i = 0; i < in->n; i++)
+        repeaters += in->rows[i].purchase_days > 1;
+    json_t *d = json_pack("{s:I, s:I, s:I}", "customers", (json_int_t)in->n, "buyers",
+                          (json_int_t)in->buyers, "repeat_buyers", (json_int_t)repeaters);
+    if (fit->bg_skipped != NULL)
+        json_object_set_new(d, "bgnbd_not_fitted", json_string(fit->bg_skipped));
+    if (fit->gg_skipped != NULL)
+        json_object_set_new(d, "gamma_gamma_not_fitted", json_string(fit->gg_skipped));
+    return d;
+}
+
+/* Everything inside the transaction; false leaves err set, or fails
+ * (the fit did not converge) with what to record in *failure. */
+static bool recompute_in_tx(PGconn *pg, const char *as_of, bool live,
+                            void (*progress)(const char *),
+                            json_t **summary, struct failure *failure, char *err,
+                            size_t errlen)
 {
     struct inputs in = {0};
     struct fit fit = {0};
     struct timespec t0, tfit;
-    char *run_id = NULL, *settings = NULL, *finish = NULL, *params_text;
+    char *run_id = NULL, *settings = NULL, *finish = NULL, *params_text, *diag_text;
     double horizon = 52, margin = 1, fit_seconds;
     size_t nonfinite = 0;
-    const char *params[3];
-    json_t *params_doc, *settings_doc;
+    const char *params[4];
+    json_t *params_doc, *settings_doc, *diag_doc;
     bool ok = false;
 
     clock_gettime(CLOCK_MONOTONIC, &t0);
     if (!exec_ok(pg, "SET LOCAL statement_timeout = 0; SELECT pg_advisory_xact_lock(" VALUE_LOCK_KEY ")",
                  err, errlen))
         return false;
+    /* A live run replaces the live values; another only writes its snapshot
+     * (ROC and customer equity at a past date). */
     params[0] = as_of;
+    params[1] = live ? "true" : "false";
     run_id = query_value(pg,
-                         "INSERT INTO crm.model_runs (model, as_of, started_at) "
+                         "INSERT INTO crm.model_runs (model, as_of, started_at, live, settings) "
                          "VALUES ('bgnbd+gamma-gamma', coalesce($1::timestamptz, now()), "
-                         "clock_timestamp()) RETURNING run_id",
-                         1, params, err, errlen);
-    settings = query_value(pg,
-                           "SELECT jsonb_build_object('h', crm.setting('clv_horizon_weeks'), "
-                           "'m', crm.setting('clv_margin'))",
-                           0, NULL, err, errlen);
-    if (run_id == NULL || settings == NULL)
+                         "clock_timestamp(), $2::boolean, crm.value_settings()) RETURNING run_id",
+                         2, params, err, errlen);
+    if (run_id == NULL)
+        goto out;
+    params[0] = run_id;
+    settings = query_value(pg, "SELECT settings FROM crm.model_runs WHERE run_id = $1::bigint",
+                           1, params, err, errlen);
+    if (settings == NULL)
         goto out;
     settings_doc = json_loads(settings, 0, NULL);
-    horizon = json_number_value(json_object_get(settings_doc, "h"));
-    margin = json_number_value(json_object_get(settings_doc, "m"));
+    horizon = json_number_value(json_object_get(settings_doc, "clv_horizon_weeks"));
+    margin = json_number_value(json_object_get(settings_doc, "clv_margin"));
     json_decref(settings_doc);
 
     if (!read_inputs(pg, run_id, &in, err, errlen))
@@ -339,30 +417,60 @@ static bool recompute_in_tx(PGconn *pg, const char *as_of, void (*progress)(cons
            seconds_since(&t0));
     clock_gettime(CLOCK_MONOTONIC, &tfit);
     /* Too few buyers to fit: historic value, RFM and tiers still count. */
+    if (in.buyers < 2)
+        fit.bg_skipped = "fewer than 2 buyers: no model fitted; historic value, RFM and tiers only";
     fit.has_bg = in.buyers >= 2 && fit_models(&in, &fit);
     fit_seconds = seconds_since(&tfit);
+    params_doc = params_json(&fit);
+    params_text = json_dumps(params_doc, JSON_COMPACT);
+    json_decref(params_doc);
+    diag_doc = diagnostics_json(&fit, &in);
+    diag_text = json_dumps(diag_doc, JSON_COMPACT);
+    json_decref(diag_doc);
+    if (fit.has_bg && (!fit.bg_report.converged || (fit.has_gg && !fit.gg_report.converged))) {
+        bool bg = !fit.bg_report.converged;
+        const struct fit_report *r = bg ? &fit.bg_report : &fit.gg_report;
+        snprintf(failure->error, sizeof(failure->error),
+                 "the %s fit did not converge after %d iterations; the live values keep the "
+                 "last converged model",
+                 bg ? "BG/NBD" : "Gamma-Gamma", r->iterations);
+        report(progress, "run %s: %s", run_id, failure->error);
+        failure->failed = true;
+        failure->as_of = query_value(pg, "SELECT as_of::text FROM crm.model_runs "
+                                         "WHERE run_id = $1::bigint", 1, params, err, errlen);
+        failure->started_at = query_value(pg, "SELECT started_at::text FROM crm.model_runs "
+                                              "WHERE run_id = $1::bigint", 1, params, err, errlen);
+        failure->live = strdup(live ? "true" : "false");
+        failure->settings = settings;
+        settings = NULL;
+        failure->params = params_text;
+        failure->diagnostics = diag_text;
+        snprintf(failure->customers, sizeof(failure->customers), "%zu", in.n);
+        snprintf(failure->buyers, sizeof(failure->buyers), "%zu", in.buyers);
+        snprintf(err, errlen, "%s", failure->error);
+        goto out;
+    }
     if (fit.has_bg)
         report(progress,
                "run %s: BG/NBD r=%.4f alpha=%.4f a=%.4f b=%.4f (LL %.2f); Gamma-Gamma %s; "
                "fit %.2f s",
                run_id, fit.bg.r, fit.bg.alpha, fit.bg.a, fit.bg.b, fit.bg_report.log_likelihood,
-               fit.has_gg ? "fitted" : "not enough repeat buyers", fit_seconds);
+               fit.has_gg ? "fitted" : fit.gg_skipped, fit_seconds);
     else
-        report(progress, "run %s: no model fitted (%zu buyers); historic value only", run_id,
-               in.buyers);
-    if (!stage_predictions(pg, &in, &fit, horizon, margin, &nonfinite, err, errlen))
+        report(progress, "run %s: no model fitted: %s", run_id,
+               fit.bg_skipped ? fit.bg_skipped : "no buyers");
+    if (!stage_predictions(pg, &in, &fit, horizon, margin, &nonfinite, err, errlen)) {
+        free(params_text);
+        free(diag_text);
         goto out;
+    }
     report(progress, "run %s: staged %zu predictions at %.2f s", run_id, in.n, seconds_since(&t0));
     if (nonfinite > 0)
         report(progress, "run %s: %zu customers got no prediction (model not finite for them)",
                run_id, nonfinite);
-
-    params_doc = params_json(&fit);
-    params_text = json_dumps(params_doc, JSON_COMPACT);
-    json_decref(params_doc);
     {
         char ll[32], secs[32];
-        const char *upd[4] = {run_id, params_text, ll, secs};
+        const char *upd[5] = {run_id, params_text, ll, secs, diag_text};
         PGresult *res;
         snprintf(ll, sizeof(ll), "%.6f", fit.bg_report.log_likelihood);
         if (!fit.has_bg)
@@ -370,21 +478,23 @@ static bool recompute_in_tx(PGconn *pg, const char *as_of, void (*progress)(cons
         snprintf(secs, sizeof(secs), "%.6f", fit_seconds);
         res = PQexecParams(pg,
                            "UPDATE crm.model_runs SET params = $2::jsonb, log_likelihood = $3, "
-                           "fit_seconds = $4 WHERE run_id = $1::bigint",
-                           4, NULL, upd, NULL, NULL, 0);
+                           "fit_seconds = $4, diagnostics = $5::jsonb WHERE run_id = $1::bigint",
+                           5, NULL, upd, NULL, NULL, 0);
         ok = PQresultStatus(res) == PGRES_COMMAND_OK;
         if (!ok)
             snprintf(err, errlen, "%s", PQerrorMessage(pg));
         PQclear(res);
     }
     free(params_text);
+    free(diag_text);
     if (!ok)
         goto out;
-    params[0] = run_id;
     finish = query_value(pg,
                          "SELECT crm.value_finish($1::bigint) || jsonb_build_object("
+                         "'status', 'succeeded', "
                          "'as_of', (SELECT crm.ts(as_of) FROM crm.model_runs WHERE run_id = $1::bigint), "
                          "'params', (SELECT params FROM crm.model_runs WHERE run_id = $1::bigint), "
+                         "'diagnostics', (SELECT diagnostics FROM crm.model_runs WHERE run_id = $1::bigint), "
                          "'fit_seconds', (SELECT fit_seconds FROM crm.model_runs WHERE run_id = $1::bigint))",
                          1, params, err, errlen);
     /* Fresh statistics, or segment queries plan against the old tiers. */
@@ -402,11 +512,32 @@ out:
     return ok;
 }
 
-enum db_status value_recompute(struct db_pool *pool, const char *as_of,
+/* Record a failed run (its own transaction, after the run's was rolled
+ * back); the run as GET /v1/value/runs shows it, or NULL. */
+static json_t *record_failure(PGconn *pg, const struct failure *f)
+{
+    const char *params[9] = {f->as_of,  f->started_at, f->live,      f->settings, f->params,
+                             f->error,  f->diagnostics, f->customers, f->buyers};
+    char err[256];
+    char *doc = query_value(pg,
+                            "INSERT INTO crm.model_runs AS m (model, as_of, started_at, "
+                            "finished_at, status, live, settings, params, error, diagnostics, "
+                            "customers, buyers) VALUES ('bgnbd+gamma-gamma', $1::timestamptz, "
+                            "$2::timestamptz, clock_timestamp(), 'failed', $3::boolean, $4::jsonb, "
+                            "$5::jsonb, $6, $7::jsonb, $8::bigint, $9::bigint) "
+                            "RETURNING crm.value_run_doc(m)",
+                            9, params, err, sizeof(err));
+    json_t *out = doc != NULL ? json_loads(doc, 0, NULL) : NULL;
+    free(doc);
+    return out;
+}
+
+enum db_status value_recompute(struct db_pool *pool, const char *as_of, bool live,
                                void (*progress)(const char *message), json_t **summary,
                                char *err, size_t errlen)
 {
     struct db_conn *conn = db_acquire(pool, 5000);
+    struct failure failure = {0};
     PGconn *pg;
     bool ok, broken, cancelled;
     *summary = NULL;
@@ -415,7 +546,8 @@ enum db_status value_recompute(struct db_pool *pool, const char *as_of,
         return DB_UNAVAILABLE;
     }
     pg = db_pg(conn);
-    ok = exec_ok(pg, "BEGIN", err, errlen) && recompute_in_tx(pg, as_of, progress, summary, err, errlen);
+    ok = exec_ok(pg, "BEGIN", err, errlen) &&
+         recompute_in_tx(pg, as_of, live, progress, summary, &failure, err, errlen);
     if (ok)
         ok = exec_ok(pg, "COMMIT", err, errlen);
     else
@@ -424,6 +556,15 @@ enum db_status value_recompute(struct db_pool *pool, const char *as_of,
         json_decref(*summary);
         *summary = NULL;
     }
+    if (failure.failed && PQstatus(pg) == CONNECTION_OK) {
+        json_t *run = record_failure(pg, &failure);
+        if (run != NULL) {
+            *summary = json_pack("{s:s, s:s, s:o}", "status", "failed", "error", failure.error,
+                                 "run", run);
+            ok = true;
+        }
+    }
+    failure_free(&failure);
     broken = PQstatus(pg) != CONNECTION_OK;
     cancelled = !ok && db_cancel_was_sent(pool, conn);
     db_release(pool, conn, broken);

@@ -48,15 +48,26 @@ BEGIN
                     SELECT customer_id FROM ev WHERE type = 'purchase' AND NOT in_period
                     INTERSECT
                     SELECT customer_id FROM ev WHERE type = 'purchase' AND in_period) AS r),
+            -- the value runs ROC reads: for each end of the period the
+            -- succeeded run dated closest before it whose snapshot is kept
+            runs AS (
+                SELECT (SELECT m.run_id FROM crm.model_runs m
+                         WHERE m.status = 'succeeded' AND m.as_of <= p_from
+                           AND EXISTS (SELECT 1 FROM crm.value_snapshots v WHERE v.run_id = m.run_id)
+                         ORDER BY m.as_of DESC, m.run_id DESC LIMIT 1) AS start_run,
+                       (SELECT m.run_id FROM crm.model_runs m
+                         WHERE m.status = 'succeeded' AND m.as_of <= p_to
+                           AND EXISTS (SELECT 1 FROM crm.value_snapshots v WHERE v.run_id = m.run_id)
+                         ORDER BY m.as_of DESC, m.run_id DESC LIMIT 1) AS end_run),
             equity AS (
                 SELECT (SELECT sum(s.clv) FROM crm.value_snapshots s JOIN base b ON b.customer_id = s.customer_id
-                         WHERE s.run_id = (SELECT max(run_id) FROM crm.model_runs
-                                            WHERE finished_at IS NOT NULL AND as_of <= p_from)) AS at_start,
+                         WHERE s.run_id = runs.start_run) AS at_start,
                        (SELECT sum(s.clv) FROM crm.value_snapshots s JOIN base b ON b.customer_id = s.customer_id
-                         WHERE s.run_id = (SELECT max(run_id) FROM crm.model_runs
-                                            WHERE finished_at IS NOT NULL AND as_of <= p_to)) AS at_end,
-                       EXISTS (SELECT 1 FROM crm.model_runs WHERE finished_at IS NOT NULL AND as_of <= p_to) AS has_end,
-                       EXISTS (SELECT 1 FROM crm.model_runs WHERE finished_at IS NOT NULL AND as_of <= p_from) AS has_start)
+                         WHERE s.run_id = runs.end_run) AS at_end,
+                       runs.end_run IS NOT NULL AS has_end,
+                       runs.start_run IS NOT NULL AS has_start,
+                       runs.start_run, runs.end_run
+                  FROM runs)
             SELECT jsonb_build_object(
                 'period', jsonb_build_object('from', crm.ts(p_from), 'to', crm.ts(p_to)),
                 'prior_period', jsonb_build_object('from', crm.ts(p_from - (p_to - p_from)), 'to', crm.ts(p_from)),
@@ -79,6 +90,7 @@ BEGIN
                 'returns_per_1000', CASE WHEN (SELECT count(*) FROM base) > 0 THEN
                     round(1000.0 * a.returns / (SELECT count(*) FROM base), 4) END,
                 'cash_flow', trim_scale(a.revenue_now - a.refunds_now - a.cost_now),
+                'value_runs', jsonb_build_object('start', e.start_run, 'end', e.end_run),
                 'customer_equity_start', CASE WHEN e.has_start THEN trim_scale(coalesce(e.at_start, 0)) END,
                 'customer_equity_end', CASE WHEN e.has_end THEN trim_scale(coalesce(e.at_end, 0)) END,
                 'roc', CASE WHEN e.has_start AND coalesce(e.at_start, 0) > 0 AND e.has_end THEN

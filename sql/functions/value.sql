@@ -50,32 +50,45 @@ LANGUAGE sql STABLE AS $$
      WHERE c.merged_into IS NULL
 $$;
 
+-- The value settings a run reads, as one document stored with the run
+-- (crm.model_runs.settings): what the run's values mean stays with them.
+CREATE OR REPLACE FUNCTION crm.value_settings() RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT coalesce(jsonb_object_agg(key, value), '{}') FROM crm.settings
+     WHERE key IN ('base_currency', 'clv_horizon_weeks', 'clv_margin', 'tier_mvc_fraction',
+                   'tier_mgc_fraction', 'tier_mgc_min_p_alive', 'tier_bz_return_ratio')
+$$;
+
 -- Turn the staged predictions (temp table value_stage, filled by the C
--- recompute) into customer_value rows, RFM quintiles and tiers, in the
--- caller's transaction.
+-- recompute) into the run's snapshot (every customer's value fields, RFM
+-- quintiles and tier, with the tier thresholds the run recorded) and, for a
+-- live run only, into the live values (crm.customer_value); a dated run
+-- leaves them as they are. Prunes the snapshots of runs finished longer ago
+-- than value_snapshot_retention_days. In the caller's transaction.
 CREATE OR REPLACE FUNCTION crm.value_finish(p_run bigint) RETURNS jsonb
 LANGUAGE plpgsql AS $$
 DECLARE
-    mvc double precision := (crm.setting('tier_mvc_fraction') #>> '{}')::double precision;
-    mgc double precision := (crm.setting('tier_mgc_fraction') #>> '{}')::double precision;
-    mgc_p double precision := (crm.setting('tier_mgc_min_p_alive') #>> '{}')::double precision;
-    bz_ratio numeric := (crm.setting('tier_bz_return_ratio') #>> '{}')::numeric;
+    run crm.model_runs%ROWTYPE;
+    st jsonb;
+    mvc double precision;
+    mgc double precision;
+    mgc_p double precision;
+    bz_ratio numeric;
     v_equity numeric;
     v_customers bigint;
     v_buyers bigint;
 BEGIN
-    DELETE FROM crm.customer_value v
-     WHERE NOT EXISTS (SELECT 1 FROM value_stage s WHERE s.customer_id = v.customer_id);
+    SELECT * INTO run FROM crm.model_runs WHERE run_id = p_run;
+    st := coalesce(run.settings, crm.value_settings());
+    mvc := (st->>'tier_mvc_fraction')::double precision;
+    mgc := (st->>'tier_mgc_fraction')::double precision;
+    mgc_p := (st->>'tier_mgc_min_p_alive')::double precision;
+    bz_ratio := (st->>'tier_bz_return_ratio')::numeric;
 
-    INSERT INTO crm.customer_value AS v (
-        customer_id, run_id, revenue, returns, cost, margin, purchase_days, first_purchase_at,
-        last_purchase_at, frequency, recency_weeks, age_weeks, avg_repeat_spend, p_alive,
-        expected_purchases, expected_spend, clv, rfm_r, rfm_f, rfm_m, tier, computed_at)
-    SELECT s.customer_id, p_run, s.revenue, s.returns, s.cost,
-           s.revenue - s.returns - s.cost, s.purchase_days, s.first_purchase_at,
-           s.last_purchase_at, s.x, s.t_x, s.t_cal, s.zbar, s.p_alive, s.expected_purchases,
-           s.expected_spend, round(s.clv::numeric, 4),
-           r.r, r.f, r.m,
+    INSERT INTO crm.value_snapshots (run_id, customer_id, clv, tier, revenue, returns, cost,
+                                     margin, purchase_days, p_alive, expected_purchases,
+                                     expected_spend, rfm_r, rfm_f, rfm_m)
+    SELECT p_run, s.customer_id, round(s.clv::numeric, 4),
            CASE
                WHEN s.revenue - s.returns - s.cost < 0
                     OR (s.revenue > 0 AND s.returns / s.revenue >= bz_ratio) THEN 'bz'
@@ -84,7 +97,8 @@ BEGIN
                WHEN r.clv_rank < mvc + mgc AND s.p_alive >= mgc_p THEN 'mgc'
                ELSE 'standard'
            END,
-           clock_timestamp()
+           s.revenue, s.returns, s.cost, s.revenue - s.returns - s.cost, s.purchase_days,
+           s.p_alive, s.expected_purchases, s.expected_spend, r.r, r.f, r.m
       FROM value_stage s
       LEFT JOIN (
           SELECT customer_id,
@@ -93,34 +107,87 @@ BEGIN
                  ntile(5) OVER (ORDER BY revenue, customer_id)::smallint AS m,
                  percent_rank() OVER (ORDER BY clv DESC) AS clv_rank
             FROM value_stage WHERE purchase_days > 0) AS r
-        ON r.customer_id = s.customer_id
-    ON CONFLICT (customer_id) DO UPDATE SET
-        run_id = excluded.run_id, revenue = excluded.revenue, returns = excluded.returns,
-        cost = excluded.cost, margin = excluded.margin, purchase_days = excluded.purchase_days,
-        first_purchase_at = excluded.first_purchase_at,
-        last_purchase_at = excluded.last_purchase_at, frequency = excluded.frequency,
-        recency_weeks = excluded.recency_weeks, age_weeks = excluded.age_weeks,
-        avg_repeat_spend = excluded.avg_repeat_spend, p_alive = excluded.p_alive,
-        expected_purchases = excluded.expected_purchases,
-        expected_spend = excluded.expected_spend, clv = excluded.clv, rfm_r = excluded.rfm_r,
-        rfm_f = excluded.rfm_f, rfm_m = excluded.rfm_m, tier = excluded.tier,
-        computed_at = excluded.computed_at;
+        ON r.customer_id = s.customer_id;
 
-    INSERT INTO crm.value_snapshots (run_id, customer_id, clv)
-    SELECT p_run, customer_id, clv FROM crm.customer_value WHERE run_id = p_run AND clv <> 0;
+    IF run.live THEN
+        DELETE FROM crm.customer_value v
+         WHERE NOT EXISTS (SELECT 1 FROM value_stage s WHERE s.customer_id = v.customer_id);
+        INSERT INTO crm.customer_value AS v (
+            customer_id, run_id, revenue, returns, cost, margin, purchase_days, first_purchase_at,
+            last_purchase_at, frequency, recency_weeks, age_weeks, avg_repeat_spend, p_alive,
+            expected_purchases, expected_spend, clv, rfm_r, rfm_f, rfm_m, tier, computed_at)
+        SELECT s.customer_id, p_run, n.revenue, n.returns, n.cost, n.margin, n.purchase_days,
+               s.first_purchase_at, s.last_purchase_at, s.x, s.t_x, s.t_cal, s.zbar, n.p_alive,
+               n.expected_purchases, n.expected_spend, n.clv, n.rfm_r, n.rfm_f, n.rfm_m, n.tier,
+               clock_timestamp()
+          FROM value_stage s
+          JOIN crm.value_snapshots n ON n.run_id = p_run AND n.customer_id = s.customer_id
+        ON CONFLICT (customer_id) DO UPDATE SET
+            run_id = excluded.run_id, revenue = excluded.revenue, returns = excluded.returns,
+            cost = excluded.cost, margin = excluded.margin, purchase_days = excluded.purchase_days,
+            first_purchase_at = excluded.first_purchase_at,
+            last_purchase_at = excluded.last_purchase_at, frequency = excluded.frequency,
+            recency_weeks = excluded.recency_weeks, age_weeks = excluded.age_weeks,
+            avg_repeat_spend = excluded.avg_repeat_spend, p_alive = excluded.p_alive,
+            expected_purchases = excluded.expected_purchases,
+            expected_spend = excluded.expected_spend, clv = excluded.clv, rfm_r = excluded.rfm_r,
+            rfm_f = excluded.rfm_f, rfm_m = excluded.rfm_m, tier = excluded.tier,
+            computed_at = excluded.computed_at;
+    END IF;
 
     SELECT sum(clv), count(*), count(*) FILTER (WHERE purchase_days > 0)
-      INTO v_equity, v_customers, v_buyers FROM crm.customer_value;
+      INTO v_equity, v_customers, v_buyers FROM crm.value_snapshots WHERE run_id = p_run;
     UPDATE crm.model_runs SET finished_at = clock_timestamp(), customers = v_customers,
-                              buyers = v_buyers, customer_equity = coalesce(v_equity, 0)
+                              buyers = v_buyers, customer_equity = coalesce(v_equity, 0),
+                              status = 'succeeded'
      WHERE run_id = p_run;
-    RETURN (SELECT jsonb_build_object('run_id', run_id, 'customers', customers, 'buyers', buyers,
-                                      'customer_equity', customer_equity,
+
+    DELETE FROM crm.value_snapshots s USING crm.model_runs r
+     WHERE s.run_id = r.run_id AND r.run_id <> p_run
+       AND r.finished_at < clock_timestamp() - make_interval(
+               days => coalesce((crm.setting('value_snapshot_retention_days') #>> '{}')::int, 400));
+
+    RETURN (SELECT jsonb_build_object('run_id', run_id, 'live', live, 'customers', customers,
+                                      'buyers', buyers, 'customer_equity', customer_equity,
+                                      'settings', settings,
                                       'tiers', (SELECT coalesce(jsonb_object_agg(tier, k), '{}') FROM (
-                                          SELECT tier, count(*) AS k FROM crm.customer_value
-                                           GROUP BY tier) t))
+                                          SELECT tier, count(*) AS k FROM crm.value_snapshots
+                                           WHERE run_id = p_run GROUP BY tier) t))
               FROM crm.model_runs WHERE run_id = p_run);
 END $$;
+
+-- A run as the API shows it (GET /v1/value/runs, the recompute answer of a
+-- failed run).
+CREATE OR REPLACE FUNCTION crm.value_run_doc(r crm.model_runs) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT jsonb_strip_nulls(jsonb_build_object(
+               'run_id', r.run_id, 'status', r.status, 'live', r.live, 'model', r.model,
+               'as_of', crm.ts(r.as_of), 'started_at', crm.ts(r.started_at),
+               'finished_at', crm.ts(r.finished_at),
+               'seconds', extract(epoch FROM r.finished_at - r.started_at),
+               'fit_seconds', r.fit_seconds, 'customers', r.customers, 'buyers', r.buyers,
+               'customer_equity', trim_scale(r.customer_equity), 'params', r.params,
+               'log_likelihood', r.log_likelihood, 'settings', r.settings, 'error', r.error,
+               'diagnostics', r.diagnostics,
+               'snapshot_rows', CASE WHEN r.status = 'succeeded' THEN
+                   (SELECT count(*) FROM crm.value_snapshots s WHERE s.run_id = r.run_id) END))
+$$;
+
+-- One page of runs, newest first, before run p_before (NULL: from the newest).
+CREATE OR REPLACE FUNCTION crm.value_runs(p_before bigint, p_limit int) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    WITH page AS (
+        SELECT r FROM crm.model_runs r
+         WHERE p_before IS NULL OR r.run_id < p_before
+         ORDER BY r.run_id DESC LIMIT p_limit + 1)
+    SELECT jsonb_build_object(
+               'items', coalesce((SELECT jsonb_agg(crm.value_run_doc(x.r) ORDER BY (x.r).run_id DESC)
+                                    FROM (SELECT r FROM page ORDER BY (r).run_id DESC
+                                          LIMIT p_limit) x), '[]'),
+               'next_cursor', CASE WHEN (SELECT count(*) FROM page) > p_limit THEN
+                   (SELECT min((r).run_id) FROM (SELECT r FROM page ORDER BY (r).run_id DESC
+                                                 LIMIT p_limit) y)::text END)
+$$;
 
 -- The value section of the profile (null before the customer's first run).
 CREATE OR REPLACE FUNCTION crm.value_section(p_customer uuid) RETURNS jsonb
@@ -132,7 +199,8 @@ BEGIN
                            'tier', v.tier,
                            'revenue', trim_scale(v.revenue), 'returns', trim_scale(v.returns),
                            'cost', trim_scale(v.cost), 'margin', trim_scale(v.margin),
-                           'currency', crm.setting('base_currency'),
+                           'currency', coalesce(r.settings->'base_currency',
+                                                crm.setting('base_currency')),
                            'purchase_days', v.purchase_days,
                            'first_purchase_at', crm.ts(v.first_purchase_at),
                            'last_purchase_at', crm.ts(v.last_purchase_at),
@@ -144,7 +212,8 @@ BEGIN
                            'expected_purchases', v.expected_purchases,
                            'expected_spend', v.expected_spend,
                            'clv', trim_scale(v.clv),
-                           'horizon_weeks', crm.setting('clv_horizon_weeks'),
+                           'horizon_weeks', coalesce(r.settings->'clv_horizon_weeks',
+                                                     crm.setting('clv_horizon_weeks')),
                            'model', jsonb_build_object('run_id', r.run_id, 'name', r.model,
                                                        'as_of', crm.ts(r.as_of)),
                            'computed_at', crm.ts(v.computed_at))

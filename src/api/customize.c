@@ -151,27 +151,6 @@ void handle_contact_decision(struct app *app, const struct request *req,
     respond_customer_doc(res, st, out, err, req->path, 200);
 }
 
-/* An integer query parameter in [min, max], def when absent. */
-static bool int_param(const struct request *req, struct response *res, const char *key, int def,
-                      int min, int max, int *out)
-{
-    const char *text;
-    char *end, detail[96];
-    long n;
-    *out = def;
-    if (!query_param(req, res, key, &text))
-        return false;
-    if (text == NULL)
-        return true;
-    n = strtol(text, &end, 10);
-    if (*text == '\0' || *end != '\0' || n < min || n > max) {
-        snprintf(detail, sizeof(detail), "%s must be an integer from %d to %d", key, min, max);
-        return bad_query(res, detail, req->path);
-    }
-    *out = (int)n;
-    return true;
-}
-
 /* Cursor = base64url("<YYYY-MM-DD>|<customer_id>"). */
 static bool moment_cursor_decode(const char *text, char date[11], char id[UUID_TEXT_LEN + 1])
 {

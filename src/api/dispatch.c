@@ -33,6 +33,7 @@ static handler_fn *const HANDLERS[ROUTE_COUNT] = {
     [ROUTE_SEGMENT_CUSTOMERS] = handle_segment_customers,
     [ROUTE_SEGMENT_EXPORT] = handle_segment_export,
     [ROUTE_VALUE_RECOMPUTE] = handle_recompute,
+    [ROUTE_VALUE_RUNS] = handle_value_runs,
     [ROUTE_KPIS] = handle_kpis,
     [ROUTE_KEY_CREATE] = handle_key_create,
     [ROUTE_KEY_LIST] = handle_key_list_or_revoke,

@@ -216,3 +216,24 @@ bool load_segment(struct app *app, const struct request *req, struct response *r
     json_decref(doc);
     return true;
 }
+
+bool int_param(const struct request *req, struct response *res, const char *key, int def,
+               int min, int max, int *out)
+{
+    const char *text;
+    char *end, detail[96];
+    long n;
+    *out = def;
+    if (!query_param(req, res, key, &text))
+        return false;
+    if (text == NULL)
+        return true;
+    n = strtol(text, &end, 10);
+    if (*text == '\0' || *end != '\0' || n < min || n > max) {
+        snprintf(detail, sizeof(detail), "%s must be an integer from %d to %d", key, min, max);
+        respond_problem(res, PROBLEM_INVALID_QUERY, detail, req->path);
+        return false;
+    }
+    *out = (int)n;
+    return true;
+}

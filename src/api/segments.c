@@ -5,6 +5,7 @@
  * Segment rules are compiled by segment.c on every use, so a stored rule
  * always runs with today's compiler.
  */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -551,20 +552,52 @@ void handle_kpis(struct app *app, const struct request *req, struct response *re
 
 void handle_recompute(struct app *app, const struct request *req, struct response *res)
 {
-    static const char *const allowed[] = {"as_of", NULL};
+    static const char *const allowed[] = {"as_of", "live", NULL};
     json_t *as_of = json_object_get(req->body, "as_of"), *errors = json_array(), *out = NULL;
+    json_t *live = json_object_get(req->body, "live");
     char err[API_ERR_LEN];
     enum db_status st;
     reject_unknown_fields(req->body, allowed, "", errors);
     if (as_of != NULL && (!json_is_string(as_of) || !rfc3339_valid(json_string_value(as_of))))
         verr_add(errors, "", "as_of", "'as_of' must be an RFC 3339 timestamp with offset");
+    if (live != NULL && !json_is_boolean(live))
+        verr_add(errors, "", "live", "'live' must be true or false");
     if (json_array_size(errors) > 0) {
         respond_validation(res, errors, req->path);
         return;
     }
     json_decref(errors);
-    st = value_recompute(app->pool, as_of ? json_string_value(as_of) : NULL, NULL, &out, err,
+    /* live by default only without as_of: a dated run must not replace
+     * today's values */
+    st = value_recompute(app->pool, as_of ? json_string_value(as_of) : NULL,
+                         live != NULL ? json_is_true(live) : as_of == NULL, NULL, &out, err,
                          sizeof(err));
+    if (st != DB_OK) {
+        respond_db_failure(res, st, err, req->path);
+    } else if (strcmp(json_string_value(json_object_get(out, "status")) ?: "", "failed") == 0) {
+        respond_problem(res, PROBLEM_MODEL_NOT_FITTED,
+                        json_string_value(json_object_get(out, "error")), req->path);
+        json_object_set(res->body, "run", json_object_get(out, "run"));
+        json_decref(out);
+    } else {
+        respond_json(res, 200, out);
+    }
+}
+
+void handle_value_runs(struct app *app, const struct request *req, struct response *res)
+{
+    char limit_text[16], before_text[16], err[API_ERR_LEN];
+    int limit, before;
+    json_t *out = NULL;
+    enum db_status st;
+    (void)app;
+    if (!int_param(req, res, "limit", 20, 1, 200, &limit) ||
+        !int_param(req, res, "cursor", 0, 1, INT_MAX, &before))
+        return;
+    snprintf(limit_text, sizeof(limit_text), "%d", limit);
+    snprintf(before_text, sizeof(before_text), "%d", before);
+    st = store_value_runs(req->reads, before > 0 ? before_text : NULL, limit_text, &out, err,
+                          sizeof(err));
     if (st != DB_OK)
         respond_db_failure(res, st, err, req->path);
     else

@@ -526,6 +526,9 @@ class RoleMatrixTests(AccessTestCase):
         self.check_matrix({MK}, lambda k: post("/v1/value:recompute", {}, key=k), (200,),
                           roles=roles)
 
+    def test_value_runs(self):
+        self.check_matrix({MK}, lambda k: get("/v1/value/runs?limit=1", key=k), (200,))
+
     def test_admin_key_list(self):
         self.check_matrix(set(), lambda k: get("/v1/admin/keys", key=k), (200,))
 

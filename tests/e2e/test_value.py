@@ -132,8 +132,11 @@ def ingest_events(customer_id, events):
     check(doc.get("created") == len(items), "batch did not create every item: %r" % doc)
 
 
-def recompute(as_of=None):
-    body = {} if as_of is None else {"as_of": as_of}
+def recompute(as_of=None, live=None):
+    """A value run. A dated run is made live here (it replaces the live
+    values the profile shows) unless live=False: most tests read the
+    profile after a run dated for their data."""
+    body = {} if as_of is None else {"as_of": as_of, "live": True if live is None else live}
     return must(post("/v1/value:recompute", body), 200)
 
 
@@ -611,7 +614,7 @@ class RecomputeTests(ValueTestCase):
         env = dict(os.environ)
         proc = subprocess.run(
             [os.environ["CRM_BIN"], "recompute-value", "--as-of", "2025-12-31T00:00:00Z",
-             "--db", os.environ["CRM_DATABASE_URL"]],
+             "--live", "1", "--db", os.environ["CRM_DATABASE_URL"]],
             stdin=subprocess.DEVNULL, capture_output=True, timeout=120, env=env)
         out, err = proc.stdout.decode(), proc.stderr.decode()
         self.assertEqual(proc.returncode, 0, "stdout %r stderr %r" % (out, err))
@@ -633,6 +636,114 @@ class RecomputeTests(ValueTestCase):
 
 # ---------------------------------------------------------------------------
 # 3. needs
+
+class ValueRunTests(ValueTestCase):
+    """Runs kept as snapshots (issue 18): only a live run replaces the live
+    values; a run carries its settings; inputs a model cannot describe are
+    said, not fitted."""
+
+    def test_dated_run_keeps_todays_values(self):
+        cid = create_customer()
+        ingest_events(cid, [ev("purchase", "2025-03-01T10:00:00Z", amount=40),
+                            ev("purchase", "2025-05-01T10:00:00Z", amount=60)])
+        live = recompute()
+        self.assertTrue(live["live"], live)
+        before = value_of(cid)
+        self.assertEqual(before["model"]["run_id"], live["run_id"])
+        self.assertNum(before["revenue"], 100)
+        dated = recompute("2025-04-01T00:00:00Z", live=False)
+        self.assertFalse(dated["live"], dated)
+        self.assertEqual(dated["status"], "succeeded")
+        after = value_of(cid)
+        self.assertEqual(after["model"]["run_id"], live["run_id"])  # not the dated run
+        self.assertEqual(after["revenue"], before["revenue"])
+        self.assertEqual(after["tier"], before["tier"])
+        # The dated run is listed with its snapshot, the live one too.
+        runs = must(get("/v1/value/runs?limit=50"), 200)["items"]
+        byid = {r["run_id"]: r for r in runs}
+        self.assertFalse(byid[dated["run_id"]]["live"])
+        self.assertTrue(byid[live["run_id"]]["live"])
+        self.assertEqual(byid[dated["run_id"]]["status"], "succeeded")
+        self.assertGreater(byid[dated["run_id"]]["snapshot_rows"], 0)
+        self.assertEqual(byid[dated["run_id"]]["as_of"], "2025-04-01T00:00:00.000000Z")
+        for k in ("started_at", "finished_at", "seconds", "customers", "buyers", "settings",
+                  "params", "diagnostics"):
+            self.assertIn(k, byid[dated["run_id"]], k)
+        # Its snapshot holds the values as of its date: one purchase of 40.
+        row = harness.sql("SELECT revenue::text || ' ' || tier FROM crm.value_snapshots "
+                          "WHERE run_id = %d AND customer_id = '%s'" % (dated["run_id"], cid))
+        self.assertEqual(row.split()[0].rstrip("0").rstrip("."), "40", row)
+        # Without as_of a run is live by default, and live=true makes a dated run live.
+        again = recompute("2025-04-01T00:00:00Z", live=True)
+        self.assertTrue(again["live"])
+        self.assertEqual(value_of(cid)["model"]["run_id"], again["run_id"])
+        self.assertNum(value_of(cid)["revenue"], 40)
+        recompute()
+
+    def test_profile_shows_the_runs_settings(self):
+        cid = create_customer()
+        ingest_events(cid, [ev("purchase", "2025-03-01T10:00:00Z", amount=40)])
+        run = recompute()
+        horizon = run["settings"]["clv_horizon_weeks"]
+        harness.sql("UPDATE crm.settings SET value = '39' WHERE key = 'clv_horizon_weeks'")
+        try:
+            v = value_of(cid)
+            self.assertEqual(v["horizon_weeks"], horizon)  # the run's, not today's 39
+            self.assertEqual(v["currency"], run["settings"]["base_currency"])
+        finally:
+            harness.sql("UPDATE crm.settings SET value = '%s' WHERE key = 'clv_horizon_weeks'"
+                        % json.dumps(horizon))
+
+    def test_a_fit_that_does_not_converge_is_not_applied(self):
+        # Three buyers in 1990 (nobody else bought before 1991), each buying
+        # 20 EUR every month: BG/NBD runs off to a, b -> infinity without
+        # converging, and Gamma-Gamma has no spread in spend to fit.
+        witness = create_customer()
+        ingest_events(witness, [ev("purchase", "2025-03-01T10:00:00Z", amount=40)])
+        live = recompute()
+        for i in range(3):
+            cid = create_customer()
+            ingest_events(cid, [ev("purchase", "1990-0%d-0%dT10:00:00Z" % (k + 1, i + 1),
+                                   amount=20) for k in range(3)])
+        r = post("/v1/value:recompute", {"as_of": "1991-01-01T00:00:00Z", "live": True})
+        self.assertProblem(r, 422, "model-not-fitted")
+        self.assertIn("did not converge", r.body["detail"])
+        run = r.body["run"]
+        self.assertEqual(run["status"], "failed")
+        self.assertTrue(run["live"])
+        self.assertFalse(run["params"]["bgnbd"]["converged"])
+        self.assertIn("same average spend", run["diagnostics"]["gamma_gamma_not_fitted"], run)
+        self.assertNotIn("snapshot_rows", run)
+        # Nothing applied: the live values still come from the last good run.
+        self.assertEqual(value_of(witness)["model"]["run_id"], live["run_id"])
+        listed = {x["run_id"]: x for x in must(get("/v1/value/runs?limit=20"), 200)["items"]}
+        self.assertEqual(listed[run["run_id"]]["status"], "failed")
+        self.assertEqual(listed[run["run_id"]]["error"], r.body["detail"])
+        self.assertEqual(harness.sql("SELECT count(*) FROM crm.value_snapshots WHERE run_id = %d"
+                                     % run["run_id"]), "0")
+
+    def test_runs_list_pages_and_checks_its_query(self):
+        recompute()
+        recompute()
+        first = must(get("/v1/value/runs?limit=1"), 200)
+        self.assertEqual(len(first["items"]), 1)
+        self.assertTrue(first["next_cursor"])
+        second = must(get("/v1/value/runs?limit=1&cursor=%s" % first["next_cursor"]), 200)
+        self.assertLess(second["items"][0]["run_id"], first["items"][0]["run_id"])
+        for q in ("limit=0", "limit=x", "cursor=-1", "cursor=abc", "bogus=1"):
+            with self.subTest(q=q):
+                self.assertProblem(get("/v1/value/runs?" + q), 400, "invalid-query")
+
+    def test_kpis_say_which_runs_they_used(self):
+        recompute("2025-01-01T00:00:00Z", live=False)
+        k = must(get(query("/v1/kpis", {"from": "2025-01-01T00:00:00Z",
+                                        "to": "2025-12-31T00:00:00Z"})), 200)
+        self.assertIn("value_runs", k)
+        self.assertIsInstance(k["value_runs"]["start"], int)
+        as_of = {r["run_id"]: r["as_of"] for r in must(get("/v1/value/runs?limit=200"),
+                                                        200)["items"]}
+        self.assertLessEqual(as_of[k["value_runs"]["start"]], "2025-01-01T00:00:00.000000Z")
+
 
 class NeedsTests(ValueTestCase):
     def needs_by_name(self, customer_id):

@@ -1033,6 +1033,7 @@ START_TEST(test_problem_catalogue)
         {PROBLEM_INVALID_HEADER, 400, "invalid-header"},
         {PROBLEM_UNSUPPORTED_MEDIA_TYPE, 415, "unsupported-media-type"},
         {PROBLEM_VALIDATION_FAILED, 422, "validation-failed"},
+        {PROBLEM_MODEL_NOT_FITTED, 422, "model-not-fitted"},
         {PROBLEM_SERVICE_UNAVAILABLE, 503, "service-unavailable"},
         {PROBLEM_INTERNAL, 500, "internal-error"},
     };
