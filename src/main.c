@@ -221,6 +221,11 @@ int main(int argc, char **argv)
         stop_app(&app);
         return 1;
     }
+    /* before serving: it checks the time zone with the database */
+    if (!moments_start(&cfg, &moments)) {
+        stop_app(&app);
+        return 1;
+    }
     server = http_start(&app);
     if (server == NULL) {
         stop_app(&app);
@@ -228,11 +233,6 @@ int main(int argc, char **argv)
     }
     webhooks = webhooks_start(&cfg);
     if (webhooks == NULL) {
-        http_drain_and_stop(server, 0);
-        stop_app(&app);
-        return 1;
-    }
-    if (!moments_start(&cfg, &moments)) {
         http_drain_and_stop(server, 0);
         stop_app(&app);
         return 1;
