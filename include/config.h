@@ -53,6 +53,11 @@ struct config {
     int webhook_retry_horizon; /* CRM_WEBHOOK_RETRY_HORIZON: seconds before dead-lettering */
     int webhook_poll_ms;    /* CRM_WEBHOOK_POLL_MS: how often an idle worker looks for work */
     int webhook_lease;      /* CRM_WEBHOOK_LEASE: seconds a claimed delivery stays claimed */
+    int moments_period;     /* CRM_MOMENTS_PERIOD, --moments-period: seconds between runs of
+                               the daily moments run, 0 = none from this instance */
+    char moments_time_zone[65]; /* CRM_MOMENTS_TIME_ZONE, --moments-time-zone: the zone
+                               whose date is "today" for the moments run */
+    int moments_catch_up;   /* CRM_MOMENTS_CATCH_UP, --moments-catch-up: missed days run */
     bool migrate_only;      /* "migrate" subcommand */
     bool recompute_value;   /* "recompute-value" subcommand */
     char as_of[64];         /* --as-of: value as of this time (default now) */

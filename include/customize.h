@@ -45,6 +45,8 @@ bool consent_channel_valid(const char *name);
 bool consent_status_valid(const char *name);
 bool moment_kind_valid(const char *name);
 const char *consent_purpose_list(void);
+/* "birthday, anniversary, warranty" */
+const char *moment_kind_list(void);
 /* "granted, withdrawn" */
 const char *consent_status_list(void);
 

@@ -45,8 +45,8 @@ handler_fn handle_customer_merges, handle_merge, handle_unmerge, handle_blocked_
     handle_conflicts_list;
 /* customize.c */
 handler_fn handle_preferences_get, handle_preferences_patch, handle_consents_list,
-    handle_consent_create, handle_contact_decision, handle_moments, handle_customer_export,
-    handle_customer_erase;
+    handle_consent_create, handle_contact_decision, handle_moments, handle_moments_run,
+    handle_customer_export, handle_customer_erase;
 /* api/customers.c: a partner key's read of the fields shared with it. */
 handler_fn handle_partner_customer;
 /* activation.c: handle_webhook_simple serves list, get and delete */

@@ -1,8 +1,8 @@
 /*
  * ticker: a background thread that calls tick(ctx) every period_ms, and at
  * once when woken (ticker_wake). The one timed loop behind the read-audit
- * writer (audit.c), the access-log flusher (accesslog.c) and the database
- * health checker (health.c). Owns the thread, its lock and its condition
+ * writer (audit.c), the access-log flusher (accesslog.c), the database
+ * health checker (health.c) and the daily moments run (moments.c). Owns the thread, its lock and its condition
  * (CLOCK_MONOTONIC); tick runs without the lock held and does its own I/O.
  */
 #ifndef CRM_TICKER_H

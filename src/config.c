@@ -3,6 +3,7 @@
  * one flag; values are range-checked so a typo fails at start-up, not later.
  */
 #include "config.h"
+#include "customize.h"
 #include "webhook_policy.h"
 
 #include <errno.h>
@@ -75,6 +76,12 @@ static const struct setting SETTINGS[] = {
      10, 60000},
     {"--webhook-lease", "CRM_WEBHOOK_LEASE", 'i', offsetof(struct config, webhook_lease), 0, 2,
      3600},
+    {"--moments-period", "CRM_MOMENTS_PERIOD", 'i', offsetof(struct config, moments_period), 0, 0,
+     86400},
+    {"--moments-time-zone", "CRM_MOMENTS_TIME_ZONE", 's',
+     offsetof(struct config, moments_time_zone), 65, 0, 0},
+    {"--moments-catch-up", "CRM_MOMENTS_CATCH_UP", 'i', offsetof(struct config, moments_catch_up),
+     0, 0, 30},
 };
 
 #define SETTING_COUNT (sizeof(SETTINGS) / sizeof(SETTINGS[0]))
@@ -167,6 +174,13 @@ const char *config_usage(void)
            "  --webhook-lease SEC        how long a claimed delivery stays claimed; an instance\n"
            "                             that dies holding it frees it after this\n"
            "                             (CRM_WEBHOOK_LEASE, default 60)\n"
+           "  --moments-period SEC       how often this instance runs the daily moments run\n"
+           "                             (moment.due events; one instance at a time), first\n"
+           "                             at start (CRM_MOMENTS_PERIOD, default 300, 0 = off)\n"
+           "  --moments-time-zone ZONE   IANA zone whose date is today for that run\n"
+           "                             (CRM_MOMENTS_TIME_ZONE, default UTC)\n"
+           "  --moments-catch-up DAYS    days missed (no instance running) that the run\n"
+           "                             catches up (CRM_MOMENTS_CATCH_UP, default 7)\n"
            "  --no-migrate               do not apply migrations at start\n"
            "  --help                     this text\n";
 }
@@ -233,6 +247,9 @@ bool config_load(struct config *cfg, int argc, char **argv, getenv_fn env, char 
     cfg->webhook_retry_horizon = 86400;
     cfg->webhook_poll_ms = 1000;
     cfg->webhook_lease = 60;
+    cfg->moments_period = 300;
+    strcpy(cfg->moments_time_zone, "UTC");
+    cfg->moments_catch_up = 7;
 
     for (size_t i = 0; i < SETTING_COUNT; i++) {
         const char *v = env(SETTINGS[i].env);
@@ -289,6 +306,11 @@ bool config_load(struct config *cfg, int argc, char **argv, getenv_fn env, char 
         char why[160];
         snprintf(why, sizeof(why), "%s", err);
         snprintf(err, errlen, "--webhook-allow-hosts / CRM_WEBHOOK_ALLOW_HOSTS: %s", why);
+        return false;
+    }
+    if (!time_zone_name_plausible(cfg->moments_time_zone)) {
+        snprintf(err, errlen, "--moments-time-zone / CRM_MOMENTS_TIME_ZONE must be an IANA time "
+                 "zone name such as Europe/Paris");
         return false;
     }
     if (cfg->webhook_lease <= cfg->webhook_timeout) {

@@ -49,6 +49,12 @@ const char *consent_purpose_list(void)
     return name_list_text(&names);
 }
 
+const char *moment_kind_list(void)
+{
+    static struct name_list names = {.names = MOMENT_KINDS};
+    return name_list_text(&names);
+}
+
 const char *consent_status_list(void)
 {
     static struct name_list names = {.names = STATUSES};

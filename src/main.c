@@ -22,6 +22,7 @@
 #include "http.h"
 #include "log.h"
 #include "migrate.h"
+#include "moments.h"
 #include "store.h"
 #include "textutil.h"
 #include "value.h"
@@ -90,6 +91,7 @@ static void *warm_up_main(void *arg)
 
 static struct warm_up warm_up;
 static struct webhooks *webhooks;
+static struct moments *moments;
 
 static void start_warm_up(struct app *app)
 {
@@ -108,6 +110,8 @@ static void stop_app(struct app *app)
     }
     webhooks_stop(webhooks); /* within --webhook-timeout: signalled at SIGTERM */
     webhooks = NULL;
+    moments_stop(moments);
+    moments = NULL;
     health_stop(app->health);
     audit_free(app->audit);
     access_free(app->access);
@@ -217,6 +221,11 @@ int main(int argc, char **argv)
     app.audit = audit_new(app.pool, cfg.audit_flush_ms);
     app.health = health_start(cfg.database_url);
     if (app.health == NULL) {
+        stop_app(&app);
+        return 1;
+    }
+    /* before serving: it checks the time zone with the database */
+    if (!moments_start(&cfg, &moments)) {
         stop_app(&app);
         return 1;
     }

@@ -113,6 +113,9 @@ static const struct route_def ROUTES[ROUTE_COUNT] = {
         FO | CC | MK | AD, 0, "channel purpose at"},
     [ROUTE_MOMENTS] = {"GET", "/v1/moments", "moments",
         MK | AD, LONG, "kind at cursor segment_id purpose channel days limit"},
+    /* the daily moments run by hand (operations, tests): it scans customers */
+    [ROUTE_MOMENTS_RUN] = {"POST", "/v1/moments:run", "moments_run",
+        AD, LONG, NULL},
     [ROUTE_CUSTOMER_EXPORT] = {"GET", "/v1/customers/{id}/export", "customer_export",
         AD, LONG, NULL},
     [ROUTE_CUSTOMER_ERASE] = {"DELETE", "/v1/customers/{id}", "customer_erase",

@@ -114,6 +114,9 @@ const struct db_statement store_statements[STMT_COUNT] = {
     [STMT_CONTACT_DECISION] = {"contact_decision", "SELECT crm.contact_decision($1::uuid, $2, $3, $4::timestamptz)"},
     [STMT_MOMENTS] = {"moments", "SELECT crm.moments($1, $2::timestamptz, $3::int, $4::int, $5::date, $6::uuid, "
                 "$7, $8, NULL)"},
+    /* Today is the UTC date: only the bound on $1 depends on it. */
+    [STMT_MOMENTS_RUN] = {"moments_run", "SELECT crm.moments_run($1::date, "
+                    "(now() AT TIME ZONE 'UTC')::date)"},
     [STMT_CUSTOMER_EXPORT] = {"customer_export", "SELECT crm.export_customer($1::uuid, $2::uuid, $3)"},
     [STMT_CUSTOMER_ERASE] = {"customer_erase", "SELECT crm.erase_customer($1::uuid, $2::uuid, $3)"},
     /* Erased: the gone document; unknown: NULL. */

@@ -186,7 +186,7 @@ $def$);
 
 -- Erasure (crm.erase_customer sets erased_at on the customer and the ids it
 -- absorbed): the personal data of the retained events of each goes (the
--- identifier values, trait and preference values; interaction payloads are
+-- identifier values, trait and preference values, moment dates; interaction payloads are
 -- cleared on the interaction itself, which is its own event), and the
 -- survivor gets its customer.erased event.
 CREATE OR REPLACE FUNCTION crm.customer_erased_event() RETURNS trigger
@@ -194,7 +194,7 @@ LANGUAGE plpgsql AS $$
 BEGIN
     UPDATE crm.events SET data = jsonb_build_object('erased', true)
      WHERE customer_id = NEW.customer_id
-       AND type IN ('identifier.added', 'traits.changed', 'preferences.changed');
+       AND type IN ('identifier.added', 'traits.changed', 'preferences.changed', 'moment.due');
     IF NEW.merged_into IS NULL THEN
         INSERT INTO crm.events (type, customer_id, data)
         VALUES ('customer.erased', NEW.customer_id,

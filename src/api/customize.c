@@ -1,7 +1,8 @@
 /*
  * customize: the "customize" routes: preferences (read, JSON merge patch),
  * consents (append, read with history), the contact decision, moments
- * (birthdays, anniversaries, warranty expiries, keyset-paged), and the
+ * (birthdays, anniversaries, warranty expiries, keyset-paged; the daily
+ * run that writes them as moment.due events, by hand), and the
  * data-subject rights: export and erasure. Every per-customer answer
  * follows merges to the survivor; an erased customer answers 410 Gone.
  */
@@ -241,6 +242,40 @@ void handle_moments(struct app *app, const struct request *req, struct response 
     }
     moment_cursor_encode(out);
     respond_json(res, 200, out);
+}
+
+/* POST /v1/moments:run {"date": "YYYY-MM-DD"}: the daily moments run for
+ * that day (crm.moments_run); {date, events}. */
+void handle_moments_run(struct app *app, const struct request *req, struct response *res)
+{
+    static const char *const allowed[] = {"date", NULL};
+    json_t *date = json_object_get(req->body, "date"), *errors = json_array(), *out = NULL;
+    json_t *db_errors;
+    const char *params[1];
+    char err[API_ERR_LEN];
+    enum db_status st;
+
+    reject_unknown_fields(req->body, allowed, "", errors);
+    if (!json_is_string(date) || !date_valid(json_string_value(date), 1900, 2999))
+        verr_add(errors, "", "date", "'date' is required: a date YYYY-MM-DD");
+    if (json_array_size(errors) > 0) {
+        respond_validation(res, errors, req->path);
+        return;
+    }
+    json_decref(errors);
+    params[0] = json_string_value(date);
+    st = store_call(app->pool, STMT_MOMENTS_RUN, 1, params, &out, err, sizeof(err));
+    db_errors = st == DB_OK ? json_object_get(out, "errors") : NULL;
+    if (json_is_array(db_errors)) { /* too far from today */
+        json_incref(db_errors);
+        json_decref(out);
+        respond_validation(res, db_errors, req->path);
+    } else if (st != DB_OK || out == NULL) {
+        json_decref(out);
+        respond_db_failure(res, st == DB_OK ? DB_ERROR : st, err, req->path);
+    } else {
+        respond_json(res, 200, out);
+    }
 }
 
 void handle_preferences_get(struct app *app, const struct request *req, struct response *res)

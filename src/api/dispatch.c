@@ -53,6 +53,7 @@ static handler_fn *const HANDLERS[ROUTE_COUNT] = {
     [ROUTE_CONSENT_CREATE] = handle_consent_create,
     [ROUTE_CONTACT_DECISION] = handle_contact_decision,
     [ROUTE_MOMENTS] = handle_moments,
+    [ROUTE_MOMENTS_RUN] = handle_moments_run,
     [ROUTE_CUSTOMER_EXPORT] = handle_customer_export,
     [ROUTE_CUSTOMER_ERASE] = handle_customer_erase,
     [ROUTE_PARTNER_CUSTOMER] = handle_partner_customer,

@@ -9,16 +9,21 @@ Run:  CRM_BIN=build/crm-server CRM_DATABASE_URL=postgresql:///crm \
 
 The suite's server permits 127.0.0.1 as a webhook destination and retries
 fast (--webhook-retry-base-ms 200, max 1000, horizon 8 s, poll 100 ms), so
-a receiver that is down for a while sees every event once it is back. The
-database need not be empty: every check looks at the test's own customers.
+a receiver that is down for a while sees every event once it is back. It
+runs no scheduled moments run (--moments-period 0): moment.due events come
+from the runs the tests ask for (POST /v1/moments:run), for dates away from
+today. The database need not be empty: every check looks at the test's own
+customers.
 """
 
 import base64
+import datetime
 import hashlib
 import hmac
 import http.server
 import json
 import os
+import random
 import re
 import socket
 import sys
@@ -34,7 +39,7 @@ HORIZON = 8
 SERVER_ARGS = ("--webhook-allow-hosts", "127.0.0.1", "--webhook-retry-base-ms", "200",
                "--webhook-retry-max-ms", "1000", "--webhook-retry-horizon", str(HORIZON),
                "--webhook-poll-ms", "100", "--webhook-timeout", "3", "--webhook-lease", "6",
-               "--webhook-workers", "2")
+               "--webhook-workers", "2", "--moments-period", "0")
 WAIT = 30.0  # generous bound for anything asynchronous
 
 ALL_TYPES = ["customer.created", "customer.merged", "customer.unmerged", "customer.erased",
@@ -610,6 +615,237 @@ class WebhookTests(harness.CrmTestCase):
         on.wait_for(lambda rs: any(r["body"]["customer_id"] == a for r in rs))
         time.sleep(0.5)
         self.assertEqual(off.requests, 0)
+
+
+# ---------------------------------------------------------------------------
+# Moments as events (docs/customize.md, "Moments as events"): the suite's
+# servers run with --moments-period 0, so moment.due events come only from
+# the runs the tests ask for (POST /v1/moments:run), except in
+# test_scheduled_run_on_two_instances.
+
+def utc_today():
+    return datetime.datetime.now(datetime.timezone.utc).date()
+
+
+def run_day(offset=None):
+    """A run date within the allowed year around today, far enough from
+    today that no scheduled run writes its moments while the test runs."""
+    if offset is None:
+        offset = random.randint(20, 320)
+    return utc_today() + datetime.timedelta(days=offset)
+
+
+def born(day, year=1990):
+    """A birthday with day's month and day (never 29 February: run dates stay
+    within a year of today and 2027 is no leap year)."""
+    return "%04d-%02d-%02d" % (year, day.month, day.day)
+
+
+def run_moments(day, **kw):
+    return post("/v1/moments:run", {"date": day.isoformat()}, **kw)
+
+
+def grant(cid, purpose="marketing", channel="email", status="granted"):
+    must(post("/v1/customers/%s/consents" % cid,
+              {"purpose": purpose, "channel": channel, "status": status, "source": "e2e",
+               "occurred_at": "2026-01-01T00:00:00Z"}), 201)
+
+
+def moment_events(start, cids, wait_for=None):
+    """The moment.due events after start of the customers cids; with
+    wait_for, read until that customer has one (the events of a run are
+    written in one transaction, so the others' are there too)."""
+    pred = (lambda it: any(e["customer_id"] == wait_for for e in it)) if wait_for else None
+    items = feed_wait(start, pred, types="moment.due") if pred else \
+        feed_since(start, types="moment.due")[0]
+    return [e for e in items if e["customer_id"] in cids]
+
+
+class MomentEventTests(harness.CrmTestCase):
+
+    def test_birthday_fires_once_whatever_the_runs(self):
+        day = run_day()
+        start = feed_tail()
+        a, _ = new_customer({"birthday": born(day)})
+        grant(a)
+        first = must(run_moments(day), 200)
+        self.assertEqual(first["date"], day.isoformat())
+        self.assertGreaterEqual(first["events"], 1)
+        again = must(run_moments(day), 200)
+        self.assertEqual(again, {"date": day.isoformat(), "events": 0})
+        mine = moment_events(start, {a}, wait_for=a)
+        self.assertEqual(len(mine), 1, mine)
+        self.assertEqual(mine[0]["data"], {"kind": "birthday", "date": day.isoformat(),
+                                           "years": day.year - 1990, "purpose": "marketing"})
+        self.assertEqual(harness.sql("SELECT count(*) FROM crm.moment_ledger WHERE customer_id = "
+                                     + harness.lit(a)), "1")
+
+    def test_two_runs_racing_write_one_event(self):
+        day = run_day()
+        start = feed_tail()
+        a, _ = new_customer({"birthday": born(day, 1985)})
+        grant(a, channel="any")
+        results = []
+
+        def one():
+            results.append(run_moments(day))
+        threads = [threading.Thread(target=one) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual([r.status for r in results], [200, 200], [r.body for r in results])
+        counts = sorted(r.body["events"] for r in results)
+        self.assertEqual(counts[0], 0, counts)  # the other run wrote them all
+        self.assertGreaterEqual(counts[1], 1, counts)
+        mine = moment_events(start, {a}, wait_for=a)
+        self.assertEqual(len(mine), 1, mine)
+
+    def test_no_consent_no_event_until_it_is_given(self):
+        day = run_day()
+        start = feed_tail()
+        control, _ = new_customer({"birthday": born(day)})
+        grant(control)
+        none, _ = new_customer({"birthday": born(day)})
+        withdrawn, _ = new_customer({"birthday": born(day)})
+        grant(withdrawn, channel="any")
+        grant(withdrawn, channel="any", status="withdrawn")
+        service_only, _ = new_customer({"birthday": born(day)})
+        grant(service_only, purpose="service")  # a birthday needs marketing
+        must(run_moments(day), 200)
+        mine = moment_events(start, {control, none, withdrawn, service_only}, wait_for=control)
+        self.assertEqual([e["customer_id"] for e in mine], [control])
+        # no ledger row for them: consent given later the same day still counts
+        self.assertEqual(harness.sql("SELECT count(*) FROM crm.moment_ledger WHERE customer_id IN "
+                                     "(%s, %s)" % (harness.lit(none), harness.lit(withdrawn))), "0")
+        grant(none, channel="sms")
+        must(run_moments(day), 200)
+        mine = moment_events(start, {control, none, withdrawn, service_only}, wait_for=none)
+        self.assertEqual(sorted(e["customer_id"] for e in mine), sorted([control, none]))
+
+    def test_warranty_fires_on_its_lead_date(self):
+        day = run_day()
+        expiry = day + datetime.timedelta(days=30)  # the warranty kind's lead
+        start = feed_tail()
+        a, _ = new_customer()
+        grant(a, purpose="service")
+        bought = must(harness.ingest(customer_id=a, channel="store", type="purchase", amount=300,
+                                     currency="EUR",
+                                     payload={"sku": "TV-1", "warranty_until": expiry.isoformat()}),
+                      201)["interaction_id"]
+        must(harness.ingest(customer_id=a, channel="store", type="purchase", amount=10,
+                            currency="EUR",
+                            payload={"warranty_until": (expiry + datetime.timedelta(days=1))
+                                     .isoformat()}), 201)  # the next day: not this run
+        marketing_only, _ = new_customer()
+        grant(marketing_only)  # a warranty needs service consent
+        must(harness.ingest(customer_id=marketing_only, channel="store", type="purchase",
+                            amount=5, currency="EUR",
+                            payload={"warranty_until": expiry.isoformat()}), 201)
+        must(run_moments(expiry), 200)  # the expiry day itself is not the lead date
+        must(run_moments(day), 200)
+        mine = moment_events(start, {a, marketing_only}, wait_for=a)
+        self.assertEqual(len(mine), 1, mine)
+        self.assertEqual(mine[0]["data"], {"kind": "warranty", "date": expiry.isoformat(),
+                                           "interaction_id": bought, "purpose": "service"})
+
+    def test_merged_customers_moment_fires_once_for_the_survivor(self):
+        day = run_day()
+        start = feed_tail()
+        # merged before the run: one event, on the survivor
+        s, _ = new_customer({"birthday": born(day)})
+        b, _ = new_customer({"birthday": born(day)})
+        grant(s)
+        grant(b)
+        must(post("/v1/admin/merges", {"survivor_id": s, "absorbed_id": b, "reason": "same"}),
+             200)
+        # fired before the merge: the survivor, which has the absorbed one's
+        # birthday and consent now, does not fire it again
+        s2, _ = new_customer()
+        b2, _ = new_customer({"birthday": born(day)})
+        grant(b2)
+        must(run_moments(day), 200)
+        must(post("/v1/admin/merges", {"survivor_id": s2, "absorbed_id": b2, "reason": "same"}),
+             200)
+        self.assertEqual(must(get("/v1/customers/%s" % s2), 200)["traits"]["birthday"], born(day))
+        must(run_moments(day), 200)
+        mine = moment_events(start, {s, b, s2, b2}, wait_for=b2)
+        self.assertEqual(sorted(e["customer_id"] for e in mine), sorted([s, b2]), mine)
+
+    def test_moment_due_reaches_a_subscribed_webhook(self):
+        day = run_day()
+        rec = Receiver()
+        body = must(create_webhook(rec.url, event_types=["moment.due"]), 201)
+        rec.secret = body["secret"]
+        try:
+            a, _ = new_customer({"birthday": born(day, 2001)})
+            grant(a)
+            must(harness.ingest(customer_id=a), 201)  # not subscribed: not sent
+            must(run_moments(day), 200)
+            recs = rec.wait_for(lambda rs: any(r["body"] and r["body"]["customer_id"] == a
+                                               for r in rs))
+            mine = [r for r in recs if r["body"]["customer_id"] == a]
+            self.assertEqual(len(mine), 1)
+            self.assertTrue(mine[0]["verified"])
+            self.assertEqual(mine[0]["body"]["type"], "moment.due")
+            self.assertEqual(mine[0]["body"]["data"]["years"], day.year - 2001)
+            self.assertEqual({r["body"]["type"] for r in recs}, {"moment.due"})
+        finally:
+            drop_webhook(body["webhook_id"])
+            rec.stop()
+
+    def test_erasure_removes_the_ledger_and_scrubs_the_event(self):
+        day = run_day()
+        start = feed_tail()
+        a, _ = new_customer({"birthday": born(day, 1977)})
+        grant(a)
+        must(run_moments(day), 200)
+        moment_events(start, {a}, wait_for=a)
+        export = must(get("/v1/customers/%s/export" % a), 200)
+        self.assertEqual([(m["kind"], m["date"]) for m in export["moments"]],
+                         [("birthday", day.isoformat())])
+        must(request("DELETE", "/v1/customers/%s" % a), 200)
+        self.assertEqual(harness.sql("SELECT count(*) FROM crm.moment_ledger WHERE customer_id = "
+                                     + harness.lit(a)), "0")
+        mine = moment_events(start, {a})
+        self.assertEqual([e["data"] for e in mine], [{"erased": True}])
+        # erased: no event on a later run of the day
+        must(run_moments(day), 200)
+        self.assertEqual(len(moment_events(start, {a})), 1)
+
+    def test_validation_and_roles(self):
+        today = utc_today()
+        for body, pointer in (({}, "/date"), ({"date": "2026-02-30"}, "/date"),
+                              ({"date": 20261207}, "/date"),
+                              ({"date": today.isoformat(), "extra": 1}, "/extra"),
+                              ({"date": (today + datetime.timedelta(days=367)).isoformat()},
+                               "/date"),
+                              ({"date": (today - datetime.timedelta(days=367)).isoformat()},
+                               "/date")):
+            self.assertProblem(post("/v1/moments:run", body), 422, "validation-failed",
+                               pointers=(pointer,))
+        for role in ("marketing", "front_office", "call_center", "partner"):
+            self.assertProblem(run_moments(today, key=make_key(role)), 403, "forbidden")
+        self.assertProblem(get("/v1/moments:run"), 405, "method-not-allowed")
+
+    def test_scheduled_run_on_two_instances(self):
+        """Two instances running the scheduled run every second: today's
+        birthday fires once."""
+        start = feed_tail()
+        a, _ = new_customer({"birthday": born(utc_today(), 1995)})
+        grant(a)
+        args = list(SERVER_ARGS)
+        args[args.index("--moments-period") + 1] = "1"
+        servers = [harness.extra_server(*args) for _ in range(2)]
+        try:
+            moment_events(start, {a}, wait_for=a)
+            time.sleep(3)  # a few more runs on both
+            mine = moment_events(start, {a})
+            self.assertEqual(len(mine), 1, mine)
+            self.assertEqual(mine[0]["data"]["date"], utc_today().isoformat())
+        finally:
+            for s in servers:
+                self.assertEqual(s.stop(), 0)
 
 
 class TwoInstanceTests(harness.CrmTestCase):

@@ -357,6 +357,33 @@ START_TEST(test_recompute_value)
 }
 END_TEST
 
+START_TEST(test_moments_settings)
+{
+    char *none[] = {"crm-server"};
+    char *flags[] = {"crm-server", "--moments-period", "0", "--moments-time-zone",
+                     "America/Port-au-Prince"};
+    char *bad_zone[] = {"crm-server", "--moments-time-zone", "Europe//Paris"};
+    char *bad_catch_up[] = {"crm-server", "--moments-catch-up", "31"};
+    static const char *const env[] = {"CRM_MOMENTS_PERIOD", "60", "CRM_MOMENTS_CATCH_UP", "0",
+                                      "CRM_MOMENTS_TIME_ZONE", "Europe/Paris", NULL};
+    ck_assert(load(ARGC(none), none, NULL));
+    ck_assert_int_eq(cfg.moments_period, 300);
+    ck_assert_str_eq(cfg.moments_time_zone, "UTC");
+    ck_assert_int_eq(cfg.moments_catch_up, 7);
+    ck_assert(load(ARGC(none), none, env));
+    ck_assert_int_eq(cfg.moments_period, 60);
+    ck_assert_int_eq(cfg.moments_catch_up, 0);
+    ck_assert_str_eq(cfg.moments_time_zone, "Europe/Paris");
+    ck_assert(load(ARGC(flags), flags, env)); /* 0: no run from this instance */
+    ck_assert_int_eq(cfg.moments_period, 0);
+    ck_assert_str_eq(cfg.moments_time_zone, "America/Port-au-Prince");
+    ck_assert(!load(ARGC(bad_zone), bad_zone, NULL));
+    ck_assert_ptr_nonnull(strstr(err, "--moments-time-zone"));
+    ck_assert(!load(ARGC(bad_catch_up), bad_catch_up, NULL));
+    ck_assert_ptr_nonnull(strstr(err, "from 0 to 30"));
+}
+END_TEST
+
 START_TEST(test_usage)
 {
     const char *u = config_usage();
@@ -393,6 +420,7 @@ static Suite *config_suite(void)
     tcase_add_test(tc, test_migrate_help_no_migrate);
     tcase_add_test(tc, test_recompute_value);
     tcase_add_test(tc, test_usage);
+    tcase_add_test(tc, test_moments_settings);
     tcase_add_test(tc, test_scale_out_settings);
     suite_add_tcase(s, tc);
     return s;

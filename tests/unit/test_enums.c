@@ -1,7 +1,8 @@
 /*
  * Unit tests for the enumerations: each is written once in C (channels and
  * interaction types in validate.c, identifier kinds in normalize.c, consent
- * purposes and statuses in customize.c, roles in auth.c), and the error
+ * purposes and statuses and moment kinds in customize.c, roles in auth.c,
+ * event types in feed.c), and the error
  * messages list them from those arrays. Here the contract (openapi.yaml's
  * enums) and the schema (the CHECK constraints in sql/) are read from the
  * source tree and compared with the C lists, in order.
@@ -14,6 +15,7 @@
 
 #include "auth.h"
 #include "customize.h"
+#include "feed.h"
 #include "normalize.h"
 #include "segment.h"
 #include "validate.h"
@@ -154,6 +156,15 @@ static char *all_sql(void)
     return all;
 }
 
+static char *feed_types(void)
+{
+    static char out[512];
+    out[0] = '\0';
+    for (int i = 0; FEED_EVENT_TYPES[i] != NULL; i++)
+        append(out, sizeof(out), FEED_EVENT_TYPES[i], strlen(FEED_EVENT_TYPES[i]));
+    return out;
+}
+
 static char *roles(void)
 {
     static char out[256];
@@ -177,6 +188,8 @@ START_TEST(test_openapi_enums_match_c)
     ck_assert_str_eq(openapi_enum(yaml, "Role"), roles());
     /* the fields a partner key may be given are the audience fields */
     ck_assert_str_eq(openapi_enum(yaml, "SharedFields"), audience_field_list());
+    /* the change feed's event types (feed.c) */
+    ck_assert_str_eq(openapi_enum(yaml, "EventType"), feed_types());
     free(yaml);
 }
 END_TEST
@@ -187,6 +200,9 @@ START_TEST(test_sql_checks_match_c)
     ck_assert_str_eq(sql_check(sql, "consent_events", "purpose"), consent_purpose_list());
     ck_assert_str_eq(sql_check(sql, "consent_events", "status"), consent_status_list());
     ck_assert_str_eq(sql_check(sql, "api_keys", "role"), roles());
+    /* the moments run's kinds and their purposes (sql/013_moment_events.sql) */
+    ck_assert_str_eq(sql_check(sql, "moment_kinds", "kind"), moment_kind_list());
+    ck_assert_str_eq(sql_check(sql, "moment_kinds", "purpose"), consent_purpose_list());
     free(sql);
 }
 END_TEST

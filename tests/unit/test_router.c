@@ -105,6 +105,7 @@ START_TEST(test_segment_and_value_routes)
     expect_match("GET", "/v1/customers/" UUID_LC "/contact-decision", ROUTE_CONTACT_DECISION,
                  UUID_LC);
     expect_match("GET", "/v1/moments", ROUTE_MOMENTS, "");
+    expect_match("POST", "/v1/moments:run", ROUTE_MOMENTS_RUN, "");
     expect_match("GET", "/v1/customers/" UUID_LC "/export", ROUTE_CUSTOMER_EXPORT, UUID_LC);
     expect_match("DELETE", "/v1/customers/" UUID_UC, ROUTE_CUSTOMER_ERASE, UUID_LC);
     expect_match("GET", "/v1/partners/customers/" UUID_UC, ROUTE_PARTNER_CUSTOMER, UUID_LC);
@@ -242,6 +243,7 @@ START_TEST(test_long_routes)
     ck_assert(route_runs_long(ROUTE_VALUE_RECOMPUTE));
     ck_assert(route_runs_long(ROUTE_MERGE_CREATE));
     ck_assert(route_runs_long(ROUTE_CUSTOMER_ERASE));
+    ck_assert(route_runs_long(ROUTE_MOMENTS_RUN));
     /* the call-centre and ingest paths stay on the worker threads */
     ck_assert(!route_runs_long(ROUTE_CUSTOMER_GET));
     ck_assert(!route_runs_long(ROUTE_CUSTOMER_LOOKUP));
@@ -254,7 +256,7 @@ START_TEST(test_long_routes)
     ck_assert(route_runs_long(ROUTE_WEBHOOK_CREATE)); /* they resolve the URL's host */
     ck_assert(route_runs_long(ROUTE_WEBHOOK_UPDATE));
     ck_assert(!route_runs_long(ROUTE_EVENTS));
-    ck_assert_int_eq(long_running, 14);
+    ck_assert_int_eq(long_running, 15);
 }
 END_TEST
 
@@ -288,6 +290,7 @@ START_TEST(test_route_name)
         {ROUTE_CONSENT_CREATE, "consent_create"},
         {ROUTE_CONTACT_DECISION, "contact_decision"},
         {ROUTE_MOMENTS, "moments"},
+        {ROUTE_MOMENTS_RUN, "moments_run"},
         {ROUTE_CUSTOMER_EXPORT, "customer_export"},
         {ROUTE_CUSTOMER_ERASE, "customer_erase"},
         {ROUTE_PARTNER_CUSTOMER, "partner_customer"},
@@ -360,6 +363,7 @@ START_TEST(test_every_route_has_roles_and_flags_from_the_table)
     ck_assert_uint_eq(route_roles(ROUTE_CONSENT_CREATE), fo | cc | ad);
     ck_assert_uint_eq(route_roles(ROUTE_CONTACT_DECISION), fo | cc | mk | ad);
     ck_assert_uint_eq(route_roles(ROUTE_MOMENTS), mk | ad);
+    ck_assert_uint_eq(route_roles(ROUTE_MOMENTS_RUN), ad);
     ck_assert_uint_eq(route_roles(ROUTE_KEY_CREATE), ad);
     ck_assert_uint_eq(route_roles(ROUTE_MERGE_CREATE), ad);
     ck_assert_uint_eq(route_roles(ROUTE_CUSTOMER_EXPORT), ad);
