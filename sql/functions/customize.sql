@@ -545,7 +545,8 @@ BEGIN
                                       'received_at', crm.ts(i.received_at),
                                       'amount', trim_scale(i.amount), 'currency', i.currency,
                                       'cost', trim_scale(i.cost), 'tags', to_jsonb(i.tags),
-                                      'payload', i.payload, 'resolved_by', i.resolved_by)
+                                      'payload', i.payload, 'resolved_by', i.resolved_by,
+                                      'scores', crm.scores_doc(i.nps, i.csat, i.ces))
                                       ORDER BY i.occurred_at, i.interaction_id)
                                     FROM crm.interactions i
                                    WHERE i.customer_id = ANY (ids)), '[]'),
@@ -565,7 +566,8 @@ BEGIN
 END $$;
 
 -- Right to erasure. Personal data goes: identifiers (free to be used
--- again), traits, preferences, interaction payloads and the identifiers
+-- again), traits, preferences, interaction payloads, satisfaction scores
+-- (the customer's opinions) and the identifiers
 -- they were resolved by, the identifier/trait/preference snapshots of
 -- merge records and the identifiers of identity conflicts. Kept: the customer row (marked erased_at),
 -- interactions without payload (channel, type, time, amounts, tags) and
@@ -609,7 +611,9 @@ BEGIN
     GET DIAGNOSTICS n_traits = ROW_COUNT;
     DELETE FROM crm.preferences WHERE customer_id = ANY (ids);
     GET DIAGNOSTICS n_preferences = ROW_COUNT;
-    UPDATE crm.interactions SET payload = '{}', resolved_by = NULL WHERE customer_id = ANY (ids);
+    UPDATE crm.interactions SET payload = '{}', resolved_by = NULL, nps = NULL, csat = NULL,
+                                ces = NULL
+     WHERE customer_id = ANY (ids);
     GET DIAGNOSTICS n_interactions = ROW_COUNT;
     -- Merge records keep who merged with whom and when, not the data.
     UPDATE crm.merges SET trigger_identifiers = '[]', absorbed_identifiers = '[]',
