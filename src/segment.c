@@ -41,6 +41,12 @@ static const struct {
     const char *const *values;
 } ENUM_VALUES[] = {{"satisfaction.nps_category", NPS_CATEGORIES}};
 
+const char *nps_category_list(void)
+{
+    static struct name_list names = {.names = NPS_CATEGORIES};
+    return name_list_text(&names);
+}
+
 static const char *const *enum_values(const char *field)
 {
     for (size_t i = 0; i < sizeof(ENUM_VALUES) / sizeof(ENUM_VALUES[0]); i++)
