@@ -50,6 +50,10 @@ int audience_field_count(void);
 /* "email, phone, device, first_name, ..." for errors and docs. */
 const char *audience_field_list(void);
 
+/* The NPS categories the field satisfaction.nps_category takes ("promoter,
+ * passive, detractor"; crm.nps_category in SQL, NpsCategory in openapi). */
+const char *nps_category_list(void);
+
 /* Parse fields= (comma-separated names, each at most once, none empty) into
  * a bit set of audience_field_at indexes; false with a message in err. */
 bool audience_fields_parse(const char *text, unsigned int *mask, char *err, size_t errlen);

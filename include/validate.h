@@ -37,6 +37,15 @@ struct traits_request {
     const char *source;
 };
 
+/* Satisfaction scores an interaction may carry (docs/api.md): index into
+ * interaction_request.scores and score_kind(). */
+enum score_kind_id { SCORE_NPS, SCORE_CSAT, SCORE_CES, SCORE_KINDS };
+
+struct score_kind {
+    const char *name;
+    int min, max;
+};
+
 struct interaction_request {
     bool by_customer_id;
     char customer_id[UUID_TEXT_LEN + 1];
@@ -52,6 +61,7 @@ struct interaction_request {
     char currency[4];
     json_t *tags;    /* owned: normalised array of strings; free with interaction_request_clear */
     json_t *payload; /* borrowed; NULL when absent */
+    int scores[SCORE_KINDS]; /* -1 when not given */
 };
 
 /* True when name is one of the NULL-terminated list. */
@@ -66,6 +76,14 @@ bool channel_valid(const char *name);
 bool interaction_type_valid(const char *name);
 const char *channel_list(void);
 const char *interaction_type_list(void);
+
+/* The score kinds (nps 0-10, csat 1-5, ces 1-7), NULL past the last, and the
+ * interaction types that may carry scores (feedback, review, support_call). */
+const struct score_kind *score_kind(int i);
+bool scored_type(const char *type);
+const char *scored_type_list(void);
+/* True when the request carries at least one score. */
+bool interaction_has_scores(const struct interaction_request *req);
 
 /* Each returns true when the body is valid; otherwise appends to errors.
  * prefix is the JSON pointer of the object being validated ("" for the body). */

@@ -24,13 +24,40 @@
 #include "textutil.h"
 #include "validate.h"
 
-enum field_type { FT_NUMBER, FT_TEXT, FT_TIME, FT_DATE, FT_JSON };
+/* FT_ENUM: text whose values are a fixed list (values), checked here, so a
+ * misspelt value is a 422 rather than a segment that matches nobody. */
+enum field_type { FT_NUMBER, FT_TEXT, FT_TIME, FT_DATE, FT_JSON, FT_ENUM };
 
 struct field_def {
     const char *name;
     enum field_type type;
     const char *sql; /* expression over c (customers) and v (customer_value) */
 };
+
+/* The values of the FT_ENUM fields. */
+static const char *const NPS_CATEGORIES[] = {"promoter", "passive", "detractor", NULL};
+static const struct {
+    const char *field;
+    const char *const *values;
+} ENUM_VALUES[] = {{"satisfaction.nps_category", NPS_CATEGORIES}};
+
+const char *nps_category_list(void)
+{
+    static struct name_list names = {.names = NPS_CATEGORIES};
+    return name_list_text(&names);
+}
+
+static const char *const *enum_values(const char *field)
+{
+    for (size_t i = 0; i < sizeof(ENUM_VALUES) / sizeof(ENUM_VALUES[0]); i++)
+        if (strcmp(ENUM_VALUES[i].field, field) == 0)
+            return ENUM_VALUES[i].values;
+    return NULL;
+}
+
+#define LATEST_SCORE(what, kind)                                                            \
+    "(SELECT " what " FROM crm.interactions i WHERE i.customer_id = c.customer_id AND i." kind \
+    " IS NOT NULL ORDER BY i.occurred_at DESC, i.interaction_id DESC LIMIT 1)"
 
 static const struct field_def FIELDS[] = {
     {"value.tier", FT_TEXT, "v.tier"},
@@ -62,6 +89,14 @@ static const struct field_def FIELDS[] = {
     {"traits.birthday", FT_DATE,
      "(SELECT (t.value #>> '{}')::date FROM crm.traits t WHERE t.customer_id = c.customer_id "
      "AND t.name = 'birthday')"},
+    /* The latest score of each kind (by occurred_at): one probe of
+     * interactions_scored_idx (sql/015_satisfaction.sql) per customer. */
+    {"satisfaction.nps", FT_NUMBER, LATEST_SCORE("i.nps", "nps")},
+    {"satisfaction.nps_category", FT_ENUM,
+     "crm.nps_category(" LATEST_SCORE("i.nps", "nps") ")"},
+    {"satisfaction.nps_at", FT_TIME, LATEST_SCORE("i.occurred_at", "nps")},
+    {"satisfaction.csat", FT_NUMBER, LATEST_SCORE("i.csat", "csat")},
+    {"satisfaction.ces", FT_NUMBER, LATEST_SCORE("i.ces", "ces")},
 };
 #define FIELD_COUNT (sizeof(FIELDS) / sizeof(FIELDS[0]))
 #define ATTR_PREFIX "traits.attributes."
@@ -73,7 +108,8 @@ const char *segment_field_list(void)
            "value.purchase_days, value.rfm_r, value.rfm_f, value.rfm_m, "
            "value.first_purchase_at, value.last_purchase_at, customer.created_at, "
            "traits.first_name, traits.last_name, traits.gender, traits.birthday, "
-           "traits.attributes.<key>";
+           "traits.attributes.<key>, satisfaction.nps, satisfaction.nps_category, "
+           "satisfaction.nps_at, satisfaction.csat, satisfaction.ces";
 }
 
 /* Growing SQL text plus the parameter list. */
@@ -172,6 +208,7 @@ static const char *const TEXT_OPS[] = {"eq", "ne", "in", "contains", "exists", N
 static const char *const TIME_OPS[] = {"lt", "lte", "gt", "gte", "within_last_days",
                                        "not_within_last_days", "exists", NULL};
 static const char *const JSON_OPS[] = {"eq", "ne", "in", "contains", "exists", NULL};
+static const char *const ENUM_OPS[] = {"eq", "ne", "in", "exists", NULL};
 
 static const char *comparison_sql(const char *op)
 {
@@ -280,6 +317,7 @@ static void compile_field(struct compiler *c, json_t *node, const char *ptr)
     ops = f->type == FT_NUMBER ? NUMERIC_OPS
         : f->type == FT_TEXT   ? TEXT_OPS
         : f->type == FT_JSON   ? JSON_OPS
+        : f->type == FT_ENUM   ? ENUM_OPS
                                : TIME_OPS;
     ops_text(ops, list, sizeof(list));
     if (!json_is_string(ov) || !op_allowed(ops, json_string_value(ov))) {
@@ -324,6 +362,31 @@ static void compile_field(struct compiler *c, json_t *node, const char *ptr)
             emit(c, "(%s %s $%d::text)", f->sql, cmp, param(c, json_copy(value)));
         }
         break;
+    case FT_ENUM: {
+        const char *const *values = enum_values(f->name);
+        json_t *item;
+        size_t i;
+        char known[160];
+        bool listed = true;
+        ops_text(values, known, sizeof(known));
+        if (strcmp(op, "in") == 0) {
+            if (json_is_array(value))
+                json_array_foreach(value, i, item)
+                    listed = listed && clean_string(item) &&
+                             name_in_list(values, json_string_value(item));
+        } else {
+            listed = clean_string(value) && name_in_list(values, json_string_value(value));
+        }
+        if (!listed) {
+            fail(c, ptr, "value", "'value' for %s must be %s: %s", f->name,
+                 strcmp(op, "in") == 0 ? "an array of" : "one of", known);
+        } else if (strcmp(op, "in") == 0) {
+            compile_in(c, f->sql, "text", value, ptr, false);
+        } else {
+            emit(c, "(%s %s $%d::text)", f->sql, cmp, param(c, json_copy(value)));
+        }
+        break;
+    }
     case FT_JSON: {
         char *text;
         if (strcmp(op, "in") == 0) {

@@ -35,7 +35,8 @@
     DURABLE_DUPLICATE("d", "d->>'status' = 'duplicate'")                                  \
     " FROM crm.ingest($1::uuid, $2::jsonb, $3::uuid, $4::uuid, $5, $6, $7, $8, "           \
     "$9::timestamptz, $10::numeric, $11, $12::numeric, "                                   \
-    "ARRAY(SELECT jsonb_array_elements_text($13::jsonb)), $14::jsonb) AS d"
+    "ARRAY(SELECT jsonb_array_elements_text($13::jsonb)), $14::jsonb, $15::smallint, "     \
+    "$16::smallint, $17::smallint) AS d"
 
 const struct db_statement store_statements[STMT_COUNT] = {
     [STMT_PING] = {"ping", "SELECT '1'::json"},
@@ -244,12 +245,14 @@ enum db_status store_patch_traits(struct db_pool *pool, const char *customer_id,
     return st;
 }
 
-/* The 14 parameters of the ingest statement; free with ingest_params_free. */
+/* The 17 parameters of the ingest statement; free with ingest_params_free. */
+#define INGEST_PARAMS 17
 struct ingest_params {
     char new_customer[UUID_TEXT_LEN + 1];
     char interaction_id[UUID_TEXT_LEN + 1];
     char *ids_text, *tags_text, *payload_text;
-    const char *values[14];
+    char scores[SCORE_KINDS][12];
+    const char *values[INGEST_PARAMS];
 };
 
 static void ingest_params_init(struct ingest_params *p, const struct interaction_request *req)
@@ -279,6 +282,12 @@ static void ingest_params_init(struct ingest_params *p, const struct interaction
     p->values[11] = req->has_cost ? req->cost : NULL;
     p->values[12] = p->tags_text;
     p->values[13] = p->payload_text;
+    for (int k = 0; k < SCORE_KINDS; k++) { /* $15 nps, $16 csat, $17 ces */
+        if (req->scores[k] < 0)
+            continue;
+        snprintf(p->scores[k], sizeof(p->scores[k]), "%d", req->scores[k]);
+        p->values[14 + k] = p->scores[k];
+    }
 }
 
 static void ingest_params_free(struct ingest_params *p)
@@ -294,7 +303,7 @@ enum db_status store_ingest(struct db_pool *pool, const struct interaction_reque
     struct ingest_params p;
     enum db_status st;
     ingest_params_init(&p, req);
-    st = store_call(pool, STMT_INGEST, 14, p.values, out, err, errlen);
+    st = store_call(pool, STMT_INGEST, INGEST_PARAMS, p.values, out, err, errlen);
     ingest_params_free(&p);
     return st;
 }
@@ -345,7 +354,7 @@ static enum db_status batch_attempt(PGconn *pg, struct interaction_request *cons
             if (!run_simple(pg, "SAVEPOINT item"))
                 goto broken;
             ingest_params_init(&p, reqs[i]);
-            res = PQexecParams(pg, INGEST_SQL, 14, NULL, p.values, NULL, NULL, 0);
+            res = PQexecParams(pg, INGEST_SQL, INGEST_PARAMS, NULL, p.values, NULL, NULL, 0);
             ingest_params_free(&p);
             if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
                 results[i] = json_loads(PQgetvalue(res, 0, 0), 0, NULL);
@@ -450,6 +459,13 @@ static void append_batch_item(struct jsontext *t, const struct interaction_reque
         jsontext_member(t, "currency", req->currency);
     if (req->payload != NULL)
         jsontext_member_json(t, "payload", req->payload);
+    for (int k = 0; k < SCORE_KINDS; k++) {
+        char num[12];
+        if (req->scores[k] < 0)
+            continue;
+        snprintf(num, sizeof(num), "%d", req->scores[k]);
+        jsontext_member(t, score_kind(k)->name, num); /* a string: SQL casts it */
+    }
     jsontext_raw(t, "}");
 }
 

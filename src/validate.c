@@ -20,6 +20,16 @@ static const char *const TYPES[] = {"purchase", "return", "exchange", "complaint
                                     "review", "support_call", "inquiry", "visit", "page_view",
                                     "cart", "outbound_message", NULL};
 
+/* Scores are facts of the interaction that asked for them: a survey answer
+ * (feedback), a review's stars, the rating after a service call. Other
+ * types carry none, so that a purchase cannot count as a survey response. */
+static const char *const SCORED_TYPES[] = {"feedback", "review", "support_call", NULL};
+static const struct score_kind SCORES[SCORE_KINDS] = {
+    [SCORE_NPS] = {"nps", 0, 10},
+    [SCORE_CSAT] = {"csat", 1, 5},
+    [SCORE_CES] = {"ces", 1, 7},
+};
+
 bool name_in_list(const char *const *list, const char *name)
 {
     for (int i = 0; name != NULL && list[i] != NULL; i++)
@@ -48,6 +58,30 @@ const char *interaction_type_list(void)
 {
     static struct name_list names = {.names = TYPES};
     return name_list_text(&names);
+}
+
+const struct score_kind *score_kind(int i)
+{
+    return i >= 0 && i < SCORE_KINDS ? &SCORES[i] : NULL;
+}
+
+bool scored_type(const char *type)
+{
+    return name_in_list(SCORED_TYPES, type);
+}
+
+const char *scored_type_list(void)
+{
+    static struct name_list names = {.names = SCORED_TYPES};
+    return name_list_text(&names);
+}
+
+bool interaction_has_scores(const struct interaction_request *req)
+{
+    for (int k = 0; k < SCORE_KINDS; k++)
+        if (req->scores[k] >= 0)
+            return true;
+    return false;
 }
 
 bool reject_unknown_fields(json_t *obj, const char *const *allowed, const char *prefix,
@@ -326,16 +360,49 @@ static bool validate_tags(json_t *tags, const char *prefix, struct interaction_r
     return ok;
 }
 
+/* scores: {nps?, csat?, ces?}, each an integer in its kind's range or null
+ * (not given). Whether the type may carry them is checked by the caller. */
+static bool validate_scores(json_t *scores, const char *prefix, struct interaction_request *out,
+                            json_t *errors)
+{
+    static const char *const allowed[] = {"nps", "csat", "ces", NULL};
+    char ptr[160];
+    bool ok;
+    if (!json_is_object(scores)) {
+        verr_add(errors, prefix, "scores", "'scores' must be an object {nps?, csat?, ces?}");
+        return false;
+    }
+    snprintf(ptr, sizeof(ptr), "%s/scores", prefix);
+    ok = reject_unknown_fields(scores, allowed, ptr, errors);
+    for (int k = 0; k < SCORE_KINDS; k++) {
+        const struct score_kind *sk = &SCORES[k];
+        json_t *v = json_object_get(scores, sk->name);
+        if (v == NULL || json_is_null(v))
+            continue;
+        if (!json_is_integer(v) || json_integer_value(v) < sk->min ||
+            json_integer_value(v) > sk->max) {
+            verr_add(errors, ptr, sk->name, "'%s' must be an integer from %d to %d", sk->name,
+                     sk->min, sk->max);
+            ok = false;
+            continue;
+        }
+        out->scores[k] = (int)json_integer_value(v);
+    }
+    return ok;
+}
+
 bool validate_interaction(json_t *obj, const char *prefix, struct interaction_request *out,
                           json_t *errors)
 {
     static const char *const allowed[] = {
         "customer_id", "identifiers", "source", "external_id", "channel", "type", "occurred_at",
-        "amount", "currency", "cost", "tags", "payload", NULL};
+        "amount", "currency", "cost", "tags", "payload", "scores", NULL};
     json_t *cid, *ids, *v;
     bool ok;
 
     memset(out, 0, sizeof(*out));
+    for (int k = 0; k < SCORE_KINDS; k++)
+        out->scores[k] = -1;
     out->tags = json_array();
     if (!json_is_object(obj)) {
         verr_add(errors, prefix, NULL, "interaction must be a JSON object");
@@ -424,6 +491,15 @@ bool validate_interaction(json_t *obj, const char *prefix, struct interaction_re
             ok = false;
         } else {
             out->payload = v;
+        }
+    }
+    if ((v = json_object_get(obj, "scores")) != NULL && !json_is_null(v)) {
+        ok = validate_scores(v, prefix, out, errors) && ok;
+        if (interaction_has_scores(out) && out->type != NULL && !scored_type(out->type)) {
+            verr_add(errors, prefix, "scores",
+                     "scores are accepted on interactions of type %s only, not '%.64s'",
+                     scored_type_list(), out->type);
+            ok = false;
         }
     }
     return ok;

@@ -217,7 +217,8 @@ LANGUAGE sql STABLE AS $$
                               'external_id', i.external_id, 'channel', i.channel,
                               'type', i.type, 'occurred_at', crm.ts(i.occurred_at),
                               'amount', trim_scale(i.amount), 'currency', i.currency,
-                              'tags', to_jsonb(i.tags), 'payload', i.payload)
+                              'tags', to_jsonb(i.tags), 'payload', i.payload,
+                              'scores', crm.scores_doc(i.nps, i.csat, i.ces))
 $$;
 
 

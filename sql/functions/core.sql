@@ -35,6 +35,23 @@ LANGUAGE sql IMMUTABLE AS $$
     SELECT to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
 $$;
 
+-- The NPS category of a 0-10 answer: promoter 9-10, passive 7-8,
+-- detractor 0-6 (NULL for none). Inlined where it is used.
+CREATE OR REPLACE FUNCTION crm.nps_category(p_nps smallint) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN p_nps >= 9 THEN 'promoter' WHEN p_nps >= 7 THEN 'passive'
+                WHEN p_nps >= 0 THEN 'detractor' END
+$$;
+
+-- An interaction's scores as the API shows them: {nps?, csat?, ces?} with
+-- the kinds it carries, or NULL when it carries none.
+CREATE OR REPLACE FUNCTION crm.scores_doc(p_nps smallint, p_csat smallint, p_ces smallint)
+RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN p_nps IS NOT NULL OR p_csat IS NOT NULL OR p_ces IS NOT NULL
+                THEN jsonb_strip_nulls(jsonb_build_object('nps', p_nps, 'csat', p_csat,
+                                                          'ces', p_ces)) END
+$$;
+
 CREATE OR REPLACE FUNCTION crm.setting(p_key text) RETURNS jsonb
 LANGUAGE plpgsql STABLE AS $$
 BEGIN

@@ -325,11 +325,35 @@ END $$;
 
 -- ---- contact decision -----------------------------------------------------------
 
+-- Whether p_purpose is named in the setting p_key (a JSON array of purpose
+-- names: contact_quiet_hours_purposes, contact_frequency_cap_purposes,
+-- contact_opt_out_purposes; sql/015_satisfaction.sql); p_default when the
+-- setting is missing or not an array.
+CREATE OR REPLACE FUNCTION crm.purpose_listed(p_key text, p_purpose text, p_default boolean)
+RETURNS boolean LANGUAGE sql STABLE AS $$
+    SELECT CASE WHEN jsonb_typeof(s.value) = 'array' THEN s.value ? p_purpose ELSE p_default END
+      FROM (SELECT (SELECT value FROM crm.settings WHERE key = p_key) AS value) AS s
+$$;
+
+-- Consent for contact: crm.consent_reason, except that for a purpose that
+-- needs no grant (p_opt_out: the purpose is in contact_opt_out_purposes)
+-- nothing granted is no obstacle; a withdrawal still is.
+CREATE OR REPLACE FUNCTION crm.contact_consent(p_customer uuid, p_purpose text, p_channel text,
+                                               p_at timestamptz, p_opt_out boolean)
+RETURNS text LANGUAGE sql STABLE AS $$
+    SELECT CASE WHEN r = 'no_consent' AND p_opt_out THEN 'ok' ELSE r END
+      FROM crm.consent_reason(p_customer, p_purpose, p_channel, p_at) AS r
+$$;
+
 -- May we contact the customer for p_purpose on p_channel at p_at (NULL =
 -- now)? Consent first, then quiet hours (in the customer's time zone), then
 -- the frequency cap (outbound_message interactions, any channel, in the
--- last period_days up to p_at). best_channel is the highest-ranked
--- preferred channel that would be allowed.
+-- last period_days up to p_at). Quiet hours and the cap hold only for the
+-- purposes their settings name (default every purpose but service: a
+-- complaint call-back is not marketing); a purpose of
+-- contact_opt_out_purposes needs no grant, only no opt-out.
+-- best_channel is the highest-ranked preferred channel that would be
+-- allowed.
 CREATE OR REPLACE FUNCTION crm.contact_decision(p_id uuid, p_purpose text, p_channel text,
                                      p_at timestamptz) RETURNS jsonb
 LANGUAGE plpgsql STABLE AS $$
@@ -347,13 +371,22 @@ DECLARE
     reason text;
     detail text;
     best text;
+    qh_applies boolean := crm.purpose_listed('contact_quiet_hours_purposes', p_purpose,
+                                             p_purpose <> 'service');
+    fc_applies boolean := crm.purpose_listed('contact_frequency_cap_purposes', p_purpose,
+                                             p_purpose <> 'service');
+    opt_out boolean := crm.purpose_listed('contact_opt_out_purposes', p_purpose, false);
 BEGIN
     SELECT o.sid, o.gone INTO sid, gone FROM crm.open_customer(p_id) AS o;
     IF sid IS NULL OR gone IS NOT NULL THEN
         RETURN gone;
     END IF;
-    SELECT value INTO qh FROM crm.preferences WHERE customer_id = sid AND name = 'quiet_hours';
-    SELECT value INTO fc FROM crm.preferences WHERE customer_id = sid AND name = 'frequency_cap';
+    IF qh_applies THEN
+        SELECT value INTO qh FROM crm.preferences WHERE customer_id = sid AND name = 'quiet_hours';
+    END IF;
+    IF fc_applies THEN
+        SELECT value INTO fc FROM crm.preferences WHERE customer_id = sid AND name = 'frequency_cap';
+    END IF;
     SELECT value INTO pref FROM crm.preferences
      WHERE customer_id = sid AND name = 'preferred_channels';
     IF qh IS NOT NULL THEN
@@ -371,6 +404,13 @@ BEGIN
     END IF;
 
     reason := crm.consent_reason(sid, p_purpose, p_channel, at);
+    IF reason = 'no_consent' AND opt_out THEN
+        reason := 'ok';
+        detail := format('no opt-out of %s by %s (%s needs no grant)', p_purpose, p_channel,
+                         p_purpose);
+    ELSIF reason = 'ok' THEN
+        detail := 'consent granted';
+    END IF;
     detail := CASE reason
         WHEN 'no_consent' THEN format('no %s consent has been granted for %s or any channel',
                                       p_purpose, p_channel)
@@ -378,7 +418,7 @@ BEGIN
                                              p_purpose)
         WHEN 'channel_opted_out' THEN format('the customer opted out of %s by %s',
                                              p_purpose, p_channel)
-        ELSE NULL END;
+        ELSE detail END;
     IF reason = 'ok' AND quiet THEN
         reason := 'quiet_hours';
         detail := format('quiet hours %s-%s in %s; local time is %s', qh->>'start', qh->>'end',
@@ -388,13 +428,19 @@ BEGIN
         detail := format('%s outbound messages in the last %s days (cap %s)', sent,
                          fc->>'period_days', fc->>'max_messages');
     ELSIF reason = 'ok' THEN
-        detail := 'consent granted; outside quiet hours and under the frequency cap';
+        detail := detail || '; ' || CASE
+            WHEN qh_applies AND fc_applies THEN 'outside quiet hours and under the frequency cap'
+            WHEN qh_applies THEN format('outside quiet hours; the frequency cap does not apply to %s',
+                                        p_purpose)
+            WHEN fc_applies THEN format('under the frequency cap; quiet hours do not apply to %s',
+                                        p_purpose)
+            ELSE format('quiet hours and the frequency cap do not apply to %s', p_purpose) END;
     END IF;
 
     IF NOT quiet AND NOT capped AND jsonb_typeof(pref) = 'array' THEN
         SELECT x.c INTO best
           FROM jsonb_array_elements_text(pref) WITH ORDINALITY AS x(c, n)
-         WHERE crm.consent_reason(sid, p_purpose, x.c, at) = 'ok'
+         WHERE crm.contact_consent(sid, p_purpose, x.c, at, opt_out) = 'ok'
          ORDER BY x.n LIMIT 1;
     END IF;
     RETURN jsonb_build_object('customer_id', sid, 'purpose', p_purpose, 'channel', p_channel,
@@ -469,7 +515,9 @@ LANGUAGE plpgsql STABLE AS $$
 BEGIN
     RETURN (
         WITH p AS (SELECT coalesce(p_at, now()) AS at,
-                              (coalesce(p_at, now()) AT TIME ZONE 'UTC')::date AS d),
+                              (coalesce(p_at, now()) AT TIME ZONE 'UTC')::date AS d,
+                              crm.purpose_listed('contact_opt_out_purposes', p_purpose, false)
+                                  AS opt_out),
             page AS (
                 SELECT m.customer_id, m.moment_date,
                        jsonb_strip_nulls(jsonb_build_object(
@@ -484,7 +532,8 @@ BEGIN
                    AND (p_cursor_date IS NULL
                         OR (m.moment_date, m.customer_id) > (p_cursor_date, p_cursor_id))
                    AND (p_purpose IS NULL
-                        OR crm.consent_reason(c.customer_id, p_purpose, p_channel, p.at) = 'ok')
+                        OR crm.contact_consent(c.customer_id, p_purpose, p_channel, p.at,
+                                               p.opt_out) = 'ok')
                  ORDER BY m.moment_date, m.customer_id
                  LIMIT p_limit + 1),
             numbered AS (SELECT *, row_number() OVER (ORDER BY moment_date, customer_id) AS rn
@@ -715,7 +764,8 @@ BEGIN
                                       'received_at', crm.ts(i.received_at),
                                       'amount', trim_scale(i.amount), 'currency', i.currency,
                                       'cost', trim_scale(i.cost), 'tags', to_jsonb(i.tags),
-                                      'payload', i.payload, 'resolved_by', i.resolved_by)
+                                      'payload', i.payload, 'resolved_by', i.resolved_by,
+                                      'scores', crm.scores_doc(i.nps, i.csat, i.ces))
                                       ORDER BY i.occurred_at, i.interaction_id)
                                     FROM crm.interactions i
                                    WHERE i.customer_id = ANY (ids)), '[]'),
@@ -742,7 +792,8 @@ BEGIN
 END $$;
 
 -- Right to erasure. Personal data goes: identifiers (free to be used
--- again), traits, preferences, interaction payloads and the identifiers
+-- again), traits, preferences, interaction payloads, satisfaction scores
+-- (the customer's opinions) and the identifiers
 -- they were resolved by, the identifier/trait/preference snapshots of
 -- merge records, the identifiers of identity conflicts and the moments
 -- that fired (crm.moment_ledger). Kept: the customer row (marked erased_at),
@@ -787,7 +838,9 @@ BEGIN
     GET DIAGNOSTICS n_traits = ROW_COUNT;
     DELETE FROM crm.preferences WHERE customer_id = ANY (ids);
     GET DIAGNOSTICS n_preferences = ROW_COUNT;
-    UPDATE crm.interactions SET payload = '{}', resolved_by = NULL WHERE customer_id = ANY (ids);
+    UPDATE crm.interactions SET payload = '{}', resolved_by = NULL, nps = NULL, csat = NULL,
+                                ces = NULL
+     WHERE customer_id = ANY (ids);
     GET DIAGNOSTICS n_interactions = ROW_COUNT;
     -- Merge records keep who merged with whom and when, not the data.
     UPDATE crm.merges SET trigger_identifiers = '[]', absorbed_identifiers = '[]',

@@ -12,11 +12,18 @@
 -- (p_customer) or by identifiers (p_identifiers, resolved as crm.resolve).
 -- Returns {status: created|duplicate|not_found, interaction_id, customer_id}.
 -- Interactions' resolved_by holds the identifiers without their raw values.
+-- p_nps, p_csat, p_ces: satisfaction scores (sql/015_satisfaction.sql),
+-- validated by the server; they default to NULL so that a caller of the
+-- 14-argument form (a server of the previous release during a rolling
+-- upgrade, bench/run.sh) still finds the function.
+DROP FUNCTION IF EXISTS crm.ingest(uuid, jsonb, uuid, uuid, text, text, text, text, timestamptz,
+                                   numeric, text, numeric, text[], jsonb);
 CREATE OR REPLACE FUNCTION crm.ingest(p_customer uuid, p_identifiers jsonb, p_new_customer uuid,
                            p_interaction_id uuid, p_source text, p_external_id text,
                            p_channel text, p_type text, p_occurred_at timestamptz,
                            p_amount numeric, p_currency text, p_cost numeric,
-                           p_tags text[], p_payload jsonb)
+                           p_tags text[], p_payload jsonb, p_nps smallint DEFAULT NULL,
+                           p_csat smallint DEFAULT NULL, p_ces smallint DEFAULT NULL)
 RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
     cid uuid;
@@ -47,10 +54,10 @@ BEGIN
 
     INSERT INTO crm.interactions (interaction_id, customer_id, source, external_id, channel, type,
                                   occurred_at, amount, currency, cost, tags, payload,
-                                  origin_customer_id, resolved_by)
+                                  origin_customer_id, resolved_by, nps, csat, ces)
     VALUES (p_interaction_id, cid, p_source, p_external_id, p_channel, p_type, p_occurred_at,
             p_amount, p_currency, p_cost, coalesce(p_tags, '{}'), coalesce(p_payload, '{}'),
-            coalesce(p_customer, cid), crm.without_raw(p_identifiers))
+            coalesce(p_customer, cid), crm.without_raw(p_identifiers), p_nps, p_csat, p_ces)
     ON CONFLICT (source, external_id) DO NOTHING
     RETURNING interaction_id INTO new_id;
 
@@ -107,7 +114,7 @@ END $$;
 -- A whole batch in one call. p_items is a JSON array of valid items, as the
 -- server sends them: {customer_id | identifiers, new_customer_id,
 -- interaction_id, source, external_id, channel, type, occurred_at, amount,
--- currency, cost, tags, payload}. Every lock is taken first, in the lock
+-- currency, cost, tags, payload, nps, csat, ces}. Every lock is taken first, in the lock
 -- order (crm.lock_batch; sql/007_identity_junk_and_lock_order.sql and
 -- docs/identity.md), duplicates are answered first (a redelivery creates or
 -- merges nobody), customers are found as crm.ingest finds them
@@ -192,13 +199,14 @@ BEGIN
     ), ins AS (
         INSERT INTO crm.interactions (interaction_id, customer_id, source, external_id, channel,
                                       type, occurred_at, amount, currency, cost, tags, payload,
-                                      origin_customer_id, resolved_by)
+                                      origin_customer_id, resolved_by, nps, csat, ces)
         SELECT (item->>'interaction_id')::uuid, customer_id, item->>'source',
                item->>'external_id', item->>'channel', item->>'type',
                (item->>'occurred_at')::timestamptz, (item->>'amount')::numeric,
                item->>'currency', (item->>'cost')::numeric,
                ARRAY(SELECT jsonb_array_elements_text(coalesce(item->'tags', '[]'))),
-               coalesce(item->'payload', '{}'), origin_id, crm.without_raw(item->'identifiers')
+               coalesce(item->'payload', '{}'), origin_id, crm.without_raw(item->'identifiers'),
+               (item->>'nps')::smallint, (item->>'csat')::smallint, (item->>'ces')::smallint
           FROM todo ORDER BY item->>'source', item->>'external_id'
         ON CONFLICT (source, external_id) DO NOTHING
         RETURNING interaction_id, customer_id, channel, type, occurred_at, amount, currency,

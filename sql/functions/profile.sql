@@ -33,10 +33,42 @@ BEGIN
     );
 END $$;
 
+-- Satisfaction (sql/015_satisfaction.sql): the customer's latest score of
+-- each kind, {score, at, channel, type, interaction_id} or null, by
+-- occurred_at (then interaction id), and the NPS category of the latest NPS.
+-- Each is one probe of interactions_scored_idx. The profile cache needs no
+-- trigger of its own: a scored interaction is written with its aggregates
+-- (crm.interaction_stats) in the same transaction, and so are merges and
+-- unmerges; erasure marks the customer.
+CREATE OR REPLACE FUNCTION crm.satisfaction_doc(p_customer uuid) RETURNS jsonb
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    nps jsonb;
+BEGIN
+    nps := (SELECT jsonb_build_object('score', i.nps, 'at', crm.ts(i.occurred_at),
+                                      'channel', i.channel, 'type', i.type,
+                                      'interaction_id', i.interaction_id)
+              FROM crm.interactions i WHERE i.customer_id = p_customer AND i.nps IS NOT NULL
+             ORDER BY i.occurred_at DESC, i.interaction_id DESC LIMIT 1);
+    RETURN jsonb_build_object(
+        'nps', nps,
+        'nps_category', crm.nps_category((nps->>'score')::smallint),
+        'csat', (SELECT jsonb_build_object('score', i.csat, 'at', crm.ts(i.occurred_at),
+                                           'channel', i.channel, 'type', i.type,
+                                           'interaction_id', i.interaction_id)
+                   FROM crm.interactions i WHERE i.customer_id = p_customer AND i.csat IS NOT NULL
+                  ORDER BY i.occurred_at DESC, i.interaction_id DESC LIMIT 1),
+        'ces', (SELECT jsonb_build_object('score', i.ces, 'at', crm.ts(i.occurred_at),
+                                          'channel', i.channel, 'type', i.type,
+                                          'interaction_id', i.interaction_id)
+                  FROM crm.interactions i WHERE i.customer_id = p_customer AND i.ces IS NOT NULL
+                 ORDER BY i.occurred_at DESC, i.interaction_id DESC LIMIT 1));
+END $$;
+
 -- ---- profile ----------------------------------------------------------------------
 
--- The profile's extra sections: value (crm.value_section), preferences and
--- current consents.
+-- The profile's extra sections: value (crm.value_section), preferences,
+-- current consents and satisfaction.
 CREATE OR REPLACE FUNCTION crm.profile_sections(p_customer uuid) RETURNS jsonb
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
@@ -44,7 +76,8 @@ BEGIN
         SELECT jsonb_build_object(
                 'value', crm.value_section(p_customer),
                 'preferences', crm.preferences_doc(p_customer)->'preferences',
-                'consents', crm.consent_current(p_customer, now()))
+                'consents', crm.consent_current(p_customer, now()),
+                'satisfaction', crm.satisfaction_doc(p_customer))
     );
 END $$;
 
@@ -164,7 +197,9 @@ BEGIN
                         'currency', currency,
                         'cost', trim_scale(cost),
                         'tags', to_jsonb(tags),
-                        'payload', payload) ORDER BY rn) FILTER (WHERE rn <= p_limit), '[]'),
+                        'payload', payload,
+                        'scores', crm.scores_doc(nps, csat, ces)) ORDER BY rn)
+                        FILTER (WHERE rn <= p_limit), '[]'),
                'next_cursor_at', CASE WHEN count(*) > p_limit THEN
                     (array_agg(crm.ts(occurred_at)) FILTER (WHERE rn = p_limit))[1] END,
                'next_cursor_id', CASE WHEN count(*) > p_limit THEN

@@ -7,6 +7,63 @@
 -- through crm.define_trigger and crm.define_view, core.sql). One current
 -- definition per object.
 
+-- Satisfaction KPIs of [p_from, p_to) over the customers in p_customers
+-- (NULL = all): NPS over each customer's latest NPS answer in the period
+-- (one voice per customer; per channel, the latest answer on that channel),
+-- average CSAT and CES over every answer in the period; in total and by
+-- channel. Scored interactions are read from interactions_scored_idx.
+CREATE OR REPLACE FUNCTION crm.satisfaction_kpis(p_from timestamptz, p_to timestamptz,
+                                                 p_customers uuid[]) RETURNS jsonb
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (
+        WITH sat AS (
+                SELECT i.customer_id, i.channel, i.occurred_at, i.interaction_id, i.nps, i.csat,
+                       i.ces
+                  FROM crm.interactions i JOIN crm.customers c ON c.customer_id = i.customer_id
+                 WHERE (i.nps IS NOT NULL OR i.csat IS NOT NULL OR i.ces IS NOT NULL)
+                   AND i.occurred_at >= p_from AND i.occurred_at < p_to
+                   AND c.merged_into IS NULL
+                   AND (p_customers IS NULL OR c.customer_id = ANY (p_customers))),
+            -- one row per customer (channel NULL) and per customer and channel
+            latest AS (
+                (SELECT DISTINCT ON (customer_id) NULL::text AS channel, nps FROM sat
+                  WHERE nps IS NOT NULL ORDER BY customer_id, occurred_at DESC, interaction_id DESC)
+                UNION ALL
+                (SELECT DISTINCT ON (customer_id, channel) channel, nps FROM sat
+                  WHERE nps IS NOT NULL
+                  ORDER BY customer_id, channel, occurred_at DESC, interaction_id DESC)),
+            nps AS (
+                SELECT coalesce(channel, '') AS k, count(*) AS n, count(*) FILTER (WHERE nps >= 9) AS promoters,
+                       count(*) FILTER (WHERE nps BETWEEN 7 AND 8) AS passives,
+                       count(*) FILTER (WHERE nps <= 6) AS detractors
+                  FROM latest GROUP BY 1),
+            avgs AS (
+                SELECT coalesce(channel, '') AS k, avg(csat) AS csat, count(csat) AS csat_n,
+                       avg(ces) AS ces, count(ces) AS ces_n
+                  FROM sat GROUP BY GROUPING SETS ((channel), ())),
+            -- '' is the total: every channel of nps is one of avgs too
+            rows AS (
+                SELECT a.k AS channel, a.k = '' AS total,
+                       jsonb_build_object(
+                           'nps', jsonb_build_object(
+                               'score', CASE WHEN n.n > 0 THEN
+                                   round(100.0 * (n.promoters - n.detractors) / n.n, 2) END,
+                               'respondents', coalesce(n.n, 0),
+                               'promoters', coalesce(n.promoters, 0),
+                               'passives', coalesce(n.passives, 0),
+                               'detractors', coalesce(n.detractors, 0)),
+                           'csat', jsonb_build_object('average', round(a.csat, 4),
+                                                      'responses', coalesce(a.csat_n, 0)),
+                           'ces', jsonb_build_object('average', round(a.ces, 4),
+                                                     'responses', coalesce(a.ces_n, 0))) AS doc
+                  FROM avgs a LEFT JOIN nps n ON n.k = a.k)
+        SELECT coalesce((SELECT doc FROM rows WHERE total), '{}')
+               || jsonb_build_object('by_channel', coalesce(
+                      (SELECT jsonb_object_agg(channel, doc) FROM rows WHERE NOT total), '{}'))
+    );
+END $$;
+
 -- KPIs for [p_from, p_to) against the prior period of equal length, over
 -- the customers in p_customers (NULL = all). Money in the base currency.
 -- Definitions are in docs/value.md.
@@ -95,7 +152,8 @@ BEGIN
                 'customer_equity_end', CASE WHEN e.has_end THEN trim_scale(coalesce(e.at_end, 0)) END,
                 'roc', CASE WHEN e.has_start AND coalesce(e.at_start, 0) > 0 AND e.has_end THEN
                     round((a.revenue_now - a.refunds_now - a.cost_now + coalesce(e.at_end, 0) - e.at_start)
-                          / e.at_start, 6) END)
+                          / e.at_start, 6) END,
+                'satisfaction', crm.satisfaction_kpis(p_from, p_to, p_customers))
               FROM agg a, retained r, equity e
              WHERE p_to > p_from
     );

@@ -133,6 +133,21 @@ class CacheTests(harness.CrmTestCase):
         self.assertIn("phone", [i["kind"] for i in doc["identifiers"]])
         self.assertFresh(cid, doc)
 
+    def test_a_score_shows_up(self):
+        # Satisfaction has no trigger of its own: a scored interaction's
+        # aggregates are written in the same transaction, which invalidates.
+        cid = new_customer()
+        self.assertIsNone(self.read(cid)["satisfaction"]["nps"])
+        self.assertEqual(cache_state(cid), "hit")
+        self.assertJson(post("/v1/interactions", interaction(
+            cid, type="feedback", channel="email", amount=None, currency=None,
+            scores={"nps": 6})), 201)
+        self.assertEqual(cache_state(cid), "stale")
+        doc = self.read(cid)
+        self.assertEqual((doc["satisfaction"]["nps"]["score"],
+                          doc["satisfaction"]["nps_category"]), (6, "detractor"))
+        self.assertFresh(cid, doc)
+
     def test_merge_and_unmerge_update_both_documents(self):
         a, b = new_customer(), new_customer()
         self.read(a)

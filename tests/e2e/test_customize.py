@@ -465,6 +465,101 @@ class ContactDecisionTests(Base):
         self.assertProblem(decision(str(uuid.uuid4())), 404, "not-found")
 
 
+def setting(test, key, value):
+    """Set crm.settings[key] (JSON text; None removes the row) until test ends."""
+    old = sql("SELECT value::text FROM crm.settings WHERE key = %s" % lit(key))
+
+    def put(v):
+        if v is None:
+            sql("DELETE FROM crm.settings WHERE key = %s" % lit(key))
+        else:
+            sql("INSERT INTO crm.settings (key, value) VALUES (%s, %s) ON CONFLICT (key) "
+                "DO UPDATE SET value = excluded.value" % (lit(key), lit(v)))
+    test.addCleanup(put, old or None)
+    put(value)
+
+
+class ServiceContactTests(Base):
+    """Quiet hours and frequency caps hold for the purposes their settings
+    name (default every purpose but service); a purpose of
+    contact_opt_out_purposes needs no grant, only no opt-out (default none)."""
+
+    QUIET = {"start": "13:00", "end": "15:00", "time_zone": "Europe/Paris"}   # AT is 14:00
+    check = ContactDecisionTests.check
+
+    def setting(self, key, value):
+        setting(self, key, value)
+
+    def customer(self):
+        cid = new_customer()
+        for purpose in ("service", "marketing", "profiling", "partner_sharing"):
+            consent(cid, purpose=purpose, channel="any")
+        return cid
+
+    def test_service_call_back_in_quiet_hours(self):
+        cid = self.customer()
+        set_prefs(cid, {"quiet_hours": self.QUIET, "preferred_channels": ["phone", "email"]})
+        body = self.check(cid, "ok", channel="phone", purpose="service", best="phone")
+        self.assertIn("quiet hours and the frequency cap do not apply to service",
+                      body["detail"])
+        self.check(cid, "quiet_hours", channel="phone", purpose="marketing")
+        self.check(cid, "quiet_hours", channel="email", purpose="profiling")
+        # outside the quiet hours both may call
+        self.check(cid, "ok", channel="phone", purpose="marketing", at="2026-06-01T14:00:00Z",
+                   best="phone")
+
+    def test_service_is_not_capped(self):
+        cid = self.customer()
+        set_prefs(cid, {"frequency_cap": {"max_messages": 0, "period_days": 7}})
+        self.check(cid, "ok", channel="phone", purpose="service")
+        self.check(cid, "frequency_cap", channel="phone", purpose="marketing")
+        self.check(cid, "frequency_cap", channel="sms", purpose="partner_sharing")
+
+    def test_service_refused_when_the_customer_opted_out_of_the_channel(self):
+        cid = self.customer()
+        set_prefs(cid, {"quiet_hours": self.QUIET, "preferred_channels": ["phone", "email"]})
+        consent(cid, purpose="service", channel="phone", status="withdrawn",
+                at="2026-05-01T00:00:00Z")
+        self.check(cid, "channel_opted_out", channel="phone", purpose="service", best="email")
+        self.check(cid, "ok", channel="email", purpose="service", best="email")
+        # and without any consent, service is refused as before (default settings)
+        other = new_customer()
+        self.check(other, "no_consent", channel="phone", purpose="service")
+
+    def test_which_purposes_quiet_hours_and_caps_hold_for_is_a_setting(self):
+        cid = self.customer()
+        set_prefs(cid, {"quiet_hours": self.QUIET})
+        self.setting("contact_quiet_hours_purposes", '["marketing", "service"]')
+        self.check(cid, "quiet_hours", channel="phone", purpose="service")
+        self.check(cid, "ok", channel="email", purpose="profiling")   # no longer listed
+        set_prefs(cid, {"quiet_hours": None,
+                        "frequency_cap": {"max_messages": 0, "period_days": 7}})
+        self.check(cid, "ok", channel="phone", purpose="service")
+        self.setting("contact_frequency_cap_purposes", '["service"]')
+        self.check(cid, "frequency_cap", channel="phone", purpose="service")
+        body = self.check(cid, "ok", channel="phone", purpose="marketing")
+        self.assertIn("the frequency cap does not apply to marketing", body["detail"])
+        # a missing or malformed setting falls back to every purpose but service
+        self.setting("contact_frequency_cap_purposes", None)
+        self.check(cid, "ok", channel="phone", purpose="service")
+        self.check(cid, "frequency_cap", channel="phone", purpose="marketing")
+        self.setting("contact_frequency_cap_purposes", '"service"')
+        self.check(cid, "frequency_cap", channel="phone", purpose="marketing")
+
+    def test_service_without_a_grant_when_configured(self):
+        self.setting("contact_opt_out_purposes", '["service"]')
+        cid = new_customer()
+        set_prefs(cid, {"preferred_channels": ["sms", "phone"]})
+        body = self.check(cid, "ok", channel="phone", purpose="service", best="sms")
+        self.assertIn("no opt-out of service by phone", body["detail"])
+        self.check(cid, "no_consent", channel="phone", purpose="marketing")
+        consent(cid, purpose="service", channel="sms", status="withdrawn")
+        self.check(cid, "channel_opted_out", channel="sms", purpose="service", best="phone")
+        self.check(cid, "ok", channel="phone", purpose="service", best="phone")
+        consent(cid, purpose="service", channel="any", status="withdrawn")
+        self.check(cid, "consent_withdrawn", channel="phone", purpose="service")
+
+
 # ---------------------------------------------------------------------------
 # moments
 
@@ -577,6 +672,15 @@ class MomentsTests(Base):
         # purpose alone means consent for 'any' channel
         self.assertEqual(ids(self.moments("birthday", purpose="marketing")), [by_any])
         self.assertEqual(ids(self.moments("birthday", purpose="service", channel="email")), [])
+        # A purpose that needs no grant (contact_opt_out_purposes): everyone
+        # but those who opted out of it.
+        setting(self, "contact_opt_out_purposes", '["service"]')
+        consent(sms_only, purpose="service", channel="email", status="withdrawn")
+        consent(by_any, purpose="service", channel="any", status="withdrawn")
+        self.assertEqual(ids(self.moments("birthday", purpose="service", channel="email")),
+                         [granted, withdrawn, nothing])
+        self.assertEqual(ids(self.moments("birthday", purpose="marketing", channel="email")),
+                         [granted, by_any])
 
     def test_paging(self):
         made = sorted(((d, self.customer(birthday="1991-06-%02d" % d)) for d in (2, 2, 2, 9, 20)))

@@ -1,8 +1,9 @@
 /*
  * Unit tests for the enumerations: each is written once in C (channels and
- * interaction types in validate.c, identifier kinds in normalize.c, consent
- * purposes and statuses and moment kinds in customize.c, roles in auth.c,
- * event types in feed.c), and the error
+ * interaction types and satisfaction score ranges in validate.c, identifier
+ * kinds in normalize.c, consent purposes and statuses and moment kinds in
+ * customize.c, roles in auth.c, NPS categories in segment.c, event types in
+ * feed.c), and the error
  * messages list them from those arrays. Here the contract (openapi.yaml's
  * enums) and the schema (the CHECK constraints in sql/) are read from the
  * source tree and compared with the C lists, in order.
@@ -165,6 +166,21 @@ static char *feed_types(void)
     return out;
 }
 
+/* The properties block of components.schemas.<name> in openapi.yaml, up to
+ * the next schema (a line indented by exactly four spaces); owned. */
+static char *openapi_schema(const char *yaml, const char *name)
+{
+    char header[96];
+    const char *p, *end;
+    snprintf(header, sizeof(header), "\n    %s:\n", name);
+    p = strstr(yaml, header);
+    ck_assert_msg(p != NULL, "openapi.yaml has no schema %s", name);
+    p += strlen(header);
+    for (end = p; (end = strstr(end, "\n    ")) != NULL && end[5] == ' '; end++)
+        ;
+    return end ? strndup(p, (size_t)(end - p)) : strdup(p);
+}
+
 static char *roles(void)
 {
     static char out[256];
@@ -190,6 +206,40 @@ START_TEST(test_openapi_enums_match_c)
     ck_assert_str_eq(openapi_enum(yaml, "SharedFields"), audience_field_list());
     /* the change feed's event types (feed.c) */
     ck_assert_str_eq(openapi_enum(yaml, "EventType"), feed_types());
+    ck_assert_str_eq(openapi_enum(yaml, "NpsCategory"), nps_category_list());
+    free(yaml);
+}
+END_TEST
+
+/* Each score kind's range is the same in C (validate.c), in the contract
+ * (Scores: minimum and maximum of the property) and in the schema (the
+ * CHECK of its column in sql/015_satisfaction.sql). */
+START_TEST(test_score_ranges_match_c)
+{
+    char *yaml = slurp("openapi.yaml"), *sql = all_sql();
+    char *scores = openapi_schema(yaml, "Scores");
+    for (int k = 0; k < SCORE_KINDS; k++) {
+        const struct score_kind *sk = score_kind(k);
+        char prop[64], min[64], max[64], check[128];
+        const char *p, *next;
+        snprintf(prop, sizeof(prop), "\n        %s:\n", sk->name);
+        p = strstr(scores, prop);
+        ck_assert_msg(p != NULL, "Scores has no property %s", sk->name);
+        p += strlen(prop);
+        for (next = p; (next = strstr(next, "\n        ")) != NULL && next[9] == ' '; next++)
+            ;
+        snprintf(min, sizeof(min), "minimum: %d\n", sk->min);
+        snprintf(max, sizeof(max), "maximum: %d", sk->max);
+        ck_assert_msg(strstr(p, min) != NULL && (next == NULL || strstr(p, min) < next),
+                      "Scores.%s: want %s", sk->name, min);
+        ck_assert_msg(strstr(p, max) != NULL && (next == NULL || strstr(p, max) < next),
+                      "Scores.%s: want %s", sk->name, max);
+        snprintf(check, sizeof(check), "CHECK (%s BETWEEN %d AND %d)", sk->name, sk->min,
+                 sk->max);
+        ck_assert_msg(strstr(sql, check) != NULL, "no %s in sql/", check);
+    }
+    free(scores);
+    free(sql);
     free(yaml);
 }
 END_TEST
@@ -223,6 +273,7 @@ int main(void)
     TCase *tc = tcase_create("written once");
     tcase_add_test(tc, test_openapi_enums_match_c);
     tcase_add_test(tc, test_sql_checks_match_c);
+    tcase_add_test(tc, test_score_ranges_match_c);
     tcase_add_test(tc, test_lists_are_built_from_the_arrays);
     suite_add_tcase(s, tc);
     return run_suite(s);

@@ -313,7 +313,7 @@ START_TEST(test_field_list)
         json_decref(rule);
         n++;
     }
-    ck_assert_int_eq(n, 22);
+    ck_assert_int_eq(n, 27);
 }
 END_TEST
 
@@ -365,6 +365,99 @@ START_TEST(test_text_ops)
     compile_ok("{\"field\": \"traits.gender\", \"op\": \"eq\", \"value\": \"\"}", &out);
     expect_params(&out, "", NULL);
     segment_sql_free(&out);
+}
+END_TEST
+
+/* ---- forms: satisfaction fields ------------------------------------------ */
+
+#define LATEST(what, kind)                                                                  \
+    "(SELECT " what " FROM crm.interactions i WHERE i.customer_id = c.customer_id AND i." kind \
+    " IS NOT NULL ORDER BY i.occurred_at DESC, i.interaction_id DESC LIMIT 1)"
+
+START_TEST(test_satisfaction_fields)
+{
+    struct segment_sql out;
+    /* the latest score of a kind, one probe per customer */
+    compile_ok("{\"field\": \"satisfaction.nps\", \"op\": \"lte\", \"value\": 6}", &out);
+    ck_assert_str_eq(out.where, "(" LATEST("i.nps", "nps") " <= $1::numeric)");
+    expect_params(&out, "6", NULL);
+    segment_sql_free(&out);
+
+    compile_ok("{\"field\": \"satisfaction.csat\", \"op\": \"gte\", \"value\": 4}", &out);
+    ck_assert_str_eq(out.where, "(" LATEST("i.csat", "csat") " >= $1::numeric)");
+    segment_sql_free(&out);
+
+    compile_ok("{\"field\": \"satisfaction.ces\", \"op\": \"in\", \"value\": [6, 7]}", &out);
+    ck_assert_contains(out.where, LATEST("i.ces", "ces") " = ANY (");
+    segment_sql_free(&out);
+
+    compile_ok("{\"field\": \"satisfaction.nps_at\", \"op\": \"within_last_days\", "
+               "\"value\": 30}", &out);
+    ck_assert_str_eq(out.where, "(" LATEST("i.occurred_at", "nps")
+                                " >= now() - make_interval(days => $1::int))");
+    segment_sql_free(&out);
+
+    /* the category: eq, ne, in, exists over crm.nps_category of the latest NPS */
+    compile_ok("{\"field\": \"satisfaction.nps_category\", \"op\": \"eq\", "
+               "\"value\": \"detractor\"}", &out);
+    ck_assert_str_eq(out.where, "(crm.nps_category(" LATEST("i.nps", "nps") ") = $1::text)");
+    expect_params(&out, "detractor", NULL);
+    segment_sql_free(&out);
+
+    compile_ok("{\"field\": \"satisfaction.nps_category\", \"op\": \"in\", "
+               "\"value\": [\"promoter\", \"passive\"]}", &out);
+    ck_assert_contains(out.where, "crm.nps_category(");
+    expect_params(&out, "[\"promoter\",\"passive\"]", NULL);
+    segment_sql_free(&out);
+
+    compile_ok("{\"field\": \"satisfaction.nps_category\", \"op\": \"exists\", "
+               "\"value\": false}", &out);
+    ck_assert_str_eq(out.where, "(crm.nps_category(" LATEST("i.nps", "nps") ") IS NULL)");
+    segment_sql_free(&out);
+
+    /* detractors with high value: the example of docs/value.md */
+    compile_ok("{\"all\": [{\"field\": \"satisfaction.nps_category\", \"op\": \"eq\", "
+               "\"value\": \"detractor\"}, {\"field\": \"value.clv\", \"op\": \"gte\", "
+               "\"value\": 500}]}", &out);
+    ck_assert_str_eq(out.where, "((crm.nps_category(" LATEST("i.nps", "nps")
+                                ") = $1::text) AND (v.clv >= $2::numeric))");
+    expect_params(&out, "detractor", "500", NULL);
+    segment_sql_free(&out);
+}
+END_TEST
+
+START_TEST(test_error_satisfaction_fields)
+{
+    const char *detail;
+    json_t *errors;
+    /* a category that does not exist, or any misspelling */
+    errors = compile_err_p("{\"field\": \"satisfaction.nps_category\", \"op\": \"eq\", "
+                           "\"value\": \"promotor\"}", "");
+    only_error(errors, "/value");
+    detail = json_string_value(json_object_get(json_array_get(errors, 0), "detail"));
+    ck_assert_contains(detail, "promoter, passive, detractor");
+    json_decref(errors);
+    expect_error("{\"field\": \"satisfaction.nps_category\", \"op\": \"eq\", \"value\": 9}",
+                 "/value");
+    expect_error("{\"field\": \"satisfaction.nps_category\", \"op\": \"in\", "
+                 "\"value\": [\"promoter\", \"fan\"]}", "/value");
+    expect_error("{\"field\": \"satisfaction.nps_category\", \"op\": \"in\", \"value\": []}",
+                 "/value");
+    expect_error("{\"field\": \"satisfaction.nps_category\", \"op\": \"in\", "
+                 "\"value\": \"promoter\"}", "/value");
+    /* no substring match and no ordering on a category */
+    expect_error("{\"field\": \"satisfaction.nps_category\", \"op\": \"contains\", "
+                 "\"value\": \"pro\"}", "/op");
+    expect_error("{\"field\": \"satisfaction.nps_category\", \"op\": \"gt\", "
+                 "\"value\": \"passive\"}", "/op");
+    /* scores are numbers, their time a time */
+    expect_error("{\"field\": \"satisfaction.nps\", \"op\": \"eq\", \"value\": \"9\"}",
+                 "/value");
+    expect_error("{\"field\": \"satisfaction.csat\", \"op\": \"contains\", \"value\": 4}",
+                 "/op");
+    expect_error("{\"field\": \"satisfaction.nps_at\", \"op\": \"eq\", "
+                 "\"value\": \"2026-01-01T00:00:00Z\"}", "/op");
+    expect_error("{\"field\": \"satisfaction.score\", \"op\": \"exists\"}", "/field");
 }
 END_TEST
 
@@ -1349,6 +1442,7 @@ static Suite *segment_suite(void)
     tcase_add_test(tc, test_exists);
     tcase_add_test(tc, test_field_list);
     tcase_add_test(tc, test_text_ops);
+    tcase_add_test(tc, test_satisfaction_fields);
     tcase_add_test(tc, test_time_ops);
     tcase_add_test(tc, test_date_ops);
     tcase_add_test(tc, test_attribute_ops);
@@ -1372,6 +1466,7 @@ static Suite *segment_suite(void)
     tcase_add_test(tc, test_error_unknown_field);
     tcase_add_test(tc, test_error_op_not_allowed);
     tcase_add_test(tc, test_error_value_type);
+    tcase_add_test(tc, test_error_satisfaction_fields);
     tcase_add_test(tc, test_error_in);
     tcase_add_test(tc, test_error_exists);
     tcase_add_test(tc, test_error_days);

@@ -733,6 +733,116 @@ START_TEST(test_interaction_tags)
 }
 END_TEST
 
+/* ---- satisfaction scores ------------------------------------------------- */
+
+#define FEEDBACK "\"source\": \"survey\", \"external_id\": \"s-1\", \"channel\": \"email\"," \
+                 " \"type\": \"feedback\", \"occurred_at\": \"2026-11-20T15:04:05Z\""
+
+START_TEST(test_scores_ok)
+{
+    struct ir_run r;
+    /* absent: every kind -1 */
+    ir_run(&r, "{" CID ", " FEEDBACK "}", "");
+    ck_assert(r.ok);
+    for (int k = 0; k < SCORE_KINDS; k++)
+        ck_assert_int_eq(r.ir.scores[k], -1);
+    ck_assert(!interaction_has_scores(&r.ir));
+    ir_done(&r);
+
+    ir_run(&r, "{" CID ", " FEEDBACK ", \"scores\": {\"nps\": 0, \"csat\": 5, \"ces\": 7},"
+               " \"payload\": {\"comment\": \"slow delivery\"}}", "");
+    ck_assert_msg(r.ok, "rejected: [%s]", pointers(r.errs));
+    ck_assert_int_eq(r.ir.scores[SCORE_NPS], 0);
+    ck_assert_int_eq(r.ir.scores[SCORE_CSAT], 5);
+    ck_assert_int_eq(r.ir.scores[SCORE_CES], 7);
+    ck_assert(interaction_has_scores(&r.ir));
+    ck_assert_ptr_nonnull(r.ir.payload); /* free text stays in payload */
+    ir_done(&r);
+
+    /* the other ends of the ranges; null is "not given"; {} carries none */
+    ir_run(&r, "{" CID ", " FEEDBACK ", \"scores\": {\"nps\": 10, \"csat\": 1, \"ces\": null}}",
+           "");
+    ck_assert(r.ok);
+    ck_assert_int_eq(r.ir.scores[SCORE_NPS], 10);
+    ck_assert_int_eq(r.ir.scores[SCORE_CSAT], 1);
+    ck_assert_int_eq(r.ir.scores[SCORE_CES], -1);
+    ir_done(&r);
+    ir_passes("{" CID ", " FEEDBACK ", \"scores\": {}}");
+    ir_passes("{" CID ", " FEEDBACK ", \"scores\": null}");
+    ir_passes("{" CID ", " BASE ", \"scores\": {}}"); /* no score on a purchase: fine */
+    /* review and support_call carry scores too */
+    ir_passes("{" CID ", \"source\": \"s\", \"external_id\": \"e\", \"channel\": \"web\","
+              " \"type\": \"review\", \"occurred_at\": \"2026-01-01T00:00:00Z\","
+              " \"scores\": {\"csat\": 4}}");
+    ir_passes("{" CID ", \"source\": \"s\", \"external_id\": \"e\", \"channel\": \"phone\","
+              " \"type\": \"support_call\", \"occurred_at\": \"2026-01-01T00:00:00Z\","
+              " \"scores\": {\"ces\": 2, \"csat\": 3}}");
+}
+END_TEST
+
+START_TEST(test_scores_errors)
+{
+    /* out of range */
+    ck_assert_str_eq(ir_fails_at("{" CID ", " FEEDBACK ", \"scores\": {\"nps\": 11}}",
+                                 "/scores/nps"),
+                     "'nps' must be an integer from 0 to 10");
+    ir_fails_at("{" CID ", " FEEDBACK ", \"scores\": {\"nps\": -1}}", "/scores/nps");
+    ck_assert_str_eq(ir_fails_at("{" CID ", " FEEDBACK ", \"scores\": {\"csat\": 0}}",
+                                 "/scores/csat"),
+                     "'csat' must be an integer from 1 to 5");
+    ir_fails_at("{" CID ", " FEEDBACK ", \"scores\": {\"csat\": 6}}", "/scores/csat");
+    ck_assert_str_eq(ir_fails_at("{" CID ", " FEEDBACK ", \"scores\": {\"ces\": 8}}",
+                                 "/scores/ces"),
+                     "'ces' must be an integer from 1 to 7");
+    ir_fails_at("{" CID ", " FEEDBACK ", \"scores\": {\"ces\": 0}}", "/scores/ces");
+    /* wrong types: a real (even 9.0), a string, a boolean, an array */
+    ir_fails_at("{" CID ", " FEEDBACK ", \"scores\": {\"nps\": 9.0}}", "/scores/nps");
+    ir_fails_at("{" CID ", " FEEDBACK ", \"scores\": {\"nps\": 8.5}}", "/scores/nps");
+    ir_fails_at("{" CID ", " FEEDBACK ", \"scores\": {\"nps\": \"9\"}}", "/scores/nps");
+    ir_fails_at("{" CID ", " FEEDBACK ", \"scores\": {\"csat\": true}}", "/scores/csat");
+    ir_fails_at("{" CID ", " FEEDBACK ", \"scores\": {\"ces\": [3]}}", "/scores/ces");
+    ir_fails_at("{" CID ", " FEEDBACK ", \"scores\": {\"nps\": 1e20}}", "/scores/nps");
+    /* scores itself: an object with known kinds */
+    ck_assert_str_eq(ir_fails_at("{" CID ", " FEEDBACK ", \"scores\": 9}", "/scores"),
+                     "'scores' must be an object {nps?, csat?, ces?}");
+    ir_fails_at("{" CID ", " FEEDBACK ", \"scores\": [9]}", "/scores");
+    ck_assert_str_eq(ir_fails_at("{" CID ", " FEEDBACK ", \"scores\": {\"stars\": 4}}",
+                                 "/scores/stars"),
+                     "unknown field 'stars'");
+    /* a score on a type that carries none */
+    ck_assert_str_eq(ir_fails_at("{" CID ", " BASE ", \"scores\": {\"nps\": 9}}", "/scores"),
+                     "scores are accepted on interactions of type feedback, review, "
+                     "support_call only, not 'purchase'");
+}
+END_TEST
+
+START_TEST(test_scores_several_and_prefix)
+{
+    struct ir_run r;
+    ir_run(&r, "{" CID ", " FEEDBACK ", \"scores\": {\"nps\": 12, \"csat\": \"4\", \"ces\": 3,"
+               " \"x\": 1}}", "/items/3");
+    ck_assert(!r.ok);
+    ck_assert_msg(json_array_size(r.errs) == 3, "got [%s]", pointers(r.errs));
+    has_error(r.errs, "/items/3/scores/nps");
+    has_error(r.errs, "/items/3/scores/csat");
+    has_error(r.errs, "/items/3/scores/x");
+    ck_assert_int_eq(r.ir.scores[SCORE_CES], 3);
+    ir_done(&r);
+    /* the kinds and the scored types as the API documents them */
+    ck_assert_str_eq(score_kind(SCORE_NPS)->name, "nps");
+    ck_assert_int_eq(score_kind(SCORE_NPS)->min, 0);
+    ck_assert_int_eq(score_kind(SCORE_NPS)->max, 10);
+    ck_assert_str_eq(score_kind(SCORE_CSAT)->name, "csat");
+    ck_assert_int_eq(score_kind(SCORE_CSAT)->max, 5);
+    ck_assert_str_eq(score_kind(SCORE_CES)->name, "ces");
+    ck_assert_int_eq(score_kind(SCORE_CES)->max, 7);
+    ck_assert_ptr_null(score_kind(SCORE_KINDS));
+    ck_assert_ptr_null(score_kind(-1));
+    ck_assert(scored_type("feedback") && scored_type("review") && scored_type("support_call"));
+    ck_assert(!scored_type("purchase") && !scored_type("complaint") && !scored_type(NULL));
+}
+END_TEST
+
 START_TEST(test_interaction_empty_object)
 {
     struct ir_run r;
@@ -1187,6 +1297,9 @@ static Suite *validate_suite(void)
     tcase_add_test(tc, test_interaction_strings_and_unknown);
     tcase_add_test(tc, test_interaction_tags);
     tcase_add_test(tc, test_interaction_empty_object);
+    tcase_add_test(tc, test_scores_ok);
+    tcase_add_test(tc, test_scores_errors);
+    tcase_add_test(tc, test_scores_several_and_prefix);
     tcase_add_test(tc, test_interaction_prefix);
     tcase_add_test(tc, test_batch_envelope);
     suite_add_tcase(s, tc);
