@@ -378,7 +378,7 @@ class SegmentTests(Base):
         self.ingest(poor_detractor, at="2026-02-20T10:00:00Z", scores={"nps": 1})
         self.ingest(rich_promoter, at="2026-01-20T10:00:00Z", scores={"nps": 2})
         self.ingest(rich_promoter, at="2026-02-20T10:00:00Z", scores={"nps": 10, "csat": 2})
-        self.assertJson(post("/v1/value:recompute", {"as_of": self.AS_OF}), 200)
+        self.assertJson(post("/v1/value:recompute", {"as_of": self.AS_OF, "live": True}), 200)
 
         def members(*rules):
             doc = self.assertJson(self.preview({"all": [mine] + list(rules)}), 200)
