@@ -65,6 +65,8 @@ enum store_stmt {
     STMT_WEBHOOK_DELIVERIES,
     STMT_WEBHOOK_REPLAY,
     STMT_VALUE_RUNS,
+    STMT_VALUE_SETTINGS_GET,
+    STMT_VALUE_SETTINGS_PATCH,
     STMT_COUNT
 };
 extern const struct db_statement store_statements[STMT_COUNT];

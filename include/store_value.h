@@ -76,4 +76,9 @@ enum db_status store_kpis(struct db_pool *pool, const char *from, const char *to
 enum db_status store_value_runs(struct db_pool *pool, const char *before, const char *limit,
                                 json_t **out, char *err, size_t errlen);
 
+/* The value settings; with patch (a checked JSON object), changed first by
+ * who (audited). A patch the database refuses answers {invalid: reason}. */
+enum db_status store_value_settings(struct db_pool *pool, const char *patch, const char *key_id,
+                                    const char *role, json_t **out, char *err, size_t errlen);
+
 #endif

@@ -64,6 +64,20 @@ struct interaction_request {
     int scores[SCORE_KINDS]; /* -1 when not given */
 };
 
+/* The value settings an admin may change (PATCH /v1/settings/value): name,
+ * kind and range, in one table (docs/value.md lists them). */
+enum value_setting_kind { VS_INTEGER, VS_NUMBER, VS_CURRENCY };
+struct value_setting {
+    const char *name;
+    enum value_setting_kind kind;
+    double min, max; /* inclusive; unused for VS_CURRENCY */
+};
+extern const struct value_setting VALUE_SETTINGS[]; /* ends with a NULL name */
+
+/* Check a PATCH body of value settings: an object of known names, each of
+ * its kind and range; errors as JSON pointers under "". */
+void validate_value_settings_patch(json_t *body, json_t *errors);
+
 /* True when name is one of the NULL-terminated list. */
 bool name_in_list(const char *const *list, const char *name);
 

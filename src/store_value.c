@@ -260,3 +260,12 @@ enum db_status store_value_runs(struct db_pool *pool, const char *before, const 
     const char *params[2] = {before, limit};
     return store_call(pool, STMT_VALUE_RUNS, 2, params, out, err, errlen);
 }
+
+enum db_status store_value_settings(struct db_pool *pool, const char *patch, const char *key_id,
+                                    const char *role, json_t **out, char *err, size_t errlen)
+{
+    const char *params[3] = {patch, key_id, role};
+    if (patch == NULL)
+        return store_call(pool, STMT_VALUE_SETTINGS_GET, 0, NULL, out, err, errlen);
+    return store_call(pool, STMT_VALUE_SETTINGS_PATCH, 3, params, out, err, errlen);
+}

@@ -568,3 +568,44 @@ json_t *identifiers_to_json(const struct identifier_list *ids)
     }
     return arr;
 }
+
+const struct value_setting VALUE_SETTINGS[] = {
+    {"base_currency", VS_CURRENCY, 0, 0},
+    {"clv_horizon_weeks", VS_INTEGER, 1, 520},
+    {"clv_margin", VS_NUMBER, 0, 1},
+    {"tier_mvc_fraction", VS_NUMBER, 0, 1},
+    {"tier_mgc_fraction", VS_NUMBER, 0, 1},
+    {"tier_mgc_min_p_alive", VS_NUMBER, 0, 1},
+    {"tier_bz_return_ratio", VS_NUMBER, 0, 100},
+    {"value_snapshot_retention_days", VS_INTEGER, 1, 36500},
+    {NULL, VS_NUMBER, 0, 0},
+};
+
+void validate_value_settings_patch(json_t *body, json_t *errors)
+{
+    const char *key;
+    json_t *v;
+    if (json_object_size(body) == 0) {
+        verr_add(errors, "", "", "the body must name at least one setting");
+        return;
+    }
+    json_object_foreach(body, key, v) {
+        const struct value_setting *vs = NULL;
+        for (int i = 0; VALUE_SETTINGS[i].name != NULL && vs == NULL; i++)
+            if (strcmp(VALUE_SETTINGS[i].name, key) == 0)
+                vs = &VALUE_SETTINGS[i];
+        if (vs == NULL) {
+            verr_add(errors, "", key, "'%s' is not a value setting", key);
+        } else if (vs->kind == VS_CURRENCY) {
+            const char *c = json_string_value(v);
+            if (c == NULL || strlen(c) != 3 || !isupper((unsigned char)c[0]) ||
+                !isupper((unsigned char)c[1]) || !isupper((unsigned char)c[2]))
+                verr_add(errors, "", key, "'%s' must be an ISO 4217 code (3 capital letters)",
+                         key);
+        } else if ((vs->kind == VS_INTEGER && !json_is_integer(v)) || !json_is_number(v) ||
+                   json_number_value(v) < vs->min || json_number_value(v) > vs->max) {
+            verr_add(errors, "", key, "'%s' must be %s from %g to %g", key,
+                     vs->kind == VS_INTEGER ? "an integer" : "a number", vs->min, vs->max);
+        }
+    }
+}

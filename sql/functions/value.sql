@@ -59,6 +59,49 @@ LANGUAGE sql STABLE AS $$
                    'tier_mgc_fraction', 'tier_mgc_min_p_alive', 'tier_bz_return_ratio')
 $$;
 
+-- The value settings as GET /v1/settings/value shows them: what a run
+-- records, and the snapshot retention.
+CREATE OR REPLACE FUNCTION crm.value_settings_doc() RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT crm.value_settings() || coalesce(
+        (SELECT jsonb_build_object(key, value) FROM crm.settings
+          WHERE key = 'value_snapshot_retention_days'), '{}')
+$$;
+
+-- Change value settings (names, kinds and ranges checked by the server,
+-- src/validate.c VALUE_SETTINGS); effective from the next run. The shares of
+-- the two top tiers must not add up past 1: {"invalid": reason} and nothing
+-- changed. Audited as settings.value.changed with the values before and
+-- after of the keys that changed. Returns the settings.
+CREATE OR REPLACE FUNCTION crm.patch_value_settings(p_patch jsonb, p_key uuid, p_role text)
+RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+    before jsonb;
+    after jsonb;
+BEGIN
+    LOCK TABLE crm.settings IN SHARE ROW EXCLUSIVE MODE;  -- one change at a time
+    before := crm.value_settings_doc();
+    after := before || p_patch;
+    IF (after->>'tier_mvc_fraction')::numeric + (after->>'tier_mgc_fraction')::numeric > 1 THEN
+        RETURN jsonb_build_object('invalid',
+            'tier_mvc_fraction + tier_mgc_fraction must not exceed 1 (they would be '
+            || ((after->>'tier_mvc_fraction')::numeric + (after->>'tier_mgc_fraction')::numeric)
+            || ')');
+    END IF;
+    INSERT INTO crm.settings AS s (key, value, updated_at)
+    SELECT p.key, p.value, now() FROM jsonb_each(p_patch) AS p
+    ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at
+     WHERE s.value IS DISTINCT FROM excluded.value;
+    IF after IS DISTINCT FROM before THEN
+        PERFORM crm.audit(p_key, p_role, 'settings.value.changed', NULL, jsonb_build_object(
+            'before', (SELECT jsonb_object_agg(k, before->k) FROM jsonb_object_keys(p_patch) k
+                        WHERE before->k IS DISTINCT FROM after->k),
+            'after', (SELECT jsonb_object_agg(k, after->k) FROM jsonb_object_keys(p_patch) k
+                       WHERE before->k IS DISTINCT FROM after->k)));
+    END IF;
+    RETURN crm.value_settings_doc();
+END $$;
+
 -- Turn the staged predictions (temp table value_stage, filled by the C
 -- recompute) into the run's snapshot (every customer's value fields, RFM
 -- quintiles and tier, with the tier thresholds the run recorded) and, for a

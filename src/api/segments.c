@@ -603,3 +603,34 @@ void handle_value_runs(struct app *app, const struct request *req, struct respon
     else
         respond_json(res, 200, out);
 }
+
+void handle_value_settings(struct app *app, const struct request *req, struct response *res)
+{
+    json_t *errors, *out = NULL;
+    char err[API_ERR_LEN], *patch = NULL;
+    enum db_status st;
+    if (req->match->route == ROUTE_VALUE_SETTINGS_PATCH) {
+        errors = json_array();
+        validate_value_settings_patch(req->body, errors);
+        if (json_array_size(errors) > 0) {
+            respond_validation(res, errors, req->path);
+            return;
+        }
+        json_decref(errors);
+        patch = json_dumps(req->body, JSON_COMPACT);
+    }
+    st = store_value_settings(app->pool, patch, req->who->key_id, role_name(req->who->role), &out,
+                              err, sizeof(err));
+    free(patch);
+    if (st != DB_OK) {
+        respond_db_failure(res, st, err, req->path);
+    } else if (json_object_get(out, "invalid") != NULL) {
+        errors = json_array();
+        verr_add(errors, "", "tier_mgc_fraction", "%s",
+                 json_string_value(json_object_get(out, "invalid")));
+        json_decref(out);
+        respond_validation(res, errors, req->path);
+    } else {
+        respond_json(res, 200, out);
+    }
+}

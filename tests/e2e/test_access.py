@@ -529,6 +529,11 @@ class RoleMatrixTests(AccessTestCase):
     def test_value_runs(self):
         self.check_matrix({MK}, lambda k: get("/v1/value/runs?limit=1", key=k), (200,))
 
+    def test_value_settings(self):
+        self.check_matrix({MK}, lambda k: get("/v1/settings/value", key=k), (200,))
+        self.check_matrix(set(), lambda k: patch("/v1/settings/value", {"clv_margin": 1.0},
+                                                 key=k), (200,))
+
     def test_admin_key_list(self):
         self.check_matrix(set(), lambda k: get("/v1/admin/keys", key=k), (200,))
 

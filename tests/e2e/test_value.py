@@ -722,6 +722,45 @@ class ValueRunTests(ValueTestCase):
         self.assertEqual(harness.sql("SELECT count(*) FROM crm.value_snapshots WHERE run_id = %d"
                                      % run["run_id"]), "0")
 
+    def test_settings_by_api_apply_from_the_next_run(self):
+        doc = must(get("/v1/settings/value"), 200)
+        self.assertEqual(set(doc), {"base_currency", "clv_horizon_weeks", "clv_margin",
+                                    "tier_mvc_fraction", "tier_mgc_fraction",
+                                    "tier_mgc_min_p_alive", "tier_bz_return_ratio",
+                                    "value_snapshot_retention_days"})
+        cid = create_customer()
+        ingest_events(cid, [ev("purchase", "2025-03-01T10:00:00Z", amount=40)])
+        before = recompute()
+        old = doc["clv_horizon_weeks"]
+        try:
+            changed = must(patch("/v1/settings/value", {"clv_horizon_weeks": 26}), 200)
+            self.assertEqual(changed["clv_horizon_weeks"], 26)
+            self.assertEqual(must(get("/v1/settings/value"), 200)["clv_horizon_weeks"], 26)
+            # the profile keeps the last run's horizon until the next run
+            self.assertEqual(value_of(cid)["horizon_weeks"], before["settings"]["clv_horizon_weeks"])
+            run = recompute()
+            self.assertEqual(run["settings"]["clv_horizon_weeks"], 26)
+            self.assertEqual(value_of(cid)["horizon_weeks"], 26)
+            audit = harness.sql("SELECT detail::text FROM crm.audit_log WHERE action = "
+                                "'settings.value.changed' ORDER BY audit_id DESC LIMIT 1")
+            self.assertEqual(json.loads(audit), {"before": {"clv_horizon_weeks": old},
+                                                 "after": {"clv_horizon_weeks": 26}})
+            # checked: names, kinds, ranges, and the two top tiers' shares together
+            for body, pointer in (({"clv_horizon_weeks": 0}, "/clv_horizon_weeks"),
+                                  ({"clv_margin": "1"}, "/clv_margin"),
+                                  ({"base_currency": "eur"}, "/base_currency"),
+                                  ({"discount_rate": 0.1}, "/discount_rate"),
+                                  ({"tier_mvc_fraction": 0.8, "tier_mgc_fraction": 0.3},
+                                   "/tier_mgc_fraction")):
+                with self.subTest(body=body):
+                    self.assertProblem(patch("/v1/settings/value", body), 422,
+                                       "validation-failed", pointers=[pointer])
+            self.assertEqual(must(get("/v1/settings/value"), 200)["tier_mvc_fraction"],
+                             doc["tier_mvc_fraction"])  # nothing of a refused patch applied
+        finally:
+            must(patch("/v1/settings/value", {"clv_horizon_weeks": old}), 200)
+            recompute()
+
     def test_runs_list_pages_and_checks_its_query(self):
         recompute()
         recompute()

@@ -1204,6 +1204,55 @@ static const char *last_pointer(json_t *errs)
                                              "pointer"));
 }
 
+/* The errors of one value-settings PATCH body (JSON text), as "pointer"
+ * strings joined by spaces. */
+static char *settings_errors(const char *body_text)
+{
+    static char out[512];
+    json_t *body = json_loads(body_text, 0, NULL), *errors = json_array(), *e;
+    size_t i;
+    out[0] = '\0';
+    validate_value_settings_patch(body, errors);
+    json_array_foreach(errors, i, e) {
+        strncat(out, i ? " " : "", sizeof(out) - strlen(out) - 1);
+        strncat(out, json_string_value(json_object_get(e, "pointer")),
+                sizeof(out) - strlen(out) - 1);
+    }
+    json_decref(body);
+    json_decref(errors);
+    return out;
+}
+
+START_TEST(test_value_settings_patch)
+{
+    ck_assert_str_eq(settings_errors("{\"clv_horizon_weeks\": 39, \"clv_margin\": 0.3, "
+                                     "\"base_currency\": \"USD\"}"), "");
+    ck_assert_str_eq(settings_errors("{\"tier_mvc_fraction\": 0, \"tier_bz_return_ratio\": 100,"
+                                     " \"value_snapshot_retention_days\": 1}"), "");
+    ck_assert_str_eq(settings_errors("{}"), "/");  /* reported on the body itself */
+    ck_assert_str_eq(settings_errors("{\"clv_horizon_weeks\": 39.5}"), "/clv_horizon_weeks");
+    ck_assert_str_eq(settings_errors("{\"clv_horizon_weeks\": 0}"), "/clv_horizon_weeks");
+    ck_assert_str_eq(settings_errors("{\"clv_horizon_weeks\": \"52\"}"), "/clv_horizon_weeks");
+    ck_assert_str_eq(settings_errors("{\"clv_margin\": 1.5}"), "/clv_margin");
+    ck_assert_str_eq(settings_errors("{\"clv_margin\": null}"), "/clv_margin");
+    ck_assert_str_eq(settings_errors("{\"base_currency\": \"usd\"}"), "/base_currency");
+    ck_assert_str_eq(settings_errors("{\"base_currency\": \"EURO\"}"), "/base_currency");
+    ck_assert_str_eq(settings_errors("{\"base_currency\": 978}"), "/base_currency");
+    ck_assert_str_eq(settings_errors("{\"discount\": 1, \"tier_mgc_min_p_alive\": -0.1}"),
+                     "/discount /tier_mgc_min_p_alive");
+    /* every setting in the table is accepted at its bounds */
+    for (int i = 0; VALUE_SETTINGS[i].name != NULL; i++) {
+        char body[160];
+        if (VALUE_SETTINGS[i].kind == VS_CURRENCY)
+            snprintf(body, sizeof(body), "{\"%s\": \"CHF\"}", VALUE_SETTINGS[i].name);
+        else
+            snprintf(body, sizeof(body), "{\"%s\": %g}", VALUE_SETTINGS[i].name,
+                     VALUE_SETTINGS[i].max);
+        ck_assert_msg(settings_errors(body)[0] == '\0', "%s", body);
+    }
+}
+END_TEST
+
 START_TEST(test_verr_add_pointers)
 {
     json_t *errs = json_array();
@@ -1319,6 +1368,7 @@ static Suite *validate_suite(void)
     tcase_add_test(tc, test_problem_validation);
     tcase_add_test(tc, test_verr_add_pointers);
     tcase_add_test(tc, test_verr_add_truncation);
+    tcase_add_test(tc, test_value_settings_patch);
     suite_add_tcase(s, tc);
 
     return s;
