@@ -5,6 +5,8 @@
 -- crm.model_runs: status (running while the run's transaction is open,
 -- succeeded, failed), live (a run without as_of: it replaces the live
 -- values in crm.customer_value; a dated run only writes its snapshot),
+-- dated (as_of was given: a live dated run is a back-test, and the
+-- profile shows its historic value rather than today's),
 -- settings (every value setting the run read), error and diagnostics of a
 -- failed run. crm.value_snapshots keeps the run's value fields per customer
 -- (it held only CLV), pruned after value_snapshot_retention_days.
@@ -13,6 +15,7 @@ ALTER TABLE crm.model_runs
     ADD COLUMN status      text NOT NULL DEFAULT 'succeeded'
                            CHECK (status IN ('running', 'succeeded', 'failed')),
     ADD COLUMN live        boolean NOT NULL DEFAULT true,
+    ADD COLUMN dated       boolean NOT NULL DEFAULT false,
     ADD COLUMN settings    jsonb,
     ADD COLUMN error       text,
     ADD COLUMN diagnostics jsonb;

@@ -395,9 +395,10 @@ static bool recompute_in_tx(PGconn *pg, const char *as_of, bool live,
     params[0] = as_of;
     params[1] = live ? "true" : "false";
     run_id = query_value(pg,
-                         "INSERT INTO crm.model_runs (model, as_of, started_at, live, settings) "
-                         "VALUES ('bgnbd+gamma-gamma', coalesce($1::timestamptz, now()), "
-                         "clock_timestamp(), $2::boolean, crm.value_settings()) RETURNING run_id",
+                         "INSERT INTO crm.model_runs (model, as_of, started_at, live, dated, "
+                         "settings) VALUES ('bgnbd+gamma-gamma', coalesce($1::timestamptz, now()), "
+                         "clock_timestamp(), $2::boolean, $1 IS NOT NULL, crm.value_settings()) "
+                         "RETURNING run_id",
                          2, params, err, errlen);
     if (run_id == NULL)
         goto out;

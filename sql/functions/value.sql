@@ -233,6 +233,11 @@ LANGUAGE sql STABLE AS $$
 $$;
 
 -- The value section of the profile (null before the customer's first run).
+-- Historic value (revenue, returns, cost, margin) moves with the data: it
+-- is summed from crm.interaction_stats (kept in the ingest transaction; a
+-- change of it makes the cached profile stale) in the run's currency, so a
+-- purchase counts at once; the rest is the last live run's. After a dated
+-- live run (a back-test) the section is that run's throughout.
 CREATE OR REPLACE FUNCTION crm.value_section(p_customer uuid) RETURNS jsonb
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
@@ -240,8 +245,10 @@ BEGIN
         SELECT (
                 SELECT jsonb_build_object(
                            'tier', v.tier,
-                           'revenue', trim_scale(v.revenue), 'returns', trim_scale(v.returns),
-                           'cost', trim_scale(v.cost), 'margin', trim_scale(v.margin),
+                           'revenue', trim_scale(coalesce(h.revenue, v.revenue)),
+                           'returns', trim_scale(coalesce(h.returns, v.returns)),
+                           'cost', trim_scale(coalesce(h.cost, v.cost)),
+                           'margin', trim_scale(coalesce(h.revenue - h.returns - h.cost, v.margin)),
                            'currency', coalesce(r.settings->'base_currency',
                                                 crm.setting('base_currency')),
                            'purchase_days', v.purchase_days,
@@ -261,6 +268,15 @@ BEGIN
                                                        'as_of', crm.ts(r.as_of)),
                            'computed_at', crm.ts(v.computed_at))
                   FROM crm.customer_value v JOIN crm.model_runs r ON r.run_id = v.run_id
+                  LEFT JOIN LATERAL (
+                      SELECT coalesce(sum(s.amount) FILTER (WHERE s.type = 'purchase'), 0) AS revenue,
+                             coalesce(sum(s.amount) FILTER (WHERE s.type = 'return'), 0) AS returns,
+                             coalesce(sum(s.cost), 0) AS cost
+                        FROM crm.interaction_stats s
+                       WHERE s.customer_id = p_customer
+                         AND s.currency = coalesce(r.settings->>'base_currency',
+                                                   crm.setting('base_currency') #>> '{}')
+                  ) AS h ON NOT r.dated
                  WHERE v.customer_id = p_customer)
     );
 END $$;

@@ -761,6 +761,27 @@ class ValueRunTests(ValueTestCase):
             must(patch("/v1/settings/value", {"clv_horizon_weeks": old}), 200)
             recompute()
 
+    def test_historic_value_moves_with_the_data(self):
+        cid = create_customer()
+        ingest_events(cid, [ev("purchase", "2025-03-01T10:00:00Z", amount=40)])
+        run = recompute()
+        self.assertNum(value_of(cid)["revenue"], 40)
+        # a purchase, a return and a cost count at once, without a run
+        ingest_events(cid, [ev("purchase", "2025-04-01T10:00:00Z", amount=500),
+                            ev("return", "2025-04-02T10:00:00Z", amount=30),
+                            ev("support_call", "2025-04-03T10:00:00Z", cost=5, currency="EUR"),
+                            ev("purchase", "2025-04-04T10:00:00Z", amount=70, currency="USD")])
+        v = value_of(cid)
+        self.assertNum(v["revenue"], 540)   # the USD purchase is not in the base currency
+        self.assertNum(v["returns"], 30)
+        self.assertNum(v["cost"], 5)
+        self.assertNum(v["margin"], 505)
+        self.assertEqual(v["model"]["run_id"], run["run_id"])  # predictions stay the run's
+        # a dated live run (a back-test) shows that run's historic value throughout
+        recompute("2025-03-15T00:00:00Z", live=True)
+        self.assertNum(value_of(cid)["revenue"], 40)
+        recompute()
+
     def test_runs_list_pages_and_checks_its_query(self):
         recompute()
         recompute()
