@@ -61,6 +61,8 @@ struct config {
     bool migrate_only;      /* "migrate" subcommand */
     bool recompute_value;   /* "recompute-value" subcommand */
     char as_of[64];         /* --as-of: value as of this time (default now) */
+    int value_schedule;     /* --value-schedule SEC: a live value run every SEC seconds
+                               (one instance runs it); 0 = none (default) */
     int live;               /* --live 0|1: the run replaces the live values (default:
                                1 without --as-of, 0 with it); -1 when not given */
     bool no_migrate;        /* --no-migrate */

@@ -7,6 +7,7 @@
 #ifndef CRM_METRICS_H
 #define CRM_METRICS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "audit.h"
@@ -32,6 +33,10 @@ void metrics_webhook_outcome(enum webhook_outcome outcome);
 /* Pending deliveries and the age of the oldest undelivered event, as last
  * read by the fanning-out worker (every 2 s). */
 void metrics_webhook_queue(long long pending, double oldest_age_seconds);
+/* Value runs of this process: one under way or not; finished by status
+ * ("succeeded", "failed": not converged, "error": did not complete). */
+void metrics_value_run_running(bool running);
+void metrics_value_run_done(const char *status);
 
 /* Render everything; returns a malloc'd string. */
 char *metrics_render(struct db_pool *pool, struct audit *audit);

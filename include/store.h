@@ -67,6 +67,7 @@ enum store_stmt {
     STMT_VALUE_RUNS,
     STMT_VALUE_SETTINGS_GET,
     STMT_VALUE_SETTINGS_PATCH,
+    STMT_VALUE_SCHEDULE_CLAIM,
     STMT_COUNT
 };
 extern const struct db_statement store_statements[STMT_COUNT];

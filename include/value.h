@@ -25,4 +25,8 @@ enum db_status value_recompute(struct db_pool *pool, const char *as_of, bool liv
                                void (*progress)(const char *message), json_t **summary,
                                char *err, size_t errlen);
 
+/* The run under way in this process ({run_id, started_at, seconds, step}:
+ * the last progress line), or NULL when none. */
+json_t *value_progress(void);
+
 #endif

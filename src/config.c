@@ -46,6 +46,8 @@ static const struct setting SETTINGS[] = {
     {"--drain-timeout", "CRM_DRAIN_TIMEOUT", 'i', offsetof(struct config, drain_timeout), 0, 0, 3600},
     {"--as-of", "CRM_AS_OF", 's', offsetof(struct config, as_of), 64, 0, 0},
     {"--live", "CRM_LIVE", 'i', offsetof(struct config, live), 0, 0, 1},
+    {"--value-schedule", "CRM_VALUE_SCHEDULE", 'i', offsetof(struct config, value_schedule), 0,
+     0, 366 * 86400},
     {"--rate-limit", "CRM_RATE_LIMIT", 'i', offsetof(struct config, rate_limit), 0, 0, 1000000},
     {"--tls-cert", "CRM_TLS_CERT", 's', offsetof(struct config, tls_cert), 512, 0, 0},
     {"--tls-key", "CRM_TLS_KEY", 's', offsetof(struct config, tls_key), 512, 0, 0},
@@ -95,6 +97,9 @@ const char *config_usage(void)
            "                             for every customer (progress on stderr), and exit\n"
            "  --as-of TIME               with recompute-value: value as of this RFC 3339 time\n"
            "                             (CRM_AS_OF, default now)\n"
+           "  --value-schedule SEC       run a live value recompute every SEC seconds (one\n"
+           "                             instance of several runs it); 0 = never\n"
+           "                             (CRM_VALUE_SCHEDULE, default 0)\n"
            "  --live 0|1                 with recompute-value: 1 replaces the live values, 0\n"
            "                             writes the run's snapshot only (CRM_LIVE, default 1\n"
            "                             without --as-of, 0 with it)\n"

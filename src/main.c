@@ -23,6 +23,7 @@
 #include "log.h"
 #include "migrate.h"
 #include "moments.h"
+#include "value_schedule.h"
 #include "store.h"
 #include "textutil.h"
 #include "value.h"
@@ -92,6 +93,7 @@ static void *warm_up_main(void *arg)
 static struct warm_up warm_up;
 static struct webhooks *webhooks;
 static struct moments *moments;
+static struct value_schedule *value_schedule;
 
 static void start_warm_up(struct app *app)
 {
@@ -112,6 +114,8 @@ static void stop_app(struct app *app)
     webhooks = NULL;
     moments_stop(moments);
     moments = NULL;
+    value_schedule_stop(value_schedule);
+    value_schedule = NULL;
     health_stop(app->health);
     audit_free(app->audit);
     access_free(app->access);
@@ -226,6 +230,10 @@ int main(int argc, char **argv)
     }
     /* before serving: it checks the time zone with the database */
     if (!moments_start(&cfg, &moments)) {
+        stop_app(&app);
+        return 1;
+    }
+    if (!value_schedule_start(&cfg, app.pool, &value_schedule)) {
         stop_app(&app);
         return 1;
     }

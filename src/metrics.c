@@ -33,6 +33,22 @@ static atomic_ullong webhook_outcomes[WEBHOOK_OUTCOME_COUNT];
 static atomic_llong webhook_pending;
 static atomic_llong webhook_oldest_ms;
 
+static atomic_int value_running;
+static atomic_ullong value_runs[3]; /* succeeded, failed, error */
+
+void metrics_value_run_running(bool running)
+{
+    atomic_store(&value_running, running ? 1 : 0);
+}
+
+void metrics_value_run_done(const char *status)
+{
+    atomic_fetch_add(&value_runs[strcmp(status, "succeeded") == 0 ? 0
+                                 : strcmp(status, "failed") == 0  ? 1
+                                                                  : 2],
+                     1);
+}
+
 void metrics_webhook_outcome(enum webhook_outcome outcome)
 {
     if ((unsigned int)outcome < WEBHOOK_OUTCOME_COUNT)
@@ -173,5 +189,16 @@ char *metrics_render(struct db_pool *pool, struct audit *audit)
         atomic_load(&webhook_outcomes[WEBHOOK_DELIVERED]),
         atomic_load(&webhook_outcomes[WEBHOOK_RETRY]), atomic_load(&webhook_outcomes[WEBHOOK_DEAD]),
         atomic_load(&webhook_pending), (double)atomic_load(&webhook_oldest_ms) / 1000.0);
+    jsontext_printf(&t, "# HELP crm_value_run_in_progress A value run of this instance is under way.\n"
+            "# TYPE crm_value_run_in_progress gauge\n"
+            "crm_value_run_in_progress %d\n"
+            "# HELP crm_value_runs_total Value runs of this instance by outcome (failed: the fit "
+            "did not converge; error: the run did not complete).\n"
+            "# TYPE crm_value_runs_total counter\n"
+            "crm_value_runs_total{status=\"succeeded\"} %llu\n"
+            "crm_value_runs_total{status=\"failed\"} %llu\n"
+            "crm_value_runs_total{status=\"error\"} %llu\n",
+        atomic_load(&value_running), atomic_load(&value_runs[0]), atomic_load(&value_runs[1]),
+        atomic_load(&value_runs[2]));
     return jsontext_take(&t);
 }

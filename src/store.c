@@ -158,6 +158,8 @@ const struct db_statement store_statements[STMT_COUNT] = {
     [STMT_WEBHOOK_REPLAY] = {"webhook_replay", "SELECT crm.webhook_replay($1::uuid, $2::bigint)"},
     [STMT_VALUE_RUNS] = {"value_runs", "SELECT crm.value_runs($1::bigint, $2::int)"},
     [STMT_VALUE_SETTINGS_GET] = {"value_settings_get", "SELECT crm.value_settings_doc()"},
+    [STMT_VALUE_SCHEDULE_CLAIM] = {"value_schedule_claim",
+        "SELECT to_jsonb(crm.value_schedule_claim($1::int, $2))"},
     [STMT_VALUE_SETTINGS_PATCH] = {"value_settings_patch",
         "SELECT crm.patch_value_settings($1::jsonb, $2::uuid, $3)"},
 };

@@ -10,6 +10,7 @@
 #include "value.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,7 @@
 #include <time.h>
 
 #include "clv.h"
+#include "metrics.h"
 
 #define VALUE_LOCK_KEY "7412093002"
 /* A Gamma-Gamma q past this, unconverged, is the model's boundary (see
@@ -36,6 +38,46 @@ struct inputs {
     size_t buyers;
 };
 
+/* The run under way in this process (one at a time: the advisory lock),
+ * for GET /v1/value/runs and /metrics. */
+static pthread_mutex_t progress_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+    bool running;
+    char run_id[24];
+    time_t started;
+    char step[256];
+} progress_now;
+
+static void progress_set(bool running, const char *run_id, const char *step)
+{
+    pthread_mutex_lock(&progress_lock);
+    if (running && !progress_now.running)
+        progress_now.started = time(NULL);
+    progress_now.running = running;
+    snprintf(progress_now.run_id, sizeof(progress_now.run_id), "%s", run_id ? run_id : "");
+    snprintf(progress_now.step, sizeof(progress_now.step), "%s", step ? step : "");
+    pthread_mutex_unlock(&progress_lock);
+    metrics_value_run_running(running);
+}
+
+json_t *value_progress(void)
+{
+    json_t *out = NULL;
+    char started[32];
+    struct tm tm;
+    pthread_mutex_lock(&progress_lock);
+    if (progress_now.running) {
+        gmtime_r(&progress_now.started, &tm);
+        strftime(started, sizeof(started), "%Y-%m-%dT%H:%M:%SZ", &tm);
+        out = json_pack("{s:s?, s:s, s:I, s:s}", "run_id",
+                        progress_now.run_id[0] ? progress_now.run_id : NULL, "started_at",
+                        started, "seconds", (json_int_t)(time(NULL) - progress_now.started),
+                        "step", progress_now.step);
+    }
+    pthread_mutex_unlock(&progress_lock);
+    return out;
+}
+
 static double seconds_since(const struct timespec *t0)
 {
     struct timespec t1;
@@ -50,12 +92,14 @@ static void report(void (*progress)(const char *), const char *fmt, ...)
 {
     char msg[512];
     va_list ap;
-    if (progress == NULL)
-        return;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    progress(msg);
+    pthread_mutex_lock(&progress_lock);
+    snprintf(progress_now.step, sizeof(progress_now.step), "%.255s", msg);
+    pthread_mutex_unlock(&progress_lock);
+    if (progress != NULL)
+        progress(msg);
 }
 
 static bool exec_ok(PGconn *pg, const char *sql, char *err, size_t errlen)
@@ -402,6 +446,7 @@ static bool recompute_in_tx(PGconn *pg, const char *as_of, bool live,
                          2, params, err, errlen);
     if (run_id == NULL)
         goto out;
+    progress_set(true, run_id, "reading the inputs");
     params[0] = run_id;
     settings = query_value(pg, "SELECT settings FROM crm.model_runs WHERE run_id = $1::bigint",
                            1, params, err, errlen);
@@ -547,6 +592,7 @@ enum db_status value_recompute(struct db_pool *pool, const char *as_of, bool liv
         return DB_UNAVAILABLE;
     }
     pg = db_pg(conn);
+    progress_set(true, NULL, "waiting for the run lock");
     ok = exec_ok(pg, "BEGIN", err, errlen) &&
          recompute_in_tx(pg, as_of, live, progress, summary, &failure, err, errlen);
     if (ok)
@@ -565,6 +611,8 @@ enum db_status value_recompute(struct db_pool *pool, const char *as_of, bool liv
             ok = true;
         }
     }
+    progress_set(false, NULL, NULL);
+    metrics_value_run_done(failure.failed ? "failed" : ok ? "succeeded" : "error");
     failure_free(&failure);
     broken = PQstatus(pg) != CONNECTION_OK;
     cancelled = !ok && db_cancel_was_sent(pool, conn);

@@ -199,6 +199,34 @@ BEGIN
               FROM crm.model_runs WHERE run_id = p_run);
 END $$;
 
+-- Claim the scheduled run if it is due: true when the caller should run it
+-- now (next_at moved one period on under the row lock, so one instance gets
+-- it). A new or changed period counts from the last live run that
+-- succeeded (at once when there is none).
+CREATE OR REPLACE FUNCTION crm.value_schedule_claim(p_period_s int, p_owner text)
+RETURNS boolean LANGUAGE plpgsql AS $$
+DECLARE
+    s crm.value_schedule%ROWTYPE;
+BEGIN
+    SELECT * INTO s FROM crm.value_schedule FOR UPDATE;
+    IF NOT FOUND THEN
+        INSERT INTO crm.value_schedule DEFAULT VALUES RETURNING * INTO s;
+    END IF;
+    IF s.period_s IS DISTINCT FROM p_period_s OR s.next_at IS NULL THEN
+        UPDATE crm.value_schedule SET period_s = p_period_s,
+               next_at = coalesce((SELECT max(finished_at) FROM crm.model_runs
+                                    WHERE live AND status = 'succeeded'), '-infinity')
+                         + make_interval(secs => p_period_s)
+        RETURNING * INTO s;
+    END IF;
+    IF s.next_at > now() THEN
+        RETURN false;
+    END IF;
+    UPDATE crm.value_schedule SET next_at = now() + make_interval(secs => p_period_s),
+                                  claimed_by = p_owner, claimed_at = now();
+    RETURN true;
+END $$;
+
 -- A run as the API shows it (GET /v1/value/runs, the recompute answer of a
 -- failed run).
 CREATE OR REPLACE FUNCTION crm.value_run_doc(r crm.model_runs) RETURNS jsonb
@@ -227,6 +255,11 @@ LANGUAGE sql STABLE AS $$
                'items', coalesce((SELECT jsonb_agg(crm.value_run_doc(x.r) ORDER BY (x.r).run_id DESC)
                                     FROM (SELECT r FROM page ORDER BY (r).run_id DESC
                                           LIMIT p_limit) x), '[]'),
+               'schedule', (SELECT jsonb_build_object('every_seconds', period_s,
+                                                      'next_at', crm.ts(next_at),
+                                                      'last_claimed_by', claimed_by,
+                                                      'last_claimed_at', crm.ts(claimed_at))
+                              FROM crm.value_schedule WHERE period_s IS NOT NULL),
                'next_cursor', CASE WHEN (SELECT count(*) FROM page) > p_limit THEN
                    (SELECT min((r).run_id) FROM (SELECT r FROM page ORDER BY (r).run_id DESC
                                                  LIMIT p_limit) y)::text END)

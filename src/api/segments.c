@@ -598,10 +598,14 @@ void handle_value_runs(struct app *app, const struct request *req, struct respon
     snprintf(before_text, sizeof(before_text), "%d", before);
     st = store_value_runs(req->reads, before > 0 ? before_text : NULL, limit_text, &out, err,
                           sizeof(err));
-    if (st != DB_OK)
+    if (st != DB_OK) {
         respond_db_failure(res, st, err, req->path);
-    else
-        respond_json(res, 200, out);
+        return;
+    }
+    /* a run under way on this instance (its row is not visible until it ends) */
+    json_t *now = value_progress();
+    json_object_set_new(out, "in_progress", now != NULL ? now : json_null());
+    respond_json(res, 200, out);
 }
 
 void handle_value_settings(struct app *app, const struct request *req, struct response *res)

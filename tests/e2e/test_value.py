@@ -23,6 +23,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -781,6 +782,34 @@ class ValueRunTests(ValueTestCase):
         recompute("2025-03-15T00:00:00Z", live=True)
         self.assertNum(value_of(cid)["revenue"], 40)
         recompute()
+
+    def test_scheduled_runs(self):
+        last = must(get("/v1/value/runs?limit=1"), 200)["items"][0]["run_id"]
+        server = harness.extra_server("--value-schedule", "2")
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                doc = must(get("/v1/value/runs?limit=5", port=server.port), 200)
+                mine = [r for r in doc["items"] if r["run_id"] > last and r["live"]]
+                if len(mine) >= 2 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.3)
+            self.assertGreaterEqual(len(mine), 2, doc)  # at start, then one period later
+            self.assertEqual(mine[0]["status"], "succeeded")
+            self.assertEqual(doc["schedule"]["every_seconds"], 2)
+            self.assertTimestamp(doc["schedule"]["next_at"])
+            self.assertIn("in_progress", doc)
+            metrics = request("GET", "/metrics", port=server.port).body
+            if isinstance(metrics, (bytes, bytearray)):
+                metrics = metrics.decode()
+            m = re.search(r'crm_value_runs_total\{status="succeeded"\} (\d+)', metrics)
+            self.assertTrue(m and int(m.group(1)) >= 2, metrics[-600:])
+            self.assertIn("crm_value_run_in_progress", metrics)
+        finally:
+            server.stop()
+            harness.sql("UPDATE crm.value_schedule SET period_s = NULL, next_at = NULL")
+        # no instance schedules runs any more: the list says none
+        self.assertIsNone(must(get("/v1/value/runs?limit=1"), 200)["schedule"])
 
     def test_runs_list_pages_and_checks_its_query(self):
         recompute()
