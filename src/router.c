@@ -70,7 +70,7 @@ static const struct route_def ROUTES[ROUTE_COUNT] = {
     [ROUTE_SEGMENT_CUSTOMERS] = {"GET", "/v1/segments/{id}/customers", "segment_customers",
         MK | AD, REPLICA_READ | LONG, "limit cursor count sort fields purpose channel at"},
     [ROUTE_SEGMENT_EXPORT] = {"GET", "/v1/segments/{id}/export", "segment_export",
-        MK | AD, REPLICA_READ | LONG, "fields purpose channel at"},
+        MK | AD, REPLICA_READ | LONG, "fields purpose channel at sort"},
     [ROUTE_VALUE_RECOMPUTE] = {"POST", "/v1/value:recompute", "value_recompute",
         MK | AD, LONG, NULL},
     [ROUTE_VALUE_RUNS] = {"GET", "/v1/value/runs", "value_runs",

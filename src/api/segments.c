@@ -370,6 +370,7 @@ struct export_state {
     struct segment_page_query q;
     char purpose[32], channel[32], at[40];
     char cursor[UUID_TEXT_LEN + 1];
+    char cursor_clv[48]; /* sort=clv: the last member's clv, "" when it had none */
     long long audit_id;
     bool started, done;
     char *pending;
@@ -383,6 +384,7 @@ static bool export_page(struct export_state *ex, json_t **page)
     char err[API_ERR_LEN];
     ex->q.limit = EXPORT_PAGE;
     ex->q.cursor_id = ex->started ? ex->cursor : NULL;
+    ex->q.cursor_clv = ex->started && ex->cursor_clv[0] != '\0' ? ex->cursor_clv : NULL;
     *page = NULL;
     if (store_segment_page(ex->pool, &ex->seg, &ex->q, page, err, sizeof(err)) != DB_OK ||
         *page == NULL) {
@@ -397,6 +399,9 @@ static bool export_page(struct export_state *ex, json_t **page)
         snprintf(ex->cursor, sizeof(ex->cursor), "%s", json_string_value(next));
     else
         ex->done = true;
+    next = json_object_get(*page, "next_cursor_clv");
+    snprintf(ex->cursor_clv, sizeof(ex->cursor_clv), "%s",
+             json_is_string(next) ? json_string_value(next) : "");
     return true;
 }
 
@@ -476,8 +481,16 @@ void handle_segment_export(struct app *app, const struct request *req, struct re
     struct export_state *ex;
     struct audience a;
     json_t *page;
+    const char *sort;
+    if (!query_param(req, res, "sort", &sort))
+        return;
+    if (sort != NULL && strcmp(sort, "customer_id") != 0 && strcmp(sort, "clv") != 0) {
+        bad_query(res, "sort must be customer_id (the default) or clv", req->path);
+        return;
+    }
     if (!parse_audience(req, res, &a))
         return;
+    a.q.by_clv = sort != NULL && strcmp(sort, "clv") == 0;
     ex = calloc(1, sizeof(*ex));
     if (!load_segment(app, req, res, req->match->id, &ex->seg)) {
         audience_free(&a);

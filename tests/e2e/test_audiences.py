@@ -280,7 +280,7 @@ class AudienceTests(harness.CrmTestCase):
         # Parameters the routes do not read are still refused.
         self.assertProblem(members(self.sid, field="email"), 400, "invalid-query")
         self.assertProblem(members(self.sid, sort="name"), 400, "invalid-query")
-        status, _, body = export(self.sid, sort="clv")
+        status, _, body = export(self.sid, sort="name")
         self.assertEqual(status, 400, body)
 
     def test_marketing_needs_purpose_for_contact_fields(self):
@@ -429,6 +429,14 @@ class SortByClvTests(harness.CrmTestCase):
         for params in ({}, {"sort": "customer_id"}):
             page = self.assertJson(members(self.sid, **params), 200)
             self.assertEqual([it["customer_id"] for it in page["items"]], sorted(self.ids))
+
+    def test_export_sort_clv(self):
+        order, clv = self.expected_order()
+        status, ctype, items = export(self.sid, sort="clv", fields="value.clv")
+        self.assertEqual(status, 200, items)
+        self.assertEqual([it["customer_id"] for it in items], order)
+        status, _, items = export(self.sid, sort="customer_id")
+        self.assertEqual([it["customer_id"] for it in items], sorted(self.ids))
 
     def test_sort_clv_paging(self):
         order, _ = self.expected_order()
@@ -598,6 +606,38 @@ class PartnerSharingTests(harness.CrmTestCase):
 def harness_b64(text):
     import base64
     return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+
+class ExportSortAcrossPagesTests(harness.CrmTestCase):
+    def test_export_sort_clv_across_pages(self):
+        # More members than one export page (1,000), with CLVs: the (clv,
+        # customer_id) keyset is handed from page to page; every member once,
+        # in order (a lost clv cursor would drop the rest of the valued ones).
+        test_value.make_fit_population()
+        tag = "aud-pages-" + uid()
+        n = 1005
+        events = [{"identifiers": [{"kind": "email", "value": "%s-%d@example.com" % (tag, k)}],
+                   "source": "e2e", "external_id": "%s-%d-%d" % (tag, k, j), "channel": "web",
+                   "type": "purchase",
+                   "occurred_at": "2025-%02d-%02dT10:00:00Z" % (1 + (k * 7 + j * 3) % 12,
+                                                               1 + (k * 3 + j * 11) % 28),
+                   "amount": 10 + (k * 13 + j * 7) % 90, "currency": "EUR", "tags": [tag]}
+                  for k in range(n) for j in range(1 + k % 4)]
+        for start in range(0, len(events), 100):
+            must(post("/v1/interactions:batch", {"items": events[start:start + 100]}), 200)
+        sid = must(post("/v1/segments", {"name": "e2e-aud-%s" % uid(),
+                                         "rule": {"interaction": {"tag": tag}}}), 201)["segment_id"]
+        test_value.recompute("2025-12-31T00:00:00Z")
+        status, _, items = export(sid, sort="clv")
+        self.assertEqual(status, 200, items)
+        ids = [it["customer_id"] for it in items]
+        self.assertEqual(len(ids), n)
+        self.assertEqual(len(set(ids)), n)
+        keys = [(-it["clv"], it["customer_id"]) for it in items]
+        self.assertTrue(all(it["clv"] is not None for it in items))
+        self.assertEqual(keys, sorted(keys))
+        self.assertGreater(len({it["clv"] for it in items}), 10)
 
 
 if __name__ == "__main__":
