@@ -34,8 +34,9 @@ handler_fn handle_resolve, handle_lookup, handle_customer_get, handle_traits, ha
 /* interactions.c */
 handler_fn handle_interaction, handle_batch;
 /* segments.c: handle_segment_simple serves list, get and delete */
-handler_fn handle_segment_create, handle_segment_simple, handle_segment_preview,
-    handle_segment_customers, handle_segment_export, handle_kpis, handle_recompute;
+handler_fn handle_segment_create, handle_segment_update, handle_segment_simple,
+    handle_segment_preview, handle_segment_customers, handle_segment_export, handle_kpis,
+    handle_recompute, handle_customer_segments;
 /* keys.c: handle_key_list_or_revoke serves list and revoke */
 handler_fn handle_key_create, handle_key_list_or_revoke;
 /* identity.c */

@@ -74,6 +74,10 @@ static const struct setting SETTINGS[] = {
      10, 60000},
     {"--webhook-lease", "CRM_WEBHOOK_LEASE", 'i', offsetof(struct config, webhook_lease), 0, 2,
      3600},
+    {"--segment-refresh-ms", "CRM_SEGMENT_REFRESH_MS", 'i',
+     offsetof(struct config, segment_refresh_ms), 0, 0, 3600000},
+    {"--segment-time-sweep", "CRM_SEGMENT_TIME_SWEEP", 'i',
+     offsetof(struct config, segment_time_sweep), 0, 0, 7 * 86400},
 };
 
 #define SETTING_COUNT (sizeof(SETTINGS) / sizeof(SETTINGS[0]))
@@ -163,6 +167,12 @@ const char *config_usage(void)
            "  --webhook-lease SEC        how long a claimed delivery stays claimed; an instance\n"
            "                             that dies holding it frees it after this\n"
            "                             (CRM_WEBHOOK_LEASE, default 60)\n"
+           "  --segment-refresh-ms N     how often the live segment membership follows the\n"
+           "                             change feed; 0 = not in this instance\n"
+           "                             (CRM_SEGMENT_REFRESH_MS, default 1000)\n"
+           "  --segment-time-sweep SEC   how often segments whose rules compare with the\n"
+           "                             current time are re-evaluated over every customer;\n"
+           "                             0 = never (CRM_SEGMENT_TIME_SWEEP, default 300)\n"
            "  --no-migrate               do not apply migrations at start\n"
            "  --help                     this text\n";
 }
@@ -228,6 +238,8 @@ bool config_load(struct config *cfg, int argc, char **argv, getenv_fn env, char 
     cfg->webhook_retry_horizon = 86400;
     cfg->webhook_poll_ms = 1000;
     cfg->webhook_lease = 60;
+    cfg->segment_refresh_ms = 1000;
+    cfg->segment_time_sweep = 300;
 
     for (size_t i = 0; i < SETTING_COUNT; i++) {
         const char *v = env(SETTINGS[i].env);

@@ -22,6 +22,7 @@
 #include "http.h"
 #include "log.h"
 #include "migrate.h"
+#include "segment_refresh.h"
 #include "store.h"
 #include "textutil.h"
 #include "value.h"
@@ -90,6 +91,7 @@ static void *warm_up_main(void *arg)
 
 static struct warm_up warm_up;
 static struct webhooks *webhooks;
+static struct segment_refresher *refresher;
 
 static void start_warm_up(struct app *app)
 {
@@ -108,6 +110,8 @@ static void stop_app(struct app *app)
     }
     webhooks_stop(webhooks); /* within --webhook-timeout: signalled at SIGTERM */
     webhooks = NULL;
+    segment_refresher_stop(refresher); /* after the round under way */
+    refresher = NULL;
     health_stop(app->health);
     audit_free(app->audit);
     access_free(app->access);
@@ -224,6 +228,12 @@ int main(int argc, char **argv)
     }
     webhooks = webhooks_start(&cfg);
     if (webhooks == NULL) {
+        http_drain_and_stop(server, 0);
+        stop_app(&app);
+        return 1;
+    }
+    refresher = segment_refresher_start(&cfg);
+    if (refresher == NULL) {
         http_drain_and_stop(server, 0);
         stop_app(&app);
         return 1;

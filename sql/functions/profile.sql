@@ -112,7 +112,8 @@ BEGIN
                          WHERE customer_id = c.customer_id AND currency <> ''
                          GROUP BY currency HAVING sum(cost) <> 0) x), '{}'))
               FROM crm.interaction_stats s WHERE s.customer_id = c.customer_id),
-        'needs', crm.customer_needs_doc(c.customer_id))
+        'needs', crm.customer_needs_doc(c.customer_id),
+        'segments', crm.customer_segments_doc(c.customer_id))
         || crm.profile_sections(c.customer_id)
       INTO doc
       FROM crm.customers c WHERE c.customer_id = sid;
@@ -303,17 +304,30 @@ END $$;
 -- The profile read as the server runs it: a stored document that is still
 -- good is answered by this plain join, without entering PL/pgSQL (about 40 %
 -- faster than calling crm.cached_profile); anything else (a miss, an absorbed
--- id) goes through crm.cached_profile. No row: no such customer.
+-- id) goes through crm.cached_profile. No row: no such customer. The
+-- customer's segments (live membership, docs/segments.md) are added at read
+-- time, not cached: membership changes in the refresher's transactions,
+-- which would otherwise have to lock cache rows that writers lock too.
 SELECT crm.define_view('crm.profile_read', $def$
 CREATE OR REPLACE VIEW crm.profile_read AS
-SELECT c.customer_id,
-       CASE WHEN pc.doc IS NOT NULL AND pc.epoch = e.epoch AND c.merged_into IS NULL
-                 AND (pc.valid_until IS NULL OR pc.valid_until > now())
-            THEN pc.doc
-            ELSE crm.cached_profile(c.customer_id) END AS doc
-  FROM crm.customers c
- CROSS JOIN crm.profile_cache_epoch e
-  LEFT JOIN crm.profile_cache pc ON pc.customer_id = c.customer_id
+SELECT x.customer_id,
+       CASE WHEN x.doc IS NULL OR x.doc ? 'gone' THEN x.doc
+            ELSE x.doc || jsonb_build_object('segments', coalesce(
+                (SELECT jsonb_agg(jsonb_build_object('segment_id', s.segment_id, 'name', s.name,
+                                                     'entered_at', crm.ts(m.entered_at))
+                                  ORDER BY s.name)
+                   FROM crm.segment_members m JOIN crm.segments s ON s.segment_id = m.segment_id
+                  WHERE m.customer_id = CASE WHEN x.merged_into IS NULL THEN x.customer_id
+                                             ELSE (x.doc->>'customer_id')::uuid END), '[]'))
+       END AS doc
+  FROM (SELECT c.customer_id, c.merged_into,
+               CASE WHEN pc.doc IS NOT NULL AND pc.epoch = e.epoch AND c.merged_into IS NULL
+                         AND (pc.valid_until IS NULL OR pc.valid_until > now())
+                    THEN pc.doc
+                    ELSE crm.cached_profile(c.customer_id) END AS doc
+          FROM crm.customers c
+         CROSS JOIN crm.profile_cache_epoch e
+          LEFT JOIN crm.profile_cache pc ON pc.customer_id = c.customer_id) AS x
 $def$);
 
 CREATE OR REPLACE FUNCTION crm.profile_cache_store(p_customer uuid, p_version bigint, p_epoch bigint,
