@@ -8,7 +8,8 @@
  *         | {"has_identifier": KIND}
  *
  * Column names and SQL text come only from the tables below; every value
- * from the rule becomes a parameter. See docs/segments.md for the language.
+ * from the rule becomes a parameter. See docs/value.md for the language
+ * and docs/segments.md for live membership (dependencies, stored condition).
  */
 #include "segment.h"
 

@@ -163,7 +163,8 @@ BEGIN
          WHERE segment_id = p_id;
     END IF;
     SELECT * INTO s FROM crm.segments WHERE segment_id = p_id;
-    RETURN crm.segment_doc(s) || jsonb_build_object('recomputed', diff);
+    RETURN crm.segment_doc(s) || CASE WHEN diff IS NULL THEN '{}'::jsonb
+                                      ELSE jsonb_build_object('recomputed', diff) END;
 END $$;
 
 

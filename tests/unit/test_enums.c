@@ -14,6 +14,7 @@
 
 #include "auth.h"
 #include "customize.h"
+#include "feed.h"
 #include "normalize.h"
 #include "segment.h"
 #include "validate.h"
@@ -177,6 +178,13 @@ START_TEST(test_openapi_enums_match_c)
     ck_assert_str_eq(openapi_enum(yaml, "Role"), roles());
     /* the fields a partner key may be given are the audience fields */
     ck_assert_str_eq(openapi_enum(yaml, "SharedFields"), audience_field_list());
+    /* the change feed's event types (feed.c) are the EventType enum */
+    {
+        char types[1024] = "";
+        for (int i = 0; FEED_EVENT_TYPES[i] != NULL; i++)
+            append(types, sizeof(types), FEED_EVENT_TYPES[i], strlen(FEED_EVENT_TYPES[i]));
+        ck_assert_str_eq(openapi_enum(yaml, "EventType"), types);
+    }
     free(yaml);
 }
 END_TEST
