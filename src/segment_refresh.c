@@ -8,6 +8,8 @@
 
 #include <jansson.h>
 #include <libpq-fe.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,13 +25,35 @@ struct segment_refresher {
     const struct config *cfg;
     PGconn *pg; /* the ticker thread's only */
     struct ticker *ticker;
+    pthread_mutex_t lock;
+    PGcancel *cancel; /* under lock: cancels the round under way at stop */
+    bool stopping;    /* under lock */
 };
+
+static void set_cancel(struct segment_refresher *r, PGcancel *c)
+{
+    pthread_mutex_lock(&r->lock);
+    if (r->cancel != NULL)
+        PQfreeCancel(r->cancel);
+    r->cancel = c;
+    pthread_mutex_unlock(&r->lock);
+}
+
+static bool stopping(struct segment_refresher *r)
+{
+    bool s;
+    pthread_mutex_lock(&r->lock);
+    s = r->stopping;
+    pthread_mutex_unlock(&r->lock);
+    return s;
+}
 
 static bool ensure_connection(struct segment_refresher *r)
 {
     PGresult *res;
     if (r->pg != NULL && PQstatus(r->pg) == CONNECTION_OK)
         return true;
+    set_cancel(r, NULL);
     PQfinish(r->pg);
     const char *keys[] = {"dbname", "connect_timeout", "application_name", NULL};
     const char *values[] = {r->cfg->database_url, "5", "crm-server-segments", NULL};
@@ -43,6 +67,7 @@ static bool ensure_connection(struct segment_refresher *r)
      * tried again next tick), and a shutdown waits for at most one round. */
     res = PQexec(r->pg, "SET lock_timeout = '5s'; SET statement_timeout = '300s'");
     PQclear(res);
+    set_cancel(r, PQgetCancel(r->pg));
     return true;
 }
 
@@ -52,7 +77,8 @@ static PGresult *run(struct segment_refresher *r, const char *sql, int n,
 {
     PGresult *res = PQexecParams(r->pg, sql, n, NULL, params, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK && PQresultStatus(res) != PGRES_COMMAND_OK) {
-        log_msg(LOG_ERROR, "segments", "%s: %s", what, PQresultErrorMessage(res));
+        if (!stopping(r)) /* a round cancelled at stop is rolled back and done again later */
+            log_msg(LOG_ERROR, "segments", "%s: %s", what, PQresultErrorMessage(res));
         PQclear(res);
         return NULL;
     }
@@ -122,7 +148,7 @@ static void tick(void *ctx)
     recompile_stale(r);
     snprintf(limit, sizeof(limit), "%d", ROUND_EVENTS);
     snprintf(sweep, sizeof(sweep), "%d", r->cfg->segment_time_sweep);
-    for (int round = 0; round < MAX_ROUNDS; round++) {
+    for (int round = 0; round < MAX_ROUNDS && !stopping(r); round++) {
         PGresult *res = run(r, "SELECT crm.segment_refresh($1::int, $2::int)", 2, params,
                             "refreshing segment members");
         json_t *out;
@@ -155,11 +181,13 @@ struct segment_refresher *segment_refresher_start(const struct config *cfg)
     if (r == NULL)
         return NULL;
     r->cfg = cfg;
+    pthread_mutex_init(&r->lock, NULL);
     if (cfg->segment_refresh_ms <= 0)
         return r;
     r->ticker = ticker_start(cfg->segment_refresh_ms, tick, r);
     if (r->ticker == NULL) {
         log_msg(LOG_ERROR, "segments", "cannot start the membership refresher");
+        pthread_mutex_destroy(&r->lock);
         free(r);
         return NULL;
     }
@@ -169,9 +197,19 @@ struct segment_refresher *segment_refresher_start(const struct config *cfg)
 
 void segment_refresher_stop(struct segment_refresher *r)
 {
+    char err[256];
     if (r == NULL)
         return;
+    /* A long round (a value run's full diff) would hold the shutdown: it is
+     * cancelled, rolled back, and done again by the next round anywhere. */
+    pthread_mutex_lock(&r->lock);
+    r->stopping = true;
+    if (r->cancel != NULL)
+        PQcancel(r->cancel, err, sizeof(err));
+    pthread_mutex_unlock(&r->lock);
     ticker_stop(r->ticker);
+    set_cancel(r, NULL);
     PQfinish(r->pg);
+    pthread_mutex_destroy(&r->lock);
     free(r);
 }

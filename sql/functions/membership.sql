@@ -263,6 +263,30 @@ BEGIN
         RETURN jsonb_build_object('busy', true);
     END IF;
 
+    -- No segment: the cursor jumps to the end of the feed (a segment made
+    -- later starts from its full first fill; the events before it matter
+    -- to no one). Creating a segment takes this row's lock, so none can
+    -- appear during this round.
+    IF NOT EXISTS (SELECT 1 FROM crm.segments WHERE condition IS NOT NULL) THEN
+        SELECT x.xid, x.seq INTO last_xid, last_seq FROM (
+            (SELECT e.xid, e.seq FROM crm.events e WHERE e.xid < horizon
+              ORDER BY e.xid DESC, e.seq DESC LIMIT 1)
+            UNION ALL
+            (SELECT i.event_xid, i.event_seq FROM crm.interactions i
+              WHERE i.event_xid < horizon
+              ORDER BY i.event_xid DESC, i.event_seq DESC LIMIT 1)) AS x
+         ORDER BY 1 DESC, 2 DESC LIMIT 1;
+        SELECT max(r.run_id) INTO run FROM crm.model_runs r WHERE r.finished_at IS NOT NULL;
+        UPDATE crm.segment_refresh_state
+           SET feed_xid = CASE WHEN (last_xid, last_seq) > (feed_xid, feed_seq) THEN last_xid
+                               ELSE feed_xid END,
+               feed_seq = CASE WHEN (last_xid, last_seq) > (feed_xid, feed_seq) THEN last_seq
+                               ELSE feed_seq END,
+               value_run_id = coalesce(run, value_run_id), swept_at = now();
+        RETURN jsonb_build_object('events', 0, 'customers', 0, 'entered', 0, 'exited', 0,
+                                  'value_run', NULL, 'swept', false);
+    END IF;
+
     WITH page AS MATERIALIZED (
         SELECT f.xid, f.seq, f.type, f.customer_id, f.data FROM (
             (SELECT e.xid, e.seq, e.type, e.customer_id, e.data FROM crm.events e

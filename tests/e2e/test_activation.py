@@ -332,7 +332,7 @@ class FeedTests(harness.CrmTestCase):
                           types="interaction.created,traits.changed")
         mine = {e["type"] for e in items if e["customer_id"] == a}
         self.assertEqual(mine, {"interaction.created", "traits.changed"})
-        self.assertProblem(feed_page(types="segment.entered"), 400, "invalid-query")
+        self.assertProblem(feed_page(types="segment.changed"), 400, "invalid-query")
         self.assertProblem(feed_page(types=""), 400, "invalid-query")
 
     def test_batch_ingest_writes_its_events(self):
