@@ -111,7 +111,7 @@ END $$;
 -- its members: a new segment's first fill writes no events (its population
 -- is a snapshot to read with GET .../customers or the export, not a change
 -- of any customer); a changed rule's difference does. A changed name
--- is in the next events; profiles read the name at read time. Returns the
+-- is in the next events and in every profile (the cache's epoch). Returns the
 -- segment's document, {"conflict": true} when the name is taken, NULL when
 -- there is no such segment (change).
 CREATE OR REPLACE FUNCTION crm.segment_save(p_id uuid, p_create boolean, p_name text,
@@ -161,6 +161,10 @@ BEGIN
         diff := crm.segment_apply(p_id, NULL, s.filled_at IS NOT NULL);
         UPDATE crm.segments SET filled_at = coalesce(filled_at, clock_timestamp())
          WHERE segment_id = p_id;
+    END IF;
+    IF p_name IS NOT NULL AND p_name <> s.name THEN
+        -- cached profiles show the name: every document is rebuilt
+        UPDATE crm.profile_cache_epoch SET epoch = epoch + 1;
     END IF;
     SELECT * INTO s FROM crm.segments WHERE segment_id = p_id;
     RETURN crm.segment_doc(s) || CASE WHEN diff IS NULL THEN '{}'::jsonb
@@ -401,6 +405,47 @@ BEGIN
              LIMIT p_limit) AS x;
     RETURN doc;
 END $$;
+
+
+-- ---- the profile cache ------------------------------------------------------
+
+-- The profile shows the customer's segments (crm.profile), so a membership
+-- change invalidates the cached document like any other write, in the
+-- refresher's (or the PATCH's) transaction: per customer, in customer_id
+-- order, or, for more than 1,000 customers at once (a value run's or a new
+-- rule's full diff, a segment deleted), the epoch of every document. A
+-- deadlock with a writer locking the same cache rows in another order (a
+-- merge) is retried: the API's statements by the server (db.c), the
+-- refresher's round by its next round.
+CREATE OR REPLACE FUNCTION crm.segment_members_profile_stale() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    ids uuid[];
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        ids := ARRAY(SELECT DISTINCT n.customer_id FROM new_rows n ORDER BY 1);
+    ELSE
+        ids := ARRAY(SELECT DISTINCT o.customer_id FROM old_rows o ORDER BY 1);
+    END IF;
+    IF cardinality(ids) > 1000 THEN
+        UPDATE crm.profile_cache_epoch SET epoch = epoch + 1;
+    ELSE
+        PERFORM crm.profile_stale(u.id) FROM unnest(ids) WITH ORDINALITY AS u(id, k) ORDER BY u.k;
+    END IF;
+    RETURN NULL;
+END $$;
+
+SELECT crm.define_trigger('segment_members_insert_profile_stale', 'crm.segment_members', $def$
+CREATE OR REPLACE TRIGGER segment_members_insert_profile_stale AFTER INSERT ON crm.segment_members
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT
+    EXECUTE FUNCTION crm.segment_members_profile_stale()
+$def$);
+
+SELECT crm.define_trigger('segment_members_delete_profile_stale', 'crm.segment_members', $def$
+CREATE OR REPLACE TRIGGER segment_members_delete_profile_stale AFTER DELETE ON crm.segment_members
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT
+    EXECUTE FUNCTION crm.segment_members_profile_stale()
+$def$);
 
 
 -- ---- erasure ----------------------------------------------------------------

@@ -202,7 +202,8 @@ BEGIN
 END $$;
 
 -- Every table the profile document is built from (see crm.profile and
--- crm.profile_sections), except the value tables, which use the epoch.
+-- crm.profile_sections), except the value tables, which use the epoch, and
+-- crm.segment_members, whose statement triggers are in membership.sql.
 SELECT crm.define_trigger('identifiers_profile_stale', 'crm.identifiers', $def$
 CREATE OR REPLACE TRIGGER identifiers_profile_stale AFTER INSERT OR UPDATE OR DELETE ON crm.identifiers
     FOR EACH ROW EXECUTE FUNCTION crm.profile_stale_row()
@@ -304,30 +305,17 @@ END $$;
 -- The profile read as the server runs it: a stored document that is still
 -- good is answered by this plain join, without entering PL/pgSQL (about 40 %
 -- faster than calling crm.cached_profile); anything else (a miss, an absorbed
--- id) goes through crm.cached_profile. No row: no such customer. The
--- customer's segments (live membership, docs/segments.md) are added at read
--- time, not cached: membership changes in the refresher's transactions,
--- which would otherwise have to lock cache rows that writers lock too.
+-- id) goes through crm.cached_profile. No row: no such customer.
 SELECT crm.define_view('crm.profile_read', $def$
 CREATE OR REPLACE VIEW crm.profile_read AS
-SELECT x.customer_id,
-       CASE WHEN x.doc IS NULL OR x.doc ? 'gone' THEN x.doc
-            ELSE x.doc || jsonb_build_object('segments', coalesce(
-                (SELECT jsonb_agg(jsonb_build_object('segment_id', s.segment_id, 'name', s.name,
-                                                     'entered_at', crm.ts(m.entered_at))
-                                  ORDER BY s.name)
-                   FROM crm.segment_members m JOIN crm.segments s ON s.segment_id = m.segment_id
-                  WHERE m.customer_id = CASE WHEN x.merged_into IS NULL THEN x.customer_id
-                                             ELSE (x.doc->>'customer_id')::uuid END), '[]'))
-       END AS doc
-  FROM (SELECT c.customer_id, c.merged_into,
-               CASE WHEN pc.doc IS NOT NULL AND pc.epoch = e.epoch AND c.merged_into IS NULL
-                         AND (pc.valid_until IS NULL OR pc.valid_until > now())
-                    THEN pc.doc
-                    ELSE crm.cached_profile(c.customer_id) END AS doc
-          FROM crm.customers c
-         CROSS JOIN crm.profile_cache_epoch e
-          LEFT JOIN crm.profile_cache pc ON pc.customer_id = c.customer_id) AS x
+SELECT c.customer_id,
+       CASE WHEN pc.doc IS NOT NULL AND pc.epoch = e.epoch AND c.merged_into IS NULL
+                 AND (pc.valid_until IS NULL OR pc.valid_until > now())
+            THEN pc.doc
+            ELSE crm.cached_profile(c.customer_id) END AS doc
+  FROM crm.customers c
+ CROSS JOIN crm.profile_cache_epoch e
+  LEFT JOIN crm.profile_cache pc ON pc.customer_id = c.customer_id
 $def$);
 
 CREATE OR REPLACE FUNCTION crm.profile_cache_store(p_customer uuid, p_version bigint, p_epoch bigint,

@@ -135,6 +135,9 @@ class LiveMembershipTests(harness.CrmTestCase):
         cursor = feed_tail()
         t0 = time.monotonic()
         purchase(cid)
+        # read (and cache) the profile before the refresher's round: the round
+        # must invalidate the cached document
+        self.assertEqual(must(get("/v1/customers/%s" % cid), 200)["segments"], [])
         evs = wait_events(cursor, sid, lambda evs: evs, "segment.entered after a purchase")
         sys.stderr.write("membership: entered event %.2f s after the purchase\n"
                          % (time.monotonic() - t0))
