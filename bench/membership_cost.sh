@@ -127,6 +127,24 @@ with_refresher() { # round
     kill "$pid"; wait "$pid" 2>/dev/null || true
 }
 echo
+echo "what ingest runs, compared between the two databases:"
+defs() { # db: crm.ingest's body and the triggers of the tables an interaction writes
+    q "$1" -c "SELECT md5(pg_get_functiondef('crm.ingest(uuid,jsonb,uuid,uuid,text,text,text,text,timestamptz,numeric,text,numeric,text[],jsonb)'::regprocedure))"
+    q "$1" -c "SELECT c.relname || ': ' || t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+                WHERE c.relnamespace = 'crm'::regnamespace AND NOT t.tgisinternal
+                  AND c.relname IN ('interactions', 'interaction_stats', 'customer_needs',
+                                    'identifiers', 'customers', 'profile_cache', 'events')
+                ORDER BY 1"
+}
+defs crm_mship_old > "$WORK/defs_old"
+defs crm_mship_new > "$WORK/defs_new"
+if diff "$WORK/defs_old" "$WORK/defs_new" > "$WORK/defs_diff"; then
+    echo "  crm.ingest and the triggers of the tables it writes: identical"
+else
+    echo "  crm.ingest and the triggers of the tables it writes differ (< before, > after):"
+    sed 's/^/    /' "$WORK/defs_diff"
+fi
+echo
 echo "the ingest statement, pgbench -c $CLIENTS, ${SECONDS_PER}s per run, interleaved:"
 EV0=$(q crm_mship_new -c "SELECT count(*) FROM crm.events WHERE type LIKE 'segment.%'")
 OUT=$(for r in $(seq "$ROUNDS"); do bench_one crm_mship_old before "$r"; bench_one crm_mship_new after "$r"; with_refresher "$r"; done)
