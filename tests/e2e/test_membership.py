@@ -20,6 +20,7 @@ import json
 import os
 import sys
 import time
+import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
@@ -108,9 +109,9 @@ def segment_events(cursor, sid):
     return [e for e in items if e["data"].get("segment_id") == sid]
 
 
-def wait_events(cursor, sid, predicate, what):
+def wait_events(cursor, sid, predicate, what, timeout=WAIT):
     return wait_until(what, lambda: (lambda evs: evs if predicate(evs) else None)(
-        segment_events(cursor, sid)))
+        segment_events(cursor, sid)), timeout)
 
 
 def history(cid, **kw):
@@ -355,6 +356,62 @@ class LiveMembershipTests(harness.CrmTestCase):
         self.assertEqual(must(get("/v1/customers/%s" % cid), 200)["segments"], [])
         time.sleep(1.5)
         self.assertEqual(segment_events(cursor, sid), [])
+
+
+class RefresherTests(harness.CrmTestCase):
+    def test_a_segment_saved_before_live_membership_is_compiled_and_filled(self):
+        # As on a database upgraded from before 012: a segment row without a
+        # compiled rule. The refresher compiles it and fills it, no events.
+        m = "old-" + uid()
+        cid = new_customer(m)
+        sid = str(uuid.uuid4())
+        cursor = feed_tail()
+        sql("INSERT INTO crm.segments (segment_id, name, rule) VALUES (%s, %s, %s)"
+            % (lit(sid), lit("e2e-mship-old-" + uid()), lit(json.dumps(marker_rule(m)))))
+        self.addCleanup(delete_segment, sid)
+        wait_until("the refresher compiled the old segment", lambda: sql(
+            "SELECT compiler_version FROM crm.segments WHERE segment_id = %s" % lit(sid)))
+        self.assertEqual(list(stored_members(sid)), [cid])
+        doc = must(get("/v1/segments/%s" % sid), 200)
+        self.assertEqual(doc["depends"], ["traits"])
+        time.sleep(1.5)
+        self.assertEqual(segment_events(cursor, sid), [])
+        # A rule compiled by an older compiler is compiled again; its members
+        # are recomputed with events (here: nothing changes, so none).
+        sql("UPDATE crm.segments SET compiler_version = 0, condition = 'false' "
+            "WHERE segment_id = %s" % lit(sid))
+        wait_until("compiled again", lambda: sql(
+            "SELECT compiler_version > 0 FROM crm.segments WHERE segment_id = %s" % lit(sid))
+                   == "t")
+        self.assertEqual(list(stored_members(sid)), [cid])
+        self.assertEqual(segment_events(cursor, sid), [])
+
+    def test_the_time_sweep_notices_what_only_time_changes(self):
+        # A purchase that leaves the rule's one-day window 8 seconds
+        # from now: no feed event says so; the time sweep (1 s on a second
+        # instance) re-evaluates the time-dependent segments.
+        other = harness.extra_server(*SERVER_ARGS, "--segment-time-sweep", "1")
+        m = "time-" + uid()
+        try:
+            cid = new_customer(m)
+            seg = new_segment({"all": [marker_rule(m), {"interaction": {
+                "type": "purchase", "within_days": 1}}]})
+            sid = seg["segment_id"]
+            self.addCleanup(delete_segment, sid)
+            self.assertEqual(seg["depends"], ["interactions", "traits", "time"])
+            cursor = feed_tail()
+            at = time.time() - 86400 + 8
+            must(harness.ingest(customer_id=cid, channel="store", type="purchase", amount=5,
+                                currency="EUR",
+                                occurred_at=time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                          time.gmtime(at))), 201)
+            wait_events(cursor, sid, lambda evs: evs, "entered on the purchase")
+            evs = wait_events(cursor, sid, lambda evs: any(
+                e["type"] == "segment.exited" for e in evs), "exited by the time sweep", 20)
+            self.assertEqual([(e["type"], e["customer_id"]) for e in evs],
+                             [("segment.entered", cid), ("segment.exited", cid)])
+        finally:
+            self.assertEqual(other.stop(), 0)
 
 
 class WebhookSegmentFilterTests(harness.CrmTestCase):
