@@ -435,6 +435,12 @@ class WebhookSegmentFilterTests(harness.CrmTestCase):
             self.assertProblem(request("DELETE", "/v1/segments/%s" % sid), 409, "conflict")
             mine = purchase(member)["interaction_id"]
             theirs = purchase(outsider)["interaction_id"]
+            # the filter applies at fan-out time: wait until the fan-out has
+            # passed the outsider's purchase before it becomes a member
+            wait_until("the fan-out passed the outsider's purchase", lambda: sql(
+                "SELECT (a.fanout_xid, a.fanout_seq) >= (i.event_xid, i.event_seq) "
+                "FROM crm.activation_state a, crm.interactions i "
+                "WHERE i.interaction_id = %s" % lit(theirs)) == "t")
             # the outsider joins the segment: its entered event comes, then its interactions
             must(patch("/v1/customers/%s/traits" % outsider,
                        {"source": "e2e-mship", "traits": {"attributes": {"mship": m}}}), 200)
