@@ -52,6 +52,10 @@ struct config {
     int webhook_retry_max_ms;  /* CRM_WEBHOOK_RETRY_MAX_MS: longest retry delay */
     int webhook_retry_horizon; /* CRM_WEBHOOK_RETRY_HORIZON: seconds before dead-lettering */
     int webhook_poll_ms;    /* CRM_WEBHOOK_POLL_MS: how often an idle worker looks for work */
+    int segment_refresh_ms; /* CRM_SEGMENT_REFRESH_MS: live membership refresher period; 0 = no
+                             * refresher in this instance */
+    int segment_time_sweep; /* CRM_SEGMENT_TIME_SWEEP: seconds between re-evaluations of the
+                             * segments whose rules compare with now(); 0 = never */
     int webhook_lease;      /* CRM_WEBHOOK_LEASE: seconds a claimed delivery stays claimed */
     int moments_period;     /* CRM_MOMENTS_PERIOD, --moments-period: seconds between runs of
                                the daily moments run, 0 = none from this instance */

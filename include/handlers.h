@@ -35,9 +35,9 @@ handler_fn handle_resolve, handle_lookup, handle_customer_get, handle_traits, ha
 handler_fn handle_interaction, handle_batch;
 /* segments.c: handle_segment_simple serves list, get and delete;
  * handle_value_settings serves GET and PATCH */
-handler_fn handle_segment_create, handle_segment_simple, handle_segment_preview,
-    handle_segment_customers, handle_segment_export, handle_kpis, handle_recompute,
-    handle_value_runs, handle_value_settings;
+handler_fn handle_segment_create, handle_segment_update, handle_segment_simple,
+    handle_segment_preview, handle_segment_customers, handle_segment_export, handle_kpis,
+    handle_recompute, handle_customer_segments, handle_value_runs, handle_value_settings;
 /* keys.c: handle_key_list_or_revoke serves list and revoke */
 handler_fn handle_key_create, handle_key_list_or_revoke;
 /* identity.c */

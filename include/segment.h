@@ -18,9 +18,49 @@
 #define SEGMENT_MAX_IN 1000
 
 struct segment_sql {
-    char *where;     /* malloc'd boolean SQL expression */
-    json_t *params;  /* array of strings (or null): values for $1..$n in order */
+    char *where;       /* malloc'd boolean SQL expression */
+    json_t *params;    /* array of strings (or null): values for $1..$n in order */
+    unsigned depends;  /* SEG_DEP_* bits: the inputs the rule reads */
 };
+
+/*
+ * What a rule's truth depends on, derived from its fields when it is
+ * compiled: live membership (docs/segments.md) re-evaluates a segment for a
+ * customer only when a change of one of these kinds reaches the feed for
+ * that customer. SEG_DEP_TIME: the rule compares with now() (within_last_days,
+ * not_within_last_days, within_days), so time alone changes it.
+ * SEG_DEP_CONSENTS and SEG_DEP_PREFERENCES name feed changes no rule field
+ * reads yet; they are in the vocabulary so that a field added later only
+ * has to set its bit.
+ */
+enum segment_dep {
+    SEG_DEP_INTERACTIONS = 1u << 0,
+    SEG_DEP_TRAITS = 1u << 1,
+    SEG_DEP_NEEDS = 1u << 2,
+    SEG_DEP_VALUE = 1u << 3,
+    SEG_DEP_IDENTIFIERS = 1u << 4,
+    SEG_DEP_CUSTOMER = 1u << 5,
+    SEG_DEP_CONSENTS = 1u << 6,
+    SEG_DEP_PREFERENCES = 1u << 7,
+    SEG_DEP_TIME = 1u << 8,
+};
+#define SEG_DEP_COUNT 9
+
+/* The name of bit i (0 .. SEG_DEP_COUNT-1): "interactions", "traits", ... */
+const char *segment_dep_name(int i);
+/* The names of the bits of mask as a new JSON array of strings, in bit order. */
+json_t *segment_depends_json(unsigned mask);
+
+/* Bumped whenever the compiler's output for a rule may change: a server
+ * recompiles the stored condition of every segment compiled by an older
+ * version (segment_refresh.c). */
+#define SEGMENT_COMPILER_VERSION 1
+
+/* The condition as stored for live membership: every parameter $n becomes
+ * ($1[n]), an element of one text[] parameter, so the stored text can run
+ * with EXECUTE ... USING params (sql/functions/membership.sql). Values are
+ * still never part of the text. malloc'd. */
+char *segment_stored_condition(const char *where);
 
 /* Compile rule; on failure appends {pointer, detail} items (under prefix) to
  * errors and returns false. out must be released with segment_sql_free. */

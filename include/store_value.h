@@ -13,16 +13,22 @@
 #include "db.h"
 #include "segment.h"
 
-/* The saved segment as {segment_id, name, description, rule, created_at};
- * *out is NULL when the name is taken. */
-enum db_status store_segment_create(struct db_pool *pool, const char *id, const char *name,
-                                    const char *description, json_t *rule, json_t **out,
-                                    char *err, size_t errlen);
+/* Create (create) or change a saved segment with its compiled rule (seg,
+ * compiled from rule; rule NULL on a change that keeps the rule) and
+ * compute its live membership in the same transaction
+ * (crm.segment_save). *out: the segment's document, {"conflict": true}
+ * when the name is taken, NULL when a changed segment does not exist. */
+enum db_status store_segment_save(struct db_pool *pool, const char *id, bool create,
+                                  const char *name, bool set_description,
+                                  const char *description, json_t *rule,
+                                  const struct segment_sql *seg, json_t **out, char *err,
+                                  size_t errlen);
 /* NULL when unknown. */
 enum db_status store_segment_get(struct db_pool *pool, const char *id, json_t **out, char *err,
                                  size_t errlen);
 enum db_status store_segment_list(struct db_pool *pool, json_t **out, char *err, size_t errlen);
-/* *out is {"deleted": true|false}. */
+/* *out is {"deleted": true|false}, with "webhooks": [ids] when refused
+ * because webhooks filter on the segment. */
 enum db_status store_segment_delete(struct db_pool *pool, const char *id, json_t **out,
                                     char *err, size_t errlen);
 
@@ -38,6 +44,10 @@ struct segment_page_query {
      * (purpose, channel) at at (NULL = now), each with "address": its
      * identifier of address_kind (members without one are left out). */
     const char *purpose, *channel, *at, *address_kind;
+    /* A saved segment's id: each item gets its member's entered_at (null
+     * while the refresher has not recorded the member yet); NULL for a
+     * preview. */
+    const char *segment_id;
 };
 
 /* One page of members: {items: [...], next_cursor[, next_cursor_clv]}

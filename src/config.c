@@ -84,6 +84,10 @@ static const struct setting SETTINGS[] = {
      offsetof(struct config, moments_time_zone), 65, 0, 0},
     {"--moments-catch-up", "CRM_MOMENTS_CATCH_UP", 'i', offsetof(struct config, moments_catch_up),
      0, 0, 30},
+    {"--segment-refresh-ms", "CRM_SEGMENT_REFRESH_MS", 'i',
+     offsetof(struct config, segment_refresh_ms), 0, 0, 3600000},
+    {"--segment-time-sweep", "CRM_SEGMENT_TIME_SWEEP", 'i',
+     offsetof(struct config, segment_time_sweep), 0, 0, 7 * 86400},
 };
 
 #define SETTING_COUNT (sizeof(SETTINGS) / sizeof(SETTINGS[0]))
@@ -186,6 +190,12 @@ const char *config_usage(void)
            "                             (CRM_MOMENTS_TIME_ZONE, default UTC)\n"
            "  --moments-catch-up DAYS    days missed (no instance running) that the run\n"
            "                             catches up (CRM_MOMENTS_CATCH_UP, default 7)\n"
+           "  --segment-refresh-ms N     how often the live segment membership follows the\n"
+           "                             change feed; 0 = not in this instance\n"
+           "                             (CRM_SEGMENT_REFRESH_MS, default 1000)\n"
+           "  --segment-time-sweep SEC   how often segments whose rules compare with the\n"
+           "                             current time are re-evaluated over every customer;\n"
+           "                             0 = never (CRM_SEGMENT_TIME_SWEEP, default 300)\n"
            "  --no-migrate               do not apply migrations at start\n"
            "  --help                     this text\n";
 }
@@ -255,6 +265,8 @@ bool config_load(struct config *cfg, int argc, char **argv, getenv_fn env, char 
     cfg->moments_period = 300;
     strcpy(cfg->moments_time_zone, "UTC");
     cfg->moments_catch_up = 7;
+    cfg->segment_refresh_ms = 1000;
+    cfg->segment_time_sweep = 300;
 
     for (size_t i = 0; i < SETTING_COUNT; i++) {
         const char *v = env(SETTINGS[i].env);

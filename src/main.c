@@ -24,6 +24,7 @@
 #include "migrate.h"
 #include "moments.h"
 #include "value_schedule.h"
+#include "segment_refresh.h"
 #include "store.h"
 #include "textutil.h"
 #include "value.h"
@@ -94,6 +95,7 @@ static struct warm_up warm_up;
 static struct webhooks *webhooks;
 static struct moments *moments;
 static struct value_schedule *value_schedule;
+static struct segment_refresher *refresher;
 
 static void start_warm_up(struct app *app)
 {
@@ -116,6 +118,8 @@ static void stop_app(struct app *app)
     moments = NULL;
     value_schedule_stop(value_schedule);
     value_schedule = NULL;
+    segment_refresher_stop(refresher); /* after the round under way */
+    refresher = NULL;
     health_stop(app->health);
     audit_free(app->audit);
     access_free(app->access);
@@ -244,6 +248,12 @@ int main(int argc, char **argv)
     }
     webhooks = webhooks_start(&cfg);
     if (webhooks == NULL) {
+        http_drain_and_stop(server, 0);
+        stop_app(&app);
+        return 1;
+    }
+    refresher = segment_refresher_start(&cfg);
+    if (refresher == NULL) {
         http_drain_and_stop(server, 0);
         stop_app(&app);
         return 1;

@@ -67,6 +67,9 @@ static const struct route_def ROUTES[ROUTE_COUNT] = {
         MK | AD, 0, NULL},
     [ROUTE_SEGMENT_DELETE] = {"DELETE", "/v1/segments/{id}", "segment_delete",
         MK | AD, 0, NULL},
+    /* recomputes the members over every customer: LONG like create */
+    [ROUTE_SEGMENT_UPDATE] = {"PATCH", "/v1/segments/{id}", "segment_update",
+        MK | AD, LONG, NULL},
     [ROUTE_SEGMENT_CUSTOMERS] = {"GET", "/v1/segments/{id}/customers", "segment_customers",
         MK | AD, REPLICA_READ | LONG, "limit cursor count sort fields purpose channel at"},
     [ROUTE_SEGMENT_EXPORT] = {"GET", "/v1/segments/{id}/export", "segment_export",
@@ -89,6 +92,9 @@ static const struct route_def ROUTES[ROUTE_COUNT] = {
         AD, 0, NULL},
     [ROUTE_CUSTOMER_MERGES] = {"GET", "/v1/customers/{id}/merges", "customer_merges",
         CC | AD, 0, NULL},
+    /* segment memberships are personal data like the profile: audited */
+    [ROUTE_CUSTOMER_SEGMENTS] = {"GET", "/v1/customers/{id}/segments", "customer_segments",
+        CC | MK | AD, 0, "limit"},
     [ROUTE_MERGE_CREATE] = {"POST", "/v1/admin/merges", "merge_create",
         AD, LONG, NULL},
     [ROUTE_UNMERGE] = {"POST", "/v1/admin/unmerge", "unmerge",

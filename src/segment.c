@@ -8,7 +8,8 @@
  *         | {"has_identifier": KIND}
  *
  * Column names and SQL text come only from the tables below; every value
- * from the rule becomes a parameter. See docs/segments.md for the language.
+ * from the rule becomes a parameter. See docs/value.md for the language
+ * and docs/segments.md for live membership (dependencies, stored condition).
  */
 #include "segment.h"
 
@@ -118,6 +119,7 @@ struct compiler {
     json_t *params;
     json_t *errors;
     int nodes;
+    unsigned deps; /* SEG_DEP_* */
     bool ok;
 };
 
@@ -325,6 +327,11 @@ static void compile_field(struct compiler *c, json_t *node, const char *ptr)
         return;
     }
     op = json_string_value(ov);
+    c->deps |= strncmp(f->name, "value.", 6) == 0    ? SEG_DEP_VALUE
+             : strncmp(f->name, "customer.", 9) == 0 ? SEG_DEP_CUSTOMER
+                                                      : SEG_DEP_TRAITS;
+    if (strcmp(op, "within_last_days") == 0 || strcmp(op, "not_within_last_days") == 0)
+        c->deps |= SEG_DEP_TIME;
     if (strcmp(op, "exists") == 0) {
         if (value != NULL && !json_is_boolean(value)) {
             fail(c, ptr, "value", "'exists' takes true, false or no value");
@@ -460,6 +467,9 @@ static void compile_need(struct compiler *c, json_t *node, const char *ptr)
             *p = (char)(*p - 'A' + 'a');
     int np = param(c, json_string(lower));
     free(lower);
+    /* derived needs change with interactions, declared ones with traits:
+     * the feed marks both as needs changes (membership.sql) */
+    c->deps |= SEG_DEP_NEEDS | (within > 0 ? SEG_DEP_TIME : 0);
     emit(c, "(EXISTS (SELECT 1 FROM crm.customer_needs n WHERE n.customer_id = c.customer_id "
             "AND n.need = $%d",
          np);
@@ -518,6 +528,7 @@ static void compile_interaction(struct compiler *c, json_t *node, const char *pt
     within = small_int(c, spec, "within_days", iptr, 36500);
     if (min_count == -2 || within == -2)
         return;
+    c->deps |= SEG_DEP_INTERACTIONS | (within > 0 ? SEG_DEP_TIME : 0);
     /* min_count 1 is an EXISTS, which the planner can run as a semi-join;
      * more needs a bounded count per customer. */
     if (min_count > 1)
@@ -614,6 +625,7 @@ static void compile_node(struct compiler *c, json_t *node, const char *ptr, int 
             fail(c, ptr, "has_identifier", "'has_identifier' must be one of: %s", id_kind_list());
             return;
         }
+        c->deps |= SEG_DEP_IDENTIFIERS;
         emit(c, "(EXISTS (SELECT 1 FROM crm.identifiers d WHERE d.customer_id = c.customer_id "
                 "AND d.kind = $%d))",
              param(c, json_copy(k)));
@@ -634,11 +646,55 @@ bool segment_compile(json_t *rule, const char *prefix, struct segment_sql *out, 
         json_decref(c.params);
         out->where = NULL;
         out->params = NULL;
+        out->depends = 0;
         return false;
     }
     out->where = jsontext_take(&c.sql);
     out->params = c.params;
+    out->depends = c.deps;
     return true;
+}
+
+static const char *const DEP_NAMES[SEG_DEP_COUNT] = {
+    "interactions", "traits", "needs", "value", "identifiers", "customer", "consents",
+    "preferences", "time"};
+
+const char *segment_dep_name(int i)
+{
+    return i >= 0 && i < SEG_DEP_COUNT ? DEP_NAMES[i] : NULL;
+}
+
+json_t *segment_depends_json(unsigned mask)
+{
+    json_t *out = json_array();
+    for (int i = 0; i < SEG_DEP_COUNT; i++)
+        if (mask & (1u << i))
+            json_array_append_new(out, json_string(DEP_NAMES[i]));
+    return out;
+}
+
+char *segment_stored_condition(const char *where)
+{
+    struct jsontext out;
+    const char *p = where;
+    jsontext_init(&out);
+    while (*p != '\0') {
+        size_t n = strcspn(p, "$");
+        if (n > 0)
+            jsontext_printf(&out, "%.*s", (int)n, p);
+        p += n;
+        if (*p == '$') {
+            size_t digits = strspn(p + 1, "0123456789");
+            if (digits == 0) { /* not a parameter: the fragments have none, kept as is */
+                jsontext_raw(&out, "$");
+                p++;
+            } else {
+                jsontext_printf(&out, "($1[%.*s])", (int)digits, p + 1);
+                p += 1 + digits;
+            }
+        }
+    }
+    return jsontext_take(&out);
 }
 
 void segment_sql_free(struct segment_sql *out)
@@ -647,6 +703,7 @@ void segment_sql_free(struct segment_sql *out)
     json_decref(out->params);
     out->where = NULL;
     out->params = NULL;
+    out->depends = 0;
 }
 
 /* ---- audience fields --------------------------------------------------- */

@@ -66,18 +66,25 @@ const struct db_statement store_statements[STMT_COUNT] = {
     [STMT_KEY_REVOKE] = {"key_revoke", "SELECT crm.revoke_key($1::uuid, $2::uuid)"},
     [STMT_PATCH_TRAITS] = {"patch_traits", "SELECT crm.patch_traits($1::uuid, $2::jsonb, $3)"},
     [STMT_INGEST] = {"ingest", INGEST_SQL},
+    /* Live membership (sql/functions/membership.sql): the compiled rule is
+     * stored with its parameters and dependencies, and the members are
+     * computed in the same transaction. */
     [STMT_SEGMENT_CREATE] = {"segment_create",
-     "INSERT INTO crm.segments (segment_id, name, description, rule) "
-     "VALUES ($1::uuid, $2, $3, $4::jsonb) ON CONFLICT (name) DO NOTHING "
-     "RETURNING crm.segment_doc(segments)"},
+     "SELECT crm.segment_save($1::uuid, true, $2, true, $3, $4::jsonb, $5, "
+     "ARRAY(SELECT jsonb_array_elements_text($6::jsonb)), "
+     "ARRAY(SELECT jsonb_array_elements_text($7::jsonb)), $8::int)"},
+    [STMT_SEGMENT_UPDATE] = {"segment_update",
+     "SELECT crm.segment_save($1::uuid, false, $2, $3::boolean, $4, $5::jsonb, $6, "
+     "ARRAY(SELECT jsonb_array_elements_text($7::jsonb)), "
+     "ARRAY(SELECT jsonb_array_elements_text($8::jsonb)), $9::int)"},
+    [STMT_CUSTOMER_SEGMENTS] = {"customer_segments",
+     "SELECT crm.customer_segment_history($1::uuid, $2::uuid, $3, $4::int)"},
     [STMT_SEGMENT_GET] = {"segment_get",
      "SELECT crm.segment_doc(s) FROM crm.segments s WHERE segment_id = $1::uuid"},
     [STMT_SEGMENT_LIST] = {"segment_list",
      "SELECT jsonb_build_object('items', coalesce(jsonb_agg(crm.segment_doc(s) ORDER BY name), "
      "'[]')) FROM crm.segments s"},
-    [STMT_SEGMENT_DELETE] = {"segment_delete",
-     "WITH d AS (DELETE FROM crm.segments WHERE segment_id = $1::uuid RETURNING 1) "
-     "SELECT jsonb_build_object('deleted', EXISTS (SELECT 1 FROM d))"},
+    [STMT_SEGMENT_DELETE] = {"segment_delete", "SELECT crm.segment_delete($1::uuid)"},
     [STMT_MERGE_HISTORY] = {"merge_history", "SELECT coalesce(crm.gone_doc($1::uuid), "
                       "(SELECT crm.merge_history($1::uuid) "
                       "FROM (SELECT crm.audit_read($2::uuid, $3, 'customer.merges', $1::uuid) "
@@ -135,21 +142,30 @@ const struct db_statement store_statements[STMT_COUNT] = {
     /* Activation (sql/010_activation.sql). */
     [STMT_EVENT_FEED] = {"event_feed", "SELECT crm.event_feed($1::xid8, $2::bigint, $3::text[], "
                     "$4::int, $5::int)"},
+    /* A segment filter must name a segment: no row when it does not. */
     [STMT_WEBHOOK_CREATE] = {"webhook_create",
-     "INSERT INTO crm.webhooks (webhook_id, url, event_types, enabled, description, secret) "
-     "VALUES ($1::uuid, $2, $3::text[], $4::boolean, $5, $6) RETURNING crm.webhook_doc(webhooks)"},
+     "INSERT INTO crm.webhooks (webhook_id, url, event_types, enabled, description, secret, "
+     "segment_id) SELECT $1::uuid, $2, $3::text[], $4::boolean, $5, $6, $7::uuid "
+     "WHERE $7::uuid IS NULL OR EXISTS (SELECT 1 FROM crm.segments WHERE segment_id = $7::uuid) "
+     "RETURNING crm.webhook_doc(webhooks)"},
     [STMT_WEBHOOK_LIST] = {"webhook_list",
      "SELECT jsonb_build_object('items', coalesce(jsonb_agg(crm.webhook_doc(w) "
      "ORDER BY w.created_at, w.webhook_id), '[]')) FROM crm.webhooks w"},
     [STMT_WEBHOOK_GET] = {"webhook_get",
      "SELECT crm.webhook_doc(w) FROM crm.webhooks w WHERE webhook_id = $1::uuid"},
     /* $3: whether event_types is given ($4 NULL then means every type). */
+    /* {"no_segment": true} when the new segment filter names no segment. */
     [STMT_WEBHOOK_UPDATE] = {"webhook_update",
-     "UPDATE crm.webhooks SET url = coalesce($2, url), "
+     "WITH ok AS (SELECT NOT $7::boolean OR $8::uuid IS NULL OR EXISTS (SELECT 1 FROM "
+     "crm.segments WHERE segment_id = $8::uuid) AS ok), "
+     "u AS (UPDATE crm.webhooks SET url = coalesce($2, url), "
      "event_types = CASE WHEN $3::boolean THEN $4::text[] ELSE event_types END, "
      "enabled = coalesce($5::boolean, enabled), description = coalesce($6, description), "
-     "updated_at = clock_timestamp() WHERE webhook_id = $1::uuid "
-     "RETURNING crm.webhook_doc(webhooks)"},
+     "segment_id = CASE WHEN $7::boolean THEN $8::uuid ELSE segment_id END, "
+     "updated_at = clock_timestamp() WHERE webhook_id = $1::uuid AND (SELECT ok FROM ok) "
+     "RETURNING crm.webhook_doc(webhooks) AS d) "
+     "SELECT CASE WHEN (SELECT ok FROM ok) THEN (SELECT d FROM u) "
+     "ELSE '{\"no_segment\": true}'::jsonb END"},
     [STMT_WEBHOOK_DELETE] = {"webhook_delete",
      "WITH d AS (DELETE FROM crm.webhooks WHERE webhook_id = $1::uuid RETURNING 1) "
      "SELECT jsonb_build_object('deleted', EXISTS (SELECT 1 FROM d))"},

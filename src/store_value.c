@@ -42,14 +42,34 @@ static char *sql_printf(const char *fmt, ...)
     return out;
 }
 
-enum db_status store_segment_create(struct db_pool *pool, const char *id, const char *name,
-                                    const char *description, json_t *rule, json_t **out,
-                                    char *err, size_t errlen)
+enum db_status store_segment_save(struct db_pool *pool, const char *id, bool create,
+                                  const char *name, bool set_description,
+                                  const char *description, json_t *rule,
+                                  const struct segment_sql *seg, json_t **out, char *err,
+                                  size_t errlen)
 {
-    char *rule_text = json_dumps(rule, JSON_COMPACT);
-    const char *params[4] = {id, name, description, rule_text};
-    enum db_status st = store_call(pool, STMT_SEGMENT_CREATE, 4, params, out, err, errlen);
+    char *rule_text = rule ? json_dumps(rule, JSON_COMPACT) : NULL;
+    char *condition = rule ? segment_stored_condition(seg->where) : NULL;
+    char *params_text = rule ? json_dumps(seg->params, JSON_COMPACT) : NULL;
+    json_t *deps = rule ? segment_depends_json(seg->depends) : NULL;
+    char *deps_text = deps ? json_dumps(deps, JSON_COMPACT) : NULL;
+    char version[16];
+    enum db_status st;
+    snprintf(version, sizeof(version), "%d", SEGMENT_COMPILER_VERSION);
+    if (create) {
+        const char *params[8] = {id, name, description, rule_text, condition, params_text,
+                                 deps_text, version};
+        st = store_call(pool, STMT_SEGMENT_CREATE, 8, params, out, err, errlen);
+    } else {
+        const char *params[9] = {id, name, set_description ? "true" : "false", description,
+                                 rule_text, condition, params_text, deps_text, version};
+        st = store_call(pool, STMT_SEGMENT_UPDATE, 9, params, out, err, errlen);
+    }
     free(rule_text);
+    free(condition);
+    free(params_text);
+    free(deps_text);
+    json_decref(deps);
     return st;
 }
 
@@ -132,8 +152,8 @@ enum db_status store_segment_page(struct db_pool *pool, const struct segment_sql
     enum db_status st;
     const char *order = q->by_clv ? "v.clv DESC NULLS LAST, c.customer_id" : "c.customer_id";
 
-    p.values = params_with(seg, 8, &nseg);
-    p.count = nseg - 8;
+    p.values = params_with(seg, 9, &nseg);
+    p.count = nseg - 9;
     snprintf(limit_text, sizeof(limit_text), "%d", q->limit);
     lim = param_add(&p, limit_text);
     cid = param_add(&p, q->cursor_id);
@@ -154,6 +174,11 @@ enum db_status store_segment_page(struct db_pool *pool, const struct segment_sql
                 jsontext_printf(&sql, ", '%s', %s", audience_field_at(i)->name,
                                 audience_field_at(i)->sql);
     }
+    if (q->segment_id != NULL) /* a saved segment: when each member entered it */
+        jsontext_printf(&sql, ", 'entered_at', crm.ts((SELECT sm.entered_at FROM"
+                              " crm.segment_members sm WHERE sm.segment_id = $%d::uuid"
+                              " AND sm.customer_id = c.customer_id))",
+                        param_add(&p, q->segment_id));
     jsontext_raw(&sql, ") AS item");
     append_members_from(&sql, seg, q, &p);
     if (q->by_clv) {

@@ -303,6 +303,7 @@ CREATE OR REPLACE FUNCTION crm.webhook_doc(w crm.webhooks) RETURNS jsonb
 LANGUAGE sql STABLE AS $$
     SELECT jsonb_build_object('webhook_id', w.webhook_id, 'url', w.url,
                               'event_types', to_jsonb(w.event_types), 'enabled', w.enabled,
+                              'segment_id', w.segment_id,
                               'description', w.description,
                               'created_at', crm.ts(w.created_at),
                               'updated_at', crm.ts(w.updated_at))
@@ -323,7 +324,9 @@ $$;
 
 
 -- Make the deliveries of the next events of the feed (for every enabled
--- webhook that wants their type and existed when they happened) and move
+-- webhook that wants their type, existed when they happened and, with a
+-- segment filter, whose segment has the customer as a member at fan-out
+-- time or whose segment the event is about) and move
 -- the fan-out position past them. Returns how many events it passed, or -1
 -- when another instance is fanning out. With no enabled webhook the
 -- position jumps to the end of the feed (those events go to no one), so a
@@ -357,7 +360,9 @@ BEGIN
         RETURN 0;
     END IF;
     WITH p AS MATERIALIZED (
-        SELECT r.xid, r.seq, r.type, r.occurred_at, r.customer_id
+        SELECT r.xid, r.seq, r.type, r.occurred_at, r.customer_id,
+               CASE WHEN r.type IN ('segment.entered', 'segment.exited')
+                    THEN (r.data->>'segment_id')::uuid END AS event_segment
           FROM crm.event_rows(st.fanout_xid, st.fanout_seq, NULL, p_limit, p_retention_s) AS r),
     ins AS (
         INSERT INTO crm.webhook_deliveries (webhook_id, event_xid, event_seq, event_type,
@@ -366,6 +371,12 @@ BEGIN
           FROM p
           JOIN crm.webhooks w ON w.enabled AND w.created_at <= p.occurred_at
                              AND (w.event_types IS NULL OR p.type = ANY (w.event_types))
+                             -- a segment filter: the segment's members now, and the
+                             -- segment's own entered/exited events
+                             AND (w.segment_id IS NULL OR p.event_segment = w.segment_id
+                                  OR EXISTS (SELECT 1 FROM crm.segment_members m
+                                              WHERE m.segment_id = w.segment_id
+                                                AND m.customer_id = p.customer_id))
          ORDER BY p.xid, p.seq, w.webhook_id
         ON CONFLICT (webhook_id, event_xid, event_seq) DO NOTHING)
     SELECT count(*), (array_agg(p.xid ORDER BY p.xid DESC, p.seq DESC))[1],

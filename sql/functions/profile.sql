@@ -145,7 +145,8 @@ BEGIN
                          WHERE customer_id = c.customer_id AND currency <> ''
                          GROUP BY currency HAVING sum(cost) <> 0) x), '{}'))
               FROM crm.interaction_stats s WHERE s.customer_id = c.customer_id),
-        'needs', crm.customer_needs_doc(c.customer_id))
+        'needs', crm.customer_needs_doc(c.customer_id),
+        'segments', crm.customer_segments_doc(c.customer_id))
         || crm.profile_sections(c.customer_id)
       INTO doc
       FROM crm.customers c WHERE c.customer_id = sid;
@@ -236,7 +237,8 @@ BEGIN
 END $$;
 
 -- Every table the profile document is built from (see crm.profile and
--- crm.profile_sections), except the value tables, which use the epoch.
+-- crm.profile_sections), except the value tables, which use the epoch, and
+-- crm.segment_members, whose statement triggers are in membership.sql.
 SELECT crm.define_trigger('identifiers_profile_stale', 'crm.identifiers', $def$
 CREATE OR REPLACE TRIGGER identifiers_profile_stale AFTER INSERT OR UPDATE OR DELETE ON crm.identifiers
     FOR EACH ROW EXECUTE FUNCTION crm.profile_stale_row()

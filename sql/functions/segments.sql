@@ -165,7 +165,9 @@ LANGUAGE plpgsql STABLE AS $$
 BEGIN
     RETURN (
         SELECT jsonb_build_object('segment_id', s.segment_id, 'name', s.name, 'rule', s.rule,
-                                      'created_at', crm.ts(s.created_at))
+                                      'depends', to_jsonb(coalesce(s.depends, '{}')),
+                                      'created_at', crm.ts(s.created_at),
+                                      'updated_at', crm.ts(coalesce(s.updated_at, s.created_at)))
                    || CASE WHEN s.description IS NULL THEN '{}'::jsonb
                            ELSE jsonb_build_object('description', s.description) END
     );

@@ -102,12 +102,16 @@ struct webhook_fields {
     char types[512]; /* PostgreSQL array literal, or "" for every type (NULL) */
     const char *enabled; /* "true"/"false" or NULL */
     const char *description;
+    bool has_segment;    /* segment_id given (null: no filter) */
+    char segment_id[UUID_TEXT_LEN + 1]; /* "" for null */
 };
 
 static bool webhook_fields(struct app *app, json_t *body, bool create, struct webhook_fields *f,
                            json_t *errors)
 {
-    static const char *const allowed[] = {"url", "event_types", "enabled", "description", NULL};
+    static const char *const allowed[] = {"url", "event_types", "enabled", "description",
+                                          "segment_id", NULL};
+    json_t *segment = json_object_get(body, "segment_id");
     json_t *url = json_object_get(body, "url"), *types = json_object_get(body, "event_types");
     json_t *enabled = json_object_get(body, "enabled"), *desc = json_object_get(body, "description");
     char err[API_ERR_LEN];
@@ -146,7 +150,8 @@ static bool webhook_fields(struct app *app, json_t *body, bool create, struct we
                          "'event_types' must list distinct event types: customer.created, "
                          "customer.merged, customer.unmerged, customer.erased, "
                          "identifier.added, traits.changed, interaction.created, "
-                         "consent.changed, preferences.changed, value.tier_changed");
+                         "consent.changed, preferences.changed, value.tier_changed, "
+                         "segment.entered, segment.exited");
         } else if (!json_is_null(types)) {
             verr_add(errors, "", "event_types",
                      "'event_types' must be a non-empty array of event types, or null for "
@@ -159,6 +164,13 @@ static bool webhook_fields(struct app *app, json_t *body, bool create, struct we
         else
             f->enabled = json_is_true(enabled) ? "true" : "false";
     }
+    if (segment != NULL) {
+        f->has_segment = true;
+        if (!json_is_null(segment) &&
+            (!json_is_string(segment) || !uuid_canonical(json_string_value(segment), f->segment_id)))
+            verr_add(errors, "", "segment_id", "'segment_id' must be a segment's id (a UUID), or "
+                     "null for the events of every customer");
+    }
     if (desc != NULL) {
         if (!json_is_string(desc) || utf8_length(json_string_value(desc)) > 200)
             verr_add(errors, "", "description", "'description' must be a string of at most 200 "
@@ -169,12 +181,20 @@ static bool webhook_fields(struct app *app, json_t *body, bool create, struct we
     return json_array_size(errors) == 0;
 }
 
+/* 422 for a segment_id that names no segment. */
+static void no_segment(struct response *res, const char *path)
+{
+    json_t *errors = json_array();
+    verr_add(errors, "", "segment_id", "there is no segment with this id");
+    respond_validation(res, errors, path);
+}
+
 void handle_webhook_create(struct app *app, const struct request *req, struct response *res)
 {
     struct webhook_fields f;
     json_t *errors = json_array(), *out = NULL;
     char id[UUID_TEXT_LEN + 1], secret[WEBHOOK_SECRET_LEN + 1], err[API_ERR_LEN];
-    const char *params[6];
+    const char *params[7];
     enum db_status st;
     if (!webhook_fields(app, req->body, true, &f, errors)) {
         respond_validation(res, errors, req->path);
@@ -192,7 +212,12 @@ void handle_webhook_create(struct app *app, const struct request *req, struct re
     params[3] = f.enabled != NULL ? f.enabled : "true";
     params[4] = f.description != NULL ? f.description : "";
     params[5] = secret;
-    st = store_call(app->pool, STMT_WEBHOOK_CREATE, 6, params, &out, err, sizeof(err));
+    params[6] = f.segment_id[0] != '\0' ? f.segment_id : NULL;
+    st = store_call(app->pool, STMT_WEBHOOK_CREATE, 7, params, &out, err, sizeof(err));
+    if (st == DB_OK && out == NULL) { /* the row is only made with its segment */
+        no_segment(res, req->path);
+        return;
+    }
     if (st != DB_OK || out == NULL) {
         respond_db_failure(res, st == DB_OK ? DB_ERROR : st, err, req->path);
         json_decref(out);
@@ -208,7 +233,7 @@ void handle_webhook_update(struct app *app, const struct request *req, struct re
     struct webhook_fields f;
     json_t *errors = json_array(), *out = NULL;
     char err[API_ERR_LEN];
-    const char *params[6];
+    const char *params[8];
     enum db_status st;
     if (!webhook_fields(app, req->body, false, &f, errors)) {
         respond_validation(res, errors, req->path);
@@ -221,7 +246,14 @@ void handle_webhook_update(struct app *app, const struct request *req, struct re
     params[3] = f.has_types && f.types[0] != '\0' ? f.types : NULL;
     params[4] = f.enabled;
     params[5] = f.description;
-    st = store_call(app->pool, STMT_WEBHOOK_UPDATE, 6, params, &out, err, sizeof(err));
+    params[6] = f.has_segment ? "true" : "false";
+    params[7] = f.segment_id[0] != '\0' ? f.segment_id : NULL;
+    st = store_call(app->pool, STMT_WEBHOOK_UPDATE, 8, params, &out, err, sizeof(err));
+    if (st == DB_OK && json_is_true(json_object_get(out, "no_segment"))) {
+        json_decref(out);
+        no_segment(res, req->path);
+        return;
+    }
     respond_found(res, st, out, err, "no webhook with this id", req->path);
 }
 

@@ -1,9 +1,11 @@
 /*
  * segments: the "differentiate" routes: saved segments (create, list, get,
  * delete), segment members (pages with optional count, NDJSON export
- * streamed page by page), ad-hoc previews, KPIs and the value recompute.
- * Segment rules are compiled by segment.c on every use, so a stored rule
- * always runs with today's compiler.
+ * streamed page by page), ad-hoc previews, KPIs and the value recompute,
+ * and changes of a segment (PATCH). Member pages and exports compile the
+ * rule by segment.c on every use and evaluate it now; each member carries
+ * its entered_at from the live membership (docs/segments.md), whose stored
+ * condition is compiled at create and PATCH.
  */
 #include <limits.h>
 #include <stdio.h>
@@ -15,6 +17,7 @@
 #include "handlers.h"
 #include "log.h"
 #include "segment.h"
+#include "store.h"
 #include "store_value.h"
 #include "textutil.h"
 #include "validate.h"
@@ -228,41 +231,84 @@ static void respond_members(struct app *app, const struct request *req, struct r
     respond_json(res, 200, page);
 }
 
-void handle_segment_create(struct app *app, const struct request *req, struct response *res)
+/* name, description and rule of a create (all but description required)
+ * or a PATCH (at least one; description null removes it), checked; the rule
+ * compiled into seg. */
+static bool segment_fields(const struct request *req, bool create, struct segment_sql *seg,
+                           json_t *errors)
 {
     static const char *const allowed[] = {"name", "description", "rule", NULL};
-    json_t *errors = json_array(), *name = json_object_get(req->body, "name");
-    json_t *desc = json_object_get(req->body, "description"), *out = NULL;
+    json_t *name = json_object_get(req->body, "name");
+    json_t *desc = json_object_get(req->body, "description");
+    json_t *rule = json_object_get(req->body, "rule");
+    reject_unknown_fields(req->body, allowed, "", errors);
+    if ((create || name != NULL) &&
+        (!json_is_string(name) || utf8_length(json_string_value(name)) < 1 ||
+         utf8_length(json_string_value(name)) > 100))
+        verr_add(errors, "", "name", "'name' must be a string of 1 to 100 characters");
+    if (desc != NULL && !(json_is_null(desc) && !create) &&
+        (!json_is_string(desc) || utf8_length(json_string_value(desc)) > 1000))
+        verr_add(errors, "", "description",
+                 create ? "'description' must be a string of at most 1000 characters"
+                        : "'description' must be a string of at most 1000 characters, or "
+                          "null to remove it");
+    if (rule == NULL && create)
+        verr_add(errors, "", "rule", "'rule' is required");
+    else if (rule != NULL)
+        segment_compile(rule, "/rule", seg, errors);
+    if (!create && name == NULL && desc == NULL && rule == NULL &&
+        json_array_size(errors) == 0)
+        verr_add(errors, "", NULL, "give at least one of name, description, rule");
+    return json_array_size(errors) == 0;
+}
+
+/* POST /v1/segments and PATCH /v1/segments/{id}: the members are computed
+ * (or recomputed: the difference becomes segment.entered/segment.exited
+ * events) in the same transaction. */
+static void segment_save(struct app *app, const struct request *req, struct response *res,
+                         bool create)
+{
+    json_t *errors = json_array(), *out = NULL;
+    json_t *name = json_object_get(req->body, "name"), *desc = json_object_get(req->body, "description");
+    json_t *rule = json_object_get(req->body, "rule");
     struct segment_sql seg = {0};
     char id[UUID_TEXT_LEN + 1], err[API_ERR_LEN];
     enum db_status st;
 
-    reject_unknown_fields(req->body, allowed, "", errors);
-    if (!json_is_string(name) || utf8_length(json_string_value(name)) < 1 ||
-        utf8_length(json_string_value(name)) > 100)
-        verr_add(errors, "", "name", "'name' must be a string of 1 to 100 characters");
-    if (desc != NULL && (!json_is_string(desc) || utf8_length(json_string_value(desc)) > 1000))
-        verr_add(errors, "", "description", "'description' must be a string of at most 1000 characters");
-    if (json_object_get(req->body, "rule") == NULL)
-        verr_add(errors, "", "rule", "'rule' is required");
-    else
-        segment_compile(json_object_get(req->body, "rule"), "/rule", &seg, errors);
-    segment_sql_free(&seg);
-    if (json_array_size(errors) > 0) {
+    if (!segment_fields(req, create, &seg, errors)) {
+        segment_sql_free(&seg);
         respond_validation(res, errors, req->path);
         return;
     }
     json_decref(errors);
-    uuid_new(id);
-    st = store_segment_create(app->pool, id, json_string_value(name),
-                              desc ? json_string_value(desc) : NULL,
-                              json_object_get(req->body, "rule"), &out, err, sizeof(err));
-    if (st != DB_OK)
-        respond_db_failure(res, st, err, req->path);
-    else if (out == NULL)
-        respond_problem(res, PROBLEM_CONFLICT, "a segment with this name exists", req->path);
+    if (create)
+        uuid_new(id);
     else
-        respond_json(res, 201, out);
+        snprintf(id, sizeof(id), "%s", req->match->id);
+    st = store_segment_save(app->pool, id, create, name ? json_string_value(name) : NULL,
+                            desc != NULL, desc ? json_string_value(desc) : NULL, rule, &seg, &out,
+                            err, sizeof(err));
+    segment_sql_free(&seg);
+    if (st != DB_OK) {
+        respond_db_failure(res, st, err, req->path);
+    } else if (out == NULL) {
+        respond_problem(res, PROBLEM_NOT_FOUND, "no segment with this id", req->path);
+    } else if (json_is_true(json_object_get(out, "conflict"))) {
+        json_decref(out);
+        respond_problem(res, PROBLEM_CONFLICT, "a segment with this name exists", req->path);
+    } else {
+        respond_json(res, create ? 201 : 200, out);
+    }
+}
+
+void handle_segment_create(struct app *app, const struct request *req, struct response *res)
+{
+    segment_save(app, req, res, true);
+}
+
+void handle_segment_update(struct app *app, const struct request *req, struct response *res)
+{
+    segment_save(app, req, res, false);
 }
 
 void handle_segment_simple(struct app *app, const struct request *req, struct response *res)
@@ -278,6 +324,14 @@ void handle_segment_simple(struct app *app, const struct request *req, struct re
         st = store_segment_delete(app->pool, req->match->id, &out, err, sizeof(err));
     if (st != DB_OK) {
         respond_db_failure(res, st, err, req->path);
+    } else if (json_is_array(json_object_get(out, "webhooks"))) {
+        char detail[600];
+        char *ids = json_dumps(json_object_get(out, "webhooks"), JSON_COMPACT);
+        snprintf(detail, sizeof(detail),
+                 "webhooks filter on this segment (%.500s): change their segment_id first", ids);
+        free(ids);
+        json_decref(out);
+        respond_problem(res, PROBLEM_CONFLICT, detail, req->path);
     } else if (out == NULL || json_is_false(json_object_get(out, "deleted"))) {
         json_decref(out);
         respond_problem(res, PROBLEM_NOT_FOUND, "no segment with this id", req->path);
@@ -321,6 +375,7 @@ void handle_segment_customers(struct app *app, const struct request *req,
         bad_query(res, "count must be true or false", req->path);
         return;
     }
+    a.q.segment_id = req->match->id;
     if (load_segment(app, req, res, req->match->id, &seg))
         respond_members(app, req, res, &seg, &a.q, count != NULL && strcmp(count, "true") == 0,
                         &a);
@@ -369,7 +424,7 @@ struct export_state {
     struct segment_sql seg;
     struct segment_page_query q;
     char purpose[32], channel[32], at[40];
-    char cursor[UUID_TEXT_LEN + 1];
+    char cursor[UUID_TEXT_LEN + 1], segment_id[UUID_TEXT_LEN + 1];
     char cursor_clv[48]; /* sort=clv: the last member's clv, "" when it had none */
     long long audit_id;
     bool started, done;
@@ -500,6 +555,8 @@ void handle_segment_export(struct app *app, const struct request *req, struct re
     ex->pool = req->reads;
     ex->audit = app->pool;
     ex->q = a.q;
+    snprintf(ex->segment_id, sizeof(ex->segment_id), "%s", req->match->id);
+    ex->q.segment_id = ex->segment_id;
     if (a.q.purpose != NULL) { /* the query strings live as long as the request only */
         snprintf(ex->purpose, sizeof(ex->purpose), "%s", a.q.purpose);
         snprintf(ex->channel, sizeof(ex->channel), "%s", a.q.channel);
@@ -650,4 +707,30 @@ void handle_value_settings(struct app *app, const struct request *req, struct re
     } else {
         respond_json(res, 200, out);
     }
+}
+
+/* GET /v1/customers/{id}/segments: the customer's current and past
+ * memberships (live membership, docs/segments.md), newest first; the read
+ * is audited like the other personal reads; an erased customer is 410. */
+void handle_customer_segments(struct app *app, const struct request *req, struct response *res)
+{
+    char limit_text[16], err[API_ERR_LEN];
+    const char *params[4];
+    json_t *out = NULL;
+    int limit;
+    enum db_status st;
+    if (!parse_limit(req, res, 100, 1000, &limit))
+        return;
+    snprintf(limit_text, sizeof(limit_text), "%d", limit);
+    params[0] = req->match->id;
+    params[1] = req->who ? req->who->key_id : NULL;
+    params[2] = req->who ? role_name(req->who->role) : NULL;
+    params[3] = limit_text;
+    st = store_call(app->pool, STMT_CUSTOMER_SEGMENTS, 4, params, &out, err, sizeof(err));
+    if (st != DB_OK)
+        respond_db_failure(res, st, err, req->path);
+    else if (out == NULL)
+        respond_problem(res, PROBLEM_NOT_FOUND, "no customer with this id", req->path);
+    else if (!respond_if_gone(res, out, req->path))
+        respond_json(res, 200, out);
 }

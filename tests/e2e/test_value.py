@@ -1129,8 +1129,11 @@ class SegmentTests(ValueTestCase):
         self.assertEqual([it["customer_id"] for it in items], self.ids)
         page = self.assertJson(get(self.members_path(sid)), 200)
         for exported, paged in zip(items, page["items"]):
+            # entered_at: when the member entered the saved segment (live membership)
             self.assertEqual(set(exported), {"customer_id", "tier", "clv", "p_alive", "margin",
-                                             "rfm"}, exported)
+                                             "rfm", "entered_at"}, exported)
+            self.assertTimestamp(exported["entered_at"])
+            self.assertEqual(exported["entered_at"], paged["entered_at"])
             self.assertEqual(exported["customer_id"], paged["customer_id"])
             self.assertEqual(exported["tier"], paged["tier"])
             self.assertEqual(exported["rfm"], paged["rfm"])
@@ -1179,7 +1182,8 @@ class SegmentTests(ValueTestCase):
             self.assertEqual(v["model"]["run_id"], run["run_id"])
             with self.subTest(customer=item["customer_id"]):
                 self.assertEqual(set(item), {"customer_id", "tier", "clv", "p_alive", "margin",
-                                             "rfm"})
+                                             "rfm", "entered_at"})
+                self.assertTimestamp(item["entered_at"])
                 self.assertEqual(item["tier"], v["tier"])
                 self.assertAlmostEqual(item["clv"], v["clv"], places=9)
                 self.assertAlmostEqual(item["margin"], v["margin"], places=9)

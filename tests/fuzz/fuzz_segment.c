@@ -21,6 +21,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
          * user text never reaches it: a value with a marker must not appear. */
         if (strstr(out.where, "FUZZMARK") != NULL)
             abort();
+        /* The stored form (live membership): every '$' is a "$1[" of the
+         * one text[] parameter, and still no user text. */
+        char *stored = segment_stored_condition(out.where);
+        if (strstr(stored, "FUZZMARK") != NULL)
+            abort();
+        for (const char *p = stored; (p = strchr(p, '$')) != NULL; p++)
+            if (strncmp(p, "$1[", 3) != 0)
+                abort();
+        free(stored);
         segment_sql_free(&out);
     }
     json_decref(errors);

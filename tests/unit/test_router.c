@@ -92,6 +92,8 @@ START_TEST(test_segment_and_value_routes)
     expect_match("POST", "/v1/segments:preview", ROUTE_SEGMENT_PREVIEW, "");
     expect_match("GET", "/v1/segments/" UUID_UC, ROUTE_SEGMENT_GET, UUID_LC);
     expect_match("DELETE", "/v1/segments/" UUID_LC, ROUTE_SEGMENT_DELETE, UUID_LC);
+    expect_match("PATCH", "/v1/segments/" UUID_UC, ROUTE_SEGMENT_UPDATE, UUID_LC);
+    expect_match("GET", "/v1/customers/" UUID_LC "/segments", ROUTE_CUSTOMER_SEGMENTS, UUID_LC);
     expect_match("GET", "/v1/segments/" UUID_LC "/customers", ROUTE_SEGMENT_CUSTOMERS, UUID_LC);
     expect_match("GET", "/v1/segments/" UUID_LC "/export", ROUTE_SEGMENT_EXPORT, UUID_LC);
     expect_match("POST", "/v1/value:recompute", ROUTE_VALUE_RECOMPUTE, "");
@@ -112,7 +114,7 @@ START_TEST(test_segment_and_value_routes)
     expect_status("DELETE", "/v1/customers/nope", ROUTE_BAD_UUID, NULL);
     /* two methods on one path: Allow lists both, in table order */
     expect_status("PUT", "/v1/segments", ROUTE_METHOD_NOT_ALLOWED, "POST, GET");
-    expect_status("PATCH", "/v1/segments/" UUID_LC, ROUTE_METHOD_NOT_ALLOWED, "GET, DELETE");
+    expect_status("PUT", "/v1/segments/" UUID_LC, ROUTE_METHOD_NOT_ALLOWED, "GET, DELETE, PATCH");
     expect_status("GET", "/v1/segments:preview", ROUTE_METHOD_NOT_ALLOWED, "POST");
     expect_status("GET", "/v1/value:recompute", ROUTE_METHOD_NOT_ALLOWED, "POST");
     expect_status("POST", "/v1/kpis", ROUTE_METHOD_NOT_ALLOWED, "GET");
@@ -256,7 +258,9 @@ START_TEST(test_long_routes)
     ck_assert(route_runs_long(ROUTE_WEBHOOK_CREATE)); /* they resolve the URL's host */
     ck_assert(route_runs_long(ROUTE_WEBHOOK_UPDATE));
     ck_assert(!route_runs_long(ROUTE_EVENTS));
-    ck_assert_int_eq(long_running, 15);
+    ck_assert(route_runs_long(ROUTE_SEGMENT_UPDATE)); /* recomputes the members */
+    ck_assert(!route_runs_long(ROUTE_CUSTOMER_SEGMENTS));
+    ck_assert_int_eq(long_running, 16);
 }
 END_TEST
 

@@ -1432,7 +1432,132 @@ START_TEST(test_channel_address_kind)
 }
 END_TEST
 
-static Suite *segment_suite(void)
+/* ---- live membership: dependencies and the stored condition ---------------- */
+
+static unsigned deps_of(const char *rule)
+{
+    struct segment_sql out;
+    unsigned d;
+    compile_ok(rule, &out);
+    d = out.depends;
+    segment_sql_free(&out);
+    return d;
+}
+
+START_TEST(test_depends_per_field)
+{
+    ck_assert_uint_eq(deps_of("{\"field\": \"value.clv\", \"op\": \"gt\", \"value\": 1}"),
+                      SEG_DEP_VALUE);
+    ck_assert_uint_eq(deps_of("{\"field\": \"value.tier\", \"op\": \"exists\"}"), SEG_DEP_VALUE);
+    ck_assert_uint_eq(deps_of("{\"field\": \"value.last_purchase_at\", \"op\": "
+                              "\"within_last_days\", \"value\": 30}"),
+                      SEG_DEP_VALUE | SEG_DEP_TIME);
+    ck_assert_uint_eq(deps_of("{\"field\": \"traits.first_name\", \"op\": \"eq\", "
+                              "\"value\": \"Ann\"}"),
+                      SEG_DEP_TRAITS);
+    ck_assert_uint_eq(deps_of("{\"field\": \"traits.attributes.vip\", \"op\": \"eq\", "
+                              "\"value\": true}"),
+                      SEG_DEP_TRAITS);
+    ck_assert_uint_eq(deps_of("{\"field\": \"traits.birthday\", \"op\": "
+                              "\"not_within_last_days\", \"value\": 3}"),
+                      SEG_DEP_TRAITS | SEG_DEP_TIME);
+    ck_assert_uint_eq(deps_of("{\"field\": \"customer.created_at\", \"op\": \"gt\", "
+                              "\"value\": \"2025-01-01T00:00:00Z\"}"),
+                      SEG_DEP_CUSTOMER);
+    ck_assert_uint_eq(deps_of("{\"field\": \"customer.created_at\", \"op\": "
+                              "\"within_last_days\", \"value\": 7}"),
+                      SEG_DEP_CUSTOMER | SEG_DEP_TIME);
+}
+END_TEST
+
+START_TEST(test_depends_per_form)
+{
+    ck_assert_uint_eq(deps_of("{\"need\": \"running\"}"), SEG_DEP_NEEDS);
+    ck_assert_uint_eq(deps_of("{\"need\": \"running\", \"min_count\": 2}"), SEG_DEP_NEEDS);
+    ck_assert_uint_eq(deps_of("{\"need\": \"running\", \"within_days\": 30}"),
+                      SEG_DEP_NEEDS | SEG_DEP_TIME);
+    ck_assert_uint_eq(deps_of("{\"interaction\": {\"type\": \"purchase\"}}"),
+                      SEG_DEP_INTERACTIONS);
+    ck_assert_uint_eq(deps_of("{\"interaction\": {\"min_count\": 3}}"), SEG_DEP_INTERACTIONS);
+    ck_assert_uint_eq(deps_of("{\"interaction\": {\"within_days\": 90}}"),
+                      SEG_DEP_INTERACTIONS | SEG_DEP_TIME);
+    ck_assert_uint_eq(deps_of("{\"has_identifier\": \"email\"}"), SEG_DEP_IDENTIFIERS);
+}
+END_TEST
+
+START_TEST(test_depends_combined)
+{
+    /* all/any/not take the union of their parts */
+    ck_assert_uint_eq(deps_of("{\"all\": [{\"has_identifier\": \"email\"}, {\"not\": "
+                              "{\"field\": \"value.tier\", \"op\": \"eq\", \"value\": \"bz\"}}, "
+                              "{\"any\": [{\"need\": \"x\"}, {\"interaction\": "
+                              "{\"type\": \"purchase\", \"within_days\": 5}}]}]}"),
+                      SEG_DEP_IDENTIFIERS | SEG_DEP_VALUE | SEG_DEP_NEEDS |
+                          SEG_DEP_INTERACTIONS | SEG_DEP_TIME);
+    /* no rule field reads consents or preferences (yet) */
+    ck_assert_uint_eq(deps_of("{\"any\": [{\"field\": \"traits.gender\", \"op\": \"eq\", "
+                              "\"value\": \"f\"}, {\"field\": \"value.clv\", \"op\": \"gt\", "
+                              "\"value\": 10}]}") &
+                          (SEG_DEP_CONSENTS | SEG_DEP_PREFERENCES),
+                      0);
+}
+END_TEST
+
+START_TEST(test_depends_names)
+{
+    json_t *names = segment_depends_json(SEG_DEP_VALUE | SEG_DEP_TIME | SEG_DEP_INTERACTIONS);
+    char *text = json_dumps(names, JSON_COMPACT);
+    ck_assert_str_eq(text, "[\"interactions\",\"value\",\"time\"]");
+    free(text);
+    json_decref(names);
+    names = segment_depends_json(0);
+    ck_assert_uint_eq(json_array_size(names), 0);
+    json_decref(names);
+    /* the names sql/functions/membership.sql maps to bits, in bit order */
+    static const char *const expected[] = {"interactions", "traits", "needs", "value",
+                                           "identifiers", "customer", "consents",
+                                           "preferences", "time"};
+    for (int i = 0; i < SEG_DEP_COUNT; i++)
+        ck_assert_str_eq(segment_dep_name(i), expected[i]);
+    ck_assert_ptr_null(segment_dep_name(SEG_DEP_COUNT));
+    ck_assert_ptr_null(segment_dep_name(-1));
+}
+END_TEST
+
+START_TEST(test_stored_condition)
+{
+    struct segment_sql out;
+    char *stored;
+    compile_ok("{\"all\": [{\"field\": \"value.clv\", \"op\": \"gt\", \"value\": 1}, "
+               "{\"interaction\": {\"type\": \"purchase\", \"min_count\": 2}}, "
+               "{\"field\": \"traits.attributes.x'; DROP TABLE y; --\", \"op\": \"eq\", "
+               "\"value\": \"$1 $$ a'b\"}]}", &out);
+    stored = segment_stored_condition(out.where);
+    /* every $n is ($1[n]); none of the values is in the text */
+    ck_assert_ptr_null(strstr(stored, "DROP"));
+    ck_assert_ptr_null(strstr(stored, "a'b"));
+    ck_assert_ptr_nonnull(strstr(stored, "(v.clv > ($1[1])::numeric)"));
+    ck_assert_ptr_nonnull(strstr(stored, "i.type = ($1[2])"));
+    ck_assert_ptr_nonnull(strstr(stored, "LIMIT ($1[3])::bigint) AS hits) >= ($1[3])::bigint"));
+    ck_assert_ptr_nonnull(strstr(stored, "t.name = ($1[4])"));
+    ck_assert_ptr_nonnull(strstr(stored, "= ($1[5])::jsonb"));
+    ck_assert_uint_eq(json_array_size(out.params), 5);
+    for (const char *p = stored; (p = strchr(p, '$')) != NULL; p++)
+        ck_assert_msg(strncmp(p, "$1[", 3) == 0, "a parameter other than $1: %s", p);
+    /* parameter 10 and up keep all their digits */
+    free(stored);
+    stored = segment_stored_condition("(a = $10 AND b = $2::int)");
+    ck_assert_str_eq(stored, "(a = ($1[10]) AND b = ($1[2])::int)");
+    free(stored);
+    stored = segment_stored_condition("");
+    ck_assert_str_eq(stored, "");
+    free(stored);
+    segment_sql_free(&out);
+    ck_assert_uint_eq(out.depends, 0);
+}
+END_TEST
+
+Suite *segment_suite(void)
 {
     Suite *s = suite_create("segment");
     TCase *tc = tcase_create("forms");
@@ -1480,6 +1605,14 @@ static Suite *segment_suite(void)
     tcase_add_test(tc, test_error_nodes);
     tcase_add_test(tc, test_error_several_at_once);
     tcase_add_test(tc, test_error_prefix);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("membership");
+    tcase_add_test(tc, test_depends_per_field);
+    tcase_add_test(tc, test_depends_per_form);
+    tcase_add_test(tc, test_depends_combined);
+    tcase_add_test(tc, test_depends_names);
+    tcase_add_test(tc, test_stored_condition);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("audience");

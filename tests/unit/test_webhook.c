@@ -187,7 +187,10 @@ START_TEST(test_feed_cursor_and_types)
     ck_assert(feed_types_parse("traits.changed,interaction.created", arr, sizeof(arr), err,
                                sizeof(err)));
     ck_assert_str_eq(arr, "{traits.changed,interaction.created}");
-    ck_assert(!feed_types_parse("segment.entered", arr, sizeof(arr), err, sizeof(err)));
+    ck_assert(feed_types_parse("segment.entered,segment.exited", arr, sizeof(arr), err,
+                               sizeof(err)));
+    ck_assert_str_eq(arr, "{segment.entered,segment.exited}");
+    ck_assert(!feed_types_parse("segment.changed", arr, sizeof(arr), err, sizeof(err)));
     ck_assert(!feed_types_parse("", arr, sizeof(arr), err, sizeof(err)));
     ck_assert(!feed_types_parse("customer.created,", arr, sizeof(arr), err, sizeof(err)));
     ck_assert(!feed_types_parse("customer.created}", arr, sizeof(arr), err, sizeof(err)));
