@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 import unittest
+import time
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -792,6 +793,11 @@ class ExportTests(Base):
                          payload={"basket": ["x"]}, tags=["shoes"])
         i2 = interaction(b, type="outbound_message")
         get("/v1/customers/%s" % a)   # an audited read
+        # read-audit rows are written in batches (--audit-flush-ms): wait for it
+        deadline = time.monotonic() + 15
+        while harness.sql("SELECT count(*) FROM crm.audit_log WHERE action = 'customer.read' "
+                          "AND customer_id = '%s'" % a) == "0" and time.monotonic() < deadline:
+            time.sleep(0.05)
 
         body = self.assertJson(get("/v1/customers/%s/export" % b), 200)
         self.assertEqual(body["customer_id"], a)
