@@ -65,6 +65,10 @@ enum store_stmt {
     STMT_WEBHOOK_DELIVERIES,
     STMT_WEBHOOK_REPLAY,
     STMT_VALUE_RUNS,
+    STMT_CASE_CREATE,
+    STMT_CASE_LIST,
+    STMT_CASE_GET,
+    STMT_CASE_PATCH,
     STMT_COUNT
 };
 extern const struct db_statement store_statements[STMT_COUNT];

@@ -16,7 +16,8 @@ const char *const FEED_EVENT_TYPES[] = {
     "customer.created",   "customer.merged",    "customer.unmerged",
     "customer.erased",    "identifier.added",   "traits.changed",
     "interaction.created", "consent.changed",   "preferences.changed",
-    "value.tier_changed", "moment.due",         NULL,
+    "value.tier_changed", "moment.due",         "case.opened",
+    "case.status_changed", NULL,
 };
 
 bool feed_event_type_known(const char *type, size_t len)
@@ -77,7 +78,8 @@ bool feed_types_parse(const char *csv, char *out, size_t outcap, char *err, size
             snprintf(err, errlen, "unknown event type '%.*s' in types (known: customer.created, "
                      "customer.merged, customer.unmerged, customer.erased, identifier.added, "
                      "traits.changed, interaction.created, consent.changed, "
-                     "preferences.changed, value.tier_changed, moment.due)",
+                     "preferences.changed, value.tier_changed, moment.due, case.opened, "
+                     "case.status_changed)",
                      (int)(n > 64 ? 64 : n), p);
             return false;
         }
