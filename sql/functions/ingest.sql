@@ -154,7 +154,9 @@ END $$;
 -- A whole batch in one call. p_items is a JSON array of valid items, as the
 -- server sends them: {customer_id | identifiers, new_customer_id,
 -- interaction_id, source, external_id, channel, type, occurred_at, amount,
--- currency, cost, tags, payload, nps, csat, ces}. Every lock is taken first, in the lock
+-- currency, cost, tags, payload, nps, csat, ces, case_id, case_role}. An item
+-- with a case_role (it opens or follows a case, src/cases.c) is stored by
+-- crm.ingest, in item order, within the batch. Every lock is taken first, in the lock
 -- order (crm.lock_batch; sql/007_identity_junk_and_lock_order.sql and
 -- docs/identity.md), duplicates are answered first (a redelivery creates or
 -- merges nobody), customers are found as crm.ingest finds them
@@ -175,6 +177,7 @@ DECLARE
     resolved jsonb;
     cid uuid;
     known jsonb;      -- {ord: customer} for items a plain lookup resolves
+    via_ingest boolean := false;  -- an item was stored by crm.ingest (a case)
 BEGIN
     -- Known items need only their customer's lock (an earlier item of the
     -- batch can only merge that customer away, which the insert below
@@ -211,6 +214,7 @@ BEGIN
                 coalesce(r.item->'payload', '{}'), (r.item->>'nps')::smallint,
                 (r.item->>'csat')::smallint, (r.item->>'ces')::smallint,
                 (r.item->>'case_id')::uuid, r.item->>'case_role');
+            via_ingest := true;
             CONTINUE;
         END IF;
         IF r.item ? 'customer_id' THEN
@@ -243,6 +247,18 @@ BEGIN
         END IF;
         owner[r.ord] := cid;
     END LOOP;
+
+    -- Items stored by crm.ingest: a later item's resolve may have merged
+    -- their customer away since (the merge moved the interaction); the
+    -- answer names the survivor, as for the others.
+    IF via_ingest THEN
+        FOR i IN 1..n LOOP
+            IF results[i]->>'status' = 'created' THEN
+                results[i] := results[i] || jsonb_build_object(
+                    'customer_id', crm.survivor_of((results[i]->>'customer_id')::uuid));
+            END IF;
+        END LOOP;
+    END IF;
 
     -- A later item's resolve may have merged an earlier item's customer:
     -- write to the survivor (merges flatten chains, so one hop).
