@@ -260,21 +260,17 @@ LANGUAGE sql STABLE AS $$
       FROM crm.cases c WHERE c.customer_id = ANY (p_ids)
 $$;
 
--- Erasure (crm.erase_customer): the cases' texts go (subject, assignee),
--- the rest stays so that the counts and times of the KPIs still add up; a
--- case still open or in progress is closed at p_at (no one may work it any
--- more). Returns how many cases were anonymised.
+-- Erasure (crm.erase_customer): the cases' texts go (subject, assignee);
+-- the rest stays as it was, statuses included, so that the counts, times
+-- and KPIs are the same before and after (an erasure is no resolution: a
+-- case left open stays open, and can no longer be worked: 410). Returns
+-- how many cases were anonymised.
 CREATE OR REPLACE FUNCTION crm.erase_cases(p_ids uuid[], p_at timestamptz) RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
     n bigint;
 BEGIN
-    UPDATE crm.cases SET subject = NULL, assignee = NULL,
-                         status = CASE WHEN status IN ('open', 'in_progress') THEN 'closed'
-                                       ELSE status END,
-                         closed_at = CASE WHEN status IN ('open', 'in_progress') THEN p_at
-                                          ELSE closed_at END,
-                         updated_at = p_at
+    UPDATE crm.cases SET subject = NULL, assignee = NULL, updated_at = p_at
      WHERE customer_id = ANY (p_ids);
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;

@@ -798,8 +798,8 @@ END $$;
 -- (the customer's opinions) and the identifiers
 -- they were resolved by, the identifier/trait/preference snapshots of
 -- merge records, the identifiers of identity conflicts, the moments
--- that fired (crm.moment_ledger) and the texts of cases (subject, assignee;
--- open cases are closed: crm.erase_cases). Kept: the customer row (marked erased_at),
+-- that fired (crm.moment_ledger) and the texts of cases (subject, assignee:
+-- crm.erase_cases). Kept: the customer row (marked erased_at),
 -- interactions without payload (channel, type, time, amounts, tags) and
 -- the aggregates, needs and value derived from them, so totals and KPIs
 -- still add up; the consent history (no personal data, proof of consent

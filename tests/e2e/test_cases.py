@@ -501,12 +501,15 @@ class IdentityTests(Base):
         self.set_case(done, status="resolved")
         still_open = self.ingest(cid)["case_id"]
         self.set_case(still_open, subject="another private matter")
-        seg = segment_for(tag)
         now = datetime.datetime.now(datetime.timezone.utc)
         params = {"from": iso(now - datetime.timedelta(days=400)),
-                  "to": iso(now + datetime.timedelta(days=1)), "segment_id": seg}
-        before = self.assertJson(get(query("/v1/kpis", params)), 200)["cases"]
-        self.assertEqual((before["opened"], before["resolved"]), (2, 1))
+                  "to": iso(now + datetime.timedelta(days=1))}
+        before = self.assertJson(get(query("/v1/kpis", dict(params, segment_id=segment_for(tag)))),
+                                 200)["cases"]
+        self.assertEqual((before["opened"], before["resolved"], before["open_at_end"]), (2, 1, 1))
+        kpis_of_cid = ("SELECT crm.case_kpis(%s, %s, ARRAY[%s]::uuid[])"
+                       % (lit(params["from"]), lit(params["to"]), lit(cid)))
+        self.assertEqual(json.loads(sql(kpis_of_cid)), before)
 
         doc = self.assertJson(harness.request("DELETE", "/v1/customers/%s" % cid), 200)
         self.assertEqual(doc["cases_anonymised"], 2)
@@ -514,13 +517,16 @@ class IdentityTests(Base):
         self.assertProblem(patch("/v1/cases/" + done, {"status": "open"}), 410, "gone")
         self.assertProblem(get("/v1/customers/%s/cases" % cid), 410, "gone")
         self.assertProblem(self.open_case(cid, status=410), 410, "gone")
+        # the texts are gone, statuses and times stay: the KPIs are the same
         self.assertEqual(sql("SELECT string_agg(concat_ws(',', status, coalesce(subject, '-'), "
                              "coalesce(assignee, '-'), resolved_at IS NOT NULL, "
                              "closed_at IS NOT NULL), ' ' ORDER BY status) FROM crm.cases "
                              "WHERE customer_id = %s" % lit(cid)),
-                         "closed,-,-,f,t resolved,-,-,t,f")
-        self.assertEqual(sql("SELECT count(*) FROM crm.cases WHERE customer_id = %s "
-                             "AND (subject IS NOT NULL OR assignee IS NOT NULL)" % lit(cid)), "0")
+                         "open,-,-,f,f resolved,-,-,t,f")
+        self.assertEqual(json.loads(sql(kpis_of_cid)), before)
+        # no event of the customer's cases held the texts
+        self.assertEqual(sql("SELECT count(*) FROM crm.events WHERE customer_id = %s "
+                             "AND data::text LIKE '%%private%%'" % lit(cid)), "0")
 
 
 if __name__ == "__main__":
