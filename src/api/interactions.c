@@ -1,7 +1,10 @@
 /*
  * interactions: ingest, one interaction or a batch, idempotent on (source,
  * external_id). A batch answers item by item: invalid, forbidden and blocked
- * items fail alone while the valid ones are stored in one transaction.
+ * items fail alone while the valid ones are stored in one transaction. An
+ * interaction may name a case (case_id) or open one (a complaint): the
+ * database checks that the case is its customer's and answers
+ * case_mismatch otherwise, which is a 422 on /case_id (docs/cases.md).
  */
 #include <stdio.h>
 #include <stdlib.h>
