@@ -53,5 +53,7 @@ handler_fn handle_partner_customer;
 /* activation.c: handle_webhook_simple serves list, get and delete */
 handler_fn handle_events, handle_webhook_create, handle_webhook_update, handle_webhook_simple,
     handle_webhook_deliveries, handle_webhook_replay;
+/* cases.c */
+handler_fn handle_case_create, handle_case_list, handle_case_get, handle_case_patch;
 
 #endif

@@ -70,6 +70,10 @@ enum store_stmt {
     STMT_VALUE_SETTINGS_GET,
     STMT_VALUE_SETTINGS_PATCH,
     STMT_VALUE_SCHEDULE_CLAIM,
+    STMT_CASE_CREATE,
+    STMT_CASE_LIST,
+    STMT_CASE_GET,
+    STMT_CASE_PATCH,
     STMT_COUNT
 };
 extern const struct db_statement store_statements[STMT_COUNT];

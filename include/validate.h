@@ -62,6 +62,7 @@ struct interaction_request {
     json_t *tags;    /* owned: normalised array of strings; free with interaction_request_clear */
     json_t *payload; /* borrowed; NULL when absent */
     int scores[SCORE_KINDS]; /* -1 when not given */
+    char case_id[UUID_TEXT_LEN + 1]; /* the case it follows; "" when none (docs/cases.md) */
 };
 
 /* The value settings an admin may change (PATCH /v1/settings/value): name,

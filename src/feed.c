@@ -17,7 +17,8 @@ const char *const FEED_EVENT_TYPES[] = {
     "customer.erased",    "identifier.added",   "traits.changed",
     "interaction.created", "consent.changed",   "preferences.changed",
     "value.tier_changed", "segment.entered",  "segment.exited",
-    "moment.due",         NULL,
+    "moment.due",         "case.opened",      "case.status_changed",
+    NULL,
 };
 
 bool feed_event_type_known(const char *type, size_t len)
@@ -79,7 +80,7 @@ bool feed_types_parse(const char *csv, char *out, size_t outcap, char *err, size
                      "customer.merged, customer.unmerged, customer.erased, identifier.added, "
                      "traits.changed, interaction.created, consent.changed, "
                      "preferences.changed, value.tier_changed, segment.entered, segment.exited, "
-                     "moment.due)",
+                     "moment.due, case.opened, case.status_changed)",
                      (int)(n > 64 ? 64 : n), p);
             return false;
         }

@@ -28,6 +28,8 @@ static const struct problem_def DEFS[PROBLEM_KIND_COUNT] = {
     [PROBLEM_NOT_FOUND] = {404, "not-found", "Not found"},
     [PROBLEM_METHOD_NOT_ALLOWED] = {405, "method-not-allowed", "Method not allowed"},
     [PROBLEM_CONFLICT] = {409, "conflict", "Conflict with the current state"},
+    [PROBLEM_CASE_TRANSITION] = {409, "case-transition",
+                                 "The case cannot move from its status to the one asked"},
     [PROBLEM_GONE] = {410, "gone", "The customer has been erased"},
     [PROBLEM_CURSOR_EXPIRED] = {410, "cursor-expired",
                                 "The cursor is older than the change feed's retention"},

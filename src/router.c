@@ -151,6 +151,16 @@ static const struct route_def ROUTES[ROUTE_COUNT] = {
         AD, 0, "status limit"},
     [ROUTE_WEBHOOK_REPLAY] = {"POST", "/v1/webhooks/{id}/deliveries:replay", "webhook_replay",
         AD, 0, NULL},
+    /* Cases (docs/cases.md): the front office opens them, the call centre
+     * works them; marketing and partners see none. */
+    [ROUTE_CASE_CREATE] = {"POST", "/v1/customers/{id}/cases", "case_create",
+        FO | CC | AD, 0, NULL},
+    [ROUTE_CASE_LIST] = {"GET", "/v1/customers/{id}/cases", "case_list",
+        CC | AD, 0, "status limit"},
+    [ROUTE_CASE_GET] = {"GET", "/v1/cases/{id}", "case_get",
+        CC | AD, 0, NULL},
+    [ROUTE_CASE_PATCH] = {"PATCH", "/v1/cases/{id}", "case_patch",
+        CC | AD, 0, NULL},
 };
 
 #define ROUTE_TABLE_SIZE ((size_t)ROUTE_COUNT)

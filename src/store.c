@@ -8,6 +8,7 @@
  */
 #include "store.h"
 
+#include "cases.h"
 #include "jsontext.h"
 #include "log.h"
 #include "metrics.h"
@@ -36,7 +37,7 @@
     " FROM crm.ingest($1::uuid, $2::jsonb, $3::uuid, $4::uuid, $5, $6, $7, $8, "           \
     "$9::timestamptz, $10::numeric, $11, $12::numeric, "                                   \
     "ARRAY(SELECT jsonb_array_elements_text($13::jsonb)), $14::jsonb, $15::smallint, "     \
-    "$16::smallint, $17::smallint) AS d"
+    "$16::smallint, $17::smallint, $18::uuid, $19) AS d"
 
 const struct db_statement store_statements[STMT_COUNT] = {
     [STMT_PING] = {"ping", "SELECT '1'::json"},
@@ -178,6 +179,12 @@ const struct db_statement store_statements[STMT_COUNT] = {
         "SELECT to_jsonb(crm.value_schedule_claim($1::int, $2))"},
     [STMT_VALUE_SETTINGS_PATCH] = {"value_settings_patch",
         "SELECT crm.patch_value_settings($1::jsonb, $2::uuid, $3)"},
+    /* Cases (sql/functions/cases.sql); erased customers answer {"gone": true, ...}. */
+    [STMT_CASE_CREATE] = {"case_create", "SELECT crm.case_open($1::uuid, $2::uuid, $3, $4, $5, $6, "
+                    "$7, $8::uuid, $9::timestamptz)"},
+    [STMT_CASE_LIST] = {"case_list", "SELECT crm.customer_cases($1::uuid, $2, $3::int, $4::uuid, $5)"},
+    [STMT_CASE_GET] = {"case_get", "SELECT crm.case_read($1::uuid, $2::uuid, $3)"},
+    [STMT_CASE_PATCH] = {"case_patch", "SELECT crm.case_patch($1::uuid, $2::jsonb, $3::text[])"},
 };
 const int store_statement_count = STMT_COUNT;
 
@@ -266,8 +273,8 @@ enum db_status store_patch_traits(struct db_pool *pool, const char *customer_id,
     return st;
 }
 
-/* The 17 parameters of the ingest statement; free with ingest_params_free. */
-#define INGEST_PARAMS 17
+/* The 19 parameters of the ingest statement; free with ingest_params_free. */
+#define INGEST_PARAMS 19
 struct ingest_params {
     char new_customer[UUID_TEXT_LEN + 1];
     char interaction_id[UUID_TEXT_LEN + 1];
@@ -309,6 +316,9 @@ static void ingest_params_init(struct ingest_params *p, const struct interaction
         snprintf(p->scores[k], sizeof(p->scores[k]), "%d", req->scores[k]);
         p->values[14 + k] = p->scores[k];
     }
+    /* $18 the case it names, $19 what it does to a case (cases.h) */
+    p->values[17] = req->case_id[0] ? req->case_id : NULL;
+    p->values[18] = case_role_name(case_role_of(req->type, req->case_id[0] != '\0'));
 }
 
 static void ingest_params_free(struct ingest_params *p)
@@ -436,6 +446,7 @@ static enum db_status ingest_itemwise(struct db_pool *pool, struct interaction_r
 static void append_batch_item(struct jsontext *t, const struct interaction_request *req)
 {
     char new_customer[UUID_TEXT_LEN + 1], interaction_id[UUID_TEXT_LEN + 1];
+    const char *role;
     size_t i;
     json_t *tag;
     uuid_new(new_customer);
@@ -487,6 +498,11 @@ static void append_batch_item(struct jsontext *t, const struct interaction_reque
         snprintf(num, sizeof(num), "%d", req->scores[k]);
         jsontext_member(t, score_kind(k)->name, num); /* a string: SQL casts it */
     }
+    role = case_role_name(case_role_of(req->type, req->case_id[0] != '\0'));
+    if (req->case_id[0])
+        jsontext_member(t, "case_id", req->case_id);
+    if (role != NULL)
+        jsontext_member(t, "case_role", role);
     jsontext_raw(t, "}");
 }
 

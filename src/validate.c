@@ -396,7 +396,7 @@ bool validate_interaction(json_t *obj, const char *prefix, struct interaction_re
 {
     static const char *const allowed[] = {
         "customer_id", "identifiers", "source", "external_id", "channel", "type", "occurred_at",
-        "amount", "currency", "cost", "tags", "payload", "scores", NULL};
+        "amount", "currency", "cost", "tags", "payload", "scores", "case_id", NULL};
     json_t *cid, *ids, *v;
     bool ok;
 
@@ -492,6 +492,12 @@ bool validate_interaction(json_t *obj, const char *prefix, struct interaction_re
         } else {
             out->payload = v;
         }
+    }
+    if ((v = json_object_get(obj, "case_id")) != NULL && !json_is_null(v) &&
+        (!json_is_string(v) || !uuid_canonical(json_string_value(v), out->case_id))) {
+        verr_add(errors, prefix, "case_id", "'case_id' must be the UUID of a case");
+        out->case_id[0] = '\0';
+        ok = false;
     }
     if ((v = json_object_get(obj, "scores")) != NULL && !json_is_null(v)) {
         ok = validate_scores(v, prefix, out, errors) && ok;

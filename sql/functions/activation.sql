@@ -218,7 +218,8 @@ LANGUAGE sql STABLE AS $$
                               'type', i.type, 'occurred_at', crm.ts(i.occurred_at),
                               'amount', trim_scale(i.amount), 'currency', i.currency,
                               'tags', to_jsonb(i.tags), 'payload', i.payload,
-                              'scores', crm.scores_doc(i.nps, i.csat, i.ces))
+                              'scores', crm.scores_doc(i.nps, i.csat, i.ces),
+                              'case_id', i.case_id)
 $$;
 
 

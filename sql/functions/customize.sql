@@ -765,7 +765,8 @@ BEGIN
                                       'amount', trim_scale(i.amount), 'currency', i.currency,
                                       'cost', trim_scale(i.cost), 'tags', to_jsonb(i.tags),
                                       'payload', i.payload, 'resolved_by', i.resolved_by,
-                                      'scores', crm.scores_doc(i.nps, i.csat, i.ces))
+                                      'scores', crm.scores_doc(i.nps, i.csat, i.ces),
+                                      'case_id', i.case_id)
                                       ORDER BY i.occurred_at, i.interaction_id)
                                     FROM crm.interactions i
                                    WHERE i.customer_id = ANY (ids)), '[]'),
@@ -778,6 +779,7 @@ BEGIN
                                           FROM crm.identity_conflicts x
                                          WHERE x.customer_ids && ids), '[]'),
         'value', crm.value_section(sid),
+        'cases', crm.cases_export(ids),
         'moments', coalesce((SELECT jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
                                  'kind', l.kind, 'date', to_char(l.moment_date, 'YYYY-MM-DD'),
                                  'interaction_id', CASE WHEN l.kind = 'warranty'
@@ -795,8 +797,9 @@ END $$;
 -- again), traits, preferences, interaction payloads, satisfaction scores
 -- (the customer's opinions) and the identifiers
 -- they were resolved by, the identifier/trait/preference snapshots of
--- merge records, the identifiers of identity conflicts and the moments
--- that fired (crm.moment_ledger). Kept: the customer row (marked erased_at),
+-- merge records, the identifiers of identity conflicts, the moments
+-- that fired (crm.moment_ledger) and the texts of cases (subject, assignee:
+-- crm.erase_cases). Kept: the customer row (marked erased_at),
 -- interactions without payload (channel, type, time, amounts, tags) and
 -- the aggregates, needs and value derived from them, so totals and KPIs
 -- still add up; the consent history (no personal data, proof of consent
@@ -812,6 +815,7 @@ DECLARE
     n_traits bigint;
     n_preferences bigint;
     n_interactions bigint;
+    n_cases bigint;
     at timestamptz := clock_timestamp();
     result jsonb;
 BEGIN
@@ -852,12 +856,14 @@ BEGIN
     UPDATE crm.identity_conflicts SET identifiers = '[]' WHERE customer_ids && ids;
     -- the moments that fired (a birthday's date is part of the birth date)
     DELETE FROM crm.moment_ledger WHERE customer_id = ANY (ids);
+    n_cases := crm.erase_cases(ids, at);
     UPDATE crm.customers SET erased_at = at, updated_at = at WHERE customer_id = ANY (ids);
 
     result := jsonb_build_object(
         'customer_id', sid, 'erased_at', crm.ts(at), 'erased_ids', to_jsonb(ids[2:]),
         'identifiers_deleted', n_identifiers, 'traits_deleted', n_traits,
-        'preferences_deleted', n_preferences, 'interactions_anonymised', n_interactions);
+        'preferences_deleted', n_preferences, 'interactions_anonymised', n_interactions,
+        'cases_anonymised', n_cases);
     PERFORM crm.audit(p_key, p_role, 'customer.erase', sid, result - 'customer_id');
     RETURN result;
 END $$;

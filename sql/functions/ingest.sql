@@ -16,20 +16,32 @@
 -- validated by the server; they default to NULL so that a caller of the
 -- 14-argument form (a server of the previous release during a rolling
 -- upgrade, bench/run.sh) still finds the function.
+-- p_case, p_case_role: the case the interaction names and what it does to a
+-- case, as the server decides it (src/cases.c: 'open' opens one, 'complaint',
+-- 'response', 'follow' follow p_case; NULL: no case). The case must belong
+-- to the customer the interaction is stored for, after resolution; if not,
+-- nothing is written (the resolution too is undone) and the answer is
+-- {status: case_mismatch}. Then crm.case_follow (cases.sql) opens, reopens
+-- or answers the case. docs/cases.md.
 DROP FUNCTION IF EXISTS crm.ingest(uuid, jsonb, uuid, uuid, text, text, text, text, timestamptz,
                                    numeric, text, numeric, text[], jsonb);
+DROP FUNCTION IF EXISTS crm.ingest(uuid, jsonb, uuid, uuid, text, text, text, text, timestamptz,
+                                   numeric, text, numeric, text[], jsonb, smallint, smallint,
+                                   smallint);
 CREATE OR REPLACE FUNCTION crm.ingest(p_customer uuid, p_identifiers jsonb, p_new_customer uuid,
                            p_interaction_id uuid, p_source text, p_external_id text,
                            p_channel text, p_type text, p_occurred_at timestamptz,
                            p_amount numeric, p_currency text, p_cost numeric,
                            p_tags text[], p_payload jsonb, p_nps smallint DEFAULT NULL,
-                           p_csat smallint DEFAULT NULL, p_ces smallint DEFAULT NULL)
+                           p_csat smallint DEFAULT NULL, p_ces smallint DEFAULT NULL,
+                           p_case uuid DEFAULT NULL, p_case_role text DEFAULT NULL)
 RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
     cid uuid;
     existing record;
     new_id uuid;
     resolved jsonb;
+    case_ref uuid := CASE WHEN p_case_role = 'open' THEN gen_random_uuid() ELSE p_case END;
 BEGIN
     -- Cheap duplicate check first: a redelivery must not create or merge customers.
     SELECT interaction_id, customer_id INTO existing FROM crm.interactions
@@ -44,8 +56,27 @@ BEGIN
         IF cid IS NULL THEN
             RETURN jsonb_build_object('status', 'not_found');
         END IF;
-    ELSE
+        IF p_case IS NOT NULL AND NOT crm.case_of_customer(p_case, cid) THEN
+            RETURN jsonb_build_object('status', 'case_mismatch', 'case_id', p_case);
+        END IF;
+    ELSIF p_case IS NULL THEN
         resolved := crm.resolve(p_identifiers, p_source, p_new_customer);
+        IF resolved->>'status' = 'blocked' THEN
+            RETURN resolved;
+        END IF;
+        cid := (resolved->>'customer_id')::uuid;
+    ELSE
+        -- The case is checked against the customer the identifiers resolve
+        -- to; when it is another's, what the resolution wrote is undone.
+        BEGIN
+            resolved := crm.resolve(p_identifiers, p_source, p_new_customer);
+            IF resolved->>'status' IS DISTINCT FROM 'blocked'
+               AND NOT crm.case_of_customer(p_case, (resolved->>'customer_id')::uuid) THEN
+                RAISE EXCEPTION 'case % is not this customer''s', p_case USING ERRCODE = 'P0C01';
+            END IF;
+        EXCEPTION WHEN SQLSTATE 'P0C01' THEN
+            RETURN jsonb_build_object('status', 'case_mismatch', 'case_id', p_case);
+        END;
         IF resolved->>'status' = 'blocked' THEN
             RETURN resolved;
         END IF;
@@ -54,10 +85,11 @@ BEGIN
 
     INSERT INTO crm.interactions (interaction_id, customer_id, source, external_id, channel, type,
                                   occurred_at, amount, currency, cost, tags, payload,
-                                  origin_customer_id, resolved_by, nps, csat, ces)
+                                  origin_customer_id, resolved_by, nps, csat, ces, case_id)
     VALUES (p_interaction_id, cid, p_source, p_external_id, p_channel, p_type, p_occurred_at,
             p_amount, p_currency, p_cost, coalesce(p_tags, '{}'), coalesce(p_payload, '{}'),
-            coalesce(p_customer, cid), crm.without_raw(p_identifiers), p_nps, p_csat, p_ces)
+            coalesce(p_customer, cid), crm.without_raw(p_identifiers), p_nps, p_csat, p_ces,
+            case_ref)
     ON CONFLICT (source, external_id) DO NOTHING
     RETURNING interaction_id INTO new_id;
 
@@ -84,7 +116,15 @@ BEGIN
         SET n = s.n + 1, first_at = least(s.first_at, excluded.first_at),
             last_at = greatest(s.last_at, excluded.last_at);
 
+    IF case_ref IS NOT NULL THEN
+        PERFORM crm.case_follow(case_ref, p_case_role, cid, coalesce(p_customer, cid), new_id,
+                                p_channel, p_source, p_occurred_at);
+    END IF;
+
     RETURN jsonb_build_object('status', 'created', 'interaction_id', new_id, 'customer_id', cid)
+           || CASE WHEN case_ref IS NULL THEN '{}'::jsonb
+                   ELSE jsonb_build_object('case_id', case_ref,
+                                           'case_opened', p_case_role = 'open') END
            || CASE WHEN jsonb_array_length(coalesce(resolved->'conflicts', '[]')) > 0
                      OR jsonb_array_length(coalesce(resolved->'ignored', '[]')) > 0
                    THEN jsonb_build_object('conflicts', resolved->'conflicts',
@@ -114,7 +154,9 @@ END $$;
 -- A whole batch in one call. p_items is a JSON array of valid items, as the
 -- server sends them: {customer_id | identifiers, new_customer_id,
 -- interaction_id, source, external_id, channel, type, occurred_at, amount,
--- currency, cost, tags, payload, nps, csat, ces}. Every lock is taken first, in the lock
+-- currency, cost, tags, payload, nps, csat, ces, case_id, case_role}. An item
+-- with a case_role (it opens or follows a case, src/cases.c) is stored by
+-- crm.ingest, in item order, within the batch. Every lock is taken first, in the lock
 -- order (crm.lock_batch; sql/007_identity_junk_and_lock_order.sql and
 -- docs/identity.md), duplicates are answered first (a redelivery creates or
 -- merges nobody), customers are found as crm.ingest finds them
@@ -135,6 +177,7 @@ DECLARE
     resolved jsonb;
     cid uuid;
     known jsonb;      -- {ord: customer} for items a plain lookup resolves
+    via_ingest boolean := false;  -- an item was stored by crm.ingest (a case)
 BEGIN
     -- Known items need only their customer's lock (an earlier item of the
     -- batch can only merge that customer away, which the insert below
@@ -157,6 +200,23 @@ BEGIN
             CONTINUE;
         END IF;
         CONTINUE WHEN r.nth > 1; -- a repeat within the batch: answered after the insert
+        IF r.item ? 'case_role' THEN
+            -- An item that opens or follows a case is stored as crm.ingest
+            -- stores one (its locks are held already); the set-based insert
+            -- below skips it (no owner).
+            results[r.ord] := crm.ingest(
+                (r.item->>'customer_id')::uuid, r.item->'identifiers',
+                (r.item->>'new_customer_id')::uuid, (r.item->>'interaction_id')::uuid,
+                r.item->>'source', r.item->>'external_id', r.item->>'channel', r.item->>'type',
+                (r.item->>'occurred_at')::timestamptz, (r.item->>'amount')::numeric,
+                r.item->>'currency', (r.item->>'cost')::numeric,
+                ARRAY(SELECT jsonb_array_elements_text(coalesce(r.item->'tags', '[]'))),
+                coalesce(r.item->'payload', '{}'), (r.item->>'nps')::smallint,
+                (r.item->>'csat')::smallint, (r.item->>'ces')::smallint,
+                (r.item->>'case_id')::uuid, r.item->>'case_role');
+            via_ingest := true;
+            CONTINUE;
+        END IF;
         IF r.item ? 'customer_id' THEN
             -- crm.lock_batch holds the survivor's lock: a plain lookup.
             SELECT c.customer_id INTO cid FROM crm.customers c
@@ -187,6 +247,18 @@ BEGIN
         END IF;
         owner[r.ord] := cid;
     END LOOP;
+
+    -- Items stored by crm.ingest: a later item's resolve may have merged
+    -- their customer away since (the merge moved the interaction); the
+    -- answer names the survivor, as for the others.
+    IF via_ingest THEN
+        FOR i IN 1..n LOOP
+            IF results[i]->>'status' = 'created' THEN
+                results[i] := results[i] || jsonb_build_object(
+                    'customer_id', crm.survivor_of((results[i]->>'customer_id')::uuid));
+            END IF;
+        END LOOP;
+    END IF;
 
     -- A later item's resolve may have merged an earlier item's customer:
     -- write to the survivor (merges flatten chains, so one hop).

@@ -68,7 +68,8 @@ END $$;
 -- ---- profile ----------------------------------------------------------------------
 
 -- The profile's extra sections: value (crm.value_section), preferences,
--- current consents and satisfaction.
+-- current consents, satisfaction and the open cases (crm.open_cases_doc,
+-- cases.sql; its table has its own invalidation trigger there).
 CREATE OR REPLACE FUNCTION crm.profile_sections(p_customer uuid) RETURNS jsonb
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
@@ -77,7 +78,8 @@ BEGIN
                 'value', crm.value_section(p_customer),
                 'preferences', crm.preferences_doc(p_customer)->'preferences',
                 'consents', crm.consent_current(p_customer, now()),
-                'satisfaction', crm.satisfaction_doc(p_customer))
+                'satisfaction', crm.satisfaction_doc(p_customer),
+                'cases', crm.open_cases_doc(p_customer))
     );
 END $$;
 
@@ -199,7 +201,8 @@ BEGIN
                         'cost', trim_scale(cost),
                         'tags', to_jsonb(tags),
                         'payload', payload,
-                        'scores', crm.scores_doc(nps, csat, ces)) ORDER BY rn)
+                        'scores', crm.scores_doc(nps, csat, ces),
+                        'case_id', case_id) ORDER BY rn)
                         FILTER (WHERE rn <= p_limit), '[]'),
                'next_cursor_at', CASE WHEN count(*) > p_limit THEN
                     (array_agg(crm.ts(occurred_at)) FILTER (WHERE rn = p_limit))[1] END,

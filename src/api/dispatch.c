@@ -69,6 +69,10 @@ static handler_fn *const HANDLERS[ROUTE_COUNT] = {
     [ROUTE_WEBHOOK_DELETE] = handle_webhook_simple,
     [ROUTE_WEBHOOK_DELIVERIES] = handle_webhook_deliveries,
     [ROUTE_WEBHOOK_REPLAY] = handle_webhook_replay,
+    [ROUTE_CASE_CREATE] = handle_case_create,
+    [ROUTE_CASE_LIST] = handle_case_list,
+    [ROUTE_CASE_GET] = handle_case_get,
+    [ROUTE_CASE_PATCH] = handle_case_patch,
 };
 
 bool dispatch_admit(struct app *app, enum route route, const char *path,

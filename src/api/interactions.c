@@ -1,7 +1,10 @@
 /*
  * interactions: ingest, one interaction or a batch, idempotent on (source,
  * external_id). A batch answers item by item: invalid, forbidden and blocked
- * items fail alone while the valid ones are stored in one transaction.
+ * items fail alone while the valid ones are stored in one transaction. An
+ * interaction may name a case (case_id) or open one (a complaint): the
+ * database checks that the case is its customer's and answers
+ * case_mismatch otherwise, which is a 422 on /case_id (docs/cases.md).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +14,11 @@
 #include "metrics.h"
 #include "store.h"
 #include "validate.h"
+
+/* An interaction naming a case of another customer (or no case): nothing
+ * is stored (docs/cases.md). */
+static const char CASE_MISMATCH[] =
+    "'case_id' must name a case of the customer the interaction is stored for";
 
 void handle_interaction(struct app *app, const struct request *req, struct response *res)
 {
@@ -45,6 +53,14 @@ void handle_interaction(struct app *app, const struct request *req, struct respo
         return;
     }
     status = json_string_value(json_object_get(out, "status"));
+    if (status != NULL && strcmp(status, "case_mismatch") == 0) {
+        metrics_ingest(0, 0, 1);
+        json_decref(out);
+        errors = json_array();
+        verr_add(errors, "", "case_id", "%s", CASE_MISMATCH);
+        respond_validation(res, errors, req->path);
+        return;
+    }
     if (status != NULL && strcmp(status, "not_found") == 0) {
         metrics_ingest(0, 0, 1);
         json_decref(out);
@@ -125,6 +141,17 @@ void handle_batch(struct app *app, const struct request *req, struct response *r
             json_array_set_new(results, i,
                                json_pack("{s:I, s:s, s:o}", "index", (json_int_t)i, "status",
                                          "failed", "problem", blocked.body));
+            continue;
+        } else if (status != NULL && strcmp(status, "case_mismatch") == 0) {
+            json_t *item_errors = json_array();
+            char prefix[32];
+            snprintf(prefix, sizeof(prefix), "/items/%zu", i);
+            verr_add(item_errors, prefix, "case_id", "%s", CASE_MISMATCH);
+            failed++;
+            json_array_set_new(results, i,
+                               json_pack("{s:I, s:s, s:o}", "index", (json_int_t)i, "status",
+                                         "failed", "problem",
+                                         problem_validation(item_errors, req->path)));
             continue;
         } else {
             enum problem_kind kind = status != NULL && strcmp(status, "not_found") == 0

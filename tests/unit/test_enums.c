@@ -3,7 +3,7 @@
  * interaction types and satisfaction score ranges in validate.c, identifier
  * kinds in normalize.c, consent purposes and statuses and moment kinds in
  * customize.c, roles in auth.c, NPS categories in segment.c, event types in
- * feed.c), and the error
+ * feed.c, case statuses and priorities in cases.c), and the error
  * messages list them from those arrays. Here the contract (openapi.yaml's
  * enums) and the schema (the CHECK constraints in sql/) are read from the
  * source tree and compared with the C lists, in order.
@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "auth.h"
+#include "cases.h"
 #include "customize.h"
 #include "feed.h"
 #include "normalize.h"
@@ -207,6 +208,9 @@ START_TEST(test_openapi_enums_match_c)
     /* the change feed's event types (feed.c) */
     ck_assert_str_eq(openapi_enum(yaml, "EventType"), feed_types());
     ck_assert_str_eq(openapi_enum(yaml, "NpsCategory"), nps_category_list());
+    /* cases (cases.c) */
+    ck_assert_str_eq(openapi_enum(yaml, "CaseStatus"), case_status_list());
+    ck_assert_str_eq(openapi_enum(yaml, "CasePriority"), case_priority_list());
     free(yaml);
 }
 END_TEST
@@ -253,6 +257,9 @@ START_TEST(test_sql_checks_match_c)
     /* the moments run's kinds and their purposes (sql/013_moment_events.sql) */
     ck_assert_str_eq(sql_check(sql, "moment_kinds", "kind"), moment_kind_list());
     ck_assert_str_eq(sql_check(sql, "moment_kinds", "purpose"), consent_purpose_list());
+    /* cases (sql/017_cases.sql) */
+    ck_assert_str_eq(sql_check(sql, "cases", "status"), case_status_list());
+    ck_assert_str_eq(sql_check(sql, "cases", "priority"), case_priority_list());
     free(sql);
 }
 END_TEST
