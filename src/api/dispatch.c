@@ -67,6 +67,9 @@ static handler_fn *const HANDLERS[ROUTE_COUNT] = {
     [ROUTE_WEBHOOK_DELETE] = handle_webhook_simple,
     [ROUTE_WEBHOOK_DELIVERIES] = handle_webhook_deliveries,
     [ROUTE_WEBHOOK_REPLAY] = handle_webhook_replay,
+    [ROUTE_ME] = handle_me,
+    [ROUTE_CONSOLE_INDEX] = handle_console,
+    [ROUTE_CONSOLE_FILE] = handle_console,
 };
 
 bool dispatch_admit(struct app *app, enum route route, const char *path,
