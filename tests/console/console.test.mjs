@@ -50,6 +50,7 @@ async function check(name, fn) {
 // A fresh context (its own sessionStorage) with the watchers on.
 async function newPage(browser, width = 1280) {
   const context = await browser.newContext({ viewport: { width, height: 900 } });
+  context.setDefaultTimeout(10000);
   const page = await context.newPage();
   page.on('dialog', (d) => { problems.push(`a dialog fired: ${d.message()}`); d.dismiss().catch(() => {}); });
   page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
