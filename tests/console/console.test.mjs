@@ -74,16 +74,18 @@ async function shot(page, name) {
 
 // --- seed -----------------------------------------------------------------
 const keys = {};
+let hook, annId, segName;
+try {
 for (const role of ['call_center', 'marketing', 'front_office']) {
   keys[role] = (await call('POST', '/v1/admin/keys', { name: `console ${role} ${run}`, role })).api_key;
 }
 // A webhook to a closed loopback port: its deliveries fail and are listed.
-const hook = await call('POST', '/v1/webhooks', { url: 'http://127.0.0.1:9/hook', event_types: ['customer.created'] });
+hook = await call('POST', '/v1/webhooks', { url: 'http://127.0.0.1:9/hook', event_types: ['customer.created'] });
 const ann = await call('POST', '/v1/customers:resolve', {
   identifiers: [{ kind: 'email', value: `ann-${run}@example.com` }, { kind: 'phone', value: PHONE },
     { kind: 'loyalty_card', value: `CARD-${run}` }],
   source: 'web', traits: { first_name: 'Ann', last_name: XSS, attributes: { note: '<b>bold</b>' } } });
-const annId = ann.customer_id;
+annId = ann.customer_id;
 const items = [];
 const now = new Date();
 for (let i = 0; i < 25; i++) {
@@ -91,19 +93,34 @@ for (let i = 0; i < 25; i++) {
   items.push({ customer_id: annId, source: 'pos', external_id: `r-${run}-${i}`, channel: 'store', type: 'purchase',
     occurred_at: at.toISOString(), amount: 20 + i, currency: 'EUR' });
 }
-for (let c = 0; c < 6; c++) {
+// Twelve more buyers, first seen over the past year, from one purchase to
+// four, at different paces and amounts.
+for (let c = 0; c < 12; c++) {
   const other = await call('POST', '/v1/customers:resolve', { identifiers: [{ kind: 'email', value: `c${c}-${run}@example.com` }], source: 'web' });
-  for (let i = 0; i < 3; i++) {
-    const at = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() - c - i, 5));
+  const first = 30 + ((c * 97) % 330), n = 1 + ((c * 5) % 4);
+  for (let i = 0; i < n; i++) {
+    const at = new Date(now.getTime() - (first - i * Math.floor(first / (n + 1))) * 86400e3);
     items.push({ customer_id: other.customer_id, source: 'pos', external_id: `o-${run}-${c}-${i}`, channel: 'store',
-      type: 'purchase', occurred_at: at.toISOString(), amount: 10 * (c + 1), currency: 'EUR' });
+      type: 'purchase', occurred_at: at.toISOString(), amount: 12 + 17 * ((c * 7 + i * 3) % 5), currency: 'EUR' });
   }
 }
 await call('POST', '/v1/interactions:batch', { items });
 await call('POST', `/v1/customers/${annId}/consents`, { purpose: 'marketing', channel: 'email', status: 'granted', source: 'web' });
-await call('POST', '/v1/value:recompute', {});
-const segName = `buyers ${run}`;
-await call('POST', '/v1/segments', { name: segName, rule: { field: 'value.revenue', op: 'gt', value: 0 } });
+// A value run for the profile's value section; on so little data the
+// model may not converge (422 model-not-fitted), which this test does not need.
+await call('POST', '/v1/value:recompute', {}).catch((err) => {
+  if (!/model-not-fitted/.test(err.message)) throw err;
+  console.log('# value run: the model did not converge on the seed data');
+});
+segName = `customers ${run}`;
+await call('POST', '/v1/segments', { name: segName,
+  rule: { field: 'customer.created_at', op: 'gte', value: new Date(now.getTime() - 60e3).toISOString() } });
+
+} catch (err) {
+  console.log(`FAIL - seeding through the API: ${err.message}`);
+  console.log(`console: 0 passed, 1 failed`);
+  process.exit(1);
+}
 
 // --- the browser ---------------------------------------------------------
 const browser = await chromium.launch({ executablePath: process.env.CRM_CHROMIUM, args: ['--no-sandbox'] });
@@ -187,7 +204,7 @@ try {
     const row = page.locator('table.segments tr', { hasText: segName });
     await row.waitFor();
     const count = await row.locator('td').nth(1).textContent();
-    expect(count === '7', `the segment counts ${count}, not 7`);
+    expect(count === '13', `the segment counts ${count}, not 13`);
     await shot(page, 'marketing');
     await row.locator('button').click();
     await page.waitForSelector('#members table');
