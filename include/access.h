@@ -2,7 +2,7 @@
  * access: verifies API keys against crm.api_keys (SHA-256 compare in the
  * database) and remembers valid keys for a short time, so that the hot
  * paths stay at one database round trip. A revoked key stops working
- * within ACCESS_CACHE_SECONDS. Also installs the bootstrap admin key.
+ * within ACCESS_CACHE_SECONDS (at once on the server that revoked it). Also installs the bootstrap admin key.
  */
 #ifndef CRM_ACCESS_H
 #define CRM_ACCESS_H
@@ -36,6 +36,10 @@ enum access_result access_check(struct access *access, const char *authorization
  * twice that). False when empty; *retry_after is then the whole seconds
  * until a token is back. */
 bool access_rate_take(struct access *access, const char *key_id, int *retry_after);
+
+/* Forget the cached verification of the key with this id (just revoked):
+ * this server refuses it from its next request on. */
+void access_forget(struct access *access, const char *key_id);
 
 /* Install key as the admin key if no admin key exists yet. Prints what it did. */
 bool access_bootstrap(PGconn *pg, const char *key);

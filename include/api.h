@@ -45,6 +45,7 @@ struct request {
     void *query_ctx;
     const struct principal *who; /* the caller's key; NULL on public routes */
     const char *min_lsn; /* CRM-Min-LSN header or NULL */
+    const char *if_none_match; /* If-None-Match header or NULL (the console's files) */
     /* Where this request's reads go: the primary, or for the read routes
      * (route_reads_from_replica) the replica when one is configured and,
      * given min_lsn, has replayed that far. Set by handle_request. */
@@ -74,6 +75,18 @@ struct response {
     bool (*stream_fill)(void *ctx);
     void (*stream_free)(void *ctx);
     void *stream_ctx;
+    /* A static body instead of body (the console's compiled-in files):
+     * static_len bytes at static_body, never freed, sent as static_type
+     * (set: this kind of answer) with these headers when not NULL: ETag,
+     * Cache-Control, and csp as Content-Security-Policy together with
+     * X-Content-Type-Options: nosniff and Referrer-Policy: no-referrer.
+     * Status 304 sends the headers without the body. */
+    const char *static_type;
+    const unsigned char *static_body;
+    size_t static_len;
+    const char *etag;
+    const char *cache_control;
+    const char *csp;
 };
 
 #define STREAM_NEEDS_FILL (-2L)

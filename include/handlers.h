@@ -38,8 +38,10 @@ handler_fn handle_interaction, handle_batch;
 handler_fn handle_segment_create, handle_segment_update, handle_segment_simple,
     handle_segment_preview, handle_segment_customers, handle_segment_export, handle_kpis,
     handle_recompute, handle_customer_segments, handle_value_runs, handle_value_settings;
-/* keys.c: handle_key_list_or_revoke serves list and revoke */
-handler_fn handle_key_create, handle_key_list_or_revoke;
+/* keys.c: handle_key_list_or_revoke serves list and revoke; handle_me: GET /v1/me */
+handler_fn handle_key_create, handle_key_list_or_revoke, handle_me;
+/* console.c: serves "/console/" and "/console/{file}" */
+handler_fn handle_console;
 /* identity.c */
 handler_fn handle_customer_merges, handle_merge, handle_unmerge, handle_blocked_list,
     handle_blocked_add, handle_blocked_remove, handle_limits_get, handle_limits_set,

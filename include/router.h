@@ -3,7 +3,9 @@
  * route, its method, path pattern, name, the roles that may call it, its
  * flags (public, replica read, long) and the query parameters it reads; maps
  * (method, path) to a route with the 404/405 distinction (with the Allow
- * list for 405) and parses the {id} path segment into a canonical UUID.
+ * list for 405) and parses the {id} path segment into a canonical UUID;
+ * a {file} at the end of a pattern matches a relative file name (see
+ * route_request).
  * Pure: no I/O. The handler of each route is dispatch.c's.
  */
 #ifndef CRM_ROUTER_H
@@ -70,6 +72,9 @@ enum route {
     ROUTE_CASE_LIST,
     ROUTE_CASE_GET,
     ROUTE_CASE_PATCH,
+    ROUTE_ME,
+    ROUTE_CONSOLE_INDEX,
+    ROUTE_CONSOLE_FILE,
     ROUTE_COUNT
 };
 
@@ -90,13 +95,23 @@ enum route_status {
     ROUTE_BAD_UUID,           /* the path has the shape of a route but {id} is no UUID */
 };
 
+/* The longest {file} a path may name (see route_request). */
+#define ROUTE_FILE_MAX 96
+
 struct route_match {
     enum route_status status;
     enum route route;
     char id[UUID_TEXT_LEN + 1]; /* canonical {id} when the route has one */
+    char file[ROUTE_FILE_MAX + 1]; /* {file} when the route has one */
     char allow[32];
 };
 
+/* {id} matches one non-empty segment, then checked to be a UUID (else
+ * ROUTE_BAD_UUID). {file}, only at the end of a pattern, matches the rest
+ * of the path when it is a relative file name: segments of letters, digits,
+ * '.', '_' and '-' that do not start with '.' (so never "..", "" or a
+ * hidden file), at most ROUTE_FILE_MAX bytes; any other rest is no match
+ * (404). */
 void route_request(const char *method, const char *path, struct route_match *out);
 
 /* Short stable name of a route ("customer_get"), for logs and metrics. */

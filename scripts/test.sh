@@ -2,8 +2,9 @@
 # One command to run the whole suite: install what is missing, build (plain
 # and with AddressSanitizer+UBSan), start a local PostgreSQL, then run the
 # Check unit tests and the end-to-end HTTP tests against the real server and
-# database under both builds, and lint openapi.yaml. Ends with one line
-# "N passed, N failed"; exits non-zero if anything failed.
+# database under both builds, the console in a browser, and lint
+# openapi.yaml. Ends with one line "N passed, N failed"; exits non-zero if
+# anything failed.
 set -uo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -145,6 +146,11 @@ echo "== HA loopback test (pg_auto_failover: the primary's postmaster killed und
 ha_out=$(bash "$ROOT/tests/ha/run.sh" 2>&1)
 echo "$ha_out"
 count_summary ha "$ha_out"
+
+echo "== console in a browser (tests/console/run.sh: chromium + playwright-core)"
+console_out=$(bash "$ROOT/tests/console/run.sh" 2>&1)
+echo "$console_out"
+count_summary console "$console_out"
 
 if [ -x "$ROOT/tests/lint_openapi.sh" ]; then
     echo "== openapi.yaml lint"

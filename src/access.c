@@ -153,6 +153,16 @@ enum access_result access_check(struct access *a, const char *authorization,
     return ACCESS_OK;
 }
 
+void access_forget(struct access *a, const char *key_id)
+{
+    pthread_mutex_lock(&a->lock);
+    for (int s = 0; s < CACHE_SETS; s++)
+        for (int i = 0; i < CACHE_WAYS; i++)
+            if (a->cache[s][i].expires != 0 && strcmp(a->cache[s][i].who.key_id, key_id) == 0)
+                memset(&a->cache[s][i], 0, sizeof(a->cache[s][i]));
+    pthread_mutex_unlock(&a->lock);
+}
+
 static double now_seconds(void)
 {
     struct timespec ts;

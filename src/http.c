@@ -227,10 +227,35 @@ static enum MHD_Result send_stream(struct MHD_Connection *conn, struct response 
     return ret;
 }
 
+/* A compiled-in file (res->static_*): its bytes are never copied nor freed. */
+static enum MHD_Result send_static(struct MHD_Connection *conn, struct response *res)
+{
+    size_t len = res->status == 304 ? 0 : res->static_len;
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(len, (void *)res->static_body, MHD_RESPMEM_PERSISTENT);
+    enum MHD_Result ret;
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, res->static_type);
+    if (res->etag != NULL)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_ETAG, res->etag);
+    if (res->cache_control != NULL)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, res->cache_control);
+    if (res->csp != NULL) {
+        MHD_add_response_header(r, "Content-Security-Policy", res->csp);
+        MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+        MHD_add_response_header(r, "Referrer-Policy", "no-referrer");
+    }
+    note_response(r, res->status);
+    ret = MHD_queue_response(conn, (unsigned int)res->status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
 static enum MHD_Result send_response(struct MHD_Connection *conn, struct response *res)
 {
     if (res->stream_read != NULL)
         return send_stream(conn, res);
+    if (res->static_type != NULL)
+        return send_static(conn, res);
 
     char *text = res->raw_body != NULL
                      ? res->raw_body
@@ -599,6 +624,8 @@ static enum MHD_Result finish_request(struct http_server *srv, struct MHD_Connec
         }
     }
     req.min_lsn = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "CRM-Min-LSN");
+    req.if_none_match = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                    MHD_HTTP_HEADER_IF_NONE_MATCH);
     if (srv->pooled && route_runs_long(match.route)) {
         /* Counted before draining is read, and http_drain_and_stop sets
          * draining before it reads the count: either this request is queued

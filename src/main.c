@@ -263,6 +263,9 @@ int main(int argc, char **argv)
             cfg.tls_cert[0] != '\0' ? "https" : "http", strchr(cfg.listen, ':') ? "[" : "",
             cfg.listen, strchr(cfg.listen, ':') ? "]" : "", cfg.port, cfg.pool_size,
             http_worker_threads(cfg.http_threads), cfg.body_limit);
+    log_msg(LOG_INFO, "main", "console on %s://%s%s%s:%d/console/ (sign in with an API key)",
+            cfg.tls_cert[0] != '\0' ? "https" : "http", strchr(cfg.listen, ':') ? "[" : "",
+            cfg.listen, strchr(cfg.listen, ':') ? "]" : "", cfg.port);
     start_warm_up(&app);
 
     sigwait(&stop_signals, &sig);

@@ -1,7 +1,9 @@
 /*
  * router: the route table. A pattern is a path whose "{id}" segment matches
  * any single non-empty segment; the segment is then checked to be a UUID,
- * so "/v1/customers/xyz" is a 400 (bad id), not a 404 (no such route).
+ * so "/v1/customers/xyz" is a 400 (bad id), not a 404 (no such route). A
+ * "{file}" ending a pattern matches the rest of the path when it is a safe
+ * relative file name (the console's static files), else nothing (404).
  */
 #include "router.h"
 
@@ -161,17 +163,58 @@ static const struct route_def ROUTES[ROUTE_COUNT] = {
         CC | AD, 0, NULL},
     [ROUTE_CASE_PATCH] = {"PATCH", "/v1/cases/{id}", "case_patch",
         CC | AD, 0, NULL},
+    /* Who the caller's key is (the console learns its role from it). */
+    [ROUTE_ME] = {"GET", "/v1/me", "me",
+        FO | CC | MK | PA | AD, 0, NULL},
+    /* The console's static files (no data in them: public); api/console.c */
+    [ROUTE_CONSOLE_INDEX] = {"GET", "/console/", "console",
+        0, PUBLIC, NULL},
+    [ROUTE_CONSOLE_FILE] = {"GET", "/console/{file}", "console_file",
+        0, PUBLIC, NULL},
 };
 
 #define ROUTE_TABLE_SIZE ((size_t)ROUTE_COUNT)
 
-/* Match path against pattern; on success copies the {id} segment (raw) to id. */
+/* True when s is a relative file name of at most ROUTE_FILE_MAX bytes:
+ * '/'-separated segments of [A-Za-z0-9._-], none empty or starting with '.'. */
+static bool file_name_ok(const char *s)
+{
+    size_t n = strlen(s);
+    bool segment_start = true;
+    if (n == 0 || n > ROUTE_FILE_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (c == '/') {
+            if (segment_start)
+                return false; /* an empty segment */
+            segment_start = true;
+            continue;
+        }
+        if (segment_start && c == '.')
+            return false;
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-'))
+            return false;
+        segment_start = false;
+    }
+    return !segment_start; /* no trailing '/' */
+}
+
+/* Match path against pattern; on success copies the {id} segment (raw) to
+ * id, or the {file} rest to out->file. */
 static bool path_matches(const char *pattern, const char *path, char *id, size_t idcap,
-                         bool *has_id)
+                         bool *has_id, struct route_match *out)
 {
     const char *p = pattern, *s = path;
     *has_id = false;
     while (*p && *s) {
+        if (strcmp(p, "{file}") == 0) {
+            if (!file_name_ok(s))
+                return false;
+            snprintf(out->file, sizeof(out->file), "%s", s);
+            return true;
+        }
         if (strncmp(p, "{id}", 4) == 0) {
             const char *end = strchr(s, '/');
             size_t n = end ? (size_t)(end - s) : strlen(s);
@@ -201,7 +244,7 @@ void route_request(const char *method, const char *path, struct route_match *out
     out->status = ROUTE_NOT_FOUND;
     for (size_t i = 0; i < ROUTE_TABLE_SIZE; i++) {
         bool has_id;
-        if (!path_matches(ROUTES[i].pattern, path, raw_id, sizeof(raw_id), &has_id))
+        if (!path_matches(ROUTES[i].pattern, path, raw_id, sizeof(raw_id), &has_id, out))
             continue;
         if (strcmp(ROUTES[i].method, method) != 0) {
             size_t len = strlen(out->allow);

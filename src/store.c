@@ -65,6 +65,10 @@ const struct db_statement store_statements[STMT_COUNT] = {
                  "|| jsonb_strip_nulls(jsonb_build_object('shared_fields', to_jsonb(k.shared_fields))) "
                  "ORDER BY k.created_at), '[]')) FROM crm.api_keys k"},
     [STMT_KEY_REVOKE] = {"key_revoke", "SELECT crm.revoke_key($1::uuid, $2::uuid)"},
+    /* GET /v1/me: read afresh, so a key revoked anywhere is told at once */
+    [STMT_KEY_ME] = {"key_me", "SELECT jsonb_strip_nulls(jsonb_build_object('key_id', key_id, "
+                 "'name', name, 'role', role, 'namespace', namespace)) FROM crm.api_keys "
+                 "WHERE key_id = $1::uuid AND revoked_at IS NULL"},
     [STMT_PATCH_TRAITS] = {"patch_traits", "SELECT crm.patch_traits($1::uuid, $2::jsonb, $3)"},
     [STMT_INGEST] = {"ingest", INGEST_SQL},
     /* Live membership (sql/functions/membership.sql): the compiled rule is

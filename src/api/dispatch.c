@@ -73,6 +73,9 @@ static handler_fn *const HANDLERS[ROUTE_COUNT] = {
     [ROUTE_CASE_LIST] = handle_case_list,
     [ROUTE_CASE_GET] = handle_case_get,
     [ROUTE_CASE_PATCH] = handle_case_patch,
+    [ROUTE_ME] = handle_me,
+    [ROUTE_CONSOLE_INDEX] = handle_console,
+    [ROUTE_CONSOLE_FILE] = handle_console,
 };
 
 bool dispatch_admit(struct app *app, enum route route, const char *path,

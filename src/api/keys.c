@@ -1,6 +1,8 @@
 /*
  * keys: API-key management for admins: create (the key is shown once and
- * stored as a SHA-256 hash), list, revoke. Both writes are audited.
+ * stored as a SHA-256 hash), list, revoke (both writes audited; a revoked
+ * key leaves this server's key cache at once); and GET /v1/me, any key's
+ * own id, name and role.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -121,6 +123,26 @@ void handle_key_list_or_revoke(struct app *app, const struct request *req,
     } else {
         const char *params[2] = {req->match->id, req->who->key_id};
         st = store_call(app->pool, STMT_KEY_REVOKE, 2, params, &out, err, sizeof(err));
+        /* this server stops taking the key at once (others within their cache time) */
+        if (st == DB_OK && out != NULL)
+            access_forget(app->access, req->match->id);
     }
     respond_found(res, st, out, err, "no key with this id", req->path);
+}
+
+/* GET /v1/me: the caller's own key (id, name, role, a partner's namespace),
+ * read from the database rather than the key cache, so that a key revoked
+ * on any instance is answered 401 here at once (the console signs out). */
+void handle_me(struct app *app, const struct request *req, struct response *res)
+{
+    json_t *out = NULL;
+    char err[API_ERR_LEN];
+    const char *params[1] = {req->who->key_id};
+    enum db_status st = store_call(app->pool, STMT_KEY_ME, 1, params, &out, err, sizeof(err));
+    if (st == DB_OK && out == NULL) {
+        respond_problem(res, PROBLEM_UNAUTHORIZED, "this API key has been revoked", req->path);
+        res->auth_challenge = true;
+        return;
+    }
+    respond_found(res, st, out, err, "no such key", req->path);
 }

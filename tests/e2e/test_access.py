@@ -543,6 +543,9 @@ class RoleMatrixTests(AccessTestCase):
                                            "role": "front_office"}, key=k)
         self.check_matrix(set(), call, (201,))
 
+    def test_me(self):
+        self.check_matrix({FO, CC, MK, PA}, lambda k: get("/v1/me", key=k), (200,))
+
     def test_admin_key_revoke(self):
         # An unknown id: admin gets 404, the others 403.
         self.check_matrix(set(), lambda k: request("DELETE", "/v1/admin/keys/%s" % uuid.uuid4(),
@@ -700,6 +703,26 @@ class RevocationTests(AccessTestCase):
         self.assertUnauthorized(get("/v1/segments", key=a["api_key"]))
         self.assertJson(get("/v1/segments", key=b["api_key"]), 200)
 
+    def test_revoke_after_use_is_at_once_on_this_server(self):
+        # Used (so cached for 30 s), then revoked on this server: refused at
+        # its very next request, not 30 s later.
+        doc = create_key(CC)
+        self.assertProblem(get("/v1/segments", key=doc["api_key"]), 403, "forbidden")
+        self.assertJson(get("/v1/me", key=doc["api_key"]), 200)
+        self.assertJson(request("DELETE", "/v1/admin/keys/%s" % doc["key_id"]), 200)
+        self.assertUnauthorized(get("/v1/customers/%s" % uuid.uuid4(), key=doc["api_key"]))
+        self.assertUnauthorized(get("/v1/me", key=doc["api_key"]))
+
+    def test_me_reads_revocation_afresh(self):
+        # Revoked behind the server's back (another instance): the cache
+        # still admits the key for up to 30 s, /v1/me answers 401 at once.
+        doc = create_key(MK)
+        self.assertJson(get("/v1/segments", key=doc["api_key"]), 200)
+        harness.sql("UPDATE crm.api_keys SET revoked_at = now() WHERE key_id = %s"
+                    % harness.lit(doc["key_id"]))
+        self.assertJson(get("/v1/segments", key=doc["api_key"]), 200)  # cached
+        self.assertUnauthorized(get("/v1/me", key=doc["api_key"]))
+
     def test_revoke_unknown_id_is_404(self):
         r = request("DELETE", "/v1/admin/keys/%s" % uuid.uuid4())
         self.assertProblem(r, 404, "not-found")
@@ -709,6 +732,28 @@ class RevocationTests(AccessTestCase):
             with self.subTest(id=bad):
                 r = request("DELETE", "/v1/admin/keys/%s" % bad)
                 self.assertProblem(r, 400, "invalid-uuid")
+
+
+# ---------------------------------------------------------------------------
+# GET /v1/me
+
+class MeTests(AccessTestCase):
+    def test_each_role_learns_its_own_key(self):
+        for role in ROLES:
+            with self.subTest(role=role):
+                name = "e2e-me-%s-%s" % (role, uid())
+                doc = create_key(role, name=name, namespace=PARTNER_NS if role == PA else None)
+                me = self.assertJson(get("/v1/me", key=doc["api_key"]), 200)
+                want = {"key_id": doc["key_id"], "role": role, "name": name}
+                if role == PA:
+                    want["namespace"] = PARTNER_NS
+                self.assertEqual(me, want)
+
+    def test_me_without_a_key_or_with_a_query(self):
+        self.assertUnauthorized(get("/v1/me", key=None))
+        self.assertUnauthorized(get("/v1/me", key=fake_key()))
+        self.assertProblem(get("/v1/me?x=1"), 400, "invalid-query")
+        self.assertProblem(post("/v1/me", {}), 405, "method-not-allowed")
 
 
 # ---------------------------------------------------------------------------

@@ -335,5 +335,67 @@ class ConnectionLimitTests(HttpTestCase):
                         "a kept-alive connection idles on the usual timeout")
 
 
+class ConsoleFileTests(HttpTestCase):
+    """The console's static files (/console/): no key, their content type,
+    a strong ETag and 304, the page headers (CSP, nosniff), and no way out
+    of the compiled-in set."""
+
+    CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+           "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+
+    def test_index_and_files_without_a_key(self):
+        for path, ctype in (("/console/", "text/html; charset=utf-8"),
+                            ("/console/app.js", "text/javascript; charset=utf-8"),
+                            ("/console/console.css", "text/css; charset=utf-8"),
+                            ("/console/vendor/uPlot.iife.min.js", "text/javascript; charset=utf-8"),
+                            ("/console/vendor/uPlot.LICENSE.txt", "text/plain; charset=utf-8")):
+            with self.subTest(path=path):
+                r = harness.request("GET", path, key=None)
+                self.assertEqual(r.status, 200, self.desc(r))
+                self.assertEqual(r.headers.get("Content-Type"), ctype)
+                self.assertEqual(r.headers.get("Content-Security-Policy"), self.CSP)
+                self.assertEqual(r.headers.get("X-Content-Type-Options"), "nosniff")
+                self.assertEqual(r.headers.get("Cache-Control"), "no-cache")
+                self.assertRegex(r.headers.get("ETag", ""), r'^"[0-9a-f]{20}"$')
+                self.assertEqual(int(r.headers.get("Content-Length")), len(r.body))
+                self.assertGreater(len(r.body), 0)
+        index = harness.request("GET", "/console/", key=None).body
+        self.assertIn(b'<script src="app.js" type="module">', index)
+        self.assertNotIn(b"<script>", index)  # no inline script (the CSP forbids it)
+
+    def test_etag_gives_304(self):
+        r = harness.request("GET", "/console/app.js", key=None)
+        etag = r.headers["ETag"]
+        for given in (etag, '"0000", ' + etag, "W/" + etag, "*"):
+            with self.subTest(if_none_match=given):
+                again = harness.request("GET", "/console/app.js", key=None,
+                                        headers={"If-None-Match": given})
+                self.assertEqual(again.status, 304, self.desc(again))
+                self.assertEqual(again.body, b"")
+                self.assertEqual(again.headers.get("ETag"), etag)
+        other = harness.request("GET", "/console/app.js", key=None,
+                                headers={"If-None-Match": '"0123456789abcdef0123"'})
+        self.assertEqual(other.status, 200)
+        # each file has its own tag
+        css = harness.request("GET", "/console/console.css", key=None)
+        self.assertNotEqual(css.headers["ETag"], etag)
+
+    def test_unknown_or_unsafe_names_are_404(self):
+        for path in ("/console/nope.js", "/console/index.htm", "/console/vendor/",
+                     "/console/../meson.build", "/console/%2e%2e/meson.build",
+                     "/console/vendor/../app.js", "/console/.git/config", "/console//app.js",
+                     "/console/src/main.c", "/console"):
+            with self.subTest(path=path):
+                r = harness.request("GET", path, key=None)
+                self.assertProblem(r, 404, "not-found")
+
+    def test_methods_and_query(self):
+        r = harness.request("POST", "/console/app.js", json_body={}, key=None)
+        self.assertProblem(r, 405, "method-not-allowed")
+        self.assertEqual(r.headers.get("Allow"), "GET")
+        r = harness.request("GET", "/console/?key=x", key=None)
+        self.assertProblem(r, 400, "invalid-query")
+
+
 if __name__ == "__main__":
     sys.exit(harness.main())

@@ -332,6 +332,49 @@ START_TEST(test_query_params)
 }
 END_TEST
 
+static void expect_file(const char *path, enum route r, const char *file)
+{
+    route("GET", path);
+    ck_assert_msg(m.status == ROUTE_MATCHED && m.route == r, "%s: status %d route %d", path,
+                  m.status, m.route);
+    ck_assert_str_eq(m.file, file);
+}
+
+/* The console: "/console/" and "/console/{file}", where {file} is a safe
+ * relative name or nothing (404), never a way out of the directory. */
+START_TEST(test_console_routes)
+{
+    expect_file("/console/", ROUTE_CONSOLE_INDEX, "");
+    expect_file("/console/app.js", ROUTE_CONSOLE_FILE, "app.js");
+    expect_file("/console/vendor/uPlot.iife.min.js", ROUTE_CONSOLE_FILE,
+                "vendor/uPlot.iife.min.js");
+    expect_file("/console/a-b_c.1.css", ROUTE_CONSOLE_FILE, "a-b_c.1.css");
+    expect_match("GET", "/v1/me", ROUTE_ME, "");
+    expect_status("POST", "/console/app.js", ROUTE_METHOD_NOT_ALLOWED, "GET");
+    expect_status("POST", "/console/", ROUTE_METHOD_NOT_ALLOWED, "GET");
+    static const char *const bad[] = {
+        "/console",  "/console//app.js", "/console/../x",   "/console/vendor/../../x",
+        "/console/.hidden", "/console/vendor/", "/console/a b", "/console/a%2e",
+        "/console/a\\b", "/console/app.js/", "/console/%2e%2e/x", "/console/a?b",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        expect_status("GET", bad[i], ROUTE_NOT_FOUND, NULL);
+    /* ROUTE_FILE_MAX bytes match, one more does not */
+    char path[16 + ROUTE_FILE_MAX + 2] = "/console/";
+    memset(path + 9, 'a', ROUTE_FILE_MAX);
+    path[9 + ROUTE_FILE_MAX] = '\0';
+    route("GET", path);
+    ck_assert_int_eq(m.status, ROUTE_MATCHED);
+    ck_assert_uint_eq(strlen(m.file), ROUTE_FILE_MAX);
+    strcat(path, "a");
+    expect_status("GET", path, ROUTE_NOT_FOUND, NULL);
+    ck_assert(route_is_public(ROUTE_CONSOLE_INDEX) && route_is_public(ROUTE_CONSOLE_FILE));
+    ck_assert(!route_is_public(ROUTE_ME));
+    for (int role = 0; role < ROLE_COUNT; role++)
+        ck_assert(role_allows((enum role)role, ROUTE_ME));
+}
+END_TEST
+
 START_TEST(test_every_route_has_roles_and_flags_from_the_table)
 {
     unsigned int fo = 1u << ROLE_FRONT_OFFICE, cc = 1u << ROLE_CALL_CENTER,
@@ -400,6 +443,7 @@ static Suite *router_suite(void)
     tcase_add_test(tc, test_replica_routes);
     tcase_add_test(tc, test_long_routes);
     tcase_add_test(tc, test_query_params);
+    tcase_add_test(tc, test_console_routes);
     tcase_add_test(tc, test_every_route_has_roles_and_flags_from_the_table);
     suite_add_tcase(s, tc);
     return s;

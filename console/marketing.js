@@ -1,0 +1,116 @@
+// marketing: KPIs for a chosen period (GET /v1/kpis) as numbers and, over
+// the same period cut into months, one chart (uPlot, vendored: revenue and
+// active customers per month); the saved segments with their member counts;
+// a segment's members for a purpose and channel (those the contact decision
+// allows) and their export as NDJSON.
+import { api, qs } from './api.js';
+import { h, clear, dl, table, section, field, select, num, pct, when, problemBox } from './dom.js';
+
+const PURPOSES = ['', 'marketing', 'service', 'profiling', 'partner_sharing'];
+const CHANNELS = ['', 'email', 'sms', 'phone', 'app', 'web', 'chat', 'social', 'store', 'partner'];
+
+const day = (d) => d.toISOString().slice(0, 10);
+
+export function marketingScreen(root) {
+  const now = new Date();
+  const from = h('input', { type: 'date', name: 'from', value: day(new Date(Date.UTC(now.getUTCFullYear() - 1, now.getUTCMonth(), 1))) });
+  const to = h('input', { type: 'date', name: 'to', value: day(new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + 1, 1))) });
+  const numbers = h('div', { id: 'kpis' });
+  const chart = h('div', { id: 'kpi-chart', class: 'chart' });
+  const segments = h('div', { id: 'segments' });
+  const members = h('div', { id: 'members' });
+  const form = h('form', { class: 'row', onsubmit: (e) => { e.preventDefault(); loadKpis(); } },
+    field('from', from), field('to', to), h('button', { type: 'submit' }, 'Show'));
+
+  async function loadKpis() {
+    const f = new Date(from.value + 'T00:00:00Z'), t = new Date(to.value + 'T00:00:00Z');
+    clear(numbers, h('p', { class: 'muted' }, 'Computing…'));
+    try {
+      const k = await api.get('/v1/kpis' + qs({ from: f.toISOString(), to: t.toISOString() }));
+      clear(numbers, kpiTable(k));
+    } catch (err) { clear(numbers, problemBox(err)); return; }
+    drawChart(chart, f, t).catch((err) => clear(chart, problemBox(err)));
+  }
+
+  clear(root, section('KPIs', form, numbers, chart), section('Segments', segments), members);
+  loadKpis();
+  loadSegments(segments, members);
+}
+
+function kpiTable(k) {
+  const s = k.satisfaction || {};
+  return h('div', { class: 'kpi-grid' }, [
+    ['customers', num(k.customers, 0)], ['active', num(k.active_customers, 0)], ['new', num(k.new_customers, 0)],
+    ['retention', pct(k.retention_rate)], ['churn', pct(k.churn_rate)], ['growth', pct(k.growth_rate)],
+    ['revenue', `${num(k.revenue)} ${k.currency || ''}`], ['ROC', pct(k.roc)],
+    ['complaints / 1,000', num(k.complaints_per_1000, 1)], ['returns / 1,000', num(k.returns_per_1000, 1)],
+    ['NPS', s.nps && s.nps.score !== null && s.nps.score !== undefined ? num(s.nps.score, 0) : '—'],
+    ['customer equity', num(k.customer_equity_end)],
+  ].map(([label, v]) => h('div', { class: 'kpi' }, h('span', { class: 'kpi-value' }, v), h('span', { class: 'kpi-label' }, label))));
+}
+
+// Months from f to t (at most 24), one KPI call each, in parallel.
+async function drawChart(box, f, t) {
+  const edges = [];
+  for (let d = new Date(f); d < t && edges.length < 24; d = new Date(Date.UTC(d.getUTCFullYear(), d.getUTCMonth() + 1, 1))) edges.push(d);
+  edges.push(t);
+  if (edges.length < 3 || !window.uPlot) { clear(box); return; }
+  const pages = await Promise.all(edges.slice(0, -1).map((d, i) =>
+    api.get('/v1/kpis' + qs({ from: d.toISOString(), to: edges[i + 1].toISOString() }))));
+  const xs = edges.slice(0, -1).map((d) => d.getTime() / 1000);
+  const revenue = pages.map((k) => k.revenue ?? null);
+  const active = pages.map((k) => k.active_customers ?? null);
+  clear(box);
+  const width = Math.max(280, Math.min(box.clientWidth || 800, 1100));
+  new window.uPlot({
+    width, height: 240, title: 'Revenue and active customers per month',
+    scales: { x: { time: true }, n: {} },
+    series: [{}, { label: 'revenue', stroke: '#2563eb', width: 2, scale: 'y' },
+      { label: 'active customers', stroke: '#d97706', width: 2, scale: 'n' }],
+    axes: [{}, { scale: 'y' }, { scale: 'n', side: 1, grid: { show: false } }],
+  }, [xs, revenue, active], box);
+}
+
+async function loadSegments(box, members) {
+  try {
+    const list = (await api.get('/v1/segments')).items;
+    if (!list.length) { clear(box, h('p', { class: 'muted' }, 'No segments yet.')); return; }
+    const counts = await Promise.all(list.map((s) =>
+      api.get(`/v1/segments/${s.segment_id}/customers` + qs({ limit: 1, count: 'true' })).then((p) => p.count, () => null)));
+    clear(box, table(['segment', 'members', 'created', ''], list.map((s, i) => [
+      s.name, num(counts[i], 0), when(s.created_at),
+      h('button', { type: 'button', onclick: () => showMembers(members, s) }, 'Members')]), { class: 'segments' }));
+  } catch (err) { clear(box, problemBox(err)); }
+}
+
+function showMembers(box, seg) {
+  const purpose = select('purpose', PURPOSES, 'marketing');
+  const channel = select('channel', CHANNELS, 'email');
+  const list = h('div', {});
+  const status = h('p', { class: 'muted', role: 'status' });
+  const params = () => ({ purpose: purpose.value, channel: purpose.value ? channel.value : '' });
+  const load = async () => {
+    try {
+      const p = await api.get(`/v1/segments/${seg.segment_id}/customers` + qs({ limit: 50, count: 'true', ...params() }));
+      clear(list, h('p', {}, `${num(p.count, 0)} members`, purpose.value ? ` reachable for ${purpose.value} by ${channel.value}` : ''),
+        table(['customer', 'tier', 'CLV', 'RFM'], p.items.map((m) => [m.customer_id, m.tier, num(m.clv), m.rfm])));
+    } catch (err) { clear(list, problemBox(err)); }
+  };
+  const exportNdjson = async () => {
+    status.textContent = 'Exporting…';
+    try {
+      const r = await api.raw(`/v1/segments/${seg.segment_id}/export` + qs(params()));
+      const blob = await r.blob();
+      const a = h('a', { href: URL.createObjectURL(blob), download: `segment-${seg.segment_id}.ndjson` });
+      document.body.append(a); a.click(); a.remove();
+      setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+      status.textContent = `Exported ${blob.size.toLocaleString('en')} bytes.`;
+    } catch (err) { status.textContent = err.message; }
+  };
+  clear(box, section(`Members of ${seg.name}`,
+    h('form', { class: 'row', onsubmit: (e) => { e.preventDefault(); load(); } },
+      field('purpose', purpose), field('channel', channel), h('button', { type: 'submit' }, 'Show'),
+      h('button', { type: 'button', id: 'export', onclick: exportNdjson }, 'Export NDJSON')),
+    status, list));
+  load();
+}
