@@ -523,7 +523,9 @@ class RoleMatrixTests(AccessTestCase):
     def test_value_recompute(self):
         # The recompute is heavy: it runs once, for marketing; admin is not run.
         roles = [r for r in ROLES if r != "admin"]
-        self.check_matrix({MK}, lambda k: post("/v1/value:recompute", {}, key=k), (200,),
+        # 422 model-not-fitted is an allowed answer too: whether the model
+        # converges depends on the data the suite left, not on the role
+        self.check_matrix({MK}, lambda k: post("/v1/value:recompute", {}, key=k), (200, 422),
                           roles=roles)
 
     def test_value_runs(self):
