@@ -390,14 +390,11 @@ CREATE OR REPLACE FUNCTION crm.customer_segment_history(p_id uuid, p_key uuid, p
                                                         p_limit int) RETURNS jsonb
 LANGUAGE plpgsql AS $$
 DECLARE
-    sid uuid := crm.survivor_of(p_id);
+    sid uuid;
     doc jsonb;
 BEGIN
-    IF sid IS NULL THEN
-        RETURN NULL;
-    END IF;
-    doc := crm.gone_doc(sid);
-    IF doc IS NOT NULL THEN
+    SELECT o.sid, o.gone INTO sid, doc FROM crm.open_customer(p_id) AS o;
+    IF sid IS NULL OR doc IS NOT NULL THEN
         RETURN doc;
     END IF;
     PERFORM crm.audit_read(p_key, p_role, 'customer.segments.read', sid);
