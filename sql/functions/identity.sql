@@ -671,14 +671,44 @@ END $$;
 -- administrator's block committed just after this check has the same
 -- effect as one committed just before the lock), so they are not checked a
 -- second time.
+--
+-- The first attempt takes only a lock that is free (SKIP LOCKED) and runs
+-- outside a subtransaction: under 64 clients the subtransaction of every
+-- ingest (its own transaction id) cost 6-8 % of the ingest statement's rate
+-- (bench/ingest_profile.md, "Write path"). That attempt waits for nothing,
+-- so the lock order holds; but it cannot give its lock back, so when it
+-- finds the row merged or erased (it may have locked the row's new version)
+-- or the identifiers moved, the whole transaction starts over (40001, which
+-- the server retries) before it waits for anything. A row locked by another
+-- writer is waited for as before, in a subtransaction that gives a failed
+-- attempt's lock back.
 CREATE OR REPLACE FUNCTION crm.known_customer(p_identifiers jsonb) RETURNS uuid
 LANGUAGE plpgsql AS $$
 DECLARE
     found_owner uuid := crm.known_owner(p_identifiers);
+    live boolean;
 BEGIN
     IF found_owner IS NULL THEN
         RETURN NULL;
     END IF;
+    -- No condition on the row's state in the lock statement: the lock, if
+    -- free, is taken on the row's newest version, whose state comes back.
+    SELECT merged_into IS NULL AND erased_at IS NULL INTO live FROM crm.customers
+     WHERE customer_id = found_owner FOR NO KEY UPDATE SKIP LOCKED;
+    IF FOUND THEN
+        IF live AND NOT EXISTS (
+               SELECT 1 FROM jsonb_array_elements(p_identifiers) AS i(id)
+                WHERE NOT EXISTS (SELECT 1 FROM crm.identifiers y
+                                   WHERE y.kind = i.id->>'kind'
+                                     AND y.namespace = coalesce(i.id->>'namespace', '')
+                                     AND y.value = i.id->>'value'
+                                     AND y.customer_id = found_owner)) THEN
+            RETURN found_owner;
+        END IF;
+        RAISE EXCEPTION 'lock order: customer % changed before it was locked', found_owner
+            USING ERRCODE = '40001';
+    END IF;
+    -- Locked by another writer: wait for it.
     BEGIN
         PERFORM 1 FROM crm.customers
           WHERE customer_id = found_owner AND merged_into IS NULL AND erased_at IS NULL
