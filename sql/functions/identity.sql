@@ -164,13 +164,124 @@ BEGIN
     UPDATE crm.customers SET updated_at = clock_timestamp() WHERE customer_id = p_survivor;
 END $$;
 
--- True when a (normalised or raw) value is blocked for its kind.
-CREATE OR REPLACE FUNCTION crm.is_blocked(p_kind text, p_value text) RETURNS boolean
+-- ---- blocked values ----------------------------------------------------------------
+
+-- Whether a blocked pattern may go into an alternation (?:p1)|(?:p2)|...:
+-- not when it holds a backslash followed by a digit (a back-reference
+-- counts the groups of the whole expression; an octal escape), nor when it
+-- starts with a ***: or ***= director or with embedded options such as
+-- (?i), which only work at the start of an expression.
+CREATE OR REPLACE FUNCTION crm.pattern_combinable(p_pattern text) RETURNS boolean
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT p_pattern !~ '\\[0-9]' AND p_pattern !~ '^\*\*\*' AND p_pattern !~ '^\(\?[a-z]*\)'
+$$;
+
+-- Rebuild crm.blocked_compiled (sql/014_write_path.sql) from
+-- crm.blocked_identifiers: one row per kind (those of crm.identifier_limits
+-- and any other that has blocked rows) and one for '*', each with the exact values of its kind and of '*' (NULL above 64
+-- values: crm.identifier_block probes the table instead) and their
+-- patterns. Five or more combinable patterns are joined into one
+-- alternation (each stays alone if that does not compile, e.g. too
+-- complex): PostgreSQL matched the three built-in email patterns in 47,000
+-- instructions one by one and 69,000 joined, but ten typical ones in
+-- 55,000 one by one and 40,000 joined, thirty in 180,000 and 92,000; and
+-- a backend keeps only 32 compiled expressions. Rows are written only when
+-- something changed. One rebuild at a time (the lock), each reading the
+-- table after the lock, so one that waited sees the change it waited for.
+CREATE OR REPLACE FUNCTION crm.compile_blocked_patterns() RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    r record;
+    joinable text[];
+    combined text;
+    rows crm.blocked_compiled[] := '{}';
+BEGIN
+    LOCK TABLE crm.blocked_compiled IN SHARE ROW EXCLUSIVE MODE;
+    FOR r IN
+        SELECT k.kind,
+               ARRAY(SELECT b.value FROM crm.blocked_identifiers b
+                      WHERE b.kind IN (k.kind, '*') AND NOT b.pattern ORDER BY b.value) AS exact,
+               ARRAY(SELECT b.value FROM crm.blocked_identifiers b
+                      WHERE b.kind IN (k.kind, '*') AND b.pattern ORDER BY b.value) AS patterns
+          FROM (SELECT kind FROM crm.blocked_identifiers UNION SELECT kind FROM crm.identifier_limits
+                UNION SELECT '*') AS k(kind)
+         ORDER BY k.kind
+    LOOP
+        joinable := ARRAY(SELECT x FROM unnest(r.patterns) AS x WHERE crm.pattern_combinable(x));
+        IF cardinality(joinable) >= 5 THEN
+            combined := '(?:' || array_to_string(joinable, ')|(?:') || ')';
+            BEGIN
+                PERFORM '' ~ combined;
+                r.patterns := ARRAY[combined]
+                              || ARRAY(SELECT x FROM unnest(r.patterns) AS x
+                                        WHERE NOT crm.pattern_combinable(x));
+            EXCEPTION WHEN invalid_regular_expression OR program_limit_exceeded THEN
+                NULL; -- each pattern alone
+            END;
+        END IF;
+        rows := rows || ROW(r.kind, CASE WHEN cardinality(r.exact) <= 64 THEN r.exact END,
+                            r.patterns)::crm.blocked_compiled;
+    END LOOP;
+    IF EXISTS (SELECT * FROM crm.blocked_compiled EXCEPT SELECT * FROM unnest(rows))
+       OR EXISTS (SELECT * FROM unnest(rows) EXCEPT SELECT * FROM crm.blocked_compiled) THEN
+        DELETE FROM crm.blocked_compiled;
+        INSERT INTO crm.blocked_compiled SELECT * FROM unnest(rows);
+        -- A few rows, never analysed by autovacuum: the plans of the
+        -- statements that inline crm.identifier_block change with these
+        -- statistics (100,000 instructions per ingest), so they are kept.
+        ANALYZE crm.blocked_compiled;
+    END IF;
+END $$;
+
+CREATE OR REPLACE FUNCTION crm.blocked_identifiers_changed() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM crm.compile_blocked_patterns();
+    RETURN NULL;
+END $$;
+
+SELECT crm.define_trigger('blocked_identifiers_compile', 'crm.blocked_identifiers', $def$
+CREATE OR REPLACE TRIGGER blocked_identifiers_compile
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON crm.blocked_identifiers
+    FOR EACH STATEMENT EXECUTE FUNCTION crm.blocked_identifiers_changed()
+$def$);
+
+-- Derived data, so rebuilt whenever the functions are applied (at every
+-- start; nothing is written when nothing changed).
+SELECT crm.compile_blocked_patterns();
+
+-- An identifier as crm.resolve receives it ({kind, namespace?, value, raw?})
+-- is blocked when its value or its raw value (trimmed), lower-cased, is an
+-- exact blocked value of its kind or of '*', or matches a pattern of its
+-- kind or of '*': checked against the one row of crm.blocked_compiled of
+-- its kind (or '*'), the values taken out of the JSON once. A
+-- set-returning SQL function so that the planner inlines it into the
+-- calling statement (CROSS JOIN LATERAL crm.identifier_block(i.id)), whose
+-- plan the calling plpgsql function keeps: no call, no planning per
+-- identifier (the scalar SQL function it replaces, with a subquery, was not
+-- inlined and was planned again at every call).
+DROP FUNCTION IF EXISTS crm.identifier_blocked(jsonb);
+DROP FUNCTION IF EXISTS crm.is_blocked(text, text);
+CREATE OR REPLACE FUNCTION crm.identifier_block(p_id jsonb) RETURNS TABLE (blocked boolean)
 LANGUAGE sql STABLE AS $$
-    SELECT EXISTS (SELECT 1 FROM crm.blocked_identifiers b
-                    WHERE b.kind IN (p_kind, '*')
-                      AND CASE WHEN b.pattern THEN lower(p_value) ~ b.value
-                               ELSE b.value = lower(p_value) END)
+    SELECT coalesce(
+               (SELECT (CASE WHEN c.exact IS NULL
+                             THEN EXISTS (SELECT 1 FROM crm.blocked_identifiers b
+                                           WHERE b.kind IN (s.k, '*') AND b.value IN (s.v, s.r)
+                                             AND NOT b.pattern)
+                             ELSE s.v = ANY (c.exact) OR s.r = ANY (c.exact) END
+                        OR s.v ~ ANY (c.regexes) OR s.r ~ ANY (c.regexes)) IS TRUE
+                  FROM crm.blocked_compiled c WHERE c.kind = s.k),
+               (SELECT (CASE WHEN c.exact IS NULL
+                             THEN EXISTS (SELECT 1 FROM crm.blocked_identifiers b
+                                           WHERE b.kind = '*' AND b.value IN (s.v, s.r)
+                                             AND NOT b.pattern)
+                             ELSE s.v = ANY (c.exact) OR s.r = ANY (c.exact) END
+                        OR s.v ~ ANY (c.regexes) OR s.r ~ ANY (c.regexes)) IS TRUE
+                  FROM crm.blocked_compiled c WHERE c.kind = '*'),
+               false)
+      FROM (SELECT p_id->>'kind' AS k, lower(p_id->>'value') AS v,
+                   lower(btrim(p_id->>'raw', E' \t\n\r\f\v')) AS r OFFSET 0) AS s
 $$;
 
 -- Identifier counts of the given customers together that would break a
@@ -199,8 +310,9 @@ END $$;
 
 -- crm.resolve with that shortcut in front: a known customer needs no
 -- advisory locks, no limit checks and no exclusive row lock. The answer is
--- the one crm.resolve gives in that case. Callers (crm.ingest,
--- crm.resolve_customer, crm.ingest_batch) call it by name.
+-- the one crm.resolve gives in that case. Callers (crm.resolve_customer,
+-- crm.ingest_batch) call it by name; crm.ingest calls its two halves itself,
+-- so that a known customer's answer is not built only to be read again.
 CREATE OR REPLACE FUNCTION crm.resolve(p_identifiers jsonb, p_source text, p_new_id uuid)
 RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
@@ -524,42 +636,90 @@ END $$;
 -- The one customer that p_identifiers all belong to when every identifier
 -- exists and none is blocked (normalised or raw value, exact or pattern);
 -- NULL otherwise (a new or blocked identifier, or several owners: work for
--- crm.resolve). No lock taken.
+-- crm.resolve). No lock taken. Blocks are only looked at once the
+-- identifiers name one customer (a new identifier goes to crm.resolve_general,
+-- which checks them).
 CREATE OR REPLACE FUNCTION crm.known_owner(p_identifiers jsonb) RETURNS uuid
 LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    owner_id uuid;
 BEGIN
-    RETURN (
-        SELECT CASE WHEN count(*) = count(d.customer_id) AND count(DISTINCT d.customer_id) = 1
-                         AND NOT bool_or(crm.identifier_blocked(i.id))
-                    THEN min(d.customer_id::text)::uuid END
-          FROM jsonb_array_elements(p_identifiers) AS i(id)
-          LEFT JOIN LATERAL (
-                SELECT y.customer_id FROM crm.identifiers y
-                 WHERE y.kind = i.id->>'kind' AND y.namespace = coalesce(i.id->>'namespace', '')
-                   AND y.value = i.id->>'value'
-                 LIMIT 1) AS d ON true
-    );
+    SELECT CASE WHEN count(*) = count(d.customer_id) AND count(DISTINCT d.customer_id) = 1
+                THEN min(d.customer_id::text)::uuid END
+      INTO owner_id
+      FROM jsonb_array_elements(p_identifiers) AS i(id)
+      LEFT JOIN LATERAL (
+            SELECT y.customer_id FROM crm.identifiers y
+             WHERE y.kind = i.id->>'kind' AND y.namespace = coalesce(i.id->>'namespace', '')
+               AND y.value = i.id->>'value'
+             LIMIT 1) AS d ON true;
+    IF owner_id IS NULL OR EXISTS (SELECT 1 FROM jsonb_array_elements(p_identifiers) AS i(id)
+                                    CROSS JOIN LATERAL crm.identifier_block(i.id) AS b
+                                    WHERE b.blocked) THEN
+        RETURN NULL;
+    END IF;
+    RETURN owner_id;
 END $$;
 
 -- The customer p_identifiers already name, locked in the writers' lock mode,
 -- when there is nothing for crm.resolve to do (see crm.known_owner); NULL
 -- otherwise. The lock keeps a merge from absorbing the customer until
--- commit, as crm.lock_survivor does for writes by customer id.
+-- commit, as crm.lock_survivor does for writes by customer id. Under the
+-- lock, the identifiers are looked up again (an unmerge may have moved some
+-- of them while we waited): each must still belong to that customer. Only
+-- that: what the lock protects. Blocks are not protected by it (an
+-- administrator's block committed just after this check has the same
+-- effect as one committed just before the lock), so they are not checked a
+-- second time.
+--
+-- The first attempt takes only a lock that is free (SKIP LOCKED) and runs
+-- outside a subtransaction: under 64 clients the subtransaction of every
+-- ingest (its own transaction id) cost 6-8 % of the ingest statement's rate
+-- (bench/ingest_profile.md, "Write path"). That attempt waits for nothing,
+-- so the lock order holds; but it cannot give its lock back, so when it
+-- finds the row merged or erased (it may have locked the row's new version)
+-- or the identifiers moved, the whole transaction starts over (40001, which
+-- the server retries) before it waits for anything. A row locked by another
+-- writer is waited for as before, in a subtransaction that gives a failed
+-- attempt's lock back.
 CREATE OR REPLACE FUNCTION crm.known_customer(p_identifiers jsonb) RETURNS uuid
 LANGUAGE plpgsql AS $$
 DECLARE
     found_owner uuid := crm.known_owner(p_identifiers);
+    live boolean;
 BEGIN
     IF found_owner IS NULL THEN
         RETURN NULL;
     END IF;
+    -- No condition on the row's state in the lock statement: the lock, if
+    -- free, is taken on the row's newest version, whose state comes back.
+    SELECT merged_into IS NULL AND erased_at IS NULL INTO live FROM crm.customers
+     WHERE customer_id = found_owner FOR NO KEY UPDATE SKIP LOCKED;
+    IF FOUND THEN
+        IF live AND NOT EXISTS (
+               SELECT 1 FROM jsonb_array_elements(p_identifiers) AS i(id)
+                WHERE NOT EXISTS (SELECT 1 FROM crm.identifiers y
+                                   WHERE y.kind = i.id->>'kind'
+                                     AND y.namespace = coalesce(i.id->>'namespace', '')
+                                     AND y.value = i.id->>'value'
+                                     AND y.customer_id = found_owner)) THEN
+            RETURN found_owner;
+        END IF;
+        RAISE EXCEPTION 'lock order: customer % changed before it was locked', found_owner
+            USING ERRCODE = '40001';
+    END IF;
+    -- Locked by another writer: wait for it.
     BEGIN
         PERFORM 1 FROM crm.customers
           WHERE customer_id = found_owner AND merged_into IS NULL AND erased_at IS NULL
             FOR NO KEY UPDATE;
-        -- Looked up again under the lock (an unmerge may have moved some of
-        -- the identifiers while we waited).
-        IF FOUND AND crm.known_owner(p_identifiers) IS NOT DISTINCT FROM found_owner THEN
+        IF FOUND AND NOT EXISTS (
+               SELECT 1 FROM jsonb_array_elements(p_identifiers) AS i(id)
+                WHERE NOT EXISTS (SELECT 1 FROM crm.identifiers y
+                                   WHERE y.kind = i.id->>'kind'
+                                     AND y.namespace = coalesce(i.id->>'namespace', '')
+                                     AND y.value = i.id->>'value'
+                                     AND y.customer_id = found_owner)) THEN
             RETURN found_owner;
         END IF;
         RAISE EXCEPTION 'lock order: start over' USING ERRCODE = 'P0L01';
@@ -568,21 +728,25 @@ BEGIN
     END;
 END $$;
 
--- An identifier as crm.resolve receives it ({kind, namespace?, value, raw?}):
--- blocked when its value or its raw value is.
-CREATE OR REPLACE FUNCTION crm.identifier_blocked(p_id jsonb) RETURNS boolean
-LANGUAGE sql STABLE AS $$
-    SELECT crm.is_blocked(p_id->>'kind', p_id->>'value')
-           OR (p_id ? 'raw' AND crm.is_blocked(p_id->>'kind', btrim(p_id->>'raw', E' \t\n\r\f\v')))
+-- The identifiers without the raw values (what is stored and answered).
+-- Most carry none (the server sends raw only when it differs from the
+-- normalised value): an array of objects without raw is returned as it
+-- is. A SQL function without a subquery, so it is inlined into its callers'
+-- statements; the copy without raw values is made by crm.without_raw_items.
+-- (As one SQL function with a subquery it was not inlined, and planned
+-- again at every call: 20 % of an ingest's instructions.)
+CREATE OR REPLACE FUNCTION crm.without_raw_items(p_identifiers jsonb) RETURNS jsonb
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT coalesce(jsonb_agg(i - 'raw' ORDER BY n), '[]')
+      FROM jsonb_array_elements(p_identifiers) WITH ORDINALITY AS x(i, n)
 $$;
 
--- The identifiers without the raw values (what is stored and answered).
 CREATE OR REPLACE FUNCTION crm.without_raw(p_identifiers jsonb) RETURNS jsonb
 LANGUAGE sql IMMUTABLE AS $$
-    SELECT CASE WHEN jsonb_typeof(p_identifiers) = 'array' THEN
-                (SELECT coalesce(jsonb_agg(i - 'raw' ORDER BY n), '[]')
-                   FROM jsonb_array_elements(p_identifiers) WITH ORDINALITY AS x(i, n))
-           END
+    SELECT CASE WHEN jsonb_typeof(p_identifiers) IS DISTINCT FROM 'array' THEN NULL
+                WHEN p_identifiers @? '$[*] ? (@.type() != "object" || exists (@.raw))'
+                THEN crm.without_raw_items(p_identifiers)
+                ELSE p_identifiers END
 $$;
 
 -- Admin: block a value or a pattern. A pattern must be a valid regular
@@ -660,19 +824,25 @@ END $$;
 -- SQLSTATE P0L01 at once: callers call this inside a block that catches
 -- P0L01, whose rollback gives back every lock taken in it before they look
 -- again. Never holds a lock on an absorbed row while waiting for another.
+-- One statement: the nested loop locks one row per id, in the order of the
+-- ids, and the row that comes back without its lock raises
+-- (crm.lock_order_restart) before the next id is looked at; as a loop of one
+-- statement per id it cost a batch of 100 items 2 % more.
+CREATE OR REPLACE FUNCTION crm.lock_order_restart(p_id uuid) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'lock order: start over (customer %)', p_id USING ERRCODE = 'P0L01';
+END $$;
+
 CREATE OR REPLACE FUNCTION crm.lock_customers(p_ids uuid[]) RETURNS void
 LANGUAGE plpgsql AS $$
-DECLARE
-    k uuid;
 BEGIN
-    FOREACH k IN ARRAY ARRAY(SELECT DISTINCT id FROM unnest(p_ids) AS u(id)
-                              WHERE id IS NOT NULL ORDER BY id) LOOP
-        PERFORM 1 FROM crm.customers WHERE customer_id = k AND merged_into IS NULL
-           FOR NO KEY UPDATE;
-        IF NOT FOUND THEN
-            RAISE EXCEPTION 'lock order: start over' USING ERRCODE = 'P0L01';
-        END IF;
-    END LOOP;
+    PERFORM CASE WHEN l.customer_id IS NULL THEN crm.lock_order_restart(k.id) END
+       FROM (SELECT DISTINCT id FROM unnest(p_ids) AS u(id) WHERE id IS NOT NULL ORDER BY id) AS k
+       LEFT JOIN LATERAL (
+             SELECT c.customer_id FROM crm.customers c
+              WHERE c.customer_id = k.id AND c.merged_into IS NULL
+                FOR NO KEY UPDATE OFFSET 0) AS l ON true;
 END $$;
 
 -- The survivors of p_ids (in the order of p_ids; NULL for an absent or erased
@@ -731,12 +901,12 @@ DECLARE
     item jsonb;
     r jsonb;
 BEGIN
-    SELECT coalesce(jsonb_agg(i.id - 'raw' ORDER BY i.n)
-                        FILTER (WHERE NOT crm.identifier_blocked(i.id)), '[]'),
+    SELECT coalesce(jsonb_agg(i.id - 'raw' ORDER BY i.n) FILTER (WHERE NOT b.blocked), '[]'),
            coalesce(jsonb_agg((i.id - 'raw') || '{"reason": "blocked"}' ORDER BY i.n)
-                        FILTER (WHERE crm.identifier_blocked(i.id)), '[]')
+                        FILTER (WHERE b.blocked), '[]')
       INTO usable, ignored
-      FROM jsonb_array_elements(p_identifiers) WITH ORDINALITY AS i(id, n);
+      FROM jsonb_array_elements(p_identifiers) WITH ORDINALITY AS i(id, n)
+     CROSS JOIN LATERAL crm.identifier_block(i.id) AS b;
     IF jsonb_array_length(usable) = 0 THEN
         RETURN jsonb_build_object('status', 'blocked', 'ignored', ignored);
     END IF;

@@ -227,9 +227,17 @@ BEGIN
         WHERE c.doc IS NOT NULL OR c.xmin <> xid(pg_current_xact_id());
 END $$;
 
+-- (An insert, the common case, runs crm.profile_stale's statement itself:
+-- one call less per row written, 1 % of an ingest.)
 CREATE OR REPLACE FUNCTION crm.profile_stale_row() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
+    IF TG_OP = 'INSERT' AND NEW.customer_id IS NOT NULL THEN
+        INSERT INTO crm.profile_cache AS c (customer_id, version) VALUES (NEW.customer_id, 1)
+        ON CONFLICT (customer_id) DO UPDATE SET version = c.version + 1, doc = NULL
+            WHERE c.doc IS NOT NULL OR c.xmin <> xid(pg_current_xact_id());
+        RETURN NULL;
+    END IF;
     IF TG_OP IN ('UPDATE', 'DELETE') THEN
         PERFORM crm.profile_stale(OLD.customer_id);
     END IF;

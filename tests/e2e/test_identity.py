@@ -544,6 +544,52 @@ class JunkPatternTests(IdentityTestCase):
         body = self.assertJson(resolve([email_id(email), device_id("kiosk-%s-12" % tag)]), 200)
         self.assertEqual(body["ignored"], [])
 
+    def test_many_patterns_and_values_of_one_kind(self):
+        # Enough device blocks to use every form of crm.blocked_compiled
+        # (sql/014_write_path.sql): five patterns that are joined into one
+        # alternation, one with a back-reference that stays alone, and more
+        # exact values than the compiled row keeps (the check then probes the
+        # table). Each must block a new identifier and, on the known
+        # customer's path, one stored before the block.
+        tag = uid()[:8]
+        patterns = ["^joined%d-%s-[0-9]+$" % (n, tag) for n in range(5)]
+        patterns.append("^(x)\\1-%s$" % tag)
+        values = ["exact%d-%s" % (n, tag) for n in range(70)]
+        owner_devices = ["joined3-%s-7" % tag, "xx-%s" % tag, values[69]]
+        owners = [self.create_customer([email_id(new_email("dev")), device_id(d)])
+                  for d in owner_devices]
+        for rx in patterns:
+            self.addCleanup(request, "DELETE", query("/v1/admin/blocked-identifiers",
+                                                     {"kind": "device", "value": rx,
+                                                      "pattern": "true"}))
+            self.assertJson(post("/v1/admin/blocked-identifiers",
+                                 {"kind": "device", "value": rx, "pattern": True}), 201)
+        for v in values:
+            self.addCleanup(unblock, "device", v)
+            self.assertJson(block("device", v), 201)
+        junk = ["joined%d-%s-%d" % (n, tag, n * 11) for n in range(5)]
+        junk += ["XX-%s" % tag, values[0], values[69].upper()]
+        for value in junk:
+            with self.subTest(new=value):
+                body = self.assertJson(resolve([email_id(new_email()), device_id(value)]), 201)
+                self.assertEqual(body["ignored"], [blocked(device_id(value))], body)
+        for owner, value in zip(owners, owner_devices):
+            with self.subTest(stored=value):
+                doc = self.assertProblem(ingest(identifiers=[device_id(value)]), 422,
+                                         "validation-failed", pointers=["/identifiers"])
+                self.assertEqual(doc["ignored"], [blocked(device_id(value))])
+                self.assertEqual(self.get_profile(owner)["aggregates"]["interaction_count"], 0)
+        # Near misses are not blocked.
+        for value in ["joined0-%s-x" % tag, "xy-%s" % tag, "exact70-%s" % tag]:
+            with self.subTest(kept=value):
+                body = self.assertJson(resolve([email_id(new_email()), device_id(value)]), 201)
+                self.assertEqual(body["ignored"], [], body)
+        # All gone again: the stored devices find their customers.
+        self.doCleanups()
+        for owner, value in zip(owners, owner_devices):
+            with self.subTest(unblocked=value):
+                self.ingest_ok(identifiers=[device_id(value)], expect_customer=owner)
+
 
 class FullOwnerTests(IdentityTestCase):
     """Issue: a junk value on a customer at a limit must not hand that

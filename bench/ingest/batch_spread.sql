@@ -1,0 +1,3 @@
+-- pgbench: one crm.ingest_batch of 100 known customers spread over the base (c + 97 g): batches overlap.
+\set c random(0, 9999)
+SELECT crm.ingest_batch((SELECT jsonb_agg(jsonb_build_object('new_customer_id', gen_random_uuid(), 'interaction_id', gen_random_uuid(), 'source', 'pgb', 'external_id', gen_random_uuid()::text, 'channel', 'web', 'type', 'visit', 'occurred_at', '2026-11-20T10:00:00Z', 'tags', '[]'::jsonb, 'identifiers', jsonb_build_array(jsonb_build_object('kind', 'email', 'value', 'bench-' || ((:c + g * 97) % 10000) || '@bench.example'))) ORDER BY g) FROM generate_series(0, 99) AS g));
