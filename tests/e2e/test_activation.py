@@ -33,6 +33,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
+import test_value  # noqa: E402
 from harness import get, patch, post, query, request, uid  # noqa: E402
 
 HORIZON = 8
@@ -288,6 +289,7 @@ def do_everything():
                                                      "preferences": {"language": "fr"}}), 200)
     must(post("/v1/admin/merges", {"survivor_id": a, "absorbed_id": b, "reason": "same"}), 200)
     must(post("/v1/admin/unmerge", {"customer_id": b, "reason": "not the same"}), 200)
+    test_value.make_fit_population()  # a live run needs data BG/NBD can fit
     must(post("/v1/value:recompute", {}), 200)
     return a, b, email
 

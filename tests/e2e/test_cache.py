@@ -20,6 +20,7 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
+import test_value  # noqa: E402
 from harness import get, patch, post, uid  # noqa: E402
 from test_api import run_concurrently  # noqa: E402
 
@@ -189,6 +190,7 @@ class CacheTests(harness.CrmTestCase):
         self.assertJson(post("/v1/interactions", interaction(cid)), 201)
         self.read(cid)
         epoch = int(sql("SELECT epoch FROM crm.profile_cache_epoch"))
+        test_value.make_fit_population()  # a live run needs data BG/NBD can fit
         self.assertJson(post("/v1/value:recompute", {}), 200)
         self.assertGreater(int(sql("SELECT epoch FROM crm.profile_cache_epoch")), epoch)
         doc = self.read(cid)

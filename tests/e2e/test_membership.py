@@ -24,6 +24,7 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
+import test_value  # noqa: E402
 from harness import get, patch, post, query, request, uid  # noqa: E402
 import test_activation  # noqa: E402  (the loopback webhook receiver)
 from test_activation import Receiver, drop_webhook, feed_since, feed_tail  # noqa: E402
@@ -268,6 +269,7 @@ class LiveMembershipTests(harness.CrmTestCase):
         sid = seg["segment_id"]
         self.assertEqual(seg["depends"], ["traits", "value"])
         self.assertEqual(stored_members(sid), {})   # never valued yet
+        test_value.make_fit_population()  # a live run needs data BG/NBD can fit
         cursor = feed_tail()
         must(post("/v1/value:recompute", {}), 200)
         evs = wait_events(cursor, sid, lambda evs: evs, "segment.entered after a value run")

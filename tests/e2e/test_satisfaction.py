@@ -24,6 +24,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
+import test_value  # noqa: E402
 from harness import get, post, query, uid  # noqa: E402
 
 sql = harness.sql
@@ -378,6 +379,7 @@ class SegmentTests(Base):
         self.ingest(poor_detractor, at="2026-02-20T10:00:00Z", scores={"nps": 1})
         self.ingest(rich_promoter, at="2026-01-20T10:00:00Z", scores={"nps": 2})
         self.ingest(rich_promoter, at="2026-02-20T10:00:00Z", scores={"nps": 10, "csat": 2})
+        test_value.make_fit_population()  # a live run needs data BG/NBD can fit
         self.assertJson(post("/v1/value:recompute", {"as_of": self.AS_OF, "live": True}), 200)
 
         def members(*rules):
