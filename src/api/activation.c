@@ -23,29 +23,6 @@
 #define FEED_DEFAULT_LIMIT 100
 #define FEED_MAX_LIMIT 1000
 
-/* A limit query parameter from 1 to max (def when absent); false when res was filled. */
-static bool limit_param(const struct request *req, struct response *res, int def, int max,
-                        int *out)
-{
-    const char *v;
-    char *end;
-    long n;
-    *out = def;
-    if (!query_param(req, res, "limit", &v))
-        return false;
-    if (v == NULL)
-        return true;
-    n = strtol(v, &end, 10);
-    if (*v == '\0' || *end != '\0' || n < 1 || n > max) {
-        char detail[64];
-        snprintf(detail, sizeof(detail), "limit must be an integer from 1 to %d", max);
-        respond_problem(res, PROBLEM_INVALID_QUERY, detail, req->path);
-        return false;
-    }
-    *out = (int)n;
-    return true;
-}
-
 void handle_events(struct app *app, const struct request *req, struct response *res)
 {
     const char *after, *types;
@@ -56,7 +33,7 @@ void handle_events(struct app *app, const struct request *req, struct response *
     json_t *out = NULL;
     enum db_status st;
     if (!query_param(req, res, "after", &after) || !query_param(req, res, "types", &types) ||
-        !limit_param(req, res, FEED_DEFAULT_LIMIT, FEED_MAX_LIMIT, &limit))
+        !int_param(req, res, "limit", FEED_DEFAULT_LIMIT, 1, FEED_MAX_LIMIT, &limit))
         return;
     if (after == NULL) {
         feed_cursor_start(&c);
@@ -289,7 +266,8 @@ void handle_webhook_deliveries(struct app *app, const struct request *req, struc
     int limit;
     json_t *out = NULL;
     enum db_status st;
-    if (!query_param(req, res, "status", &status) || !limit_param(req, res, 100, 1000, &limit))
+    if (!query_param(req, res, "status", &status) ||
+        !int_param(req, res, "limit", 100, 1, 1000, &limit))
         return;
     if (status != NULL && strcmp(status, "pending") != 0 && strcmp(status, "delivered") != 0 &&
         strcmp(status, "dead") != 0) {

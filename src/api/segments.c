@@ -25,27 +25,6 @@
 
 #define EXPORT_PAGE 1000
 
-static bool parse_limit(const struct request *req, struct response *res, int def, int max,
-                        int *limit)
-{
-    const char *text;
-    char *end, detail[80];
-    long n;
-    *limit = def;
-    if (!query_param(req, res, "limit", &text))
-        return false;
-    if (text == NULL)
-        return true;
-    n = strtol(text, &end, 10);
-    if (*text == '\0' || *end != '\0' || n < 1 || n > max) {
-        snprintf(detail, sizeof(detail), "limit must be an integer from 1 to %d", max);
-        respond_problem(res, PROBLEM_INVALID_QUERY, detail, req->path);
-        return false;
-    }
-    *limit = (int)n;
-    return true;
-}
-
 /* What a members page or export gives out (fields=, purpose=, channel=,
  * at=), checked: the fixed field list, purpose and channel together (the
  * channel one that carries an address), and contact fields only with a
@@ -348,7 +327,7 @@ void handle_segment_customers(struct app *app, const struct request *req,
     const char *cursor, *count, *sort;
     char cursor_id[UUID_TEXT_LEN + 1], cursor_clv[48];
     int limit;
-    if (!parse_limit(req, res, 100, 1000, &limit) || !query_param(req, res, "cursor", &cursor) ||
+    if (!int_param(req, res, "limit", 100, 1, 1000, &limit) || !query_param(req, res, "cursor", &cursor) ||
         !query_param(req, res, "count", &count) || !query_param(req, res, "sort", &sort))
         return;
     if (sort != NULL && strcmp(sort, "customer_id") != 0 && strcmp(sort, "clv") != 0) {
@@ -719,7 +698,7 @@ void handle_customer_segments(struct app *app, const struct request *req, struct
     json_t *out = NULL;
     int limit;
     enum db_status st;
-    if (!parse_limit(req, res, 100, 1000, &limit))
+    if (!int_param(req, res, "limit", 100, 1, 1000, &limit))
         return;
     snprintf(limit_text, sizeof(limit_text), "%d", limit);
     params[0] = req->match->id;
