@@ -42,6 +42,18 @@ bool uuid_canonical(const char *text, char out[UUID_TEXT_LEN + 1]);
 /* A new random (version 4) UUID as lower-case text. */
 void uuid_new(char out[UUID_TEXT_LEN + 1]);
 
+/* A new time-ordered (version 7, RFC 9562) UUID as lower-case text: 48 bits
+ * of Unix time in milliseconds (never going back within a thread), then 74
+ * random bits. For row keys written in time order (interactions), whose
+ * B-tree inserts then land on the right-hand edge of the index instead of a
+ * random page; not for ids that must not reveal when they were made
+ * (customers keep version 4). */
+void uuid_new_v7(char out[UUID_TEXT_LEN + 1]);
+
+/* The version 7 UUID of Unix time ms (low 48 bits) and 10 random bytes (74
+ * bits used); the pure part of uuid_new_v7. */
+void uuid_v7_make(uint64_t ms, const unsigned char random[10], char out[UUID_TEXT_LEN + 1]);
+
 /* 64-bit FNV-1a of a NUL-terminated string, for hash tables keyed by text
  * (API keys and key ids); not for anything an attacker must not predict. */
 uint64_t text_hash(const char *s);

@@ -292,7 +292,7 @@ static void ingest_params_init(struct ingest_params *p, const struct interaction
     json_t *ids = NULL;
     memset(p, 0, sizeof(*p));
     uuid_new(p->new_customer);
-    uuid_new(p->interaction_id);
+    uuid_new_v7(p->interaction_id);
     if (!req->by_customer_id) {
         ids = identifiers_to_db_json(&req->ids);
         p->ids_text = json_dumps(ids, JSON_COMPACT);
@@ -454,7 +454,7 @@ static void append_batch_item(struct jsontext *t, const struct interaction_reque
     size_t i;
     json_t *tag;
     uuid_new(new_customer);
-    uuid_new(interaction_id);
+    uuid_new_v7(interaction_id);
     jsontext_raw(t, "{");
     jsontext_member(t, "new_customer_id", new_customer);
     jsontext_member(t, "interaction_id", interaction_id);

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <time.h>
 #include <uuid/uuid.h>
 
 bool utf8_valid(const char *buf, size_t len)
@@ -120,6 +121,33 @@ void uuid_new(char out[UUID_TEXT_LEN + 1])
     u[6] = (unsigned char)((u[6] & 0x0F) | 0x40); /* version 4 */
     u[8] = (unsigned char)((u[8] & 0x3F) | 0x80); /* RFC 4122 variant */
     uuid_unparse_lower(u, out);
+}
+
+void uuid_v7_make(uint64_t ms, const unsigned char random[10], char out[UUID_TEXT_LEN + 1])
+{
+    uuid_t u;
+    for (int i = 0; i < 6; i++)
+        u[i] = (unsigned char)(ms >> (40 - 8 * i));
+    memcpy(u + 6, random, 10);
+    u[6] = (unsigned char)((u[6] & 0x0F) | 0x70); /* version 7 */
+    u[8] = (unsigned char)((u[8] & 0x3F) | 0x80); /* RFC 9562 variant */
+    uuid_unparse_lower(u, out);
+}
+
+static _Thread_local uint64_t v7_last_ms;
+
+void uuid_new_v7(char out[UUID_TEXT_LEN + 1])
+{
+    struct timespec now;
+    unsigned char r[10];
+    uint64_t ms;
+    clock_gettime(CLOCK_REALTIME, &now);
+    ms = (uint64_t)now.tv_sec * 1000u + (uint64_t)now.tv_nsec / 1000000u;
+    if (ms < v7_last_ms)
+        ms = v7_last_ms; /* the clock stepped back: keep the order */
+    v7_last_ms = ms;
+    random_bytes(r, sizeof(r));
+    uuid_v7_make(ms, r, out);
 }
 
 static int digits(const char *s, int n)

@@ -5,6 +5,7 @@
 #include <check.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "textutil.h"
 
@@ -153,6 +154,59 @@ START_TEST(test_uuid_canonical_lowercases)
     ck_assert_str_eq(out, "00000000-0000-0000-0000-000000000000");
     ck_assert(uuid_canonical("FfFfFfFf-fFfF-FFFF-ffff-FFFFFFFFFFFF", out));
     ck_assert_str_eq(out, "ffffffff-ffff-ffff-ffff-ffffffffffff");
+}
+END_TEST
+
+START_TEST(test_uuid_v7_rfc9562_vector)
+{
+    /* RFC 9562, appendix A.6: 2022-02-22 19:22:22 UTC (0x017F22E279B0 ms),
+     * rand_a 0xCC3, rand_b 0x18C4DC0C0C07398F. */
+    const unsigned char r[10] = {0x0C, 0xC3, 0x98, 0xC4, 0xDC, 0x0C, 0x0C, 0x07, 0x39, 0x8F};
+    char out[UUID_TEXT_LEN + 1];
+    uuid_v7_make(0x017F22E279B0u, r, out);
+    ck_assert_str_eq(out, "017f22e2-79b0-7cc3-98c4-dc0c0c07398f");
+}
+END_TEST
+
+static unsigned long long now_ms(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    return (unsigned long long)now.tv_sec * 1000ull + (unsigned long long)now.tv_nsec / 1000000ull;
+}
+
+static int cmp_text(const void *a, const void *b)
+{
+    return strcmp((const char *)a, (const char *)b);
+}
+
+START_TEST(test_uuid_new_v7_time_ordered)
+{
+    /* Version 7, RFC variant, the time field between the clock read before
+     * and after, never decreasing from one id to the next, no two alike. */
+    enum { N = 1000 };
+    static char seen[N][UUID_TEXT_LEN + 1];
+    unsigned long long before = now_ms(), after;
+    for (int i = 0; i < N; i++)
+        uuid_new_v7(seen[i]);
+    after = now_ms();
+    for (int i = 0; i < N; i++) {
+        char canon[UUID_TEXT_LEN + 1], hex[13];
+        ck_assert(uuid_canonical(seen[i], canon));
+        ck_assert_str_eq(canon, seen[i]);
+        ck_assert_int_eq(seen[i][14], '7');
+        ck_assert(strchr("89ab", seen[i][19]) != NULL);
+        memcpy(hex, seen[i], 8);
+        memcpy(hex + 8, seen[i] + 9, 4);
+        hex[12] = '\0';
+        unsigned long long ms = strtoull(hex, NULL, 16);
+        ck_assert_msg(ms >= before && ms <= after, "%s: %llx not in [%llx, %llx]", seen[i], ms, before, after);
+        if (i > 0)
+            ck_assert(memcmp(seen[i - 1], seen[i], 13) <= 0);
+    }
+    qsort(seen, N, sizeof(seen[0]), cmp_text);
+    for (int i = 1; i < N; i++)
+        ck_assert_str_ne(seen[i - 1], seen[i]);
 }
 END_TEST
 
@@ -472,6 +526,8 @@ static Suite *textutil_suite(void)
     tcase_add_test(tc, test_uuid_canonical_lowercases);
     tcase_add_test(tc, test_uuid_canonical_rejects);
     tcase_add_test(tc, test_uuid_new_is_random_v4);
+    tcase_add_test(tc, test_uuid_v7_rfc9562_vector);
+    tcase_add_test(tc, test_uuid_new_v7_time_ordered);
     tcase_add_test(tc, test_uuid_new);
     suite_add_tcase(s, tc);
 
