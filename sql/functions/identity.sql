@@ -281,7 +281,7 @@ LANGUAGE sql STABLE AS $$
                   FROM crm.blocked_compiled c WHERE c.kind = '*'),
                false)
       FROM (SELECT p_id->>'kind' AS k, lower(p_id->>'value') AS v,
-                   lower(btrim(p_id->>'raw', E' \t\n\r\f\v')) AS r OFFSET 0) AS s
+                   lower(btrim(p_id->>'raw', E' \t\n\r\f\x0b')) AS r OFFSET 0) AS s
 $$;
 
 -- Identifier counts of the given customers together that would break a

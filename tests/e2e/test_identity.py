@@ -455,6 +455,22 @@ class PlaceholderTests(IdentityTestCase):
         body = self.assertJson(resolve([device_id(value)]), 201)
         self.assertEqual(body["ignored"], [])
 
+    def test_a_trailing_v_is_not_whitespace(self):
+        # The raw value (sent when it differs from the normalised one) is
+        # trimmed of white space before it is compared with blocked values;
+        # the letter v is not white space (the trim set once spelled the
+        # vertical tab E'\v', which PostgreSQL reads as the letter).
+        value = "counter-" + uid()
+        self.addCleanup(unblock, "*", value)
+        self.assertJson(block("*", value), 201)
+
+        def blocked_raw(raw):
+            return harness.sql("SELECT blocked FROM crm.identifier_block(%s::jsonb)" % harness.lit(
+                json.dumps({"kind": "device", "value": "x-" + value, "raw": raw})))
+        self.assertEqual(blocked_raw(value + "v"), "f")
+        self.assertEqual(blocked_raw("v" + value.upper()), "f")
+        self.assertEqual(blocked_raw(" %s\t\x0b" % value.upper()), "t")
+
     def test_blocked_admin_validation(self):
         self.assertProblem(unblock(), 400, "invalid-query")
         self.assertProblem(unblock(kind="phone"), 400, "invalid-query")
