@@ -342,19 +342,12 @@ void handle_limits_get(struct app *app, const struct request *req, struct respon
 
 void handle_conflicts_list(struct app *app, const struct request *req, struct response *res)
 {
-    const char *params[1], *limit;
-    char limit_text[16], *end;
-    long n = 100;
-    if (!query_param(req, res, "limit", &limit))
+    const char *params[1];
+    char limit_text[16];
+    int n;
+    if (!int_param(req, res, "limit", 100, 1, 500, &n))
         return;
-    if (limit != NULL) {
-        n = strtol(limit, &end, 10);
-        if (*limit == '\0' || *end != '\0' || n < 1 || n > 500) {
-            respond_problem(res, PROBLEM_INVALID_QUERY, "limit must be 1 to 500", req->path);
-            return;
-        }
-    }
-    snprintf(limit_text, sizeof(limit_text), "%ld", n);
+    snprintf(limit_text, sizeof(limit_text), "%d", n);
     params[0] = limit_text;
     answer(app, req, res, STMT_CONFLICTS_LIST, 1, params, "");
 }
