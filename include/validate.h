@@ -102,6 +102,9 @@ bool interaction_has_scores(const struct interaction_request *req);
 
 /* Each returns true when the body is valid; otherwise appends to errors.
  * prefix is the JSON pointer of the object being validated ("" for the body). */
+/* One identifier object {kind, namespace?, value}, normalised into out;
+ * errors under the JSON pointer ptr. */
+bool validate_identifier(json_t *item, const char *ptr, struct identifier *out, json_t *errors);
 bool validate_resolve(json_t *body, struct resolve_request *out, json_t *errors);
 bool validate_traits_request(json_t *body, struct traits_request *out, json_t *errors);
 bool validate_interaction(json_t *obj, const char *prefix, struct interaction_request *out,

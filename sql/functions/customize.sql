@@ -797,7 +797,8 @@ END $$;
 -- again), traits, preferences, interaction payloads, satisfaction scores
 -- (the customer's opinions) and the identifiers
 -- they were resolved by, the identifier/trait/preference snapshots of
--- merge records, the identifiers of identity conflicts, the moments
+-- merge records, the identifiers of identity conflicts and of detachments,
+-- the never-merge rules naming it (sql/022_identity_rules.sql), the moments
 -- that fired (crm.moment_ledger) and the texts of cases (subject, assignee:
 -- crm.erase_cases). Kept: the customer row (marked erased_at),
 -- interactions without payload (channel, type, time, amounts, tags) and
@@ -854,6 +855,12 @@ BEGIN
      WHERE merge_id IN (SELECT merge_id FROM crm.merges
                          WHERE survivor_id = ANY (ids) OR absorbed_id = ANY (ids));
     UPDATE crm.identity_conflicts SET identifiers = '[]' WHERE customer_ids && ids;
+    -- identity rules (sql/022_identity_rules.sql): the identifier a detach
+    -- took off, and the never-merge rules naming the customer (its
+    -- identifiers are gone: nothing can match it any more)
+    UPDATE crm.identifier_detachments SET identifier = '{}'
+     WHERE customer_id = ANY (ids) OR new_customer_id = ANY (ids);
+    DELETE FROM crm.never_merge WHERE customer_id = ANY (ids) OR other_id = ANY (ids);
     -- the moments that fired (a birthday's date is part of the birth date)
     DELETE FROM crm.moment_ledger WHERE customer_id = ANY (ids);
     n_cases := crm.erase_cases(ids, at);
