@@ -419,6 +419,22 @@ class DetachTests(RulesTestCase):
         self.assertEqual([m["absorbed_id"] for m in h["items"]], [b])
         self.assertEqual([d["new_customer_id"] for d in h["detachments"]], [n])
 
+    def test_deleted_identifier_leaves_the_merge_snapshot(self):
+        """Merge A+B, delete B's phone, the phone comes back with A's email (so A
+        holds it now), unmerge B: the phone stays with A; B's snapshot no
+        longer holds it."""
+        ea, eb, pb = new_email("a"), new_email("b"), new_phone()
+        a = self.create([email_id(ea)])
+        b = self.create([email_id(eb), phone_id(pb)])
+        self.assertJson(merge(a, b), 200)
+        self.assertJson(detach(b, phone_id(pb), "delete"), 200)
+        self.assertEqual(self.ingest_ok(identifiers=[email_id(ea), phone_id(pb)])["customer_id"],
+                         a)
+        self.assertJson(unmerge(b), 200)
+        self.assertEqual(self.owner(phone=pb), a)
+        self.assertEqual([i["value"] for i in self.assertJson(profile(b), 200)["identifiers"]],
+                         [eb])
+
     def test_erasure_clears_the_detached_identifier(self):
         a, ea, pw, kept, moved = self.customer_with_wrong_phone()
         n = self.assertJson(detach(a, phone_id(pw), "move"), 200)["new_customer_id"]
