@@ -90,6 +90,9 @@ bool reject_unknown_fields(json_t *obj, const char *const *allowed, const char *
 bool channel_valid(const char *name);
 bool interaction_type_valid(const char *name);
 const char *channel_list(void);
+/* The modes of an identifier detach ("move, delete"). */
+bool detach_mode_valid(const char *name);
+const char *detach_mode_list(void);
 const char *interaction_type_list(void);
 
 /* The score kinds (nps 0-10, csat 1-5, ces 1-7), NULL past the last, and the

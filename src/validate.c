@@ -54,6 +54,21 @@ const char *channel_list(void)
     return name_list_text(&names);
 }
 
+/* What a detach does with the identifier (docs/identity.md): the CHECK of
+ * crm.identifier_detachments.mode and the DetachMode enum (test_enums). */
+static const char *const DETACH_MODES[] = {"move", "delete", NULL};
+
+bool detach_mode_valid(const char *name)
+{
+    return name_in_list(DETACH_MODES, name);
+}
+
+const char *detach_mode_list(void)
+{
+    static struct name_list names = {.names = DETACH_MODES};
+    return name_list_text(&names);
+}
+
 const char *interaction_type_list(void)
 {
     static struct name_list names = {.names = TYPES};

@@ -858,6 +858,10 @@ BEGIN
     -- identity rules (sql/022_identity_rules.sql): the identifier a detach
     -- took off, and the never-merge rules naming the customer (its
     -- identifiers are gone: nothing can match it any more)
+    UPDATE crm.events e SET data = jsonb_build_object('erased', true)
+      FROM crm.identifier_detachments d
+     WHERE d.new_customer_id = ANY (ids) AND e.customer_id = d.customer_id
+       AND e.type = 'identifier.detached' AND e.data->>'detach_id' = d.detach_id::text;
     UPDATE crm.identifier_detachments SET identifier = '{}'
      WHERE customer_id = ANY (ids) OR new_customer_id = ANY (ids);
     DELETE FROM crm.never_merge WHERE customer_id = ANY (ids) OR other_id = ANY (ids);

@@ -369,9 +369,6 @@ void handle_conflicts_list(struct app *app, const struct request *req, struct re
 
 /* ---- identity rules ------------------------------------------------------------ */
 
-/* What a detach does with the identifier (crm.identifier_detachments' CHECK). */
-static const char *const DETACH_MODES[] = {"move", "delete", NULL};
-
 void handle_identifier_detach(struct app *app, const struct request *req, struct response *res)
 {
     static const char *const allowed[] = {"identifier", "mode", "reason", "never_merge", NULL};
@@ -391,8 +388,8 @@ void handle_identifier_detach(struct app *app, const struct request *req, struct
     else if (validate_identifier(json_object_get(req->body, "identifier"), "/identifier",
                                  &one.items[0], errors))
         one.count = 1;
-    if (!json_is_string(mode_v) || !name_in_list(DETACH_MODES, json_string_value(mode_v)))
-        verr_add(errors, "", "mode", "'mode' must be 'move' or 'delete'");
+    if (!json_is_string(mode_v) || !detach_mode_valid(json_string_value(mode_v)))
+        verr_add(errors, "", "mode", "'mode' must be one of: %s", detach_mode_list());
     params[5] = optional_text(req->body, "reason", 200, "identifier detached", errors);
     if (json_array_size(errors) > 0) {
         respond_validation(res, errors, req->path);

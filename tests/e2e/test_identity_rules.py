@@ -12,6 +12,7 @@ Run:  CRM_BIN=build/crm-server CRM_DATABASE_URL=postgresql:///crm \
 Every test uses fresh, uuid-based identifiers: no clean database needed.
 """
 
+import json
 import os
 import sys
 import threading
@@ -359,6 +360,12 @@ class DetachTests(RulesTestCase):
             self.assertEqual((d[0]["customer_id"], d[0]["new_customer_id"], d[0]["mode"],
                               d[0]["reason"]), (a, n, "move", "not her phone"))
             self.assertEqual(sorted(d[0]["interaction_ids"]), sorted(moved))
+        # The change feed says so, on A.
+        ev = json.loads(sql("SELECT data FROM crm.events WHERE type = 'identifier.detached' "
+                            "AND customer_id = %s" % lit(a)))
+        self.assertEqual(ev, {"detach_id": body["detach_id"], "mode": "move", "kind": "phone",
+                              "namespace": "", "value": pw, "new_customer_id": n,
+                              "interactions_moved": 2})
         # New events by the phone go to the new customer; one carrying both
         # does not merge them back (the never-merge rule the move added).
         self.assertEqual(self.ingest_ok(identifiers=[phone_id(pw)])["customer_id"], n)
@@ -442,6 +449,10 @@ class DetachTests(RulesTestCase):
         self.assertEqual(sql("SELECT identifier::text FROM crm.identifier_detachments "
                              "WHERE new_customer_id = %s" % lit(n)), "{}")
         self.assertProblem(detach(n, phone_id(pw), "move"), 410, "gone")
+        # The detach event on A no longer names the phone.
+        self.assertEqual(sql("SELECT data::text FROM crm.events WHERE type = "
+                             "'identifier.detached' AND customer_id = %s" % lit(a)),
+                         '{"erased": true}')
         # A keeps its history (without the identifier).
         d = self.assertJson(history(a), 200)["detachments"]
         self.assertEqual(d[0]["identifier"], {})
