@@ -170,6 +170,40 @@ class InteractionMergeReportTests(RulesTestCase):
         self.assertNotIn("merged_ids", res[2])
         self.assertEqual((res[3]["customer_id"], res[3]["merged_ids"]), (c, [d]), res)
 
+    def test_storm_reports_each_merge_once(self):
+        """48 threads send, for 24 pairs of customers, four interactions (two
+        single, two batch items) each naming both: every pair is merged once,
+        and exactly one answer per pair reports it. After an unmerge, the next
+        such interaction merges and reports again."""
+        pairs = [self.pair() for _ in range(24)]
+        answers = []
+        lock = threading.Lock()
+
+        def one(i):
+            a, b, ea, pb = pairs[i % 24]
+            ids = [email_id(ea), phone_id(pb)] if i % 2 else [phone_id(pb), email_id(ea)]
+            if i < 48:
+                r = ingest(identifiers=ids)
+                got = [r.body] if r.status == 201 else [r]
+            else:
+                r = batch([interaction(identifiers=ids)])
+                got = r.body["results"] if r.status == 200 else [r]
+            with lock:
+                answers.extend((i % 24, x) for x in got)
+
+        with ThreadPoolExecutor(48) as pool:
+            list(pool.map(one, range(96)))
+        bad = [x for x in answers if not isinstance(x[1], dict) or x[1].get("status") != "created"]
+        self.assertEqual(bad, [])
+        for k, (a, b, ea, pb) in enumerate(pairs):
+            mine = [x[1] for x in answers if x[0] == k]
+            self.assertEqual({x["customer_id"] for x in mine}, {a})
+            self.assertEqual([x["merged_ids"] for x in mine if "merged_ids" in x], [[b]])
+        a, b, ea, pb = pairs[0]
+        self.assertJson(unmerge(b), 200)
+        self.assertEqual(self.ingest_ok(identifiers=[email_id(ea), phone_id(pb)])["merged_ids"],
+                         [b])
+
 
 # ---------------------------------------------------------------------------
 # never merge
