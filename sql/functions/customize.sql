@@ -778,6 +778,19 @@ BEGIN
         'identity_conflicts', coalesce((SELECT jsonb_agg(to_jsonb(x) ORDER BY x.conflict_id)
                                           FROM crm.identity_conflicts x
                                          WHERE x.customer_ids && ids), '[]'),
+        -- identity rules (docs/identity.md): detaches from or to these ids,
+        -- never-merge rules naming them
+        'identity_rules', jsonb_build_object(
+            'detachments', coalesce((SELECT jsonb_agg(to_jsonb(d) ORDER BY d.detach_id)
+                                       FROM crm.identifier_detachments d
+                                      WHERE d.customer_id = ANY (ids)
+                                         OR d.new_customer_id = ANY (ids)), '[]'),
+            'never_merge', coalesce((SELECT jsonb_agg(crm.never_merge_doc(n)
+                                                      ORDER BY n.created_at, n.customer_id,
+                                                               n.other_id)
+                                       FROM crm.never_merge n
+                                      WHERE n.customer_id = ANY (ids)
+                                         OR n.other_id = ANY (ids)), '[]')),
         'value', crm.value_section(sid),
         'cases', crm.cases_export(ids),
         'moments', coalesce((SELECT jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
@@ -855,9 +868,11 @@ BEGIN
      WHERE merge_id IN (SELECT merge_id FROM crm.merges
                          WHERE survivor_id = ANY (ids) OR absorbed_id = ANY (ids));
     UPDATE crm.identity_conflicts SET identifiers = '[]' WHERE customer_ids && ids;
-    -- identity rules (sql/022_identity_rules.sql): the identifier a detach
-    -- took off, and the never-merge rules naming the customer (its
-    -- identifiers are gone: nothing can match it any more)
+    -- identity rules (sql/022_identity_rules.sql): the identifier of a
+    -- detach from or to the customer (the record and, for a detach to it,
+    -- the event on the other customer; the customer's own events are
+    -- scrubbed by crm.customer_erased_event), and the never-merge rules
+    -- naming the customer (its identifiers are gone: nothing can match it)
     UPDATE crm.events e SET data = jsonb_build_object('erased', true)
       FROM crm.identifier_detachments d
      WHERE d.new_customer_id = ANY (ids) AND e.customer_id = d.customer_id

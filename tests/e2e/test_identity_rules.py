@@ -400,6 +400,11 @@ class DetachTests(RulesTestCase):
         self.assertEqual(ev, {"detach_id": body["detach_id"], "mode": "move", "kind": "phone",
                               "namespace": "", "value": pw, "new_customer_id": n,
                               "interactions_moved": 2})
+        # The data-subject export of either customer lists the detach and the rule.
+        for cid in (a, n):
+            ex = self.assertJson(get("/v1/customers/%s/export" % cid), 200)["identity_rules"]
+            self.assertEqual([d["detach_id"] for d in ex["detachments"]], [body["detach_id"]])
+            self.assertEqual(len(ex["never_merge"]), 1, ex)
         # New events by the phone go to the new customer; one carrying both
         # does not merge them back (the never-merge rule the move added).
         self.assertEqual(self.ingest_ok(identifiers=[phone_id(pw)])["customer_id"], n)
