@@ -16,6 +16,7 @@ import json
 import os
 import sys
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -423,6 +424,38 @@ class DetachTests(RulesTestCase):
         n = body["new_customer_id"]
         both = self.ingest_ok(identifiers=[email_id(ea), phone_id(pw)])
         self.assertEqual((both["customer_id"], both["merged_ids"]), (a, [n]))
+
+    def test_live_membership_follows_the_moved_interactions(self):
+        """A is in a segment through a purchase the wrong phone brought; the
+        move takes the purchase away, and the identifier.detached event
+        makes the refresher take A out of the segment."""
+        marker, ea, pw = "det-" + uid(), new_email("seg"), new_phone()
+        r = resolve([email_id(ea), phone_id(pw)],
+                    traits={"attributes": {"detach_seg": marker}})
+        a = self.assertJson(r, 201)["customer_id"]
+        self.ingest_ok(identifiers=[phone_id(pw)], type="purchase", amount=10, currency="EUR")
+        seg = self.assertJson(post("/v1/segments", {
+            "name": "e2e-detach-" + uid(),
+            "rule": {"all": [{"field": "traits.attributes.detach_seg", "op": "eq",
+                              "value": marker},
+                             {"interaction": {"type": "purchase"}}]}}), 201)
+        sid = seg["segment_id"]
+        self.addCleanup(request, "DELETE", "/v1/segments/%s" % sid)
+
+        def stored():  # the refresher's members (what the profile shows)
+            return sql("SELECT coalesce(string_agg(customer_id::text, ','), '') "
+                       "FROM crm.segment_members WHERE segment_id = %s" % lit(sid))
+
+        def wait_for(want):
+            deadline = time.monotonic() + 15
+            while stored() != want and time.monotonic() < deadline:
+                time.sleep(0.2)
+            self.assertEqual(stored(), want)
+
+        wait_for(a)
+        self.assertJson(detach(a, phone_id(pw), "move"), 200)
+        wait_for("")
+        self.assertEqual(self.assertJson(profile(a), 200)["segments"], [])
 
     def test_delete_keeps_every_interaction(self):
         a, ea, pw, kept, moved = self.customer_with_wrong_phone()
