@@ -457,6 +457,19 @@ class DetachTests(RulesTestCase):
         wait_for("")
         self.assertEqual(self.assertJson(profile(a), 200)["segments"], [])
 
+    def test_a_case_stays_with_its_customer(self):
+        """A complaint the wrong phone brought opened a case: the case and its
+        interactions stay with the customer; the phone's other interactions move."""
+        a, ea, pw, kept, moved = self.customer_with_wrong_phone()
+        complaint = self.ingest_ok(identifiers=[phone_id(pw)], channel="phone", type="complaint")
+        self.assertIs(complaint["case_opened"], True, complaint)
+        body = self.assertJson(detach(a, phone_id(pw), "move"), 200)
+        self.assertEqual(body["interactions_moved"], len(moved))
+        self.assertIn(complaint["interaction_id"], self.items(a))
+        self.assertEqual(self.items(body["new_customer_id"]), sorted(moved))
+        case = self.assertJson(get("/v1/cases/%s" % complaint["case_id"]), 200)
+        self.assertEqual(case["customer_id"], a)
+
     def test_delete_keeps_every_interaction(self):
         a, ea, pw, kept, moved = self.customer_with_wrong_phone()
         body = self.assertJson(detach(a, phone_id(pw), "delete"), 200)
