@@ -342,6 +342,40 @@ class NeverMergeTests(RulesTestCase):
         self.assertEqual(self.count(a), sum(1 for x in answers if x[0] % 3 == 1))
         self.assertEqual(self.count(b), 0)
 
+    def test_rule_set_while_events_merge_the_pair(self):
+        """An unmerge and then a rule on the pair, while 47 threads send events
+        naming both: the rule and a merge never both hold. Either the rule was
+        set (201) and the two stay apart to the end, or an event merged them
+        back first and the rule was refused (409)."""
+        # The events start at once, or a little later (so that both outcomes
+        # are seen: the rule usually loses the first race and wins the last).
+        for delay in (0, 0.05, 0.5):
+            a, b, ea, pb = self.pair()
+            self.assertJson(merge(a, b), 200)
+            outcome = {}
+
+            def one(i):
+                if i == 0:
+                    outcome["unmerge"] = unmerge(b).status
+                    outcome["rule"] = never_merge(a, b).status
+                    return 200
+                time.sleep(delay)
+                return ingest(identifiers=[email_id(ea), phone_id(pb)]).status
+
+            with ThreadPoolExecutor(48) as pool:
+                statuses = list(pool.map(one, range(96)))
+            self.assertEqual([s for s in statuses if s not in (200, 201)], [])
+            self.assertIn(outcome["unmerge"], (200, 409))
+            self.assertIn(outcome["rule"], (201, 409), outcome)
+            apart = self.owner(phone=pb) == b
+            sys.stderr.write("rules storm: unmerge %d, rule %d, apart %s\n"
+                             % (outcome["unmerge"], outcome["rule"], apart))
+            self.assertEqual(apart, outcome["rule"] == 201, outcome)
+            # and an event after the storm does not change that
+            body = self.ingest_ok(identifiers=[phone_id(pb), email_id(ea)])
+            self.assertEqual("merged_ids" in body, False)
+            self.assertEqual(self.owner(phone=pb) == b, apart)
+
 
 def crm_sort_key(a, b, c, d):
     """The survivors a rule on (a, b) lists once a is absorbed by c and b by
