@@ -57,5 +57,8 @@ handler_fn handle_events, handle_webhook_create, handle_webhook_update, handle_w
     handle_webhook_deliveries, handle_webhook_replay;
 /* cases.c */
 handler_fn handle_case_create, handle_case_list, handle_case_get, handle_case_patch;
+/* identity.c: identity rules (detach, never merge) */
+handler_fn handle_identifier_detach, handle_never_merge_list, handle_never_merge_add,
+    handle_never_merge_remove;
 
 #endif

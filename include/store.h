@@ -75,6 +75,10 @@ enum store_stmt {
     STMT_CASE_LIST,
     STMT_CASE_GET,
     STMT_CASE_PATCH,
+    STMT_IDENTIFIER_DETACH,
+    STMT_NEVER_MERGE_LIST,
+    STMT_NEVER_MERGE_ADD,
+    STMT_NEVER_MERGE_REMOVE,
     STMT_COUNT
 };
 extern const struct db_statement store_statements[STMT_COUNT];

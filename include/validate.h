@@ -90,6 +90,9 @@ bool reject_unknown_fields(json_t *obj, const char *const *allowed, const char *
 bool channel_valid(const char *name);
 bool interaction_type_valid(const char *name);
 const char *channel_list(void);
+/* The modes of an identifier detach ("move, delete"). */
+bool detach_mode_valid(const char *name);
+const char *detach_mode_list(void);
 const char *interaction_type_list(void);
 
 /* The score kinds (nps 0-10, csat 1-5, ces 1-7), NULL past the last, and the
@@ -102,6 +105,9 @@ bool interaction_has_scores(const struct interaction_request *req);
 
 /* Each returns true when the body is valid; otherwise appends to errors.
  * prefix is the JSON pointer of the object being validated ("" for the body). */
+/* One identifier object {kind, namespace?, value}, normalised into out;
+ * errors under the JSON pointer ptr. */
+bool validate_identifier(json_t *item, const char *ptr, struct identifier *out, json_t *errors);
 bool validate_resolve(json_t *body, struct resolve_request *out, json_t *errors);
 bool validate_traits_request(json_t *body, struct traits_request *out, json_t *errors);
 bool validate_interaction(json_t *obj, const char *prefix, struct interaction_request *out,

@@ -171,6 +171,15 @@ static const struct route_def ROUTES[ROUTE_COUNT] = {
         0, PUBLIC, NULL},
     [ROUTE_CONSOLE_FILE] = {"GET", "/console/{file}", "console_file",
         0, PUBLIC, NULL},
+    /* identity rules (docs/identity.md): a detach moves a customer's data */
+    [ROUTE_IDENTIFIER_DETACH] = {"POST", "/v1/customers/{id}/identifiers:detach",
+        "identifier_detach", AD, LONG, NULL},
+    [ROUTE_NEVER_MERGE_LIST] = {"GET", "/v1/admin/never-merge", "never_merge_list",
+        AD, 0, "customer_id"},
+    [ROUTE_NEVER_MERGE_ADD] = {"POST", "/v1/admin/never-merge", "never_merge_add",
+        AD, 0, NULL},
+    [ROUTE_NEVER_MERGE_REMOVE] = {"DELETE", "/v1/admin/never-merge", "never_merge_remove",
+        AD, 0, "customer_id other_id"},
 };
 
 #define ROUTE_TABLE_SIZE ((size_t)ROUTE_COUNT)

@@ -189,6 +189,13 @@ const struct db_statement store_statements[STMT_COUNT] = {
     [STMT_CASE_LIST] = {"case_list", "SELECT crm.customer_cases($1::uuid, $2, $3::int, $4::uuid, $5)"},
     [STMT_CASE_GET] = {"case_get", "SELECT crm.case_read($1::uuid, $2::uuid, $3)"},
     [STMT_CASE_PATCH] = {"case_patch", "SELECT crm.case_patch($1::uuid, $2::jsonb, $3::text[])"},
+    [STMT_IDENTIFIER_DETACH] = {"identifier_detach",
+     "SELECT crm.detach_identifier($1::uuid, $2::jsonb, $3, $4::uuid, $5, $6, $7::boolean)"},
+    [STMT_NEVER_MERGE_LIST] = {"never_merge_list", "SELECT crm.never_merge_list($1::uuid)"},
+    [STMT_NEVER_MERGE_ADD] = {"never_merge_add",
+     "SELECT crm.never_merge_add($1::uuid, $2::uuid, $3, $4)"},
+    [STMT_NEVER_MERGE_REMOVE] = {"never_merge_remove",
+     "SELECT crm.never_merge_remove($1::uuid, $2::uuid)"},
 };
 const int store_statement_count = STMT_COUNT;
 

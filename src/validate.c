@@ -54,6 +54,21 @@ const char *channel_list(void)
     return name_list_text(&names);
 }
 
+/* What a detach does with the identifier (docs/identity.md): the CHECK of
+ * crm.identifier_detachments.mode and the DetachMode enum (test_enums). */
+static const char *const DETACH_MODES[] = {"move", "delete", NULL};
+
+bool detach_mode_valid(const char *name)
+{
+    return name_in_list(DETACH_MODES, name);
+}
+
+const char *detach_mode_list(void)
+{
+    static struct name_list names = {.names = DETACH_MODES};
+    return name_list_text(&names);
+}
+
 const char *interaction_type_list(void)
 {
     static struct name_list names = {.names = TYPES};
@@ -126,6 +141,45 @@ static const char *string_field(json_t *obj, const char *key, bool required, siz
     return json_string_value(v);
 }
 
+bool validate_identifier(json_t *item, const char *ptr, struct identifier *out, json_t *errors)
+{
+    static const char *const allowed[] = {"kind", "namespace", "value", NULL};
+    json_t *kind_v, *ns_v, *value_v;
+    enum id_kind kind;
+    char err[160];
+    bool ns_bad = false;
+    bool item_ok;
+
+    if (!json_is_object(item)) {
+        verr_add(errors, ptr, NULL, "identifier must be an object {kind, value}");
+        return false;
+    }
+    item_ok = reject_unknown_fields(item, allowed, ptr, errors);
+    kind_v = json_object_get(item, "kind");
+    ns_v = json_object_get(item, "namespace");
+    value_v = json_object_get(item, "value");
+    if (!json_is_string(kind_v) || !id_kind_parse(json_string_value(kind_v), &kind)) {
+        verr_add(errors, ptr, "kind", "'kind' must be one of: %s", id_kind_list());
+        item_ok = false;
+    }
+    if (ns_v != NULL && !json_is_string(ns_v)) {
+        verr_add(errors, ptr, "namespace", "'namespace' must be a string");
+        item_ok = false;
+    }
+    if (!json_is_string(value_v)) {
+        verr_add(errors, ptr, "value", "'value' must be a string");
+        item_ok = false;
+    }
+    if (!item_ok)
+        return false;
+    if (!identifier_normalize(kind, ns_v ? json_string_value(ns_v) : NULL,
+                              json_string_value(value_v), out, err, sizeof(err), &ns_bad)) {
+        verr_add(errors, ptr, ns_bad ? "namespace" : "value", "%s", err);
+        return false;
+    }
+    return true;
+}
+
 static bool validate_identifiers(json_t *arr, const char *prefix, struct identifier_list *out,
                                  json_t *errors)
 {
@@ -133,7 +187,6 @@ static bool validate_identifiers(json_t *arr, const char *prefix, struct identif
     size_t i;
     json_t *item;
     bool ok = true;
-    static const char *const allowed[] = {"kind", "namespace", "value", NULL};
 
     out->count = 0;
     if (!json_is_array(arr) || json_array_size(arr) == 0 ||
@@ -143,45 +196,11 @@ static bool validate_identifiers(json_t *arr, const char *prefix, struct identif
         return false;
     }
     json_array_foreach(arr, i, item) {
-        json_t *kind_v, *ns_v, *value_v;
-        enum id_kind kind;
-        char err[160];
-        bool ns_bad = false;
-        bool item_ok = true;
         snprintf(ptr, sizeof(ptr), "%s/identifiers/%zu", prefix, i);
-        if (!json_is_object(item)) {
-            verr_add(errors, ptr, NULL, "identifier must be an object {kind, value}");
+        if (validate_identifier(item, ptr, &out->items[out->count], errors))
+            out->count++;
+        else
             ok = false;
-            continue;
-        }
-        item_ok = reject_unknown_fields(item, allowed, ptr, errors);
-        kind_v = json_object_get(item, "kind");
-        ns_v = json_object_get(item, "namespace");
-        value_v = json_object_get(item, "value");
-        if (!json_is_string(kind_v) || !id_kind_parse(json_string_value(kind_v), &kind)) {
-            verr_add(errors, ptr, "kind", "'kind' must be one of: %s", id_kind_list());
-            item_ok = false;
-        }
-        if (ns_v != NULL && !json_is_string(ns_v)) {
-            verr_add(errors, ptr, "namespace", "'namespace' must be a string");
-            item_ok = false;
-        }
-        if (!json_is_string(value_v)) {
-            verr_add(errors, ptr, "value", "'value' must be a string");
-            item_ok = false;
-        }
-        if (!item_ok) {
-            ok = false;
-            continue;
-        }
-        if (!identifier_normalize(kind, ns_v ? json_string_value(ns_v) : NULL,
-                                  json_string_value(value_v), &out->items[out->count], err,
-                                  sizeof(err), &ns_bad)) {
-            verr_add(errors, ptr, ns_bad ? "namespace" : "value", "%s", err);
-            ok = false;
-            continue;
-        }
-        out->count++;
     }
     return ok;
 }

@@ -53,6 +53,31 @@ CREATE OR REPLACE TRIGGER merges_event AFTER INSERT ON crm.merges
 $def$);
 
 
+-- An identifier taken off a customer (crm.detach_identifier, identity.sql);
+-- rare, so a row trigger. On the customer it was taken off; the live
+-- membership re-evaluates that customer (an unknown type to
+-- crm.feed_change_bits), and the new customer of a move through its
+-- customer.created.
+CREATE OR REPLACE FUNCTION crm.identifier_detached_event() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO crm.events (type, customer_id, data)
+    VALUES ('identifier.detached', NEW.customer_id,
+            jsonb_build_object('detach_id', NEW.detach_id, 'mode', NEW.mode,
+                               'kind', NEW.identifier->>'kind',
+                               'namespace', coalesce(NEW.identifier->>'namespace', ''),
+                               'value', NEW.identifier->>'value',
+                               'new_customer_id', NEW.new_customer_id,
+                               'interactions_moved', cardinality(NEW.interaction_ids)));
+    RETURN NULL;
+END $$;
+
+SELECT crm.define_trigger('identifier_detachments_event', 'crm.identifier_detachments', $def$
+CREATE OR REPLACE TRIGGER identifier_detachments_event AFTER INSERT ON crm.identifier_detachments
+    FOR EACH ROW EXECUTE FUNCTION crm.identifier_detached_event()
+$def$);
+
+
 -- crm.unmerge sets unmerged_at once; rare, so a row trigger.
 CREATE OR REPLACE FUNCTION crm.unmerge_event() RETURNS trigger
 LANGUAGE plpgsql AS $$
@@ -194,7 +219,8 @@ LANGUAGE plpgsql AS $$
 BEGIN
     UPDATE crm.events SET data = jsonb_build_object('erased', true)
      WHERE customer_id = NEW.customer_id
-       AND type IN ('identifier.added', 'traits.changed', 'preferences.changed', 'moment.due');
+       AND type IN ('identifier.added', 'identifier.detached', 'traits.changed',
+                    'preferences.changed', 'moment.due');
     IF NEW.merged_into IS NULL THEN
         INSERT INTO crm.events (type, customer_id, data)
         VALUES ('customer.erased', NEW.customer_id,

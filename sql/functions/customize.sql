@@ -778,6 +778,19 @@ BEGIN
         'identity_conflicts', coalesce((SELECT jsonb_agg(to_jsonb(x) ORDER BY x.conflict_id)
                                           FROM crm.identity_conflicts x
                                          WHERE x.customer_ids && ids), '[]'),
+        -- identity rules (docs/identity.md): detaches from or to these ids,
+        -- never-merge rules naming them
+        'identity_rules', jsonb_build_object(
+            'detachments', coalesce((SELECT jsonb_agg(to_jsonb(d) ORDER BY d.detach_id)
+                                       FROM crm.identifier_detachments d
+                                      WHERE d.customer_id = ANY (ids)
+                                         OR d.new_customer_id = ANY (ids)), '[]'),
+            'never_merge', coalesce((SELECT jsonb_agg(crm.never_merge_doc(n)
+                                                      ORDER BY n.created_at, n.customer_id,
+                                                               n.other_id)
+                                       FROM crm.never_merge n
+                                      WHERE n.customer_id = ANY (ids)
+                                         OR n.other_id = ANY (ids)), '[]')),
         'value', crm.value_section(sid),
         'cases', crm.cases_export(ids),
         'moments', coalesce((SELECT jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
@@ -797,7 +810,8 @@ END $$;
 -- again), traits, preferences, interaction payloads, satisfaction scores
 -- (the customer's opinions) and the identifiers
 -- they were resolved by, the identifier/trait/preference snapshots of
--- merge records, the identifiers of identity conflicts, the moments
+-- merge records, the identifiers of identity conflicts and of detachments,
+-- the never-merge rules naming it (sql/022_identity_rules.sql), the moments
 -- that fired (crm.moment_ledger) and the texts of cases (subject, assignee:
 -- crm.erase_cases). Kept: the customer row (marked erased_at),
 -- interactions without payload (channel, type, time, amounts, tags) and
@@ -854,6 +868,18 @@ BEGIN
      WHERE merge_id IN (SELECT merge_id FROM crm.merges
                          WHERE survivor_id = ANY (ids) OR absorbed_id = ANY (ids));
     UPDATE crm.identity_conflicts SET identifiers = '[]' WHERE customer_ids && ids;
+    -- identity rules (sql/022_identity_rules.sql): the identifier of a
+    -- detach from or to the customer (the record and, for a detach to it,
+    -- the event on the other customer; the customer's own events are
+    -- scrubbed by crm.customer_erased_event), and the never-merge rules
+    -- naming the customer (its identifiers are gone: nothing can match it)
+    UPDATE crm.events e SET data = jsonb_build_object('erased', true)
+      FROM crm.identifier_detachments d
+     WHERE d.new_customer_id = ANY (ids) AND e.customer_id = d.customer_id
+       AND e.type = 'identifier.detached' AND e.data->>'detach_id' = d.detach_id::text;
+    UPDATE crm.identifier_detachments SET identifier = '{}'
+     WHERE customer_id = ANY (ids) OR new_customer_id = ANY (ids);
+    DELETE FROM crm.never_merge WHERE customer_id = ANY (ids) OR other_id = ANY (ids);
     -- the moments that fired (a birthday's date is part of the birth date)
     DELETE FROM crm.moment_ledger WHERE customer_id = ANY (ids);
     n_cases := crm.erase_cases(ids, at);

@@ -389,6 +389,7 @@ DECLARE
     aid uuid;
     traits jsonb;
     violations jsonb;
+    rules jsonb;
     doc jsonb;
 BEGIN
     -- Both locked in id order (absent and erased customers are NULL).
@@ -403,9 +404,11 @@ BEGIN
     END IF;
     traits := crm.trait_conflicts(sid, aid);
     violations := crm.limit_violations(ARRAY[sid, aid], NULL);
-    IF jsonb_array_length(violations) > 0 AND NOT p_force THEN
+    rules := crm.never_merge_pairs(ARRAY[sid, aid]);
+    IF (jsonb_array_length(violations) > 0 OR jsonb_array_length(rules) > 0) AND NOT p_force THEN
         RETURN jsonb_build_object('status', 'conflict', 'survivor_id', sid, 'absorbed_id', aid,
-                                  'trait_conflicts', traits, 'limit_violations', violations);
+                                  'trait_conflicts', traits, 'limit_violations', violations,
+                                  'never_merge', rules);
     END IF;
     BEGIN
         PERFORM crm.merge_into(sid, aid, p_actor, p_reason, '[]');
@@ -628,7 +631,21 @@ BEGIN
                     WHERE m.survivor_id IN (p_id, (SELECT sid FROM me))
                        OR m.absorbed_id IN (p_id, (SELECT sid FROM me))
                        OR m.survivor_id IN (SELECT customer_id FROM crm.customers
-                                             WHERE merged_into = (SELECT sid FROM me))), '[]'))
+                                             WHERE merged_into = (SELECT sid FROM me))), '[]'),
+                -- identifiers taken off the customer or moved to it (detach)
+                'detachments', coalesce((SELECT jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
+                            'detach_id', d.detach_id, 'mode', d.mode, 'customer_id', d.customer_id,
+                            'new_customer_id', d.new_customer_id, 'identifier', d.identifier,
+                            'interaction_ids', to_jsonb(d.interaction_ids), 'actor', d.actor,
+                            'reason', d.reason, 'detached_at', crm.ts(d.detached_at)))
+                          ORDER BY d.detach_id)
+                     FROM crm.identifier_detachments d
+                    WHERE d.customer_id IN (p_id, (SELECT sid FROM me))
+                       OR d.new_customer_id IN (p_id, (SELECT sid FROM me))
+                       OR d.customer_id IN (SELECT customer_id FROM crm.customers
+                                             WHERE merged_into = (SELECT sid FROM me))
+                       OR d.new_customer_id IN (SELECT customer_id FROM crm.customers
+                                                 WHERE merged_into = (SELECT sid FROM me))), '[]'))
             END
     );
 END $$;
@@ -892,6 +909,7 @@ DECLARE
     merged uuid[] := '{}';
     conflicts jsonb := '[]';
     merge_violations jsonb;
+    forbidden jsonb := '[]';  -- never-merge rules among ids (crm.never_merge_pairs)
     violations jsonb;
     accepted jsonb;     -- new identifiers to attach
     refused jsonb;      -- new identifiers the customer cannot take: [{item, violations}]
@@ -960,6 +978,7 @@ BEGIN
         END LOOP;
 
         merge_violations := NULL;
+        forbidden := '[]';
         IF ids IS NULL THEN
             targets := '{}';
             survivor := NULL;
@@ -968,7 +987,13 @@ BEGIN
             survivor := ids[1];
         ELSE
             merge_violations := crm.limit_violations(ids, NULL);
+            -- Only here, where a merge would happen, are never-merge rules
+            -- read (the known-customer path and single-customer resolves
+            -- never look at them).
             IF jsonb_array_length(merge_violations) = 0 THEN
+                forbidden := crm.never_merge_pairs(ids);
+            END IF;
+            IF jsonb_array_length(merge_violations) = 0 AND jsonb_array_length(forbidden) = 0 THEN
                 targets := ids;
                 SELECT customer_id INTO survivor FROM crm.customers
                  WHERE customer_id = ANY (ids) ORDER BY created_at, customer_id LIMIT 1;
@@ -1048,6 +1073,13 @@ BEGIN
         INSERT INTO crm.customers (customer_id) VALUES (p_new_id);
         survivor := p_new_id;
         created := true;
+    ELSIF jsonb_array_length(forbidden) > 0 THEN
+        conflicts := conflicts || jsonb_build_object(
+            'reason', 'never_merge', 'customer_ids', to_jsonb(ids), 'chosen', survivor,
+            'rules', forbidden);
+        INSERT INTO crm.identity_conflicts (source, reason, customer_ids, identifiers, detail)
+        VALUES (p_source, 'never_merge', ids, usable,
+                jsonb_build_object('chosen', survivor, 'rules', forbidden));
     ELSIF merge_violations IS NOT NULL AND jsonb_array_length(merge_violations) = 0 THEN
         FOREACH absorbed IN ARRAY ids LOOP
             IF absorbed <> survivor THEN
@@ -1085,4 +1117,186 @@ BEGIN
     RETURN jsonb_build_object('customer_id', survivor, 'created', created,
                               'merged_ids', to_jsonb(merged), 'ignored', ignored,
                               'conflicts', conflicts);
+END $$;
+
+-- ---- identity rules: never merge, detach (issue 18; docs/identity.md) -------------
+
+-- The never-merge rules that forbid merging customers p_ids (survivors)
+-- together: [{customer_id, other_id}] for every rule whose two sides,
+-- followed to their survivors (merges flatten chains: one hop), are two
+-- different members of p_ids. So a rule on A and B also keeps apart the
+-- customer that absorbed A and the one that absorbed B. Called by
+-- crm.resolve_general only when its identifiers name several customers,
+-- and by crm.manual_merge.
+CREATE OR REPLACE FUNCTION crm.never_merge_pairs(p_ids uuid[]) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    WITH m AS (SELECT customer_id, coalesce(merged_into, customer_id) AS sid
+                 FROM crm.customers
+                WHERE customer_id = ANY (p_ids) OR merged_into = ANY (p_ids))
+    SELECT coalesce(jsonb_agg(jsonb_build_object('customer_id', n.customer_id,
+                                                 'other_id', n.other_id)
+                              ORDER BY n.customer_id, n.other_id), '[]')
+      FROM crm.never_merge n
+      JOIN m a ON a.customer_id = n.customer_id
+      JOIN m b ON b.customer_id = n.other_id
+     WHERE a.sid <> b.sid
+$$;
+
+CREATE OR REPLACE FUNCTION crm.never_merge_doc(n crm.never_merge) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT jsonb_build_object('customer_id', n.customer_id, 'other_id', n.other_id,
+                              'survivors', jsonb_build_array(crm.survivor_of(n.customer_id),
+                                                             crm.survivor_of(n.other_id)),
+                              'reason', n.reason, 'created_by', n.created_by,
+                              'created_at', crm.ts(n.created_at))
+$$;
+
+-- Admin: keep customers p_a and p_b apart. Both are locked (their survivors,
+-- in id order, crm.lock_survivors) so that a resolve merging them cannot
+-- commit between the check and the rule. Returns {status: created|exists|
+-- not_found|same_customer, rule}. A pair stored again keeps its first reason.
+CREATE OR REPLACE FUNCTION crm.never_merge_add(p_a uuid, p_b uuid, p_actor text, p_reason text)
+RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+    survivors uuid[];
+    n crm.never_merge%ROWTYPE;
+BEGIN
+    survivors := crm.lock_survivors(ARRAY[p_a, p_b]);
+    IF survivors[1] IS NULL OR survivors[2] IS NULL THEN
+        RETURN jsonb_build_object('status', 'not_found');
+    END IF;
+    IF survivors[1] = survivors[2] THEN
+        RETURN jsonb_build_object('status', 'same_customer', 'survivor_id', survivors[1]);
+    END IF;
+    INSERT INTO crm.never_merge (customer_id, other_id, reason, created_by)
+    VALUES (least(p_a, p_b), greatest(p_a, p_b), p_reason, p_actor)
+    ON CONFLICT DO NOTHING
+    RETURNING * INTO n;
+    IF FOUND THEN
+        RETURN jsonb_build_object('status', 'created', 'rule', crm.never_merge_doc(n));
+    END IF;
+    SELECT * INTO n FROM crm.never_merge
+     WHERE customer_id = least(p_a, p_b) AND other_id = greatest(p_a, p_b);
+    RETURN jsonb_build_object('status', 'exists', 'rule', crm.never_merge_doc(n));
+END $$;
+
+-- Admin: the rules, newest first; with p_customer, those whose one side is
+-- p_customer or now survives into it (its survivor, or a customer it absorbed).
+CREATE OR REPLACE FUNCTION crm.never_merge_list(p_customer uuid) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT jsonb_build_object('items', coalesce(jsonb_agg(crm.never_merge_doc(n)
+                                                          ORDER BY n.created_at DESC,
+                                                                   n.customer_id, n.other_id),
+                                                '[]'))
+      FROM crm.never_merge n
+     WHERE p_customer IS NULL
+        OR crm.survivor_of(p_customer) IN (crm.survivor_of(n.customer_id),
+                                           crm.survivor_of(n.other_id))
+$$;
+
+-- Admin: remove the rule on a pair (either order). {deleted: true|false}.
+CREATE OR REPLACE FUNCTION crm.never_merge_remove(p_a uuid, p_b uuid) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM crm.never_merge WHERE customer_id = least(p_a, p_b) AND other_id = greatest(p_a, p_b);
+    RETURN jsonb_build_object('deleted', FOUND);
+END $$;
+
+-- Admin: take identifier p_identifier ({kind, namespace?, value},
+-- normalised by the server) off customer p_customer (absorbed ids follow to
+-- their survivor).
+--   move:   the identifier goes to a new customer p_new_id, with the
+--           interactions it brought: those of the customer that were sent
+--           with it (resolved_by names it) and with no other identifier the
+--           customer still holds, and that belong to no case. They become
+--           the new customer's own (origin_customer_id), so no later unmerge
+--           takes them back.
+--           With p_never_merge, a never-merge rule on the two is added, so
+--           that the next event carrying both identifiers does not merge
+--           them back.
+--   delete: the identifier is deleted; every interaction stays.
+-- Either way the identifier leaves the snapshots of the customer's open
+-- merges (an unmerge afterwards restores everything else exactly and does
+-- not bring it back), aggregates are recomputed, and a row of
+-- crm.identifier_detachments records it. Lock order: the identifier key's
+-- advisory lock (step 1), then the survivor's row (step 2); the new
+-- customer is a new row. Returns {status: detached|not_found|not_attached,
+-- ...}.
+CREATE OR REPLACE FUNCTION crm.detach_identifier(p_customer uuid, p_identifier jsonb, p_mode text,
+                                                 p_new_id uuid, p_actor text, p_reason text,
+                                                 p_never_merge boolean)
+RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+    k text := p_identifier->>'kind';
+    ns text := coalesce(p_identifier->>'namespace', '');
+    v text := p_identifier->>'value';
+    sid uuid;
+    gone jsonb;
+    moved uuid[] := '{}';
+    d crm.identifier_detachments%ROWTYPE;
+BEGIN
+    gone := (SELECT o.gone FROM crm.open_customer(p_customer) AS o);
+    IF gone IS NOT NULL THEN
+        RETURN gone;
+    END IF;
+    PERFORM pg_advisory_xact_lock(hashtextextended(k || chr(31) || ns || chr(31) || v, 0));
+    sid := crm.lock_survivor(p_customer);
+    IF sid IS NULL THEN
+        RETURN jsonb_build_object('status', 'not_found');
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM crm.identifiers
+                    WHERE kind = k AND namespace = ns AND value = v AND customer_id = sid) THEN
+        RETURN jsonb_build_object('status', 'not_attached', 'customer_id', sid);
+    END IF;
+
+    IF p_mode = 'move' THEN
+        INSERT INTO crm.customers (customer_id) VALUES (p_new_id);
+        UPDATE crm.identifiers SET customer_id = p_new_id
+         WHERE kind = k AND namespace = ns AND value = v;
+        WITH m AS (
+            UPDATE crm.interactions i SET customer_id = p_new_id, origin_customer_id = p_new_id
+             WHERE i.customer_id = sid AND i.case_id IS NULL
+               AND EXISTS (SELECT 1 FROM jsonb_array_elements(coalesce(i.resolved_by, '[]')) AS r
+                            WHERE r->>'kind' = k AND coalesce(r->>'namespace', '') = ns
+                              AND r->>'value' = v)
+               AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(i.resolved_by) AS r
+                                 JOIN crm.identifiers x ON x.kind = r->>'kind'
+                                  AND x.namespace = coalesce(r->>'namespace', '')
+                                  AND x.value = r->>'value'
+                                WHERE x.customer_id = sid)
+            RETURNING i.interaction_id)
+        SELECT coalesce(array_agg(interaction_id ORDER BY interaction_id), '{}') INTO moved FROM m;
+        PERFORM crm.rebuild_aggregates(sid);
+        PERFORM crm.rebuild_aggregates(p_new_id);
+        IF p_never_merge THEN
+            INSERT INTO crm.never_merge (customer_id, other_id, reason, created_by)
+            VALUES (least(sid, p_new_id), greatest(sid, p_new_id), p_reason, p_actor);
+        END IF;
+    ELSE
+        DELETE FROM crm.identifiers WHERE kind = k AND namespace = ns AND value = v;
+    END IF;
+
+    UPDATE crm.merges SET absorbed_identifiers = (
+               SELECT coalesce(jsonb_agg(x), '[]') FROM jsonb_array_elements(absorbed_identifiers) AS x
+                WHERE NOT (x->>'kind' = k AND x->>'namespace' = ns AND x->>'value' = v))
+     WHERE unmerged_at IS NULL
+       AND absorbed_id IN (SELECT customer_id FROM crm.customers WHERE merged_into = sid)
+       AND absorbed_identifiers @> jsonb_build_array(jsonb_build_object('kind', k, 'namespace', ns,
+                                                                        'value', v));
+    UPDATE crm.customers SET updated_at = clock_timestamp() WHERE customer_id = sid;
+
+    INSERT INTO crm.identifier_detachments (customer_id, new_customer_id, mode, identifier,
+                                            interaction_ids, actor, reason)
+    VALUES (sid, CASE WHEN p_mode = 'move' THEN p_new_id END, p_mode,
+            jsonb_strip_nulls(jsonb_build_object('kind', k, 'namespace', nullif(ns, ''), 'value', v)),
+            moved, p_actor, p_reason)
+    RETURNING * INTO d;
+    RETURN jsonb_build_object('status', 'detached', 'detach_id', d.detach_id, 'mode', p_mode,
+                              'customer_id', sid, 'identifier', d.identifier,
+                              'new_customer_id', d.new_customer_id,
+                              'interactions_moved', cardinality(moved),
+                              'never_merge', p_mode = 'move' AND p_never_merge,
+                              'customer', crm.profile(sid),
+                              'new_customer', CASE WHEN p_mode = 'move'
+                                                   THEN crm.profile(p_new_id) END);
 END $$;

@@ -10,7 +10,9 @@
 
 -- Store one interaction idempotently. The customer is given either by id
 -- (p_customer) or by identifiers (p_identifiers, resolved as crm.resolve).
--- Returns {status: created|duplicate|not_found, interaction_id, customer_id}.
+-- Returns {status: created|duplicate|not_found, interaction_id, customer_id},
+-- with merged_ids (the customers its identifiers merged into customer_id)
+-- when there are any, and conflicts and ignored when either is non-empty.
 -- Interactions' resolved_by holds the identifiers without their raw values.
 -- p_nps, p_csat, p_ces: satisfaction scores (sql/015_satisfaction.sql),
 -- validated by the server; they default to NULL so that a caller of the
@@ -137,6 +139,10 @@ BEGIN
                      OR jsonb_array_length(coalesce(resolved->'ignored', '[]')) > 0
                    THEN jsonb_build_object('conflicts', resolved->'conflicts',
                                            'ignored', resolved->'ignored')
+                   ELSE '{}'::jsonb END
+           -- the customers its identifiers merged into cid, as resolve says
+           || CASE WHEN jsonb_array_length(coalesce(resolved->'merged_ids', '[]')) > 0
+                   THEN jsonb_build_object('merged_ids', resolved->'merged_ids')
                    ELSE '{}'::jsonb END;
 END $$;
 
@@ -251,6 +257,10 @@ BEGIN
                OR jsonb_array_length(coalesce(resolved->'ignored', '[]')) > 0 THEN
                 results[r.ord] := jsonb_build_object('conflicts', resolved->'conflicts',
                                                      'ignored', resolved->'ignored');
+            END IF;
+            IF jsonb_array_length(coalesce(resolved->'merged_ids', '[]')) > 0 THEN
+                results[r.ord] := coalesce(results[r.ord], '{}')
+                                  || jsonb_build_object('merged_ids', resolved->'merged_ids');
             END IF;
         END IF;
         owner[r.ord] := cid;

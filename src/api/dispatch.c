@@ -76,6 +76,10 @@ static handler_fn *const HANDLERS[ROUTE_COUNT] = {
     [ROUTE_ME] = handle_me,
     [ROUTE_CONSOLE_INDEX] = handle_console,
     [ROUTE_CONSOLE_FILE] = handle_console,
+    [ROUTE_IDENTIFIER_DETACH] = handle_identifier_detach,
+    [ROUTE_NEVER_MERGE_LIST] = handle_never_merge_list,
+    [ROUTE_NEVER_MERGE_ADD] = handle_never_merge_add,
+    [ROUTE_NEVER_MERGE_REMOVE] = handle_never_merge_remove,
 };
 
 bool dispatch_admit(struct app *app, enum route route, const char *path,

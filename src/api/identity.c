@@ -3,7 +3,11 @@
  * admin merge on demand (with dry_run: the resulting profile and conflicts,
  * nothing written) and unmerge; the blocked placeholder values and the
  * per-kind identifier limits that crm.resolve applies; and the log of
- * requests that were not merged because of those limits.
+ * requests that were not merged because of those limits. The identity
+ * rules an administrator sets by hand: detaching one identifier from a
+ * customer (moved to a new customer with the interactions it brought, or
+ * deleted) and never-merge pairs, which resolution keeps apart
+ * (docs/identity.md).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -112,10 +116,14 @@ void handle_merge(struct app *app, const struct request *req, struct response *r
         respond_problem(res, PROBLEM_CONFLICT, "both ids already belong to one customer",
                         req->path);
     } else if (strcmp(status, "conflict") == 0) {
+        bool rule = json_array_size(json_object_get(out, "never_merge")) > 0;
         respond_problem(res, PROBLEM_CONFLICT,
-                        "the merged customer would exceed identifier limits; "
-                        "send \"force\": true to merge anyway",
+                        rule ? "a never-merge rule keeps these customers apart; "
+                               "send \"force\": true to merge anyway"
+                             : "the merged customer would exceed identifier limits; "
+                               "send \"force\": true to merge anyway",
                         req->path);
+        json_object_set(res->body, "never_merge", json_object_get(out, "never_merge"));
         json_object_set(res->body, "limit_violations", json_object_get(out, "limit_violations"));
         json_object_set(res->body, "trait_conflicts", json_object_get(out, "trait_conflicts"));
         json_decref(out);
@@ -350,4 +358,160 @@ void handle_conflicts_list(struct app *app, const struct request *req, struct re
     snprintf(limit_text, sizeof(limit_text), "%d", n);
     params[0] = limit_text;
     answer(app, req, res, STMT_CONFLICTS_LIST, 1, params, "");
+}
+
+/* ---- identity rules ------------------------------------------------------------ */
+
+void handle_identifier_detach(struct app *app, const struct request *req, struct response *res)
+{
+    static const char *const allowed[] = {"identifier", "mode", "reason", "never_merge", NULL};
+    json_t *errors = json_array(), *mode_v = json_object_get(req->body, "mode");
+    json_t *ids_json, *out = NULL;
+    struct identifier_list one = {.count = 0};
+    char new_id[UUID_TEXT_LEN + 1], actor[64], err[API_ERR_LEN], *id_text = NULL;
+    const char *params[7], *status;
+    enum db_status st;
+    bool never = true;
+
+    reject_unknown_fields(req->body, allowed, "", errors);
+    if (json_object_get(req->body, "never_merge") != NULL)
+        never = optional_bool(req->body, "never_merge", errors);
+    if (json_object_get(req->body, "identifier") == NULL)
+        verr_add(errors, "", "identifier", "'identifier' is required: {kind, namespace?, value}");
+    else if (validate_identifier(json_object_get(req->body, "identifier"), "/identifier",
+                                 &one.items[0], errors))
+        one.count = 1;
+    if (!json_is_string(mode_v) || !detach_mode_valid(json_string_value(mode_v)))
+        verr_add(errors, "", "mode", "'mode' must be one of: %s", detach_mode_list());
+    params[5] = optional_text(req->body, "reason", 200, "identifier detached", errors);
+    if (json_array_size(errors) > 0) {
+        respond_validation(res, errors, req->path);
+        return;
+    }
+    json_decref(errors);
+    ids_json = identifiers_to_json(&one);
+    id_text = json_dumps(json_array_get(ids_json, 0), JSON_COMPACT);
+    json_decref(ids_json);
+    uuid_new(new_id);
+    actor_of(req, actor, sizeof(actor));
+    params[0] = req->match->id;
+    params[1] = id_text;
+    params[2] = json_string_value(mode_v);
+    params[3] = new_id;
+    params[4] = actor;
+    params[6] = never ? "true" : "false";
+    st = store_call(app->pool, STMT_IDENTIFIER_DETACH, 7, params, &out, err, sizeof(err));
+    free(id_text);
+    if (st != DB_OK || out == NULL) {
+        respond_db_failure(res, st == DB_OK ? DB_ERROR : st, err, req->path);
+        json_decref(out);
+        return;
+    }
+    if (respond_if_gone(res, out, req->path))
+        return;
+    status = json_string_value(json_object_get(out, "status"));
+    if (status != NULL && strcmp(status, "detached") == 0) {
+        respond_json(res, 200, out);
+        return;
+    }
+    respond_problem(res, PROBLEM_NOT_FOUND,
+                    status != NULL && strcmp(status, "not_attached") == 0
+                        ? "this customer has no such identifier"
+                        : "no customer with this id",
+                    req->path);
+    json_decref(out);
+}
+
+void handle_never_merge_add(struct app *app, const struct request *req, struct response *res)
+{
+    static const char *const allowed[] = {"customer_id", "other_id", "reason", NULL};
+    json_t *errors = json_array(), *out = NULL;
+    char a[UUID_TEXT_LEN + 1], b[UUID_TEXT_LEN + 1], actor[64], err[API_ERR_LEN];
+    const char *params[4], *status;
+    bool ok_a, ok_b;
+    enum db_status st;
+
+    reject_unknown_fields(req->body, allowed, "", errors);
+    ok_a = uuid_field(req->body, "customer_id", a, errors) != NULL;
+    ok_b = uuid_field(req->body, "other_id", b, errors) != NULL;
+    if (ok_a && ok_b && strcmp(a, b) == 0)
+        verr_add(errors, "", "other_id", "'other_id' must name another customer");
+    params[3] = optional_text(req->body, "reason", 200, "never merge", errors);
+    if (json_array_size(errors) > 0) {
+        respond_validation(res, errors, req->path);
+        return;
+    }
+    json_decref(errors);
+    actor_of(req, actor, sizeof(actor));
+    params[0] = a;
+    params[1] = b;
+    params[2] = actor;
+    st = store_call(app->pool, STMT_NEVER_MERGE_ADD, 4, params, &out, err, sizeof(err));
+    if (st != DB_OK || out == NULL) {
+        respond_db_failure(res, st == DB_OK ? DB_ERROR : st, err, req->path);
+        json_decref(out);
+        return;
+    }
+    status = json_string_value(json_object_get(out, "status"));
+    if (strcmp(status, "created") == 0 || strcmp(status, "exists") == 0) {
+        json_t *rule = json_incref(json_object_get(out, "rule"));
+        bool created = strcmp(status, "created") == 0;
+        json_decref(out);
+        respond_json(res, created ? 201 : 200, rule);
+        return;
+    }
+    if (strcmp(status, "same_customer") == 0)
+        respond_problem(res, PROBLEM_CONFLICT,
+                        "both ids are one customer now: unmerge them first", req->path);
+    else
+        respond_problem(res, PROBLEM_NOT_FOUND, "no customer with one of these ids", req->path);
+    json_decref(out);
+}
+
+/* The optional (list) or required (remove) customer id query parameters. */
+static bool uuid_query(const struct request *req, struct response *res, const char *key,
+                       bool required, char out[UUID_TEXT_LEN + 1], const char **value)
+{
+    const char *v;
+    char detail[96];
+    if (!query_param(req, res, key, &v))
+        return false;
+    if ((v == NULL && required) || (v != NULL && !uuid_canonical(v, out))) {
+        snprintf(detail, sizeof(detail), "%s must be a customer UUID", key);
+        respond_problem(res, PROBLEM_INVALID_QUERY, detail, req->path);
+        return false;
+    }
+    *value = v != NULL ? out : NULL;
+    return true;
+}
+
+void handle_never_merge_list(struct app *app, const struct request *req, struct response *res)
+{
+    char id[UUID_TEXT_LEN + 1];
+    const char *params[1];
+    if (!uuid_query(req, res, "customer_id", false, id, &params[0]))
+        return;
+    answer(app, req, res, STMT_NEVER_MERGE_LIST, 1, params, "");
+}
+
+void handle_never_merge_remove(struct app *app, const struct request *req, struct response *res)
+{
+    char a[UUID_TEXT_LEN + 1], b[UUID_TEXT_LEN + 1], err[API_ERR_LEN];
+    const char *params[2];
+    json_t *out = NULL;
+    enum db_status st;
+    if (!uuid_query(req, res, "customer_id", true, a, &params[0]) ||
+        !uuid_query(req, res, "other_id", true, b, &params[1]))
+        return;
+    st = store_call(app->pool, STMT_NEVER_MERGE_REMOVE, 2, params, &out, err, sizeof(err));
+    if (st != DB_OK || out == NULL) {
+        respond_db_failure(res, st == DB_OK ? DB_ERROR : st, err, req->path);
+        json_decref(out);
+    } else if (!json_is_true(json_object_get(out, "deleted"))) {
+        json_decref(out);
+        respond_problem(res, PROBLEM_NOT_FOUND, "no never-merge rule on these customers",
+                        req->path);
+    } else {
+        respond_json(res, 200, out);
+    }
 }

@@ -211,6 +211,8 @@ START_TEST(test_openapi_enums_match_c)
     /* cases (cases.c) */
     ck_assert_str_eq(openapi_enum(yaml, "CaseStatus"), case_status_list());
     ck_assert_str_eq(openapi_enum(yaml, "CasePriority"), case_priority_list());
+    /* identity rules (validate.c) */
+    ck_assert_str_eq(openapi_enum(yaml, "DetachMode"), detach_mode_list());
     free(yaml);
 }
 END_TEST
@@ -260,6 +262,8 @@ START_TEST(test_sql_checks_match_c)
     /* cases (sql/017_cases.sql) */
     ck_assert_str_eq(sql_check(sql, "cases", "status"), case_status_list());
     ck_assert_str_eq(sql_check(sql, "cases", "priority"), case_priority_list());
+    /* identity rules (sql/022_identity_rules.sql) */
+    ck_assert_str_eq(sql_check(sql, "identifier_detachments", "mode"), detach_mode_list());
     free(sql);
 }
 END_TEST
