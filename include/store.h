@@ -75,6 +75,9 @@ enum store_stmt {
     STMT_CASE_LIST,
     STMT_CASE_GET,
     STMT_CASE_PATCH,
+    STMT_SUMMARY,
+    STMT_NBA_SETTINGS_GET,
+    STMT_NBA_SETTINGS_PUT,
     STMT_COUNT
 };
 extern const struct db_statement store_statements[STMT_COUNT];

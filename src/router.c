@@ -171,6 +171,15 @@ static const struct route_def ROUTES[ROUTE_COUNT] = {
         0, PUBLIC, NULL},
     [ROUTE_CONSOLE_FILE] = {"GET", "/console/{file}", "console_file",
         0, PUBLIC, NULL},
+    /* The agent's summary and next best action (docs/summary.md): personal
+     * data read like the profile (same roles, audited); not from a replica,
+     * like the contact decision it includes: the agent's own writes show. */
+    [ROUTE_CUSTOMER_SUMMARY] = {"GET", "/v1/customers/{id}/summary", "customer_summary",
+        CC | AD, 0, NULL},
+    [ROUTE_NBA_SETTINGS_GET] = {"GET", "/v1/settings/next-best-action", "nba_settings_get",
+        CC | MK | AD, 0, NULL},
+    [ROUTE_NBA_SETTINGS_PUT] = {"PUT", "/v1/settings/next-best-action", "nba_settings_put",
+        AD, 0, NULL},
 };
 
 #define ROUTE_TABLE_SIZE ((size_t)ROUTE_COUNT)

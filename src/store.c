@@ -189,6 +189,13 @@ const struct db_statement store_statements[STMT_COUNT] = {
     [STMT_CASE_LIST] = {"case_list", "SELECT crm.customer_cases($1::uuid, $2, $3::int, $4::uuid, $5)"},
     [STMT_CASE_GET] = {"case_get", "SELECT crm.case_read($1::uuid, $2::uuid, $3)"},
     [STMT_CASE_PATCH] = {"case_patch", "SELECT crm.case_patch($1::uuid, $2::jsonb, $3::text[])"},
+    /* The agent's summary (sql/functions/summary.sql): $2 the consent
+     * purposes as consent_purpose_list() writes them ("a, b"). */
+    [STMT_SUMMARY] = {"summary", "SELECT crm.customer_summary($1::uuid, "
+                "string_to_array($2, ', '), NULL)"},
+    [STMT_NBA_SETTINGS_GET] = {"nba_settings_get", "SELECT crm.nba_settings_doc()"},
+    [STMT_NBA_SETTINGS_PUT] = {"nba_settings_put",
+        "SELECT crm.nba_settings_replace($1::jsonb, $2::uuid, $3)"},
 };
 const int store_statement_count = STMT_COUNT;
 

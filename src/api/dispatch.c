@@ -76,6 +76,9 @@ static handler_fn *const HANDLERS[ROUTE_COUNT] = {
     [ROUTE_ME] = handle_me,
     [ROUTE_CONSOLE_INDEX] = handle_console,
     [ROUTE_CONSOLE_FILE] = handle_console,
+    [ROUTE_CUSTOMER_SUMMARY] = handle_customer_summary,
+    [ROUTE_NBA_SETTINGS_GET] = handle_nba_settings,
+    [ROUTE_NBA_SETTINGS_PUT] = handle_nba_settings,
 };
 
 bool dispatch_admit(struct app *app, enum route route, const char *path,
