@@ -12,40 +12,61 @@
 -- first: the next birthday (trait), the next anniversary of the first
 -- purchase, and every warranty of a purchase (payload warranty_until) that
 -- ends in the window; the same kinds and dates as /v1/moments
--- (crm.moment_candidates, customize.sql), for one customer.
+-- (crm.moment_candidates, customize.sql), for one customer. The functions
+-- here are PL/pgSQL, not SQL: a SQL function that is not inlined is planned
+-- at every call, a PL/pgSQL one keeps its plans.
 CREATE OR REPLACE FUNCTION crm.customer_moments_doc(p_customer uuid, p_from date, p_days int)
-RETURNS jsonb LANGUAGE sql STABLE AS $$
-    SELECT coalesce(jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
-               'kind', m.kind, 'date', to_char(m.d, 'YYYY-MM-DD'), 'days_until', m.d - p_from,
-               'years', m.years, 'interaction_id', m.interaction_id))
-               ORDER BY m.d, m.kind, m.interaction_id), '[]')
-      FROM (
-        SELECT 'birthday' AS kind, n.d, (extract(year FROM n.d) - extract(year FROM b.b))::int AS years,
-               NULL::uuid AS interaction_id
-          FROM crm.traits t
-         CROSS JOIN LATERAL (SELECT crm.try_date(t.value #>> '{}') AS b) AS b
-         CROSS JOIN LATERAL (SELECT crm.next_anniversary(b.b, p_from) AS d) AS n
-         WHERE t.customer_id = p_customer AND t.name = 'birthday' AND b.b IS NOT NULL
-           AND n.d <= p_from + p_days AND n.d > b.b
-        UNION ALL
-        SELECT 'anniversary', n.d, (extract(year FROM n.d) - extract(year FROM s.f))::int, NULL
-          FROM (SELECT (min(st.first_at) AT TIME ZONE 'UTC')::date AS f FROM crm.interaction_stats st
-                 WHERE st.customer_id = p_customer AND st.type = 'purchase') AS s
-         CROSS JOIN LATERAL (SELECT crm.next_anniversary(s.f, p_from) AS d) AS n
-         WHERE s.f IS NOT NULL AND n.d <= p_from + p_days AND n.d > s.f
-        UNION ALL
-        SELECT 'warranty', w.d, NULL, i.interaction_id
-          FROM crm.interactions i
-         CROSS JOIN LATERAL (SELECT crm.try_date(i.payload->>'warranty_until') AS d) AS w
-         WHERE i.customer_id = p_customer AND i.type = 'purchase' AND i.payload ? 'warranty_until'
-           AND w.d BETWEEN p_from AND p_from + p_days
-      ) AS m
-$$;
+RETURNS jsonb LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    born date;
+    first date;
+    d date;
+    items jsonb := '[]';
+BEGIN
+    -- each date is worked out once (a lateral subquery naming it in several
+    -- places was pulled up and called crm.next_anniversary, a SQL function
+    -- planned at every call, once per place)
+    SELECT crm.try_date(t.value #>> '{}') INTO born FROM crm.traits t
+     WHERE t.customer_id = p_customer AND t.name = 'birthday';
+    IF born IS NOT NULL THEN
+        d := crm.next_anniversary(born, p_from);
+        IF d <= p_from + p_days AND d > born THEN
+            items := items || jsonb_build_object('kind', 'birthday', 'date', to_char(d, 'YYYY-MM-DD'),
+                                                 'days_until', d - p_from,
+                                                 'years', extract(year FROM d)::int
+                                                          - extract(year FROM born)::int);
+        END IF;
+    END IF;
+    SELECT (min(st.first_at) AT TIME ZONE 'UTC')::date INTO first FROM crm.interaction_stats st
+     WHERE st.customer_id = p_customer AND st.type = 'purchase';
+    IF first IS NOT NULL THEN
+        d := crm.next_anniversary(first, p_from);
+        IF d <= p_from + p_days AND d > first THEN
+            items := items || jsonb_build_object('kind', 'anniversary',
+                                                 'date', to_char(d, 'YYYY-MM-DD'),
+                                                 'days_until', d - p_from,
+                                                 'years', extract(year FROM d)::int
+                                                          - extract(year FROM first)::int);
+        END IF;
+    END IF;
+    RETURN (SELECT coalesce(jsonb_agg(m ORDER BY m->>'date', m->>'kind', m->>'interaction_id'), '[]')
+              FROM (SELECT jsonb_array_elements(items) AS m
+                    UNION ALL
+                    SELECT jsonb_build_object('kind', 'warranty', 'date', to_char(w.d, 'YYYY-MM-DD'),
+                                              'days_until', w.d - p_from,
+                                              'interaction_id', w.interaction_id)
+                      FROM (SELECT i.interaction_id, crm.try_date(i.payload->>'warranty_until') AS d
+                              FROM crm.interactions i
+                             WHERE i.customer_id = p_customer AND i.type = 'purchase'
+                               AND i.payload ? 'warranty_until' OFFSET 0) AS w
+                     WHERE w.d BETWEEN p_from AND p_from + p_days) AS x);
+END $$;
 
 -- The rules and thresholds as GET /v1/settings/next-best-action shows them.
 CREATE OR REPLACE FUNCTION crm.nba_settings_doc() RETURNS jsonb
-LANGUAGE sql STABLE AS $$
-    SELECT jsonb_build_object(
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN jsonb_build_object(
         'rules', coalesce((SELECT jsonb_agg(jsonb_build_object(
                                'priority', r.priority, 'name', r.name,
                                'conditions', to_jsonb(r.conditions), 'action', r.action,
@@ -57,8 +78,8 @@ LANGUAGE sql STABLE AS $$
                            'warranty_days', t.warranty_days)
                          FROM crm.nba_thresholds t),
         'updated_at', crm.ts(greatest((SELECT max(updated_at) FROM crm.nba_rules),
-                                      (SELECT updated_at FROM crm.nba_thresholds))))
-$$;
+                                      (SELECT updated_at FROM crm.nba_thresholds))));
+END $$;
 
 -- Replace the whole rule list and the thresholds (checked by the server,
 -- src/nba.c nba_settings_check): one change at a time, audited as
@@ -186,13 +207,12 @@ BEGIN
         'moments', crm.customer_moments_doc(sid, today, greatest(30, th.warranty_days)),
         'contact', jsonb_build_object(
             'channel', channel, 'channel_source', channel_source,
-            'decisions', (SELECT jsonb_agg(jsonb_build_object(
-                                     'purpose', d->'purpose', 'allowed', d->'allowed',
-                                     'reason', d->'reason', 'detail', d->'detail',
-                                     'best_channel', d->'best_channel') ORDER BY o)
-                            FROM unnest(p_purposes) WITH ORDINALITY AS u(purpose, o)
-                            CROSS JOIN LATERAL (SELECT crm.contact_decision(sid, u.purpose, channel,
-                                                                            at) AS d) AS cd)),
+            -- one call per purpose: the decision is not named twice (a lateral
+            -- subquery naming it in each member was pulled up and called it
+            -- once per member, five times per purpose)
+            'decisions', (SELECT jsonb_agg(crm.contact_decision(sid, u.purpose, channel, at)
+                                               - 'customer_id' - 'channel' - 'at' ORDER BY o)
+                            FROM unnest(p_purposes) WITH ORDINALITY AS u(purpose, o))),
         'at', crm.ts(at),
         'nba', crm.nba_settings_doc() - 'updated_at');
 END $$;
