@@ -47,7 +47,7 @@ struct nba_thresholds {
 struct nba_facts {
     int open_cases;
     int open_complaint_cases;
-    const char *case_id;      /* the most urgent open complaint case, else open case */
+    const char *case_id;      /* the first complaint case of most_urgent, else its first */
     const char *case_subject;
     const char *tier;         /* NULL: no value computed yet */
     bool has_clv;
