@@ -254,6 +254,7 @@ for c in $CONN_LIST; do
     ROWS+=("$(wrk_run health "$c" "$PORT" "$SERVER" /health)")
     ROWS+=("$(wrk_run profile_get "$c" "$PORT" "$SERVER" profile_get.lua)")
     ROWS+=("$(wrk_run profile_by_email "$c" "$PORT" "$SERVER" email_get.lua)")
+    ROWS+=("$(wrk_run summary_get "$c" "$PORT" "$SERVER" summary_get.lua)")
     ROWS+=("$(stored_run interaction_post "$c" interaction_post.lua)")
     ROWS+=("$(stored_run batch_post_x100 "$c" batch_post.lua)")
     ROWS+=("$(wrk_run segment_first_page "$c" "$PORT" "$SERVER" \
@@ -280,7 +281,7 @@ table_row() {
     # POST and batch: interactions stored per second (see stored_run).
     [ -n "$stored" ] && events=$(awk -v n="$stored" -v d="$DURATION" 'BEGIN { printf "%.0f", n / d }')
     case $name in
-        profile_get|profile_by_email|segment_first_page) dbname=select-only dbtps=${PG_SELECT[$conns]} ;;
+        profile_get|profile_by_email|summary_get|segment_first_page) dbname=select-only dbtps=${PG_SELECT[$conns]} ;;
         interaction_post)
             dbname=insert dbtps=${PG_INSERT[$conns]}
             rate="$events stored/s ($(num "$rps") req/s)" ;;

@@ -60,5 +60,7 @@ handler_fn handle_case_create, handle_case_list, handle_case_get, handle_case_pa
 /* identity.c: identity rules (detach, never merge) */
 handler_fn handle_identifier_detach, handle_never_merge_list, handle_never_merge_add,
     handle_never_merge_remove;
+/* summary.c: handle_nba_settings serves GET and PUT */
+handler_fn handle_customer_summary, handle_nba_settings;
 
 #endif

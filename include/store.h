@@ -79,6 +79,9 @@ enum store_stmt {
     STMT_NEVER_MERGE_LIST,
     STMT_NEVER_MERGE_ADD,
     STMT_NEVER_MERGE_REMOVE,
+    STMT_SUMMARY,
+    STMT_NBA_SETTINGS_GET,
+    STMT_NBA_SETTINGS_PUT,
     STMT_COUNT
 };
 extern const struct db_statement store_statements[STMT_COUNT];

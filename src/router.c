@@ -180,6 +180,15 @@ static const struct route_def ROUTES[ROUTE_COUNT] = {
         AD, 0, NULL},
     [ROUTE_NEVER_MERGE_REMOVE] = {"DELETE", "/v1/admin/never-merge", "never_merge_remove",
         AD, 0, "customer_id other_id"},
+    /* The agent's summary and next best action (docs/summary.md): personal
+     * data read like the profile (same roles, audited); not from a replica,
+     * like the contact decision it includes: the agent's own writes show. */
+    [ROUTE_CUSTOMER_SUMMARY] = {"GET", "/v1/customers/{id}/summary", "customer_summary",
+        CC | AD, 0, NULL},
+    [ROUTE_NBA_SETTINGS_GET] = {"GET", "/v1/settings/next-best-action", "nba_settings_get",
+        CC | MK | AD, 0, NULL},
+    [ROUTE_NBA_SETTINGS_PUT] = {"PUT", "/v1/settings/next-best-action", "nba_settings_put",
+        AD, 0, NULL},
 };
 
 #define ROUTE_TABLE_SIZE ((size_t)ROUTE_COUNT)

@@ -196,6 +196,13 @@ const struct db_statement store_statements[STMT_COUNT] = {
      "SELECT crm.never_merge_add($1::uuid, $2::uuid, $3, $4)"},
     [STMT_NEVER_MERGE_REMOVE] = {"never_merge_remove",
      "SELECT crm.never_merge_remove($1::uuid, $2::uuid)"},
+    /* The agent's summary (sql/functions/summary.sql): $2 the consent
+     * purposes as consent_purpose_list() writes them ("a, b"). */
+    [STMT_SUMMARY] = {"summary", "SELECT crm.customer_summary($1::uuid, "
+                "string_to_array($2, ', '), NULL)"},
+    [STMT_NBA_SETTINGS_GET] = {"nba_settings_get", "SELECT crm.nba_settings_doc()"},
+    [STMT_NBA_SETTINGS_PUT] = {"nba_settings_put",
+        "SELECT crm.nba_settings_replace($1::jsonb, $2::uuid, $3)"},
 };
 const int store_statement_count = STMT_COUNT;
 

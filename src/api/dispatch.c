@@ -80,6 +80,9 @@ static handler_fn *const HANDLERS[ROUTE_COUNT] = {
     [ROUTE_NEVER_MERGE_LIST] = handle_never_merge_list,
     [ROUTE_NEVER_MERGE_ADD] = handle_never_merge_add,
     [ROUTE_NEVER_MERGE_REMOVE] = handle_never_merge_remove,
+    [ROUTE_CUSTOMER_SUMMARY] = handle_customer_summary,
+    [ROUTE_NBA_SETTINGS_GET] = handle_nba_settings,
+    [ROUTE_NBA_SETTINGS_PUT] = handle_nba_settings,
 };
 
 bool dispatch_admit(struct app *app, enum route route, const char *path,

@@ -3,7 +3,8 @@
  * interaction types and satisfaction score ranges in validate.c, identifier
  * kinds in normalize.c, consent purposes and statuses and moment kinds in
  * customize.c, roles in auth.c, NPS categories in segment.c, event types in
- * feed.c, case statuses and priorities in cases.c), and the error
+ * feed.c, case statuses and priorities in cases.c, next-best-action
+ * conditions in nba.c), and the error
  * messages list them from those arrays. Here the contract (openapi.yaml's
  * enums) and the schema (the CHECK constraints in sql/) are read from the
  * source tree and compared with the C lists, in order.
@@ -18,6 +19,7 @@
 #include "cases.h"
 #include "customize.h"
 #include "feed.h"
+#include "nba.h"
 #include "normalize.h"
 #include "segment.h"
 #include "validate.h"
@@ -124,6 +126,32 @@ static const char *sql_check(const char *sql, const char *table, const char *col
     return out;
 }
 
+/* The values of "CHECK (<column> <@ ARRAY['a', 'b']" (an array column whose
+ * elements are enumerated) in the definition of table crm.<table>. */
+static const char *sql_array_check(const char *sql, const char *table, const char *column)
+{
+    static char out[1024];
+    char needle[96], create[96];
+    const char *p, *start, *end;
+    out[0] = '\0';
+    snprintf(create, sizeof(create), "CREATE TABLE crm.%s (", table);
+    start = strstr(sql, create);
+    ck_assert_msg(start != NULL, "no %s in sql/", create);
+    end = strstr(start, "\n);");
+    snprintf(needle, sizeof(needle), "CHECK (%s <@ ARRAY[", column);
+    p = strstr(start, needle);
+    ck_assert_msg(p != NULL && p < end, "no CHECK (%s <@ ARRAY[...]) in crm.%s", column, table);
+    for (p += strlen(needle); *p != ']';) {
+        const char *a = strchr(p, '\''), *b;
+        ck_assert(a != NULL);
+        b = strchr(a + 1, '\'');
+        append(out, sizeof(out), a + 1, (size_t)(b - a - 1));
+        p = b + 1;
+        p += strspn(p, ", \n");
+    }
+    return out;
+}
+
 static int by_name(const struct dirent **x, const struct dirent **y)
 {
     return strcmp((*x)->d_name, (*y)->d_name);
@@ -213,6 +241,7 @@ START_TEST(test_openapi_enums_match_c)
     ck_assert_str_eq(openapi_enum(yaml, "CasePriority"), case_priority_list());
     /* identity rules (validate.c) */
     ck_assert_str_eq(openapi_enum(yaml, "DetachMode"), detach_mode_list());
+    ck_assert_str_eq(openapi_enum(yaml, "NbaCondition"), nba_condition_list());
     free(yaml);
 }
 END_TEST
@@ -264,6 +293,7 @@ START_TEST(test_sql_checks_match_c)
     ck_assert_str_eq(sql_check(sql, "cases", "priority"), case_priority_list());
     /* identity rules (sql/022_identity_rules.sql) */
     ck_assert_str_eq(sql_check(sql, "identifier_detachments", "mode"), detach_mode_list());
+    ck_assert_str_eq(sql_array_check(sql, "nba_rules", "conditions"), nba_condition_list());
     free(sql);
 }
 END_TEST

@@ -226,6 +226,7 @@ START_TEST(test_replica_routes)
     ck_assert(!route_reads_from_replica(ROUTE_CUSTOMER_RESOLVE));
     ck_assert(!route_reads_from_replica(ROUTE_SEGMENT_PREVIEW));
     ck_assert(!route_reads_from_replica(ROUTE_CONTACT_DECISION));
+    ck_assert(!route_reads_from_replica(ROUTE_CUSTOMER_SUMMARY));
     ck_assert(!route_reads_from_replica(ROUTE_CUSTOMER_EXPORT));
     ck_assert(!route_reads_from_replica(ROUTE_READY));
     for (int r = 0; r < ROUTE_COUNT; r++)
