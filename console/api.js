@@ -49,6 +49,7 @@ export const api = {
   get: (path) => send('GET', path),
   post: (path, body) => send('POST', path, body ?? {}),
   patch: (path, body) => send('PATCH', path, body),
+  put: (path, body) => send('PUT', path, body),
   del: (path) => send('DELETE', path),
   raw: (path) => send('GET', path, undefined, true),
 };

@@ -60,10 +60,12 @@ export function dl(rows) {
 }
 
 // A table with a header row; rows are arrays of cells (nodes or values).
+// It scrolls sideways in its own box when it does not fit (a phone), and
+// that box takes the focus so that a keyboard can scroll it too.
 export function table(headers, rows, attrs = {}) {
-  return h('table', attrs,
+  return h('div', { class: 'scroll', tabindex: 0 }, h('table', attrs,
     h('thead', {}, h('tr', {}, headers.map((t) => h('th', { scope: 'col' }, t)))),
-    h('tbody', {}, rows.map((r) => h('tr', {}, r.map((c) => h('td', {}, c instanceof Node ? c : text(c)))))));
+    h('tbody', {}, rows.map((r) => h('tr', {}, r.map((c) => h('td', {}, c instanceof Node ? c : text(c))))))));
 }
 
 export function section(title, ...children) {

@@ -1,8 +1,11 @@
 // marketing: KPIs for a chosen period (GET /v1/kpis) as numbers and, over
 // the same period cut into months, one chart (uPlot, vendored: revenue and
 // active customers per month); the saved segments with their member counts;
-// a segment's members for a purpose and channel (those the contact decision
-// allows) and their export as NDJSON.
+// a rule editor whose preview (POST /v1/segments:preview: count and first
+// members, nothing saved) follows the typing, and which saves the rule as
+// a segment; a segment's members for a purpose and channel (those the
+// contact decision allows) and their export as NDJSON with that purpose,
+// channel and the fields asked for.
 import { api, qs } from './api.js';
 import { h, clear, dl, table, section, field, select, num, pct, when, problemBox } from './dom.js';
 
@@ -19,6 +22,7 @@ export function marketingScreen(root) {
   const chart = h('div', { id: 'kpi-chart', class: 'chart' });
   const segments = h('div', { id: 'segments' });
   const members = h('div', { id: 'members' });
+  const reloadSegments = () => loadSegments(segments, members);
   const form = h('form', { class: 'row', onsubmit: (e) => { e.preventDefault(); loadKpis(); } },
     field('from', from), field('to', to), h('button', { type: 'submit' }, 'Show'));
 
@@ -32,9 +36,56 @@ export function marketingScreen(root) {
     drawChart(chart, f, t).catch((err) => clear(chart, problemBox(err)));
   }
 
-  clear(root, section('KPIs', form, numbers, chart), section('Segments', segments), members);
+  clear(root, section('KPIs', form, numbers, chart), section('Segments', segments), members,
+    section('Rule editor', ruleEditor(reloadSegments)));
   loadKpis();
-  loadSegments(segments, members);
+  reloadSegments();
+}
+
+const EXAMPLE = { all: [{ field: 'value.tier', op: 'in', value: ['mvc', 'mgc'] },
+  { interaction: { type: 'purchase', within_days: 365 } }] };
+
+// The rule as JSON; 400 ms after the last keystroke it is previewed. Only
+// the latest answer is shown (an older one arriving late is dropped).
+function ruleEditor(reload) {
+  const rule = h('textarea', { name: 'rule', id: 'rule', rows: 8, spellcheck: 'false', 'aria-describedby': 'rule-help' },
+    JSON.stringify(EXAMPLE, null, 2));
+  const name = h('input', { name: 'name', maxlength: 100, autocomplete: 'off' });
+  const preview = h('div', { id: 'preview', 'aria-live': 'polite' });
+  const msg = h('p', { class: 'muted', role: 'status' });
+  let timer = 0, seq = 0;
+  const parsed = () => { try { return JSON.parse(rule.value); } catch { return undefined; } };
+  const run = async () => {
+    const r = parsed(), mine = ++seq;
+    if (r === undefined) { clear(preview, h('p', { class: 'error', id: 'preview-error' }, 'Not valid JSON yet.')); return; }
+    try {
+      const p = await api.post('/v1/segments:preview', { rule: r, limit: 10 });
+      if (mine !== seq) return;
+      clear(preview, h('p', { id: 'preview-count' }, `${num(p.count, 0)} customers match`),
+        p.items.length ? table(['customer', 'tier', 'CLV', 'RFM'], p.items.map((m) => [m.customer_id, m.tier, num(m.clv), m.rfm])) : null);
+    } catch (err) {
+      if (mine !== seq) return;
+      const errs = (err.problem && err.problem.errors) || [];
+      clear(preview, h('div', { class: 'error', id: 'preview-error' }, problemBox(err),
+        errs.length ? h('ul', {}, errs.map((e) => h('li', {}, h('code', {}, e.pointer), ' ', e.detail))) : null));
+    }
+  };
+  rule.addEventListener('input', () => { clearTimeout(timer); timer = setTimeout(run, 400); });
+  run();
+  return h('div', {},
+    h('p', { class: 'muted', id: 'rule-help' }, 'A segment rule as JSON (docs/value.md, Segment rules). The preview follows your typing.'),
+    h('label', { for: 'rule', class: 'sr-only' }, 'rule'), rule, preview,
+    h('form', { class: 'row', id: 'save-segment', onsubmit: async (e) => {
+      e.preventDefault();
+      const r = parsed();
+      if (r === undefined) { msg.textContent = 'The rule is not valid JSON.'; return; }
+      try {
+        const s = await api.post('/v1/segments', { name: name.value.trim(), rule: r });
+        msg.textContent = `Saved segment ${s.name}.`;
+        name.value = '';
+        reload();
+      } catch (err) { msg.textContent = err.message; }
+    } }, field('segment name', name), h('button', { type: 'submit' }, 'Save as segment')), msg);
 }
 
 function kpiTable(k) {
@@ -86,8 +137,9 @@ async function loadSegments(box, members) {
 function showMembers(box, seg) {
   const purpose = select('purpose', PURPOSES, 'marketing');
   const channel = select('channel', CHANNELS, 'email');
+  const fields = h('input', { name: 'fields', autocomplete: 'off', spellcheck: 'false', placeholder: 'email,first_name,value.tier' });
   const list = h('div', {});
-  const status = h('p', { class: 'muted', role: 'status' });
+  const status = h('p', { class: 'muted', role: 'status', id: 'export-status' });
   const params = () => ({ purpose: purpose.value, channel: purpose.value ? channel.value : '' });
   const load = async () => {
     try {
@@ -99,18 +151,21 @@ function showMembers(box, seg) {
   const exportNdjson = async () => {
     status.textContent = 'Exporting…';
     try {
-      const r = await api.raw(`/v1/segments/${seg.segment_id}/export` + qs(params()));
+      const f = fields.value.split(',').map((x) => x.trim()).filter(Boolean).join(',');
+      const r = await api.raw(`/v1/segments/${seg.segment_id}/export` + qs({ ...params(), fields: f }));
       const blob = await r.blob();
       const a = h('a', { href: URL.createObjectURL(blob), download: `segment-${seg.segment_id}.ndjson` });
       document.body.append(a); a.click(); a.remove();
       setTimeout(() => URL.revokeObjectURL(a.href), 10000);
-      status.textContent = `Exported ${blob.size.toLocaleString('en')} bytes.`;
+      const lines = (await blob.text()).split('\n').filter(Boolean).length;
+      status.textContent = `Exported ${lines} members (${blob.size.toLocaleString('en')} bytes)` +
+        (purpose.value ? ` reachable for ${purpose.value} by ${channel.value}.` : ' (no purpose: every member).');
     } catch (err) { status.textContent = err.message; }
   };
   clear(box, section(`Members of ${seg.name}`,
     h('form', { class: 'row', onsubmit: (e) => { e.preventDefault(); load(); } },
       field('purpose', purpose), field('channel', channel), h('button', { type: 'submit' }, 'Show'),
-      h('button', { type: 'button', id: 'export', onclick: exportNdjson }, 'Export NDJSON')),
+      field('export fields', fields), h('button', { type: 'button', id: 'export', onclick: exportNdjson }, 'Export NDJSON')),
     status, list));
   load();
 }
