@@ -65,9 +65,7 @@ function ruleEditor(reload) {
         p.items.length ? table(['customer', 'tier', 'CLV', 'RFM'], p.items.map((m) => [m.customer_id, m.tier, num(m.clv), m.rfm])) : null);
     } catch (err) {
       if (mine !== seq) return;
-      const errs = (err.problem && err.problem.errors) || [];
-      clear(preview, h('div', { class: 'error', id: 'preview-error' }, problemBox(err),
-        errs.length ? h('ul', {}, errs.map((e) => h('li', {}, h('code', {}, e.pointer), ' ', e.detail))) : null));
+      clear(preview, h('div', { id: 'preview-error' }, problemBox(err)));
     }
   };
   rule.addEventListener('input', () => { clearTimeout(timer); timer = setTimeout(run, 400); });
