@@ -139,7 +139,7 @@ function unblockButton(b, reload) {
   return btn;
 }
 
-async function loadLimits(box) {
+async function loadLimits(box, saved) {
   try {
     const items = (await api.get('/v1/admin/identifier-limits')).items;
     clear(box, table(['kind', 'at most per customer', 'priority (1 = most trusted)', ''], items.map((l) => {
@@ -148,12 +148,12 @@ async function loadLimits(box) {
       const prio = input('priority', { type: 'number', min: 1, max: 100, value: l.priority, 'aria-label': `${l.kind}: priority` });
       const save = h('button', { type: 'button', 'data-kind': l.kind, onclick: async () => {
         try {
-          await api.put('/v1/admin/identifier-limits', { kind: l.kind, max_per_customer: Number(max.value), priority: Number(prio.value) });
-          loadLimits(box);
+          const r = await api.put('/v1/admin/identifier-limits', { kind: l.kind, max_per_customer: Number(max.value), priority: Number(prio.value) });
+          loadLimits(box, `Saved: ${r.kind} at most ${r.max_per_customer} per customer, priority ${r.priority}.`);
         } catch (err) { save.replaceWith(problemBox(err)); }
       } }, 'Save');
       return [l.kind, max, prio, save];
-    }), { class: 'limits' }));
+    }), { class: 'limits' }), h('p', { class: 'muted', role: 'status', id: 'limits-status' }, saved || ''));
   } catch (err) { clear(box, problemBox(err)); }
 }
 

@@ -1,5 +1,6 @@
-// agent: the customer on the line. Find by email, phone, loyalty card or
-// external id (GET /v1/customers?...), then the single view from the
+// agent: the customer on the line. Find by email, phone (a national
+// number is made E.164 with a default country chosen once per browser),
+// loyalty card or external id (GET /v1/customers?...), then the single view from the
 // profile (identifiers and merge history, traits with their sources, value,
 // satisfaction, open cases, needs, preferences and consents, both editable),
 // the contact decision for a chosen purpose and channel (asked again after
@@ -11,19 +12,41 @@ import { h, clear, dl, table, section, field, select, text, num, pct, when, prob
 const PURPOSES = ['marketing', 'service', 'profiling', 'partner_sharing'];
 const CHANNELS = ['email', 'sms', 'phone', 'app', 'web', 'chat', 'social', 'store', 'partner'];
 const KINDS = { email: 'email', phone: 'phone', loyalty_card: 'loyalty card', external: 'external id' };
+// Default countries for national phone numbers: calling code, and whether
+// the national trunk prefix 0 is dropped (Italy keeps it; NANP has none).
+const COUNTRIES = { '': ['', false], FR: ['33', true], BE: ['32', true], DE: ['49', true], GB: ['44', true],
+  NL: ['31', true], CH: ['41', true], ES: ['34', false], IT: ['39', false], US: ['1', false] };
+const COUNTRY_KEY = 'crm.console.phone-country';
+
+// "06 12 34 56 78" with FR -> "+33612345678"; "+…" and "00…" are kept
+// international; without a default country the value goes as typed.
+export function phoneE164(v, country) {
+  const d = v.replace(/[\s().-]/g, '');
+  if (d.startsWith('+')) return d;
+  if (d.startsWith('00')) return '+' + d.slice(2);
+  const [code, trunk] = COUNTRIES[country] || ['', false];
+  if (!code) return v.trim();
+  if (code === '1' && d.length === 11 && d.startsWith('1')) return '+' + d;
+  return '+' + code + (trunk && d.startsWith('0') ? d.slice(1) : d);
+}
 
 export function agentScreen(root) {
   const out = h('div', { id: 'customer' });
   const value = h('input', { name: 'value', required: true, autocomplete: 'off', 'aria-label': 'identifier' });
   const ns = h('input', { name: 'namespace', placeholder: 'namespace', hidden: true, 'aria-label': 'namespace' });
+  const saved = localStorage.getItem(COUNTRY_KEY) || '';
+  const country = h('select', { name: 'country', 'aria-label': 'default country for national phone numbers', hidden: true,
+    onchange: () => localStorage.setItem(COUNTRY_KEY, country.value) },
+  Object.entries(COUNTRIES).map(([c, [code]]) => h('option', { value: c, selected: c === saved },
+    c ? `${c} +${code}` : 'no default country')));
   const kind = h('select', { name: 'kind', 'aria-label': 'identifier kind',
-    onchange: () => { ns.hidden = kind.value !== 'external'; } },
+    onchange: () => { ns.hidden = kind.value !== 'external'; country.hidden = kind.value !== 'phone'; } },
   Object.entries(KINDS).map(([k, label]) => h('option', { value: k }, label)));
   const form = h('form', { class: 'row', id: 'find', onsubmit: (e) => { e.preventDefault(); find(); } },
-    kind, value, ns, h('button', { type: 'submit' }, 'Find'));
+    kind, country, value, ns, h('button', { type: 'submit' }, 'Find'));
 
   async function find() {
-    const v = value.value.trim();
+    const v = kind.value === 'phone' ? phoneE164(value.value, country.value) : value.value.trim();
     const params = kind.value === 'external'
       ? { kind: 'external', value: v, namespace: ns.value.trim() }
       : { [kind.value]: v };

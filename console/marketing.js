@@ -1,6 +1,8 @@
 // marketing: KPIs for a chosen period (GET /v1/kpis) as numbers and, over
 // the same period cut into months, one chart (uPlot, vendored: revenue and
-// active customers per month); the saved segments with their member counts;
+// active customers per month); the tier and CLV distributions of the
+// latest value run (counts of segment previews); the saved segments with
+// their member counts;
 // a rule editor whose preview (POST /v1/segments:preview: count and first
 // members, nothing saved) follows the typing, and which saves the rule as
 // a segment; a segment's members for a purpose and channel (those the
@@ -35,11 +37,43 @@ export function marketingScreen(root) {
     } catch (err) { clear(numbers, problemBox(err)); return; }
     drawChart(chart, f, t).catch((err) => clear(chart, problemBox(err)));
   }
+  // The KPI figures first; the chart, the distributions and the segments
+  // (two dozen more calls) only then, so the figures are not queued behind them.
 
-  clear(root, section('KPIs', form, numbers, chart), section('Segments', segments), members,
+  const dist = h('div', { id: 'distribution', class: 'grid' });
+  clear(root, section('KPIs', form, numbers, chart), section('Value distribution', dist),
+    section('Segments', segments), members,
     section('Rule editor', ruleEditor(reloadSegments)));
-  loadKpis();
-  reloadSegments();
+  loadKpis().then(() => { loadDistribution(dist); reloadSegments(); });
+}
+
+const TIERS = ['mvc', 'mgc', 'standard', 'prospect', 'bz'];
+const CLV_EDGES = [0, 50, 200, 500, 1000, 5000];
+
+// Each bar is the count of a preview (POST /v1/segments:preview, limit 1):
+// the same rules a segment would use, so the figures agree with segments.
+async function loadDistribution(box) {
+  const tier = (t) => ({ field: 'value.tier', op: 'eq', value: t });
+  const buckets = CLV_EDGES.map((lo, i) => {
+    const hi = CLV_EDGES[i + 1];
+    const rule = hi === undefined ? { field: 'value.clv', op: 'gte', value: lo }
+      : { all: [{ field: 'value.clv', op: 'gte', value: lo }, { field: 'value.clv', op: 'lt', value: hi }] };
+    return [hi === undefined ? `${num(lo, 0)} or more` : `${num(lo, 0)} to ${num(hi, 0)}`, rule];
+  });
+  const tiers = [...TIERS.map((t) => [t, tier(t)]), ['no value yet', { field: 'value.tier', op: 'exists', value: false }]];
+  const count = (rule) => api.post('/v1/segments:preview', { rule, limit: 1 }).then((p) => p.count);
+  try {
+    const [tc, cc] = await Promise.all([Promise.all(tiers.map(([, r]) => count(r))), Promise.all(buckets.map(([, r]) => count(r)))]);
+    clear(box, bars('Customers by tier', 'tiers', 'tier', tiers.map(([l]) => l), tc),
+      bars('Customers by predicted CLV', 'clv', 'CLV', buckets.map(([l]) => l), cc));
+  } catch (err) { clear(box, problemBox(err)); }
+}
+
+// A table of counts with a native <meter> each (no inline style: the CSP).
+function bars(title, id, what, labels, counts) {
+  const max = Math.max(1, ...counts);
+  return h('div', {}, h('h3', {}, title), table([what, 'customers', 'relative to the largest'], labels.map((l, i) => [l, num(counts[i], 0),
+    h('meter', { min: 0, max, value: counts[i], 'aria-label': `${l}: ${counts[i]}` })]), { class: 'bars', id }));
 }
 
 const EXAMPLE = { all: [{ field: 'value.tier', op: 'in', value: ['mvc', 'mgc'] },
