@@ -39,11 +39,13 @@ function mergeBox() {
   const reason = input('reason', { maxlength: 200 });
   const force = h('input', { type: 'checkbox', name: 'force' });
   const out = h('div', { id: 'merge-result', 'aria-live': 'polite' });
-  const body = (dry) => ({ survivor_id: survivor.value.trim(), absorbed_id: absorbed.value.trim(),
-    reason: reason.value.trim() || undefined, dry_run: dry, force: force.checked });
-  const send = async (dry) => {
+  const read = () => ({ survivor_id: survivor.value.trim(), absorbed_id: absorbed.value.trim(),
+    reason: reason.value.trim() || undefined, force: force.checked });
+  // "Merge" sends exactly the request that was dry-run, not what the fields
+  // hold by then.
+  const send = async (dry, req = read()) => {
     try {
-      const r = await api.post('/v1/admin/merges', body(dry));
+      const r = await api.post('/v1/admin/merges', { ...req, dry_run: dry });
       const ids = (r.customer.identifiers || []).map((i) => `${i.kind}: ${i.value}`);
       clear(out, h('p', { class: dry ? 'muted' : 'ok', id: dry ? 'dry-run' : 'merged' },
         dry ? 'Dry run: nothing written. The merged customer would have:' : 'Merged. The customer now has:'),
@@ -52,7 +54,7 @@ function mergeBox() {
         r.trait_conflicts.map((c) => [c.trait, text(c.survivor_value), text(c.absorbed_value), c.winner]), { class: 'trait-conflicts' })
         : h('p', { class: 'muted' }, 'no trait conflicts'),
       violations(r.limit_violations),
-      dry ? h('button', { type: 'button', id: 'merge-confirm', class: 'danger', onclick: () => send(false) }, 'Merge') : null);
+      dry ? h('button', { type: 'button', id: 'merge-confirm', class: 'danger', onclick: () => send(false, req) }, 'Merge') : null);
     } catch (err) {
       const p = err.problem || {};
       clear(out, problemBox(err), violations(p.limit_violations));

@@ -499,9 +499,11 @@ try {
     expect((await page.textContent('table.trait-conflicts')).includes('first_name'), 'the trait conflict');
     expect((await call('GET', `/v1/customers/${bob2}`)).customer_id === bob2, 'the dry run merged');
     await shot(page, 'admin-merge', page.locator('section:has(#merge-form)'));
+    await page.fill('#merge-form input[name=absorbed_id]', annId); // "Merge" sends what was dry-run
     await page.click('#merge-confirm');
     await page.waitForSelector('#merged');
     expect((await call('GET', `/v1/customers/${bob2}`)).customer_id === bob1, 'not merged');
+    expect((await call('GET', `/v1/customers/${annId}`)).customer_id === annId, 'merged what the fields held, not what was dry-run');
     await page.goto(BASE + '/console/#agent');
     await findBy(page, 'email', `robert-${run}@example.com`);
     await page.waitForSelector('#merges table');
