@@ -213,12 +213,31 @@ async function loadWebhooks(box) {
     if (!items.length) { clear(box, h('p', { class: 'muted' }, 'No webhooks.')); return; }
     const deliveries = await Promise.all(items.map((w) =>
       api.get(`/v1/webhooks/${w.webhook_id}/deliveries` + qs({ limit: 10 })).then((d) => d.items, (err) => err)));
-    clear(box, items.map((w, i) => h('div', { class: 'webhook' },
-      h('h3', {}, w.url, w.enabled ? '' : ' (disabled)'),
-      h('p', { class: 'muted' }, 'events: ', (w.event_types || ['all']).join(', '), w.description ? ` · ${w.description}` : ''),
-      deliveries[i] instanceof Error ? problemBox(deliveries[i])
-        : deliveries[i].length ? table(['event', 'status', 'attempts', 'last status', 'last error', 'made'],
-          deliveries[i].map((d) => [d.event_type, d.status, d.attempts, text(d.last_status), text(d.last_error), when(d.created_at)]))
-          : h('p', { class: 'muted' }, 'no deliveries yet'))));
+    clear(box, h('button', { type: 'button', id: 'webhooks-refresh', onclick: () => loadWebhooks(box) }, 'Refresh'),
+      items.map((w, i) => h('div', { class: 'webhook' },
+        h('h3', {}, w.url, w.enabled ? '' : ' (disabled)'),
+        h('p', { class: 'muted' }, 'events: ', (w.event_types || ['all']).join(', '), w.description ? ` · ${w.description}` : ''),
+        deliveries[i] instanceof Error ? problemBox(deliveries[i])
+          : deliveries[i].length ? table(['event', 'status', 'attempts', 'last status', 'last error', 'made', 'next attempt', ''],
+            deliveries[i].map((d) => [d.event_type, d.status, d.attempts, text(d.last_status), text(d.last_error), when(d.created_at),
+              d.status === 'pending' ? when(d.next_attempt_at) : '—', replayButton(w, d)]),
+            { class: 'deliveries' })
+            : h('p', { class: 'muted' }, 'no deliveries yet'))));
   } catch (err) { clear(box, problemBox(err)); }
+}
+
+// A delivered or dead delivery can be sent again (pending, due at once);
+// "Refresh" then shows how it went.
+function replayButton(w, d) {
+  if (d.status !== 'delivered' && d.status !== 'dead') return '';
+  const b = h('button', { type: 'button', 'data-delivery-id': d.delivery_id,
+    'aria-label': `Replay delivery ${d.delivery_id} (${d.event_type})` }, 'Replay');
+  b.addEventListener('click', async () => {
+    b.disabled = true;
+    try {
+      const r = await api.post(`/v1/webhooks/${w.webhook_id}/deliveries:replay`, { delivery_id: d.delivery_id });
+      b.replaceWith(h('span', { class: 'ok', role: 'status' }, `replayed: ${r.status}`));
+    } catch (err) { b.replaceWith(problemBox(err)); }
+  });
+  return b;
 }

@@ -19,6 +19,7 @@ import { chromium } from 'playwright-core';
 import { randomUUID } from 'node:crypto';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { createServer } from 'node:http';
 
 const AXE = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
 
@@ -551,6 +552,38 @@ try {
     expect(lim.max_per_customer === 4, `the phone limit is ${lim.max_per_customer}`);
     await shot(page, 'admin-identity', page.locator('section:has(#conflicts)'));
     await page.context().close();
+  });
+
+  await check('admin: a delivered webhook delivery replayed', async () => {
+    // A receiver that accepts everything, on a loopback port of its own.
+    let received = 0;
+    const receiver = createServer((req, res) => { req.resume(); req.on('end', () => { received++; res.writeHead(204).end(); }); });
+    await new Promise((r) => receiver.listen(0, '127.0.0.1', r));
+    try {
+      const url = `http://127.0.0.1:${receiver.address().port}/ok`;
+      const w = await call('POST', '/v1/webhooks', { url, event_types: ['customer.created'] });
+      await call('POST', '/v1/customers:resolve', { identifiers: [{ kind: 'email', value: `hooked-${run}@example.com` }], source: 'web' });
+      let d;
+      for (let i = 0; i < 100 && !d; i++) {
+        d = (await call('GET', `/v1/webhooks/${w.webhook_id}/deliveries`)).items.find((x) => x.status === 'delivered');
+        if (!d) await new Promise((r) => setTimeout(r, 100));
+      }
+      expect(d, 'no delivery was delivered');
+      const page = await newPage(browser);
+      await signIn(page, ADMIN);
+      await page.goto(BASE + '/console/#admin');
+      const button = page.locator(`button[data-delivery-id="${d.delivery_id}"]`);
+      await button.click();
+      await page.waitForSelector('.webhook [role=status]:text("replayed: pending")');
+      for (let i = 0; i < 100 && received < 2; i++) await new Promise((r) => setTimeout(r, 100));
+      expect(received === 2, `the receiver got ${received} requests, not 2`);
+      await page.click('#webhooks-refresh');
+      await page.locator(`button[data-delivery-id="${d.delivery_id}"]`).waitFor();
+      await call('DELETE', `/v1/webhooks/${w.webhook_id}`);
+      await page.context().close();
+    } finally {
+      receiver.close();
+    }
   });
 
   // Every screen, with its data shown, at desktop and at phone width.
