@@ -602,6 +602,9 @@ try {
       await page.click('#customer summary:text("Edit preferences")');
       await axe(page, 'agent');
       await fits(page, 'agent');
+      // A table box is a tab stop only while it overflows (phone width).
+      const stops = await page.locator('#customer .scroll[tabindex="0"]').count();
+      expect(width === 375 ? stops > 0 : stops === 0, `${stops} scrolling table boxes take the focus at ${width} px`);
       await page.goto(BASE + '/console/#marketing');
       await page.waitForSelector('#kpi-chart canvas');
       await page.waitForSelector('#preview-count');
