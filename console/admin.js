@@ -148,7 +148,7 @@ async function loadLimits(box, saved) {
       const max = input('max_per_customer', { type: 'number', min: 1, max: 1000, value: l.max_per_customer,
         'aria-label': `${l.kind}: at most per customer` });
       const prio = input('priority', { type: 'number', min: 1, max: 100, value: l.priority, 'aria-label': `${l.kind}: priority` });
-      const save = h('button', { type: 'button', 'data-kind': l.kind, onclick: async () => {
+      const save = h('button', { type: 'button', 'data-kind': l.kind, 'aria-label': `Save the ${l.kind} limit`, onclick: async () => {
         try {
           const r = await api.put('/v1/admin/identifier-limits', { kind: l.kind, max_per_customer: Number(max.value), priority: Number(prio.value) });
           loadLimits(box, `Saved: ${r.kind} at most ${r.max_per_customer} per customer, priority ${r.priority}.`);

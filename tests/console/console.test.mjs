@@ -551,6 +551,7 @@ try {
     await call('PUT', '/v1/admin/identifier-limits', { kind: 'phone', max_per_customer: 3 });
     expect(lim.max_per_customer === 4, `the phone limit is ${lim.max_per_customer}`);
     await shot(page, 'admin-identity', page.locator('section:has(#conflicts)'));
+    await shot(page, 'admin-limits', page.locator('section:has(#limits)'));
     await page.context().close();
   });
 
