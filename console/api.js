@@ -15,7 +15,10 @@ export function forgetKey() { sessionStorage.removeItem(KEY); }
 export class ApiError extends Error {
   constructor(status, problem) {
     const detail = problem && (problem.detail || problem.title);
-    super(detail ? `${status}: ${detail}` : `HTTP ${status}`);
+    // A 422 names each bad field by its JSON pointer: say which.
+    const fields = problem && Array.isArray(problem.errors)
+      ? problem.errors.slice(0, 5).map((e) => ` ${e.pointer}: ${e.detail}`).join(';') : '';
+    super((detail ? `${status}: ${detail}` : `HTTP ${status}`) + (fields ? ' —' + fields : ''));
     this.status = status;
     this.problem = problem;
   }
@@ -49,6 +52,7 @@ export const api = {
   get: (path) => send('GET', path),
   post: (path, body) => send('POST', path, body ?? {}),
   patch: (path, body) => send('PATCH', path, body),
+  put: (path, body) => send('PUT', path, body),
   del: (path) => send('DELETE', path),
   raw: (path) => send('GET', path, undefined, true),
 };

@@ -59,11 +59,24 @@ export function dl(rows) {
       h('td', {}, v instanceof Node ? v : text(v))))));
 }
 
+// A box that scrolls sideways takes the focus (so that a keyboard can
+// scroll it too) only while it does overflow: no useless tab stops.
+const overflowing = new ResizeObserver((entries) => {
+  for (const { target } of entries) {
+    if (!target.isConnected) overflowing.unobserve(target); // replaced: let it go
+    else if (target.scrollWidth > target.clientWidth) target.tabIndex = 0;
+    else target.removeAttribute('tabindex');
+  }
+});
+
 // A table with a header row; rows are arrays of cells (nodes or values).
+// It scrolls sideways in its own box when it does not fit (a phone).
 export function table(headers, rows, attrs = {}) {
-  return h('table', attrs,
+  const box = h('div', { class: 'scroll' });
+  overflowing.observe(box);
+  return append(box, [h('table', attrs,
     h('thead', {}, h('tr', {}, headers.map((t) => h('th', { scope: 'col' }, t)))),
-    h('tbody', {}, rows.map((r) => h('tr', {}, r.map((c) => h('td', {}, c instanceof Node ? c : text(c)))))));
+    h('tbody', {}, rows.map((r) => h('tr', {}, r.map((c) => h('td', {}, c instanceof Node ? c : text(c)))))))]);
 }
 
 export function section(title, ...children) {

@@ -1,8 +1,13 @@
 // marketing: KPIs for a chosen period (GET /v1/kpis) as numbers and, over
 // the same period cut into months, one chart (uPlot, vendored: revenue and
-// active customers per month); the saved segments with their member counts;
-// a segment's members for a purpose and channel (those the contact decision
-// allows) and their export as NDJSON.
+// active customers per month); the tier and CLV distributions of the
+// latest value run (counts of segment previews); the saved segments with
+// their member counts;
+// a rule editor whose preview (POST /v1/segments:preview: count and first
+// members, nothing saved) follows the typing, and which saves the rule as
+// a segment; a segment's members for a purpose and channel (those the
+// contact decision allows) and their export as NDJSON with that purpose,
+// channel and the fields asked for.
 import { api, qs } from './api.js';
 import { h, clear, dl, table, section, field, select, num, pct, when, problemBox } from './dom.js';
 
@@ -19,6 +24,7 @@ export function marketingScreen(root) {
   const chart = h('div', { id: 'kpi-chart', class: 'chart' });
   const segments = h('div', { id: 'segments' });
   const members = h('div', { id: 'members' });
+  const reloadSegments = () => loadSegments(segments, members);
   const form = h('form', { class: 'row', onsubmit: (e) => { e.preventDefault(); loadKpis(); } },
     field('from', from), field('to', to), h('button', { type: 'submit' }, 'Show'));
 
@@ -31,10 +37,87 @@ export function marketingScreen(root) {
     } catch (err) { clear(numbers, problemBox(err)); return; }
     drawChart(chart, f, t).catch((err) => clear(chart, problemBox(err)));
   }
+  // The KPI figures first; the chart, the distributions and the segments
+  // (two dozen more calls) only then, so the figures are not queued behind them.
 
-  clear(root, section('KPIs', form, numbers, chart), section('Segments', segments), members);
-  loadKpis();
-  loadSegments(segments, members);
+  const dist = h('div', { id: 'distribution', class: 'grid' });
+  clear(root, section('KPIs', form, numbers, chart), section('Value distribution', dist),
+    section('Segments', segments), members,
+    section('Rule editor', ruleEditor(reloadSegments)));
+  loadKpis().then(() => { loadDistribution(dist); reloadSegments(); });
+}
+
+const TIERS = ['mvc', 'mgc', 'standard', 'prospect', 'bz'];
+const CLV_EDGES = [0, 50, 200, 500, 1000, 5000];
+
+// Each bar is the count of a preview (POST /v1/segments:preview, limit 1):
+// the same rules a segment would use, so the figures agree with segments.
+async function loadDistribution(box) {
+  const tier = (t) => ({ field: 'value.tier', op: 'eq', value: t });
+  const buckets = CLV_EDGES.map((lo, i) => {
+    const hi = CLV_EDGES[i + 1];
+    const rule = hi === undefined ? { field: 'value.clv', op: 'gte', value: lo }
+      : { all: [{ field: 'value.clv', op: 'gte', value: lo }, { field: 'value.clv', op: 'lt', value: hi }] };
+    return [hi === undefined ? `${num(lo, 0)} or more` : `${num(lo, 0)} to ${num(hi, 0)}`, rule];
+  });
+  const tiers = [...TIERS.map((t) => [t, tier(t)]), ['no value yet', { field: 'value.tier', op: 'exists', value: false }]];
+  const count = (rule) => api.post('/v1/segments:preview', { rule, limit: 1 }).then((p) => p.count);
+  try {
+    const [tc, cc] = await Promise.all([Promise.all(tiers.map(([, r]) => count(r))), Promise.all(buckets.map(([, r]) => count(r)))]);
+    clear(box, bars('Customers by tier', 'tiers', 'tier', tiers.map(([l]) => l), tc),
+      bars('Customers by predicted CLV', 'clv', 'CLV', buckets.map(([l]) => l), cc));
+  } catch (err) { clear(box, problemBox(err)); }
+}
+
+// A table of counts with a native <meter> each (no inline style: the CSP).
+function bars(title, id, what, labels, counts) {
+  const max = Math.max(1, ...counts);
+  return h('div', {}, h('h3', {}, title), table([what, 'customers', 'relative to the largest'], labels.map((l, i) => [l, num(counts[i], 0),
+    h('meter', { min: 0, max, value: counts[i], 'aria-label': `${l}: ${counts[i]}` })]), { class: 'bars', id }));
+}
+
+const EXAMPLE = { all: [{ field: 'value.tier', op: 'in', value: ['mvc', 'mgc'] },
+  { interaction: { type: 'purchase', within_days: 365 } }] };
+
+// The rule as JSON; 400 ms after the last keystroke it is previewed. Only
+// the latest answer is shown (an older one arriving late is dropped).
+function ruleEditor(reload) {
+  const rule = h('textarea', { name: 'rule', id: 'rule', rows: 8, spellcheck: 'false', 'aria-describedby': 'rule-help' },
+    JSON.stringify(EXAMPLE, null, 2));
+  const name = h('input', { name: 'name', maxlength: 100, autocomplete: 'off' });
+  const preview = h('div', { id: 'preview', 'aria-live': 'polite' });
+  const msg = h('p', { class: 'muted', role: 'status' });
+  let timer = 0, seq = 0;
+  const parsed = () => { try { return JSON.parse(rule.value); } catch { return undefined; } };
+  const run = async () => {
+    const r = parsed(), mine = ++seq;
+    if (r === undefined) { clear(preview, h('p', { class: 'error', id: 'preview-error' }, 'Not valid JSON yet.')); return; }
+    try {
+      const p = await api.post('/v1/segments:preview', { rule: r, limit: 10 });
+      if (mine !== seq) return;
+      clear(preview, h('p', { id: 'preview-count' }, `${num(p.count, 0)} customers match`),
+        p.items.length ? table(['customer', 'tier', 'CLV', 'RFM'], p.items.map((m) => [m.customer_id, m.tier, num(m.clv), m.rfm])) : null);
+    } catch (err) {
+      if (mine !== seq) return;
+      clear(preview, h('div', { id: 'preview-error' }, problemBox(err)));
+    }
+  };
+  rule.addEventListener('input', () => { clearTimeout(timer); timer = setTimeout(run, 400); });
+  run();
+  return h('div', {},
+    h('p', { class: 'muted', id: 'rule-help' }, 'A segment rule as JSON (docs/value.md, Segment rules). The preview follows your typing.'),
+    h('label', { for: 'rule', class: 'sr-only' }, 'rule'), rule, preview,
+    h('form', { class: 'row', id: 'save-segment', onsubmit: async (e) => {
+      e.preventDefault();
+      const r = parsed();
+      if (r === undefined) { msg.textContent = 'The rule is not valid JSON.'; return; }
+      try {
+        const s = await api.post('/v1/segments', { name: name.value.trim(), rule: r });
+        msg.textContent = `Saved segment ${s.name}.`;
+        name.value = '';
+        reload();
+      } catch (err) { msg.textContent = err.message; }
+    } }, field('segment name', name), h('button', { type: 'submit' }, 'Save as segment')), msg);
 }
 
 function kpiTable(k) {
@@ -86,8 +169,9 @@ async function loadSegments(box, members) {
 function showMembers(box, seg) {
   const purpose = select('purpose', PURPOSES, 'marketing');
   const channel = select('channel', CHANNELS, 'email');
+  const fields = h('input', { name: 'fields', autocomplete: 'off', spellcheck: 'false', placeholder: 'email,first_name,value.tier' });
   const list = h('div', {});
-  const status = h('p', { class: 'muted', role: 'status' });
+  const status = h('p', { class: 'muted', role: 'status', id: 'export-status' });
   const params = () => ({ purpose: purpose.value, channel: purpose.value ? channel.value : '' });
   const load = async () => {
     try {
@@ -99,18 +183,21 @@ function showMembers(box, seg) {
   const exportNdjson = async () => {
     status.textContent = 'Exporting…';
     try {
-      const r = await api.raw(`/v1/segments/${seg.segment_id}/export` + qs(params()));
+      const f = fields.value.split(',').map((x) => x.trim()).filter(Boolean).join(',');
+      const r = await api.raw(`/v1/segments/${seg.segment_id}/export` + qs({ ...params(), fields: f }));
       const blob = await r.blob();
       const a = h('a', { href: URL.createObjectURL(blob), download: `segment-${seg.segment_id}.ndjson` });
       document.body.append(a); a.click(); a.remove();
       setTimeout(() => URL.revokeObjectURL(a.href), 10000);
-      status.textContent = `Exported ${blob.size.toLocaleString('en')} bytes.`;
+      const lines = (await blob.text()).split('\n').filter(Boolean).length;
+      status.textContent = `Exported ${lines} members (${blob.size.toLocaleString('en')} bytes)` +
+        (purpose.value ? ` reachable for ${purpose.value} by ${channel.value}.` : ' (no purpose: every member).');
     } catch (err) { status.textContent = err.message; }
   };
   clear(box, section(`Members of ${seg.name}`,
     h('form', { class: 'row', onsubmit: (e) => { e.preventDefault(); load(); } },
       field('purpose', purpose), field('channel', channel), h('button', { type: 'submit' }, 'Show'),
-      h('button', { type: 'button', id: 'export', onclick: exportNdjson }, 'Export NDJSON')),
+      field('export fields', fields), h('button', { type: 'button', id: 'export', onclick: exportNdjson }, 'Export NDJSON')),
     status, list));
   load();
 }

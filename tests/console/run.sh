@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Browser test of the console (issue 19): Debian's chromium (installed here
-# with the project's packages) driven by playwright-core from npm (pinned in
-# package.json/package-lock.json, installed with `npm ci`; it downloads no
-# browser). A fresh database, one crm-server with a bootstrap admin key, then
+# with the project's packages) driven by playwright-core from npm, and
+# axe-core (MPL-2.0) evaluated in each screen by the test (both pinned in
+# package.json/package-lock.json, installed with `npm ci`; nothing
+# downloads a browser). A fresh database, one crm-server with a bootstrap admin key, then
 # console.test.mjs seeds data through the API and signs in as each role.
 # Everything lives under $RUN_DIR/console (server log, screenshots of a failed
 # check) and the server is stopped on exit; the dev cluster is only given one
