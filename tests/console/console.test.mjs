@@ -216,7 +216,7 @@ try {
     await page.context().close();
   });
 
-  await check('interactive: each screen usable soon after navigation (signed in; target 1 s)', async () => {
+  await check('each screen shows its controls and its first data (signed in; times reported, target 1 s)', async () => {
     const page = await newPage(browser);
     await signIn(page, ADMIN); // the key is now in this tab's sessionStorage
     const times = [];
@@ -246,10 +246,9 @@ try {
     console.log(`# interactive (ms from navigation, best of 3): ${times.map(([k, t]) => `${k} ${t}`).join(', ')}`);
     console.log(`# first data shown (ms, best of 3): ${loaded.map(([k, t]) => `${k} ${t}`).join(', ')}`);
     // The target is 1 s (issue 19), met on a quiet machine (240-420 ms);
-    // on this shared one, under a load of 15, it measured up to 1,060 ms,
-    // so the check fails at 3 s: a screen that waited for its data (two
-    // dozen calls) before showing its controls would.
-    for (const [k, t] of times) expect(t < 3000, `${k}: ${t} ms`);
+    // the times are reported above and never asserted (no timing in the
+    // suite). What fails this check is a screen whose controls or first
+    // data never appear (waitForSelector's timeout).
     await page.context().close();
   });
 
