@@ -75,6 +75,9 @@ enum store_stmt {
     STMT_CASE_LIST,
     STMT_CASE_GET,
     STMT_CASE_PATCH,
+    STMT_MOMENT_SETTINGS_GET,
+    STMT_MOMENT_SETTINGS_PUT,
+    STMT_MOMENT_TRAIT_ERRORS,
     STMT_COUNT
 };
 extern const struct db_statement store_statements[STMT_COUNT];

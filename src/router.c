@@ -171,6 +171,11 @@ static const struct route_def ROUTES[ROUTE_COUNT] = {
         0, PUBLIC, NULL},
     [ROUTE_CONSOLE_FILE] = {"GET", "/console/{file}", "console_file",
         0, PUBLIC, NULL},
+    /* the moment kinds, personal dates declared from traits (docs/customize.md) */
+    [ROUTE_MOMENT_SETTINGS_GET] = {"GET", "/v1/settings/moments", "moment_settings_get",
+        MK | AD, 0, NULL},
+    [ROUTE_MOMENT_SETTINGS_PUT] = {"PUT", "/v1/settings/moments", "moment_settings_put",
+        AD, 0, NULL},
 };
 
 #define ROUTE_TABLE_SIZE ((size_t)ROUTE_COUNT)

@@ -126,7 +126,7 @@ const struct db_statement store_statements[STMT_COUNT] = {
     [STMT_CONSENT_RECORD] = {"consent_record", "SELECT crm.record_consent($1::uuid, $2, $3, $4, $5, $6::timestamptz)"},
     [STMT_CONTACT_DECISION] = {"contact_decision", "SELECT crm.contact_decision($1::uuid, $2, $3, $4::timestamptz)"},
     [STMT_MOMENTS] = {"moments", "SELECT crm.moments($1, $2::timestamptz, $3::int, $4::int, $5::date, $6::uuid, "
-                "$7, $8, NULL)"},
+                "$7::uuid, $8, $9, NULL)"},
     /* Today is the UTC date: only the bound on $1 depends on it. */
     [STMT_MOMENTS_RUN] = {"moments_run", "SELECT crm.moments_run($1::date, "
                     "(now() AT TIME ZONE 'UTC')::date)"},
@@ -189,6 +189,12 @@ const struct db_statement store_statements[STMT_COUNT] = {
     [STMT_CASE_LIST] = {"case_list", "SELECT crm.customer_cases($1::uuid, $2, $3::int, $4::uuid, $5)"},
     [STMT_CASE_GET] = {"case_get", "SELECT crm.case_read($1::uuid, $2::uuid, $3)"},
     [STMT_CASE_PATCH] = {"case_patch", "SELECT crm.case_patch($1::uuid, $2::jsonb, $3::text[])"},
+    /* Personal-date moment kinds (sql/functions/customize.sql, docs/customize.md) */
+    [STMT_MOMENT_SETTINGS_GET] = {"moment_settings_get", "SELECT crm.moment_settings_doc()"},
+    [STMT_MOMENT_SETTINGS_PUT] = {"moment_settings_put",
+        "SELECT crm.put_moment_settings($1::jsonb, $2::uuid, $3)"},
+    [STMT_MOMENT_TRAIT_ERRORS] = {"moment_trait_errors",
+        "SELECT coalesce(crm.moment_trait_errors($1::jsonb), '[]')"},
 };
 const int store_statement_count = STMT_COUNT;
 

@@ -76,6 +76,8 @@ static handler_fn *const HANDLERS[ROUTE_COUNT] = {
     [ROUTE_ME] = handle_me,
     [ROUTE_CONSOLE_INDEX] = handle_console,
     [ROUTE_CONSOLE_FILE] = handle_console,
+    [ROUTE_MOMENT_SETTINGS_GET] = handle_moment_settings_get,
+    [ROUTE_MOMENT_SETTINGS_PUT] = handle_moment_settings_put,
 };
 
 bool dispatch_admit(struct app *app, enum route route, const char *path,
