@@ -59,5 +59,7 @@ handler_fn handle_events, handle_webhook_create, handle_webhook_update, handle_w
 handler_fn handle_case_create, handle_case_list, handle_case_get, handle_case_patch;
 /* customize.c: GET and PUT /v1/settings/moments */
 handler_fn handle_moment_settings_get, handle_moment_settings_put;
+/* segments.c: GET and PUT /v1/settings/fx-rates */
+handler_fn handle_fx_rates;
 
 #endif

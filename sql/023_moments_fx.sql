@@ -17,3 +17,17 @@ ALTER TABLE crm.moment_kinds ADD CONSTRAINT moment_kinds_kind_check
     CHECK (CASE WHEN kind IN ('birthday', 'anniversary', 'warranty')
                 THEN trait IS NOT DISTINCT FROM (CASE kind WHEN 'birthday' THEN 'birthday' END)
                 ELSE kind ~ '^[a-z][a-z0-9_]{0,63}$' AND trait LIKE 'attributes.%' END);
+
+-- Dated currency rates: an amount in `currency` times `rate` is its value
+-- in `base` (the base currency when the rate was set), for interactions
+-- from `valid_from` (a UTC date) until the next rate of that currency.
+-- Only the rates of the current base currency are used: after a change of
+-- base_currency, rates to the new one must be set.
+CREATE TABLE crm.fx_rates (
+    base        text NOT NULL CHECK (base ~ '^[A-Z]{3}$'),
+    currency    text NOT NULL CHECK (currency ~ '^[A-Z]{3}$' AND currency <> base),
+    valid_from  date NOT NULL,
+    rate        numeric NOT NULL CHECK (rate > 0),
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (base, currency, valid_from)
+);

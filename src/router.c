@@ -176,6 +176,11 @@ static const struct route_def ROUTES[ROUTE_COUNT] = {
         MK | AD, 0, NULL},
     [ROUTE_MOMENT_SETTINGS_PUT] = {"PUT", "/v1/settings/moments", "moment_settings_put",
         AD, 0, NULL},
+    /* dated currency rates to the base currency (docs/value.md, "Currencies") */
+    [ROUTE_FX_RATES_GET] = {"GET", "/v1/settings/fx-rates", "fx_rates_get",
+        MK | AD, 0, NULL},
+    [ROUTE_FX_RATES_PUT] = {"PUT", "/v1/settings/fx-rates", "fx_rates_put",
+        AD, 0, NULL},
 };
 
 #define ROUTE_TABLE_SIZE ((size_t)ROUTE_COUNT)

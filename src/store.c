@@ -195,6 +195,9 @@ const struct db_statement store_statements[STMT_COUNT] = {
         "SELECT crm.put_moment_settings($1::jsonb, $2::uuid, $3)"},
     [STMT_MOMENT_TRAIT_ERRORS] = {"moment_trait_errors",
         "SELECT coalesce(crm.moment_trait_errors($1::jsonb), '[]')"},
+    /* Currency rates (sql/functions/value.sql, docs/value.md "Currencies") */
+    [STMT_FX_RATES_GET] = {"fx_rates_get", "SELECT crm.fx_rates_doc()"},
+    [STMT_FX_RATES_PUT] = {"fx_rates_put", "SELECT crm.put_fx_rates($1::jsonb, $2::uuid, $3)"},
 };
 const int store_statement_count = STMT_COUNT;
 

@@ -78,6 +78,8 @@ static handler_fn *const HANDLERS[ROUTE_COUNT] = {
     [ROUTE_CONSOLE_FILE] = handle_console,
     [ROUTE_MOMENT_SETTINGS_GET] = handle_moment_settings_get,
     [ROUTE_MOMENT_SETTINGS_PUT] = handle_moment_settings_put,
+    [ROUTE_FX_RATES_GET] = handle_fx_rates,
+    [ROUTE_FX_RATES_PUT] = handle_fx_rates,
 };
 
 bool dispatch_admit(struct app *app, enum route route, const char *path,
