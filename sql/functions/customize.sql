@@ -608,9 +608,8 @@ DECLARE
 BEGIN
     LOCK TABLE crm.moment_kinds IN SHARE ROW EXCLUSIVE MODE;  -- one change at a time
     before := crm.moment_settings_doc();
-    DELETE FROM crm.moment_kinds
-     WHERE kind NOT IN ('birthday', 'anniversary', 'warranty')
-       AND kind NOT IN (SELECT x->>'kind' FROM jsonb_array_elements(p_kinds) AS x);
+    -- all declared kinds go, then come back as listed: two kinds may swap traits
+    DELETE FROM crm.moment_kinds WHERE kind NOT IN ('birthday', 'anniversary', 'warranty');
     INSERT INTO crm.moment_kinds AS k (kind, trait, purpose, lead_days)
     SELECT x->>'kind',
            CASE WHEN x->>'kind' = 'birthday' THEN 'birthday'

@@ -775,6 +775,15 @@ class MomentsTests(Base):
                            "validation-failed", pointers=("/x",))
         self.assertProblem(request("PUT", "/v1/settings/moments", {}), 422,
                            "validation-failed", pointers=("/kinds",))
+        # two declared kinds may swap their traits in one change
+        self.declare([self.WEDDING, self.MEMBER])
+        swapped = self.assertJson(request("PUT", "/v1/settings/moments", {"kinds": [
+            dict(self.WEDDING, trait=self.MEMBER["trait"]),
+            dict(self.MEMBER, trait=self.WEDDING["trait"])]}), 200)
+        self.assertEqual({k["kind"]: k.get("trait") for k in swapped["kinds"]
+                          if not k["builtin"]},
+                         {"wedding_anniversary": "attributes.member_since",
+                          "membership_anniversary": "attributes.wedding_date"})
 
     def test_consent_filter(self):
         granted = self.customer(birthday="1990-06-02")
