@@ -37,7 +37,9 @@ RETURNS TABLE (customer_id uuid, purchase_days int, x int, t_x double precision,
 LANGUAGE sql STABLE AS $$
     -- MATERIALIZED: inlined, crm.setting ran once per interaction (12 times slower)
     WITH cur AS MATERIALIZED (SELECT crm.setting('base_currency') #>> '{}' AS c),
-    conv AS (
+    -- NOT MATERIALIZED: scanned in each of its two uses, as the interactions
+    -- were before; materialized once it cost 20 to 150 % more (bench/fx_read.sh)
+    conv AS NOT MATERIALIZED (
         SELECT i.customer_id, i.type, i.occurred_at, i.amount * x.r AS amount,
                i.cost * x.r AS cost
           FROM crm.interactions i, cur
@@ -289,6 +291,25 @@ LANGUAGE sql STABLE AS $$
                                                  LIMIT p_limit) y)::text END)
 $$;
 
+-- A customer's purchases, returns and costs in other currencies than
+-- p_base, converted at the rate of their time, and how many have no rate:
+-- {revenue, returns, cost, unconverted} (crm.value_section, docs/value.md
+-- "Currencies").
+CREATE OR REPLACE FUNCTION crm.fx_history(p_customer uuid, p_base text) RETURNS jsonb
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (
+        SELECT jsonb_build_object(
+                   'revenue', coalesce(sum(i.amount * x.r) FILTER (WHERE i.type = 'purchase'), 0),
+                   'returns', coalesce(sum(i.amount * x.r) FILTER (WHERE i.type = 'return'), 0),
+                   'cost', coalesce(sum(i.cost * x.r), 0),
+                   'unconverted', count(*) FILTER (WHERE x.r IS NULL))
+          FROM crm.interactions i
+         CROSS JOIN LATERAL (SELECT crm.fx_rate(p_base, i.currency, i.occurred_at) AS r) AS x
+         WHERE i.customer_id = p_customer AND i.currency <> p_base
+           AND (i.amount IS NOT NULL OR i.cost IS NOT NULL));
+END $$;
+
 -- The value section of the profile (null before the customer's first run).
 -- Historic value (revenue, returns, cost, margin) moves with the data: it
 -- is summed from crm.interaction_stats (kept in the ingest transaction; a
@@ -331,33 +352,32 @@ BEGIN
                                ELSE '{}' END
                   FROM crm.customer_value v JOIN crm.model_runs r ON r.run_id = v.run_id
                   LEFT JOIN LATERAL (
-                      SELECT coalesce(sum(s.amount) FILTER (WHERE s.type = 'purchase'), 0) AS revenue,
-                             coalesce(sum(s.amount) FILTER (WHERE s.type = 'return'), 0) AS returns,
-                             coalesce(sum(s.cost), 0) AS cost,
+                      -- every aggregate row of the customer (one index range):
+                      -- the base currency's summed, the others only noticed
+                      SELECT coalesce(sum(s.amount) FILTER (WHERE s.type = 'purchase'
+                                                              AND s.currency = b.base), 0)
+                                 AS revenue,
+                             coalesce(sum(s.amount) FILTER (WHERE s.type = 'return'
+                                                              AND s.currency = b.base), 0)
+                                 AS returns,
+                             coalesce(sum(s.cost) FILTER (WHERE s.currency = b.base), 0) AS cost,
+                             coalesce(bool_or(s.currency NOT IN ('', b.base)), false) AS other,
                              min(b.base) AS base
                         FROM (SELECT coalesce(r.settings->>'base_currency',
                                               crm.setting('base_currency') #>> '{}') AS base) AS b
-                        LEFT JOIN crm.interaction_stats s
-                          ON s.customer_id = p_customer AND s.currency = b.base
+                        LEFT JOIN crm.interaction_stats s ON s.customer_id = p_customer
                   ) AS h ON NOT r.dated
                   -- amounts in other currencies, converted one by one at their
-                  -- time; read only for a customer whose aggregates have some
-                  LEFT JOIN LATERAL (
-                      SELECT coalesce(sum(i.amount * x.r) FILTER (WHERE i.type = 'purchase'), 0)
-                                 AS revenue,
-                             coalesce(sum(i.amount * x.r) FILTER (WHERE i.type = 'return'), 0)
-                                 AS returns,
-                             coalesce(sum(i.cost * x.r), 0) AS cost,
-                             count(*) FILTER (WHERE x.r IS NULL) AS unconverted
-                        FROM crm.interactions i
-                       CROSS JOIN LATERAL (SELECT crm.fx_rate(h.base, i.currency, i.occurred_at)
-                                                  AS r) AS x
-                       WHERE i.customer_id = p_customer AND i.currency <> h.base
-                         AND (i.amount IS NOT NULL OR i.cost IS NOT NULL)
-                         AND EXISTS (SELECT 1 FROM crm.interaction_stats s
-                                      WHERE s.customer_id = p_customer
-                                        AND s.currency NOT IN ('', h.base))
-                  ) AS f ON NOT r.dated
+                  -- time: only for a customer whose aggregates have some (a
+                  -- function call, so that the others' plan stays as small)
+                  LEFT JOIN LATERAL (SELECT CASE WHEN h.other
+                                                 THEN crm.fx_history(p_customer, h.base) END
+                                                AS doc) AS fx ON true
+                  CROSS JOIN LATERAL (
+                      SELECT coalesce((fx.doc->>'revenue')::numeric, 0) AS revenue,
+                             coalesce((fx.doc->>'returns')::numeric, 0) AS returns,
+                             coalesce((fx.doc->>'cost')::numeric, 0) AS cost,
+                             coalesce((fx.doc->>'unconverted')::int, 0) AS unconverted) AS f
                  WHERE v.customer_id = p_customer)
     );
 END $$;
