@@ -146,4 +146,11 @@ bool respond_if_blocked(json_t *out, const char *prefix, const char *path, struc
 bool load_segment(struct app *app, const struct request *req, struct response *res,
                   const char *id, struct segment_sql *seg);
 
+/* A traits object (resolve, PATCH traits) whose attributes feed a declared
+ * moment kind (GET /v1/settings/moments) must give them as real dates:
+ * false when res was filled (422, or the database failure). Traits without
+ * attributes cost nothing: the database is asked only when they have some. */
+bool moment_traits_ok(struct app *app, const struct request *req, struct response *res,
+                      json_t *traits);
+
 #endif

@@ -50,6 +50,23 @@ const char *moment_kind_list(void);
 /* "granted, withdrawn" */
 const char *consent_status_list(void);
 
+/* Moment kinds declared from date traits (GET/PUT /v1/settings/moments). */
+#define MOMENT_KIND_MAX 64
+#define MOMENT_KINDS_DECLARED_MAX 50
+
+/* A kind name for GET /v1/moments: a built-in kind or the shape of a
+ * declared one (a lower-case letter, then a-z 0-9 _, 1..MOMENT_KIND_MAX). */
+bool moment_kind_name_plausible(const char *name);
+
+/*
+ * PUT /v1/settings/moments body: {"kinds": [{kind, trait, purpose,
+ * lead_days}]}, at most MOMENT_KINDS_DECLARED_MAX. A built-in kind takes no
+ * trait; any other kind needs a plausible name and a trait
+ * "attributes.<key>"; no kind and no trait twice; purpose a consent purpose;
+ * lead_days 0..366. Errors carry pointers (/kinds/2/trait).
+ */
+bool validate_moment_settings(json_t *body, json_t *errors);
+
 /*
  * PATCH /v1/customers/{id}/preferences body: {source, preferences}, where
  * preferences is a JSON merge patch (RFC 7396) of the preferences document.

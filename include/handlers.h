@@ -62,5 +62,9 @@ handler_fn handle_identifier_detach, handle_never_merge_list, handle_never_merge
     handle_never_merge_remove;
 /* summary.c: handle_nba_settings serves GET and PUT */
 handler_fn handle_customer_summary, handle_nba_settings;
+/* customize.c: GET and PUT /v1/settings/moments */
+handler_fn handle_moment_settings_get, handle_moment_settings_put;
+/* segments.c: GET and PUT /v1/settings/fx-rates */
+handler_fn handle_fx_rates;
 
 #endif

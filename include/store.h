@@ -82,6 +82,11 @@ enum store_stmt {
     STMT_SUMMARY,
     STMT_NBA_SETTINGS_GET,
     STMT_NBA_SETTINGS_PUT,
+    STMT_MOMENT_SETTINGS_GET,
+    STMT_MOMENT_SETTINGS_PUT,
+    STMT_MOMENT_TRAIT_ERRORS,
+    STMT_FX_RATES_GET,
+    STMT_FX_RATES_PUT,
     STMT_COUNT
 };
 extern const struct db_statement store_statements[STMT_COUNT];

@@ -79,6 +79,14 @@ extern const struct value_setting VALUE_SETTINGS[]; /* ends with a NULL name */
  * its kind and range; errors as JSON pointers under "". */
 void validate_value_settings_patch(json_t *body, json_t *errors);
 
+/* PUT /v1/settings/fx-rates body: {"rates": [{currency, valid_from, rate}]},
+ * 1..FX_RATES_MAX items: currency an ISO 4217 code of three upper-case
+ * letters, valid_from a real date YYYY-MM-DD (1900..2999), rate a number
+ * > 0 and <= 1e9 or null (remove that rate); no (currency, valid_from)
+ * twice; no other field. Errors as JSON pointers (/rates/3/rate). */
+#define FX_RATES_MAX 1000
+void validate_fx_rates(json_t *body, json_t *errors);
+
 /* True when name is one of the NULL-terminated list. */
 bool name_in_list(const char *const *list, const char *name);
 

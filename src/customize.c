@@ -376,3 +376,90 @@ bool validate_consent_request(json_t *body, struct consent_request *out, json_t 
     }
     return json_array_size(errors) == before;
 }
+
+/* ---- moment settings -------------------------------------------------------- */
+
+/* A declared kind's name: a lower-case letter, then up to 63 of a-z 0-9 _. */
+bool moment_kind_name_plausible(const char *name)
+{
+    size_t n = name != NULL ? strlen(name) : 0;
+    if (n == 0 || n > MOMENT_KIND_MAX || !islower((unsigned char)name[0]))
+        return false;
+    for (size_t i = 1; i < n; i++)
+        if (!islower((unsigned char)name[i]) && !isdigit((unsigned char)name[i]) &&
+            name[i] != '_')
+            return false;
+    return true;
+}
+
+/* "attributes.<key>", key 1..64 of A-Z a-z 0-9 _ - (the CHECK of
+ * crm.moment_kinds.trait, sql/023_moments_fx.sql). */
+static bool moment_trait_plausible(const char *trait)
+{
+    static const char prefix[] = "attributes.";
+    size_t n;
+    if (trait == NULL || strncmp(trait, prefix, sizeof(prefix) - 1) != 0)
+        return false;
+    trait += sizeof(prefix) - 1;
+    n = strlen(trait);
+    if (n == 0 || n > 64)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)trait[i]) && trait[i] != '_' && trait[i] != '-')
+            return false;
+    return true;
+}
+
+bool validate_moment_settings(json_t *body, json_t *errors)
+{
+    static const char *const allowed[] = {"kinds", NULL};
+    static const char *const item_allowed[] = {"kind", "trait", "purpose", "lead_days", NULL};
+    json_t *kinds = json_object_get(body, "kinds"), *item;
+    size_t before = json_array_size(errors), i;
+    char ptr[64];
+
+    reject_unknown_fields(body, allowed, "", errors);
+    if (!json_is_array(kinds) || json_array_size(kinds) > MOMENT_KINDS_DECLARED_MAX) {
+        verr_add(errors, "", "kinds", "'kinds' is required: an array of at most %d kinds",
+                 MOMENT_KINDS_DECLARED_MAX);
+        return false;
+    }
+    json_array_foreach(kinds, i, item) {
+        json_t *kind = json_object_get(item, "kind"), *trait = json_object_get(item, "trait");
+        json_t *purpose = json_object_get(item, "purpose"), *lead = json_object_get(item, "lead_days");
+        const char *k = json_string_value(kind);
+        bool builtin = k != NULL && moment_kind_valid(k);
+        snprintf(ptr, sizeof(ptr), "/kinds/%zu", i);
+        if (!json_is_object(item)) {
+            verr_add(errors, ptr, NULL, "each kind must be an object");
+            continue;
+        }
+        reject_unknown_fields(item, item_allowed, ptr, errors);
+        if (!builtin && !moment_kind_name_plausible(k))
+            verr_add(errors, ptr, "kind", "'kind' must be a name of 1 to %d characters: a "
+                     "lower-case letter, then a-z, 0-9 or _", MOMENT_KIND_MAX);
+        for (size_t j = 0; k != NULL && j < i; j++)
+            if (json_equal(kind, json_object_get(json_array_get(kinds, j), "kind")))
+                verr_add(errors, ptr, "kind", "kind '%s' is listed twice", k);
+        /* a built-in kind's trait is fixed: none, or the one GET shows (birthday) */
+        if (builtin && trait != NULL &&
+            !(strcmp(k, "birthday") == 0 && json_is_string(trait) &&
+              strcmp(json_string_value(trait), "birthday") == 0))
+            verr_add(errors, ptr, "trait", "the built-in kind '%s' reads a fixed source: no "
+                     "'trait'%s", k, strcmp(k, "birthday") == 0 ? " but 'birthday'" : "");
+        if (!builtin && !moment_trait_plausible(json_string_value(trait)))
+            verr_add(errors, ptr, "trait", "'trait' is required: 'attributes.<key>', the key "
+                     "1 to 64 of A-Z a-z 0-9 _ -");
+        for (size_t j = 0; trait != NULL && j < i; j++)
+            if (json_equal(trait, json_object_get(json_array_get(kinds, j), "trait")))
+                verr_add(errors, ptr, "trait", "trait '%s' feeds another kind already",
+                         json_string_value(trait));
+        if (!json_is_string(purpose) || !consent_purpose_valid(json_string_value(purpose)))
+            verr_add(errors, ptr, "purpose", "'purpose' is required, one of: %s",
+                     consent_purpose_list());
+        if (!json_is_integer(lead) || json_integer_value(lead) < 0 ||
+            json_integer_value(lead) > 366)
+            verr_add(errors, ptr, "lead_days", "'lead_days' is required: an integer 0 to 366");
+    }
+    return json_array_size(errors) == before;
+}

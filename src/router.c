@@ -189,6 +189,16 @@ static const struct route_def ROUTES[ROUTE_COUNT] = {
         CC | MK | AD, 0, NULL},
     [ROUTE_NBA_SETTINGS_PUT] = {"PUT", "/v1/settings/next-best-action", "nba_settings_put",
         AD, 0, NULL},
+    /* the moment kinds, personal dates declared from traits (docs/customize.md) */
+    [ROUTE_MOMENT_SETTINGS_GET] = {"GET", "/v1/settings/moments", "moment_settings_get",
+        MK | AD, 0, NULL},
+    [ROUTE_MOMENT_SETTINGS_PUT] = {"PUT", "/v1/settings/moments", "moment_settings_put",
+        AD, 0, NULL},
+    /* dated currency rates to the base currency (docs/value.md, "Currencies") */
+    [ROUTE_FX_RATES_GET] = {"GET", "/v1/settings/fx-rates", "fx_rates_get",
+        MK | AD, 0, NULL},
+    [ROUTE_FX_RATES_PUT] = {"PUT", "/v1/settings/fx-rates", "fx_rates_put",
+        AD, 0, NULL},
 };
 
 #define ROUTE_TABLE_SIZE ((size_t)ROUTE_COUNT)

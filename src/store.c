@@ -126,7 +126,7 @@ const struct db_statement store_statements[STMT_COUNT] = {
     [STMT_CONSENT_RECORD] = {"consent_record", "SELECT crm.record_consent($1::uuid, $2, $3, $4, $5, $6::timestamptz)"},
     [STMT_CONTACT_DECISION] = {"contact_decision", "SELECT crm.contact_decision($1::uuid, $2, $3, $4::timestamptz)"},
     [STMT_MOMENTS] = {"moments", "SELECT crm.moments($1, $2::timestamptz, $3::int, $4::int, $5::date, $6::uuid, "
-                "$7, $8, NULL)"},
+                "$7::uuid, $8, $9, NULL)"},
     /* Today is the UTC date: only the bound on $1 depends on it. */
     [STMT_MOMENTS_RUN] = {"moments_run", "SELECT crm.moments_run($1::date, "
                     "(now() AT TIME ZONE 'UTC')::date)"},
@@ -203,6 +203,15 @@ const struct db_statement store_statements[STMT_COUNT] = {
     [STMT_NBA_SETTINGS_GET] = {"nba_settings_get", "SELECT crm.nba_settings_doc()"},
     [STMT_NBA_SETTINGS_PUT] = {"nba_settings_put",
         "SELECT crm.nba_settings_replace($1::jsonb, $2::uuid, $3)"},
+    /* Personal-date moment kinds (sql/functions/customize.sql, docs/customize.md) */
+    [STMT_MOMENT_SETTINGS_GET] = {"moment_settings_get", "SELECT crm.moment_settings_doc()"},
+    [STMT_MOMENT_SETTINGS_PUT] = {"moment_settings_put",
+        "SELECT crm.put_moment_settings($1::jsonb, $2::uuid, $3)"},
+    [STMT_MOMENT_TRAIT_ERRORS] = {"moment_trait_errors",
+        "SELECT coalesce(crm.moment_trait_errors($1::jsonb), '[]')"},
+    /* Currency rates (sql/functions/value.sql, docs/value.md "Currencies") */
+    [STMT_FX_RATES_GET] = {"fx_rates_get", "SELECT crm.fx_rates_doc()"},
+    [STMT_FX_RATES_PUT] = {"fx_rates_put", "SELECT crm.put_fx_rates($1::jsonb, $2::uuid, $3)"},
 };
 const int store_statement_count = STMT_COUNT;
 

@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MOMENT_PARAMS 8
+#define MOMENT_PARAMS 9
 
 #define MEMBERS_FROM                                                                         \
     " FROM crm.customers c LEFT JOIN crm.customer_value v ON v.customer_id = c.customer_id " \
@@ -39,15 +39,16 @@ enum db_status store_moments(struct db_pool *pool, const struct moments_query *q
     params[b + 3] = limit;
     params[b + 4] = q->cursor_date;
     params[b + 5] = q->cursor_id;
-    params[b + 6] = q->purpose;
-    params[b + 7] = q->channel;
+    params[b + 6] = q->cursor_subject;
+    params[b + 7] = q->purpose;
+    params[b + 8] = q->channel;
     if (seg == NULL) {
         st = store_call(pool, STMT_MOMENTS, MOMENT_PARAMS, params, out, err, errlen);
     } else if (asprintf(&sql,
                         "SELECT crm.moments($%d, $%d::timestamptz, $%d::int, $%d::int,"
-                        " $%d::date, $%d::uuid, $%d, $%d,"
+                        " $%d::date, $%d::uuid, $%d::uuid, $%d, $%d,"
                         " ARRAY(SELECT c.customer_id" MEMBERS_FROM "(%s)))",
-                        b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7, b + 8,
+                        b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7, b + 8, b + 9,
                         seg->where) < 0) {
         snprintf(err, errlen, "out of memory");
         st = DB_ERROR;

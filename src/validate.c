@@ -634,3 +634,49 @@ void validate_value_settings_patch(json_t *body, json_t *errors)
         }
     }
 }
+
+void validate_fx_rates(json_t *body, json_t *errors)
+{
+    static const char *const allowed[] = {"rates", NULL};
+    static const char *const item_allowed[] = {"currency", "valid_from", "rate", NULL};
+    json_t *rates = json_object_get(body, "rates"), *item;
+    char ptr[32];
+    size_t i;
+
+    reject_unknown_fields(body, allowed, "", errors);
+    if (!json_is_array(rates) || json_array_size(rates) == 0 ||
+        json_array_size(rates) > FX_RATES_MAX) {
+        verr_add(errors, "", "rates", "'rates' is required: an array of 1 to %d rates",
+                 FX_RATES_MAX);
+        return;
+    }
+    json_array_foreach(rates, i, item) {
+        json_t *cur = json_object_get(item, "currency"), *from = json_object_get(item, "valid_from");
+        json_t *rate = json_object_get(item, "rate");
+        snprintf(ptr, sizeof(ptr), "/rates/%zu", i);
+        if (!json_is_object(item)) {
+            verr_add(errors, ptr, NULL, "each rate must be an object");
+            continue;
+        }
+        reject_unknown_fields(item, item_allowed, ptr, errors);
+        if (!json_is_string(cur) || !currency_valid(json_string_value(cur)))
+            verr_add(errors, ptr, "currency",
+                     "'currency' is required: an ISO 4217 code of three upper-case letters");
+        if (!json_is_string(from) || !date_valid(json_string_value(from), 1900, 2999))
+            verr_add(errors, ptr, "valid_from", "'valid_from' is required: a date YYYY-MM-DD");
+        if (rate == NULL || !(json_is_null(rate) || (json_is_number(rate) &&
+                                                   json_number_value(rate) > 0 &&
+                                                   json_number_value(rate) <= 1e9)))
+            verr_add(errors, ptr, "rate", "'rate' is required: a number > 0 and <= 1e9 (the "
+                     "base currency's value of one unit), or null to remove the rate");
+        for (size_t j = 0; json_is_string(cur) && json_is_string(from) && j < i; j++) {
+            json_t *o = json_array_get(rates, j);
+            if (json_equal(cur, json_object_get(o, "currency")) &&
+                json_equal(from, json_object_get(o, "valid_from"))) {
+                verr_add(errors, ptr, NULL, "%s from %s is listed twice",
+                         json_string_value(cur), json_string_value(from));
+                break;
+            }
+        }
+    }
+}

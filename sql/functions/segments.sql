@@ -65,7 +65,9 @@ BEGIN
 END $$;
 
 -- KPIs for [p_from, p_to) against the prior period of equal length, over
--- the customers in p_customers (NULL = all). Money in the base currency.
+-- the customers in p_customers (NULL = all). Money in the base currency,
+-- other currencies converted (crm.fx_rate, value.sql; segments.sql is
+-- applied after it).
 -- Definitions are in docs/value.md.
 CREATE OR REPLACE FUNCTION crm.kpis(p_from timestamptz, p_to timestamptz, p_customers uuid[])
 RETURNS jsonb LANGUAGE plpgsql STABLE AS $$
@@ -81,10 +83,17 @@ BEGIN
                    AND EXISTS (SELECT 1 FROM crm.interaction_stats s
                                 WHERE s.customer_id = c.customer_id AND s.first_at < p_to)),
             ev AS (
+                -- other currencies converted at the interaction's time
+                -- (docs/value.md, "Currencies"); without a rate: 0, counted
                 SELECT i.customer_id, i.type, i.occurred_at >= p_from AS in_period,
-                       CASE WHEN i.currency = cur.c THEN coalesce(i.amount, 0) ELSE 0 END AS amount,
-                       CASE WHEN i.currency = cur.c THEN coalesce(i.cost, 0) ELSE 0 END AS cost
+                       coalesce(i.amount * x.r, 0) AS amount, coalesce(i.cost * x.r, 0) AS cost,
+                       x.r IS NULL AND i.currency IS NOT NULL
+                           AND (i.amount IS NOT NULL OR i.cost IS NOT NULL) AS unconverted
                   FROM crm.interactions i JOIN base b ON b.customer_id = i.customer_id, cur
+                 CROSS JOIN LATERAL (SELECT CASE WHEN i.currency = cur.c THEN 1
+                                                 WHEN i.currency IS NOT NULL
+                                                 THEN crm.fx_rate(cur.c, i.currency,
+                                                                  i.occurred_at) END AS r) AS x
                  WHERE i.occurred_at >= p_from - (p_to - p_from) AND i.occurred_at < p_to),
             firsts AS (
                 SELECT i.customer_id, min(i.occurred_at) AS first_purchase
@@ -98,7 +107,8 @@ BEGIN
                        coalesce(sum(amount) FILTER (WHERE type = 'return' AND in_period), 0) AS refunds_now,
                        coalesce(sum(cost) FILTER (WHERE in_period), 0) AS cost_now,
                        count(*) FILTER (WHERE type = 'complaint' AND in_period) AS complaints,
-                       count(*) FILTER (WHERE type = 'return' AND in_period) AS returns
+                       count(*) FILTER (WHERE type = 'return' AND in_period) AS returns,
+                       count(*) FILTER (WHERE unconverted AND in_period) AS unconverted
                   FROM ev),
             retained AS (
                 SELECT count(*) AS n FROM (
@@ -147,6 +157,7 @@ BEGIN
                 'returns_per_1000', CASE WHEN (SELECT count(*) FROM base) > 0 THEN
                     round(1000.0 * a.returns / (SELECT count(*) FROM base), 4) END,
                 'cash_flow', trim_scale(a.revenue_now - a.refunds_now - a.cost_now),
+                'unconverted_interactions', a.unconverted,
                 'value_runs', jsonb_build_object('start', e.start_run, 'end', e.end_run),
                 'customer_equity_start', CASE WHEN e.has_start THEN trim_scale(coalesce(e.at_start, 0)) END,
                 'customer_equity_end', CASE WHEN e.has_end THEN trim_scale(coalesce(e.at_end, 0)) END,

@@ -8,7 +8,24 @@
 -- through crm.define_trigger and crm.define_view, core.sql). One current
 -- definition per object.
 
--- Model inputs per active customer as of p_as_of, base currency only.
+-- The rate of p_currency (not the base one) to p_base valid at p_at (the
+-- latest valid_from on or before its UTC date); NULL when there is none
+-- (the amount is not converted: reported, counted once a rate covers it).
+-- Callers write CASE WHEN currency = base THEN 1 ELSE crm.fx_rate(...) END:
+-- a function with a subquery is never inlined, and calling it for every
+-- base-currency row made the value inputs of 20,000 customers 20 times
+-- slower (0.8 s -> 18 to 31 s, bench/fx_read.sh).
+CREATE OR REPLACE FUNCTION crm.fx_rate(p_base text, p_currency text, p_at timestamptz)
+RETURNS numeric LANGUAGE sql STABLE AS $$
+    SELECT r.rate FROM crm.fx_rates r
+     WHERE r.base = p_base AND r.currency = p_currency
+       AND r.valid_from <= (p_at AT TIME ZONE 'UTC')::date
+     ORDER BY r.valid_from DESC LIMIT 1
+$$;
+
+-- Model inputs per active customer as of p_as_of, in the base currency:
+-- amounts in others converted by the rate valid at their time
+-- (crm.fx_rate); those without a rate do not count (yet).
 -- A purchase day is one transaction (as in the CDNOW data); x = purchase
 -- days - 1; t_x and T in weeks since the first purchase; zbar = mean
 -- spend of the repeat days.
@@ -18,12 +35,22 @@ RETURNS TABLE (customer_id uuid, purchase_days int, x int, t_x double precision,
                returns numeric, cost numeric, first_purchase_at timestamptz,
                last_purchase_at timestamptz)
 LANGUAGE sql STABLE AS $$
-    WITH cur AS (SELECT crm.setting('base_currency') #>> '{}' AS c),
+    -- MATERIALIZED: inlined, crm.setting ran once per interaction (12 times slower)
+    WITH cur AS MATERIALIZED (SELECT crm.setting('base_currency') #>> '{}' AS c),
+    -- NOT MATERIALIZED: scanned in each of its two uses, as the interactions
+    -- were before; materialized once it cost 20 to 150 % more (bench/fx_read.sh)
+    conv AS NOT MATERIALIZED (
+        SELECT i.customer_id, i.type, i.occurred_at, i.amount * x.r AS amount,
+               i.cost * x.r AS cost
+          FROM crm.interactions i, cur
+         CROSS JOIN LATERAL (SELECT CASE WHEN i.currency = cur.c THEN 1
+                                         ELSE crm.fx_rate(cur.c, i.currency, i.occurred_at)
+                                     END AS r) AS x
+         WHERE i.currency IS NOT NULL AND i.occurred_at <= p_as_of AND x.r IS NOT NULL),
     days AS (
         SELECT i.customer_id, date_trunc('day', i.occurred_at) AS d, sum(i.amount) AS v
-          FROM crm.interactions i, cur
-         WHERE i.type = 'purchase' AND i.occurred_at <= p_as_of
-           AND i.currency = cur.c AND i.amount IS NOT NULL
+          FROM conv i
+         WHERE i.type = 'purchase' AND i.amount IS NOT NULL
          GROUP BY 1, 2),
     per AS (
         SELECT d.customer_id, count(*)::int AS n, min(d.d) AS first_d, max(d.d) AS last_d,
@@ -34,8 +61,7 @@ LANGUAGE sql STABLE AS $$
                sum(i.amount) FILTER (WHERE i.type = 'purchase') AS revenue,
                sum(i.amount) FILTER (WHERE i.type = 'return') AS returns,
                sum(i.cost) AS cost
-          FROM crm.interactions i, cur
-         WHERE i.currency = cur.c AND i.occurred_at <= p_as_of GROUP BY 1)
+          FROM conv i GROUP BY 1)
     SELECT c.customer_id, coalesce(p.n, 0),
            CASE WHEN p.n IS NULL THEN NULL ELSE p.n - 1 END,
            extract(epoch FROM p.last_d - p.first_d) / 604800.0,
@@ -265,6 +291,25 @@ LANGUAGE sql STABLE AS $$
                                                  LIMIT p_limit) y)::text END)
 $$;
 
+-- A customer's purchases, returns and costs in other currencies than
+-- p_base, converted at the rate of their time, and how many have no rate:
+-- {revenue, returns, cost, unconverted} (crm.value_section, docs/value.md
+-- "Currencies").
+CREATE OR REPLACE FUNCTION crm.fx_history(p_customer uuid, p_base text) RETURNS jsonb
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (
+        SELECT jsonb_build_object(
+                   'revenue', coalesce(sum(i.amount * x.r) FILTER (WHERE i.type = 'purchase'), 0),
+                   'returns', coalesce(sum(i.amount * x.r) FILTER (WHERE i.type = 'return'), 0),
+                   'cost', coalesce(sum(i.cost * x.r), 0),
+                   'unconverted', count(*) FILTER (WHERE x.r IS NULL))
+          FROM crm.interactions i
+         CROSS JOIN LATERAL (SELECT crm.fx_rate(p_base, i.currency, i.occurred_at) AS r) AS x
+         WHERE i.customer_id = p_customer AND i.currency <> p_base
+           AND (i.amount IS NOT NULL OR i.cost IS NOT NULL));
+END $$;
+
 -- The value section of the profile (null before the customer's first run).
 -- Historic value (revenue, returns, cost, margin) moves with the data: it
 -- is summed from crm.interaction_stats (kept in the ingest transaction; a
@@ -278,10 +323,12 @@ BEGIN
         SELECT (
                 SELECT jsonb_build_object(
                            'tier', v.tier,
-                           'revenue', trim_scale(coalesce(h.revenue, v.revenue)),
-                           'returns', trim_scale(coalesce(h.returns, v.returns)),
-                           'cost', trim_scale(coalesce(h.cost, v.cost)),
-                           'margin', trim_scale(coalesce(h.revenue - h.returns - h.cost, v.margin)),
+                           'revenue', trim_scale(coalesce(h.revenue + f.revenue, v.revenue)),
+                           'returns', trim_scale(coalesce(h.returns + f.returns, v.returns)),
+                           'cost', trim_scale(coalesce(h.cost + f.cost, v.cost)),
+                           'margin', trim_scale(coalesce(h.revenue + f.revenue - h.returns
+                                                         - f.returns - h.cost - f.cost,
+                                                         v.margin)),
                            'currency', coalesce(r.settings->'base_currency',
                                                 crm.setting('base_currency')),
                            'purchase_days', v.purchase_days,
@@ -300,16 +347,98 @@ BEGIN
                            'model', jsonb_build_object('run_id', r.run_id, 'name', r.model,
                                                        'as_of', crm.ts(r.as_of)),
                            'computed_at', crm.ts(v.computed_at))
+                       || CASE WHEN f.unconverted > 0
+                               THEN jsonb_build_object('unconverted_interactions', f.unconverted)
+                               ELSE '{}' END
                   FROM crm.customer_value v JOIN crm.model_runs r ON r.run_id = v.run_id
                   LEFT JOIN LATERAL (
-                      SELECT coalesce(sum(s.amount) FILTER (WHERE s.type = 'purchase'), 0) AS revenue,
-                             coalesce(sum(s.amount) FILTER (WHERE s.type = 'return'), 0) AS returns,
-                             coalesce(sum(s.cost), 0) AS cost
-                        FROM crm.interaction_stats s
-                       WHERE s.customer_id = p_customer
-                         AND s.currency = coalesce(r.settings->>'base_currency',
-                                                   crm.setting('base_currency') #>> '{}')
+                      -- every aggregate row of the customer (one index range):
+                      -- the base currency's summed, the others only noticed
+                      SELECT coalesce(sum(s.amount) FILTER (WHERE s.type = 'purchase'
+                                                              AND s.currency = b.base), 0)
+                                 AS revenue,
+                             coalesce(sum(s.amount) FILTER (WHERE s.type = 'return'
+                                                              AND s.currency = b.base), 0)
+                                 AS returns,
+                             coalesce(sum(s.cost) FILTER (WHERE s.currency = b.base), 0) AS cost,
+                             coalesce(bool_or(s.currency NOT IN ('', b.base)), false) AS other,
+                             min(b.base) AS base
+                        FROM (SELECT coalesce(r.settings->>'base_currency',
+                                              crm.setting('base_currency') #>> '{}') AS base) AS b
+                        LEFT JOIN crm.interaction_stats s ON s.customer_id = p_customer
                   ) AS h ON NOT r.dated
+                  -- amounts in other currencies, converted one by one at their
+                  -- time: only for a customer whose aggregates have some (a
+                  -- function call, so that the others' plan stays as small)
+                  LEFT JOIN LATERAL (SELECT CASE WHEN h.other
+                                                 THEN crm.fx_history(p_customer, h.base) END
+                                                AS doc) AS fx ON true
+                  CROSS JOIN LATERAL (
+                      SELECT coalesce((fx.doc->>'revenue')::numeric, 0) AS revenue,
+                             coalesce((fx.doc->>'returns')::numeric, 0) AS returns,
+                             coalesce((fx.doc->>'cost')::numeric, 0) AS cost,
+                             coalesce((fx.doc->>'unconverted')::int, 0) AS unconverted) AS f
                  WHERE v.customer_id = p_customer)
     );
+END $$;
+
+-- ---- currencies ------------------------------------------------------------------
+-- Amounts in another currency than the base one count after conversion by
+-- the dated rates of crm.fx_rates (sql/023_moments_fx.sql), read where they
+-- are summed: the value run's inputs, the profile's historic value, KPIs.
+-- docs/value.md, "Currencies".
+
+-- GET /v1/settings/fx-rates: the rates to the current base currency.
+CREATE OR REPLACE FUNCTION crm.fx_rates_doc() RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    WITH cur AS (SELECT crm.setting('base_currency') #>> '{}' AS c)
+    SELECT jsonb_build_object(
+               'base_currency', cur.c,
+               'rates', coalesce((SELECT jsonb_agg(jsonb_build_object(
+                                      'currency', r.currency,
+                                      'valid_from', to_char(r.valid_from, 'YYYY-MM-DD'),
+                                      'rate', trim_scale(r.rate),
+                                      'updated_at', crm.ts(r.updated_at))
+                                      ORDER BY r.currency, r.valid_from)
+                                    FROM crm.fx_rates r WHERE r.base = cur.c), '[]'))
+      FROM cur
+$$;
+
+-- PUT /v1/settings/fx-rates: p_rates [{currency, valid_from, rate}] (checked
+-- by the server, src/validate.c validate_fx_rates) added or replaced, a
+-- rate of null removing that one, for the current base currency. A rate
+-- for the base currency itself answers {"invalid": reason}. What the rates
+-- feed is computed when read, so nothing is refolded here but the cached
+-- profiles (one global epoch: their historic value may change). Audited as
+-- settings.fx_rates.changed with the rates given.
+CREATE OR REPLACE FUNCTION crm.put_fx_rates(p_rates jsonb, p_key uuid, p_role text)
+RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+    cur text := crm.setting('base_currency') #>> '{}';
+    n int;
+    m int;
+BEGIN
+    IF EXISTS (SELECT 1 FROM jsonb_array_elements(p_rates) x WHERE x->>'currency' = cur) THEN
+        RETURN jsonb_build_object('invalid', format('%s is the base currency: its rate is 1', cur));
+    END IF;
+    LOCK TABLE crm.fx_rates IN SHARE ROW EXCLUSIVE MODE;  -- one change at a time
+    DELETE FROM crm.fx_rates r
+     USING jsonb_array_elements(p_rates) x
+     WHERE jsonb_typeof(x->'rate') = 'null' AND r.base = cur
+       AND r.currency = x->>'currency' AND r.valid_from = (x->>'valid_from')::date;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    INSERT INTO crm.fx_rates AS r (base, currency, valid_from, rate)
+    SELECT cur, x->>'currency', (x->>'valid_from')::date, (x->>'rate')::numeric
+      FROM jsonb_array_elements(p_rates) x
+     WHERE jsonb_typeof(x->'rate') = 'number'
+    ON CONFLICT (base, currency, valid_from) DO UPDATE
+        SET rate = excluded.rate, updated_at = now()
+     WHERE r.rate <> excluded.rate;
+    GET DIAGNOSTICS m = ROW_COUNT;
+    IF n + m > 0 THEN
+        UPDATE crm.profile_cache_epoch SET epoch = epoch + 1;
+        PERFORM crm.audit(p_key, p_role, 'settings.fx_rates.changed', NULL,
+                          jsonb_build_object('base_currency', cur, 'rates', p_rates));
+    END IF;
+    RETURN crm.fx_rates_doc();
 END $$;

@@ -61,6 +61,8 @@ void handle_resolve(struct app *app, const struct request *req, struct response 
         respond_problem(res, PROBLEM_FORBIDDEN, PARTNER_SCOPE, req->path);
         return;
     }
+    if (!moment_traits_ok(app, req, res, rr.traits))
+        return;
     st = store_resolve(app->pool, &rr, &out, err, sizeof(err));
     if (st != DB_OK || out == NULL) {
         respond_db_failure(res, st == DB_OK ? DB_ERROR : st, err, req->path);
@@ -133,6 +135,8 @@ void handle_traits(struct app *app, const struct request *req, struct response *
         return;
     }
     json_decref(errors);
+    if (!moment_traits_ok(app, req, res, tr.traits))
+        return;
     st = store_patch_traits(app->pool, req->match->id, &tr, &out, err, sizeof(err));
     if (st != DB_OK)
         respond_db_failure(res, st, err, req->path);

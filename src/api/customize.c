@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth.h"
 #include "customize.h"
 #include "handlers.h"
 #include "segment.h"
@@ -152,15 +153,27 @@ void handle_contact_decision(struct app *app, const struct request *req,
     respond_customer_doc(res, st, out, err, req->path, 200);
 }
 
-/* Cursor = base64url("<YYYY-MM-DD>|<customer_id>"). */
-static bool moment_cursor_decode(const char *text, char date[11], char id[UUID_TEXT_LEN + 1])
+/* Cursor = base64url("<YYYY-MM-DD>|<customer_id>|<subject>"), the subject
+ * being the purchase of a warranty, else the customer. A cursor of the
+ * earlier form, without the subject, goes on after all of that customer's
+ * moments of that day. */
+static bool moment_cursor_decode(const char *text, char date[11], char id[UUID_TEXT_LEN + 1],
+                                 char subject[UUID_TEXT_LEN + 1])
 {
-    unsigned char buf[96];
+    unsigned char buf[128];
     long n = base64url_decode(text, buf, sizeof(buf));
-    if (n != 10 + 1 + UUID_TEXT_LEN || buf[10] != '|')
+    if (n < 10 + 1 + UUID_TEXT_LEN || n >= (long)sizeof(buf) || buf[10] != '|')
         return false;
+    buf[n] = '\0';
     memcpy(date, buf, 10);
     date[10] = '\0';
+    if (n == 10 + 1 + UUID_TEXT_LEN) {
+        snprintf(subject, UUID_TEXT_LEN + 1, "ffffffff-ffff-ffff-ffff-ffffffffffff");
+    } else if (n != 10 + 1 + UUID_TEXT_LEN + 1 + UUID_TEXT_LEN || buf[11 + UUID_TEXT_LEN] != '|' ||
+               !uuid_canonical((char *)buf + 12 + UUID_TEXT_LEN, subject)) {
+        return false;
+    }
+    buf[11 + UUID_TEXT_LEN] = '\0';
     return date_valid(date, 1900, 2999) && uuid_canonical((char *)buf + 11, id);
 }
 
@@ -168,9 +181,11 @@ static bool moment_cursor_decode(const char *text, char date[11], char id[UUID_T
 static void moment_cursor_encode(json_t *page)
 {
     json_t *d = json_object_get(page, "next_cursor_date"), *id = json_object_get(page, "next_cursor_id");
-    if (json_is_string(d) && json_is_string(id)) {
-        char buf[64];
-        int n = snprintf(buf, sizeof(buf), "%s|%s", json_string_value(d), json_string_value(id));
+    json_t *subject = json_object_get(page, "next_cursor_subject");
+    if (json_is_string(d) && json_is_string(id) && json_is_string(subject)) {
+        char buf[128];
+        int n = snprintf(buf, sizeof(buf), "%s|%s|%s", json_string_value(d), json_string_value(id),
+                         json_string_value(subject));
         char *c = base64url_encode((const unsigned char *)buf, (size_t)n);
         json_object_set_new(page, "next_cursor", json_string(c));
         free(c);
@@ -179,12 +194,14 @@ static void moment_cursor_encode(json_t *page)
     }
     json_object_del(page, "next_cursor_date");
     json_object_del(page, "next_cursor_id");
+    json_object_del(page, "next_cursor_subject");
 }
 
 /* The query of GET /v1/moments, checked; false when res was filled. */
 static bool moments_query_parse(const struct request *req, struct response *res,
                                 struct moments_query *q, char cursor_date[11],
-                                char cursor_id[UUID_TEXT_LEN + 1], const char **segment_id)
+                                char cursor_id[UUID_TEXT_LEN + 1],
+                                char cursor_subject[UUID_TEXT_LEN + 1], const char **segment_id)
 {
     const char *cursor;
     memset(q, 0, sizeof(*q));
@@ -196,9 +213,9 @@ static bool moments_query_parse(const struct request *req, struct response *res,
         !int_param(req, res, "days", MOMENT_DAYS_DEFAULT, 1, MOMENT_DAYS_MAX, &q->days) ||
         !int_param(req, res, "limit", MOMENT_LIMIT_DEFAULT, 1, MOMENT_LIMIT_MAX, &q->limit))
         return false;
-    if (q->kind == NULL || !moment_kind_valid(q->kind))
-        return bad_query(res, "kind is required, one of: birthday, anniversary, warranty",
-                         req->path);
+    if (q->kind == NULL || !moment_kind_name_plausible(q->kind))
+        return bad_query(res, "kind is required: birthday, anniversary, warranty or a kind "
+                         "declared in /v1/settings/moments", req->path);
     if (q->at != NULL && !rfc3339_valid(q->at))
         return bad_query(res, "at must be an RFC 3339 timestamp with offset", req->path);
     if (q->channel != NULL && q->purpose == NULL)
@@ -210,10 +227,11 @@ static bool moments_query_parse(const struct request *req, struct response *res,
             return false;
     }
     if (cursor != NULL) {
-        if (!moment_cursor_decode(cursor, cursor_date, cursor_id))
+        if (!moment_cursor_decode(cursor, cursor_date, cursor_id, cursor_subject))
             return bad_query(res, "cursor is not one this server issued", req->path);
         q->cursor_date = cursor_date;
         q->cursor_id = cursor_id;
+        q->cursor_subject = cursor_subject;
     }
     return true;
 }
@@ -222,12 +240,13 @@ void handle_moments(struct app *app, const struct request *req, struct response 
 {
     struct moments_query q;
     struct segment_sql seg = {0};
-    char cursor_date[11], cursor_id[UUID_TEXT_LEN + 1], err[API_ERR_LEN];
+    char cursor_date[11], cursor_id[UUID_TEXT_LEN + 1], cursor_subject[UUID_TEXT_LEN + 1];
+    char err[API_ERR_LEN];
     const char *segment_id = NULL;
-    json_t *out = NULL;
+    json_t *out = NULL, *known;
     enum db_status st;
 
-    if (!moments_query_parse(req, res, &q, cursor_date, cursor_id, &segment_id))
+    if (!moments_query_parse(req, res, &q, cursor_date, cursor_id, cursor_subject, &segment_id))
         return;
     if (segment_id != NULL && !load_segment_by_text(app, req, res, segment_id, &seg)) {
         segment_sql_free(&seg);
@@ -240,8 +259,71 @@ void handle_moments(struct app *app, const struct request *req, struct response 
         json_decref(out);
         return;
     }
+    known = json_object_get(out, "unknown_kind");
+    if (known != NULL) {
+        char *list = json_dumps(known, JSON_COMPACT);
+        char detail[1024];
+        snprintf(detail, sizeof(detail), "kind '%s' is not a moment kind; the kinds are %s",
+                 q.kind, list != NULL ? list : "?");
+        free(list);
+        json_decref(out);
+        bad_query(res, detail, req->path);
+        return;
+    }
     moment_cursor_encode(out);
     respond_json(res, 200, out);
+}
+
+/* GET /v1/settings/moments: the moment kinds, built in and declared. */
+void handle_moment_settings_get(struct app *app, const struct request *req,
+                                struct response *res)
+{
+    json_t *out = NULL;
+    char err[API_ERR_LEN];
+    enum db_status st = store_call(app->pool, STMT_MOMENT_SETTINGS_GET, 0, NULL, &out, err,
+                                   sizeof(err));
+    if (st != DB_OK || out == NULL) {
+        json_decref(out);
+        respond_db_failure(res, st == DB_OK ? DB_ERROR : st, err, req->path);
+        return;
+    }
+    respond_json(res, 200, out);
+}
+
+/* PUT /v1/settings/moments {"kinds": [...]}: the declared kinds replaced,
+ * the built-in kinds listed changed (crm.put_moment_settings), audited. */
+void handle_moment_settings_put(struct app *app, const struct request *req,
+                                struct response *res)
+{
+    json_t *errors = json_array(), *out = NULL, *invalid;
+    const char *params[3];
+    char *kinds;
+    char err[API_ERR_LEN];
+    enum db_status st;
+
+    if (!validate_moment_settings(req->body, errors)) {
+        respond_validation(res, errors, req->path);
+        return;
+    }
+    json_decref(errors);
+    kinds = json_dumps(json_object_get(req->body, "kinds"), JSON_COMPACT);
+    params[0] = kinds;
+    params[1] = req->who ? req->who->key_id : NULL;
+    params[2] = req->who ? role_name(req->who->role) : NULL;
+    st = store_call(app->pool, STMT_MOMENT_SETTINGS_PUT, 3, params, &out, err, sizeof(err));
+    free(kinds);
+    invalid = st == DB_OK ? json_object_get(out, "invalid") : NULL;
+    if (json_is_string(invalid)) {
+        errors = json_array();
+        verr_add(errors, "", "kinds", "%s", json_string_value(invalid));
+        json_decref(out);
+        respond_validation(res, errors, req->path);
+    } else if (st != DB_OK || out == NULL) {
+        json_decref(out);
+        respond_db_failure(res, st == DB_OK ? DB_ERROR : st, err, req->path);
+    } else {
+        respond_json(res, 200, out);
+    }
 }
 
 /* POST /v1/moments:run {"date": "YYYY-MM-DD"}: the daily moments run for

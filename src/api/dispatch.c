@@ -83,6 +83,10 @@ static handler_fn *const HANDLERS[ROUTE_COUNT] = {
     [ROUTE_CUSTOMER_SUMMARY] = handle_customer_summary,
     [ROUTE_NBA_SETTINGS_GET] = handle_nba_settings,
     [ROUTE_NBA_SETTINGS_PUT] = handle_nba_settings,
+    [ROUTE_MOMENT_SETTINGS_GET] = handle_moment_settings_get,
+    [ROUTE_MOMENT_SETTINGS_PUT] = handle_moment_settings_put,
+    [ROUTE_FX_RATES_GET] = handle_fx_rates,
+    [ROUTE_FX_RATES_PUT] = handle_fx_rates,
 };
 
 bool dispatch_admit(struct app *app, enum route route, const char *path,

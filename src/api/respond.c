@@ -14,6 +14,7 @@
 #include "api.h"
 #include "log.h"
 #include "segment.h"
+#include "store.h"
 #include "store_value.h"
 #include "textutil.h"
 #include "validate.h"
@@ -236,4 +237,30 @@ bool int_param(const struct request *req, struct response *res, const char *key,
     }
     *out = (int)n;
     return true;
+}
+
+bool moment_traits_ok(struct app *app, const struct request *req, struct response *res,
+                      json_t *traits)
+{
+    json_t *attributes = json_object_get(traits, "attributes"), *out = NULL;
+    const char *params[1];
+    char *text, err[API_ERR_LEN];
+    enum db_status st;
+    if (!json_is_object(attributes) || json_object_size(attributes) == 0)
+        return true;
+    text = json_dumps(traits, JSON_COMPACT);
+    params[0] = text;
+    st = store_call(app->pool, STMT_MOMENT_TRAIT_ERRORS, 1, params, &out, err, sizeof(err));
+    free(text);
+    if (st != DB_OK || !json_is_array(out)) {
+        json_decref(out);
+        respond_db_failure(res, st == DB_OK ? DB_ERROR : st, err, req->path);
+        return false;
+    }
+    if (json_array_size(out) == 0) {
+        json_decref(out);
+        return true;
+    }
+    respond_validation(res, out, req->path);
+    return false;
 }

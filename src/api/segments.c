@@ -688,6 +688,47 @@ void handle_value_settings(struct app *app, const struct request *req, struct re
     }
 }
 
+/* GET /v1/settings/fx-rates, and PUT: the rates given added, replaced or
+ * (null) removed (crm.put_fx_rates), audited. */
+void handle_fx_rates(struct app *app, const struct request *req, struct response *res)
+{
+    json_t *errors, *out = NULL, *invalid;
+    const char *params[3];
+    char err[API_ERR_LEN], *rates = NULL;
+    enum db_status st;
+    if (req->match->route == ROUTE_FX_RATES_PUT) {
+        errors = json_array();
+        validate_fx_rates(req->body, errors);
+        if (json_array_size(errors) > 0) {
+            respond_validation(res, errors, req->path);
+            return;
+        }
+        json_decref(errors);
+        /* 15 significant digits: 1.1 goes as 1.1, not 1.1000000000000001 */
+        rates = json_dumps(json_object_get(req->body, "rates"),
+                           JSON_COMPACT | JSON_REAL_PRECISION(15));
+        params[0] = rates;
+        params[1] = req->who ? req->who->key_id : NULL;
+        params[2] = req->who ? role_name(req->who->role) : NULL;
+        st = store_call(app->pool, STMT_FX_RATES_PUT, 3, params, &out, err, sizeof(err));
+    } else {
+        st = store_call(app->pool, STMT_FX_RATES_GET, 0, NULL, &out, err, sizeof(err));
+    }
+    free(rates);
+    invalid = st == DB_OK ? json_object_get(out, "invalid") : NULL;
+    if (json_is_string(invalid)) {
+        errors = json_array();
+        verr_add(errors, "", "rates", "%s", json_string_value(invalid));
+        json_decref(out);
+        respond_validation(res, errors, req->path);
+    } else if (st != DB_OK || out == NULL) {
+        json_decref(out);
+        respond_db_failure(res, st == DB_OK ? DB_ERROR : st, err, req->path);
+    } else {
+        respond_json(res, 200, out);
+    }
+}
+
 /* GET /v1/customers/{id}/segments: the customer's current and past
  * memberships (live membership, docs/segments.md), newest first; the read
  * is audited like the other personal reads; an erased customer is 410. */

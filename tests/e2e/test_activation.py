@@ -767,7 +767,65 @@ class MomentEventTests(harness.CrmTestCase):
         mine = moment_events(start, {a, marketing_only}, wait_for=a)
         self.assertEqual(len(mine), 1, mine)
         self.assertEqual(mine[0]["data"], {"kind": "warranty", "date": expiry.isoformat(),
-                                           "interaction_id": bought, "purpose": "service"})
+                                           "interaction_id": bought, "product": "TV-1",
+                                           "purpose": "service"})
+
+    def test_every_warranty_of_a_customer_fires(self):
+        day = run_day()
+        expiry = day + datetime.timedelta(days=30)
+        start = feed_tail()
+        a, _ = new_customer()
+        grant(a, purpose="service")
+        bought = sorted(must(harness.ingest(customer_id=a, channel="store", type="purchase",
+                                            payload=dict(item, warranty_until=expiry.isoformat())),
+                             201)["interaction_id"]
+                        for item in ({"sku": "TV-1"}, {"product": "Soundbar"}, {}))
+        must(run_moments(day), 200)
+        mine = moment_events(start, {a}, wait_for=a)
+        self.assertEqual(sorted(e["data"]["interaction_id"] for e in mine), bought)
+        self.assertEqual(sorted(e["data"].get("product") or "" for e in mine),
+                         ["", "Soundbar", "TV-1"])
+        self.assertEqual(must(run_moments(day), 200)["events"], 0)
+
+    def declare_wedding(self):
+        before = must(get("/v1/settings/moments"), 200)["kinds"]
+        restore = [{k: v for k, v in kind.items() if k != "builtin"} for kind in before]
+        self.addCleanup(lambda: must(request("PUT", "/v1/settings/moments",
+                                             {"kinds": restore}), 200))
+        must(request("PUT", "/v1/settings/moments", {"kinds": [
+            {"kind": "wedding_anniversary", "trait": "attributes.wedding_date",
+             "purpose": "marketing", "lead_days": 2}]}), 200)
+
+    def test_personal_date_fires_across_merge_unmerge_and_erasure(self):
+        self.declare_wedding()
+        day = run_day()
+        wedding = day + datetime.timedelta(days=2)  # the declared lead
+        start = feed_tail()
+        s, _ = new_customer({"attributes": {"wedding_date": born(wedding, 2016)}})
+        b, _ = new_customer({"attributes": {"wedding_date": born(wedding, 2016)}})
+        grant(s)
+        grant(b)
+        must(post("/v1/admin/merges", {"survivor_id": s, "absorbed_id": b, "reason": "same"}),
+             200)
+        gone, _ = new_customer({"attributes": {"wedding_date": born(wedding, 2001)}})
+        grant(gone)
+        must(request("DELETE", "/v1/customers/%s" % gone), 200)
+        must(run_moments(wedding), 200)  # the date itself is not the lead date
+        must(run_moments(day), 200)
+        mine = moment_events(start, {s, b, gone}, wait_for=s)
+        self.assertEqual([(e["customer_id"], e["data"]) for e in mine], [
+            (s, {"kind": "wedding_anniversary", "date": wedding.isoformat(),
+                 "years": wedding.year - 2016, "purpose": "marketing"})])
+        # the unmerged customer gets its own moment back; the survivor's is not repeated
+        must(post("/v1/admin/unmerge", {"customer_id": b, "reason": "not the same"}), 200)
+        must(run_moments(day), 200)
+        mine = moment_events(start, {s, b, gone}, wait_for=b)
+        self.assertEqual(sorted(e["customer_id"] for e in mine), sorted([s, b]))
+        # erasure scrubs the event and the ledger row
+        must(request("DELETE", "/v1/customers/%s" % b), 200)
+        self.assertEqual(harness.sql("SELECT count(*) FROM crm.moment_ledger WHERE customer_id = "
+                                     + harness.lit(b)), "0")
+        self.assertEqual([e["data"] for e in moment_events(start, {b})], [{"erased": True}])
 
     def test_merged_customers_moment_fires_once_for_the_survivor(self):
         day = run_day()

@@ -636,9 +636,10 @@ class MomentsTests(Base):
         ia = interaction(a, channel="store", type="purchase", amount=300, currency="EUR",
                          occurred_at="2024-06-15T10:00:00Z",
                          payload={"sku": "TV-1", "warranty_until": "2026-06-15"})
-        interaction(a, channel="store", type="purchase", amount=30, currency="EUR",
-                    occurred_at="2024-06-20T10:00:00Z",
-                    payload={"warranty_until": "2026-06-20"})   # same customer: earliest only
+        ia2 = interaction(a, channel="store", type="purchase", amount=30, currency="EUR",
+                          occurred_at="2024-06-20T10:00:00Z",
+                          payload={"product": "Kettle K2", "sku": "K2",
+                                   "warranty_until": "2026-06-20"})   # same customer: listed too
         b = self.customer()
         interaction(b, channel="web", type="purchase", payload={"warranty_until": "2026-09-01"})
         c = self.customer()
@@ -646,11 +647,143 @@ class MomentsTests(Base):
         interaction(c, channel="web", type="inquiry", payload={"warranty_until": "2026-06-05"})
         interaction(c, channel="web", type="purchase", payload={"warranty_until": "soon"})
         body = self.moments("warranty")
-        self.assertEqual(body["items"], [{"customer_id": a, "kind": "warranty",
-                                          "date": "2026-06-15", "days_until": 14,
-                                          "interaction_id": ia}])
+        self.assertEqual(body["items"], [
+            {"customer_id": a, "kind": "warranty", "date": "2026-06-15", "days_until": 14,
+             "interaction_id": ia, "product": "TV-1"},
+            {"customer_id": a, "kind": "warranty", "date": "2026-06-20", "days_until": 19,
+             "interaction_id": ia2, "product": "Kettle K2"}])
         self.assertEqual([i["customer_id"] for i in self.moments("warranty", days=100)["items"]],
-                         [a, b])
+                         [a, a, b])
+
+    def test_every_warranty_of_a_day_pages_through(self):
+        # three purchases of one customer whose warranties end the same day:
+        # the cursor goes on within the customer's moments of that day
+        a = self.customer()
+        bought = sorted(interaction(a, channel="store", type="purchase",
+                                    payload={"sku": "S-%d" % n, "warranty_until": "2026-06-10"})
+                        for n in range(3))
+        b = self.customer()
+        interaction(b, channel="store", type="purchase", payload={"warranty_until": "2026-06-10"})
+        seen, cursor = [], None
+        for _ in range(10):
+            params = {"limit": 1}
+            if cursor:
+                params["cursor"] = cursor
+            body = self.moments("warranty", **params)
+            seen += [(i["customer_id"], i["interaction_id"]) for i in body["items"]]
+            cursor = body["next_cursor"]
+            if cursor is None:
+                break
+        self.assertEqual([x for x in seen if x[0] == a], [(a, i) for i in bought])
+        self.assertEqual(len(seen), 4)
+        # a cursor of the earlier form (date|customer) goes on after that customer
+        old = base64.urlsafe_b64encode(("2026-06-10|%s" % min(a, b)).encode()).decode().rstrip("=")
+        body = self.moments("warranty", cursor=old)
+        self.assertEqual([i["customer_id"] for i in body["items"]], [max(a, b)] * (
+            3 if max(a, b) == a else 1))
+
+    def declare(self, kinds):
+        """PUT the moment kinds, restoring the ones before at the end of the test."""
+        before = self.assertJson(get("/v1/settings/moments"), 200)["kinds"]
+        restore = [{k: v for k, v in kind.items() if k != "builtin"} for kind in before]
+        self.addCleanup(lambda: self.assertJson(
+            request("PUT", "/v1/settings/moments", {"kinds": restore}), 200))
+        return self.assertJson(request("PUT", "/v1/settings/moments", {"kinds": kinds}), 200)
+
+    WEDDING = {"kind": "wedding_anniversary", "trait": "attributes.wedding_date",
+               "purpose": "marketing", "lead_days": 0}
+    MEMBER = {"kind": "membership_anniversary", "trait": "attributes.member_since",
+              "purpose": "service", "lead_days": 7}
+
+    def test_personal_dates_are_moments_once_declared(self):
+        wed = self.customer(attributes={"wedding_date": "2011-06-04"})
+        member = self.customer(attributes={"member_since": "2020-06-30",
+                                           "wedding_date": "2026-06-02"})  # first one next year
+        self.assertProblem(get(query("/v1/moments", {"kind": "wedding_anniversary"})), 400,
+                           "invalid-query")
+        body = self.declare([self.WEDDING, self.MEMBER,
+                             {"kind": "warranty", "purpose": "service", "lead_days": 30}])
+        self.assertEqual(body["kinds"], [
+            {"kind": "anniversary", "purpose": "marketing", "lead_days": 0, "builtin": True},
+            {"kind": "birthday", "trait": "birthday", "purpose": "marketing", "lead_days": 0,
+             "builtin": True},
+            {"kind": "warranty", "purpose": "service", "lead_days": 30, "builtin": True},
+            dict(self.MEMBER, builtin=False), dict(self.WEDDING, builtin=False)])
+        self.assertEqual(self.assertJson(get("/v1/settings/moments"), 200), body)
+        self.assertEqual(self.moments("wedding_anniversary")["items"], [
+            {"customer_id": wed, "kind": "wedding_anniversary", "date": "2026-06-04",
+             "days_until": 3, "years": 15}])
+        self.assertEqual(self.moments("membership_anniversary")["items"], [
+            {"customer_id": member, "kind": "membership_anniversary", "date": "2026-06-30",
+             "days_until": 29, "years": 6}])
+        # the change is audited with the kinds before and after
+        detail = sql("SELECT detail->'after' FROM crm.audit_log WHERE action = "
+                     "'settings.moments.changed' ORDER BY audit_id DESC LIMIT 1")
+        self.assertIn("attributes.member_since", detail)
+        # a declared trait must be a date from now on: PATCH traits and resolve
+        for bad in ("soon", "2026-02-30", 20260601, "1899-12-31"):
+            with self.subTest(value=bad):
+                self.assertProblem(
+                    patch("/v1/customers/%s/traits" % wed,
+                          {"source": "e2e", "traits": {"attributes": {"wedding_date": bad}}}),
+                    422, "validation-failed", pointers=("/traits/attributes/wedding_date",))
+                self.assertProblem(
+                    post("/v1/customers:resolve",
+                         {"source": "e2e", "identifiers": [{"kind": "email",
+                                                            "value": uid() + "@ex.org"}],
+                          "traits": {"attributes": {"member_since": bad}}}),
+                    422, "validation-failed", pointers=("/traits/attributes/member_since",))
+        self.assertJson(patch("/v1/customers/%s/traits" % wed,
+                              {"source": "e2e", "traits": {"attributes": {
+                                  "wedding_date": "2012-06-05", "other": "x"}}}), 200)
+        self.assertEqual([(i["date"], i["years"]) for i in
+                          self.moments("wedding_anniversary")["items"]], [("2026-06-05", 14)])
+        self.assertJson(patch("/v1/customers/%s/traits" % wed,
+                              {"source": "e2e", "traits": {"attributes": {"wedding_date": None}}}),
+                        200)
+        self.assertEqual(self.moments("wedding_anniversary")["items"], [])
+        # no longer declared: no longer a kind, and any value is accepted again
+        self.declare([])
+        self.assertProblem(get(query("/v1/moments", {"kind": "wedding_anniversary"})), 400,
+                           "invalid-query")
+        self.assertJson(patch("/v1/customers/%s/traits" % wed,
+                              {"source": "e2e", "traits": {"attributes": {"wedding_date": "soon"}}}),
+                        200)
+
+    def test_moment_settings_validation(self):
+        ok = dict(self.WEDDING)
+        for kinds, pointer in (
+                ([dict(ok, kind="Wedding")], "/kinds/0/kind"),
+                ([dict(ok, kind="")], "/kinds/0/kind"),
+                ([dict(ok, trait="wedding_date")], "/kinds/0/trait"),
+                ([dict(ok, trait="attributes.")], "/kinds/0/trait"),
+                ([{k: v for k, v in ok.items() if k != "trait"}], "/kinds/0/trait"),
+                ([dict(ok, purpose="ads")], "/kinds/0/purpose"),
+                ([dict(ok, lead_days=367)], "/kinds/0/lead_days"),
+                ([dict(ok, lead_days="1")], "/kinds/0/lead_days"),
+                ([dict(ok, extra=1)], "/kinds/0/extra"),
+                ([ok, dict(ok, trait="attributes.x")], "/kinds/1/kind"),
+                ([ok, dict(ok, kind="other")], "/kinds/1/trait"),
+                ([{"kind": "birthday", "trait": "attributes.b", "purpose": "marketing",
+                   "lead_days": 0}], "/kinds/0/trait"),
+                ([7], "/kinds/0"),
+                ("x", "/kinds")):
+            with self.subTest(kinds=kinds):
+                self.assertProblem(request("PUT", "/v1/settings/moments", {"kinds": kinds}), 422,
+                                   "validation-failed", pointers=(pointer,))
+        self.assertProblem(request("PUT", "/v1/settings/moments", {"kinds": [], "x": 1}), 422,
+                           "validation-failed", pointers=("/x",))
+        self.assertProblem(request("PUT", "/v1/settings/moments", {}), 422,
+                           "validation-failed", pointers=("/kinds",))
+        # two declared kinds may swap their traits in one change
+        self.declare([self.WEDDING, self.MEMBER])
+        swapped = self.assertJson(request("PUT", "/v1/settings/moments", {"kinds": [
+            dict(self.WEDDING, trait=self.MEMBER["trait"]),
+            dict(self.MEMBER, trait=self.WEDDING["trait"])]}), 200)
+        self.assertEqual({k["kind"]: k.get("trait") for k in swapped["kinds"]
+                          if not k["builtin"]},
+                         {"wedding_anniversary": "attributes.member_since",
+                          "membership_anniversary": "attributes.wedding_date"})
 
     def test_consent_filter(self):
         granted = self.customer(birthday="1990-06-02")

@@ -228,6 +228,45 @@ START_TEST(test_consent_request)
 }
 END_TEST
 
+START_TEST(test_moment_settings)
+{
+    json_t *ok = J("{\"kinds\": [{\"kind\": \"wedding_anniversary\", "
+                   "\"trait\": \"attributes.wedding_date\", \"purpose\": \"marketing\", "
+                   "\"lead_days\": 0}, {\"kind\": \"birthday\", \"trait\": \"birthday\", "
+                   "\"purpose\": \"marketing\", \"lead_days\": 366}, {\"kind\": \"warranty\", "
+                   "\"purpose\": \"service\", \"lead_days\": 30}]}");
+    json_t *bad = J("{\"x\": 1, \"kinds\": [{\"kind\": \"Wedding\", \"trait\": \"wedding\", "
+                    "\"purpose\": \"ads\", \"lead_days\": 367}, "
+                    "{\"kind\": \"a\", \"trait\": \"attributes.a\", \"purpose\": \"service\", "
+                    "\"lead_days\": 1, \"y\": 2}, "
+                    "{\"kind\": \"a\", \"trait\": \"attributes.a\", \"purpose\": \"service\", "
+                    "\"lead_days\": 1}, "
+                    "{\"kind\": \"warranty\", \"trait\": \"attributes.w\", "
+                    "\"purpose\": \"service\", \"lead_days\": \"1\"}, 7, "
+                    "{\"kind\": \"b\", \"trait\": \"attributes.\", \"purpose\": \"service\", "
+                    "\"lead_days\": 0}]}");
+    static const char *const pointers[] = {
+        "/x", "/kinds/0/kind", "/kinds/0/trait", "/kinds/0/purpose", "/kinds/0/lead_days",
+        "/kinds/1/y", "/kinds/2/kind", "/kinds/2/trait", "/kinds/3/trait",
+        "/kinds/3/lead_days", "/kinds/4", "/kinds/5/trait"};
+    json_t *errors = json_array();
+    ck_assert(validate_moment_settings(ok, errors));
+    ck_assert_uint_eq(json_array_size(errors), 0);
+    ck_assert(!validate_moment_settings(bad, errors));
+    for (size_t i = 0; i < sizeof(pointers) / sizeof(pointers[0]); i++)
+        ck_assert_msg(has_pointer(errors, pointers[i]), "missing %s", pointers[i]);
+    ck_assert_uint_eq(json_array_size(errors), sizeof(pointers) / sizeof(pointers[0]));
+    ck_assert(moment_kind_name_plausible("wedding_anniversary"));
+    ck_assert(moment_kind_name_plausible("birthday"));
+    ck_assert(!moment_kind_name_plausible("_x"));
+    ck_assert(!moment_kind_name_plausible("x-y"));
+    ck_assert(!moment_kind_name_plausible(""));
+    json_decref(errors);
+    json_decref(ok);
+    json_decref(bad);
+}
+END_TEST
+
 static Suite *customize_suite(void)
 {
     Suite *s = suite_create("customize");
@@ -244,6 +283,7 @@ static Suite *customize_suite(void)
     tcase_add_test(tc, test_preferences_errors);
     tcase_add_test(tc, test_preferences_partial_objects);
     tcase_add_test(tc, test_consent_request);
+    tcase_add_test(tc, test_moment_settings);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -1253,6 +1253,44 @@ START_TEST(test_value_settings_patch)
 }
 END_TEST
 
+static char *fx_errors(const char *body_text)
+{
+    static char out[512];
+    json_t *body = json_loads(body_text, 0, NULL), *errors = json_array(), *e;
+    size_t i;
+    out[0] = '\0';
+    validate_fx_rates(body, errors);
+    json_array_foreach(errors, i, e) {
+        strncat(out, i ? " " : "", sizeof(out) - strlen(out) - 1);
+        strncat(out, json_string_value(json_object_get(e, "pointer")),
+                sizeof(out) - strlen(out) - 1);
+    }
+    json_decref(body);
+    json_decref(errors);
+    return out;
+}
+
+START_TEST(test_fx_rates)
+{
+    ck_assert_str_eq(fx_errors("{\"rates\": [{\"currency\": \"USD\", \"valid_from\": "
+                               "\"2026-01-01\", \"rate\": 0.92}, {\"currency\": \"USD\", "
+                               "\"valid_from\": \"2025-01-01\", \"rate\": null}, "
+                               "{\"currency\": \"JPY\", \"valid_from\": \"2025-01-01\", "
+                               "\"rate\": 1000000000}]}"), "");
+    ck_assert_str_eq(fx_errors("{}"), "/rates");
+    ck_assert_str_eq(fx_errors("{\"rates\": []}"), "/rates");
+    ck_assert_str_eq(fx_errors("{\"rates\": {}, \"x\": 1}"), "/x /rates");
+    ck_assert_str_eq(fx_errors("{\"rates\": [7, {\"currency\": \"usd\", \"valid_from\": "
+                               "\"2025-02-30\", \"rate\": 0, \"y\": 1}]}"),
+                     "/rates/0 /rates/1/y /rates/1/currency /rates/1/valid_from /rates/1/rate");
+    ck_assert_str_eq(fx_errors("{\"rates\": [{\"currency\": \"USD\", \"valid_from\": "
+                               "\"2025-01-01\"}, {\"currency\": \"USD\", \"valid_from\": "
+                               "\"2025-01-01\", \"rate\": \"1\"}, {\"currency\": \"USD\", "
+                               "\"valid_from\": \"2025-01-01\", \"rate\": 1e10}]}"),
+                     "/rates/0/rate /rates/1/rate /rates/1 /rates/2/rate /rates/2");
+}
+END_TEST
+
 START_TEST(test_verr_add_pointers)
 {
     json_t *errs = json_array();
@@ -1369,6 +1407,7 @@ static Suite *validate_suite(void)
     tcase_add_test(tc, test_verr_add_pointers);
     tcase_add_test(tc, test_verr_add_truncation);
     tcase_add_test(tc, test_value_settings_patch);
+    tcase_add_test(tc, test_fx_rates);
     suite_add_tcase(s, tc);
 
     return s;
