@@ -18,6 +18,7 @@ const char *const FEED_EVENT_TYPES[] = {
     "interaction.created", "consent.changed",   "preferences.changed",
     "value.tier_changed", "segment.entered",  "segment.exited",
     "moment.due",         "case.opened",      "case.status_changed",
+    "customer.stage_changed",
     NULL,
 };
 
