@@ -434,6 +434,9 @@ class IdentityTests(Base):
         a = new_customer(marker)
         self.ingest(a, at=days_ago(1))
         self.assertEqual(len(history(a)), 1)
+        exported = self.assertJson(get("/v1/customers/%s/export" % a), 200)["stage_history"]
+        self.assertEqual([(h["from"], h["to"], h["reason"]) for h in exported],
+                         [("prospect", "onboarding", "purchase")])
         self.assertJson(harness.request("DELETE", "/v1/customers/%s" % a), 200)
         self.assertIsNone(stage_row(a))
         self.assertEqual(history(a), [])
