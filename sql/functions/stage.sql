@@ -59,7 +59,8 @@ $$;
 -- stage a row holds may be late (the sweep runs every moments period): the
 -- rule is first applied to it with the purchases it was decided on, so a
 -- purchase after a lapse the sweep had not yet recorded is a win-back. A
--- customer with no purchase and no row stays without one (a prospect).
+-- customer with no purchase has no row (a prospect since its creation; a
+-- row goes when an unmerge takes every purchase away).
 -- p_reason: purchase, sweep, value_run, merge, unmerge. Returns the number
 -- of changes. In the caller's transaction; locks the rows it decides.
 CREATE OR REPLACE FUNCTION crm.stage_update(p_ids uuid[], p_reason text) RETURNS int
@@ -131,10 +132,16 @@ BEGIN
                                CASE WHEN c.new_stage = 'won_back' THEN c.new_since + won END)
                END AS due
           FROM calc c),
+    -- a prospect has no row (since: the customer's creation)
+    gone AS (
+        DELETE FROM crm.customer_stage cs
+         WHERE cs.customer_id IN (SELECT r.customer_id FROM decided r
+                                   WHERE r.new_stage = 'prospect')),
     up AS (
         INSERT INTO crm.customer_stage AS cs (customer_id, stage, since, first_purchase_at,
                                               last_purchase_at, due_at)
-        SELECT r.customer_id, r.new_stage, r.new_since, r.first_at, r.last_at, r.due FROM decided r
+        SELECT r.customer_id, r.new_stage, r.new_since, r.first_at, r.last_at, r.due
+          FROM decided r WHERE r.new_stage <> 'prospect'
         ON CONFLICT (customer_id) DO UPDATE
             SET stage = excluded.stage, since = excluded.since,
                 first_purchase_at = excluded.first_purchase_at,
@@ -212,13 +219,16 @@ BEGIN
     RETURN jsonb_build_object('customers', cardinality(ids), 'changes', n);
 END $$;
 
--- A merge (crm.merge_into): the absorbed customer's row goes (its history
--- stays under its id, for an unmerge to find), the survivor's stage is
--- decided again from the purchases of both.
+-- A merge (crm.merge_into): the absorbed customer's row stays as it was,
+-- out of the sweep (no due_at; an absorbed customer is in no count, segment
+-- or decision), so that an unmerge finds its stage and since again when
+-- its purchases decide the same; the survivor's stage is decided again
+-- from the purchases of both.
 CREATE OR REPLACE FUNCTION crm.stage_merged(p_survivor uuid, p_absorbed uuid) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
-    DELETE FROM crm.customer_stage WHERE customer_id = p_absorbed;
+    UPDATE crm.customer_stage SET due_at = NULL
+     WHERE customer_id = p_absorbed AND due_at IS NOT NULL;
     PERFORM crm.stage_update(ARRAY[p_survivor], 'merge');
 END $$;
 

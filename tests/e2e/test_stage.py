@@ -413,13 +413,18 @@ class IdentityTests(Base):
                                                   "reason": "e2e stage"}), 200)
         # the survivor bought 2 days ago, after being lapsed: won back
         self.assertEqual(self.stage(a)["stage"], "won_back")
-        self.assertIsNone(stage_row(b))
         self.assertEqual(history(a)[-1], "lapsed>won_back:merge")
+        # the absorbed customer's row is kept as it was, out of the sweep
+        self.assertEqual(sql("SELECT stage || ' ' || (due_at IS NULL) FROM crm.customer_stage "
+                             "WHERE customer_id = %s" % lit(b)), "onboarding true")
+        before_b = self.stage(b)  # the survivor's, through the absorbed id
+        self.assertEqual(before_b["stage"], "won_back")
         self.assertJson(post("/v1/admin/unmerge", {"customer_id": b}), 200)
         self.assertEqual(self.stage(a)["stage"], "lapsed")
-        self.assertEqual(self.stage(b)["stage"], "onboarding")
+        st_b = self.stage(b)
+        self.assertEqual(st_b["stage"], "onboarding")
         self.assertEqual(history(a)[-1], "won_back>lapsed:unmerge")
-        self.assertEqual(history(b)[-1], "prospect>onboarding:unmerge")
+        self.assertEqual(history(b), ["prospect>onboarding:purchase"])  # no change for b
 
     def test_merge_of_a_buyer_into_a_prospect(self):
         a, b = new_customer(), new_customer()
@@ -428,6 +433,13 @@ class IdentityTests(Base):
                                                   "reason": "e2e stage"}), 200)
         self.assertEqual(self.stage(a)["stage"], "at_risk")
         self.assertEqual(history(a), ["prospect>at_risk:merge"])
+        # unmerged, the survivor has no purchase again: a prospect without a
+        # row, since its creation, as before the merge
+        created = self.assertJson(get("/v1/customers/%s" % a), 200)["created_at"]
+        self.assertJson(post("/v1/admin/unmerge", {"customer_id": b}), 200)
+        self.assertEqual(self.stage(a), {"stage": "prospect", "since": created})
+        self.assertIsNone(stage_row(a))
+        self.assertEqual(history(a), ["prospect>at_risk:merge", "at_risk>prospect:unmerge"])
 
     def test_erasure_removes_stage_and_history(self):
         marker = uid()
