@@ -5,7 +5,7 @@
 # by the binary before the change, one by the binary after it (its stage
 # rows decided by one sweep, as a running server's first sweep does). The
 # statement is the server's own crm.ingest resolving a known customer by
-# email, dated now: a purchase (the stage's one-statement path for an
+# email, dated now (the generated history moved to end 10 days ago): a purchase (the stage's one-statement path for an
 # onboarding, active or won_back customer, crm.stage_update for the others)
 # and a page view (no stage work). First the CPU cost alone (N calls in one
 # rolled-back statement, alternating before/after), then pgbench tps,
@@ -25,6 +25,15 @@ setup() { # db bin
     create_database "$1" recreate >/dev/null
     "$2" migrate --db "$(conninfo "$1")" >/dev/null 2>&1
     q "$1" -v customers="$CUSTOMERS" -v seed=0.42 -f "$ROOT/bench/gen_data.sql" >/dev/null
+    # the generated history ends on a fixed date: move it to end 10 days
+    # ago, so that the stages are a living base's mix (active, at risk,
+    # lapsed, ...) rather than everyone lapsed
+    q "$1" >/dev/null <<SQL
+CREATE TEMP TABLE shift AS SELECT now() - interval '10 days' - max(occurred_at) AS d FROM crm.interactions;
+UPDATE crm.interactions SET occurred_at = occurred_at + (SELECT d FROM shift);
+UPDATE crm.interaction_stats SET first_at = first_at + (SELECT d FROM shift),
+                                 last_at = last_at + (SELECT d FROM shift);
+SQL
     q "$1" -c "VACUUM ANALYZE" >/dev/null
 }
 setup crm_stage_before "$BEFORE_BIN"

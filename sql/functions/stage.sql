@@ -50,6 +50,90 @@ RETURNS text LANGUAGE sql IMMUTABLE AS $$
         ELSE 'active' END
 $$;
 
+-- The earliest time a stage decided now may change by time alone (the
+-- sweep's due_at): the end of onboarding, the at-risk and lapsed days, the
+-- end of a win-back; NULL for a prospect or a lapsed customer (only a
+-- purchase changes them).
+CREATE OR REPLACE FUNCTION crm.stage_due(p_stage text, p_since timestamptz, p_first timestamptz,
+                                         p_last timestamptz, p_now timestamptz, p_onb interval,
+                                         p_risk interval, p_lapsed interval, p_won interval)
+RETURNS timestamptz LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN p_stage IN ('prospect', 'lapsed') THEN NULL
+                ELSE least(CASE WHEN p_first + p_onb > p_now THEN p_first + p_onb END,
+                           CASE WHEN p_last + p_risk > p_now THEN p_last + p_risk END,
+                           p_last + p_lapsed,
+                           CASE WHEN p_stage = 'won_back' THEN p_since + p_won END) END
+$$;
+
+-- One customer's stage, decided as crm.stage_update decides many, in plain
+-- statements: a purchase, a merge or an unmerge decides one customer, and
+-- the set-based statement, planned again at each call, cost about 8 ms of
+-- planning per call (bench/stage_ingest.sh). Locks the row.
+CREATE OR REPLACE FUNCTION crm.stage_update_one(p_customer uuid, p_reason text) RETURNS int
+LANGUAGE plpgsql AS $$
+DECLARE
+    t jsonb := crm.stage_thresholds();
+    onb interval := make_interval(days => coalesce((t->>'stage_onboarding_days')::int, 30));
+    risk interval := make_interval(days => coalesce((t->>'stage_at_risk_days')::int, 90));
+    risk_churn double precision := coalesce((t->>'stage_at_risk_churn')::double precision, 0.5);
+    lapsed interval := make_interval(days => coalesce((t->>'stage_lapsed_days')::int, 180));
+    won interval := make_interval(days => coalesce((t->>'stage_won_back_days')::int, 60));
+    at timestamptz := now();
+    r crm.customer_stage%ROWTYPE;
+    old_stage text;
+    first_at timestamptz;
+    last_at timestamptz;
+    churn double precision;
+    eff text;
+    eff_since timestamptz;
+    new_stage text;
+    new_since timestamptz;
+BEGIN
+    SELECT * INTO r FROM crm.customer_stage WHERE customer_id = p_customer FOR UPDATE;
+    old_stage := coalesce(r.stage, 'prospect');
+    PERFORM 1 FROM crm.customers c
+     WHERE c.customer_id = p_customer AND c.merged_into IS NULL AND c.erased_at IS NULL;
+    IF NOT FOUND THEN
+        RETURN 0;
+    END IF;
+    SELECT min(s.first_at), max(s.last_at) INTO first_at, last_at
+      FROM crm.interaction_stats s WHERE s.customer_id = p_customer AND s.type = 'purchase';
+    SELECT 1 - v.p_alive INTO churn FROM crm.customer_value v
+     WHERE v.customer_id = p_customer AND v.last_purchase_at >= date_trunc('day', last_at);
+    -- the stage the row should hold by now, from what it was decided on
+    eff := coalesce(crm.stage_of(r.stage, r.since, r.first_purchase_at, r.last_purchase_at, NULL,
+                                 at, onb, risk, risk_churn, lapsed, won), 'prospect');
+    eff_since := CASE WHEN eff = 'lapsed' THEN r.last_purchase_at + lapsed
+                      WHEN eff = r.stage THEN r.since ELSE at END;
+    new_stage := crm.stage_of(eff, eff_since, first_at, last_at, churn, at, onb, risk, risk_churn,
+                              lapsed, won);
+    new_since := CASE WHEN new_stage = r.stage THEN r.since
+                      WHEN new_stage = 'won_back' THEN last_at ELSE at END;
+    IF new_stage = 'prospect' THEN
+        DELETE FROM crm.customer_stage WHERE customer_id = p_customer;
+    ELSE
+        INSERT INTO crm.customer_stage AS cs (customer_id, stage, since, first_purchase_at,
+                                              last_purchase_at, due_at)
+        VALUES (p_customer, new_stage, new_since, first_at, last_at,
+                crm.stage_due(new_stage, new_since, first_at, last_at, at, onb, risk, lapsed, won))
+        ON CONFLICT (customer_id) DO UPDATE
+            SET stage = excluded.stage, since = excluded.since,
+                first_purchase_at = excluded.first_purchase_at,
+                last_purchase_at = excluded.last_purchase_at, due_at = excluded.due_at;
+    END IF;
+    IF new_stage = old_stage THEN
+        RETURN 0;
+    END IF;
+    INSERT INTO crm.stage_history (customer_id, from_stage, to_stage, at, reason)
+    VALUES (p_customer, old_stage, new_stage, at, p_reason);
+    INSERT INTO crm.events (type, customer_id, data)
+    VALUES ('customer.stage_changed', p_customer,
+            jsonb_build_object('from', old_stage, 'to', new_stage, 'reason', p_reason,
+                               'at', crm.ts(at)));
+    PERFORM crm.profile_stale(p_customer);
+    RETURN 1;
+END $$;
+
 -- Decide the stage of the customers p_ids (NULL: every customer with a
 -- purchase or a stage row) now, from their purchases (crm.interaction_stats)
 -- and the live value run (crm.customer_value, its churn only when the run
@@ -62,7 +146,10 @@ $$;
 -- customer with no purchase has no row (a prospect since its creation; a
 -- row goes when an unmerge takes every purchase away).
 -- p_reason: purchase, sweep, value_run, merge, unmerge. Returns the number
--- of changes. In the caller's transaction; locks the rows it decides.
+-- of changes. In the caller's transaction; locks the rows it decides. A
+-- few customers (a purchase, a merge, an unmerge) go one by one, in id
+-- order, to crm.stage_update_one (the same decision, without planning this
+-- statement at each call).
 CREATE OR REPLACE FUNCTION crm.stage_update(p_ids uuid[], p_reason text) RETURNS int
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -74,31 +161,44 @@ DECLARE
     won interval := make_interval(days => coalesce((t->>'stage_won_back_days')::int, 60));
     at timestamptz := now();
     n int;
+    one uuid;
 BEGIN
+    IF cardinality(p_ids) <= 16 THEN
+        n := 0;
+        FOR one IN SELECT DISTINCT u FROM unnest(p_ids) AS u ORDER BY u LOOP
+            n := n + crm.stage_update_one(one, p_reason);
+        END LOOP;
+        RETURN n;
+    END IF;
     IF p_ids IS NOT NULL THEN
         PERFORM 1 FROM crm.customer_stage WHERE customer_id = ANY (p_ids)
          ORDER BY customer_id FOR UPDATE;
     END IF;
-    WITH src AS (
+    -- the customers: p_ids, or (NULL) those with a row or a purchase; each
+    -- branch is gated by a one-time test of p_ids, so a call for a few ids
+    -- is a few index probes whatever the plan
+    WITH ids AS (
+        SELECT u.id AS customer_id FROM unnest(p_ids) AS u(id) WHERE p_ids IS NOT NULL
+        UNION
+        SELECT s.customer_id FROM crm.customer_stage s WHERE p_ids IS NULL
+        UNION
+        SELECT s.customer_id FROM crm.interaction_stats s
+         WHERE p_ids IS NULL AND s.type = 'purchase'),
+    src AS (
         SELECT c.customer_id, p.first_at, p.last_at, cs.stage AS old_stage,
                cs.since AS old_since, cs.first_purchase_at AS old_first,
                cs.last_purchase_at AS old_last,
                (SELECT 1 - v.p_alive FROM crm.customer_value v
                  WHERE v.customer_id = c.customer_id
                    AND v.last_purchase_at >= date_trunc('day', p.last_at)) AS churn
-          FROM crm.customers c
+          FROM ids
+          JOIN crm.customers c ON c.customer_id = ids.customer_id
           LEFT JOIN crm.customer_stage cs ON cs.customer_id = c.customer_id
           CROSS JOIN LATERAL (
               SELECT min(s.first_at) AS first_at, max(s.last_at) AS last_at
                 FROM crm.interaction_stats s
                WHERE s.customer_id = c.customer_id AND s.type = 'purchase') AS p
-         WHERE c.merged_into IS NULL AND c.erased_at IS NULL
-           AND (CASE WHEN p_ids IS NULL
-                     THEN cs.customer_id IS NOT NULL
-                          OR EXISTS (SELECT 1 FROM crm.interaction_stats s
-                                      WHERE s.customer_id = c.customer_id
-                                        AND s.type = 'purchase')
-                     ELSE c.customer_id = ANY (p_ids) END)),
+         WHERE c.merged_into IS NULL AND c.erased_at IS NULL),
     -- the stage the row should hold by now, from what it was decided on;
     -- a lapsed customer lapsed p_lapsed days after the last purchase then
     eff AS (
@@ -123,14 +223,8 @@ BEGIN
                                   onb, risk, risk_churn, lapsed, won) AS stage) AS x
          WHERE e.old_stage IS NOT NULL OR e.first_at IS NOT NULL),
     decided AS (
-        SELECT c.*,
-               -- the earliest time the stage may change by time alone
-               CASE WHEN c.new_stage IN ('prospect', 'lapsed') THEN NULL
-                    ELSE least(CASE WHEN c.first_at + onb > at THEN c.first_at + onb END,
-                               CASE WHEN c.last_at + risk > at THEN c.last_at + risk END,
-                               c.last_at + lapsed,
-                               CASE WHEN c.new_stage = 'won_back' THEN c.new_since + won END)
-               END AS due
+        SELECT c.*, crm.stage_due(c.new_stage, c.new_since, c.first_at, c.last_at, at, onb, risk,
+                                  lapsed, won) AS due
           FROM calc c),
     -- a prospect has no row (since: the customer's creation)
     gone AS (
