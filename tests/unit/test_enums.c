@@ -317,6 +317,9 @@ START_TEST(test_lists_are_built_from_the_arrays)
     ck_assert(channel_valid("partner") && !channel_valid("fax"));
     ck_assert(interaction_type_valid("outbound_message"));
     ck_assert_ptr_eq(channel_list(), channel_list()); /* built once */
+    ck_assert_str_eq(stage_list(), "prospect, onboarding, active, at_risk, lapsed, won_back");
+    ck_assert_str_eq(phase_list(), "before, during, after");
+    ck_assert(stage_valid("won_back") && !stage_valid("churned") && !stage_valid(NULL));
 }
 END_TEST
 
