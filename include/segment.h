@@ -43,8 +43,9 @@ enum segment_dep {
     SEG_DEP_CONSENTS = 1u << 6,
     SEG_DEP_PREFERENCES = 1u << 7,
     SEG_DEP_TIME = 1u << 8,
+    SEG_DEP_STAGE = 1u << 9, /* the journey stage (customer.stage_changed) */
 };
-#define SEG_DEP_COUNT 9
+#define SEG_DEP_COUNT 10
 
 /* The name of bit i (0 .. SEG_DEP_COUNT-1): "interactions", "traits", ... */
 const char *segment_dep_name(int i);

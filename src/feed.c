@@ -19,6 +19,7 @@ const char *const FEED_EVENT_TYPES[] = {
     "value.tier_changed", "segment.entered",  "segment.exited",
     "moment.due",         "case.opened",      "case.status_changed",
     "identifier.detached",
+    "customer.stage_changed",
     NULL,
 };
 

@@ -6,7 +6,8 @@
  * date of today is computed by PostgreSQL in the configured zone, so the
  * server's own clock and zone do not matter. Runs with events, catch-ups
  * and failures are logged; quiet runs are not. At stop, a run under way is
- * cancelled (it rolls back whole; the next run does its work).
+ * cancelled (it rolls back whole; the next run does its work). After each
+ * run, the journey stage's sweep (its own statement and lock).
  */
 #include "moments.h"
 
@@ -61,6 +62,38 @@ static PGconn *open_connection(const char *conninfo)
     return pg;
 }
 
+/* The journey stage's sweep (crm.stage_sweep, docs/stage.md) after each
+ * moments run, on the same connection: the customers whose stage may have
+ * changed by time alone. NULL: another instance is sweeping. */
+static void sweep_stages(struct moments *m)
+{
+    struct timespec t0;
+    PGresult *res;
+    json_t *doc;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    pthread_mutex_lock(&m->lock);
+    m->cancel = PQgetCancel(m->pg);
+    pthread_mutex_unlock(&m->lock);
+    res = PQexec(m->pg, "SELECT crm.stage_sweep()");
+    pthread_mutex_lock(&m->lock);
+    PQfreeCancel(m->cancel);
+    m->cancel = NULL;
+    pthread_mutex_unlock(&m->lock);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+        log_msg(LOG_WARNING, "stage", "sweep failed: %s", PQerrorMessage(m->pg));
+        PQclear(res);
+        PQfinish(m->pg);
+        m->pg = NULL;
+        return;
+    }
+    doc = PQgetisnull(res, 0, 0) ? NULL : json_loads(PQgetvalue(res, 0, 0), 0, NULL);
+    PQclear(res);
+    if (json_integer_value(json_object_get(doc, "changes")) > 0)
+        log_msg(LOG_INFO, "stage", "sweep: %lld stage changes (%.0f ms)",
+                (long long)json_integer_value(json_object_get(doc, "changes")), ms_since(&t0));
+    json_decref(doc);
+}
+
 static void run(void *arg)
 {
     struct moments *m = arg;
@@ -95,6 +128,7 @@ static void run(void *arg)
     }
     if (PQgetisnull(res, 0, 0)) { /* another instance is running */
         PQclear(res);
+        sweep_stages(m);
         return;
     }
     doc = json_loads(PQgetvalue(res, 0, 0), 0, NULL);
@@ -106,6 +140,7 @@ static void run(void *arg)
         log_msg(LOG_INFO, "moments", "%lld moment.due events for %s..%s (%.0f ms)", events,
                 from ? from : "?", to ? to : "?", ms_since(&t0));
     json_decref(doc);
+    sweep_stages(m);
 }
 
 /* -1: unknown to the database; 0: could not ask; 1: known. */

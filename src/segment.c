@@ -22,6 +22,7 @@
 
 #include "normalize.h"
 #include "problem.h"
+#include "stage.h"
 #include "textutil.h"
 #include "validate.h"
 
@@ -40,7 +41,7 @@ static const char *const NPS_CATEGORIES[] = {"promoter", "passive", "detractor",
 static const struct {
     const char *field;
     const char *const *values;
-} ENUM_VALUES[] = {{"satisfaction.nps_category", NPS_CATEGORIES}};
+} ENUM_VALUES[] = {{"satisfaction.nps_category", NPS_CATEGORIES}, {"stage", STAGES}};
 
 const char *nps_category_list(void)
 {
@@ -98,6 +99,11 @@ static const struct field_def FIELDS[] = {
     {"satisfaction.nps_at", FT_TIME, LATEST_SCORE("i.occurred_at", "nps")},
     {"satisfaction.csat", FT_NUMBER, LATEST_SCORE("i.csat", "csat")},
     {"satisfaction.ces", FT_NUMBER, LATEST_SCORE("i.ces", "ces")},
+    /* The journey stage (docs/stage.md): no row is a prospect. One probe of
+     * crm.customer_stage's primary key. */
+    {"stage", FT_ENUM,
+     "coalesce((SELECT s.stage FROM crm.customer_stage s WHERE s.customer_id = c.customer_id), "
+     "'prospect')"},
 };
 #define FIELD_COUNT (sizeof(FIELDS) / sizeof(FIELDS[0]))
 #define ATTR_PREFIX "traits.attributes."
@@ -110,7 +116,7 @@ const char *segment_field_list(void)
            "value.first_purchase_at, value.last_purchase_at, customer.created_at, "
            "traits.first_name, traits.last_name, traits.gender, traits.birthday, "
            "traits.attributes.<key>, satisfaction.nps, satisfaction.nps_category, "
-           "satisfaction.nps_at, satisfaction.csat, satisfaction.ces";
+           "satisfaction.nps_at, satisfaction.csat, satisfaction.ces, stage";
 }
 
 /* Growing SQL text plus the parameter list. */
@@ -329,6 +335,7 @@ static void compile_field(struct compiler *c, json_t *node, const char *ptr)
     op = json_string_value(ov);
     c->deps |= strncmp(f->name, "value.", 6) == 0    ? SEG_DEP_VALUE
              : strncmp(f->name, "customer.", 9) == 0 ? SEG_DEP_CUSTOMER
+             : strcmp(f->name, "stage") == 0         ? SEG_DEP_STAGE
                                                       : SEG_DEP_TRAITS;
     if (strcmp(op, "within_last_days") == 0 || strcmp(op, "not_within_last_days") == 0)
         c->deps |= SEG_DEP_TIME;
@@ -657,7 +664,7 @@ bool segment_compile(json_t *rule, const char *prefix, struct segment_sql *out, 
 
 static const char *const DEP_NAMES[SEG_DEP_COUNT] = {
     "interactions", "traits", "needs", "value", "identifiers", "customer", "consents",
-    "preferences", "time"};
+    "preferences", "time", "stage"};
 
 const char *segment_dep_name(int i)
 {

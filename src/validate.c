@@ -603,6 +603,14 @@ const struct value_setting VALUE_SETTINGS[] = {
     {"tier_mgc_min_p_alive", VS_NUMBER, 0, 1},
     {"tier_bz_return_ratio", VS_NUMBER, 0, 100},
     {"value_snapshot_retention_days", VS_INTEGER, 1, 36500},
+    /* the journey stage (docs/stage.md); stage_at_risk_days < stage_lapsed_days
+     * is checked against the stored values too (crm.patch_value_settings) */
+    {"stage_onboarding_days", VS_INTEGER, 1, 3650},
+    {"stage_at_risk_days", VS_INTEGER, 1, 3650},
+    {"stage_at_risk_churn", VS_NUMBER, 0, 1},
+    {"stage_lapsed_days", VS_INTEGER, 2, 3651},
+    {"stage_won_back_days", VS_INTEGER, 1, 3650},
+    {"stage_during_hours", VS_INTEGER, 1, 720},
     {NULL, VS_NUMBER, 0, 0},
 };
 

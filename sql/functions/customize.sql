@@ -898,6 +898,7 @@ BEGIN
                                          OR n.other_id = ANY (ids)), '[]')),
         'value', crm.value_section(sid),
         'cases', crm.cases_export(ids),
+        'stage_history', crm.stage_history_doc(ids),
         'moments', coalesce((SELECT jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
                                  'kind', l.kind, 'date', to_char(l.moment_date, 'YYYY-MM-DD'),
                                  'interaction_id', CASE WHEN l.kind = 'warranty'

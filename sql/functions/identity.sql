@@ -162,6 +162,7 @@ BEGIN
                              updated_at = clock_timestamp()
      WHERE customer_id = p_absorbed;
     UPDATE crm.customers SET updated_at = clock_timestamp() WHERE customer_id = p_survivor;
+    PERFORM crm.stage_merged(p_survivor, p_absorbed);  -- the survivor's stage, again (stage.sql)
 END $$;
 
 -- ---- blocked values ----------------------------------------------------------------
@@ -595,6 +596,7 @@ BEGIN
 
     PERFORM crm.rebuild_aggregates(sid);
     PERFORM crm.rebuild_aggregates(p_absorbed);
+    PERFORM crm.stage_update(ARRAY[sid, p_absorbed], 'unmerge');  -- stage.sql
     IF sid = m.survivor_id AND NOT EXISTS (SELECT 1 FROM crm.merges
                                             WHERE survivor_id = sid AND merge_id > m.merge_id
                                               AND unmerged_at IS NULL) THEN

@@ -117,6 +117,11 @@ BEGIN
             first_at = least(s.first_at, excluded.first_at),
             last_at = greatest(s.last_at, excluded.last_at);
 
+    -- The journey stage (stage.sql; one HOT update in the common case).
+    IF p_type = 'purchase' THEN
+        PERFORM crm.stage_purchase(cid, p_occurred_at);
+    END IF;
+
     IF cardinality(p_tags) > 0 THEN
         INSERT INTO crm.customer_needs AS s (customer_id, need, n, first_at, last_at)
         SELECT cid, t, 1, p_occurred_at, p_occurred_at FROM unnest(p_tags) AS t
@@ -331,6 +336,15 @@ BEGIN
       INTO results
       FROM generate_series(1, n) AS todo(ord)
       LEFT JOIN ins ON ins.interaction_id = (p_items->(todo.ord - 1)->>'interaction_id')::uuid;
+
+    -- The journey stage of each customer who bought (stage.sql), in
+    -- customer order, after the purchase statistics it reads.
+    PERFORM crm.stage_purchase(b.customer_id, b.last_at)
+       FROM (SELECT (results[x.ord]->>'customer_id')::uuid AS customer_id,
+                    max((x.item->>'occurred_at')::timestamptz) AS last_at
+               FROM jsonb_array_elements(p_items) WITH ORDINALITY AS x(item, ord)
+              WHERE x.item->>'type' = 'purchase' AND results[x.ord]->>'status' = 'created'
+              GROUP BY 1 ORDER BY 1) AS b;
 
     -- Items that lost to a repeat within the batch or to a concurrent
     -- delivery of the same key: answer with the stored interaction, or,

@@ -21,7 +21,7 @@ LANGUAGE sql IMMUTABLE AS $$
                                   WHEN 'needs' THEN 4 WHEN 'value' THEN 8
                                   WHEN 'identifiers' THEN 16 WHEN 'customer' THEN 32
                                   WHEN 'consents' THEN 64 WHEN 'preferences' THEN 128
-                                  WHEN 'time' THEN 256 ELSE 0 END), 0)
+                                  WHEN 'time' THEN 256 WHEN 'stage' THEN 512 ELSE 0 END), 0)
       FROM unnest(p_depends) AS d
 $$;
 
@@ -40,6 +40,7 @@ LANGUAGE sql IMMUTABLE AS $$
         WHEN 'value.tier_changed' THEN 8
         WHEN 'segment.entered' THEN 0
         WHEN 'segment.exited' THEN 0
+        WHEN 'customer.stage_changed' THEN 512
         ELSE -1 END
 $$;
 

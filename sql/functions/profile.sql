@@ -79,7 +79,8 @@ BEGIN
                 'preferences', crm.preferences_doc(p_customer)->'preferences',
                 'consents', crm.consent_current(p_customer, now()),
                 'satisfaction', crm.satisfaction_doc(p_customer),
-                'cases', crm.open_cases_doc(p_customer))
+                'cases', crm.open_cases_doc(p_customer),
+                'stage', crm.stage_doc(p_customer))
     );
 END $$;
 

@@ -165,7 +165,8 @@ BEGIN
                     round((a.revenue_now - a.refunds_now - a.cost_now + coalesce(e.at_end, 0) - e.at_start)
                           / e.at_start, 6) END,
                 'satisfaction', crm.satisfaction_kpis(p_from, p_to, p_customers),
-                'cases', crm.case_kpis(p_from, p_to, p_customers))
+                'cases', crm.case_kpis(p_from, p_to, p_customers),
+                'stage', crm.stage_kpis(p_from, p_to, p_customers))
               FROM agg a, retained r, equity e
              WHERE p_to > p_from
     );

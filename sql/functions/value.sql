@@ -86,18 +86,23 @@ LANGUAGE sql STABLE AS $$
 $$;
 
 -- The value settings as GET /v1/settings/value shows them: what a run
--- records, and the snapshot retention.
+-- records, the snapshot retention, and the journey stage's thresholds
+-- (docs/stage.md).
 CREATE OR REPLACE FUNCTION crm.value_settings_doc() RETURNS jsonb
 LANGUAGE sql STABLE AS $$
     SELECT crm.value_settings() || coalesce(
-        (SELECT jsonb_build_object(key, value) FROM crm.settings
-          WHERE key = 'value_snapshot_retention_days'), '{}')
+        (SELECT jsonb_object_agg(key, value) FROM crm.settings
+          WHERE key IN ('value_snapshot_retention_days', 'stage_onboarding_days',
+                        'stage_at_risk_days', 'stage_at_risk_churn', 'stage_lapsed_days',
+                        'stage_won_back_days', 'stage_during_hours')), '{}')
 $$;
 
 -- Change value settings (names, kinds and ranges checked by the server,
--- src/validate.c VALUE_SETTINGS); effective from the next run. The shares of
--- the two top tiers must not add up past 1: {"invalid": reason} and nothing
--- changed. Audited as settings.value.changed with the values before and
+-- src/validate.c VALUE_SETTINGS); effective from the next run (a stage
+-- threshold: from the next sweep, docs/stage.md). The shares of the two top
+-- tiers must not add up past 1, and stage_at_risk_days must stay below
+-- stage_lapsed_days: {"invalid": reason, "field"?: the setting to blame}
+-- and nothing changed. Audited as settings.value.changed with the values before and
 -- after of the keys that changed. Returns the settings.
 CREATE OR REPLACE FUNCTION crm.patch_value_settings(p_patch jsonb, p_key uuid, p_role text)
 RETURNS jsonb LANGUAGE plpgsql AS $$
@@ -113,6 +118,12 @@ BEGIN
             'tier_mvc_fraction + tier_mgc_fraction must not exceed 1 (they would be '
             || ((after->>'tier_mvc_fraction')::numeric + (after->>'tier_mgc_fraction')::numeric)
             || ')');
+    END IF;
+    IF (after->>'stage_at_risk_days')::int >= (after->>'stage_lapsed_days')::int THEN
+        RETURN jsonb_build_object('field', CASE WHEN p_patch ? 'stage_lapsed_days'
+                                                THEN 'stage_lapsed_days' ELSE 'stage_at_risk_days' END,
+            'invalid', 'stage_at_risk_days must be less than stage_lapsed_days (they would be '
+            || (after->>'stage_at_risk_days') || ' and ' || (after->>'stage_lapsed_days') || ')');
     END IF;
     INSERT INTO crm.settings AS s (key, value, updated_at)
     SELECT p.key, p.value, now() FROM jsonb_each(p_patch) AS p
@@ -202,6 +213,8 @@ BEGIN
             expected_spend = excluded.expected_spend, clv = excluded.clv, rfm_r = excluded.rfm_r,
             rfm_f = excluded.rfm_f, rfm_m = excluded.rfm_m, tier = excluded.tier,
             computed_at = excluded.computed_at;
+        -- the journey stage follows the run's churn risk (stage.sql)
+        PERFORM crm.stage_update(NULL, 'value_run');
     END IF;
 
     SELECT sum(clv), count(*), count(*) FILTER (WHERE purchase_days > 0)

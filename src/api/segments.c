@@ -679,7 +679,8 @@ void handle_value_settings(struct app *app, const struct request *req, struct re
         respond_db_failure(res, st, err, req->path);
     } else if (json_object_get(out, "invalid") != NULL) {
         errors = json_array();
-        verr_add(errors, "", "tier_mgc_fraction", "%s",
+        const char *field = json_string_value(json_object_get(out, "field"));
+        verr_add(errors, "", field != NULL ? field : "tier_mgc_fraction", "%s",
                  json_string_value(json_object_get(out, "invalid")));
         json_decref(out);
         respond_validation(res, errors, req->path);

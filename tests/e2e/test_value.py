@@ -728,7 +728,10 @@ class ValueRunTests(ValueTestCase):
         self.assertEqual(set(doc), {"base_currency", "clv_horizon_weeks", "clv_margin",
                                     "tier_mvc_fraction", "tier_mgc_fraction",
                                     "tier_mgc_min_p_alive", "tier_bz_return_ratio",
-                                    "value_snapshot_retention_days"})
+                                    "value_snapshot_retention_days", "stage_onboarding_days",
+                                    "stage_at_risk_days", "stage_at_risk_churn",
+                                    "stage_lapsed_days", "stage_won_back_days",
+                                    "stage_during_hours"})
         cid = create_customer()
         ingest_events(cid, [ev("purchase", "2025-03-01T10:00:00Z", amount=40)])
         before = recompute()

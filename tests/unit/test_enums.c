@@ -5,6 +5,8 @@
  * customize.c, roles in auth.c, NPS categories in segment.c, event types in
  * feed.c, case statuses and priorities in cases.c, next-best-action
  * conditions in nba.c), and the error
+ * feed.c, case statuses and priorities in cases.c, journey stages and
+ * interaction phases in stage.c), and the error
  * messages list them from those arrays. Here the contract (openapi.yaml's
  * enums) and the schema (the CHECK constraints in sql/) are read from the
  * source tree and compared with the C lists, in order.
@@ -22,6 +24,7 @@
 #include "nba.h"
 #include "normalize.h"
 #include "segment.h"
+#include "stage.h"
 #include "validate.h"
 #include "test_helpers.h"
 
@@ -242,6 +245,9 @@ START_TEST(test_openapi_enums_match_c)
     /* identity rules (validate.c) */
     ck_assert_str_eq(openapi_enum(yaml, "DetachMode"), detach_mode_list());
     ck_assert_str_eq(openapi_enum(yaml, "NbaCondition"), nba_condition_list());
+    /* the journey stage (stage.c) */
+    ck_assert_str_eq(openapi_enum(yaml, "CustomerStage"), stage_list());
+    ck_assert_str_eq(openapi_enum(yaml, "InteractionPhase"), phase_list());
     free(yaml);
 }
 END_TEST
@@ -294,6 +300,47 @@ START_TEST(test_sql_checks_match_c)
     /* identity rules (sql/022_identity_rules.sql) */
     ck_assert_str_eq(sql_check(sql, "identifier_detachments", "mode"), detach_mode_list());
     ck_assert_str_eq(sql_array_check(sql, "nba_rules", "conditions"), nba_condition_list());
+    /* the journey stage (sql/019_stage.sql) */
+    ck_assert_str_eq(sql_check(sql, "customer_stage", "stage"), stage_list());
+    ck_assert_str_eq(sql_check(sql, "stage_history", "from_stage"), stage_list());
+    ck_assert_str_eq(sql_check(sql, "stage_history", "to_stage"), stage_list());
+    free(sql);
+}
+END_TEST
+
+/* The stage KPIs list every stage, in the order of stage.c, and the rule
+ * (crm.stage_of) decides each of them: the SQL is read from the source. */
+START_TEST(test_stage_sql_matches_c)
+{
+    char *sql = slurp("sql/functions/stage.sql");
+    char list[256] = "ARRAY[";
+    const char *p;
+    for (int i = 0; STAGES[i] != NULL; i++) {
+        char quoted[64], then[64];
+        snprintf(quoted, sizeof(quoted), "%s'%s'", i > 0 ? ", " : "", STAGES[i]);
+        strncat(list, quoted, sizeof(list) - strlen(list) - 1);
+        snprintf(then, sizeof(then), "'%s'", STAGES[i]);
+        p = strstr(sql, "FUNCTION crm.stage_of(");
+        ck_assert_ptr_nonnull(p);
+        ck_assert_msg(strstr(p, then) != NULL, "crm.stage_of never decides %s", STAGES[i]);
+    }
+    strncat(list, "]", sizeof(list) - strlen(list) - 1);
+    /* the KPI's list may wrap: a line break and its indent read as one space */
+    {
+        char *flat = malloc(strlen(sql) + 1), *o = flat;
+        for (const char *c = sql; *c; c++) {
+            if (*c == '\n') {
+                while (c[1] == ' ')
+                    c++;
+                *o++ = ' ';
+                continue;
+            }
+            *o++ = *c;
+        }
+        *o = '\0';
+        ck_assert_msg(strstr(flat, list) != NULL, "no %s in stage.sql", list);
+        free(flat);
+    }
     free(sql);
 }
 END_TEST
@@ -305,6 +352,9 @@ START_TEST(test_lists_are_built_from_the_arrays)
     ck_assert(channel_valid("partner") && !channel_valid("fax"));
     ck_assert(interaction_type_valid("outbound_message"));
     ck_assert_ptr_eq(channel_list(), channel_list()); /* built once */
+    ck_assert_str_eq(stage_list(), "prospect, onboarding, active, at_risk, lapsed, won_back");
+    ck_assert_str_eq(phase_list(), "before, during, after");
+    ck_assert(stage_valid("won_back") && !stage_valid("churned") && !stage_valid(NULL));
 }
 END_TEST
 
@@ -316,6 +366,7 @@ int main(void)
     tcase_add_test(tc, test_sql_checks_match_c);
     tcase_add_test(tc, test_score_ranges_match_c);
     tcase_add_test(tc, test_lists_are_built_from_the_arrays);
+    tcase_add_test(tc, test_stage_sql_matches_c);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }

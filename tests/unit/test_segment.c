@@ -313,7 +313,7 @@ START_TEST(test_field_list)
         json_decref(rule);
         n++;
     }
-    ck_assert_int_eq(n, 27);
+    ck_assert_int_eq(n, 28);
 }
 END_TEST
 
@@ -423,6 +423,27 @@ START_TEST(test_satisfaction_fields)
                                 ") = $1::text) AND (v.clv >= $2::numeric))");
     expect_params(&out, "detractor", "500", NULL);
     segment_sql_free(&out);
+}
+END_TEST
+
+/* The journey stage: an enumerated field over crm.customer_stage (no row:
+ * a prospect), depending on stage changes only. */
+START_TEST(test_stage_field)
+{
+    struct segment_sql out;
+    compile_ok("{\"field\": \"stage\", \"op\": \"eq\", \"value\": \"at_risk\"}", &out);
+    ck_assert_str_eq(out.where, "(coalesce((SELECT s.stage FROM crm.customer_stage s WHERE "
+                                "s.customer_id = c.customer_id), 'prospect') = $1::text)");
+    expect_params(&out, "at_risk", NULL);
+    ck_assert_uint_eq(out.depends, SEG_DEP_STAGE);
+    segment_sql_free(&out);
+    compile_ok("{\"field\": \"stage\", \"op\": \"in\", "
+               "\"value\": [\"lapsed\", \"won_back\"]}", &out);
+    expect_params(&out, "[\"lapsed\",\"won_back\"]", NULL);
+    segment_sql_free(&out);
+    /* a stage that does not exist is a 422, as are the text operators */
+    expect_error("{\"field\": \"stage\", \"op\": \"eq\", \"value\": \"churned\"}", "/value");
+    expect_error("{\"field\": \"stage\", \"op\": \"contains\", \"value\": \"act\"}", "/op");
 }
 END_TEST
 
@@ -1516,7 +1537,7 @@ START_TEST(test_depends_names)
     /* the names sql/functions/membership.sql maps to bits, in bit order */
     static const char *const expected[] = {"interactions", "traits", "needs", "value",
                                            "identifiers", "customer", "consents",
-                                           "preferences", "time"};
+                                           "preferences", "time", "stage"};
     for (int i = 0; i < SEG_DEP_COUNT; i++)
         ck_assert_str_eq(segment_dep_name(i), expected[i]);
     ck_assert_ptr_null(segment_dep_name(SEG_DEP_COUNT));
@@ -1592,6 +1613,7 @@ Suite *segment_suite(void)
     tcase_add_test(tc, test_error_op_not_allowed);
     tcase_add_test(tc, test_error_value_type);
     tcase_add_test(tc, test_error_satisfaction_fields);
+    tcase_add_test(tc, test_stage_field);
     tcase_add_test(tc, test_error_in);
     tcase_add_test(tc, test_error_exists);
     tcase_add_test(tc, test_error_days);
