@@ -9,11 +9,10 @@
  * priority order, whose conditions all hold. Pure: no I/O; the facts borrow
  * their strings from the summary document, which must outlive them.
  *
- * A new condition (the journey stage, for one) is a value of enum
- * nba_condition, its name in NBA_CONDITION_NAMES (nba.c), a case in
- * nba_condition_holds reading a fact of struct nba_facts (stage is already
- * one, filled from the summary's "stage"), the CHECK in a new migration, the
- * openapi enum and docs/summary.md.
+ * A new condition is a value of enum nba_condition, its name in
+ * NBA_CONDITION_NAMES (nba.c), a case in nba_condition_holds reading a fact
+ * of struct nba_facts, the CHECK of crm.nba_rules, the openapi enum and
+ * docs/summary.md.
  */
 #ifndef CRM_NBA_H
 #define CRM_NBA_H
@@ -26,10 +25,12 @@ enum nba_condition {
     NBA_OPEN_COMPLAINT_CASE, /* an open case opened by a complaint */
     NBA_OPEN_CASE,           /* any open case (open or in_progress) */
     NBA_HIGH_VALUE,          /* tier mvc or mgc, or CLV above high_value_clv */
-    NBA_AT_RISK,             /* churn risk above at_risk_churn_risk */
+    NBA_AT_RISK,             /* churn risk above at_risk_churn_risk, or stage at_risk */
     NBA_DETRACTOR,           /* the last NPS score is 6 or less */
     NBA_WARRANTY_EXPIRING,   /* a warranty ends within warranty_days */
     NBA_HAS_NEED,            /* the customer has a need (derived or declared) */
+    NBA_LAPSED,              /* the journey stage is lapsed */
+    NBA_ONBOARDING,          /* the journey stage is onboarding */
     NBA_CONDITION_COUNT
 };
 
@@ -59,7 +60,7 @@ struct nba_facts {
     const char *warranty_date; /* the soonest warranty end in the summary's moments */
     int warranty_days_until;   /* -1: none */
     const char *top_need;
-    const char *stage;         /* the journey stage; NULL until it exists */
+    const char *stage;         /* the journey stage (the profile's stage.stage) */
 };
 
 /* The condition's name ("open_complaint_case"), NULL past the last. */

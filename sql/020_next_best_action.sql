@@ -16,7 +16,7 @@ CREATE TABLE crm.nba_rules (
     conditions  text[] NOT NULL
                 CHECK (conditions <@ ARRAY['open_complaint_case', 'open_case', 'high_value',
                                            'at_risk', 'detractor', 'warranty_expiring',
-                                           'has_need']::text[]),
+                                           'has_need', 'lapsed', 'onboarding']::text[]),
     action      text NOT NULL,
     reason      text NOT NULL,
     updated_at  timestamptz NOT NULL DEFAULT clock_timestamp()
@@ -27,13 +27,17 @@ INSERT INTO crm.nba_rules (priority, name, conditions, action, reason) VALUES
      'An open complaint case ({case_subject}) must be resolved first'),
     (2, 'valuable_at_risk', '{high_value,at_risk}', 'retention_offer',
      'High-value customer (tier {tier}, CLV {clv}) at risk of churning (risk {churn_risk})'),
-    (3, 'detractor', '{detractor}', 'service_recovery_call',
+    (3, 'valuable_lapsed', '{high_value,lapsed}', 'win_back_offer',
+     'High-value customer (tier {tier}, CLV {clv}) has lapsed: no purchase for a long time'),
+    (4, 'detractor', '{detractor}', 'service_recovery_call',
      'Last NPS score was {nps} (detractor)'),
-    (4, 'warranty_expiring', '{warranty_expiring}', 'warranty_extension_offer',
+    (5, 'warranty_expiring', '{warranty_expiring}', 'warranty_extension_offer',
      'A warranty expires on {warranty_date}'),
-    (5, 'top_need', '{has_need}', 'offer_{need}',
+    (6, 'onboarding', '{onboarding}', 'onboarding_check_in',
+     'A new customer (stage {stage}): make sure the first purchase works out'),
+    (7, 'top_need', '{has_need}', 'offer_{need}',
      'The customer''s top need is {need}'),
-    (6, 'no_action', '{}', 'no_action', 'No rule applies');
+    (8, 'no_action', '{}', 'no_action', 'No rule applies');
 
 -- The thresholds of the conditions high_value (CLV above this, in the base
 -- currency; the tiers mvc and mgc count as high value whatever their CLV),

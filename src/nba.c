@@ -27,6 +27,8 @@ static const char *const NBA_CONDITION_NAMES[NBA_CONDITION_COUNT + 1] = {
     [NBA_DETRACTOR] = "detractor",
     [NBA_WARRANTY_EXPIRING] = "warranty_expiring",
     [NBA_HAS_NEED] = "has_need",
+    [NBA_LAPSED] = "lapsed",
+    [NBA_ONBOARDING] = "onboarding",
 };
 
 #define BIT(c) (1u << (c))
@@ -43,6 +45,7 @@ static const struct placeholder PLACEHOLDERS[] = {
     {"tier", 0},
     {"clv", 0},
     {"churn_risk", 0},
+    {"stage", 0},
     {"nps", BIT(NBA_DETRACTOR)},
     {"case_id", BIT(NBA_OPEN_CASE) | BIT(NBA_OPEN_COMPLAINT_CASE)},
     {"case_subject", BIT(NBA_OPEN_CASE) | BIT(NBA_OPEN_COMPLAINT_CASE)},
@@ -95,7 +98,8 @@ bool nba_condition_holds(enum nba_condition c, const struct nba_facts *f,
         return (f->tier != NULL && (strcmp(f->tier, "mvc") == 0 || strcmp(f->tier, "mgc") == 0)) ||
                (f->has_clv && f->clv > t->high_value_clv);
     case NBA_AT_RISK:
-        return f->has_churn_risk && f->churn_risk > t->at_risk_churn_risk;
+        return (f->has_churn_risk && f->churn_risk > t->at_risk_churn_risk) ||
+               (f->stage != NULL && strcmp(f->stage, "at_risk") == 0);
     case NBA_DETRACTOR:
         return f->has_nps && f->nps <= 6;
     case NBA_WARRANTY_EXPIRING:
@@ -103,6 +107,10 @@ bool nba_condition_holds(enum nba_condition c, const struct nba_facts *f,
                f->warranty_days_until <= t->warranty_days;
     case NBA_HAS_NEED:
         return f->top_need != NULL && f->top_need[0] != '\0';
+    case NBA_LAPSED:
+        return f->stage != NULL && strcmp(f->stage, "lapsed") == 0;
+    case NBA_ONBOARDING:
+        return f->stage != NULL && strcmp(f->stage, "onboarding") == 0;
     case NBA_CONDITION_COUNT:
         break;
     }
@@ -175,7 +183,7 @@ void nba_facts_from_summary(const json_t *summary, struct nba_facts *out)
         }
     }
     out->top_need = json_string_value(json_array_get(json_object_get(summary, "needs"), 0));
-    out->stage = str_at(summary, "stage", NULL);
+    out->stage = str_at(summary, "stage", "stage");
 }
 
 bool nba_thresholds_parse(const json_t *th, struct nba_thresholds *out)
@@ -442,6 +450,8 @@ static void fact_text(int k, const struct nba_facts *f, char *buf, size_t cap)
         s = f->case_subject != NULL ? f->case_subject : "no subject";
     else if (strcmp(name, "warranty_date") == 0)
         s = f->warranty_date;
+    else if (strcmp(name, "stage") == 0)
+        s = f->stage;
     else if (strcmp(name, "clv") == 0 && f->has_clv)
         snprintf(buf, cap, "%.2f", f->clv);
     else if (strcmp(name, "churn_risk") == 0 && f->has_churn_risk)

@@ -197,7 +197,7 @@ BEGIN
                      'tier', p#>'{value,tier}', 'clv', p#>'{value,clv}',
                      'currency', p#>'{value,currency}', 'churn_risk', p#>'{value,churn_risk}',
                      'computed_at', p#>'{value,computed_at}') END,
-        'stage', NULL,
+        'stage', p->'stage',
         'cases', cases,
         'last_contact', last_contact,
         'satisfaction', jsonb_build_object('last', last_score, 'nps', sat#>'{nps,score}',

@@ -108,8 +108,8 @@ class SummaryTests(Base):
         self.assertEqual([(i["kind"], i["value"]) for i in s["identity"]["identifiers"]],
                          [("email", email)])
         self.assertIsNone(s["value"])
-        self.assertIn("stage", s)
-        self.assertIsNone(s["stage"])
+        self.assertEqual(s["stage"]["stage"], "prospect")
+        self.assertTimestamp(s["stage"]["since"])
         self.assertEqual(s["cases"], {"open_count": 0, "open_complaint_count": 0,
                                       "most_urgent": []})
         self.assertIsNone(s["last_contact"])
@@ -122,7 +122,7 @@ class SummaryTests(Base):
                          ["marketing", "service", "profiling", "partner_sharing"])
         self.assertFalse(s["contact"]["decisions"][0]["allowed"])
         self.assertEqual(s["contact"]["decisions"][0]["reason"], "no_consent")
-        self.assertEqual(s["next_best_action"], {"rule": "no_action", "priority": 6,
+        self.assertEqual(s["next_best_action"], {"rule": "no_action", "priority": 8,
                                                  "action": "no_action",
                                                  "reason": "No rule applies"})
         self.assertNotIn("nba", s)
@@ -233,8 +233,41 @@ class SummaryTests(Base):
         s = self.summary(cid)
         self.assertEqual(s["needs"], ["trail running"])
         self.assertEqual(s["next_best_action"], {
-            "rule": "top_need", "priority": 5, "action": "offer_trail_running",
+            "rule": "top_need", "priority": 7, "action": "offer_trail_running",
             "reason": "The customer's top need is trail running"})
+
+    def test_stage_rules(self):
+        # The journey stage (docs/stage.md) is on the summary as on the
+        # profile, and feeds the rules: a first purchase today is onboarding;
+        # a valuable customer whose last purchase is long past is lapsed
+        # (win back), and at_risk by the stage alone (retention).
+        cid, _ = new_customer()
+        ingest(cid, type="purchase", amount=40, currency="EUR")
+        s = self.summary(cid)
+        self.assertEqual(s["stage"]["stage"], "onboarding")
+        self.assertEqual(s["next_best_action"], {
+            "rule": "onboarding", "priority": 6, "action": "onboarding_check_in",
+            "reason": "A new customer (stage onboarding): make sure the first purchase works out"})
+
+        old = (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=400))
+        cid, _ = new_customer()
+        ingest(cid, type="purchase", amount=40, currency="EUR",
+               at=old.strftime("%Y-%m-%dT%H:%M:%SZ"))
+        set_value(cid, "mvc", 2000, 0.9)  # valuable, and not at risk by the model
+        s = self.summary(cid)
+        self.assertEqual(s["stage"]["stage"], "lapsed")
+        self.assertEqual(self.action(cid), ("valuable_lapsed", "win_back_offer"))
+
+        recent = (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=120))
+        cid, _ = new_customer()
+        ingest(cid, type="purchase", amount=40, currency="EUR",
+               at=(recent - datetime.timedelta(days=60)).strftime("%Y-%m-%dT%H:%M:%SZ"))
+        ingest(cid, type="purchase", amount=40, currency="EUR",
+               at=recent.strftime("%Y-%m-%dT%H:%M:%SZ"))
+        set_value(cid, "mvc", 2000, 0.9)
+        s = self.summary(cid)
+        self.assertEqual(s["stage"]["stage"], "at_risk")  # no purchase for 90 days
+        self.assertEqual(self.action(cid), ("valuable_at_risk", "retention_offer"))
 
     def test_contact_on_preferred_channel(self):
         cid, _ = new_customer()
@@ -313,11 +346,13 @@ class SettingsTests(Base):
                           for r in doc["rules"]],
                          [(1, "open_complaint", ["open_complaint_case"], "resolve_case"),
                           (2, "valuable_at_risk", ["high_value", "at_risk"], "retention_offer"),
-                          (3, "detractor", ["detractor"], "service_recovery_call"),
-                          (4, "warranty_expiring", ["warranty_expiring"],
+                          (3, "valuable_lapsed", ["high_value", "lapsed"], "win_back_offer"),
+                          (4, "detractor", ["detractor"], "service_recovery_call"),
+                          (5, "warranty_expiring", ["warranty_expiring"],
                            "warranty_extension_offer"),
-                          (5, "top_need", ["has_need"], "offer_{need}"),
-                          (6, "no_action", [], "no_action")])
+                          (6, "onboarding", ["onboarding"], "onboarding_check_in"),
+                          (7, "top_need", ["has_need"], "offer_{need}"),
+                          (8, "no_action", [], "no_action")])
         self.assertEqual(doc["thresholds"], {"high_value_clv": 1000, "at_risk_churn_risk": 0.5,
                                              "warranty_days": 30})
         self.assertTimestamp(doc["updated_at"])

@@ -19,13 +19,19 @@ static const char DEFAULT_RULES[] =
     " {\"priority\": 2, \"name\": \"valuable_at_risk\", \"conditions\": [\"high_value\", \"at_risk\"],"
     "  \"action\": \"retention_offer\","
     "  \"reason\": \"High-value customer (tier {tier}, CLV {clv}) at risk of churning (risk {churn_risk})\"},"
-    " {\"priority\": 3, \"name\": \"detractor\", \"conditions\": [\"detractor\"],"
+    " {\"priority\": 3, \"name\": \"valuable_lapsed\", \"conditions\": [\"high_value\", \"lapsed\"],"
+    "  \"action\": \"win_back_offer\","
+    "  \"reason\": \"High-value customer (tier {tier}, CLV {clv}) has lapsed: no purchase for a long time\"},"
+    " {\"priority\": 4, \"name\": \"detractor\", \"conditions\": [\"detractor\"],"
     "  \"action\": \"service_recovery_call\", \"reason\": \"Last NPS score was {nps} (detractor)\"},"
-    " {\"priority\": 4, \"name\": \"warranty_expiring\", \"conditions\": [\"warranty_expiring\"],"
+    " {\"priority\": 5, \"name\": \"warranty_expiring\", \"conditions\": [\"warranty_expiring\"],"
     "  \"action\": \"warranty_extension_offer\", \"reason\": \"A warranty expires on {warranty_date}\"},"
-    " {\"priority\": 5, \"name\": \"top_need\", \"conditions\": [\"has_need\"],"
+    " {\"priority\": 6, \"name\": \"onboarding\", \"conditions\": [\"onboarding\"],"
+    "  \"action\": \"onboarding_check_in\","
+    "  \"reason\": \"A new customer (stage {stage}): make sure the first purchase works out\"},"
+    " {\"priority\": 7, \"name\": \"top_need\", \"conditions\": [\"has_need\"],"
     "  \"action\": \"offer_{need}\", \"reason\": \"The customer's top need is {need}\"},"
-    " {\"priority\": 6, \"name\": \"no_action\", \"conditions\": [], \"action\": \"no_action\","
+    " {\"priority\": 8, \"name\": \"no_action\", \"conditions\": [], \"action\": \"no_action\","
     "  \"reason\": \"No rule applies\"}]";
 
 static const struct nba_thresholds TH = {.high_value_clv = 1000, .at_risk_churn_risk = 0.5,
@@ -104,6 +110,21 @@ START_TEST(test_conditions)
     ck_assert(!nba_condition_holds(NBA_HAS_NEED, &f, &TH));
     f.top_need = "running";
     ck_assert(nba_condition_holds(NBA_HAS_NEED, &f, &TH));
+
+    /* the journey stage: at_risk by the stage alone, lapsed, onboarding */
+    f = empty_facts();
+    f.stage = "active";
+    for (int c = 0; c < NBA_CONDITION_COUNT; c++)
+        ck_assert_msg(!nba_condition_holds((enum nba_condition)c, &f, &TH), "%s holds when active",
+                      nba_condition_name(c));
+    f.stage = "at_risk";
+    ck_assert(nba_condition_holds(NBA_AT_RISK, &f, &TH));
+    f.stage = "lapsed";
+    ck_assert(nba_condition_holds(NBA_LAPSED, &f, &TH));
+    ck_assert(!nba_condition_holds(NBA_AT_RISK, &f, &TH));
+    f.stage = "onboarding";
+    ck_assert(nba_condition_holds(NBA_ONBOARDING, &f, &TH));
+    ck_assert(!nba_condition_holds(NBA_LAPSED, &f, &TH));
 }
 END_TEST
 
@@ -115,6 +136,9 @@ START_TEST(test_default_rules_in_order)
     f.top_need = "Running Shoes";
     ck_assert_str_eq(pick(DEFAULT_RULES, &f), "top_need/offer_running_shoes");
 
+    f.stage = "onboarding";
+    ck_assert_str_eq(pick(DEFAULT_RULES, &f), "onboarding/onboarding_check_in");
+
     f.warranty_date = "2027-01-01";
     f.warranty_days_until = 25;
     ck_assert_str_eq(pick(DEFAULT_RULES, &f), "warranty_expiring/warranty_extension_offer");
@@ -125,6 +149,11 @@ START_TEST(test_default_rules_in_order)
 
     f.tier = "mvc";
     ck_assert_str_eq(pick(DEFAULT_RULES, &f), "detractor/service_recovery_call"); /* not at risk */
+    f.stage = "lapsed";
+    ck_assert_str_eq(pick(DEFAULT_RULES, &f), "valuable_lapsed/win_back_offer");
+    f.stage = "at_risk"; /* the stage alone makes a valuable customer at risk */
+    ck_assert_str_eq(pick(DEFAULT_RULES, &f), "valuable_at_risk/retention_offer");
+    f.stage = "active";
     f.has_churn_risk = true;
     f.churn_risk = 0.8;
     ck_assert_str_eq(pick(DEFAULT_RULES, &f), "valuable_at_risk/retention_offer");
@@ -182,7 +211,7 @@ END_TEST
 START_TEST(test_facts_from_summary)
 {
     struct nba_facts f;
-    json_t *s = J("{\"customer_id\": \"x\", \"stage\": null,"
+    json_t *s = J("{\"customer_id\": \"x\", \"stage\": {\"stage\": \"lapsed\", \"since\": \"2026-01-01\"},"
                   " \"value\": {\"tier\": \"mvc\", \"clv\": 1520.25, \"churn_risk\": 0.42},"
                   " \"cases\": {\"open_count\": 2, \"open_complaint_count\": 1, \"most_urgent\": ["
                   "   {\"case_id\": \"a\", \"subject\": \"late\", \"complaint\": false},"
@@ -204,7 +233,7 @@ START_TEST(test_facts_from_summary)
     ck_assert_str_eq(f.warranty_date, "2026-12-20");
     ck_assert_int_eq(f.warranty_days_until, 13);
     ck_assert_str_eq(f.top_need, "running");
-    ck_assert_ptr_null(f.stage);
+    ck_assert_str_eq(f.stage, "lapsed");
     json_decref(s);
 
     s = J("{\"customer_id\": \"x\", \"value\": null, \"cases\": {\"open_count\": 0,"
@@ -277,12 +306,13 @@ START_TEST(test_vocabulary)
     enum nba_condition c;
     char buf[256];
     ck_assert_str_eq(nba_condition_list(), "open_complaint_case, open_case, high_value, at_risk, "
-                                           "detractor, warranty_expiring, has_need");
+                                           "detractor, warranty_expiring, has_need, lapsed, onboarding");
     ck_assert(nba_condition_parse("at_risk", &c) && c == NBA_AT_RISK);
     ck_assert(!nba_condition_parse("stage", &c));
+    ck_assert(nba_condition_parse("lapsed", &c) && c == NBA_LAPSED);
     ck_assert_ptr_null(nba_condition_name(NBA_CONDITION_COUNT));
     ck_assert_str_eq(nba_placeholder_list(buf, sizeof(buf)),
-                     "{need}, {tier}, {clv}, {churn_risk}, {nps}, {case_id}, {case_subject}, "
+                     "{need}, {tier}, {clv}, {churn_risk}, {stage}, {nps}, {case_id}, {case_subject}, "
                      "{warranty_date}, {warranty_days}");
 }
 END_TEST
