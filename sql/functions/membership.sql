@@ -138,7 +138,7 @@ DECLARE
     diff jsonb;
     at timestamptz := clock_timestamp();
 BEGIN
-    PERFORM 1 FROM crm.segment_refresh_state FOR UPDATE;
+    PERFORM pg_advisory_xact_lock(74120930, 2); -- the refresher's (crm.segment_refresh)
     IF p_create THEN
         INSERT INTO crm.segments (segment_id, name, description, rule, condition, params, depends,
                                   compiler_version, created_at, updated_at)
@@ -197,7 +197,7 @@ DECLARE
     s crm.segments%ROWTYPE;
     diff jsonb;
 BEGIN
-    PERFORM 1 FROM crm.segment_refresh_state FOR UPDATE;
+    PERFORM pg_advisory_xact_lock(74120930, 2); -- the refresher's (crm.segment_refresh)
     SELECT * INTO s FROM crm.segments WHERE segment_id = p_id FOR UPDATE;
     IF NOT FOUND OR s.compiler_version >= p_version THEN
         RETURN NULL; -- gone, or compiled meanwhile by another server
@@ -223,7 +223,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     hooks jsonb;
 BEGIN
-    PERFORM 1 FROM crm.segment_refresh_state FOR UPDATE;
+    PERFORM pg_advisory_xact_lock(74120930, 2); -- the refresher's (crm.segment_refresh)
     SELECT jsonb_agg(w.webhook_id ORDER BY w.webhook_id) INTO hooks
       FROM crm.webhooks w WHERE w.segment_id = p_id;
     IF hooks IS NOT NULL THEN
@@ -276,10 +276,13 @@ DECLARE
     value_full boolean;
     sweep boolean;
 BEGIN
-    SELECT * INTO st FROM crm.segment_refresh_state FOR UPDATE SKIP LOCKED;
-    IF NOT FOUND THEN
+    -- One round at a time across instances, and segment changes wait for
+    -- it, by an advisory lock (74120930, 2) rather than this row's lock: a
+    -- row lock is a WAL record and an xid every second on an idle server.
+    IF NOT pg_try_advisory_xact_lock(74120930, 2) THEN
         RETURN jsonb_build_object('busy', true);
     END IF;
+    SELECT * INTO st FROM crm.segment_refresh_state;
 
     -- No segment: the cursor jumps to the end of the feed (a segment made
     -- later starts from its full first fill; the events before it matter
@@ -295,12 +298,16 @@ BEGIN
               ORDER BY i.event_xid DESC, i.event_seq DESC LIMIT 1)) AS x
          ORDER BY 1 DESC, 2 DESC LIMIT 1;
         SELECT max(r.run_id) INTO run FROM crm.model_runs r WHERE r.finished_at IS NOT NULL;
+        -- written only when something moved (or once a day for swept_at)
         UPDATE crm.segment_refresh_state
            SET feed_xid = CASE WHEN (last_xid, last_seq) > (feed_xid, feed_seq) THEN last_xid
                                ELSE feed_xid END,
                feed_seq = CASE WHEN (last_xid, last_seq) > (feed_xid, feed_seq) THEN last_seq
                                ELSE feed_seq END,
-               value_run_id = coalesce(run, value_run_id), swept_at = now();
+               value_run_id = coalesce(run, value_run_id), swept_at = now()
+         WHERE (last_xid, last_seq) > (feed_xid, feed_seq)
+            OR run IS DISTINCT FROM value_run_id AND run IS NOT NULL
+            OR swept_at IS NULL OR swept_at < now() - interval '1 day';
         RETURN jsonb_build_object('events', 0, 'customers', 0, 'entered', 0, 'exited', 0,
                                   'value_run', NULL, 'swept', false);
     END IF;
@@ -363,7 +370,8 @@ BEGIN
     UPDATE crm.segment_refresh_state
        SET feed_xid = coalesce(last_xid, feed_xid), feed_seq = coalesce(last_seq, feed_seq),
            value_run_id = CASE WHEN value_full THEN run ELSE value_run_id END,
-           swept_at = CASE WHEN sweep THEN now() ELSE swept_at END;
+           swept_at = CASE WHEN sweep THEN now() ELSE swept_at END
+     WHERE last_xid IS NOT NULL OR value_full OR sweep; -- nothing moved: no write
     RETURN jsonb_build_object('events', n_events, 'customers', coalesce(cardinality(chg_ids), 0),
                               'entered', n_in, 'exited', n_out,
                               'value_run', CASE WHEN value_full THEN run END, 'swept', sweep);

@@ -49,7 +49,7 @@ WAIT = 30.0  # generous bound for anything asynchronous
 SEGMENT_TYPES = {"segment.entered", "segment.exited"}
 ALL_TYPES = ["customer.created", "customer.merged", "customer.unmerged", "customer.erased",
              "identifier.added", "traits.changed", "interaction.created", "consent.changed",
-             "preferences.changed", "value.tier_changed"]
+             "preferences.changed", "value.tier_changed", "customer.stage_changed"]
 
 
 def setUpModule():
