@@ -75,6 +75,8 @@ enum store_stmt {
     STMT_CASE_LIST,
     STMT_CASE_GET,
     STMT_CASE_PATCH,
+    STMT_SURVIVORSHIP_GET,
+    STMT_SURVIVORSHIP_PUT,
     STMT_COUNT
 };
 extern const struct db_statement store_statements[STMT_COUNT];

@@ -171,6 +171,12 @@ static const struct route_def ROUTES[ROUTE_COUNT] = {
         0, PUBLIC, NULL},
     [ROUTE_CONSOLE_FILE] = {"GET", "/console/{file}", "console_file",
         0, PUBLIC, NULL},
+    /* Trait survivorship rules (docs/identity.md); a PUT re-resolves the
+     * traits whose rule changed, on every customer: long. */
+    [ROUTE_SURVIVORSHIP_GET] = {"GET", "/v1/settings/survivorship", "survivorship_get",
+        AD, 0, NULL},
+    [ROUTE_SURVIVORSHIP_PUT] = {"PUT", "/v1/settings/survivorship", "survivorship_put",
+        AD, LONG, NULL},
 };
 
 #define ROUTE_TABLE_SIZE ((size_t)ROUTE_COUNT)

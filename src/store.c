@@ -189,6 +189,10 @@ const struct db_statement store_statements[STMT_COUNT] = {
     [STMT_CASE_LIST] = {"case_list", "SELECT crm.customer_cases($1::uuid, $2, $3::int, $4::uuid, $5)"},
     [STMT_CASE_GET] = {"case_get", "SELECT crm.case_read($1::uuid, $2::uuid, $3)"},
     [STMT_CASE_PATCH] = {"case_patch", "SELECT crm.case_patch($1::uuid, $2::jsonb, $3::text[])"},
+    /* Survivorship rules (sql/functions/survivorship.sql). */
+    [STMT_SURVIVORSHIP_GET] = {"survivorship_get", "SELECT crm.survivorship_doc()"},
+    [STMT_SURVIVORSHIP_PUT] = {"survivorship_put",
+        "SELECT crm.put_survivorship($1::jsonb, $2::uuid, $3)"},
 };
 const int store_statement_count = STMT_COUNT;
 

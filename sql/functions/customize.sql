@@ -840,6 +840,7 @@ BEGIN
     GET DIAGNOSTICS n_identifiers = ROW_COUNT;
     DELETE FROM crm.traits WHERE customer_id = ANY (ids);
     GET DIAGNOSTICS n_traits = ROW_COUNT;
+    DELETE FROM crm.trait_values WHERE customer_id = ANY (ids);  -- every source's value
     DELETE FROM crm.preferences WHERE customer_id = ANY (ids);
     GET DIAGNOSTICS n_preferences = ROW_COUNT;
     UPDATE crm.interactions SET payload = '{}', resolved_by = NULL, nps = NULL, csat = NULL,
@@ -851,6 +852,9 @@ BEGIN
                           absorbed_traits = '[]', survivor_traits = '[]'
      WHERE survivor_id = ANY (ids) OR absorbed_id = ANY (ids);
     UPDATE crm.merge_preferences SET absorbed_preferences = '[]', survivor_preferences = '[]'
+     WHERE merge_id IN (SELECT merge_id FROM crm.merges
+                         WHERE survivor_id = ANY (ids) OR absorbed_id = ANY (ids));
+    UPDATE crm.merge_trait_values SET absorbed_values = '[]', survivor_values = '[]'
      WHERE merge_id IN (SELECT merge_id FROM crm.merges
                          WHERE survivor_id = ANY (ids) OR absorbed_id = ANY (ids));
     UPDATE crm.identity_conflicts SET identifiers = '[]' WHERE customer_ids && ids;

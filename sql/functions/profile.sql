@@ -119,7 +119,8 @@ BEGIN
                                             FILTER (WHERE t.name LIKE 'attributes.%'), '{}'))
                      FROM crm.traits t WHERE t.customer_id = c.customer_id),
         'trait_sources', coalesce((SELECT jsonb_object_agg(t.name, jsonb_build_object(
-                                        'source', t.source, 'updated_at', crm.ts(t.updated_at)))
+                                        'source', t.source, 'updated_at', crm.ts(t.updated_at))
+                                        || crm.trait_losing(t.customer_id, t.name, t.value))
                                      FROM crm.traits t WHERE t.customer_id = c.customer_id), '{}'),
         'aggregates', (SELECT jsonb_build_object(
                 'first_seen', crm.ts(min(s.first_at)),

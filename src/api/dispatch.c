@@ -76,6 +76,8 @@ static handler_fn *const HANDLERS[ROUTE_COUNT] = {
     [ROUTE_ME] = handle_me,
     [ROUTE_CONSOLE_INDEX] = handle_console,
     [ROUTE_CONSOLE_FILE] = handle_console,
+    [ROUTE_SURVIVORSHIP_GET] = handle_survivorship,
+    [ROUTE_SURVIVORSHIP_PUT] = handle_survivorship,
 };
 
 bool dispatch_admit(struct app *app, enum route route, const char *path,

@@ -3,7 +3,8 @@
  * interaction types and satisfaction score ranges in validate.c, identifier
  * kinds in normalize.c, consent purposes and statuses and moment kinds in
  * customize.c, roles in auth.c, NPS categories in segment.c, event types in
- * feed.c, case statuses and priorities in cases.c), and the error
+ * feed.c, case statuses and priorities in cases.c, survivorship rules in
+ * survivorship.c), and the error
  * messages list them from those arrays. Here the contract (openapi.yaml's
  * enums) and the schema (the CHECK constraints in sql/) are read from the
  * source tree and compared with the C lists, in order.
@@ -20,6 +21,7 @@
 #include "feed.h"
 #include "normalize.h"
 #include "segment.h"
+#include "survivorship.h"
 #include "validate.h"
 #include "test_helpers.h"
 
@@ -211,6 +213,7 @@ START_TEST(test_openapi_enums_match_c)
     /* cases (cases.c) */
     ck_assert_str_eq(openapi_enum(yaml, "CaseStatus"), case_status_list());
     ck_assert_str_eq(openapi_enum(yaml, "CasePriority"), case_priority_list());
+    ck_assert_str_eq(openapi_enum(yaml, "SurvivorshipRuleName"), survivorship_rule_list());
     free(yaml);
 }
 END_TEST
@@ -260,6 +263,8 @@ START_TEST(test_sql_checks_match_c)
     /* cases (sql/017_cases.sql) */
     ck_assert_str_eq(sql_check(sql, "cases", "status"), case_status_list());
     ck_assert_str_eq(sql_check(sql, "cases", "priority"), case_priority_list());
+    /* survivorship (sql/021_survivorship.sql) */
+    ck_assert_str_eq(sql_check(sql, "survivorship_rules", "rule"), survivorship_rule_list());
     free(sql);
 }
 END_TEST
