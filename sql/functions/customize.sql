@@ -754,6 +754,12 @@ BEGIN
                                 'name', t.name, 'value', t.value, 'source', t.source,
                                 'updated_at', crm.ts(t.updated_at)) ORDER BY t.name)
                               FROM crm.traits t WHERE t.customer_id = ANY (ids)), '[]'),
+        'trait_values', coalesce((SELECT jsonb_agg(jsonb_build_object(
+                                      'name', v.name, 'source', v.source, 'value', v.value,
+                                      'first_seen', crm.ts(v.first_seen),
+                                      'last_seen', crm.ts(v.last_seen), 'times_seen', v.times_seen)
+                                      ORDER BY v.name, v.source)
+                                    FROM crm.trait_values v WHERE v.customer_id = ANY (ids)), '[]'),
         'preferences', crm.preferences_doc(sid),
         'consents', crm.consents_doc(sid),
         'interactions', coalesce((SELECT jsonb_agg(jsonb_build_object(

@@ -86,6 +86,7 @@ RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
     at timestamptz := clock_timestamp();
     rule text;
+    holds boolean;
 BEGIN
     IF jsonb_typeof(p_value) = 'null' THEN
         DELETE FROM crm.traits WHERE customer_id = p_customer AND name = p_name;
@@ -98,12 +99,14 @@ BEGIN
         SET value = excluded.value, last_seen = excluded.last_seen,
             first_seen = CASE WHEN t.value = excluded.value THEN t.first_seen ELSE excluded.first_seen END,
             times_seen = CASE WHEN t.value = excluded.value THEN t.times_seen + 1 ELSE 1 END;
-    SELECT r.rule INTO rule FROM crm.survivorship_rules r
-     WHERE r.trait IN (p_name, '*') ORDER BY r.trait = '*' LIMIT 1;
+    SELECT (SELECT r.rule FROM crm.survivorship_rules r
+             WHERE r.trait IN (p_name, '*') ORDER BY r.trait = '*' LIMIT 1),
+           EXISTS (SELECT 1 FROM crm.traits WHERE customer_id = p_customer AND name = p_name
+                      AND value = p_value AND source = p_source)
+      INTO rule, holds;
     IF rule IS NOT NULL AND rule <> 'most_recent' THEN
         PERFORM crm.resolve_traits(ARRAY[p_customer], ARRAY[p_name]);
-    ELSIF NOT EXISTS (SELECT 1 FROM crm.traits WHERE customer_id = p_customer AND name = p_name
-                         AND value = p_value AND source = p_source) THEN
+    ELSIF NOT holds THEN
         INSERT INTO crm.traits (customer_id, name, value, source, updated_at)
         VALUES (p_customer, p_name, p_value, p_source, at)
         ON CONFLICT (customer_id, name) DO UPDATE

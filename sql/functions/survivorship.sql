@@ -124,6 +124,8 @@ BEGIN
         n := crm.resolve_traits(NULL, changed);
     END IF;
     IF after IS DISTINCT FROM before THEN
+        -- every cached profile: trait_sources names the rule of a conflict
+        UPDATE crm.profile_cache_epoch SET epoch = epoch + 1;
         PERFORM crm.audit(p_key, p_role, 'settings.survivorship.changed', NULL,
                           jsonb_build_object('before', before, 'after', after, 'traits_changed', n));
     END IF;
@@ -300,22 +302,3 @@ CREATE OR REPLACE TRIGGER trait_values_profile_stale AFTER INSERT OR UPDATE OR D
     ON crm.trait_values FOR EACH ROW EXECUTE FUNCTION crm.profile_stale_row()
 $def$);
 
--- The profile's view of one trait's conflict (crm.profile, trait_sources):
--- when sources other than the winner give another value, the rule that
--- decided and those losing values with their sources and times, newest
--- first; else {}.
-CREATE OR REPLACE FUNCTION crm.trait_losing(p_customer uuid, p_name text, p_value jsonb)
-RETURNS jsonb LANGUAGE sql STABLE AS $$
-    SELECT coalesce((
-        SELECT jsonb_build_object(
-                   'rule', coalesce((SELECT r.rule FROM crm.survivorship_rules r
-                                      WHERE r.trait IN (p_name, '*')
-                                      ORDER BY r.trait = '*' LIMIT 1), 'most_recent'),
-                   'losing', jsonb_agg(jsonb_build_object(
-                                 'source', v.source, 'value', v.value,
-                                 'first_seen', crm.ts(v.first_seen), 'last_seen', crm.ts(v.last_seen),
-                                 'times_seen', v.times_seen) ORDER BY v.last_seen DESC, v.source))
-          FROM crm.trait_values v
-         WHERE v.customer_id = p_customer AND v.name = p_name AND v.value <> p_value
-        HAVING count(*) > 0), '{}')
-$$;

@@ -228,6 +228,16 @@ class RuleTests(Base):
         self.assertEqual(self.value(cid), "y", "two sources each, y given more times")
         self.assertEqual(self.sources(cid)["rule"], "most_frequent")
 
+    def test_a_rule_change_shows_on_cached_profiles(self):
+        cid = self.customer("crm", "gold")
+        self.write(cid, "web", "silver")
+        self.assertEqual(self.sources(cid)["rule"], "most_recent")
+        self.sources(cid)  # cached now
+        self.rules({self.name: {"rule": "source_priority", "sources": ["web"]}})
+        ts = self.sources(cid)
+        self.assertEqual((ts["source"], ts["rule"]), ("web", "source_priority"),
+                         "same winner, another rule")
+
     def test_first_seen_and_default_rule(self):
         self.rules({}, default={"rule": "first_seen"})
         cid = self.customer("a", "old")
@@ -309,6 +319,10 @@ class MergeTests(Base):
         a, b = self.pair()
         self.write(a, "app", "tin")
         self.assertJson(post("/v1/admin/merges", {"survivor_id": a, "absorbed_id": b}), 200)
+        export = self.assertJson(get("/v1/customers/%s/export" % a), 200)
+        self.assertEqual([(v["source"], v["value"], v["times_seen"])
+                          for v in export["trait_values"] if v["name"] == self.name],
+                         [("app", "tin", 1), ("crm", "gold", 1), ("web", "silver", 1)])
         self.assertJson(request("DELETE", "/v1/customers/%s" % a), 200)
         for c in (a, b):
             self.assertEqual(self.stored(c), [])
