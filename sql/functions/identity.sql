@@ -380,16 +380,25 @@ BEGIN
 END $$;
 
 -- Trait fields on which two customers disagree and which value a merge of
--- p_absorbed into p_survivor keeps (the most recently written one).
+-- p_absorbed into p_survivor keeps under most_recent (the one its source
+-- gave last: crm.trait_values' last_seen, as crm.merge_traits decides; a
+-- trait under another survivorship rule is decided by that rule, which
+-- this does not model).
 CREATE OR REPLACE FUNCTION crm.trait_conflicts(p_survivor uuid, p_absorbed uuid) RETURNS jsonb
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
     RETURN (
         SELECT coalesce(jsonb_agg(jsonb_build_object(
                        'trait', s.name, 'survivor_value', s.value, 'absorbed_value', a.value,
-                       'winner', CASE WHEN a.updated_at > s.updated_at THEN 'absorbed' ELSE 'survivor' END)
+                       'winner', CASE WHEN coalesce(av.last_seen, a.updated_at)
+                                           > coalesce(sv.last_seen, s.updated_at)
+                                      THEN 'absorbed' ELSE 'survivor' END)
                      ORDER BY s.name), '[]')
               FROM crm.traits s JOIN crm.traits a ON a.name = s.name
+              LEFT JOIN crm.trait_values sv ON sv.customer_id = s.customer_id AND sv.name = s.name
+                                           AND sv.source = s.source
+              LEFT JOIN crm.trait_values av ON av.customer_id = a.customer_id AND av.name = a.name
+                                           AND av.source = a.source
              WHERE s.customer_id = p_survivor AND a.customer_id = p_absorbed AND a.value <> s.value
     );
 END $$;

@@ -302,6 +302,16 @@ class MergeTests(Base):
             self.assertEqual(self.profile(c), before[c], c)
             self.assertEqual(self.stored(c), stored[c], c)
 
+    def test_merge_reports_the_winner_it_keeps(self):
+        a, b = self.pair()
+        self.write(a, "crm", "gold")  # given again: a's value is the later one
+        doc = self.assertJson(post("/v1/admin/merges", {"survivor_id": a, "absorbed_id": b,
+                                                        "dry_run": True}), 200)
+        conflict = [c for c in doc["trait_conflicts"] if c["trait"] == self.name]
+        self.assertEqual(len(conflict), 1, doc["trait_conflicts"])
+        self.assertEqual(conflict[0]["winner"], "survivor")
+        self.assertEqual(doc["customer"]["traits"]["attributes"][self.attr], "gold")
+
     def test_write_after_the_merge_stays_with_the_survivor(self):
         self.rules({self.name: {"rule": "most_frequent"}})
         a, b = self.pair()
