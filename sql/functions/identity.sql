@@ -80,7 +80,8 @@ END $$;
 -- (events, profile cache, live membership), is written only when the
 -- winner changes. Under most_recent (no rule set: the default) the value
 -- just given wins, without a query; under another rule the winner is
--- resolved again (crm.resolve_traits, survivorship.sql).
+-- resolved again (crm.resolve_traits, survivorship.sql) and the profile is
+-- made stale (its trait_sources shows the losing values' sightings).
 CREATE OR REPLACE FUNCTION crm.set_trait(p_customer uuid, p_name text, p_value jsonb, p_source text)
 RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
@@ -106,6 +107,7 @@ BEGIN
       INTO rule, holds;
     IF rule IS NOT NULL AND rule <> 'most_recent' THEN
         PERFORM crm.resolve_traits(ARRAY[p_customer], ARRAY[p_name]);
+        PERFORM crm.profile_stale(p_customer);
     ELSIF NOT holds THEN
         INSERT INTO crm.traits (customer_id, name, value, source, updated_at)
         VALUES (p_customer, p_name, p_value, p_source, at)

@@ -191,6 +191,17 @@ BEGIN
         SET value = excluded.value, source = excluded.source, updated_at = excluded.updated_at
         WHERE (t.value, t.source) IS DISTINCT FROM (excluded.value, excluded.source);
     PERFORM crm.resolve_traits(ARRAY[p_survivor], names);
+    -- A trait row without any source value (none is written so since
+    -- sql/021_survivorship.sql backfilled them): the later written wins.
+    INSERT INTO crm.traits AS t (customer_id, name, value, source, updated_at)
+    SELECT p_survivor, a.name, a.value, a.source, a.updated_at
+      FROM crm.traits a
+     WHERE a.customer_id = p_absorbed
+       AND NOT EXISTS (SELECT 1 FROM crm.trait_values v
+                        WHERE v.customer_id = p_survivor AND v.name = a.name)
+    ON CONFLICT (customer_id, name) DO UPDATE
+        SET value = excluded.value, source = excluded.source, updated_at = excluded.updated_at
+        WHERE excluded.updated_at > t.updated_at;
     DELETE FROM crm.traits WHERE customer_id = p_absorbed;
 END $$;
 
@@ -296,9 +307,12 @@ CREATE OR REPLACE TRIGGER merges_unmerge_trait_values AFTER UPDATE OF unmerged_a
     EXECUTE FUNCTION crm.unmerge_trait_values()
 $def$);
 
--- The profile shows the losing source values (crm.profile, trait_sources).
-SELECT crm.define_trigger('trait_values_profile_stale', 'crm.trait_values', $def$
-CREATE OR REPLACE TRIGGER trait_values_profile_stale AFTER INSERT OR UPDATE OR DELETE
-    ON crm.trait_values FOR EACH ROW EXECUTE FUNCTION crm.profile_stale_row()
-$def$);
+-- The profile shows the losing source values (crm.profile, trait_sources),
+-- yet crm.trait_values has no profile-cache trigger: a trigger on it cost a
+-- plpgsql call per source value written. Every writer makes the profile
+-- stale instead: crm.set_trait (the trait row's own trigger when it
+-- changes, else explicitly unless the value given is the winner's and
+-- unchanged, which the profile does not show), merge and unmerge (their
+-- crm.customers and crm.identifiers changes), erasure, and a rule change
+-- (the cache epoch).
 

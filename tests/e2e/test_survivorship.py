@@ -238,6 +238,15 @@ class RuleTests(Base):
         self.assertEqual((ts["source"], ts["rule"]), ("web", "source_priority"),
                          "same winner, another rule")
 
+    def test_a_losing_source_seen_again_shows_on_the_cached_profile(self):
+        self.rules({self.name: {"rule": "source_priority", "sources": ["crm"]}})
+        cid = self.customer("crm", "gold")
+        self.write(cid, "web", "silver")
+        self.assertEqual(self.sources(cid)["losing"][0]["times_seen"], 1)
+        self.sources(cid)  # cached now
+        self.write(cid, "web", "silver")  # the trait row does not change
+        self.assertEqual(self.sources(cid)["losing"][0]["times_seen"], 2)
+
     def test_first_seen_and_default_rule(self):
         self.rules({}, default={"rule": "first_seen"})
         cid = self.customer("a", "old")
