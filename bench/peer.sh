@@ -28,6 +28,9 @@ case $LABEL in *[!A-Za-z0-9._-]*|'') echo "LABEL must be letters, digits, . _ -"
 
 PACKAGES+=(wrk)
 ensure_packages
+for p in "$PORT" "$GQL_PORT"; do
+    if port_in_use "$p"; then echo "port $p is in use; set CRM_PEER_PORT / CRM_PEER_GQL_PORT" >&2; exit 1; fi
+done
 [ -x "$ROOT/build/crm-server" ] || build build --buildtype=debugoptimized
 start_postgres
 create_database "$DB" recreate

@@ -12,6 +12,7 @@
 # counts bytes, not time. Appends a section LABEL to bench/wal_results.md
 # (replacing an earlier one of that label).
 # Usage: bench/wal.sh LABEL [singles=2000] [batches=40] [build-dir=build]
+#   build-dir: relative to the checkout, or absolute (another revision's build).
 set -euo pipefail
 . "$(dirname "$0")/../scripts/lib.sh"
 
@@ -25,7 +26,12 @@ OUT=$ROOT/bench/wal_results.md
 case $LABEL in *[!A-Za-z0-9._-]*|'') echo "LABEL must be letters, digits, . _ -" >&2; exit 2 ;; esac
 
 ensure_packages
-[ -x "$ROOT/$BUILD_DIR/crm-server" ] || build "$BUILD_DIR" --buildtype=debugoptimized
+if port_in_use "$PORT"; then
+    echo "port $PORT is in use; set CRM_WAL_PORT" >&2
+    exit 1
+fi
+case $BUILD_DIR in /*) SERVER_BIN=$BUILD_DIR/crm-server ;; *) SERVER_BIN=$ROOT/$BUILD_DIR/crm-server ;; esac
+[ -x "$SERVER_BIN" ] || build "$BUILD_DIR" --buildtype=debugoptimized
 start_postgres
 create_database "$DB" recreate
 KEY=$(admin_key)
@@ -33,7 +39,7 @@ WORK=$RUN_DIR/wal/$LABEL
 rm -rf "$WORK"; mkdir -p "$WORK"
 q() { psql -X -qtA -F'|' -h "$PG_SOCK" -p "$PG_PORT" -U "$PG_USER" -d "$DB" "$@"; }
 
-CRM_BOOTSTRAP_ADMIN_KEY=$KEY "$ROOT/$BUILD_DIR/crm-server" --port "$PORT" --db "$(conninfo "$DB")" \
+CRM_BOOTSTRAP_ADMIN_KEY=$KEY "$SERVER_BIN" --port "$PORT" --db "$(conninfo "$DB")" \
     --pool-size 4 --rate-limit 0 > "$WORK/server.log" 2>&1 &
 SERVER=$!
 trap 'kill "$SERVER" 2>/dev/null || true' EXIT
@@ -43,7 +49,10 @@ q -c "CREATE EXTENSION IF NOT EXISTS pg_walinspect SCHEMA public" >/dev/null
 q -c "VACUUM ANALYZE" >/dev/null
 
 # load SHAPE COUNT PASS: COUNT single POSTs or batches of 100, purchases of
-# random seeded customers (by email), every external id new.
+# random seeded customers (by email) dated now, every external id new.
+# SHAPE warm: one purchase dated now for every seeded customer (batches of
+# 500), so that the measured purchases are those of active customers buying
+# again (the seed's purchases are dated 2026-01-01), the common case.
 load() {
     CRM_WAL_KEY=$KEY python3 - "$PORT" "$1" "$2" "$3" <<'PY'
 import http.client, json, os, random, sys
@@ -51,10 +60,19 @@ port, shape, n, run = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[
 rnd = random.Random(run)
 hdr = {"Authorization": "Bearer " + os.environ["CRM_WAL_KEY"], "Content-Type": "application/json"}
 c = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
-def item(i):
-    return {"identifiers": [{"kind": "email", "value": "wal-%d@bench.example" % rnd.randrange(10000)}],
+import datetime
+def item(i, k=None):
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return {"identifiers": [{"kind": "email", "value": "wal-%d@bench.example" % (rnd.randrange(10000) if k is None else k)}],
             "source": "wal", "external_id": "%s-%s-%d" % (shape, run, i), "channel": "web",
-            "type": "purchase", "occurred_at": "2026-02-01T10:00:00Z", "amount": 12.5, "currency": "EUR"}
+            "type": "purchase", "occurred_at": now, "amount": 12.5, "currency": "EUR"}
+if shape == "warm":
+    for b in range(0, 10000, 500):
+        c.request("POST", "/v1/interactions:batch",
+                  json.dumps({"items": [item(k, k) for k in range(b, b + 500)]}), hdr)
+        r = c.getresponse(); body = r.read()
+        assert r.status == 200, (r.status, body[:300])
+    sys.exit(0)
 for i in range(n):
     if shape == "single":
         c.request("POST", "/v1/interactions", json.dumps(item(i)), hdr); want = 201
@@ -83,13 +101,14 @@ measure() { # shape count pass
             FROM public.pg_get_wal_stats('$l0', '$l1', true) WHERE count > 0
            ORDER BY combined_size DESC LIMIT 12" >> "$WORK/records.txt"
 }
+load warm 0 warm
 for pass in after-checkpoint steady; do
     measure single "$SINGLES" "$pass"
     measure batch100 "$BATCHES" "$pass"
 done
 kill -TERM "$SERVER"; wait "$SERVER" 2>/dev/null || true; trap - EXIT
 
-CODE="$(git -C "$ROOT" rev-parse --short HEAD)$( [ -z "$(git -C "$ROOT" status --porcelain -- src include sql)" ] || echo ' + uncommitted changes')"
+CODE=${CRM_WAL_CODE:-}; [ -n "$CODE" ] || CODE="$(git -C "$ROOT" rev-parse --short HEAD)$( [ -z "$(git -C "$ROOT" status --porcelain -- src include sql)" ] || echo ' + uncommitted changes')"
 {
     echo "## $LABEL"
     echo

@@ -66,5 +66,7 @@ handler_fn handle_customer_summary, handle_nba_settings;
 handler_fn handle_moment_settings_get, handle_moment_settings_put;
 /* segments.c: GET and PUT /v1/settings/fx-rates */
 handler_fn handle_fx_rates;
+/* survivorship.c: serves GET and PUT of the survivorship rules */
+handler_fn handle_survivorship;
 
 #endif

@@ -87,6 +87,8 @@ enum store_stmt {
     STMT_MOMENT_TRAIT_ERRORS,
     STMT_FX_RATES_GET,
     STMT_FX_RATES_PUT,
+    STMT_SURVIVORSHIP_GET,
+    STMT_SURVIVORSHIP_PUT,
     STMT_COUNT
 };
 extern const struct db_statement store_statements[STMT_COUNT];

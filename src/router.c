@@ -199,6 +199,12 @@ static const struct route_def ROUTES[ROUTE_COUNT] = {
         MK | AD, 0, NULL},
     [ROUTE_FX_RATES_PUT] = {"PUT", "/v1/settings/fx-rates", "fx_rates_put",
         AD, 0, NULL},
+    /* Trait survivorship rules (docs/identity.md); a PUT re-resolves the
+     * traits whose rule changed, on every customer: long. */
+    [ROUTE_SURVIVORSHIP_GET] = {"GET", "/v1/settings/survivorship", "survivorship_get",
+        AD, 0, NULL},
+    [ROUTE_SURVIVORSHIP_PUT] = {"PUT", "/v1/settings/survivorship", "survivorship_put",
+        AD, LONG, NULL},
 };
 
 #define ROUTE_TABLE_SIZE ((size_t)ROUTE_COUNT)

@@ -212,6 +212,10 @@ const struct db_statement store_statements[STMT_COUNT] = {
     /* Currency rates (sql/functions/value.sql, docs/value.md "Currencies") */
     [STMT_FX_RATES_GET] = {"fx_rates_get", "SELECT crm.fx_rates_doc()"},
     [STMT_FX_RATES_PUT] = {"fx_rates_put", "SELECT crm.put_fx_rates($1::jsonb, $2::uuid, $3)"},
+    /* Survivorship rules (sql/functions/survivorship.sql). */
+    [STMT_SURVIVORSHIP_GET] = {"survivorship_get", "SELECT crm.survivorship_doc()"},
+    [STMT_SURVIVORSHIP_PUT] = {"survivorship_put",
+        "SELECT crm.put_survivorship($1::jsonb, $2::uuid, $3)"},
 };
 const int store_statement_count = STMT_COUNT;
 

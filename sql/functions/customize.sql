@@ -859,6 +859,12 @@ BEGIN
                                 'name', t.name, 'value', t.value, 'source', t.source,
                                 'updated_at', crm.ts(t.updated_at)) ORDER BY t.name)
                               FROM crm.traits t WHERE t.customer_id = ANY (ids)), '[]'),
+        'trait_values', coalesce((SELECT jsonb_agg(jsonb_build_object(
+                                      'name', v.name, 'source', v.source, 'value', v.value,
+                                      'first_seen', crm.ts(v.first_seen),
+                                      'last_seen', crm.ts(v.last_seen), 'times_seen', v.times_seen)
+                                      ORDER BY v.name, v.source)
+                                    FROM crm.trait_values v WHERE v.customer_id = ANY (ids)), '[]'),
         'preferences', crm.preferences_doc(sid),
         'consents', crm.consents_doc(sid),
         'interactions', coalesce((SELECT jsonb_agg(jsonb_build_object(
@@ -960,6 +966,7 @@ BEGIN
     GET DIAGNOSTICS n_identifiers = ROW_COUNT;
     DELETE FROM crm.traits WHERE customer_id = ANY (ids);
     GET DIAGNOSTICS n_traits = ROW_COUNT;
+    DELETE FROM crm.trait_values WHERE customer_id = ANY (ids);  -- every source's value
     DELETE FROM crm.preferences WHERE customer_id = ANY (ids);
     GET DIAGNOSTICS n_preferences = ROW_COUNT;
     UPDATE crm.interactions SET payload = '{}', resolved_by = NULL, nps = NULL, csat = NULL,
@@ -971,6 +978,9 @@ BEGIN
                           absorbed_traits = '[]', survivor_traits = '[]'
      WHERE survivor_id = ANY (ids) OR absorbed_id = ANY (ids);
     UPDATE crm.merge_preferences SET absorbed_preferences = '[]', survivor_preferences = '[]'
+     WHERE merge_id IN (SELECT merge_id FROM crm.merges
+                         WHERE survivor_id = ANY (ids) OR absorbed_id = ANY (ids));
+    UPDATE crm.merge_trait_values SET absorbed_values = '[]', survivor_values = '[]'
      WHERE merge_id IN (SELECT merge_id FROM crm.merges
                          WHERE survivor_id = ANY (ids) OR absorbed_id = ANY (ids));
     UPDATE crm.identity_conflicts SET identifiers = '[]' WHERE customer_ids && ids;

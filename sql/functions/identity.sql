@@ -67,20 +67,50 @@ BEGIN
             END LOOP;
         ELSIF k = 'attributes' AND jsonb_typeof(v) = 'null' THEN
             DELETE FROM crm.traits WHERE customer_id = p_customer AND name LIKE 'attributes.%';
+            DELETE FROM crm.trait_values WHERE customer_id = p_customer AND name LIKE 'attributes.%';
         ELSE
             PERFORM crm.set_trait(p_customer, k, v, p_source);
         END IF;
     END LOOP;
 END $$;
 
+-- One source's value of one trait (null removes the trait, every source's
+-- value of it too). The source's value is recorded in crm.trait_values (a
+-- value given again counts one more time); crm.traits, which has triggers
+-- (events, profile cache, live membership), is written only when the
+-- winner changes. Under most_recent (no rule set: the default) the value
+-- just given wins, without a query; under another rule the winner is
+-- resolved again (crm.resolve_traits, survivorship.sql) and the profile is
+-- made stale (its trait_sources shows the losing values' sightings).
 CREATE OR REPLACE FUNCTION crm.set_trait(p_customer uuid, p_name text, p_value jsonb, p_source text)
 RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    at timestamptz := clock_timestamp();
+    rule text;
+    holds boolean;
 BEGIN
     IF jsonb_typeof(p_value) = 'null' THEN
         DELETE FROM crm.traits WHERE customer_id = p_customer AND name = p_name;
-    ELSE
+        DELETE FROM crm.trait_values WHERE customer_id = p_customer AND name = p_name;
+        RETURN;
+    END IF;
+    INSERT INTO crm.trait_values AS t (customer_id, name, source, value, first_seen, last_seen)
+    VALUES (p_customer, p_name, p_source, p_value, at, at)
+    ON CONFLICT (customer_id, name, source) DO UPDATE
+        SET value = excluded.value, last_seen = excluded.last_seen,
+            first_seen = CASE WHEN t.value = excluded.value THEN t.first_seen ELSE excluded.first_seen END,
+            times_seen = CASE WHEN t.value = excluded.value THEN t.times_seen + 1 ELSE 1 END;
+    SELECT (SELECT r.rule FROM crm.survivorship_rules r
+             WHERE r.trait IN (p_name, '*') ORDER BY r.trait = '*' LIMIT 1),
+           EXISTS (SELECT 1 FROM crm.traits WHERE customer_id = p_customer AND name = p_name
+                      AND value = p_value AND source = p_source)
+      INTO rule, holds;
+    IF rule IS NOT NULL AND rule <> 'most_recent' THEN
+        PERFORM crm.resolve_traits(ARRAY[p_customer], ARRAY[p_name]);
+        PERFORM crm.profile_stale(p_customer);
+    ELSIF NOT holds THEN
         INSERT INTO crm.traits (customer_id, name, value, source, updated_at)
-        VALUES (p_customer, p_name, p_value, p_source, clock_timestamp())
+        VALUES (p_customer, p_name, p_value, p_source, at)
         ON CONFLICT (customer_id, name) DO UPDATE
             SET value = excluded.value, source = excluded.source, updated_at = excluded.updated_at;
     END IF;
@@ -127,14 +157,9 @@ BEGIN
     UPDATE crm.identifiers SET customer_id = p_survivor WHERE customer_id = p_absorbed;
     UPDATE crm.interactions SET customer_id = p_survivor WHERE customer_id = p_absorbed;
 
-    -- Traits: the most recently written value of each field wins.
-    INSERT INTO crm.traits (customer_id, name, value, source, updated_at)
-    SELECT p_survivor, name, value, source, updated_at
-      FROM crm.traits WHERE customer_id = p_absorbed
-    ON CONFLICT (customer_id, name) DO UPDATE
-        SET value = excluded.value, source = excluded.source, updated_at = excluded.updated_at
-        WHERE excluded.updated_at > crm.traits.updated_at;
-    DELETE FROM crm.traits WHERE customer_id = p_absorbed;
+    -- Traits: the union of both sides' source values, resolved by the
+    -- survivorship rules (survivorship.sql).
+    PERFORM crm.merge_traits(p_survivor, p_absorbed);
 
     INSERT INTO crm.interaction_stats AS s
     SELECT p_survivor, channel, type, currency, n, amount, cost, first_at, last_at
@@ -358,16 +383,25 @@ BEGIN
 END $$;
 
 -- Trait fields on which two customers disagree and which value a merge of
--- p_absorbed into p_survivor keeps (the most recently written one).
+-- p_absorbed into p_survivor keeps under most_recent (the one its source
+-- gave last: crm.trait_values' last_seen, as crm.merge_traits decides; a
+-- trait under another survivorship rule is decided by that rule, which
+-- this does not model).
 CREATE OR REPLACE FUNCTION crm.trait_conflicts(p_survivor uuid, p_absorbed uuid) RETURNS jsonb
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
     RETURN (
         SELECT coalesce(jsonb_agg(jsonb_build_object(
                        'trait', s.name, 'survivor_value', s.value, 'absorbed_value', a.value,
-                       'winner', CASE WHEN a.updated_at > s.updated_at THEN 'absorbed' ELSE 'survivor' END)
+                       'winner', CASE WHEN coalesce(av.last_seen, a.updated_at)
+                                           > coalesce(sv.last_seen, s.updated_at)
+                                      THEN 'absorbed' ELSE 'survivor' END)
                      ORDER BY s.name), '[]')
               FROM crm.traits s JOIN crm.traits a ON a.name = s.name
+              LEFT JOIN crm.trait_values sv ON sv.customer_id = s.customer_id AND sv.name = s.name
+                                           AND sv.source = s.source
+              LEFT JOIN crm.trait_values av ON av.customer_id = a.customer_id AND av.name = a.name
+                                           AND av.source = a.source
              WHERE s.customer_id = p_survivor AND a.customer_id = p_absorbed AND a.value <> s.value
     );
 END $$;

@@ -119,9 +119,24 @@ BEGIN
                                  coalesce(jsonb_object_agg(substr(t.name, 12), t.value)
                                             FILTER (WHERE t.name LIKE 'attributes.%'), '{}'))
                      FROM crm.traits t WHERE t.customer_id = c.customer_id),
+        -- with, for a trait other sources give another value, the rule that
+        -- decided and the losing values (survivorship, docs/identity.md)
         'trait_sources', coalesce((SELECT jsonb_object_agg(t.name, jsonb_build_object(
-                                        'source', t.source, 'updated_at', crm.ts(t.updated_at)))
-                                     FROM crm.traits t WHERE t.customer_id = c.customer_id), '{}'),
+                'source', t.source, 'updated_at', crm.ts(t.updated_at))
+                || coalesce((SELECT jsonb_build_object(
+                                 'rule', coalesce((SELECT r.rule FROM crm.survivorship_rules r
+                                                    WHERE r.trait IN (t.name, '*')
+                                                    ORDER BY r.trait = '*' LIMIT 1), 'most_recent'),
+                                 'losing', jsonb_agg(jsonb_build_object(
+                                     'source', v.source, 'value', v.value,
+                                     'first_seen', crm.ts(v.first_seen),
+                                     'last_seen', crm.ts(v.last_seen), 'times_seen', v.times_seen)
+                                     ORDER BY v.last_seen DESC, v.source))
+                               FROM crm.trait_values v
+                              WHERE v.customer_id = t.customer_id AND v.name = t.name
+                                AND v.value <> t.value
+                             HAVING count(*) > 0), '{}'))
+             FROM crm.traits t WHERE t.customer_id = c.customer_id), '{}'),
         'aggregates', (SELECT jsonb_build_object(
                 'first_seen', crm.ts(min(s.first_at)),
                 'last_seen', crm.ts(max(s.last_at)),

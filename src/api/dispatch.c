@@ -87,6 +87,8 @@ static handler_fn *const HANDLERS[ROUTE_COUNT] = {
     [ROUTE_MOMENT_SETTINGS_PUT] = handle_moment_settings_put,
     [ROUTE_FX_RATES_GET] = handle_fx_rates,
     [ROUTE_FX_RATES_PUT] = handle_fx_rates,
+    [ROUTE_SURVIVORSHIP_GET] = handle_survivorship,
+    [ROUTE_SURVIVORSHIP_PUT] = handle_survivorship,
 };
 
 bool dispatch_admit(struct app *app, enum route route, const char *path,

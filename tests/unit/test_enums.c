@@ -4,9 +4,8 @@
  * kinds in normalize.c, consent purposes and statuses and moment kinds in
  * customize.c, roles in auth.c, NPS categories in segment.c, event types in
  * feed.c, case statuses and priorities in cases.c, next-best-action
- * conditions in nba.c), and the error
- * feed.c, case statuses and priorities in cases.c, journey stages and
- * interaction phases in stage.c), and the error
+ * conditions in nba.c, journey stages and interaction phases in stage.c,
+ * survivorship rules in survivorship.c), and the error
  * messages list them from those arrays. Here the contract (openapi.yaml's
  * enums) and the schema (the CHECK constraints in sql/) are read from the
  * source tree and compared with the C lists, in order.
@@ -25,6 +24,7 @@
 #include "normalize.h"
 #include "segment.h"
 #include "stage.h"
+#include "survivorship.h"
 #include "validate.h"
 #include "test_helpers.h"
 
@@ -248,6 +248,7 @@ START_TEST(test_openapi_enums_match_c)
     /* the journey stage (stage.c) */
     ck_assert_str_eq(openapi_enum(yaml, "CustomerStage"), stage_list());
     ck_assert_str_eq(openapi_enum(yaml, "InteractionPhase"), phase_list());
+    ck_assert_str_eq(openapi_enum(yaml, "SurvivorshipRuleName"), survivorship_rule_list());
     free(yaml);
 }
 END_TEST
@@ -304,6 +305,8 @@ START_TEST(test_sql_checks_match_c)
     ck_assert_str_eq(sql_check(sql, "customer_stage", "stage"), stage_list());
     ck_assert_str_eq(sql_check(sql, "stage_history", "from_stage"), stage_list());
     ck_assert_str_eq(sql_check(sql, "stage_history", "to_stage"), stage_list());
+    /* survivorship (sql/021_survivorship.sql) */
+    ck_assert_str_eq(sql_check(sql, "survivorship_rules", "rule"), survivorship_rule_list());
     free(sql);
 }
 END_TEST
