@@ -57,5 +57,7 @@ handler_fn handle_events, handle_webhook_create, handle_webhook_update, handle_w
     handle_webhook_deliveries, handle_webhook_replay;
 /* cases.c */
 handler_fn handle_case_create, handle_case_list, handle_case_get, handle_case_patch;
+/* lookalikes.c */
+handler_fn handle_segment_lookalikes;
 
 #endif

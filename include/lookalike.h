@@ -23,8 +23,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-/* The fixed features, then LOOKALIKE_NEEDS need indicators ("need:<name>",
- * the most common needs at fit time, chosen by the caller). */
+/* The fixed features, then up to LOOKALIKE_NEEDS need indicators
+ * ("need:<name>": the needs most common among the segment's members at fit
+ * time, chosen by the caller). */
 enum lookalike_feature {
     LA_DAYS_SINCE_PURCHASE, /* days since the last purchase, capped; the cap when none */
     LA_PURCHASE_DAYS,       /* distinct days with a purchase (value run) */

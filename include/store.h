@@ -75,6 +75,9 @@ enum store_stmt {
     STMT_CASE_LIST,
     STMT_CASE_GET,
     STMT_CASE_PATCH,
+    STMT_LOOKALIKE_NEEDS,
+    STMT_LOOKALIKE_FIT_GET,
+    STMT_LOOKALIKE_FIT_SAVE,
     STMT_COUNT
 };
 extern const struct db_statement store_statements[STMT_COUNT];

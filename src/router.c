@@ -171,6 +171,10 @@ static const struct route_def ROUTES[ROUTE_COUNT] = {
         0, PUBLIC, NULL},
     [ROUTE_CONSOLE_FILE] = {"GET", "/console/{file}", "console_file",
         0, PUBLIC, NULL},
+    /* reads every live customer's features and may fit a model: LONG; it
+     * keeps the fit, so not a replica read (docs/lookalikes.md) */
+    [ROUTE_SEGMENT_LOOKALIKES] = {"GET", "/v1/segments/{id}/lookalikes", "segment_lookalikes",
+        MK | AD, LONG, "limit"},
 };
 
 #define ROUTE_TABLE_SIZE ((size_t)ROUTE_COUNT)

@@ -189,6 +189,11 @@ const struct db_statement store_statements[STMT_COUNT] = {
     [STMT_CASE_LIST] = {"case_list", "SELECT crm.customer_cases($1::uuid, $2, $3::int, $4::uuid, $5)"},
     [STMT_CASE_GET] = {"case_get", "SELECT crm.case_read($1::uuid, $2::uuid, $3)"},
     [STMT_CASE_PATCH] = {"case_patch", "SELECT crm.case_patch($1::uuid, $2::jsonb, $3::text[])"},
+    [STMT_LOOKALIKE_NEEDS] = {"lookalike_needs", "SELECT crm.lookalike_top_needs($1::uuid, $2::integer)"},
+    [STMT_LOOKALIKE_FIT_GET] = {"lookalike_fit_get",
+        "SELECT crm.lookalike_fit_get($1::uuid, $2::integer)"},
+    [STMT_LOOKALIKE_FIT_SAVE] = {"lookalike_fit_save",
+        "SELECT crm.lookalike_fit_save($1::uuid, $2::jsonb)"},
 };
 const int store_statement_count = STMT_COUNT;
 

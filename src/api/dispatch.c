@@ -76,6 +76,7 @@ static handler_fn *const HANDLERS[ROUTE_COUNT] = {
     [ROUTE_ME] = handle_me,
     [ROUTE_CONSOLE_INDEX] = handle_console,
     [ROUTE_CONSOLE_FILE] = handle_console,
+    [ROUTE_SEGMENT_LOOKALIKES] = handle_segment_lookalikes,
 };
 
 bool dispatch_admit(struct app *app, enum route route, const char *path,
