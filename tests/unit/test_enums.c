@@ -18,6 +18,7 @@
 #include "cases.h"
 #include "customize.h"
 #include "feed.h"
+#include "lookalike.h"
 #include "normalize.h"
 #include "segment.h"
 #include "validate.h"
@@ -167,6 +168,15 @@ static char *feed_types(void)
     return out;
 }
 
+static char *lookalike_features(void)
+{
+    static char out[512];
+    out[0] = '\0';
+    for (int i = 0; i < LA_BASE_FEATURES; i++)
+        append(out, sizeof(out), lookalike_feature_name(i), strlen(lookalike_feature_name(i)));
+    return out;
+}
+
 /* The properties block of components.schemas.<name> in openapi.yaml, up to
  * the next schema (a line indented by exactly four spaces); owned. */
 static char *openapi_schema(const char *yaml, const char *name)
@@ -211,6 +221,8 @@ START_TEST(test_openapi_enums_match_c)
     /* cases (cases.c) */
     ck_assert_str_eq(openapi_enum(yaml, "CaseStatus"), case_status_list());
     ck_assert_str_eq(openapi_enum(yaml, "CasePriority"), case_priority_list());
+    /* the look-alike model's fixed features (lookalike.c) */
+    ck_assert_str_eq(openapi_enum(yaml, "LookalikeFixedFeature"), lookalike_features());
     free(yaml);
 }
 END_TEST
