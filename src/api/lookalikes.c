@@ -237,7 +237,7 @@ void handle_segment_lookalikes(struct app *app, const struct request *req,
     json_t *segment = NULL, *fit = NULL, *needs = NULL, *saved = NULL;
     struct lookalike_rows rows = {0};
     struct lookalike_model m;
-    char err[API_ERR_LEN];
+    char err[API_ERR_LEN] = "";
     struct timespec t0;
     double read_ms, score_ms, fit_ms = -1;
     enum db_status st;
