@@ -4,7 +4,10 @@
  * customers that is one statement and about 190 bytes a row in memory
  * (17 doubles, the label and the id), with no result set held by libpq.
  * COPY takes no parameters, so the segment id (a canonical UUID) and the
- * needs (as a JSON literal) are quoted by PQescapeLiteral.
+ * needs (as a JSON literal) are quoted by PQescapeLiteral. The read runs in
+ * a read-only transaction of its own with READ_TIMEOUT instead of the
+ * pool's 30 s statement_timeout: it reads every live customer (like the
+ * moments run, which has 300 s).
  */
 #include "store_lookalike.h"
 
@@ -13,6 +16,8 @@
 #include <string.h>
 
 #include "store.h"
+
+#define READ_TIMEOUT "300s"
 
 void lookalike_rows_free(struct lookalike_rows *rows)
 {
@@ -119,6 +124,17 @@ enum db_status store_lookalike_rows(struct db_pool *pool, const char *segment_id
         db_release(pool, conn, false);
         return DB_ERROR;
     }
+    res = PQexec(pg, "BEGIN READ ONLY; SET LOCAL statement_timeout = '" READ_TIMEOUT "'");
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        snprintf(err, errlen, "%s", PQerrorMessage(pg));
+        PQclear(res);
+        free(sql);
+        PQclear(PQexec(pg, "ROLLBACK"));
+        st = PQstatus(pg) != CONNECTION_OK ? DB_UNAVAILABLE : DB_ERROR;
+        db_release(pool, conn, PQstatus(pg) != CONNECTION_OK);
+        return st;
+    }
+    PQclear(res);
     res = PQexec(pg, sql);
     free(sql);
     if (PQresultStatus(res) == PGRES_COPY_OUT) {
@@ -141,6 +157,9 @@ enum db_status store_lookalike_rows(struct db_pool *pool, const char *segment_id
     PQclear(res);
     while ((res = PQgetResult(pg)) != NULL)
         PQclear(res);
+    res = PQexec(pg, ok ? "COMMIT" : "ROLLBACK");
+    ok = ok && PQresultStatus(res) == PGRES_COMMAND_OK;
+    PQclear(res);
     if (ok) {
         st = DB_OK;
     } else if (db_cancel_was_sent(pool, conn)) {

@@ -105,8 +105,13 @@ class LookalikeTests(harness.CrmTestCase):
         must(post("/v1/admin/merges", {"survivor_id": survivor, "absorbed_id": cls.absorbed,
                                        "reason": "same person"}), 200)
         # a value run gives the value features; the model does without them
-        # if the database's other customers keep it from fitting (422)
-        r = post("/v1/value:recompute", {})
+        # if the database's other customers keep it from fitting (422). A
+        # run can fail while other test files write to the same database
+        # (seen: 500, a foreign key of crm.customer_value): tried 3 times.
+        for _ in range(3):
+            r = post("/v1/value:recompute", {})
+            if r.status in (200, 422):
+                break
         assert r.status in (200, 422), r
         cls.sid = must(post("/v1/segments", {
             "name": "e2e-lookalike-%s" % uid(),
