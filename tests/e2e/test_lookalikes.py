@@ -204,6 +204,18 @@ class LookalikeTests(harness.CrmTestCase):
                 else:
                     self.assertJson(r, 200)
 
+    def test_fit_goes_with_its_segment(self):
+        sid = must(post("/v1/segments", {
+            "name": "e2e-lookalike-del-%s" % uid(),
+            "rule": {"field": "traits.attributes.la_marker", "op": "eq",
+                     "value": self.marker}}), 201)["segment_id"]
+        self.assertJson(lookalikes(sid, 5), 200)
+        kept = "SELECT count(*) FROM crm.lookalike_fits WHERE segment_id = %s" % harness.lit(sid)
+        self.assertEqual(harness.sql(kept), "1")
+        self.assertEqual(must(request("DELETE", "/v1/segments/%s" % sid), 200), {"deleted": True})
+        self.assertEqual(harness.sql(kept), "0")
+        self.assertProblem(lookalikes(sid), 404, "not-found")
+
     def test_segment_without_members(self):
         sid = must(post("/v1/segments", {
             "name": "e2e-lookalike-empty-%s" % uid(),
