@@ -68,5 +68,7 @@ handler_fn handle_moment_settings_get, handle_moment_settings_put;
 handler_fn handle_fx_rates;
 /* survivorship.c: serves GET and PUT of the survivorship rules */
 handler_fn handle_survivorship;
+/* lookalikes.c */
+handler_fn handle_segment_lookalikes;
 
 #endif

@@ -89,6 +89,9 @@ enum store_stmt {
     STMT_FX_RATES_PUT,
     STMT_SURVIVORSHIP_GET,
     STMT_SURVIVORSHIP_PUT,
+    STMT_LOOKALIKE_NEEDS,
+    STMT_LOOKALIKE_FIT_GET,
+    STMT_LOOKALIKE_FIT_SAVE,
     STMT_COUNT
 };
 extern const struct db_statement store_statements[STMT_COUNT];

@@ -91,7 +91,7 @@ create_database crm_test recreate
 create_database crm_test_asan recreate
 # run_e2e_build LABEL BINARY DATABASE: every suite, then the fault tests
 # (last: they restart PostgreSQL).
-E2E_SUITES="api http identity customize access value audiences satisfaction cases cache activation membership identity_rules summary fx stage survivorship"
+E2E_SUITES="api http identity customize access value audiences satisfaction cases cache activation membership identity_rules summary fx stage survivorship lookalikes"
 run_e2e_build() {
     local label=$1 bin=$2 db=$3 suite
     echo "== end-to-end tests ($label build)"

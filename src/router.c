@@ -205,6 +205,10 @@ static const struct route_def ROUTES[ROUTE_COUNT] = {
         AD, 0, NULL},
     [ROUTE_SURVIVORSHIP_PUT] = {"PUT", "/v1/settings/survivorship", "survivorship_put",
         AD, LONG, NULL},
+    /* reads every live customer's features and may fit a model: LONG; it
+     * keeps the fit, so not a replica read (docs/lookalikes.md) */
+    [ROUTE_SEGMENT_LOOKALIKES] = {"GET", "/v1/segments/{id}/lookalikes", "segment_lookalikes",
+        MK | AD, LONG, "limit"},
 };
 
 #define ROUTE_TABLE_SIZE ((size_t)ROUTE_COUNT)

@@ -216,6 +216,11 @@ const struct db_statement store_statements[STMT_COUNT] = {
     [STMT_SURVIVORSHIP_GET] = {"survivorship_get", "SELECT crm.survivorship_doc()"},
     [STMT_SURVIVORSHIP_PUT] = {"survivorship_put",
         "SELECT crm.put_survivorship($1::jsonb, $2::uuid, $3)"},
+    [STMT_LOOKALIKE_NEEDS] = {"lookalike_needs", "SELECT crm.lookalike_top_needs($1::uuid, $2::integer)"},
+    [STMT_LOOKALIKE_FIT_GET] = {"lookalike_fit_get",
+        "SELECT crm.lookalike_fit_get($1::uuid, $2::integer)"},
+    [STMT_LOOKALIKE_FIT_SAVE] = {"lookalike_fit_save",
+        "SELECT crm.lookalike_fit_save($1::uuid, $2::jsonb)"},
 };
 const int store_statement_count = STMT_COUNT;
 

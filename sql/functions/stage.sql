@@ -414,10 +414,13 @@ BEGIN
                AND EXISTS (SELECT 1 FROM crm.customers c WHERE c.customer_id = h.customer_id
                               AND c.merged_into IS NULL AND c.erased_at IS NULL)
              GROUP BY 1, 2),
+        -- the phases count every kept interaction, an erased customer's too,
+        -- like every other interaction KPI (erasure keeps them, scrubbed)
         phased AS (
             SELECT i.type, i.channel, crm.interaction_phase(i.customer_id, i.occurred_at, win) AS phase
-              FROM crm.interactions i JOIN pop ON pop.customer_id = i.customer_id
+              FROM crm.interactions i
              WHERE i.occurred_at >= p_from AND i.occurred_at < p_to
+               AND (p_customers IS NULL OR i.customer_id = ANY (p_customers))
                AND i.type IN ('complaint', 'return', 'exchange', 'feedback', 'review',
                               'support_call', 'inquiry')),
         phase_counts AS (

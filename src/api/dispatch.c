@@ -89,6 +89,7 @@ static handler_fn *const HANDLERS[ROUTE_COUNT] = {
     [ROUTE_FX_RATES_PUT] = handle_fx_rates,
     [ROUTE_SURVIVORSHIP_GET] = handle_survivorship,
     [ROUTE_SURVIVORSHIP_PUT] = handle_survivorship,
+    [ROUTE_SEGMENT_LOOKALIKES] = handle_segment_lookalikes,
 };
 
 bool dispatch_admit(struct app *app, enum route route, const char *path,

@@ -21,6 +21,7 @@
 #include "customize.h"
 #include "feed.h"
 #include "nba.h"
+#include "lookalike.h"
 #include "normalize.h"
 #include "segment.h"
 #include "stage.h"
@@ -198,6 +199,15 @@ static char *feed_types(void)
     return out;
 }
 
+static char *lookalike_features(void)
+{
+    static char out[512];
+    out[0] = '\0';
+    for (int i = 0; i < LA_BASE_FEATURES; i++)
+        append(out, sizeof(out), lookalike_feature_name(i), strlen(lookalike_feature_name(i)));
+    return out;
+}
+
 /* The properties block of components.schemas.<name> in openapi.yaml, up to
  * the next schema (a line indented by exactly four spaces); owned. */
 static char *openapi_schema(const char *yaml, const char *name)
@@ -249,6 +259,8 @@ START_TEST(test_openapi_enums_match_c)
     ck_assert_str_eq(openapi_enum(yaml, "CustomerStage"), stage_list());
     ck_assert_str_eq(openapi_enum(yaml, "InteractionPhase"), phase_list());
     ck_assert_str_eq(openapi_enum(yaml, "SurvivorshipRuleName"), survivorship_rule_list());
+    /* the look-alike model's fixed features (lookalike.c) */
+    ck_assert_str_eq(openapi_enum(yaml, "LookalikeFixedFeature"), lookalike_features());
     free(yaml);
 }
 END_TEST

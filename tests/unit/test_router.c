@@ -96,6 +96,14 @@ START_TEST(test_segment_and_value_routes)
     expect_match("GET", "/v1/customers/" UUID_LC "/segments", ROUTE_CUSTOMER_SEGMENTS, UUID_LC);
     expect_match("GET", "/v1/segments/" UUID_LC "/customers", ROUTE_SEGMENT_CUSTOMERS, UUID_LC);
     expect_match("GET", "/v1/segments/" UUID_LC "/export", ROUTE_SEGMENT_EXPORT, UUID_LC);
+    /* look-alikes: marketing and admin, limit only, on the primary (it keeps the fit) */
+    expect_match("GET", "/v1/segments/" UUID_UC "/lookalikes", ROUTE_SEGMENT_LOOKALIKES, UUID_LC);
+    expect_status("POST", "/v1/segments/" UUID_LC "/lookalikes", ROUTE_METHOD_NOT_ALLOWED, "GET");
+    expect_status("GET", "/v1/segments/nope/lookalikes", ROUTE_BAD_UUID, NULL);
+    ck_assert_uint_eq(route_roles(ROUTE_SEGMENT_LOOKALIKES),
+                      (1u << ROLE_MARKETING) | (1u << ROLE_ADMIN));
+    ck_assert_str_eq(route_query_params(ROUTE_SEGMENT_LOOKALIKES), "limit");
+    ck_assert(!route_reads_from_replica(ROUTE_SEGMENT_LOOKALIKES));
     expect_match("POST", "/v1/value:recompute", ROUTE_VALUE_RECOMPUTE, "");
     expect_match("GET", "/v1/kpis", ROUTE_KPIS, "");
     /* customize */
@@ -264,7 +272,8 @@ START_TEST(test_long_routes)
     ck_assert(!route_runs_long(ROUTE_CUSTOMER_SEGMENTS));
     ck_assert(route_runs_long(ROUTE_SURVIVORSHIP_PUT)); /* re-resolves every customer's traits */
     ck_assert(route_runs_long(ROUTE_IDENTIFIER_DETACH)); /* moves interactions */
-    ck_assert_int_eq(long_running, 18);
+    ck_assert(route_runs_long(ROUTE_SEGMENT_LOOKALIKES)); /* reads every customer, may fit */
+    ck_assert_int_eq(long_running, 19);
 }
 END_TEST
 
