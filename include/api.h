@@ -107,6 +107,11 @@ void respond_validation(struct response *res, json_t *errors, const char *instan
 /* 503 for DB_UNAVAILABLE, else 500 (logged). */
 void respond_db_failure(struct response *res, enum db_status st, const char *err,
                         const char *instance);
+/* The end of a settings write whose SQL may refuse it as {"invalid": text}:
+ * 422 validation-failed at /member with that text; else st's failure
+ * (503/500) or 200 with out. Takes over out. */
+void respond_settings(struct response *res, enum db_status st, json_t *out, const char *err,
+                      const char *member, const char *instance);
 /* The usual end of a read or write by id: st's failure (503/500), 404 with
  * not_found when out is NULL, else 200 with out (taken over). */
 void respond_found(struct response *res, enum db_status st, json_t *out, const char *err,

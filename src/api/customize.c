@@ -295,7 +295,7 @@ void handle_moment_settings_get(struct app *app, const struct request *req,
 void handle_moment_settings_put(struct app *app, const struct request *req,
                                 struct response *res)
 {
-    json_t *errors = json_array(), *out = NULL, *invalid;
+    json_t *errors = json_array(), *out = NULL;
     const char *params[3];
     char *kinds;
     char err[API_ERR_LEN];
@@ -312,18 +312,7 @@ void handle_moment_settings_put(struct app *app, const struct request *req,
     params[2] = req->who ? role_name(req->who->role) : NULL;
     st = store_call(app->pool, STMT_MOMENT_SETTINGS_PUT, 3, params, &out, err, sizeof(err));
     free(kinds);
-    invalid = st == DB_OK ? json_object_get(out, "invalid") : NULL;
-    if (json_is_string(invalid)) {
-        errors = json_array();
-        verr_add(errors, "", "kinds", "%s", json_string_value(invalid));
-        json_decref(out);
-        respond_validation(res, errors, req->path);
-    } else if (st != DB_OK || out == NULL) {
-        json_decref(out);
-        respond_db_failure(res, st == DB_OK ? DB_ERROR : st, err, req->path);
-    } else {
-        respond_json(res, 200, out);
-    }
+    respond_settings(res, st, out, err, "kinds", req->path);
 }
 
 /* POST /v1/moments:run {"date": "YYYY-MM-DD"}: the daily moments run for

@@ -264,3 +264,20 @@ bool moment_traits_ok(struct app *app, const struct request *req, struct respons
     respond_validation(res, out, req->path);
     return false;
 }
+
+void respond_settings(struct response *res, enum db_status st, json_t *out, const char *err,
+                      const char *member, const char *instance)
+{
+    json_t *invalid = st == DB_OK ? json_object_get(out, "invalid") : NULL;
+    if (json_is_string(invalid)) {
+        json_t *errors = json_array();
+        verr_add(errors, "", member, "%s", json_string_value(invalid));
+        json_decref(out);
+        respond_validation(res, errors, instance);
+    } else if (st != DB_OK || out == NULL) {
+        json_decref(out);
+        respond_db_failure(res, st == DB_OK ? DB_ERROR : st, err, instance);
+    } else {
+        respond_json(res, 200, out);
+    }
+}

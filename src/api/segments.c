@@ -693,7 +693,7 @@ void handle_value_settings(struct app *app, const struct request *req, struct re
  * (null) removed (crm.put_fx_rates), audited. */
 void handle_fx_rates(struct app *app, const struct request *req, struct response *res)
 {
-    json_t *errors, *out = NULL, *invalid;
+    json_t *errors, *out = NULL;
     const char *params[3];
     char err[API_ERR_LEN], *rates = NULL;
     enum db_status st;
@@ -716,18 +716,7 @@ void handle_fx_rates(struct app *app, const struct request *req, struct response
         st = store_call(app->pool, STMT_FX_RATES_GET, 0, NULL, &out, err, sizeof(err));
     }
     free(rates);
-    invalid = st == DB_OK ? json_object_get(out, "invalid") : NULL;
-    if (json_is_string(invalid)) {
-        errors = json_array();
-        verr_add(errors, "", "rates", "%s", json_string_value(invalid));
-        json_decref(out);
-        respond_validation(res, errors, req->path);
-    } else if (st != DB_OK || out == NULL) {
-        json_decref(out);
-        respond_db_failure(res, st == DB_OK ? DB_ERROR : st, err, req->path);
-    } else {
-        respond_json(res, 200, out);
-    }
+    respond_settings(res, st, out, err, "rates", req->path);
 }
 
 /* GET /v1/customers/{id}/segments: the customer's current and past
