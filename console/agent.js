@@ -3,7 +3,9 @@
 // loyalty card or external id (GET /v1/customers?...), then the single view from the
 // profile (identifiers and merge history, traits with their sources, value,
 // satisfaction, open cases, needs, preferences and consents, both editable),
-// the contact decision for a chosen purpose and channel (asked again after
+// the journey stage and the next best action with its reason (GET
+// /v1/customers/{id}/summary, docs/summary.md), the contact decision for a
+// chosen purpose and channel (asked again after
 // every consent or preference change, so the agent sees its effect), and
 // the timeline scrolled by its keyset cursor.
 import { api, qs } from './api.js';
@@ -70,6 +72,7 @@ function showCustomer(out, p) {
   const decision = h('div', { id: 'decision', 'aria-live': 'polite' });
   const timeline = h('div', { id: 'timeline' });
   const merges = h('div', { id: 'merges' });
+  const nba = h('div', { id: 'nba', 'aria-live': 'polite' }, h('p', { class: 'muted' }, 'loading…'));
   const prefs = h('div', { id: 'preferences' }, preferencesTable(p.preferences || {}));
   const consents = h('div', { id: 'consents' }, consentsTable(p.consents || []));
   const dform = decisionForm(id, decision);
@@ -78,6 +81,7 @@ function showCustomer(out, p) {
     h('p', { class: 'muted' }, 'customer ', h('code', {}, id),
       p.merged_ids && p.merged_ids.length ? ` · merged from ${p.merged_ids.length}` : ''),
     h('div', { class: 'grid' },
+      section('Next best action', nba),
       section('Identifiers', table(['kind', 'value', 'source', 'since'],
         (p.identifiers || []).map((i) => [i.namespace ? `${i.kind} (${i.namespace})` : i.kind, i.value, i.source, when(i.created_at)])),
       merges),
@@ -92,7 +96,21 @@ function showCustomer(out, p) {
       section('Preferences', prefs, preferencesForm(id, p.preferences || {}, prefs, dform))),
     section('Timeline', timeline));
   loadMerges(id, merges);
+  loadSummary(id, nba);
   loadTimeline(id, timeline, null);
+}
+
+// The agent's summary: the recommended action, its reason (customer text
+// inside it, such as a case subject, stays text) and the journey stage.
+async function loadSummary(id, box) {
+  try {
+    const s = await api.get(`/v1/customers/${id}/summary`);
+    const a = s.next_best_action || {};
+    const st = s.stage || {};
+    clear(box, h('p', { class: 'nba-action' }, h('strong', {}, text(a.action))),
+      h('p', { class: 'nba-reason' }, text(a.reason)),
+      dl([['rule', text(a.rule)], ['stage', st.stage ? `${st.stage} since ${when(st.since)}` : '—']]));
+  } catch (err) { clear(box, problemBox(err)); }
 }
 
 // Merge history (GET /v1/customers/{id}/merges): who was absorbed, when, by whom.

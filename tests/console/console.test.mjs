@@ -374,7 +374,7 @@ try {
     await page.context().close();
   });
   // --- round two (issue 19) ----------------------------------------------
-  await check('call_center: a national phone number with a default country; open cases, satisfaction, trait sources', async () => {
+  await check('call_center: a national phone number with a default country; open cases, satisfaction, trait sources, next best action', async () => {
     const page = await newPage(browser);
     await signIn(page, keys.call_center);
     await page.selectOption('#find select[name=kind]', 'phone');
@@ -393,6 +393,11 @@ try {
     expect(sat.includes('3 (detractor)') && /CSAT\s*2,/.test(sat), `satisfaction: ${sat}`);
     const traits = await page.textContent('table.traits');
     expect(/first_name\s*Ann\s*web,/.test(traits), `the trait source: ${traits}`);
+    // the next best action from the summary: a default rule, its reason, the stage
+    await page.waitForSelector('#nba .nba-action');
+    const nba = await page.textContent('#nba');
+    expect(/(resolve_case|retention_offer|win_back_offer|service_recovery_call|warranty_extension_offer|onboarding_check_in|offer_|no_action)/.test(nba)
+      && /stage\s*(prospect|onboarding|active|at_risk|lapsed|won_back) since/.test(nba), `next best action: ${nba}`);
     await page.context().close();
   });
 
