@@ -108,14 +108,25 @@ BEGIN
                                   'customer_id', existing.customer_id);
     END IF;
 
-    INSERT INTO crm.interaction_stats AS s (customer_id, channel, type, currency, n, amount, cost,
-                                           first_at, last_at)
-    VALUES (cid, p_channel, p_type, coalesce(p_currency, ''), 1, coalesce(p_amount, 0),
-            coalesce(p_cost, 0), p_occurred_at, p_occurred_at)
-    ON CONFLICT (customer_id, channel, type, currency) DO UPDATE
-        SET n = s.n + 1, amount = s.amount + excluded.amount, cost = s.cost + excluded.cost,
-            first_at = least(s.first_at, excluded.first_at),
-            last_at = greatest(s.last_at, excluded.last_at);
+    -- A plain UPDATE first: a customer's stats row for this channel, type
+    -- and currency usually exists, and INSERT .. ON CONFLICT DO UPDATE locks
+    -- it before updating (one more WAL record, 54 bytes, bench/wal.sh).
+    UPDATE crm.interaction_stats AS s
+       SET n = s.n + 1, amount = s.amount + coalesce(p_amount, 0),
+           cost = s.cost + coalesce(p_cost, 0), first_at = least(s.first_at, p_occurred_at),
+           last_at = greatest(s.last_at, p_occurred_at)
+     WHERE s.customer_id = cid AND s.channel = p_channel AND s.type = p_type
+       AND s.currency = coalesce(p_currency, '');
+    IF NOT FOUND THEN
+        INSERT INTO crm.interaction_stats AS s (customer_id, channel, type, currency, n, amount,
+                                               cost, first_at, last_at)
+        VALUES (cid, p_channel, p_type, coalesce(p_currency, ''), 1, coalesce(p_amount, 0),
+                coalesce(p_cost, 0), p_occurred_at, p_occurred_at)
+        ON CONFLICT (customer_id, channel, type, currency) DO UPDATE
+            SET n = s.n + 1, amount = s.amount + excluded.amount, cost = s.cost + excluded.cost,
+                first_at = least(s.first_at, excluded.first_at),
+                last_at = greatest(s.last_at, excluded.last_at);
+    END IF;
 
     -- The journey stage (stage.sql; one HOT update in the common case).
     IF p_type = 'purchase' THEN
