@@ -9,12 +9,13 @@ SECONDS_EACH=${1:-20}
 OUT=$ROOT/.run/fuzz
 mkdir -p "$OUT"
 command -v clang >/dev/null || { echo "fuzz: clang not found"; echo "fuzz: 0 passed, 1 failed"; exit 1; }
-PURE=(textutil normalize problem validate router segment jsontext)
-SRCS=()
-for m in "${PURE[@]}"; do SRCS+=("$ROOT/src/$m.c"); done
+# The pure library as meson.build lists it (pure_lib), so that a module a
+# fuzzed one comes to need is never missing here (it was: stage.c).
+mapfile -t SRCS < <(sed -n "/^pure_lib = static_library/,/include_directories/p" "$ROOT/meson.build" |
+                    grep -oE "'src/[a-z_]+\.c'" | tr -d "'" | sed "s|^|$ROOT/|")
 CFLAGS=(-std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined
-        -fno-sanitize-recover=undefined -I"$ROOT/include" $(pkg-config --cflags jansson uuid))
-LIBS=($(pkg-config --libs jansson uuid) -lm)
+        -fno-sanitize-recover=undefined -I"$ROOT/include" $(pkg-config --cflags jansson uuid libcrypto))
+LIBS=($(pkg-config --libs jansson uuid libcrypto) -lm -pthread)
 passed=0
 failed=0
 for h in request router segment; do
