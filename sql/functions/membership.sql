@@ -3,8 +3,8 @@
 -- and the difference with crm.segment_members is applied: members in or
 -- out, history rows, segment.entered / segment.exited events in
 -- crm.events. The refresher (crm.segment_refresh, run by every server's
--- refresher thread, one instance at a time by the row lock on
--- crm.segment_refresh_state) follows the change feed after its own cursor
+-- refresher thread, one instance at a time by the advisory lock
+-- (74120930, 2), which segment changes wait for) follows the change feed after its own cursor
 -- and re-evaluates only the segments that depend on what changed, for the
 -- customers it changed; a finished value run diffs the value segments over
 -- everyone, and every p_sweep_s the time-dependent ones. Every writer of
@@ -52,7 +52,7 @@ $$;
 -- segment.entered / segment.exited event {segment_id, name}. An erased
 -- customer's row just goes (no history, no event: erasure removes them;
 -- customer.erased says it). Returns {entered, exited}. The caller holds the
--- crm.segment_refresh_state row lock. The condition is the stored compiled
+-- refresher's advisory lock (74120930, 2). The condition is the stored compiled
 -- rule: SQL text from segment.c's whitelist whose values are the elements
 -- of params, passed as $1; nothing from the rule is spliced into the text.
 CREATE OR REPLACE FUNCTION crm.segment_apply(p_segment uuid, p_ids uuid[], p_emit boolean)
@@ -286,7 +286,7 @@ BEGIN
 
     -- No segment: the cursor jumps to the end of the feed (a segment made
     -- later starts from its full first fill; the events before it matter
-    -- to no one). Creating a segment takes this row's lock, so none can
+    -- to no one). Creating a segment takes the same advisory lock, so none can
     -- appear during this round.
     IF NOT EXISTS (SELECT 1 FROM crm.segments WHERE condition IS NOT NULL) THEN
         SELECT x.xid, x.seq INTO last_xid, last_seq FROM (
