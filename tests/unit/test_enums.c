@@ -104,9 +104,11 @@ static const char *openapi_enum(const char *yaml, const char *name)
     return out;
 }
 
-/* The values of "CHECK (<column> IN ('a', 'b'))" in the definition of
- * table crm.<table> (CREATE TABLE up to its closing ");") in the migrations. */
-static const char *sql_check(const char *sql, const char *table, const char *column)
+/* The quoted values after "CHECK (<column> <op>" up to the closing char in
+ * the definition of table crm.<table> (CREATE TABLE up to its closing ");")
+ * in the migrations. */
+static const char *sql_values(const char *sql, const char *table, const char *column,
+                              const char *op, char close)
 {
     static char out[1024];
     char needle[96], create[96];
@@ -116,10 +118,10 @@ static const char *sql_check(const char *sql, const char *table, const char *col
     start = strstr(sql, create);
     ck_assert_msg(start != NULL, "no %s in sql/", create);
     end = strstr(start, "\n);");
-    snprintf(needle, sizeof(needle), "CHECK (%s IN (", column);
+    snprintf(needle, sizeof(needle), "CHECK (%s %s", column, op);
     p = strstr(start, needle);
-    ck_assert_msg(p != NULL && p < end, "no CHECK (%s IN (...)) in crm.%s", column, table);
-    for (p += strlen(needle); *p != ')';) {
+    ck_assert_msg(p != NULL && p < end, "no %s...) in crm.%s", needle, table);
+    for (p += strlen(needle); *p != close;) {
         const char *a = strchr(p, '\''), *b;
         ck_assert(a != NULL);
         b = strchr(a + 1, '\'');
@@ -130,30 +132,17 @@ static const char *sql_check(const char *sql, const char *table, const char *col
     return out;
 }
 
-/* The values of "CHECK (<column> <@ ARRAY['a', 'b']" (an array column whose
- * elements are enumerated) in the definition of table crm.<table>. */
+/* "CHECK (<column> IN ('a', 'b'))" */
+static const char *sql_check(const char *sql, const char *table, const char *column)
+{
+    return sql_values(sql, table, column, "IN (", ')');
+}
+
+/* "CHECK (<column> <@ ARRAY['a', 'b']" (an array column whose elements are
+ * enumerated) */
 static const char *sql_array_check(const char *sql, const char *table, const char *column)
 {
-    static char out[1024];
-    char needle[96], create[96];
-    const char *p, *start, *end;
-    out[0] = '\0';
-    snprintf(create, sizeof(create), "CREATE TABLE crm.%s (", table);
-    start = strstr(sql, create);
-    ck_assert_msg(start != NULL, "no %s in sql/", create);
-    end = strstr(start, "\n);");
-    snprintf(needle, sizeof(needle), "CHECK (%s <@ ARRAY[", column);
-    p = strstr(start, needle);
-    ck_assert_msg(p != NULL && p < end, "no CHECK (%s <@ ARRAY[...]) in crm.%s", column, table);
-    for (p += strlen(needle); *p != ']';) {
-        const char *a = strchr(p, '\''), *b;
-        ck_assert(a != NULL);
-        b = strchr(a + 1, '\'');
-        append(out, sizeof(out), a + 1, (size_t)(b - a - 1));
-        p = b + 1;
-        p += strspn(p, ", \n");
-    }
-    return out;
+    return sql_values(sql, table, column, "<@ ARRAY[", ']');
 }
 
 static int by_name(const struct dirent **x, const struct dirent **y)
