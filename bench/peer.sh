@@ -143,15 +143,8 @@ for c in conns:
         format(round(m["peer"][0]), ","), m["peer"][1], m["peer"][2], m["ours"][0] / m["peer"][0]))
 PY
 } > "$WORK/section.md"
-touch "$OUT"
-python3 - "$OUT" "$LABEL" "$WORK/section.md" <<'PY'
-import re, sys
-path, label, sec = sys.argv[1], sys.argv[2], open(sys.argv[3]).read()
-text = open(path).read()
-if not text.strip():
-    text = ("# The peer: the same profile read through PostGraphile\n\nWritten by `bench/peer.sh` "
-            "(see its header for what is compared and how).\n\n")
-text = re.sub(r"## %s\n.*?(?=\n## |\Z)" % re.escape(label), "", text, flags=re.S).rstrip("\n") + "\n\n"
-open(path, "w").write(text + sec)
-PY
+python3 "$ROOT/bench/put_section.py" "$OUT" "$LABEL" "$WORK/section.md" \
+    "# The peer: the same profile read through PostGraphile
+
+Written by \`bench/peer.sh\` (see its header for what is compared and how)."
 cat "$WORK/section.md"

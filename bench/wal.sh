@@ -126,15 +126,8 @@ CODE=${CRM_WAL_CODE:-}; [ -n "$CODE" ] || CODE="$(git -C "$ROOT" rev-parse --sho
     echo
     echo "</details>"
 } > "$WORK/section.md"
-touch "$OUT"
-python3 - "$OUT" "$LABEL" "$WORK/section.md" <<'PY'
-import re, sys
-path, label, sec = sys.argv[1], sys.argv[2], open(sys.argv[3]).read()
-text = open(path).read()
-if not text.strip():
-    text = ("# WAL per stored interaction\n\nWritten by `bench/wal.sh` (see its header). "
-            "Issue 17's targets: at most 500 bytes per single POST and 250 per batched event.\n\n")
-text = re.sub(r"## %s\n.*?(?=\n## |\Z)" % re.escape(label), "", text, flags=re.S).rstrip("\n") + "\n\n"
-open(path, "w").write(text + sec)
-PY
+python3 "$ROOT/bench/put_section.py" "$OUT" "$LABEL" "$WORK/section.md" \
+    "# WAL per stored interaction
+
+Written by \`bench/wal.sh\` (see its header). Issue 17's targets: at most 500 bytes per single POST and 250 per batched event."
 cat "$WORK/section.md"
